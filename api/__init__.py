@@ -1,0 +1,1 @@
+"""The OpenAI-compatible HTTP api: turns requests into RQ jobs and relays their events."""

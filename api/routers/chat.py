@@ -1,0 +1,84 @@
+"""`POST /v1/chat/completions`: one RQ job per request, streamed back as OpenAI chunks."""
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+from sse_starlette import EventSourceResponse, ServerSentEvent
+
+from hearth.contract import ContextTrimmedEvent, DoneEvent, ErrorEvent, JobPayload, TokenEvent
+from api import openai_format as fmt
+from api.dependencies import Jobs, Owner, RedisDep, Settings
+from api.jobs import JobInfo, JobService
+from api.schemas import ChatCompletionRequest
+from api.workers import live_workers
+
+router = APIRouter(prefix="/v1", tags=["chat"])
+
+
+async def _stream(jobs: JobService, job: JobInfo, include_usage: bool) -> AsyncIterator[dict[str, str] | ServerSentEvent]:
+    """OpenAI chunks; Hearth's own events (queue position, trimming) go as SSE comments,
+    which OpenAI clients skip. Ends with `[DONE]`, or with an error object on failure."""
+    finished = False
+    try:
+        yield {"data": fmt.chunk(job.id, job.created, job.model, {"role": "assistant", "content": ""})}
+        async for _, event in jobs.events(job):
+            if isinstance(event, TokenEvent):
+                yield {"data": fmt.chunk(job.id, job.created, job.model, {"content": event.text})}
+            elif isinstance(event, DoneEvent):
+                finished = True
+                yield {"data": fmt.chunk(job.id, job.created, job.model, {}, event.finish_reason)}
+                if include_usage:
+                    yield {"data": fmt.usage_chunk(job.id, job.created, job.model, event)}
+                yield {"data": "[DONE]"}
+            elif isinstance(event, ErrorEvent):
+                finished = True
+                yield {"data": json.dumps(fmt.error_of(event).body())}
+            else:
+                yield ServerSentEvent(comment=f"hearth {event.model_dump_json()}")
+    finally:
+        if not finished:  # the client went away: free the worker for someone who is waiting
+            await asyncio.shield(jobs.cancel(job))
+
+
+async def _collect(jobs: JobService, job: JobInfo) -> dict[str, object]:
+    parts: list[str] = []
+    extra: dict[str, object] = {}
+    async for _, event in jobs.events(job):
+        if isinstance(event, TokenEvent):
+            parts.append(event.text)
+        elif isinstance(event, ContextTrimmedEvent):
+            extra["context_trimmed"] = {"messages": event.messages, "tokens": event.tokens}
+        elif isinstance(event, ErrorEvent):
+            raise fmt.error_of(event)
+        elif isinstance(event, DoneEvent):
+            return fmt.completion(job.id, job.created, job.model, "".join(parts), event, extra)
+    raise AssertionError("event stream ended without a final event")
+
+
+@router.post("/chat/completions", response_model=None)
+async def create_chat_completion(
+    body: ChatCompletionRequest, request: Request, jobs: Jobs, owner: Owner, redis: RedisDep, settings: Settings
+) -> JSONResponse | EventSourceResponse:
+    models = [w.model for w in await live_workers(redis)]
+    model = body.model if body.model in models else (models[0] if models else body.model or "default")
+    payload = JobPayload(messages=body.contract_messages(), params=body.sampling(), model=model, user=owner)
+    job = await jobs.submit(payload, owner)
+    headers = {"X-Job-Id": job.id}
+    if body.stream:
+        include_usage = bool(body.stream_options and body.stream_options.include_usage)
+        return EventSourceResponse(_stream(jobs, job, include_usage), ping=settings.sse_ping_s, headers=headers)
+    collect = asyncio.ensure_future(_collect(jobs, job))
+    try:
+        cancelled = False
+        while not (await asyncio.wait({collect}, timeout=settings.poll_s))[0]:
+            # A non-streaming client is only seen leaving by polling; its job's cancelled
+            # event then ends `collect`.
+            if not cancelled and await request.is_disconnected():
+                cancelled = True
+                await jobs.cancel(job)
+        return JSONResponse(collect.result(), headers=headers)
+    finally:
+        collect.cancel()

@@ -1,0 +1,17 @@
+"""`/v1/models`: the models that live workers have loaded."""
+
+from fastapi import APIRouter
+
+from api.dependencies import RedisDep
+from api.workers import live_workers
+
+router = APIRouter(prefix="/v1", tags=["models"])
+
+
+@router.get("/models")
+async def list_models(redis: RedisDep) -> dict[str, object]:
+    models: dict[str, dict[str, object]] = {}
+    for w in await live_workers(redis):
+        models.setdefault(w.model, {"id": w.model, "object": "model", "created": 0, "owned_by": "hearth", "context_length": w.n_ctx, "workers": 0})
+        models[w.model]["workers"] += 1  # type: ignore[operator]
+    return {"object": "list", "data": list(models.values())}

@@ -1,0 +1,1 @@
+"""Hearth's shared pieces: the api<->worker contract, settings base and logging set-up."""

@@ -1,0 +1,158 @@
+"""The api <-> worker contract: queue names, Redis keys, the job payload and the event schema.
+
+This is the only module the api and the worker both import. Everything crosses Redis as JSON.
+
+Events of a job are appended by the worker to a per-job Redis Stream (the replay log, kept for
+`events_ttl` seconds). Readers block on it with XREAD from an explicit last id: that is push
+delivery like pub/sub, but lossless, so a reader that attaches before the first token, in the
+middle, or after the end sees every event exactly once, and an SSE `Last-Event-ID` is simply
+the stream id of the last event seen. Pub/sub carries only cancel requests to the worker, which
+must hear them between two tokens without a Redis round trip per token.
+"""
+
+from enum import StrEnum
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, Field, TypeAdapter
+
+# RQ queues, read in this order by every worker: interactive chats before batch work.
+QUEUE_INTERACTIVE = "interactive"
+QUEUE_BATCH = "batch"
+QUEUES = (QUEUE_INTERACTIVE, QUEUE_BATCH)
+
+# Import path of the job function; the api enqueues it by name and never imports the worker.
+GENERATE_FUNC = "worker.tasks.generate"
+
+JOB_KEY = "hearth:job:{job_id}"  # hash written at enqueue: owner, model, created, queue
+EVENTS_KEY = "hearth:job:{job_id}:events"  # Stream: the job's replay log
+CANCEL_KEY = "hearth:job:{job_id}:cancel"  # set when a cancel is requested (seen at job start)
+CANCEL_CHANNEL = "hearth:cancel"  # pub/sub: job ids to stop (heard while a job runs)
+WORKER_KEY = "hearth:worker:{name}"  # hash, expires unless the worker's heartbeat renews it
+WORKER_KEY_PATTERN = "hearth:worker:*"
+
+def job_key(job_id: str) -> str:
+    return JOB_KEY.format(job_id=job_id)
+
+
+def events_key(job_id: str) -> str:
+    return EVENTS_KEY.format(job_id=job_id)
+
+
+def cancel_key(job_id: str) -> str:
+    return CANCEL_KEY.format(job_id=job_id)
+
+
+def worker_key(name: str) -> str:
+    return WORKER_KEY.format(name=name)
+
+
+class Message(BaseModel):
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: str
+
+
+class SamplingParams(BaseModel):
+    """What the worker needs to generate; None means "the worker's default"."""
+
+    max_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    stop: list[str] = []
+    seed: int | None = None
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    logit_bias: dict[int, float] = {}
+
+
+class JobPayload(BaseModel):
+    messages: list[Message]
+    params: SamplingParams
+    model: str
+    user: str | None = None
+
+
+class PromptTokensDetails(BaseModel):
+    cached_tokens: int = 0
+
+
+class Usage(BaseModel):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+    prompt_tokens_details: PromptTokensDetails = PromptTokensDetails()
+
+
+class EventType(StrEnum):
+    QUEUED = "queued"
+    STARTED = "started"
+    CONTEXT_TRIMMED = "context_trimmed"
+    TOKEN = "token"
+    DONE = "done"
+    ERROR = "error"
+
+
+class QueuedEvent(BaseModel):
+    """Sent by the api (not stored) while the job waits; position 1 is next."""
+
+    type: Literal[EventType.QUEUED] = EventType.QUEUED
+    position: int
+    eta_s: float | None = None
+
+
+class StartedEvent(BaseModel):
+    type: Literal[EventType.STARTED] = EventType.STARTED
+    worker: str
+
+
+class ContextTrimmedEvent(BaseModel):
+    type: Literal[EventType.CONTEXT_TRIMMED] = EventType.CONTEXT_TRIMMED
+    messages: int
+    tokens: int
+
+
+class TokenEvent(BaseModel):
+    """One or more consecutive tokens (coalesced when the writer or reader is behind)."""
+
+    type: Literal[EventType.TOKEN] = EventType.TOKEN
+    text: str
+    tokens: int = 1
+
+
+class DoneEvent(BaseModel):
+    type: Literal[EventType.DONE] = EventType.DONE
+    finish_reason: Literal["stop", "length"]
+    usage: Usage
+
+
+class ErrorCode(StrEnum):
+    CONTEXT_LENGTH_EXCEEDED = "context_length_exceeded"
+    CANCELLED = "cancelled"
+    TIMEOUT = "timeout"
+    WORKER_LOST = "worker_lost"
+    INTERNAL = "internal_error"
+
+
+class ErrorEvent(BaseModel):
+    type: Literal[EventType.ERROR] = EventType.ERROR
+    code: ErrorCode
+    message: str
+
+
+Event = Annotated[
+    QueuedEvent | StartedEvent | ContextTrimmedEvent | TokenEvent | DoneEvent | ErrorEvent,
+    Field(discriminator="type"),
+]
+FINAL_EVENTS = (EventType.DONE, EventType.ERROR)
+
+_EVENT = TypeAdapter(Event)
+_FIELD = "event"  # the single field of a stream entry
+
+
+def encode_event(event: BaseModel) -> dict[str, str]:
+    """Fields of the stream entry that carries `event`."""
+    return {_FIELD: event.model_dump_json()}
+
+
+def decode_event(fields: dict[bytes, bytes] | dict[str, str]) -> Event:
+    raw = fields.get(_FIELD) or fields.get(_FIELD.encode())  # type: ignore[call-overload]
+    return _EVENT.validate_json(raw)

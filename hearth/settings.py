@@ -1,0 +1,34 @@
+"""Settings every Hearth process shares, and the README table generated from all of them."""
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class CommonSettings(BaseSettings):
+    """Read once from the environment at start-up, then passed explicitly."""
+
+    model_config = SettingsConfigDict(env_file=None, extra="ignore", frozen=True)
+
+    redis_url: str = Field(
+        "redis://127.0.0.1:6379/0",
+        description="Redis for queues and events. `make run` starts a local redis-server when unset.",
+    )
+    host: str = Field("127.0.0.1", description="Interface the api and ui listen on (0.0.0.0 for the LAN).")
+    log_format: str = Field("json", pattern="^(json|text)$", description="`json` lines, or `text` for humans.")
+    log_prompts: bool = Field(False, description="Log message content. Off: privacy is the point.")
+
+
+def settings_table(*classes: type[BaseSettings]) -> str:
+    """The README's settings table: one row per environment variable, first class wins."""
+    rows = ["| variable | default | used by | description |", "| --- | --- | --- | --- |"]
+    seen: set[str] = set()
+    for cls in classes:
+        for name, field in cls.model_fields.items():
+            if name in seen:
+                continue
+            seen.add(name)
+            users = ", ".join(c.__module__.split(".")[0] for c in classes if name in c.model_fields)
+            default = field.get_default(call_default_factory=False)
+            shown = "(computed)" if field.default_factory else f"`{default}`"
+            rows.append(f"| `{name.upper()}` | {shown} | {users} | {field.description or ''} |")
+    return "\n".join(rows)

