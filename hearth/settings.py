@@ -14,6 +14,8 @@ class CommonSettings(BaseSettings):
         description="Redis for queues and events. `make run` starts a local redis-server when unset.",
     )
     host: str = Field("127.0.0.1", description="Interface the api and ui listen on (0.0.0.0 for the LAN).")
+    api_port: int = Field(8000, ge=1, le=65535, description="Port of the OpenAI-compatible api (`http://HOST:API_PORT/v1`).")
+    ui_port: int = Field(7860, ge=1, le=65535, description="Port of the chat ui.")
     log_format: str = Field("json", pattern="^(json|text)$", description="`json` lines, or `text` for humans.")
     log_prompts: bool = Field(False, description="Log message content. Off: privacy is the point.")
 
@@ -32,3 +34,18 @@ def settings_table(*classes: type[BaseSettings]) -> str:
             shown = "(computed)" if field.default_factory else f"`{default}`"
             rows.append(f"| `{name.upper()}` | {shown} | {users} | {field.description or ''} |")
     return "\n".join(rows)
+
+
+def main() -> None:
+    """`python -m hearth.settings`: print the README's table of every process's settings."""
+    import importlib
+
+    classes = [
+        getattr(importlib.import_module(f"{package}.settings"), name)
+        for package, name in (("api", "ApiSettings"), ("worker", "WorkerSettings"), ("ui", "UiSettings"))
+    ]
+    print(settings_table(*classes))
+
+
+if __name__ == "__main__":
+    main()

