@@ -1,0 +1,52 @@
+"""A small SSE reader for tests that need event ids, names and comments (httpx, real HTTP)."""
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import httpx
+
+
+@dataclass
+class Sse:
+    event: str = "message"
+    data: str = ""
+    id: str | None = None
+    comments: list[str] = field(default_factory=list)
+
+    def json(self) -> dict:
+        return json.loads(self.data)
+
+
+def read_sse(response: httpx.Response) -> Iterator[Sse]:
+    current = Sse()
+    for line in response.iter_lines():
+        if line == "":
+            if current.data or current.comments or current.id:
+                yield current
+            current = Sse()
+        elif line.startswith(":"):
+            current.comments.append(line[1:].strip())
+        else:
+            name, _, value = line.partition(":")
+            value = value[1:] if value.startswith(" ") else value
+            if name == "data":
+                current.data = f"{current.data}\n{value}" if current.data else value
+            elif name in ("event", "id"):
+                setattr(current, name, value)
+    if current.data:
+        yield current
+
+
+def job_events(base_url: str, job_id: str, last_event_id: str | None = None, timeout: float = 60) -> list[Sse]:
+    """The job's events until its final one."""
+    headers = {"Last-Event-ID": last_event_id} if last_event_id else {}
+    events = []
+    with httpx.stream("GET", f"{base_url}/jobs/{job_id}/events", headers=headers, timeout=timeout) as r:
+        r.raise_for_status()
+        for sse in read_sse(r):
+            if sse.data:
+                events.append(sse)
+                if sse.event in ("done", "error"):
+                    break
+    return events

@@ -1,0 +1,84 @@
+"""Bad input and missing services get OpenAI-shaped errors with the right status, never a traceback."""
+
+import time
+
+import httpx
+import openai
+import pytest
+
+from tests.stack import Stack, free_port
+
+GOOD = {"model": "any", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}
+
+
+def assert_openai_error(r: httpx.Response, status: int) -> dict:
+    assert r.status_code == status, r.text
+    error = r.json()["error"]
+    assert set(error) >= {"message", "type", "code", "param"}
+    assert error["message"] and "Traceback" not in error["message"]
+    return error
+
+
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        ({**GOOD, "messages": []}, "messages"),
+        ({**GOOD, "messages": "hello"}, "messages"),
+        ({**GOOD, "messages": [{"role": "wizard", "content": "hi"}]}, "messages.0.role"),
+        ({**GOOD, "messages": [{"content": "hi"}]}, "messages.0.role"),
+        ({**GOOD, "max_tokens": 0}, "max_tokens"),
+        ({**GOOD, "max_tokens": -5}, "max_tokens"),
+        ({**GOOD, "max_tokens": "many"}, "max_tokens"),
+        ({**GOOD, "temperature": 7}, "temperature"),
+        ({**GOOD, "n": 3}, "n"),
+        ({**GOOD, "logit_bias": {"abc": 1}}, "logit_bias"),
+        ({**GOOD, "stream": "perhaps"}, "stream"),
+    ],
+)
+def test_invalid_request_is_400_naming_the_field(stack: Stack, body: dict, param: str) -> None:
+    error = assert_openai_error(httpx.post(f"{stack.base_url}/chat/completions", json=body), 400)
+    assert error["type"] == "invalid_request_error"
+    assert error["param"] == param
+
+
+def test_malformed_json_is_400(stack: Stack) -> None:
+    r = httpx.post(f"{stack.base_url}/chat/completions", content=b'{"messages": [', headers={"content-type": "application/json"})
+    assert "JSON" in assert_openai_error(r, 400)["message"]
+
+
+def test_unknown_fields_are_ignored(stack: Stack) -> None:
+    r = httpx.post(f"{stack.base_url}/chat/completions", json={**GOOD, "frobnicate": True, "parallel_tool_calls": False}, timeout=60)
+    assert r.status_code == 200, r.text
+
+
+def test_openai_client_raises_bad_request(stack: Stack) -> None:
+    client = openai.OpenAI(base_url=stack.base_url, api_key="x", max_retries=0)
+    with pytest.raises(openai.BadRequestError):
+        client.chat.completions.create(model="any", messages=[], max_tokens=3)
+
+
+def test_redis_unreachable_is_503(make_stack) -> None:
+    s = make_stack(REDIS_URL=f"redis://127.0.0.1:{free_port()}/0")
+    s.start_api()
+    r = httpx.post(f"{s.base_url}/chat/completions", json=GOOD, timeout=30)
+    assert "Redis" in assert_openai_error(r, 503)["message"]
+    ready = httpx.get(f"http://127.0.0.1:{s.api_port}/readyz", timeout=30)
+    assert ready.status_code == 503 and "Redis" in ready.json()["reason"]
+    assert httpx.get(f"http://127.0.0.1:{s.api_port}/healthz").status_code == 200
+
+
+def test_without_a_worker_the_job_waits_and_readyz_says_why(make_stack) -> None:
+    s = make_stack()
+    s.start_api()
+    ready = httpx.get(f"http://127.0.0.1:{s.api_port}/readyz")
+    assert ready.status_code == 503 and "No worker" in ready.json()["reason"]
+    client = openai.OpenAI(base_url=s.base_url, api_key="x", max_retries=0, timeout=120)
+    raw = client.chat.completions.with_raw_response.create(model="any", messages=GOOD["messages"], max_tokens=4, stream=True)
+    job_id = raw.headers["x-job-id"]
+    time.sleep(1.5)
+    assert httpx.get(f"{s.base_url}/jobs/{job_id}").json()["status"] == "queued"
+    s.start_worker()  # the waiting job is served once a worker arrives
+    text = "".join(c.choices[0].delta.content or "" for c in raw.parse() if c.choices)
+    assert text
+    assert httpx.get(f"{s.base_url}/jobs/{job_id}").json()["status"] == "completed"
+    assert httpx.get(f"http://127.0.0.1:{s.api_port}/readyz").status_code == 200
