@@ -13,6 +13,9 @@ from starlette.concurrency import run_in_threadpool
 
 from hearth.contract import (
     CANCEL_CHANNEL,
+    FitReply,
+    FitRequest,
+    Message,
     FINAL_EVENTS,
     GENERATE_FUNC,
     QUEUE_INTERACTIVE,
@@ -27,6 +30,7 @@ from hearth.contract import (
     decode_event,
     encode_event,
     events_key,
+    fit_key,
     job_key,
     worker_key,
 )
@@ -55,7 +59,7 @@ class JobService:
     async def submit(self, payload: JobPayload, owner: str, queue: str = QUEUE_INTERACTIVE) -> JobInfo:
         job_id = uuid.uuid4().hex
         created = int(time.time())
-        ttl = self._settings.result_ttl_s
+        ttl = self._settings.job_ttl_s
         await self._redis.hset(  # type: ignore[misc]
             job_key(job_id), mapping={"owner": owner, "model": payload.model, "created": created, "queue": queue}
         )
@@ -65,11 +69,24 @@ class JobService:
             GENERATE_FUNC,
             payload.model_dump(),
             job_id=job_id,
-            job_timeout=self._settings.job_timeout_s,
+            description=f"chat {job_id}",  # RQ logs the description; the default shows the messages
+            # The worker ends over-long generations itself, between two tokens; RQ's timer
+            # would interrupt it anywhere, without telling the client.
+            job_timeout=-1,
             result_ttl=ttl,
             failure_ttl=ttl,
         )
         return JobInfo(job_id, owner, payload.model, created, queue, "queued")
+
+    async def check_fit(self, model: str, messages: list[Message], max_tokens: int | None) -> FitReply | None:
+        """A worker of `model` counts the prompt with the model's tokenizer; None if none
+        answered in time (the worker checks again before it generates)."""
+        reply_to = f"hearth:fit:reply:{uuid.uuid4().hex}"
+        wait = self._settings.fit_check_s
+        request = FitRequest(reply_to=reply_to, expires_at=time.time() + wait, messages=messages, max_tokens=max_tokens)
+        await self._redis.rpush(fit_key(model), request.model_dump_json())  # type: ignore[misc]
+        popped = await self._redis.blpop([reply_to], timeout=wait)  # type: ignore[misc]
+        return None if popped is None else FitReply.model_validate_json(popped[1])
 
     async def get(self, job_id: str) -> JobInfo | None:
         meta = await self._redis.hgetall(job_key(job_id))  # type: ignore[misc]
@@ -100,7 +117,7 @@ class JobService:
 
     async def cancel(self, job: JobInfo) -> None:
         """Remove a queued job, or flag a running one; the worker stops it within a token."""
-        await self._redis.set(cancel_key(job.id), 1, ex=self._settings.result_ttl_s)
+        await self._redis.set(cancel_key(job.id), 1, ex=self._settings.job_ttl_s)
         removed = await self._redis.lrem(Queue.redis_queue_namespace_prefix + job.queue, 0, job.id)  # type: ignore[misc]
         if removed:
             await self._append(job.id, ErrorEvent(code=ErrorCode.CANCELLED, message="The request was cancelled."))
@@ -114,7 +131,7 @@ class JobService:
 
     async def _append(self, job_id: str, event: ErrorEvent) -> None:
         await self._redis.xadd(events_key(job_id), encode_event(event))  # type: ignore[arg-type]
-        await self._redis.expire(events_key(job_id), self._settings.result_ttl_s)
+        await self._redis.expire(events_key(job_id), self._settings.job_ttl_s)
 
     async def _worker_alive(self, job_id: str) -> bool:
         name = await self._redis.hget(Job.key_for(job_id), "worker_name")  # type: ignore[misc]

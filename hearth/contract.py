@@ -27,6 +27,7 @@ JOB_KEY = "hearth:job:{job_id}"  # hash written at enqueue: owner, model, create
 EVENTS_KEY = "hearth:job:{job_id}:events"  # Stream: the job's replay log
 CANCEL_KEY = "hearth:job:{job_id}:cancel"  # set when a cancel is requested (seen at job start)
 CANCEL_CHANNEL = "hearth:cancel"  # pub/sub: job ids to stop (heard while a job runs)
+FIT_KEY = "hearth:fit:{model}"  # list of FitRequest: does this chat fit the model's window?
 WORKER_KEY = "hearth:worker:{name}"  # hash, expires unless the worker's heartbeat renews it
 WORKER_KEY_PATTERN = "hearth:worker:*"
 
@@ -44,6 +45,10 @@ def cancel_key(job_id: str) -> str:
 
 def worker_key(name: str) -> str:
     return WORKER_KEY.format(name=name)
+
+
+def fit_key(model: str) -> str:
+    return FIT_KEY.format(model=model)
 
 
 class Message(BaseModel):
@@ -69,6 +74,23 @@ class JobPayload(BaseModel):
     params: SamplingParams
     model: str
     user: str | None = None
+
+
+class FitRequest(BaseModel):
+    """Asked by the api before queueing, answered by any worker of the model with its own
+    tokenizer and template, so an oversized message gets its 400 before it waits in line."""
+
+    reply_to: str  # list key the FitReply is pushed to
+    expires_at: float  # unix time; a worker skips requests nobody waits for any more
+    messages: list[Message]
+    max_tokens: int | None = None
+
+
+class FitReply(BaseModel):
+    fits: bool
+    prompt_tokens: int
+    n_ctx: int
+    message: str = ""
 
 
 class PromptTokensDetails(BaseModel):

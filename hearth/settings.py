@@ -7,7 +7,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 class CommonSettings(BaseSettings):
     """Read once from the environment at start-up, then passed explicitly."""
 
-    model_config = SettingsConfigDict(env_file=None, extra="ignore", frozen=True)
+    # An empty variable (`MODEL_PATH=`) means "unset": take the default.
+    model_config = SettingsConfigDict(env_file=None, extra="ignore", frozen=True, env_ignore_empty=True)
 
     redis_url: str = Field(
         "redis://127.0.0.1:6379/0",
@@ -16,6 +17,7 @@ class CommonSettings(BaseSettings):
     host: str = Field("127.0.0.1", description="Interface the api and ui listen on (0.0.0.0 for the LAN).")
     api_port: int = Field(8000, ge=1, le=65535, description="Port of the OpenAI-compatible api (`http://HOST:API_PORT/v1`).")
     ui_port: int = Field(7860, ge=1, le=65535, description="Port of the chat ui.")
+    job_ttl_s: int = Field(86400, ge=60, description="How long a job's status, result and replayable events are kept.")
     log_format: str = Field("json", pattern="^(json|text)$", description="`json` lines, or `text` for humans.")
     log_prompts: bool = Field(False, description="Log message content. Off: privacy is the point.")
 
@@ -31,7 +33,7 @@ def settings_table(*classes: type[BaseSettings]) -> str:
             seen.add(name)
             users = ", ".join(c.__module__.split(".")[0] for c in classes if name in c.model_fields)
             default = field.get_default(call_default_factory=False)
-            shown = "(computed)" if field.default_factory else f"`{default}`"
+            shown = "(computed)" if field.default_factory else f"`{default}`" if default != "" else '`""`'
             rows.append(f"| `{name.upper()}` | {shown} | {users} | {field.description or ''} |")
     return "\n".join(rows)
 

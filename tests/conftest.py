@@ -1,4 +1,6 @@
 import itertools
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -50,3 +52,14 @@ def make_stack(redis_server: RedisServer, log_dir: Path) -> Iterator:
 @pytest.fixture
 def client(stack: Stack) -> openai.OpenAI:
     return openai.OpenAI(base_url=stack.base_url, api_key="unused", max_retries=0, timeout=60)
+
+
+SHAPED_GGUF_TOOL = Path(__file__).resolve().parents[2] / "shared" / "tools" / "make_shaped_gguf.py"
+
+
+@pytest.fixture(scope="session")
+def mistral_tiny(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A 20 MB GGUF with Mistral Instruct's real chat template (random weights)."""
+    out = tmp_path_factory.mktemp("models") / "mistral-tiny.gguf"
+    subprocess.run([sys.executable, str(SHAPED_GGUF_TOOL), str(out), "--preset", "mistral-tiny"], check=True, capture_output=True)
+    return str(out)

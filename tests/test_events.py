@@ -22,7 +22,7 @@ def start_stream(stack: Stack, body: dict) -> tuple[str, list[str], threading.Th
     job: dict[str, str] = {}
 
     def run() -> None:
-        with httpx.stream("POST", f"{stack.base_url}/chat/completions", json=body, timeout=60) as r:
+        with httpx.stream("POST", f"{stack.base_url}/chat/completions", json=body, timeout=120) as r:
             job["id"] = r.headers["x-job-id"]
             ready.set()
             for sse in read_sse(r):
@@ -43,7 +43,8 @@ def test_reader_attaching_mid_generation_gets_every_token_once(stack: Stack) -> 
     while not streamed and not deadline.wait(0.01):
         pass  # attach once generation has visibly started
     late = job_events(stack.base_url, job_id)
-    thread.join(60)
+    thread.join(120)
+    assert not thread.is_alive()
     assert late[-1].event == "done"
     assert "".join(tokens_of(late)) == "".join(streamed)
     usage = late[-1].json()["usage"]
@@ -53,7 +54,8 @@ def test_reader_attaching_mid_generation_gets_every_token_once(stack: Stack) -> 
 
 def test_reader_after_the_end_and_resume_from_last_event_id(stack: Stack) -> None:
     job_id, streamed, thread = start_stream(stack, LONG)
-    thread.join(60)
+    thread.join(120)
+    assert not thread.is_alive()
     full = job_events(stack.base_url, job_id)
     assert [e.event for e in full][0] == "started" and full[-1].event == "done"
     assert "".join(tokens_of(full)) == "".join(streamed)

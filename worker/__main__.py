@@ -9,7 +9,9 @@ from rq.job import Job
 from hearth.contract import QUEUES
 from hearth.logs import setup_logging
 from worker.control import CancelListener, Heartbeat
-from worker.engine import Engine
+from worker.engine import Engine, load_vocab
+from worker.fit_check import FitChecker
+from worker.prompter import Prompter
 from worker.events import EventWriter
 from worker.runner import JobRunner
 from worker.settings import WorkerSettings
@@ -44,7 +46,8 @@ def main() -> None:
     redis = Redis.from_url(settings.redis_url)
     engine = Engine(settings)
     log.info("model %s loaded, n_ctx=%d", engine.model_id, engine.n_ctx)
-    runner = JobRunner(settings.worker_name, engine, EventWriter(redis, settings.events_ttl_s), CancelListener(redis))
+    FitChecker(redis, engine.model_id, Prompter(load_vocab(settings.model_path), engine.n_ctx, settings.default_max_tokens))
+    runner = JobRunner(settings.worker_name, engine, EventWriter(redis, settings.job_ttl_s), CancelListener(redis))
     heartbeat = Heartbeat(redis, settings.worker_name, runner.info, settings.heartbeat_interval_s, settings.heartbeat_ttl_s)
     heartbeat.start()
     worker = HearthWorker(

@@ -4,6 +4,7 @@ import codecs
 import logging
 import random
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,10 +12,12 @@ from pathlib import Path
 import llama_cpp
 import numpy as np
 from llama_cpp import Llama, LogitsProcessorList
+from llama_cpp._utils import suppress_stdout_stderr
 
-from hearth.contract import Message, SamplingParams
-from worker.prompt import ChatTemplate
+from hearth.contract import SamplingParams
+from worker.prompter import Prompter
 from worker.settings import N_CTX_CAP, WorkerSettings
+from worker.state_cache import StateCache, common_prefix
 from worker.stops import StopMatcher
 
 log = logging.getLogger(__name__)
@@ -24,13 +27,8 @@ class Cancelled(Exception):
     """The generation was asked to stop (cancel flag seen between two tokens)."""
 
 
-class ContextOverflow(Exception):
-    def __init__(self, prompt_tokens: int, n_ctx: int):
-        super().__init__(
-            f"This model's maximum context length is {n_ctx} tokens, but the messages use "
-            f"{prompt_tokens} tokens. Shorten the latest message."
-        )
-        self.prompt_tokens, self.n_ctx = prompt_tokens, n_ctx
+class TimedOut(Exception):
+    """The generation ran past its wall-clock limit (checked between two tokens)."""
 
 
 @dataclass
@@ -53,12 +51,18 @@ def _logit_bias(bias: dict[int, float]) -> Callable[[np.ndarray, np.ndarray], np
     return apply
 
 
+def load_vocab(path: str) -> Llama:
+    """The model's tokenizer and metadata only: milliseconds and a few MB."""
+    with suppress_stdout_stderr(disable=False):  # llama.cpp warns that a vocab has no context
+        return Llama(model_path=path, vocab_only=True, verbose=False)
+
+
 class Engine:
     def __init__(self, settings: WorkerSettings):
         path = Path(settings.model_path)
         if not path.is_file():
             raise FileNotFoundError(f"MODEL_PATH {str(path)!r} is not a file")
-        n_ctx = settings.n_ctx or self._trained_context(path)
+        n_ctx = settings.n_ctx or self.trained_context(path)
         self.llama = Llama(
             model_path=str(path),
             n_ctx=n_ctx,
@@ -73,58 +77,38 @@ class Engine:
         self.n_ctx = self.llama.n_ctx()
         vocab = self.llama._model.vocab
         self._is_eog = lambda token: bool(llama_cpp.llama_vocab_is_eog(vocab, token))
-        meta = self.llama.metadata
-        bos, eos = self.llama.token_bos(), self.llama.token_eos()
-        self.template = ChatTemplate(
-            meta.get("tokenizer.chat_template"),
-            bos_token=self._piece(bos),
-            eos_token=self._piece(eos),
-            tokenize=lambda text, special: self.llama.tokenize(text, add_bos=False, special=special),
-        )
-        self._bos = bos if meta.get("tokenizer.ggml.add_bos_token") == "true" else None
+        self.prompter = Prompter(self.llama, self.n_ctx, settings.default_max_tokens)
+        self.cache = StateCache(self.llama, settings.state_cache_mb * 2**20)
 
     @staticmethod
-    def _trained_context(path: Path) -> int:
-        meta = Llama(model_path=str(path), vocab_only=True, verbose=False).metadata
+    def trained_context(path: Path) -> int:
+        meta = load_vocab(str(path)).metadata
         trained = int(meta.get(f"{meta.get('general.architecture')}.context_length", N_CTX_CAP))
         return min(trained, N_CTX_CAP)
 
-    def _piece(self, token: int) -> str:
-        return self.llama.detokenize([token], special=True).decode(errors="replace") if token >= 0 else ""
-
-    def prompt_tokens(self, messages: list[Message]) -> list[int]:
-        tokens = self.template.tokens(messages)
-        if self._bos is not None and tokens[:1] != [self._bos]:
-            tokens.insert(0, self._bos)
-        return tokens
-
     def cached_prefix(self, tokens: list[int]) -> int:
         """How many leading `tokens` the current model state already holds."""
-        held = self.llama.input_ids[: self.llama.n_tokens]
-        n = 0
-        for a, b in zip(held, tokens):
-            if a != b:
-                break
-            n += 1
-        return min(n, len(tokens) - 1)  # the last prompt token is always re-evaluated for logits
+        held = self.llama.input_ids[: self.llama.n_tokens].tolist()
+        return min(common_prefix(held, tokens), len(tokens) - 1)  # the last one is re-evaluated for logits
 
     def generate(
         self,
         tokens: list[int],
+        max_tokens: int,
         params: SamplingParams,
         on_text: Callable[[str, int], None],
         cancelled: threading.Event,
+        deadline: float,
     ) -> Generation:
-        """Run one completion of `tokens`, calling `on_text(text, n_tokens)` as text is ready."""
+        """Run one completion of `tokens`, calling `on_text(text, n_tokens)` as text is ready.
+        The caller has checked that `max_tokens` fits in the window; `deadline` is a
+        `time.monotonic()` value."""
         s = self.settings
-        room = self.n_ctx - len(tokens)
-        if room <= 0:
-            raise ContextOverflow(len(tokens), self.n_ctx)
-        max_tokens = min(params.max_tokens or s.default_max_tokens, room)
+        self.cache.prepare(tokens)
         cached = self.cached_prefix(tokens)
         self.llama.set_seed(params.seed if params.seed is not None else random.getrandbits(32))
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        stops = StopMatcher(params.stop)
+        stops = StopMatcher(params.stop + self.prompter.template.turn_markers)
         parts: list[str] = []
         finish, produced, unsent, hit_stop = "length", 0, 0, False
 
@@ -148,6 +132,8 @@ class Engine:
         ):
             if cancelled.is_set():
                 raise Cancelled()
+            if time.monotonic() > deadline:
+                raise TimedOut()
             if self._is_eog(token):
                 finish = "stop"
                 break

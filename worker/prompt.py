@@ -50,6 +50,7 @@ class ChatTemplate:
         self.folds_system = not self._accepts([Turn("system", "s"), Turn("user", "u")])
         self.merges_turns = not self._accepts([Turn("user", "u"), Turn("user", "u")])
         self.needs_user_first = not self._accepts([Turn("assistant", "a"), Turn("user", "u")])
+        self.turn_markers = self._turn_markers()
 
     def _render(self, turns: Sequence[Turn]) -> str:
         return self._template.render(
@@ -65,6 +66,17 @@ class ChatTemplate:
         except TemplateError:
             return False
         return True
+
+    def _turn_markers(self) -> list[str]:
+        """The text that opens a new turn (`[INST]`, `<|im_start|>user`): stop strings, so a
+        model that writes one as plain text ends its answer there instead of rambling on into
+        a made-up next turn. (As special tokens they are never printed at all.)"""
+        rendered = self._render([Turn("user", _SENTINEL.format(0)), Turn("assistant", _SENTINEL.format(1)), Turn("user", _SENTINEL.format(2))])
+        between = rendered.partition(_SENTINEL.format(1))[2].partition(_SENTINEL.format(2))[0]
+        if self._eos:  # the end of the answer itself, not the start of a new turn
+            between = between.replace(self._eos, " ")
+        # A marker has punctuation: a plain word such as "user" would cut ordinary answers.
+        return [piece for piece in between.split() if len(piece) >= 3 and not piece.isalnum()]
 
     def normalize(self, messages: Sequence[Message]) -> list[Turn]:
         """Messages reshaped into what this template accepts, losing no content."""

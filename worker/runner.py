@@ -2,10 +2,12 @@
 
 import logging
 import threading
+import time
 from functools import partial
 from typing import Any
 
 from hearth.contract import (
+    ContextTrimmedEvent,
     DoneEvent,
     ErrorCode,
     ErrorEvent,
@@ -16,7 +18,8 @@ from hearth.contract import (
     Usage,
 )
 from worker.control import CancelListener
-from worker.engine import Cancelled, ContextOverflow, Engine
+from worker.context import ContextOverflow
+from worker.engine import Cancelled, Engine, TimedOut
 from worker.events import EventWriter
 
 log = logging.getLogger(__name__)
@@ -46,16 +49,21 @@ class JobRunner:
         emit = partial(self._writer.emit, job_id)
         self.current_job = job_id
         cancelled = self._cancels.watch(job_id)
+        limit = self.engine.settings.job_timeout_s
         emit(StartedEvent(worker=self.name))
         try:
             if cancelled.is_set():
                 raise Cancelled()
-            tokens = self.engine.prompt_tokens(payload.messages)
+            fitted = self.engine.prompter.plan(payload.messages, payload.params.max_tokens)
+            if fitted.dropped_messages:
+                emit(ContextTrimmedEvent(messages=fitted.dropped_messages, tokens=fitted.dropped_tokens))
             gen = self.engine.generate(
-                tokens,
+                fitted.tokens,
+                fitted.max_tokens,
                 payload.params,
                 on_text=lambda text, n: emit(TokenEvent(text=text, tokens=n)),
                 cancelled=cancelled,
+                deadline=time.monotonic() + limit,
             )
             usage = Usage(
                 prompt_tokens=gen.prompt_tokens,
@@ -71,6 +79,9 @@ class JobRunner:
             else:
                 emit(ErrorEvent(code=ErrorCode.CANCELLED, message="The request was cancelled."))
             return {"cancelled": True}
+        except TimedOut:
+            emit(ErrorEvent(code=ErrorCode.TIMEOUT, message=f"The answer took longer than the {limit} s limit and was ended."))
+            return {"timed_out": True}
         except ContextOverflow as exc:
             emit(ErrorEvent(code=ErrorCode.CONTEXT_LENGTH_EXCEEDED, message=str(exc)))
             raise

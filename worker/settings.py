@@ -30,6 +30,7 @@ class WorkerSettings(CommonSettings):
     n_batch: int = Field(512, ge=1, description="Prompt tokens evaluated per batch.")
     n_gpu_layers: int = Field(0, description="Layers offloaded to a GPU (-1 = all); needs a GPU build of llama-cpp-python.")
     default_max_tokens: int = Field(512, ge=1, description="max_tokens for requests that give none (clamped to fit the window).")
+    state_cache_mb: int = Field(1024, ge=0, description="Memory for saved model states of recent conversations, so a returning chat skips its history (0 = off).")
     temperature: float = Field(0.7, ge=0, le=2, description="Default sampling temperature.")
     top_p: float = Field(0.95, gt=0, le=1, description="Default nucleus sampling.")
     top_k: int = Field(40, ge=0, description="Top-k sampling (0 = off).")
@@ -38,4 +39,4 @@ class WorkerSettings(CommonSettings):
     worker_name: str = Field(default_factory=lambda: f"{socket.gethostname()}.{os.getpid()}", description="Name in Redis (default host.pid).")
     heartbeat_interval_s: float = Field(1.0, gt=0, description="How often the worker proves it is alive.")
     heartbeat_ttl_s: int = Field(5, ge=2, description="A worker silent this long is dead; its job fails.")
-    events_ttl_s: int = Field(3600, ge=60, description="How long a job's event log stays replayable.")
+    job_timeout_s: int = Field(900, ge=1, description="Longest one generation may run; then it ends with a `timeout` error.")

@@ -11,6 +11,7 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 from hearth.contract import ContextTrimmedEvent, DoneEvent, ErrorEvent, JobPayload, TokenEvent
 from api import openai_format as fmt
 from api.dependencies import Jobs, Owner, RedisDep, Settings
+from api.errors import HearthError
 from api.jobs import JobInfo, JobService
 from api.schemas import ChatCompletionRequest
 from api.workers import live_workers
@@ -65,6 +66,10 @@ async def create_chat_completion(
     models = [w.model for w in await live_workers(redis)]
     model = body.model if body.model in models else (models[0] if models else body.model or "default")
     payload = JobPayload(messages=body.contract_messages(), params=body.sampling(), model=model, user=owner)
+    if models:  # with no worker up nobody could answer; the worker checks when it starts the job
+        fit = await jobs.check_fit(model, payload.messages, payload.params.max_tokens)
+        if fit is not None and not fit.fits:
+            raise HearthError(400, fit.message, code="context_length_exceeded", param="messages")
     job = await jobs.submit(payload, owner)
     headers = {"X-Job-Id": job.id}
     if body.stream:
