@@ -38,7 +38,7 @@ model: install
 	$(BIN)/python -c "from huggingface_hub import hf_hub_download as d; print(d('TheBloke/Mistral-7B-Instruct-v0.2-GGUF', 'mistral-7b-instruct-v0.2.Q5_K_S.gguf', local_dir='models'))"
 
 settings-table: install
-	$(BIN)/python -m hearth.settings
+	$(BIN)/python -m hearth.settings README.md
 
 clean:
 	rm -rf $(VENV) .hearth

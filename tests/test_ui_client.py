@@ -1,0 +1,278 @@
+"""The ui's api client and reply logic, against scripted HTTP answers (no processes, no browser)."""
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import httpx
+import pytest
+
+from ui.app import CUT_SHORT, EMPTY, UNEXPECTED, ReplyView, is_note, make_reply, queue_line, to_openai, trimmed_line
+from ui.client import (
+    CUT_OFF,
+    UNREACHABLE,
+    ApiError,
+    ContextTrimmed,
+    Delta,
+    Finished,
+    HearthClient,
+    Queued,
+    Started,
+)
+
+BASE = "http://api.test/v1"
+JOB = "job123"
+
+
+def chunk(delta: dict[str, str], finish: str | None = None) -> str:
+    body = {"id": f"chatcmpl-{JOB}", "object": "chat.completion.chunk", "created": 1, "model": "m",
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+    return f"data: {json.dumps(body)}\r\n\r\n"
+
+
+def hearth(event: dict[str, object]) -> str:
+    return f": hearth {json.dumps(event)}\r\n\r\n"
+
+
+GOOD_STREAM = [
+    chunk({"role": "assistant", "content": ""}),
+    hearth({"type": "queued", "position": 2, "eta_s": 40.0}),
+    ": ping - 2026-11-25 00:00:00\r\n\r\n",
+    hearth({"type": "started", "worker": "w1"}),
+    hearth({"type": "context_trimmed", "messages": 3, "tokens": 812}),
+    hearth({"type": "some_future_event"}),
+    chunk({"content": "Hel"}),
+    chunk({"content": "lo"}),
+    chunk({}, "stop"),
+    "data: [DONE]\r\n\r\n",
+]
+
+
+class Api:
+    """A scripted api: the chat answer is given per test; every request is recorded."""
+
+    def __init__(self, chat: Callable[[httpx.Request], httpx.Response]):
+        self.chat = chat
+        self.requests: list[httpx.Request] = []
+        self.cancelled: list[str] = []
+
+    def handle(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        if request.url.path.endswith("/cancel"):
+            self.cancelled.append(request.url.path.split("/")[-2])
+            return httpx.Response(200, json={"status": "cancelled"})
+        return self.chat(request)
+
+    def client(self, api_key: str | None = None) -> HearthClient:
+        return HearthClient(httpx.AsyncClient(transport=httpx.MockTransport(self.handle)), BASE, api_key)
+
+
+def sse(parts: list[str], status: int = 200) -> Callable[[httpx.Request], httpx.Response]:
+    return lambda _: httpx.Response(status, headers={"X-Job-Id": JOB, "content-type": "text/event-stream"},
+                                    content="".join(parts).encode())
+
+
+def events_of(api: Api, messages: list[dict[str, str]] | None = None) -> list[object]:
+    async def run() -> list[object]:
+        stream = await api.client().open_chat(messages or [{"role": "user", "content": "hi"}])
+        try:
+            return [e async for e in stream.events()]
+        finally:
+            await stream.aclose()
+
+    return asyncio.run(run())
+
+
+def error_of(api: Api) -> ApiError:
+    with pytest.raises(ApiError) as caught:
+        events_of(api)
+    return caught.value
+
+
+def test_stream_yields_tokens_and_hearth_events_in_order() -> None:
+    api = Api(sse(GOOD_STREAM))
+    assert events_of(api) == [Queued(2, 40.0), Started("w1"), ContextTrimmed(3, 812), Delta("Hel"), Delta("lo"), Finished("stop")]
+    sent = json.loads(api.requests[0].content)
+    assert sent == {"messages": [{"role": "user", "content": "hi"}], "stream": True}
+
+
+def test_stream_error_event_raises_the_apis_message() -> None:
+    error = {"error": {"message": "The worker serving this request stopped.", "type": "server_error", "code": "worker_lost"}}
+    api = Api(sse([chunk({"content": "Hel"}), f"data: {json.dumps(error)}\r\n\r\n"]))
+    raised = error_of(api)
+    assert (raised.message, raised.code) == ("The worker serving this request stopped.", "worker_lost")
+
+
+def test_stream_cut_before_done_is_reported() -> None:
+    assert error_of(Api(sse([chunk({"content": "Hel"})]))).message == CUT_OFF
+
+
+def test_garbage_in_the_stream_is_reported_without_its_text() -> None:
+    raised = error_of(Api(sse(["data: {not json\r\n\r\n"])))
+    assert "not json" not in raised.message and "Hearth" in raised.message
+
+
+def test_busy_429_gives_retry_after() -> None:
+    body = {"error": {"message": "Too many requests.", "type": "rate_limit_error", "code": "rate_limited"}}
+    raised = error_of(Api(lambda _: httpx.Response(429, headers={"Retry-After": "12"}, json=body)))
+    assert raised.message == "Hearth is busy right now. Try again in 12 s."
+    assert raised.retry_after_s == 12
+
+
+def test_unavailable_503_shows_the_apis_reason() -> None:
+    body = {"error": {"message": "Hearth's queue (Redis) is unreachable; try again shortly.", "type": "service_unavailable", "code": "redis_unavailable"}}
+    raised = error_of(Api(lambda _: httpx.Response(503, json=body)))
+    assert raised.message.startswith("Hearth can't take requests right now (Hearth's queue (Redis) is unreachable")
+    assert raised.code == "redis_unavailable"
+
+
+def test_error_without_a_json_body_still_reads_well() -> None:
+    raised = error_of(Api(lambda _: httpx.Response(502, text="<html>Bad Gateway</html>")))
+    assert raised.message == "Hearth can't take requests right now. Try again shortly."
+
+
+def test_invalid_request_shows_the_apis_message() -> None:
+    body = {"error": {"message": "messages: Field required", "type": "invalid_request_error", "code": None}}
+    assert error_of(Api(lambda _: httpx.Response(400, json=body))).message == "messages: Field required"
+
+
+def test_connection_refused_is_unreachable() -> None:
+    def refuse(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("[Errno 111] Connection refused", request=request)
+
+    raised = error_of(Api(refuse))
+    assert raised.message == UNREACHABLE and "Errno" not in raised.message
+
+
+def test_session_key_is_sent_as_bearer_and_absent_without_one() -> None:
+    async def run(client: HearthClient) -> None:
+        stream = await client.open_chat([{"role": "user", "content": "hi"}])
+        await stream.aclose()
+        await client.cancel(JOB)
+
+    api = Api(sse(GOOD_STREAM))
+    asyncio.run(run(api.client("sk-session")))
+    asyncio.run(run(api.client()))
+    assert [r.headers.get("authorization") for r in api.requests] == ["Bearer sk-session"] * 2 + [None] * 2
+
+
+def test_history_becomes_openai_messages_without_notes() -> None:
+    history = [
+        {"role": "user", "metadata": None, "content": [{"type": "text", "text": "one"}], "options": None},
+        {"role": "assistant", "metadata": {"title": "ℹ️ " + trimmed_line(3)}, "content": [], "options": None},
+        {"role": "assistant", "metadata": None, "content": [{"type": "text", "text": "two"}], "options": None},
+        {"role": "assistant", "metadata": {"title": "⚠️ cut off"}, "content": "details of a note", "options": None},
+        {"role": "user", "content": "plain string"},
+        {"role": "user", "content": [{"type": "file", "file": {"path": "/tmp/x.png"}}]},
+    ]
+    assert to_openai(history, "three") == [
+        {"role": "user", "content": "one"},
+        {"role": "assistant", "content": "two"},
+        {"role": "user", "content": "plain string"},
+        {"role": "user", "content": "three"},
+    ]
+
+
+def test_queue_and_trim_wording() -> None:
+    assert queue_line(2, 40.0) == "You are #2 in line (about 40 s)"
+    assert queue_line(2, None) == "You are #2 in line"
+    assert queue_line(1, 0.2) == "You are #1 in line (about 1 s)"
+    assert trimmed_line(3) == "3 earlier messages were left out to fit the model's memory"
+    assert trimmed_line(1) == "1 earlier message was left out to fit the model's memory"
+
+
+def test_reply_view_replaces_the_waiting_line_and_keeps_notes_apart() -> None:
+    view = ReplyView()
+    assert view.apply(Queued(2, None))
+    assert [m["metadata"]["title"] for m in view.messages()] == ["You are #2 in line"]
+    assert view.apply(Started("w"))
+    assert view.messages() == []
+    assert view.apply(ContextTrimmed(3, 812))
+    assert view.apply(Delta("Hi"))
+    assert not view.apply(Finished("stop"))
+    shown = view.messages()
+    assert [is_note(m) for m in shown] == [True, False]
+    assert shown[1] == {"role": "assistant", "content": "Hi"}
+    assert view.apply(Finished("length"))
+    assert view.messages()[-1]["metadata"]["title"] == f"ℹ️ {CUT_SHORT}"
+
+
+def test_an_empty_reply_is_explained() -> None:
+    view = ReplyView()
+    assert view.apply(Finished("stop"))
+    assert [m["metadata"]["title"] for m in view.messages()] == [f"ℹ️ {EMPTY}"]
+
+
+def collect(reply: Any, message: str = "hi") -> list[list[dict[str, Any]]]:
+    async def run() -> list[list[dict[str, Any]]]:
+        return [shown async for shown in reply(message, [], None)]
+
+    return asyncio.run(run())
+
+
+def test_reply_streams_the_growing_text_with_the_trim_note() -> None:
+    api = Api(sse(GOOD_STREAM))
+    shown = collect(make_reply(api.client()))
+    assert shown[-1][-1] == {"role": "assistant", "content": "Hello"}
+    assert any(m.get("metadata", {}).get("title") == "You are #2 in line (about 40 s)" for s in shown for m in s)
+    assert shown[-1][0]["metadata"]["title"] == "ℹ️ 3 earlier messages were left out to fit the model's memory"
+    assert api.cancelled == []  # a finished job is not cancelled
+
+
+def test_reply_shows_errors_as_a_note_never_raises() -> None:
+    def refuse(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("refused", request=request)
+
+    shown = collect(make_reply(Api(refuse).client()))
+    assert shown == [[{"role": "assistant", "content": "", "metadata": {"title": f"⚠️ {UNREACHABLE}"}}]]
+
+
+def test_reply_hides_unexpected_failures() -> None:
+    def crash(request: httpx.Request) -> httpx.Response:
+        raise RuntimeError("secret internals")
+
+    shown = collect(make_reply(Api(crash).client()))
+    assert shown[-1][-1]["metadata"]["title"] == f"⚠️ {UNEXPECTED}"
+    assert "secret" not in json.dumps(shown)
+
+
+class Endless(httpx.AsyncByteStream):
+    """A chat stream that sends one token and then waits, like a long generation."""
+
+    def __init__(self) -> None:
+        self.closed = False
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        yield (chunk({"role": "assistant", "content": ""}) + chunk({"content": "Once"})).encode()
+        await asyncio.Event().wait()
+        yield b""  # never reached
+
+    async def aclose(self) -> None:
+        self.closed = True
+
+
+@pytest.mark.parametrize("how", ["cancel_task", "close_generator"])
+def test_stop_closes_the_stream_and_cancels_the_job(how: str) -> None:
+    """Gradio's Stop cancels the task running the generator, then closes it; either must
+    close the upstream stream and POST the job's cancel."""
+    body = Endless()
+    api = Api(lambda _: httpx.Response(200, headers={"X-Job-Id": JOB}, stream=body))
+    reply = make_reply(api.client())
+
+    async def run() -> None:
+        gen = reply("a long story", [], None)
+        assert (await anext(gen))[-1]["content"] == "Once"
+        if how == "close_generator":
+            await gen.aclose()
+            return
+        task = asyncio.ensure_future(anext(gen))
+        await asyncio.sleep(0.05)  # let it block on the stream
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await gen.aclose()
+
+    asyncio.run(asyncio.wait_for(run(), 10))
+    assert body.closed
+    assert api.cancelled == [JOB]

@@ -1,0 +1,239 @@
+"""The ui's only way to Hearth: the api's OpenAI chat stream over HTTP, with Hearth's own events.
+
+Every failure becomes an `ApiError` whose message is written for the person at the keyboard;
+nothing else (no exception text, no traceback) is meant to reach the page.
+"""
+
+import json
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+log = logging.getLogger(__name__)
+
+# The api pings idle streams every SSE_PING_S (15 s by default); several missed pings mean
+# it is gone. Connecting is local-network fast, so a slow connect is as good as refused.
+CONNECT_TIMEOUT_S = 5.0
+READ_TIMEOUT_S = 60.0
+CANCEL_TIMEOUT_S = 5.0
+
+HEARTH_COMMENT = "hearth "  # SSE comment lines `: hearth {json}` carry Hearth's events
+
+UNREACHABLE = "Hearth's server can't be reached right now. It may be stopped or restarting; try again in a moment."
+CUT_OFF = "The connection to Hearth's server was lost before the reply was finished. Try again."
+UNREADABLE = "Hearth's server sent an answer the chat could not read. Try again."
+
+
+@dataclass(frozen=True)
+class Queued:
+    position: int  # 1 = next to run
+    eta_s: float | None
+
+
+@dataclass(frozen=True)
+class Started:
+    worker: str
+
+
+@dataclass(frozen=True)
+class ContextTrimmed:
+    messages: int
+    tokens: int
+
+
+@dataclass(frozen=True)
+class Delta:
+    text: str
+
+
+@dataclass(frozen=True)
+class Finished:
+    finish_reason: str | None  # "stop", or "length" when the reply hit its token limit
+
+
+ChatEvent = Queued | Started | ContextTrimmed | Delta | Finished
+
+
+class ApiError(Exception):
+    """A failure to show the user: `message` is safe to display as it is."""
+
+    def __init__(self, message: str, code: str | None = None, retry_after_s: float | None = None):
+        super().__init__(message)
+        self.message, self.code, self.retry_after_s = message, code, retry_after_s
+
+
+def new_http_client() -> httpx.AsyncClient:
+    timeout = httpx.Timeout(READ_TIMEOUT_S, connect=CONNECT_TIMEOUT_S)
+    return httpx.AsyncClient(timeout=timeout, limits=httpx.Limits(max_connections=None, max_keepalive_connections=20))
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    try:
+        return max(0.0, float(response.headers["retry-after"]))
+    except (KeyError, ValueError):
+        return None  # absent, or an HTTP date: not worth parsing for a hint
+
+
+def _error_message(body: Any) -> tuple[str | None, str | None]:
+    """(message, code) from OpenAI's `{"error": {...}}`, or Nones when the body is not one."""
+    error = body.get("error") if isinstance(body, dict) else None
+    if not isinstance(error, dict):
+        return None, None
+    message, code = error.get("message"), error.get("code")
+    return (message if isinstance(message, str) and message else None), (code if isinstance(code, str) else None)
+
+
+def error_for_status(response: httpx.Response, body: Any) -> ApiError:
+    """The user's view of an error response (the api's messages are written for users)."""
+    message, code = _error_message(body)
+    status = response.status_code
+    if status == 429:
+        retry = _retry_after(response)
+        wait = f"Try again in {retry:.0f} s." if retry is not None else "Try again in a moment."
+        return ApiError(f"Hearth is busy right now. {wait}", code or "rate_limited", retry)
+    if status in (401, 403):
+        return ApiError("Hearth did not accept this session's key. Sign in again.", code or "unauthorized")
+    if status in (502, 503, 504):
+        detail = f" ({message})" if message else ""
+        return ApiError(f"Hearth can't take requests right now{detail}. Try again shortly.", code or "unavailable", _retry_after(response))
+    if message:
+        return ApiError(message, code)
+    return ApiError(f"Hearth's server answered with an error (HTTP {status}). Try again.", code)
+
+
+class ChatStream:
+    """One streaming chat completion: `job_id` names its job; iterate `events()`, then `aclose()`."""
+
+    def __init__(self, response: httpx.Response):
+        self._response = response
+        self.job_id: str | None = response.headers.get("x-job-id")
+        self.finished = False  # saw `[DONE]` or an error: the job is over, nothing to cancel
+
+    async def events(self) -> AsyncIterator[ChatEvent]:
+        data: list[str] = []
+        try:
+            async for line in self._response.aiter_lines():
+                if line.startswith(":"):
+                    event = self._comment(line[1:].lstrip())
+                    if event is not None:
+                        yield event
+                elif line.startswith("data:"):
+                    value = line[5:]
+                    data.append(value[1:] if value.startswith(" ") else value)
+                elif not line and data:  # a blank line ends an SSE event
+                    payload, data = "\n".join(data), []
+                    for event in self._data(payload):
+                        yield event
+                    if self.finished:
+                        return
+        except httpx.TimeoutException as exc:
+            log.warning("api stream timed out", extra={"job_id": self.job_id, "error": type(exc).__name__})
+            raise ApiError(CUT_OFF, "timeout") from None
+        except httpx.HTTPError as exc:
+            log.warning("api stream broke", extra={"job_id": self.job_id, "error": type(exc).__name__})
+            raise ApiError(CUT_OFF, "connection_lost") from None
+        if data:
+            for event in self._data("\n".join(data)):
+                yield event
+        if not self.finished:
+            raise ApiError(CUT_OFF, "connection_lost")
+
+    def _comment(self, text: str) -> ChatEvent | None:
+        if not text.startswith(HEARTH_COMMENT):
+            return None  # keep-alive pings and other comments
+        try:
+            event = json.loads(text[len(HEARTH_COMMENT):])
+            kind = event.get("type")
+            if kind == "queued":
+                return Queued(int(event["position"]), None if event.get("eta_s") is None else float(event["eta_s"]))
+            if kind == "started":
+                return Started(str(event.get("worker", "")))
+            if kind == "context_trimmed":
+                return ContextTrimmed(int(event["messages"]), int(event["tokens"]))
+        except (ValueError, KeyError, TypeError, AttributeError):
+            log.warning("unreadable hearth event ignored", extra={"job_id": self.job_id})
+        return None  # unknown event types are for newer uis
+
+    def _data(self, payload: str) -> list[ChatEvent]:
+        if payload == "[DONE]":
+            self.finished = True
+            return []
+        try:
+            body = json.loads(payload)
+        except ValueError:
+            raise ApiError(UNREADABLE, "bad_stream") from None
+        message, code = _error_message(body)
+        if message is not None or (isinstance(body, dict) and "error" in body):
+            self.finished = True
+            raise ApiError(message or "Hearth could not finish the reply. Try again.", code)
+        choices = body.get("choices") if isinstance(body, dict) else None
+        if not isinstance(choices, list):
+            raise ApiError(UNREADABLE, "bad_stream")
+        events: list[ChatEvent] = []
+        try:
+            for choice in choices:
+                delta = choice.get("delta") or {}
+                if delta.get("content"):
+                    events.append(Delta(str(delta["content"])))
+                if choice.get("finish_reason"):
+                    events.append(Finished(str(choice["finish_reason"])))
+        except AttributeError:
+            raise ApiError(UNREADABLE, "bad_stream") from None
+        return events
+
+    async def aclose(self) -> None:
+        await self._response.aclose()
+
+
+class HearthClient:
+    """The api at `base_url` (ending in `/v1`), called with this session's key if it has one."""
+
+    def __init__(self, http: httpx.AsyncClient, base_url: str, api_key: str | None = None):
+        self._http, self._base, self._key = http, base_url.rstrip("/"), api_key
+
+    def with_key(self, api_key: str | None) -> "HearthClient":
+        """The same connection pool, speaking for another session."""
+        return HearthClient(self._http, self._base, api_key)
+
+    def _headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self._key}"} if self._key else {}
+
+    async def open_chat(self, messages: list[dict[str, str]]) -> ChatStream:
+        """Submit a streaming chat; returns once the api has answered with its headers."""
+        request = self._http.build_request(
+            "POST", f"{self._base}/chat/completions", json={"messages": messages, "stream": True},
+            headers={**self._headers(), "Accept": "text/event-stream"},
+        )
+        try:
+            response = await self._http.send(request, stream=True)
+        except httpx.TimeoutException:
+            log.warning("api did not answer", extra={"url": self._base})
+            raise ApiError(UNREACHABLE, "api_timeout") from None
+        except httpx.HTTPError as exc:
+            log.warning("api unreachable", extra={"url": self._base, "error": type(exc).__name__})
+            raise ApiError(UNREACHABLE, "api_unreachable") from None
+        if response.status_code == 200:
+            return ChatStream(response)
+        try:
+            await response.aread()
+            body = response.json()
+        except (httpx.HTTPError, ValueError):
+            body = None
+        finally:
+            await response.aclose()
+        error = error_for_status(response, body)
+        log.warning("api refused the chat", extra={"status": response.status_code, "code": error.code})
+        raise error
+
+    async def cancel(self, job_id: str) -> None:
+        """Ask the api to stop `job_id`; failures are logged, not raised (the api also cancels
+        a job whose stream was closed)."""
+        try:
+            response = await self._http.post(f"{self._base}/jobs/{job_id}/cancel", headers=self._headers(), timeout=CANCEL_TIMEOUT_S)
+            if response.status_code >= 400:
+                log.warning("job cancel refused", extra={"job_id": job_id, "status": response.status_code})
+        except httpx.HTTPError as exc:
+            log.warning("job cancel failed", extra={"job_id": job_id, "error": type(exc).__name__})
