@@ -1,16 +1,43 @@
 """Assembles the api: settings, Redis clients, routers and error handlers."""
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from redis import Redis
 from redis.asyncio import Redis as AsyncRedis
+from redis.exceptions import RedisError
 
+from api.auth import BOOTSTRAP_ADMIN, AuthError, UserStore
 from api.errors import install_error_handlers
 from api.jobs import JobService
-from api.routers import chat, health, jobs, models
+from api.routers import auth, chat, health, jobs, models
 from api.settings import ApiSettings
+
+log = logging.getLogger(__name__)
+
+
+async def announce(settings: ApiSettings, users: UserStore) -> None:
+    """Say loudly how the api is protected; on the very first start, create the admin."""
+    host = "127.0.0.1" if settings.host == "0.0.0.0" else settings.host
+    ui = f"http://{host}:{settings.ui_port}"
+    log.info("Hearth api at http://%s:%d/v1, ui at %s", host, settings.api_port, ui)
+    if not settings.auth:
+        log.warning("AUTH=off: anyone who can reach this api can use it, with no key. Only for a one-person laptop.")
+        return
+    log.info("Authentication is on: every /v1 request needs `Authorization: Bearer KEY`.")
+    try:
+        if await users.has_users():
+            return
+        key = await users.add(BOOTSTRAP_ADMIN, admin=True)
+    except (RedisError, AuthError):
+        return  # Redis not up yet, or another api created the admin first
+    log.warning(
+        "First start: created user %r. Its API key, shown only now: %s  — sign in to the ui at %s "
+        "with user %r and this key. Add people with `hearth users add NAME`.",
+        BOOTSTRAP_ADMIN, key, ui, BOOTSTRAP_ADMIN,
+    )
 
 
 def create_app(settings: ApiSettings) -> FastAPI:
@@ -20,6 +47,8 @@ def create_app(settings: ApiSettings) -> FastAPI:
         rq_redis = Redis.from_url(settings.redis_url)  # RQ's enqueue is synchronous
         app.state.settings, app.state.redis = settings, redis
         app.state.jobs = JobService(redis, rq_redis, settings)
+        app.state.users = UserStore(redis)
+        await announce(settings, app.state.users)
         try:
             yield
         finally:
@@ -27,7 +56,8 @@ def create_app(settings: ApiSettings) -> FastAPI:
             rq_redis.close()
 
     app = FastAPI(title="Hearth", version="0.1.0", lifespan=lifespan)
+    app.state.draining = False  # set when the server is asked to stop: see api.__main__
     install_error_handlers(app)
-    for module in (health, models, chat, jobs):
+    for module in (health, auth, models, chat, jobs):
         app.include_router(module.router)
     return app

@@ -3,9 +3,11 @@ lifespan and injected, so tests can override any of them."""
 
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Header, Request
 from redis.asyncio import Redis as AsyncRedis
 
+from api.auth import LOCAL_USER, User, UserStore
+from api.errors import HearthError
 from api.jobs import JobService
 from api.settings import ApiSettings
 
@@ -22,12 +24,29 @@ def get_jobs(request: Request) -> JobService:
     return request.app.state.jobs  # type: ignore[no-any-return]
 
 
-def get_owner() -> str:
-    """The calling user; accounts arrive with auth, until then everyone is `local`."""
-    return "local"
+def get_users(request: Request) -> UserStore:
+    return request.app.state.users  # type: ignore[no-any-return]
+
+
+async def get_user(
+    settings: Annotated[ApiSettings, Depends(get_settings)],
+    users: Annotated[UserStore, Depends(get_users)],
+    authorization: Annotated[str, Header()] = "",
+) -> User:
+    """The caller, from its `Authorization: Bearer` API key or ui session token."""
+    if not settings.auth:
+        return LOCAL_USER
+    scheme, _, token = authorization.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise HearthError(401, "Missing API key: send `Authorization: Bearer KEY` (ask your Hearth admin for a key).", code="invalid_api_key")
+    user = await users.authenticate(token.strip())
+    if user is None:
+        raise HearthError(401, "Incorrect API key provided.", code="invalid_api_key")
+    return user
 
 
 Settings = Annotated[ApiSettings, Depends(get_settings)]
 RedisDep = Annotated[AsyncRedis, Depends(get_redis)]
 Jobs = Annotated[JobService, Depends(get_jobs)]
-Owner = Annotated[str, Depends(get_owner)]
+Users = Annotated[UserStore, Depends(get_users)]
+CurrentUser = Annotated[User, Depends(get_user)]

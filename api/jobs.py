@@ -8,7 +8,8 @@ from dataclasses import dataclass
 from redis import Redis
 from redis.asyncio import Redis as AsyncRedis
 from rq import Queue
-from rq.job import Job
+from rq.job import Job, JobStatus
+from rq.registry import StartedJobRegistry
 from starlette.concurrency import run_in_threadpool
 
 from hearth.contract import (
@@ -34,7 +35,9 @@ from hearth.contract import (
     job_key,
     worker_key,
 )
+from api.queueing import REJECTED_QUEUE_FULL, REJECTED_USER_CAP, FairQueue
 from api.settings import ApiSettings
+from api.workers import live_workers
 
 START_ID = "0-0"  # stream id before the first event: a reader from here sees everything
 
@@ -49,34 +52,91 @@ class JobInfo:
     status: str  # queued | running | completed | cancelled | failed
 
 
+class QueueFull(Exception):
+    def __init__(self, message: str, retry_after_s: int):
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
 class JobService:
     def __init__(self, redis: AsyncRedis, rq_redis: Redis, settings: ApiSettings):
         self._redis, self._rq_redis, self._settings = redis, rq_redis, settings
 
-    def _queue(self, name: str) -> Queue:
-        return Queue(name, connection=self._rq_redis)
+    @staticmethod
+    def _queue_key(queue: str) -> str:
+        return Queue.redis_queue_namespace_prefix + queue
 
     async def submit(self, payload: JobPayload, owner: str, queue: str = QUEUE_INTERACTIVE) -> JobInfo:
+        """Queue the job in its fair place, or raise QueueFull (its owner's or everyone's cap)."""
         job_id = uuid.uuid4().hex
         created = int(time.time())
-        ttl = self._settings.job_ttl_s
+        s = self._settings
+        payload = payload.model_copy(update={"not_after": time.time() + s.max_queue_wait_s})
         await self._redis.hset(  # type: ignore[misc]
-            job_key(job_id), mapping={"owner": owner, "model": payload.model, "created": created, "queue": queue}
+            job_key(job_id),
+            mapping={"owner": owner, "model": payload.model, "created": created, "queue": queue,
+                     "max_tokens": payload.params.max_tokens or 0},
         )
-        await self._redis.expire(job_key(job_id), ttl)
-        await run_in_threadpool(
-            self._queue(queue).enqueue,
+        await self._redis.expire(job_key(job_id), s.job_ttl_s)
+        verdict = await run_in_threadpool(self._enqueue, job_id, payload, owner, queue)
+        if verdict == REJECTED_USER_CAP:
+            mine = [i + 1 for i, owner_ in enumerate(await self._owners(queue)) if owner_ == owner]
+            raise QueueFull(
+                f"You already have {s.max_waiting_per_user} requests waiting; wait for one to start.",
+                await self._retry_after(queue, mine[0] if mine else 1),
+            )
+        if verdict == REJECTED_QUEUE_FULL:
+            raise QueueFull(f"Hearth is busy: {s.max_queued} requests are already waiting.", await self._retry_after(queue, 1))
+        return JobInfo(job_id, owner, payload.model, created, queue, "queued")
+
+    def _enqueue(self, job_id: str, payload: JobPayload, owner: str, queue_name: str) -> int:
+        s = self._settings
+        queue = FairQueue(queue_name, self._rq_redis, owner, s.max_waiting_per_user, s.max_queued)
+        job = queue.create_job(
             GENERATE_FUNC,
-            payload.model_dump(),
+            args=(payload.model_dump(),),
             job_id=job_id,
             description=f"chat {job_id}",  # RQ logs the description; the default shows the messages
             # The worker ends over-long generations itself, between two tokens; RQ's timer
             # would interrupt it anywhere, without telling the client.
-            job_timeout=-1,
-            result_ttl=ttl,
-            failure_ttl=ttl,
+            timeout=-1,
+            result_ttl=s.job_ttl_s,
+            failure_ttl=s.job_ttl_s,
         )
-        return JobInfo(job_id, owner, payload.model, created, queue, "queued")
+        pipe = self._rq_redis.pipeline()
+        queue.enqueue_job(job, pipeline=pipe)
+        verdict = int(pipe.execute()[-1])
+        if verdict < 0:
+            job.delete()
+            self._rq_redis.delete(job_key(job_id))
+        return verdict
+
+    async def _owners(self, queue: str) -> list[str]:
+        ids = await self._redis.lrange(self._queue_key(queue), 0, -1)  # type: ignore[misc]
+        pipe = self._redis.pipeline(transaction=False)
+        for job_id in ids:
+            pipe.hget(job_key(job_id.decode()), "owner")
+        return [(o or b"").decode() for o in await pipe.execute()]
+
+    async def wait_estimate(self, queue: str, position: int) -> float | None:
+        """Seconds until the job at `position` starts: the running jobs' remaining tokens and
+        the budgets of the jobs ahead, at the workers' recent speed; None before any speed is
+        known."""
+        workers = await live_workers(self._redis)
+        speed = sum(w.tps for w in workers)
+        if not speed:
+            return None
+        default = max((w.default_max_tokens for w in workers), default=0)
+        ahead = await self._redis.lrange(self._queue_key(queue), 0, position - 2)  # type: ignore[misc]
+        pipe = self._redis.pipeline(transaction=False)
+        for job_id in ahead:
+            pipe.hget(job_key(job_id.decode()), "max_tokens")
+        budgets = [int(b or 0) or default for b in await pipe.execute()]
+        return (sum(w.remaining for w in workers) + sum(budgets)) / speed
+
+    async def _retry_after(self, queue: str, position: int) -> int:
+        eta = await self.wait_estimate(queue, position)
+        return max(1, round(eta)) if eta is not None else 5
 
     async def check_fit(self, model: str, messages: list[Message], max_tokens: int | None) -> FitReply | None:
         """A worker of `model` counts the prompt with the model's tokenizer; None if none
@@ -93,10 +153,11 @@ class JobService:
         if not meta:
             return None
         decoded = {k.decode(): v.decode() for k, v in meta.items()}
-        return JobInfo(
-            job_id, decoded["owner"], decoded["model"], int(decoded["created"]), decoded["queue"],
-            await self._status(job_id),
-        )
+        status = await self._status(job_id)
+        if status == "running" and not await self._worker_alive(job_id):
+            await self._lost(job_id)
+            status = "failed"
+        return JobInfo(job_id, decoded["owner"], decoded["model"], int(decoded["created"]), decoded["queue"], status)
 
     async def _status(self, job_id: str) -> str:
         last = await self._redis.xrevrange(events_key(job_id), count=1)
@@ -112,22 +173,25 @@ class JobService:
 
     async def position(self, job_id: str, queue: str) -> int | None:
         """1 = next to run; None once the job has left the queue."""
-        index = await self._redis.lpos(Queue.redis_queue_namespace_prefix + queue, job_id)  # type: ignore[misc]
+        index = await self._redis.lpos(self._queue_key(queue), job_id)  # type: ignore[misc]
         return None if index is None else int(index) + 1
 
     async def cancel(self, job: JobInfo) -> None:
         """Remove a queued job, or flag a running one; the worker stops it within a token."""
         await self._redis.set(cancel_key(job.id), 1, ex=self._settings.job_ttl_s)
-        removed = await self._redis.lrem(Queue.redis_queue_namespace_prefix + job.queue, 0, job.id)  # type: ignore[misc]
-        if removed:
-            await self._append(job.id, ErrorEvent(code=ErrorCode.CANCELLED, message="The request was cancelled."))
-            await run_in_threadpool(self._mark_cancelled, job.id)
-        else:
+        if not await self._withdraw(job, ErrorEvent(code=ErrorCode.CANCELLED, message="The request was cancelled.")):
             await self._redis.publish(CANCEL_CHANNEL, job.id)
 
+    async def _withdraw(self, job: JobInfo, reason: ErrorEvent) -> bool:
+        """Take a job out of the queue before any worker has it, ending it with `reason`."""
+        if not await self._redis.lrem(self._queue_key(job.queue), 0, job.id):  # type: ignore[misc]
+            return False
+        await self._append(job.id, reason)
+        await run_in_threadpool(self._mark_cancelled, job.id)
+        return True
+
     def _mark_cancelled(self, job_id: str) -> None:
-        rq_job = Job.fetch(job_id, connection=self._rq_redis)
-        rq_job.cancel(remove_from_dependencies=False)
+        Job.fetch(job_id, connection=self._rq_redis).cancel(remove_from_dependencies=False)
 
     async def _append(self, job_id: str, event: ErrorEvent) -> None:
         await self._redis.xadd(events_key(job_id), encode_event(event))  # type: ignore[arg-type]
@@ -137,24 +201,56 @@ class JobService:
         name = await self._redis.hget(Job.key_for(job_id), "worker_name")  # type: ignore[misc]
         return bool(name) and bool(await self._redis.exists(worker_key(name.decode())))
 
+    async def _lost(self, job_id: str) -> None:
+        """The worker running the job died (its heartbeat expired): end the job for everyone
+        waiting on it, and in RQ, instead of waiting minutes for RQ's own maintenance."""
+        await self._append(job_id, ErrorEvent(code=ErrorCode.WORKER_LOST, message="The worker serving this request stopped; please retry."))
+        await run_in_threadpool(self._mark_failed, job_id)
+
+    def _mark_failed(self, job_id: str) -> None:
+        job = Job.fetch(job_id, connection=self._rq_redis)
+        job.set_status(JobStatus.FAILED)
+        StartedJobRegistry(job.origin, connection=self._rq_redis).remove(job)
+
+    async def _waiting(self, job: JobInfo, shown: QueuedEvent | None) -> QueuedEvent | None:
+        """A fresh `queued` event if the job still waits and its place or estimate changed;
+        ends a job that waited past its deadline."""
+        position = await self.position(job.id, job.queue)
+        if position is None:
+            if await self._status(job.id) == "running" and not await self._worker_alive(job.id):
+                await self._lost(job.id)
+            return None
+        if time.time() > job.created + self._settings.max_queue_wait_s:
+            await self._withdraw(job, ErrorEvent(code=ErrorCode.TIMEOUT, message=(
+                f"No worker could take the request within {self._settings.max_queue_wait_s} s.")))
+            return None
+        eta = await self.wait_estimate(job.queue, position)
+        eta = None if eta is None else round(eta, 1)
+        if shown is None or shown.position != position or (eta is not None and abs(eta - (shown.eta_s or 0)) >= 2):
+            return QueuedEvent(position=position, eta_s=eta)
+        return None
+
     async def events(self, job: JobInfo, after: str = START_ID) -> AsyncIterator[tuple[str | None, Event]]:
         """Every event of `job` after stream id `after`, as (id, event), until the final one.
 
         Tokens that arrived together are coalesced into one event (id = the last one's), so a
         slow reader catches up in large steps instead of falling further behind. While the job
-        waits, ephemeral `queued` events (id None) report its position when it changes.
+        waits, ephemeral `queued` events (id None) report its place and estimated wait.
         """
-        key, last, position = events_key(job.id), after, None
+        key, last, shown = events_key(job.id), after, None
+        started = False
         while True:
+            if not started:
+                update = await self._waiting(job, shown)
+                if update is not None:
+                    shown = update
+                    yield None, update
             reply = await self._redis.xread({key: last}, count=512, block=int(self._settings.poll_s * 1000))
             if not reply:
-                now = await self.position(job.id, job.queue)
-                if now is not None and now != position:
-                    position = now
-                    yield None, QueuedEvent(position=now)
-                elif now is None and await self._status(job.id) == "running" and not await self._worker_alive(job.id):
-                    await self._append(job.id, ErrorEvent(code=ErrorCode.WORKER_LOST, message="The worker serving this request stopped."))
+                if started and not await self._worker_alive(job.id) and await self._status(job.id) == "running":
+                    await self._lost(job.id)
                 continue
+            started = True
             pending: TokenEvent | None = None
             pending_id = last
             for entry_id, fields in reply[0][1]:

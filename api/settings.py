@@ -6,6 +6,10 @@ from hearth.settings import CommonSettings
 
 
 class ApiSettings(CommonSettings):
+    auth: bool = Field(True, description="Require `Authorization: Bearer KEY` on /v1 (`AUTH=off` for a one-person laptop).")
+    max_waiting_per_user: int = Field(2, ge=1, description="Interactive jobs one user may have waiting; more get 429.")
+    max_queued: int = Field(32, ge=1, description="Interactive jobs waiting in all; more get 429.")
+    max_queue_wait_s: int = Field(600, ge=1, description="Longest a job may wait for a worker; then it ends with a `timeout` error.")
     fit_check_s: float = Field(2.0, gt=0, le=4, description="How long to wait for a worker to count a prompt before queueing it.")
     poll_s: float = Field(1.0, gt=0, le=4, description="How often a waiting stream re-checks queue position and worker liveness.")
     sse_ping_s: int = Field(15, ge=1, description="Keep-alive comment interval on idle event streams.")

@@ -74,6 +74,7 @@ class JobPayload(BaseModel):
     params: SamplingParams
     model: str
     user: str | None = None
+    not_after: float | None = None  # unix time: a job still waiting then must not start
 
 
 class FitRequest(BaseModel):

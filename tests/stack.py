@@ -84,7 +84,10 @@ class Stack:
         self.log_dir = log_dir
         self.api_port = free_port()
         self.env = {**os.environ, "REDIS_URL": self.redis_url, "API_PORT": str(self.api_port), "LOG_FORMAT": "json",
-                    "HEARTBEAT_INTERVAL_S": "0.5", "HEARTBEAT_TTL_S": "2", **env}
+                    "HEARTBEAT_INTERVAL_S": "0.5", "HEARTBEAT_TTL_S": "2",
+                    # Accounts and the per-user cap have their own tests (test_auth.py,
+                    # test_fairness.py); elsewhere every request is one user's.
+                    "AUTH": "off", "MAX_WAITING_PER_USER": "16", **env}
         self.workers: list[Process] = []
         self.api: Process | None = None
 

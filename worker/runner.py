@@ -25,10 +25,16 @@ from worker.events import EventWriter
 log = logging.getLogger(__name__)
 
 
+class QueueTimeout(Exception):
+    """The job reached a worker after its `not_after` time."""
+
+
 class JobRunner:
     def __init__(self, name: str, engine: Engine, writer: EventWriter, cancels: CancelListener):
         self.name, self.engine, self._writer, self._cancels = name, engine, writer, cancels
         self.current_job: str | None = None
+        self.tps = 0.0  # moving average of generation speed, for the api's wait estimates
+        self.remaining = 0  # tokens the running job may still generate
         self._shutting_down = threading.Event()
 
     def info(self) -> dict[str, object]:
@@ -38,6 +44,9 @@ class JobRunner:
             "n_ctx": self.engine.n_ctx,
             "state": "busy" if self.current_job else "idle",
             "job": self.current_job,
+            "tps": round(self.tps, 2),
+            "remaining": self.remaining if self.current_job else 0,
+            "default_max_tokens": self.engine.settings.default_max_tokens,
         }
 
     def shutdown(self) -> None:
@@ -54,17 +63,26 @@ class JobRunner:
         try:
             if cancelled.is_set():
                 raise Cancelled()
+            if payload.not_after is not None and time.time() > payload.not_after:
+                raise QueueTimeout()
             fitted = self.engine.prompter.plan(payload.messages, payload.params.max_tokens)
             if fitted.dropped_messages:
                 emit(ContextTrimmedEvent(messages=fitted.dropped_messages, tokens=fitted.dropped_tokens))
+            self.remaining = fitted.max_tokens
+            first: list[float] = []
+
+            def on_text(text: str, n: int) -> None:
+                if not first:
+                    first.append(time.monotonic())
+                self.remaining -= n
+                emit(TokenEvent(text=text, tokens=n))
+
             gen = self.engine.generate(
-                fitted.tokens,
-                fitted.max_tokens,
-                payload.params,
-                on_text=lambda text, n: emit(TokenEvent(text=text, tokens=n)),
-                cancelled=cancelled,
-                deadline=time.monotonic() + limit,
+                fitted.tokens, fitted.max_tokens, payload.params, on_text, cancelled, time.monotonic() + limit
             )
+            if first and gen.completion_tokens > 1:
+                speed = (gen.completion_tokens - 1) / max(time.monotonic() - first[0], 1e-3)
+                self.tps = speed if not self.tps else 0.7 * self.tps + 0.3 * speed
             usage = Usage(
                 prompt_tokens=gen.prompt_tokens,
                 completion_tokens=gen.completion_tokens,
@@ -79,6 +97,9 @@ class JobRunner:
             else:
                 emit(ErrorEvent(code=ErrorCode.CANCELLED, message="The request was cancelled."))
             return {"cancelled": True}
+        except QueueTimeout:
+            emit(ErrorEvent(code=ErrorCode.TIMEOUT, message="The request waited too long in the queue and was dropped."))
+            return {"timed_out": True}
         except TimedOut:
             emit(ErrorEvent(code=ErrorCode.TIMEOUT, message=f"The answer took longer than the {limit} s limit and was ended."))
             return {"timed_out": True}

@@ -2,7 +2,7 @@
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
@@ -10,16 +10,18 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from hearth.contract import ContextTrimmedEvent, DoneEvent, ErrorEvent, JobPayload, TokenEvent
 from api import openai_format as fmt
-from api.dependencies import Jobs, Owner, RedisDep, Settings
+from api.dependencies import CurrentUser, Jobs, RedisDep, Settings
 from api.errors import HearthError
-from api.jobs import JobInfo, JobService
+from api.jobs import JobInfo, JobService, QueueFull
 from api.schemas import ChatCompletionRequest
 from api.workers import live_workers
 
 router = APIRouter(prefix="/v1", tags=["chat"])
 
 
-async def _stream(jobs: JobService, job: JobInfo, include_usage: bool) -> AsyncIterator[dict[str, str] | ServerSentEvent]:
+async def _stream(
+    jobs: JobService, job: JobInfo, include_usage: bool, draining: Callable[[], bool]
+) -> AsyncIterator[dict[str, str] | ServerSentEvent]:
     """OpenAI chunks; Hearth's own events (queue position, trimming) go as SSE comments,
     which OpenAI clients skip. Ends with `[DONE]`, or with an error object on failure."""
     finished = False
@@ -40,7 +42,9 @@ async def _stream(jobs: JobService, job: JobInfo, include_usage: bool) -> AsyncI
             else:
                 yield ServerSentEvent(comment=f"hearth {event.model_dump_json()}")
     finally:
-        if not finished:  # the client went away: free the worker for someone who is waiting
+        # The client went away: free the worker for someone who is waiting. (Not when the
+        # api itself is stopping: the job goes on and the client can re-attach.)
+        if not finished and not draining():
             await asyncio.shield(jobs.cancel(job))
 
 
@@ -61,20 +65,24 @@ async def _collect(jobs: JobService, job: JobInfo) -> dict[str, object]:
 
 @router.post("/chat/completions", response_model=None)
 async def create_chat_completion(
-    body: ChatCompletionRequest, request: Request, jobs: Jobs, owner: Owner, redis: RedisDep, settings: Settings
+    body: ChatCompletionRequest, request: Request, jobs: Jobs, user: CurrentUser, redis: RedisDep, settings: Settings
 ) -> JSONResponse | EventSourceResponse:
     models = [w.model for w in await live_workers(redis)]
     model = body.model if body.model in models else (models[0] if models else body.model or "default")
-    payload = JobPayload(messages=body.contract_messages(), params=body.sampling(), model=model, user=owner)
+    payload = JobPayload(messages=body.contract_messages(), params=body.sampling(), model=model, user=user.name)
     if models:  # with no worker up nobody could answer; the worker checks when it starts the job
         fit = await jobs.check_fit(model, payload.messages, payload.params.max_tokens)
         if fit is not None and not fit.fits:
             raise HearthError(400, fit.message, code="context_length_exceeded", param="messages")
-    job = await jobs.submit(payload, owner)
+    try:
+        job = await jobs.submit(payload, user.name)
+    except QueueFull as exc:
+        raise HearthError(429, str(exc), "rate_limit_error", "rate_limit_exceeded",
+                          headers={"Retry-After": str(exc.retry_after_s)}) from None
     headers = {"X-Job-Id": job.id}
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        return EventSourceResponse(_stream(jobs, job, include_usage), ping=settings.sse_ping_s, headers=headers)
+        return EventSourceResponse(_stream(jobs, job, include_usage, lambda: bool(request.app.state.draining)), ping=settings.sse_ping_s, headers=headers)
     collect = asyncio.ensure_future(_collect(jobs, job))
     try:
         cancelled = False

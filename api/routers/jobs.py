@@ -5,31 +5,32 @@ from collections.abc import AsyncIterator
 from fastapi import APIRouter, Header, Query
 from sse_starlette import EventSourceResponse
 
-from api.dependencies import Jobs, Owner, Settings
+from api.auth import User
+from api.dependencies import CurrentUser, Jobs, Settings
 from api.errors import HearthError
 from api.jobs import START_ID, JobInfo, JobService, dump
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
 
-async def _owned(jobs: JobService, job_id: str, owner: str) -> JobInfo:
+async def _owned(jobs: JobService, job_id: str, user: User) -> JobInfo:
     job = await jobs.get(job_id)
-    if job is None or job.owner != owner:  # another user's job is as good as absent
+    if job is None or not (job.owner == user.name or user.is_admin):  # another's job is as good as absent
         raise HearthError(404, f"No job {job_id!r}.", "not_found_error", "job_not_found", "job_id")
     return job
 
 
 @router.get("/{job_id}")
-async def get_job(job_id: str, jobs: Jobs, owner: Owner) -> dict[str, object]:
-    return dump(await _owned(jobs, job_id, owner))
+async def get_job(job_id: str, jobs: Jobs, user: CurrentUser) -> dict[str, object]:
+    return dump(await _owned(jobs, job_id, user))
 
 
 @router.post("/{job_id}/cancel")
-async def cancel_job(job_id: str, jobs: Jobs, owner: Owner) -> dict[str, object]:
-    job = await _owned(jobs, job_id, owner)
+async def cancel_job(job_id: str, jobs: Jobs, user: CurrentUser) -> dict[str, object]:
+    job = await _owned(jobs, job_id, user)
     if job.status in ("queued", "running"):
         await jobs.cancel(job)
-    return dump(await _owned(jobs, job_id, owner))
+    return dump(await _owned(jobs, job_id, user))
 
 
 async def _events(jobs: JobService, job: JobInfo, after: str) -> AsyncIterator[dict[str, str]]:
@@ -44,13 +45,13 @@ async def _events(jobs: JobService, job: JobInfo, after: str) -> AsyncIterator[d
 async def job_events(
     job_id: str,
     jobs: Jobs,
-    owner: Owner,
+    user: CurrentUser,
     settings: Settings,
     last_event_id: str | None = Header(None),
     after: str | None = Query(None, pattern=r"^\d+-\d+$", description="Resume after this event id."),
 ) -> EventSourceResponse:
     """The job's events as SSE with ids; reconnect with `Last-Event-ID` to resume."""
-    job = await _owned(jobs, job_id, owner)
+    job = await _owned(jobs, job_id, user)
     resume = after or last_event_id or START_ID
     if not resume.replace("-", "").isdigit():
         raise HearthError(400, "Last-Event-ID must be an event id such as 1700000000000-0.", param="Last-Event-ID")

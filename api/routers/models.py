@@ -1,11 +1,11 @@
 """`/v1/models`: the models that live workers have loaded."""
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends
 
-from api.dependencies import RedisDep
+from api.dependencies import RedisDep, get_user
 from api.workers import live_workers
 
-router = APIRouter(prefix="/v1", tags=["models"])
+router = APIRouter(prefix="/v1", tags=["models"], dependencies=[Depends(get_user)])
 
 
 @router.get("/models")

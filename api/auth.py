@@ -1,0 +1,138 @@
+"""Users, API keys and ui sessions, stored in Redis; only hashes of secrets are kept.
+
+API keys are long random tokens, so a plain SHA-256 is the right hash (as for GitHub tokens):
+it is looked up on every request. Passwords are short and guessable, so they get scrypt.
+"""
+
+import hashlib
+import hmac
+import json
+import secrets
+import time
+from dataclasses import dataclass
+from enum import StrEnum
+
+from redis.asyncio import Redis as AsyncRedis
+
+USERS_KEY = "hearth:users"  # hash: name -> JSON {role, created, password}
+API_KEYS_KEY = "hearth:api_keys"  # hash: sha256(key) -> name
+SESSION_KEY = "hearth:session:{digest}"  # string: name, expires
+KEY_PREFIX = "hk-"
+SESSION_TTL_S = 7 * 24 * 3600
+BOOTSTRAP_ADMIN = "admin"
+
+
+class Role(StrEnum):
+    ADMIN = "admin"
+    USER = "user"
+
+
+@dataclass(frozen=True)
+class User:
+    name: str
+    role: Role
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == Role.ADMIN
+
+
+LOCAL_USER = User("local", Role.ADMIN)  # everyone, when AUTH=off
+
+
+class AuthError(Exception):
+    pass
+
+
+def _digest(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def _hash_password(password: str, salt: bytes | None = None) -> str:
+    salt = salt or secrets.token_bytes(16)
+    derived = hashlib.scrypt(password.encode(), salt=salt, n=2**14, r=8, p=1)
+    return f"scrypt${salt.hex()}${derived.hex()}"
+
+
+def _password_matches(password: str, stored: str) -> bool:
+    _, salt, _ = stored.split("$")
+    return hmac.compare_digest(_hash_password(password, bytes.fromhex(salt)), stored)
+
+
+class UserStore:
+    def __init__(self, redis: AsyncRedis):
+        self._redis = redis
+
+    async def _record(self, name: str) -> dict[str, str] | None:
+        raw = await self._redis.hget(USERS_KEY, name)  # type: ignore[misc]
+        return None if raw is None else json.loads(raw)
+
+    async def add(self, name: str, admin: bool = False) -> str:
+        """Create a user and return its first API key (shown once, never stored)."""
+        if not name or not name.replace("-", "").replace("_", "").replace(".", "").isalnum():
+            raise AuthError("a user name is letters, digits, '-', '_' or '.'")
+        record = {"role": Role.ADMIN if admin else Role.USER, "created": int(time.time()), "password": ""}
+        if not await self._redis.hsetnx(USERS_KEY, name, json.dumps(record)):  # type: ignore[misc]
+            raise AuthError(f"user {name!r} already exists")
+        return await self.new_key(name)
+
+    async def new_key(self, name: str) -> str:
+        if await self._record(name) is None:
+            raise AuthError(f"no user {name!r}")
+        key = KEY_PREFIX + secrets.token_urlsafe(32)
+        await self._redis.hset(API_KEYS_KEY, _digest(key), name)  # type: ignore[misc]
+        return key
+
+    async def set_password(self, name: str, password: str) -> None:
+        record = await self._record(name)
+        if record is None:
+            raise AuthError(f"no user {name!r}")
+        if len(password) < 8:
+            raise AuthError("a password has at least 8 characters")
+        record["password"] = _hash_password(password)
+        await self._redis.hset(USERS_KEY, name, json.dumps(record))  # type: ignore[misc]
+
+    async def list(self) -> list[tuple[str, Role, int]]:
+        """(name, role, number of API keys) for every user."""
+        users = await self._redis.hgetall(USERS_KEY)  # type: ignore[misc]
+        owners = list((await self._redis.hgetall(API_KEYS_KEY)).values())  # type: ignore[misc]
+        return sorted(
+            (name.decode(), Role(json.loads(raw)["role"]), owners.count(name)) for name, raw in users.items()
+        )
+
+    async def revoke(self, name: str) -> int:
+        """Delete a user with all its keys; its open ui sessions stop working too."""
+        if not await self._redis.hdel(USERS_KEY, name):  # type: ignore[misc]
+            raise AuthError(f"no user {name!r}")
+        keys = [d for d, owner in (await self._redis.hgetall(API_KEYS_KEY)).items() if owner.decode() == name]  # type: ignore[misc]
+        if keys:
+            await self._redis.hdel(API_KEYS_KEY, *keys)  # type: ignore[misc]
+        return len(keys)
+
+    async def has_users(self) -> bool:
+        return bool(await self._redis.hlen(USERS_KEY))  # type: ignore[misc]
+
+    async def authenticate(self, token: str) -> User | None:
+        """The user behind an API key or a session token."""
+        digest = _digest(token)
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.hget(API_KEYS_KEY, digest)
+        pipe.get(SESSION_KEY.format(digest=digest))
+        by_key, by_session = await pipe.execute()
+        name = by_key or by_session
+        if name is None:
+            return None
+        record = await self._record(name.decode())
+        return None if record is None else User(name.decode(), Role(record["role"]))
+
+    async def login(self, name: str, secret: str) -> str:
+        """A session token for the ui, given the user's password or one of its API keys."""
+        record = await self._record(name)
+        user = await self.authenticate(secret) if secret.startswith(KEY_PREFIX) else None
+        by_key = user is not None and user.name == name
+        by_password = bool(record and record["password"]) and _password_matches(secret, record["password"])  # type: ignore[index]
+        if record is None or not (by_key or by_password):
+            raise AuthError("Unknown user or wrong password.")
+        token = secrets.token_urlsafe(32)
+        await self._redis.set(SESSION_KEY.format(digest=_digest(token)), name, ex=SESSION_TTL_S)
+        return token
