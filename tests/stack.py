@@ -114,3 +114,15 @@ class Stack:
     def stop(self) -> None:
         for proc in [*self.workers, *([self.api] if self.api else [])]:
             proc.stop()
+
+
+def add_user(stack: Stack, name: str, admin: bool = False) -> str:
+    """`hearth users add NAME`, as an operator runs it; returns the printed API key."""
+    args = [sys.executable, "-m", "api.cli", "users", "add", name] + (["--admin"] if admin else [])
+    out = subprocess.run(args, env=stack.env, cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    return out.strip().splitlines()[-1]
+
+
+# A chat that keeps the worker busy until cancelled (minutes): SmolLM2's end tokens are banned.
+BUSY = {"model": "any", "messages": [{"role": "user", "content": "Tell me a very long story."}],
+        "max_tokens": 6000, "logit_bias": {"0": -100, "2": -100}}
