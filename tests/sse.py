@@ -1,10 +1,13 @@
 """A small SSE reader for tests that need event ids, names and comments (httpx, real HTTP)."""
 
 import json
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import httpx
+
+from tests.stack import Stack, wait_for
 
 
 @dataclass
@@ -50,3 +53,30 @@ def job_events(base_url: str, job_id: str, last_event_id: str | None = None, tim
                 if sse.event in ("done", "error"):
                     break
     return events
+
+
+def stream_in_background(stack: Stack, body: dict) -> tuple[dict, threading.Event]:
+    """POST a streaming chat from a thread; `out` fills with the job id, content and error."""
+    out: dict = {"text": "", "error": None}
+    started = threading.Event()
+
+    def run() -> None:
+        try:
+            with httpx.stream("POST", f"{stack.base_url}/chat/completions", json={**body, "stream": True}, timeout=300) as r:
+                out["id"] = r.headers["x-job-id"]
+                for sse in read_sse(r):
+                    if not sse.data or sse.data == "[DONE]":
+                        continue
+                    data = sse.json()
+                    if "error" in data:
+                        out["error"] = data["error"]
+                    elif data["choices"] and data["choices"][0]["delta"].get("content"):
+                        out["text"] += data["choices"][0]["delta"]["content"]
+                        started.set()
+        except httpx.TransportError as exc:  # the api went away under the stream
+            out["transport_error"] = exc
+        out["closed"] = True
+
+    threading.Thread(target=run, daemon=True).start()
+    wait_for(lambda: "id" in out, 30, "the job id")
+    return out, started

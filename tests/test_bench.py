@@ -1,0 +1,39 @@
+"""`python -m bench` at its smallest size, through the real stack: it runs and prints numbers.
+Never a speed assertion: this machine is shared, only the bench's own ratios mean anything."""
+
+import re
+import subprocess
+import sys
+
+from tests.stack import ROOT
+
+SMALLEST = ["--rounds", "1", "--tokens", "16", "--users", "2", "--chats", "1", "--max-tokens", "8"]
+
+
+def number(pattern: str, text: str) -> float:
+    match = re.search(pattern, text, re.MULTILINE)
+    assert match, f"no match for {pattern!r} in:\n{text}"
+    return float(match.group(1))
+
+
+def test_bench_runs_every_case_and_prints_its_numbers() -> None:
+    done = subprocess.run([sys.executable, "-m", "bench", *SMALLEST], cwd=ROOT, capture_output=True, text=True, timeout=240)
+    out = done.stdout
+    assert done.returncode == 0, f"{out}\n{done.stderr}"
+
+    assert number(r"^in-process \(Engine\)\s+([\d.]+)\s", out) > 0  # tok/s
+    assert number(r"^stack \(openai client\)\s+([\d.]+)\s", out) > 0
+    assert re.search(r"^stack \(openai client\).*\byes$", out, re.MULTILINE), "same seed and settings, different text"
+    assert number(r"^ratio stack/in-process: ([\d.]+)", out) > 0
+    number(r"^TTFT overhead: (-?[\d.]+) ms", out)
+    assert number(r"^sum\s+([\d.]+)\s+stack TTFT", out) > 0
+
+    assert re.search(r"^2 users at once\s+2/0\s", out, re.MULTILINE), out  # completed/failed
+    assert number(r"^2 users at once(?:\s+\S+){6}\s+([\d.]+)$", out) > 0  # completion tok/s
+    assert number(r"^aggregate/single-stream tok/s: ([\d.]+)", out) > 0
+
+
+def test_bench_rejects_an_unknown_case() -> None:
+    done = subprocess.run([sys.executable, "-m", "bench", "nosuchcase"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert "unknown case 'nosuchcase'" in done.stderr
