@@ -12,7 +12,9 @@ from redis.exceptions import RedisError
 from api.auth import BOOTSTRAP_ADMIN, AuthError, UserStore
 from api.errors import install_error_handlers
 from api.jobs import JobService
-from api.routers import auth, chat, health, jobs, models
+from api.middleware import RequestContextMiddleware
+from api.routers import auth, chat, health, jobs, metrics, models, status
+from api.status import queue_sampler
 from api.settings import ApiSettings
 
 log = logging.getLogger(__name__)
@@ -50,7 +52,8 @@ def create_app(settings: ApiSettings) -> FastAPI:
         app.state.users = UserStore(redis)
         await announce(settings, app.state.users)
         try:
-            yield
+            async with queue_sampler(redis):
+                yield
         finally:
             await redis.aclose()
             rq_redis.close()
@@ -58,6 +61,7 @@ def create_app(settings: ApiSettings) -> FastAPI:
     app = FastAPI(title="Hearth", version="0.1.0", lifespan=lifespan)
     app.state.draining = False  # set when the server is asked to stop: see api.__main__
     install_error_handlers(app)
-    for module in (health, auth, models, chat, jobs):
+    app.add_middleware(RequestContextMiddleware)
+    for module in (health, auth, models, chat, jobs, metrics, status):
         app.include_router(module.router)
     return app

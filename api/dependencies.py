@@ -10,6 +10,7 @@ from api.auth import LOCAL_USER, User, UserStore
 from api.errors import HearthError
 from api.jobs import JobService
 from api.settings import ApiSettings
+from hearth.logs import bind
 
 
 def get_settings(request: Request) -> ApiSettings:
@@ -35,6 +36,7 @@ async def get_user(
 ) -> User:
     """The caller, from its `Authorization: Bearer` API key or ui session token."""
     if not settings.auth:
+        bind(user=LOCAL_USER.name)
         return LOCAL_USER
     scheme, _, token = authorization.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
@@ -42,6 +44,7 @@ async def get_user(
     user = await users.authenticate(token.strip())
     if user is None:
         raise HearthError(401, "Incorrect API key provided.", code="invalid_api_key")
+    bind(user=user.name)  # this request's later log lines name its user (an async dependency: it runs in the request's context)
     return user
 
 

@@ -1,7 +1,6 @@
 """One error type, rendered everywhere as OpenAI's `{"error": {...}}` JSON."""
 
 import logging
-import uuid
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -33,6 +32,12 @@ class HearthError(Exception):
 
 def redis_unavailable() -> HearthError:
     return HearthError(503, "Hearth's queue (Redis) is unreachable; try again shortly.", "service_unavailable", "redis_unavailable")
+
+
+def internal_error(request_id: str) -> JSONResponse:
+    """The answer to an unexpected failure (logged by api.middleware, which calls this): the
+    request id to quote, never the exception text."""
+    return _render(HearthError(500, f"Internal error (request id {request_id}).", "server_error", "internal_error"))
 
 
 def _render(error: HearthError) -> JSONResponse:
@@ -68,9 +73,3 @@ def install_error_handlers(app: FastAPI) -> None:
     async def redis_down(_: Request, exc: Exception) -> JSONResponse:
         log.warning("redis unreachable: %s", exc)
         return _render(redis_unavailable())
-
-    @app.exception_handler(Exception)
-    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
-        request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
-        log.exception("unhandled error", extra={"request_id": request_id})
-        return _render(HearthError(500, f"Internal error (request id {request_id}).", "server_error", "internal_error"))

@@ -1,5 +1,6 @@
 """Jobs as the api sees them: enqueue, read status, cancel, and follow their event streams."""
 
+import logging
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -9,7 +10,7 @@ from redis import Redis
 from redis.asyncio import Redis as AsyncRedis
 from rq import Queue
 from rq.job import Job, JobStatus
-from rq.registry import StartedJobRegistry
+from rq.registry import FailedJobRegistry, StartedJobRegistry
 from starlette.concurrency import run_in_threadpool
 
 from hearth.contract import (
@@ -35,9 +36,13 @@ from hearth.contract import (
     job_key,
     worker_key,
 )
+from hearth.logs import bind
+from api.metrics import record_ended_by_api
 from api.queueing import REJECTED_QUEUE_FULL, REJECTED_USER_CAP, FairQueue
 from api.settings import ApiSettings
 from api.workers import live_workers
+
+log = logging.getLogger(__name__)
 
 START_ID = "0-0"  # stream id before the first event: a reader from here sees everything
 
@@ -87,6 +92,8 @@ class JobService:
             )
         if verdict == REJECTED_QUEUE_FULL:
             raise QueueFull(f"Hearth is busy: {s.max_queued} requests are already waiting.", await self._retry_after(queue, 1))
+        bind(job_id=job_id)  # the rest of this request's log lines name its job
+        log.info("job queued", extra={"queue": queue, "position": verdict})
         return JobInfo(job_id, owner, payload.model, created, queue, "queued")
 
     def _enqueue(self, job_id: str, payload: JobPayload, owner: str, queue_name: str) -> int:
@@ -194,6 +201,7 @@ class JobService:
         Job.fetch(job_id, connection=self._rq_redis).cancel(remove_from_dependencies=False)
 
     async def _append(self, job_id: str, event: ErrorEvent) -> None:
+        await record_ended_by_api(self._redis, job_id, event, self._settings.job_ttl_s)  # before the event: see there
         await self._redis.xadd(events_key(job_id), encode_event(event))  # type: ignore[arg-type]
         await self._redis.expire(events_key(job_id), self._settings.job_ttl_s)
 
@@ -209,8 +217,11 @@ class JobService:
 
     def _mark_failed(self, job_id: str) -> None:
         job = Job.fetch(job_id, connection=self._rq_redis)
-        job.set_status(JobStatus.FAILED)
-        StartedJobRegistry(job.origin, connection=self._rq_redis).remove(job)
+        pipe = self._rq_redis.pipeline()
+        job.set_status(JobStatus.FAILED, pipeline=pipe)
+        StartedJobRegistry(job.origin, connection=self._rq_redis).remove_executions(job, pipeline=pipe)
+        FailedJobRegistry(job.origin, connection=self._rq_redis).add(job, ttl=self._settings.job_ttl_s, pipeline=pipe)
+        pipe.execute()
 
     async def _waiting(self, job: JobInfo, shown: QueuedEvent | None) -> QueuedEvent | None:
         """A fresh `queued` event if the job still waits and its place or estimate changed;

@@ -30,6 +30,11 @@ CANCEL_CHANNEL = "hearth:cancel"  # pub/sub: job ids to stop (heard while a job 
 FIT_KEY = "hearth:fit:{model}"  # list of FitRequest: does this chat fit the model's window?
 WORKER_KEY = "hearth:worker:{name}"  # hash, expires unless the worker's heartbeat renews it
 WORKER_KEY_PATTERN = "hearth:worker:*"
+# Observability (hearth/metrics.py writes them, the api's /metrics and /v1/status read them).
+METRICS_KEY = "hearth:metrics"  # hash: counters and histogram buckets of every process
+USER_TOKENS_KEY = "hearth:metrics:user_tokens"  # hash: "<kind>:<user>" -> tokens
+RECENT_JOBS_KEY = "hearth:status:jobs"  # sorted set: JobRecord JSON by finish time, capped
+QUEUE_DEPTH_KEY = "hearth:status:queue_depth"  # sorted set: depth samples by time, last hour
 
 def job_key(job_id: str) -> str:
     return JOB_KEY.format(job_id=job_id)

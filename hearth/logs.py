@@ -18,8 +18,9 @@ from typing import Any
 
 from hearth.settings import CommonSettings
 
-# Attributes of a LogRecord that are not "extra" fields passed by the caller.
-_STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
+# Attributes of a LogRecord that are not "extra" fields passed by the caller (uvicorn's
+# `color_message` repeats the message with terminal colours).
+_STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName", "color_message"}
 
 CONTEXT_FIELDS = ("request_id", "job_id", "user")
 _context: ContextVar[dict[str, str]] = ContextVar("hearth_log_context", default={})

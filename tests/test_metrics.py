@@ -43,9 +43,10 @@ def test_counters_and_histograms_after_a_completed_a_cancelled_and_a_rejected_ch
     before = scrape(stack)
     assert value(before, "hearth_workers", state="idle") == 1 and value(before, "hearth_worker_busy", worker=worker) == 0
 
-    # A runs to completion; while it runs, B waits and C is refused (B is its user's one waiting job).
-    a = BackgroundChat(stack, chat_body("Count slowly from one to one hundred.", 24))
-    a.wait_for_text()
+    # L runs (until it is cancelled, below): meanwhile B waits, and C is refused because B is
+    # its user's one waiting job. B is then cancelled while it waits, so it never starts.
+    long = BackgroundChat(stack, chat_body("Tell me a very long story about a lighthouse.", 2000))
+    long.wait_for_text()
     b = BackgroundChat(stack, chat_body("Name a colour.", 8))
     b.wait_queued()
     during = scrape(stack)
@@ -55,20 +56,19 @@ def test_counters_and_histograms_after_a_completed_a_cancelled_and_a_rejected_ch
     assert value(scrape(stack), "hearth_worker_busy", worker=worker) == 1
     try:
         client.chat.completions.create(model="any", messages=[{"role": "user", "content": "Hello?"}], max_tokens=4)
-        raise AssertionError("a third chat of one user, with one already waiting, must be refused")
+        raise AssertionError("a chat of a user who already has a job waiting must be refused")
     except openai.RateLimitError:
         pass
-    b.cancel()  # cancelled while waiting: it never reaches the worker
+    b.cancel()
     assert b.join().error is not None and b.error["code"] == "cancelled"
-    a.join()
+    assert not long.error and long.usage is None, "the long chat must still be running"
+    # L is cancelled while it runs, after sending some text; then A runs to completion.
+    long.cancel()
+    assert long.join().error is not None and long.error["code"] == "cancelled"
+    long_tokens = sum(e.json()["tokens"] for e in job_events(stack.base_url, long.job_id) if e.event == "token")
+    assert long_tokens >= 1
+    a = BackgroundChat(stack, chat_body("Count from one to ten.", 24)).join()
     assert a.error is None and a.usage is not None
-    # D starts, sends some text, and is cancelled while it runs.
-    d = BackgroundChat(stack, chat_body("Tell me a very long story about a lighthouse.", 400))
-    d.wait_for_text()
-    d.cancel()
-    assert d.join().error is not None and d.error["code"] == "cancelled"
-    d_tokens = sum(e.json()["tokens"] for e in job_events(stack.base_url, d.job_id) if e.event == "token")
-    assert d_tokens >= 1
 
     eventually(lambda: value(scrape(stack), "hearth_requests_processing") == 0, "the worker to be idle again")
     after = scrape(stack)
@@ -82,10 +82,10 @@ def test_counters_and_histograms_after_a_completed_a_cancelled_and_a_rejected_ch
     cached = usage.get("prompt_tokens_details", {}).get("cached_tokens", 0)
     assert moved("hearth_prompt_tokens_total", kind="evaluated") == usage["prompt_tokens"] - cached
     assert moved("hearth_prompt_tokens_total", kind="cached") == cached
-    assert moved("hearth_tokens_predicted_total") == usage["completion_tokens"] + d_tokens == 24 + d_tokens
+    assert moved("hearth_tokens_predicted_total") == usage["completion_tokens"] + long_tokens == 24 + long_tokens
     assert moved("hearth_user_tokens_total", user="local", kind="prompt") == usage["prompt_tokens"]
-    assert moved("hearth_user_tokens_total", user="local", kind="completion") == 24 + d_tokens
-    # A and D were started and sent text; B never started; only A completed (its speed).
+    assert moved("hearth_user_tokens_total", user="local", kind="completion") == 24 + long_tokens
+    # L and A started and sent text; B never started; only A completed (its speed).
     expected = {"hearth_queue_wait_seconds": 2, "hearth_time_to_first_token_seconds": 2, "hearth_generation_tokens_per_second": 1}
     for name in HISTOGRAMS:
         assert moved(f"{name}_count") == expected[name], name

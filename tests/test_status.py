@@ -69,8 +69,8 @@ def test_status_shows_the_running_and_the_queued_job_to_whom_it_may(make_stack: 
         auth = {name: {"Authorization": f"Bearer {key}"} for name, key in keys.items()}
         assert httpx.get(f"{stack.base_url}/status", timeout=30).status_code == 401
 
-        long = BackgroundChat(stack, chat_body("Tell me a very long story about a lighthouse.", 300), auth["alice"])
-        long.wait_for_text()
+        long = BackgroundChat(stack, chat_body("Tell me a very long story about a lighthouse.", 2000), auth["alice"])
+        long.wait_for_text()  # it runs until cancelled below: the short one waits until then
         short = BackgroundChat(stack, chat_body("Name a colour.", 8), auth["bob"])
         short.wait_queued()
 

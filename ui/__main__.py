@@ -9,7 +9,7 @@ import time
 from types import FrameType
 
 from hearth.logs import setup_logging
-from ui.app import build_app
+from ui.app import CSS, build_app
 from ui.client import HearthClient, new_http_client
 from ui.settings import UiSettings
 
@@ -26,7 +26,7 @@ def main() -> None:
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per api call is noise
     app = build_app(HearthClient(new_http_client(), settings.api_base()))
     app.launch(
-        server_name=settings.host, server_port=settings.ui_port, ssr_mode=False,
+        server_name=settings.host, server_port=settings.ui_port, ssr_mode=False, css=CSS,
         quiet=True, show_error=False, prevent_thread_lock=True,
     )
     url = f"http://{settings.host}:{settings.ui_port}/"

@@ -14,6 +14,7 @@ from typing import Any
 import gradio as gr
 
 from ui.client import ApiError, ContextTrimmed, Delta, Finished, HearthClient, Queued, Started
+from ui.status import status_tab
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +28,10 @@ CUT_SHORT = "The reply reached its length limit and was cut short."
 EMPTY = "The model ended its reply without writing anything. Try rephrasing the message."
 
 Message = dict[str, Any]
+
+# Passed to `launch(css=...)`: Gradio's tabs do not fill a `fill_height` page by themselves,
+# and the chat should keep the whole height.
+CSS = ".hearth-tabs { flex-grow: 1; display: flex; }"
 
 
 def queue_line(position: int, eta_s: float | None) -> str:
@@ -152,14 +157,17 @@ def make_reply(client: HearthClient) -> Callable[[str, list[Message], str | None
 def build_app(client: HearthClient) -> gr.Blocks:
     with gr.Blocks(title="Hearth", analytics_enabled=False, fill_height=True) as app:
         api_key = gr.State(None)  # this session's api key; set by the sign-in form once auth exists
-        gr.ChatInterface(
-            make_reply(client),
-            additional_inputs=[api_key],
-            title="Hearth",
-            chatbot=gr.Chatbot(label="Hearth", scale=1, autoscroll=True),
-            concurrency_limit=CONCURRENCY_LIMIT,
-            analytics_enabled=False,
-            fill_height=True,
-        )
+        with gr.Tabs(elem_classes="hearth-tabs") as tabs:
+            with gr.Tab("Chat", scale=1):
+                gr.ChatInterface(
+                    make_reply(client),
+                    additional_inputs=[api_key],
+                    title="Hearth",
+                    chatbot=gr.Chatbot(label="Hearth", scale=1, autoscroll=True),
+                    concurrency_limit=CONCURRENCY_LIMIT,
+                    analytics_enabled=False,
+                    fill_height=True,
+                )
+            status_tab(client, api_key, tabs)
     app.queue(default_concurrency_limit=CONCURRENCY_LIMIT)
     return app

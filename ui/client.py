@@ -19,6 +19,7 @@ log = logging.getLogger(__name__)
 CONNECT_TIMEOUT_S = 5.0
 READ_TIMEOUT_S = 60.0
 CANCEL_TIMEOUT_S = 5.0
+STATUS_TIMEOUT_S = 5.0
 
 HEARTH_COMMENT = "hearth "  # SSE comment lines `: hearth {json}` carry Hearth's events
 
@@ -237,3 +238,16 @@ class HearthClient:
                 log.warning("job cancel refused", extra={"job_id": job_id, "status": response.status_code})
         except httpx.HTTPError as exc:
             log.warning("job cancel failed", extra={"job_id": job_id, "error": type(exc).__name__})
+
+    async def status(self) -> dict[str, Any]:
+        """`GET /v1/status`: the queue, running and recent jobs this session may see."""
+        try:
+            response = await self._http.get(f"{self._base}/status", headers=self._headers(), timeout=STATUS_TIMEOUT_S)
+            body = response.json()
+        except httpx.HTTPError:
+            raise ApiError(UNREACHABLE, "api_unreachable") from None
+        except ValueError:
+            raise ApiError(UNREADABLE, "bad_status") from None
+        if response.status_code != 200:
+            raise error_for_status(response, body)
+        return body  # type: ignore[no-any-return]

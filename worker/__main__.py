@@ -1,8 +1,10 @@
 """`python -m worker`: load the model once, then serve jobs until stopped."""
 
 import logging
+import time
 
 from redis import Redis
+from redis.exceptions import RedisError
 from rq import Queue, SimpleWorker
 from rq.job import Job
 
@@ -12,7 +14,7 @@ from worker.control import CancelListener, Heartbeat
 from worker.engine import Engine, load_vocab
 from worker.fit_check import FitChecker
 from worker.prompter import Prompter
-from worker.events import EventWriter
+from worker.meter import JobMeter
 from worker.runner import JobRunner
 from worker.settings import WorkerSettings
 from worker.tasks import current_runner
@@ -24,20 +26,38 @@ log = logging.getLogger("worker")
 # would either reload the model every job or fork llama.cpp with its threads alive, and would
 # throw away the KV state that lets a returning conversation skip its history.
 class HearthWorker(SimpleWorker):
-    def __init__(self, *args: object, runner: JobRunner, **kwargs: object):
+    def __init__(self, *args: object, runner: JobRunner, meter: JobMeter, **kwargs: object):
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
-        self.runner = runner
+        self.runner, self.meter = runner, meter
 
     def execute_job(self, job: Job, queue: Queue) -> None:
         token = current_runner.set(self.runner)
         try:
-            super().execute_job(job, queue)
+            with self.meter.job(job):  # log context (RQ's own lines too), times and outcome
+                super().execute_job(job, queue)
         finally:
             current_runner.reset(token)
 
     def handle_warm_shutdown_request(self) -> None:
         super().handle_warm_shutdown_request()
         self.runner.shutdown()
+
+
+RESTART_DELAY_S = 1.0
+
+
+def wait_for_redis(redis: Redis, timeout_s: float = 60) -> None:
+    """`make run` starts Redis beside us: give it a moment rather than crash at start."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            redis.ping()
+            return
+        except RedisError as exc:
+            if time.monotonic() > deadline:
+                raise
+            log.info("waiting for Redis at %s: %s", redis.connection_pool.connection_kwargs.get("host"), exc)
+            time.sleep(0.5)
 
 
 def main() -> None:
@@ -47,17 +67,30 @@ def main() -> None:
     engine = Engine(settings)
     log.info("model %s loaded, n_ctx=%d", engine.model_id, engine.n_ctx)
     FitChecker(redis, engine.model_id, Prompter(load_vocab(settings.model_path), engine.n_ctx, settings.default_max_tokens))
-    runner = JobRunner(settings.worker_name, engine, EventWriter(redis, settings.job_ttl_s), CancelListener(redis))
-    heartbeat = Heartbeat(redis, settings.worker_name, runner.info, settings.heartbeat_interval_s, settings.heartbeat_ttl_s)
+    meter = JobMeter(redis, settings.job_ttl_s, settings.worker_name, settings.log_prompts)
+    runner = JobRunner(settings.worker_name, engine, meter, CancelListener(redis))
+    heartbeat = Heartbeat(redis, settings.worker_name, lambda: {**runner.info(), **meter.live()}, settings.heartbeat_interval_s, settings.heartbeat_ttl_s)
+    wait_for_redis(redis)
     heartbeat.start()
     worker = HearthWorker(
         [Queue(name, connection=redis) for name in QUEUES],
         connection=redis,
         name=settings.worker_name,
         runner=runner,
+        meter=meter,
     )
     try:
-        worker.work(with_scheduler=False, logging_level=logging.getLevelName(logging.getLogger().level))
+        # RQ's loop rides out Redis outages while it waits for a job, but quits on one that
+        # hits its bookkeeping around a job: start it again until we are asked to stop.
+        while True:
+            try:
+                worker.work(with_scheduler=False, logging_level=logging.getLevelName(logging.getLogger().level))
+            except RedisError as exc:
+                log.warning("worker loop lost Redis: %s", exc)
+            if runner.stopping:
+                break
+            log.warning("worker loop ended unexpectedly; restarting it in %.0f s", RESTART_DELAY_S)
+            time.sleep(RESTART_DELAY_S)
     finally:
         heartbeat.stop()
 

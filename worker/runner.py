@@ -49,6 +49,10 @@ class JobRunner:
             "default_max_tokens": self.engine.settings.default_max_tokens,
         }
 
+    @property
+    def stopping(self) -> bool:
+        return self._shutting_down.is_set()
+
     def shutdown(self) -> None:
         """Stop the running generation now rather than after its last token."""
         self._shutting_down.set()

@@ -9,6 +9,7 @@ from api.auth import User
 from api.dependencies import CurrentUser, Jobs, Settings
 from api.errors import HearthError
 from api.jobs import START_ID, JobInfo, JobService, dump
+from hearth.logs import bind
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
@@ -17,6 +18,7 @@ async def _owned(jobs: JobService, job_id: str, user: User) -> JobInfo:
     job = await jobs.get(job_id)
     if job is None or not (job.owner == user.name or user.is_admin):  # another's job is as good as absent
         raise HearthError(404, f"No job {job_id!r}.", "not_found_error", "job_not_found", "job_id")
+    bind(job_id=job.id)
     return job
 
 

@@ -1,0 +1,116 @@
+"""The Status tab: who is waiting, what runs and how fast, recent jobs, and plots of the last
+hour. It reads the api's `GET /v1/status` with this session's key (an admin sees every job, a
+user their own) every `REFRESH_S` seconds, and only while the tab is open."""
+
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import gradio as gr
+import pandas as pd
+
+from ui.client import ApiError, HearthClient
+
+REFRESH_S = 5.0
+TAB = "Status"
+
+QUEUE_COLUMNS = ["position", "queue", "user", "waiting (s)", "job"]
+RECENT_COLUMNS = ["finished", "user", "outcome", "queue wait (s)", "first token (s)", "tokens/s", "prompt tokens", "cached", "completion tokens", "job"]
+Status = dict[str, Any]
+Views = tuple[str, pd.DataFrame, pd.DataFrame, pd.DataFrame, pd.DataFrame, pd.DataFrame]
+
+
+def _clock(unix: float | None) -> str:
+    return "" if unix is None else time.strftime("%H:%M:%S", time.localtime(unix))
+
+
+def _num(value: float | None, digits: int = 1) -> float | None:
+    return None if value is None else round(value, digits)
+
+
+def _times(values: list[float]) -> pd.Series:
+    return pd.to_datetime(pd.Series(values, dtype="float64"), unit="s")  # UTC; the browser shows local time
+
+
+def summary(status: Status) -> str:
+    workers = status["workers"]
+    busy = sum(w["state"] == "busy" for w in workers)
+    waiting = ", ".join(f"{queue} {n}" for queue, n in status["queues"].items())
+    lines = [f"**Workers:** {busy} busy, {len(workers) - busy} idle" + (" — no worker is running; requests wait." if not workers else ""),
+             f"**Waiting:** {waiting}"]
+    for job in status["running"]:
+        who = f"job `{job['id'][:8]}` ({job['user']})" if job["id"] else "another user's job"
+        speed = f"{job['tokens_per_s']:.1f} tokens/s" if job["tokens_per_s"] is not None else "reading the prompt"
+        lines.append(f"**Running:** {who} on {job['worker']}: {job['tokens']} tokens, {speed}")
+    return "  \n".join(lines)
+
+
+def queue_table(status: Status) -> pd.DataFrame:
+    rows = [[j["position"], j["queue"], j["user"], j["waiting_s"], j["id"]] for j in status["queued"]]
+    return pd.DataFrame(rows, columns=QUEUE_COLUMNS)
+
+
+def recent_table(status: Status) -> pd.DataFrame:
+    rows = [[_clock(r["finished_at"]), r["user"], r["outcome"], _num(r["queue_wait_s"]), _num(r["ttft_s"]),
+             _num(r["tokens_per_s"]), r["prompt_tokens"], r["cached_tokens"], r["completion_tokens"], r["id"]]
+            for r in status["recent"]]
+    return pd.DataFrame(rows, columns=RECENT_COLUMNS)
+
+
+def depth_series(status: Status) -> pd.DataFrame:
+    samples = status["series"]["queue_depth"]
+    queues = list(status["queues"])
+    return pd.DataFrame({
+        "time": _times([s["t"] for s in samples for _ in queues]),
+        "queue": [q for _ in samples for q in queues],
+        "waiting": [s.get(q, 0) for s in samples for q in queues],
+    })
+
+
+def job_series(status: Status, field: str, column: str) -> pd.DataFrame:
+    points = [p for p in status["series"]["jobs"] if p[field] is not None]
+    return pd.DataFrame({"time": _times([p["t"] for p in points]), column: [float(p[field]) for p in points]})
+
+
+def views(status: Status) -> Views:
+    return (summary(status), queue_table(status), recent_table(status), depth_series(status),
+            job_series(status, "tokens_per_s", "tokens/s"), job_series(status, "ttft_s", "seconds"))
+
+
+def empty_views(message: str) -> Views:
+    nothing: Status = {"workers": [], "queues": {}, "running": [], "queued": [], "recent": [],
+                       "series": {"queue_depth": [], "jobs": []}}
+    return (f"⚠️ {message}", *views(nothing)[1:])  # type: ignore[return-value]
+
+
+def make_refresh(client: HearthClient) -> Callable[[str | None], Awaitable[Views]]:
+    async def refresh_status(api_key: str | None) -> Views:
+        try:
+            return views(await client.with_key(api_key).status())
+        except ApiError as exc:
+            return empty_views(exc.message)
+
+    return refresh_status
+
+
+def status_tab(client: HearthClient, api_key: gr.State, tabs: gr.Tabs) -> gr.Tab:
+    """The tab, added inside `tabs` (being built); it polls only while it is the open one."""
+    with gr.Tab(TAB) as tab:
+        overview = gr.Markdown("Open this tab to see the queue.")
+        with gr.Row():
+            depth = gr.LinePlot(x="time", y="waiting", color="queue", title="Waiting jobs (last hour)", height=220)
+            speed = gr.LinePlot(x="time", y="tokens/s", title="Generation speed, tokens/s", height=220)
+            first = gr.LinePlot(x="time", y="seconds", title="Time to first token, s", height=220)
+        queue = gr.Dataframe(value=pd.DataFrame(columns=QUEUE_COLUMNS), label="Queue", interactive=False)
+        recent = gr.Dataframe(value=pd.DataFrame(columns=RECENT_COLUMNS), label="Recent jobs", interactive=False)
+        timer = gr.Timer(REFRESH_S, active=False)
+    outputs = [overview, queue, recent, depth, speed, first]
+    refresh = make_refresh(client)
+    timer.tick(refresh, inputs=[api_key], outputs=outputs, show_progress="hidden")
+    tab.select(refresh, inputs=[api_key], outputs=outputs, show_progress="hidden")
+
+    def poll_while_open(event: gr.SelectData) -> gr.Timer:
+        return gr.Timer(active=event.value == TAB)
+
+    tabs.select(poll_while_open, outputs=timer, show_progress="hidden", api_visibility="private")
+    return tab

@@ -1,0 +1,141 @@
+"""What the worker tells the operator about each job: its log context and log lines, its
+metrics and status record, and its live progress for the heartbeat.
+
+`JobMeter` is the runner's event writer: it sees every event of a job as the runner emits it,
+so it learns the times (started, first token, end), the tokens and the outcome without any
+code in the generation path. A job's record goes out in the same Redis pipeline as its final
+event, ahead of it: whoever sees the job end also sees it counted.
+"""
+
+import logging
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from functools import partial
+
+from pydantic import BaseModel
+from redis import Redis
+from rq.job import Job
+
+from hearth.contract import DoneEvent, ErrorCode, ErrorEvent, StartedEvent, TokenEvent
+from hearth.logs import log_context
+from hearth.metrics import JobRecord, Outcome, record_job
+from worker.events import Commands, EventWriter
+
+log = logging.getLogger(__name__)
+
+_OUTCOMES = {ErrorCode.CANCELLED: Outcome.CANCELLED, ErrorCode.TIMEOUT: Outcome.TIMED_OUT}  # else failed
+
+
+@dataclass
+class _Track:
+    """One running job, as far as the meter has seen it. Times are unix seconds."""
+
+    job_id: str
+    user: str
+    queue: str
+    model: str
+    enqueued_at: float | None
+    started_at: float | None = None
+    first_token_at: float | None = None
+    first_tokens: int = 0
+    tokens: int = 0
+    text: list[str] = field(default_factory=list)  # kept only when prompts may be logged
+
+    def speed(self, tokens: int, now: float) -> float | None:
+        """Tokens/s after the first text: generation alone, without the prompt's evaluation."""
+        if self.first_token_at is None or tokens <= self.first_tokens or now <= self.first_token_at:
+            return None
+        return (tokens - self.first_tokens) / (now - self.first_token_at)
+
+    def record(self, final: DoneEvent | ErrorEvent, worker: str, now: float) -> JobRecord:
+        if isinstance(final, DoneEvent):
+            outcome = Outcome.COMPLETED
+            usage = final.usage
+            prompt, cached, completion = usage.prompt_tokens, usage.prompt_tokens_details.cached_tokens, usage.completion_tokens
+        else:
+            outcome = _OUTCOMES.get(final.code, Outcome.FAILED)
+            prompt, cached, completion = 0, 0, self.tokens
+        since = partial(_since, self.enqueued_at)
+        return JobRecord(
+            id=self.job_id, user=self.user, queue=self.queue, model=self.model, outcome=outcome, worker=worker,
+            enqueued_at=self.enqueued_at, started_at=self.started_at, finished_at=now,
+            queue_wait_s=since(self.started_at), ttft_s=since(self.first_token_at),
+            tokens_per_s=self.speed(completion, now) if outcome == Outcome.COMPLETED else None,
+            prompt_tokens=prompt, cached_tokens=cached, completion_tokens=completion,
+        )
+
+
+def _since(start: float | None, end: float | None) -> float | None:
+    return None if start is None or end is None else max(0.0, end - start)
+
+
+class JobMeter(EventWriter):
+    def __init__(self, redis: Redis, ttl_s: int, worker_name: str, log_prompts: bool):
+        super().__init__(redis, ttl_s)
+        self._worker, self._log_prompts = worker_name, log_prompts
+        self._track: _Track | None = None
+
+    @contextmanager
+    def job(self, job: Job) -> Iterator[None]:
+        """Around RQ's execution of `job`: every log line inside names the job and its user."""
+        payload = job.args[0] if job.args and isinstance(job.args[0], dict) else {}
+        user = str(payload.get("user") or "")
+        with log_context(job_id=job.id, user=user or None):
+            enqueued = job.enqueued_at.timestamp() if job.enqueued_at else None
+            self._track = _Track(job.id, user, job.origin, str(payload.get("model", "")), enqueued)
+            messages = payload.get("messages") or []
+            log.info("job started", extra={"queue": job.origin, "messages": len(messages), "queue_wait_s": _round(_since(enqueued, time.time()))})
+            if self._log_prompts:
+                log.info("job prompt", extra={"messages": messages})
+            try:
+                yield
+            finally:
+                self._track = None
+
+    def emit(self, job_id: str, event: BaseModel, before: Commands | None = None) -> None:
+        track = self._track
+        if track is None or track.job_id != job_id:
+            super().emit(job_id, event, before)
+            return
+        now = time.time()
+        if isinstance(event, StartedEvent) and track.started_at is None:
+            track.started_at = now
+        elif isinstance(event, TokenEvent):
+            if track.first_token_at is None:
+                track.first_token_at, track.first_tokens = now, event.tokens
+            track.tokens += event.tokens
+            if self._log_prompts:
+                track.text.append(event.text)
+        elif isinstance(event, (DoneEvent, ErrorEvent)):
+            record = track.record(event, self._worker, now)
+            self._log_end(record, track)
+            super().emit(job_id, event, partial(record_job, record=record, ttl_s=self._ttl))
+            return
+        super().emit(job_id, event, before)
+
+    def _log_end(self, record: JobRecord, track: _Track) -> None:
+        log.info("job %s", record.outcome.value, extra={
+            "outcome": record.outcome.value, "queue_wait_s": _round(record.queue_wait_s), "ttft_s": _round(record.ttft_s),
+            "tokens_per_s": _round(record.tokens_per_s), "prompt_tokens": record.prompt_tokens,
+            "cached_tokens": record.cached_tokens, "completion_tokens": record.completion_tokens,
+        })
+        if self._log_prompts:
+            log.info("job answer", extra={"text": "".join(track.text)})
+
+    def live(self) -> dict[str, object]:
+        """The running job's progress, for the heartbeat (and so for `/v1/status`)."""
+        track, now = self._track, time.time()
+        if track is None:
+            return {"job_user": None, "job_started_at": None, "job_tokens": 0, "job_tokens_per_s": None}
+        return {
+            "job_user": track.user or None,
+            "job_started_at": track.started_at,
+            "job_tokens": track.tokens,
+            "job_tokens_per_s": _round(track.speed(track.tokens, now)),
+        }
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)
