@@ -64,6 +64,10 @@ def main() -> None:
     settings = WorkerSettings()
     setup_logging("worker", settings)
     redis = Redis.from_url(settings.redis_url)
+    # RQ's own client: RQ raises its pool's socket timeout above its long BLPOP, which must
+    # not happen to connections already made with redis-py's 5 s default (they would time
+    # out every idle dequeue), nor to our threads' short commands.
+    rq_redis = Redis.from_url(settings.redis_url)
     engine = Engine(settings)
     log.info("model %s loaded, n_ctx=%d", engine.model_id, engine.n_ctx)
     FitChecker(redis, engine.model_id, Prompter(load_vocab(settings.model_path), engine.n_ctx, settings.default_max_tokens))
@@ -73,8 +77,8 @@ def main() -> None:
     wait_for_redis(redis)
     heartbeat.start()
     worker = HearthWorker(
-        [Queue(name, connection=redis) for name in QUEUES],
-        connection=redis,
+        [Queue(name, connection=rq_redis) for name in QUEUES],
+        connection=rq_redis,
         name=settings.worker_name,
         runner=runner,
         meter=meter,
