@@ -111,7 +111,7 @@ def test_caps_answer_429_with_retry_after(make_stack) -> None:
 
 
 def test_queue_position_and_estimate_count_down(make_stack) -> None:
-    s = make_stack()
+    s = make_stack(POLL_S="0.2")  # each place in line lasts longer than a poll
     s.start_worker()
     s.start_api()
     # One finished job teaches the worker its speed, so estimates can be made.
@@ -122,7 +122,7 @@ def test_queue_position_and_estimate_count_down(make_stack) -> None:
     for i in range(3):
         waiting.append(httpx.Client(timeout=300))
     streams = [c.stream("POST", f"{s.base_url}/chat/completions",
-                        json={**BUSY, "max_tokens": 30, "stream": True}) for c in waiting]
+                        json={**BUSY, "max_tokens": 100, "stream": True}) for c in waiting]
     responses = [st.__enter__() for st in streams]
     last = responses[-1]
     positions: list[tuple[int, float | None]] = []

@@ -1,7 +1,7 @@
 """The chat page in a real browser (Debian chromium via Playwright) against a real api and worker."""
 
 import json
-import os
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -12,7 +12,8 @@ import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 from rq.job import Job
 
-from tests.stack import Process, Stack, free_port, wait_for
+from tests.stack import ROOT, Process, RedisServer, Stack, add_user, free_port, wait_for
+from ui.app import CUT_SHORT
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -22,6 +23,15 @@ SUBMIT = 'button[data-testid="submit-button"]'
 STOP = 'button[data-testid="stop-button"]'
 BOT = '[data-testid="bot"]'
 TOAST = '[data-testid="toast-body"]'
+GATE = "#hearth-gate-text"  # "Connecting…", or why the api can't be reached
+RETRY = "#hearth-retry"
+SIGNIN = "#hearth-signin"
+SIGNIN_MESSAGE = "#hearth-signin-message"
+USERNAME = "#hearth-username input"
+SECRET = "#hearth-secret input"
+SIGN_IN = "#hearth-sign-in"
+WHO = "#hearth-who"
+SIGN_OUT = "#hearth-sign-out"
 NO_END = {"0": -100, "1": -100, "2": -100}  # SmolLM2's end-of-text and turn tokens: never stop early
 # Generation speed depends on what else the 2 shared cores run: bound a whole reply generously.
 REPLY_S = 240
@@ -81,7 +91,8 @@ def browser() -> Iterator[Browser]:
 
 
 @pytest.fixture
-def open_page(browser: Browser) -> Iterator[Callable[[str], Page]]:
+def new_page(browser: Browser) -> Iterator[Callable[[str], Page]]:
+    """Opens a page in a browser context of its own: its own cookies, its own ui session."""
     contexts = []
 
     def open_(url: str) -> Page:
@@ -90,12 +101,23 @@ def open_page(browser: Browser) -> Iterator[Callable[[str], Page]]:
         page = context.new_page()
         page.set_default_timeout(30_000)
         page.goto(url)
-        page.wait_for_selector(TEXTBOX)
         return page
 
     yield open_
     for context in contexts:
         context.close()
+
+
+@pytest.fixture
+def open_page(new_page: Callable[[str], Page]) -> Callable[[str], Page]:
+    """Opens the chat of a ui whose api has auth off: no sign-in, straight to the chat."""
+
+    def open_(url: str) -> Page:
+        page = new_page(url)
+        page.wait_for_selector(TEXTBOX)
+        return page
+
+    return open_
 
 
 def send(page: Page, text: str) -> None:
@@ -113,8 +135,9 @@ def ask(page: Page, ui: Ui, text: str) -> str:
     return ui.job_ids()[jobs]
 
 
-def job_status(stack: Stack, job_id: str) -> str:
-    return str(httpx.get(f"{stack.base_url}/jobs/{job_id}", timeout=5).json()["status"])
+def job_status(stack: Stack, job_id: str, key: str | None = None) -> str:
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    return str(httpx.get(f"{stack.base_url}/jobs/{job_id}", headers=headers, timeout=5).json()["status"])
 
 
 def wait_job_id(ui: Ui, known: int) -> str:
@@ -138,6 +161,9 @@ def wait_idle(stack: Stack) -> None:
 def test_reply_streams_grows_and_completes(ui: Ui, stack: Stack, open_page: Callable[[str], Page], log_dir: Path) -> None:
     wait_idle(stack)
     page = open_page(ui.url)
+    # The api has auth off: no sign-in form, no one signed in.
+    assert page.locator(SIGNIN).count() == 0 and page.locator(SIGN_OUT).count() == 0
+    expect(page.locator(WHO)).to_have_text("")
     page.evaluate(RECORD_GROWTH)
     job_id = ask(page, ui, "Write a four-line poem about a warm fireplace.")
 
@@ -228,19 +254,210 @@ def test_trimmed_context_is_noted_and_the_note_is_not_sent_back(make_stack: Call
         ui.proc.stop()
 
 
-def test_api_down_shows_a_clear_message(log_dir: Path, open_page: Callable[[str], Page]) -> None:
-    closed = free_port()  # nothing listens here
-    ui = Ui({**os.environ, "API_PORT": str(closed), "API_URL": ""}, log_dir)
+def no_error_details(page: Page) -> None:
+    assert page.locator(TOAST).count() == 0
+    text = page.inner_text("body")
+    assert not any(word in text for word in ("Traceback", "Exception", "Errno", "ConnectError"))
+
+
+def test_api_down_shows_a_clear_message(make_stack: Callable[..., Stack], log_dir: Path,
+                                        new_page: Callable[[str], Page]) -> None:
+    stack = make_stack()  # auth off; its api starts later, and no worker is needed
+    ui = Ui(stack.env, log_dir)
     try:
-        page = open_page(ui.url)
+        # At page load the ui asks the api whether to sign in; it is down: say so, offer a retry.
+        page = new_page(ui.url)
+        expect(page.locator(GATE)).to_contain_text("Hearth's server can't be reached right now", timeout=15_000)
+        assert page.locator(TEXTBOX).count() == 0 and page.locator(SIGNIN).count() == 0
+        page.screenshot(path=str(log_dir / "ui-api-down-at-load.png"))
+        page.click(RETRY)
+        expect(page.locator(GATE)).to_contain_text("can't be reached", timeout=15_000)
+        no_error_details(page)
+        stack.start_api()
+        page.click(RETRY)  # auth is off: straight to the chat
+        expect(page.locator(TEXTBOX)).to_be_visible(timeout=15_000)
+        assert page.locator(SIGNIN).count() == 0
+
+        stack.api.stop()
         started = time.monotonic()
         send(page, "Hello?")
         expect(page.locator(BOT).last).to_contain_text("Hearth's server can't be reached right now", timeout=15_000)
         assert time.monotonic() - started < 15
         expect(page.locator(SUBMIT)).to_be_visible(timeout=10_000)  # ready for another try
         page.screenshot(path=str(log_dir / "ui-api-down.png"))
-        assert page.locator(TOAST).count() == 0
-        text = page.inner_text("body")
-        assert "Traceback" not in text and "ConnectError" not in text
+        no_error_details(page)
     finally:
         ui.proc.stop()
+
+
+# Sign-in: the same ui against an api with auth on.
+
+PASSWORD = "correct horse battery"
+
+
+@pytest.fixture(scope="module")
+def secured(redis_server: RedisServer, log_dir: Path) -> Iterator[Stack]:
+    from tests.conftest import _dbs
+
+    s = Stack(redis_server, next(_dbs), log_dir, AUTH="on", DEFAULT_MAX_TOKENS="32")  # short replies
+    s.start_worker()
+    s.start_api()
+    yield s
+    s.stop()
+
+
+@pytest.fixture(scope="module")
+def secured_ui(secured: Stack, log_dir: Path) -> Iterator[Ui]:
+    u = Ui(secured.env, log_dir)
+    yield u
+    u.proc.stop()
+
+
+def users(stack: Stack, *args: str, stdin: str | None = None) -> None:
+    """`hearth users ARGS`, as an operator runs it (`passwd` reads the password from stdin)."""
+    subprocess.run([sys.executable, "-m", "api.cli", "users", *args], env=stack.env, cwd=ROOT,
+                   capture_output=True, text=True, input=stdin, check=True)
+
+
+def add_user_with_password(stack: Stack, name: str) -> str:
+    key = add_user(stack, name)
+    users(stack, "passwd", name, stdin=f"{PASSWORD}\n")
+    return key
+
+
+def sign_in(page: Page, name: str, secret: str) -> None:
+    expect(page.locator(SIGNIN)).to_be_visible()
+    page.fill(USERNAME, name)
+    page.fill(SECRET, secret)
+    page.click(SIGN_IN)
+
+
+def signed_in(page: Page, name: str) -> None:
+    expect(page.locator(WHO)).to_have_text(f"Signed in as {name}", timeout=15_000)
+    expect(page.locator(TEXTBOX)).to_be_visible()
+    assert page.locator(SIGNIN).count() == 0
+
+
+def status_tab_text(page: Page, job_id: str) -> str:
+    """The Status tab's text once it lists `job_id` (the session's own job)."""
+    page.get_by_role("tab", name="Status").click()
+    expect(page.locator("#hearth-main")).to_contain_text(job_id, timeout=20_000)
+    return page.inner_text("#hearth-main")
+
+
+def recent_jobs(stack: Stack, key: str) -> list[str]:
+    r = httpx.get(f"{stack.base_url}/status", headers={"Authorization": f"Bearer {key}"}, timeout=10)
+    assert r.status_code == 200, r.text
+    return [job["id"] for job in r.json()["recent"]]
+
+
+def test_sign_in_with_a_password_then_chat(secured: Stack, secured_ui: Ui, new_page: Callable[[str], Page],
+                                           log_dir: Path) -> None:
+    key = add_user_with_password(secured, "dora")
+    page = new_page(secured_ui.url)
+    expect(page.locator(SIGNIN)).to_be_visible(timeout=15_000)
+    assert page.locator(TEXTBOX).count() == 0  # no chat before signing in
+    page.screenshot(path=str(log_dir / "ui-sign-in.png"))
+    sign_in(page, "dora", PASSWORD)
+    signed_in(page, "dora")
+    expect(page.locator(SIGN_OUT)).to_be_visible()
+
+    page.evaluate(RECORD_GROWTH)
+    job_id = ask(page, secured_ui, "Write a short poem about snow.")
+    lengths = page.evaluate("window.__lengths")
+    if CUT_SHORT in page.locator(BOT).last.inner_text():  # 32 tokens: a note may follow the reply
+        lengths = lengths[:-1]
+    assert "⚠️" not in page.inner_text("#hearth-main")
+    assert len(lengths) >= 3 and lengths == sorted(lengths), f"the reply did not stream: lengths seen {lengths}"
+    assert job_status(secured, job_id, key) == "completed"  # the job is dora's: her key reads it
+    page.screenshot(path=str(log_dir / "ui-signed-in-chat.png"))
+    no_error_details(page)
+    logs = secured_ui.proc.log() + secured.logs()
+    assert PASSWORD not in logs and key not in logs
+
+
+def test_sign_in_with_an_api_key_and_sign_out_clears_the_chat(secured: Stack, secured_ui: Ui,
+                                                              new_page: Callable[[str], Page]) -> None:
+    key = add_user(secured, "erin")
+    add_user_with_password(secured, "frank")
+    page = new_page(secured_ui.url)
+    sign_in(page, "erin", key)
+    signed_in(page, "erin")
+    ask(page, secured_ui, "Name a fruit that is called kumquat.")
+    expect(page.locator(BOT)).not_to_have_count(0)
+
+    # Signing out while a reply waits its turn stops the reply: its job is cancelled.
+    body = {"messages": [{"role": "user", "content": "Tell me about the sea."}], "stream": True,
+            "max_tokens": 2000, "logit_bias": NO_END}
+    with httpx.stream("POST", f"{secured.base_url}/chat/completions", json=body, timeout=60,
+                      headers={"Authorization": f"Bearer {key}"}) as blocker:
+        lines = blocker.iter_lines()
+        first_token(lines)  # the worker is busy until this stream closes
+        known = len(secured_ui.job_ids())
+        send(page, "Name another fruit.")
+        waiting = wait_job_id(secured_ui, known)
+        page.click(SIGN_OUT)
+        expect(page.locator(SIGNIN_MESSAGE)).to_have_text("You have signed out.")
+        wait_for(lambda: job_status(secured, waiting, key) == "cancelled", 15, f"job {waiting} to be cancelled", secured_ui.proc)
+    assert page.locator(TEXTBOX).count() == 0
+    sign_in(page, "frank", PASSWORD)  # someone else at the same browser
+    signed_in(page, "frank")
+    assert page.locator(BOT).count() == 0 and "kumquat" not in page.inner_text("body")
+    assert secured_ui.proc.log().count('"signed in"') >= 2 and key not in secured_ui.proc.log()
+
+
+def test_wrong_password_shows_why_and_no_chat(secured: Stack, secured_ui: Ui, new_page: Callable[[str], Page],
+                                              log_dir: Path) -> None:
+    add_user_with_password(secured, "gus")
+    other_key = add_user(secured, "hana")
+    page = new_page(secured_ui.url)
+    for name, secret in (("gus", "wrong password"), ("nobody", PASSWORD), ("gus", other_key)):
+        sign_in(page, name, secret)
+        expect(page.locator(SECRET)).to_have_value("", timeout=15_000)  # answered; to be typed again
+        expect(page.locator(SIGNIN_MESSAGE)).to_have_text("⚠️ Unknown user or wrong password.")
+    sign_in(page, "gus", "")
+    expect(page.locator(SIGNIN_MESSAGE)).to_have_text("⚠️ Enter your user name and your API key or password.")
+    page.screenshot(path=str(log_dir / "ui-sign-in-refused.png"))
+    assert page.locator(TEXTBOX).count() == 0 and page.locator(WHO).count() == 0
+    no_error_details(page)
+
+
+@pytest.mark.timeout(600)  # two replies
+def test_users_see_only_their_own_chat_and_jobs(secured: Stack, secured_ui: Ui, new_page: Callable[[str], Page]) -> None:
+    alice_key, bob_key = add_user(secured, "alice"), add_user_with_password(secured, "bob")
+    alice, bob = new_page(secured_ui.url), new_page(secured_ui.url)  # two browsers, two sessions
+    sign_in(alice, "alice", alice_key)
+    sign_in(bob, "bob", PASSWORD)
+    signed_in(alice, "alice")
+    signed_in(bob, "bob")
+
+    alice_job = ask(alice, secured_ui, "My dog is called Biscuit. Say hello to him.")
+    bob_job = ask(bob, secured_ui, "Name one colour.")
+    assert "Biscuit" in alice.inner_text("body")
+    assert "Biscuit" not in bob.inner_text("body")
+
+    # The api lists each user's own jobs; the Status tabs show the same.
+    assert alice_job in recent_jobs(secured, alice_key) and bob_job not in recent_jobs(secured, alice_key)
+    assert bob_job in recent_jobs(secured, bob_key) and alice_job not in recent_jobs(secured, bob_key)
+    assert bob_job not in status_tab_text(alice, alice_job)
+    assert alice_job not in status_tab_text(bob, bob_job)
+    assert "Biscuit" not in bob.inner_text("body")
+
+
+def test_revoked_user_is_sent_back_to_sign_in(secured: Stack, secured_ui: Ui, new_page: Callable[[str], Page],
+                                              log_dir: Path) -> None:
+    key = add_user(secured, "ivy")
+    page = new_page(secured_ui.url)
+    sign_in(page, "ivy", key)
+    signed_in(page, "ivy")
+    users(secured, "revoke", "ivy")
+    send(page, "Are you there?")  # the api answers 401: no job, no reply
+    expect(page.locator(SIGNIN_MESSAGE)).to_have_text("⚠️ Your session has ended — please sign in again.", timeout=15_000)
+    assert page.locator(TEXTBOX).count() == 0
+    page.screenshot(path=str(log_dir / "ui-session-ended.png"))
+    no_error_details(page)
+
+    key = add_user(secured, "ivy")  # back, with a new key: a fresh, empty chat
+    sign_in(page, "ivy", key)
+    signed_in(page, "ivy")
+    assert page.locator(BOT).count() == 0 and "Are you there?" not in page.inner_text("body")

@@ -11,14 +11,20 @@ import pytest
 from ui.app import CUT_SHORT, EMPTY, UNEXPECTED, ReplyView, is_note, make_reply, queue_line, to_openai, trimmed_line
 from ui.client import (
     CUT_OFF,
+    SESSION_ENDED,
     UNREACHABLE,
+    UNREADABLE,
     ApiError,
     ContextTrimmed,
     Delta,
     Finished,
     HearthClient,
     Queued,
+    Session,
+    SessionEnded,
     Started,
+    error_for_status,
+    parse_session,
 )
 
 BASE = "http://api.test/v1"
@@ -155,6 +161,23 @@ def test_session_key_is_sent_as_bearer_and_absent_without_one() -> None:
     asyncio.run(run(api.client("sk-session")))
     asyncio.run(run(api.client()))
     assert [r.headers.get("authorization") for r in api.requests] == ["Bearer sk-session"] * 2 + [None] * 2
+
+
+def test_login_and_me_answers_parse_into_a_session() -> None:
+    assert parse_session({"token": "t1", "user": "alice", "role": "user", "auth": True}) == Session("t1", "alice", "user", True)
+    assert parse_session({"token": None, "user": "local", "role": "admin", "auth": False}) == Session(None, "local", "admin", False)
+    # `GET /v1/me` names no token: the session keeps the one it sent.
+    assert parse_session({"user": "alice", "role": "user", "auth": True}, "t1") == Session("t1", "alice", "user", True)
+    for bad in (None, [], {"user": "alice"}, {"user": 3, "auth": True, "token": "t"}, {"user": "a", "auth": True}):
+        with pytest.raises(ApiError) as caught:
+            parse_session(bad)
+        assert caught.value.message == UNREADABLE
+
+
+def test_a_refused_token_reads_as_a_session_that_ended() -> None:
+    body = {"error": {"message": "Incorrect API key provided.", "type": "invalid_request_error", "code": "invalid_api_key"}}
+    error = error_for_status(httpx.Response(401, json=body), body)
+    assert isinstance(error, SessionEnded) and (error.message, error.code) == (SESSION_ENDED, "invalid_api_key")
 
 
 def test_history_becomes_openai_messages_without_notes() -> None:

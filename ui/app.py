@@ -8,12 +8,14 @@ back to the model.
 
 import logging
 from collections.abc import AsyncIterator, Callable
+from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any
 
 import gradio as gr
 
-from ui.client import ApiError, ContextTrimmed, Delta, Finished, HearthClient, Queued, Started
+from ui.client import ApiError, ContextTrimmed, Delta, Finished, HearthClient, Queued, SessionEnded, Started
+from ui.signin import Page, signin_form, wire_signin
 from ui.status import status_tab
 
 log = logging.getLogger(__name__)
@@ -30,8 +32,11 @@ EMPTY = "The model ended its reply without writing anything. Try rephrasing the 
 Message = dict[str, Any]
 
 # Passed to `launch(css=...)`: Gradio's tabs do not fill a `fill_height` page by themselves,
-# and the chat should keep the whole height.
-CSS = ".hearth-tabs { flex-grow: 1; display: flex; }"
+# and the chat should keep the whole height; the sign-in form is a narrow centred column.
+CSS = """
+.hearth-tabs { flex-grow: 1; display: flex; }
+#hearth-gate, #hearth-signin { max-width: 28rem; width: 100%; margin: 3rem auto 0; }
+"""
 
 
 def queue_line(position: int, eta_s: float | None) -> str:
@@ -138,6 +143,8 @@ def make_reply(client: HearthClient) -> Callable[[str, list[Message], str | None
             log.info("reply finished", extra={"job_id": stream.job_id})
         except ApiError as exc:
             log.info("reply failed", extra={"job_id": stream and stream.job_id, "code": exc.code})
+            if isinstance(exc, SessionEnded):
+                raise  # for the page to sign in again, not for this reply to show
             view.fail(exc.message)
             yield view.messages()
         except Exception:
@@ -154,20 +161,44 @@ def make_reply(client: HearthClient) -> Callable[[str, list[Message], str | None
     return reply
 
 
+def make_chat(client: HearthClient) -> Callable[[str, list[Message], str | None], AsyncIterator[tuple[list[Message], Any]]]:
+    """`make_reply`'s reply, plus a second output: the message to sign in again with, once the
+    api no longer accepts the session's token (Gradio's `skip()` otherwise)."""
+    stream_reply = make_reply(client)
+
+    async def reply(message: str, history: list[Message], token: str | None) -> AsyncIterator[tuple[list[Message], Any]]:
+        try:
+            async with aclosing(stream_reply(message, history, token)) as shown:  # closed on Stop too
+                async for messages in shown:
+                    yield messages, gr.skip()
+        except SessionEnded as exc:
+            yield [note(f"⚠️ {exc.message}")], exc.message
+
+    return reply
+
+
 def build_app(client: HearthClient) -> gr.Blocks:
     with gr.Blocks(title="Hearth", analytics_enabled=False, fill_height=True) as app:
-        api_key = gr.State(None)  # this session's api key; set by the sign-in form once auth exists
-        with gr.Tabs(elem_classes="hearth-tabs") as tabs:
-            with gr.Tab("Chat", scale=1):
-                gr.ChatInterface(
-                    make_reply(client),
-                    additional_inputs=[api_key],
-                    title="Hearth",
-                    chatbot=gr.Chatbot(label="Hearth", scale=1, autoscroll=True),
-                    concurrency_limit=CONCURRENCY_LIMIT,
-                    analytics_enabled=False,
-                    fill_height=True,
-                )
-            status_tab(client, api_key, tabs)
+        token = gr.State(None)  # this browser session's token from the sign-in; None with auth off
+        ended = gr.State(None)
+        form = signin_form()
+        with gr.Column(visible=False, scale=1, elem_id="hearth-main") as main:
+            with gr.Row(equal_height=True):
+                who = gr.Markdown("", elem_id="hearth-who")
+                sign_out = gr.Button("Sign out", size="sm", scale=0, min_width=100, visible=False, elem_id="hearth-sign-out")
+            with gr.Tabs(elem_classes="hearth-tabs") as tabs:
+                with gr.Tab("Chat", id="chat", scale=1):
+                    chat = gr.ChatInterface(
+                        make_chat(client),
+                        additional_inputs=[token],
+                        additional_outputs=[ended],
+                        title="Hearth",
+                        chatbot=gr.Chatbot(label="Hearth", scale=1, autoscroll=True),
+                        concurrency_limit=CONCURRENCY_LIMIT,
+                        analytics_enabled=False,
+                        fill_height=True,
+                    )
+                status = status_tab(client, token, tabs)
+        wire_signin(app, client, Page(token, ended, form, main, who, sign_out, chat, tabs, status))
     app.queue(default_concurrency_limit=CONCURRENCY_LIMIT)
     return app

@@ -26,6 +26,8 @@ HEARTH_COMMENT = "hearth "  # SSE comment lines `: hearth {json}` carry Hearth's
 UNREACHABLE = "Hearth's server can't be reached right now. It may be stopped or restarting; try again in a moment."
 CUT_OFF = "The connection to Hearth's server was lost before the reply was finished. Try again."
 UNREADABLE = "Hearth's server sent an answer the chat could not read. Try again."
+SESSION_ENDED = "Your session has ended — please sign in again."
+WRONG_LOGIN = "Unknown user or wrong password."
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,30 @@ class ApiError(Exception):
         self.message, self.code, self.retry_after_s = message, code, retry_after_s
 
 
+class SessionEnded(ApiError):
+    """The api no longer accepts this session's token (its user was revoked, or it expired)."""
+
+
+@dataclass(frozen=True)
+class Session:
+    """Who the api says this browser session is. `token` is None when the api has auth off."""
+
+    token: str | None
+    user: str
+    role: str
+    auth: bool
+
+
+def parse_session(body: Any, token: str | None = None) -> Session:
+    """A `POST /v1/login` or `GET /v1/me` answer; `token` is used when the body has none."""
+    if not isinstance(body, dict) or not isinstance(body.get("user"), str) or not isinstance(body.get("auth"), bool):
+        raise ApiError(UNREADABLE, "bad_login")
+    given = body.get("token")
+    if body["auth"] and not isinstance(given if given is not None else token, str):
+        raise ApiError(UNREADABLE, "bad_login")
+    return Session(given if isinstance(given, str) else token, body["user"], str(body.get("role", "user")), body["auth"])
+
+
 def new_http_client() -> httpx.AsyncClient:
     timeout = httpx.Timeout(READ_TIMEOUT_S, connect=CONNECT_TIMEOUT_S)
     return httpx.AsyncClient(timeout=timeout, limits=httpx.Limits(max_connections=None, max_keepalive_connections=20))
@@ -96,7 +122,7 @@ def error_for_status(response: httpx.Response, body: Any) -> ApiError:
         wait = f"Try again in {retry:.0f} s." if retry is not None else "Try again in a moment."
         return ApiError(f"Hearth is busy right now. {wait}", code or "rate_limited", retry)
     if status in (401, 403):
-        return ApiError("Hearth did not accept this session's key. Sign in again.", code or "unauthorized")
+        return SessionEnded(SESSION_ENDED, code or "unauthorized")
     if status in (502, 503, 504):
         detail = f" ({message})" if message else ""
         return ApiError(f"Hearth can't take requests right now{detail}. Try again shortly.", code or "unavailable", _retry_after(response))
@@ -239,15 +265,42 @@ class HearthClient:
         except httpx.HTTPError as exc:
             log.warning("job cancel failed", extra={"job_id": job_id, "error": type(exc).__name__})
 
+    async def _call(self, method: str, path: str, **kwargs: Any) -> tuple[httpx.Response, Any]:
+        """One short api call; a failure to connect or to read its JSON is an `ApiError`."""
+        try:
+            response = await self._http.request(method, f"{self._base}{path}", timeout=STATUS_TIMEOUT_S, **kwargs)
+        except httpx.HTTPError as exc:
+            log.warning("api unreachable", extra={"url": self._base, "error": type(exc).__name__})
+            raise ApiError(UNREACHABLE, "api_unreachable") from None
+        try:
+            return response, response.json()
+        except ValueError:
+            if response.status_code == 200:
+                raise ApiError(UNREADABLE, "bad_answer") from None
+            return response, None
+
+    async def login(self, username: str, secret: str) -> Session:
+        """`POST /v1/login` with a password or an API key. Neither is ever logged."""
+        response, body = await self._call("POST", "/login", json={"username": username, "password": secret})
+        if response.status_code == 401:
+            message, code = _error_message(body)
+            raise ApiError(message or WRONG_LOGIN, code or "invalid_credentials")
+        if response.status_code != 200:
+            raise error_for_status(response, body)
+        return parse_session(body)
+
+    async def me(self) -> Session | None:
+        """`GET /v1/me` with this session's token (or none): None when the api wants a sign-in."""
+        response, body = await self._call("GET", "/me", headers=self._headers())
+        if response.status_code == 401:
+            return None
+        if response.status_code != 200:
+            raise error_for_status(response, body)
+        return parse_session(body, self._key)
+
     async def status(self) -> dict[str, Any]:
         """`GET /v1/status`: the queue, running and recent jobs this session may see."""
-        try:
-            response = await self._http.get(f"{self._base}/status", headers=self._headers(), timeout=STATUS_TIMEOUT_S)
-            body = response.json()
-        except httpx.HTTPError:
-            raise ApiError(UNREACHABLE, "api_unreachable") from None
-        except ValueError:
-            raise ApiError(UNREADABLE, "bad_status") from None
+        response, body = await self._call("GET", "/status", headers=self._headers())
         if response.status_code != 200:
             raise error_for_status(response, body)
         return body  # type: ignore[no-any-return]

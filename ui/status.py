@@ -4,6 +4,7 @@ user their own) every `REFRESH_S` seconds, and only while the tab is open."""
 
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import gradio as gr
@@ -13,6 +14,7 @@ from ui.client import ApiError, HearthClient
 
 REFRESH_S = 5.0
 TAB = "Status"
+CLOSED = "Open this tab to see the queue."
 
 QUEUE_COLUMNS = ["position", "queue", "user", "waiting (s)", "job"]
 RECENT_COLUMNS = ["finished", "user", "outcome", "queue wait (s)", "first token (s)", "tokens/s", "prompt tokens", "cached", "completion tokens", "job"]
@@ -80,7 +82,7 @@ def views(status: Status) -> Views:
 def empty_views(message: str) -> Views:
     nothing: Status = {"workers": [], "queues": {}, "running": [], "queued": [], "recent": [],
                        "series": {"queue_depth": [], "jobs": []}}
-    return (f"⚠️ {message}", *views(nothing)[1:])  # type: ignore[return-value]
+    return (message, *views(nothing)[1:])  # type: ignore[return-value]
 
 
 def make_refresh(client: HearthClient) -> Callable[[str | None], Awaitable[Views]]:
@@ -88,15 +90,26 @@ def make_refresh(client: HearthClient) -> Callable[[str | None], Awaitable[Views
         try:
             return views(await client.with_key(api_key).status())
         except ApiError as exc:
-            return empty_views(exc.message)
+            return empty_views(f"⚠️ {exc.message}")
 
     return refresh_status
 
 
-def status_tab(client: HearthClient, api_key: gr.State, tabs: gr.Tabs) -> gr.Tab:
+@dataclass(frozen=True)
+class StatusTab:
+    tab: gr.Tab
+    timer: gr.Timer
+    outputs: list[gr.components.Component]  # what `empty_views` and `views` fill, in order
+
+    def reset(self) -> dict[gr.components.Component, Any]:
+        """Updates that stop the polling and forget what was shown (for a sign-out)."""
+        return {self.timer: gr.Timer(active=False), **dict(zip(self.outputs, empty_views(CLOSED), strict=True))}
+
+
+def status_tab(client: HearthClient, api_key: gr.State, tabs: gr.Tabs) -> StatusTab:
     """The tab, added inside `tabs` (being built); it polls only while it is the open one."""
     with gr.Tab(TAB) as tab:
-        overview = gr.Markdown("Open this tab to see the queue.")
+        overview = gr.Markdown(CLOSED)
         with gr.Row():
             depth = gr.LinePlot(x="time", y="waiting", color="queue", title="Waiting jobs (last hour)", height=220)
             speed = gr.LinePlot(x="time", y="tokens/s", title="Generation speed, tokens/s", height=220)
@@ -113,4 +126,4 @@ def status_tab(client: HearthClient, api_key: gr.State, tabs: gr.Tabs) -> gr.Tab
         return gr.Timer(active=event.value == TAB)
 
     tabs.select(poll_while_open, outputs=timer, show_progress="hidden", api_visibility="private")
-    return tab
+    return StatusTab(tab, timer, outputs)

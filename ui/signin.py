@@ -1,0 +1,146 @@
+"""Sign-in: a user name and an API key or password become this browser session's token.
+
+The token lives in a `gr.State`, i.e. in the ui process, per browser session; the page never
+sees it, and reloading the page starts a new session. Whether to ask at all is the api's
+answer when the page loads (`GET /v1/me`), not the ui's start-up: `make run` starts both at
+once. With auth off the page goes straight to the chat.
+"""
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import gradio as gr
+from gradio.components import Component
+
+from ui.client import ApiError, HearthClient, Session
+from ui.status import StatusTab
+
+log = logging.getLogger(__name__)
+
+CONNECTING = "Connecting to Hearth…"
+MISSING = "Enter your user name and your API key or password."
+SIGNED_OUT = "You have signed out."
+
+# Sign out first presses the chat's Stop (a reply still streaming would otherwise land in the
+# cleared chat and keep the worker busy), then the ui drops the token and clears the page.
+PRESS_STOP = """() => {
+  document.querySelector('#hearth-main button[data-testid="stop-button"]')?.click();
+}"""
+
+Updates = dict[Component, Any]
+
+
+def signed_in_line(user: str) -> str:
+    return f"Signed in as **{user}**"
+
+
+@dataclass(frozen=True)
+class SignInForm:
+    """The gate, shown until the api answers (or while it does not), and the form."""
+
+    gate: gr.Column
+    gate_text: gr.Markdown
+    retry: gr.Button
+    form: gr.Column
+    message: gr.Markdown
+    username: gr.Textbox
+    secret: gr.Textbox
+    submit: gr.Button
+
+
+def signin_form() -> SignInForm:
+    """Added to the page being built; all of it starts hidden but the gate's "Connecting"."""
+    with gr.Column(elem_id="hearth-gate") as gate:
+        gate_text = gr.Markdown(CONNECTING, elem_id="hearth-gate-text")
+        retry = gr.Button("Try again", visible=False, elem_id="hearth-retry")
+    with gr.Column(visible=False, elem_id="hearth-signin") as form:
+        gr.Markdown("## Sign in to Hearth")
+        message = gr.Markdown("", elem_id="hearth-signin-message")
+        username = gr.Textbox(label="User name", max_lines=1, elem_id="hearth-username")
+        secret = gr.Textbox(label="API key or password", type="password", max_lines=1, elem_id="hearth-secret")
+        submit = gr.Button("Sign in", variant="primary", elem_id="hearth-sign-in")
+    return SignInForm(gate, gate_text, retry, form, message, username, secret, submit)
+
+
+@dataclass(frozen=True)
+class Page:
+    """What signing in and out switches: the form, and the signed-in page (chat and status)
+    with its session state."""
+
+    token: gr.State  # the session token sent as `Authorization: Bearer`; None with auth off
+    ended: gr.State  # set by a reply the api refused with 401: the message to sign in again with
+    signin: SignInForm
+    main: gr.Column
+    who: gr.Markdown
+    sign_out: gr.Button
+    chat: gr.ChatInterface
+    tabs: gr.Tabs
+    status: StatusTab
+
+    def outputs(self) -> list[Component]:
+        f = self.signin
+        return [self.token, self.ended, f.gate, f.gate_text, f.retry, f.form, f.message, f.username, f.secret,
+                self.main, self.who, self.sign_out, self.chat.chatbot, self.chat.chatbot_state, self.chat.textbox,
+                self.tabs, self.status.timer, *self.status.outputs]
+
+    def _forget(self) -> Updates:
+        """No token, an empty chat and status: nothing of the last user stays on the page."""
+        return {self.token: None, self.ended: None, self.signin.secret: "", self.chat.chatbot: [],
+                self.chat.chatbot_state: [], self.chat.textbox: "", self.tabs: gr.Tabs(selected="chat"),
+                **self.status.reset()}
+
+    def show_gate(self, text: str) -> Updates:
+        return {self.signin.gate: gr.Column(visible=True), self.signin.gate_text: text,
+                self.signin.retry: gr.Button(visible=True), self.signin.form: gr.Column(visible=False),
+                self.main: gr.Column(visible=False)}
+
+    def show_form(self, message: str) -> Updates:
+        return {**self._forget(), self.signin.gate: gr.Column(visible=False), self.signin.form: gr.Column(visible=True),
+                self.signin.message: message, self.main: gr.Column(visible=False)}
+
+    def show_chat(self, session: Session) -> Updates:
+        return {**self._forget(), self.token: session.token, self.signin.gate: gr.Column(visible=False),
+                self.signin.form: gr.Column(visible=False), self.signin.message: "",
+                self.main: gr.Column(visible=True), self.who: signed_in_line(session.user) if session.auth else "",
+                self.sign_out: gr.Button(visible=session.auth)}
+
+
+def wire_signin(app: gr.Blocks, client: HearthClient, page: Page) -> None:
+    outputs, form = page.outputs(), page.signin
+
+    async def check_api() -> Updates:
+        """On page load (and Try again): sign in, or straight to the chat when auth is off."""
+        try:
+            session = await client.me()
+        except ApiError as exc:
+            return page.show_gate(f"⚠️ {exc.message}")
+        if session is None or (session.auth and session.token is None):
+            return page.show_form("")
+        return page.show_chat(session)
+
+    async def sign_in(username: str, secret: str) -> Updates:
+        username = username.strip()
+        if not username or not secret:
+            return {form.message: f"⚠️ {MISSING}"}
+        try:
+            session = await client.login(username, secret)
+        except ApiError as exc:
+            log.info("sign-in refused", extra={"code": exc.code})  # never the name typed: it may be a password
+            return {form.message: f"⚠️ {exc.message}", form.secret: ""}
+        log.info("signed in", extra={"user": session.user})
+        return page.show_chat(session)
+
+    def sign_out() -> Updates:
+        return {**page.show_form(SIGNED_OUT), form.username: ""}
+
+    def session_ended(message: str | None) -> Updates:
+        return page.show_form(f"⚠️ {message}") if message else {page.ended: gr.skip()}  # {} reads as no outputs
+
+    quiet: dict[str, Any] = {"outputs": outputs, "show_progress": "hidden", "api_visibility": "private"}
+    app.load(check_api, **quiet)
+    form.retry.click(check_api, **quiet)
+    gr.on([form.submit.click, form.secret.submit, form.username.submit], sign_in,
+          inputs=[form.username, form.secret], **quiet)
+    page.sign_out.click(sign_out, js=PRESS_STOP, **quiet)
+    page.ended.change(session_ended, inputs=[page.ended], **quiet)
