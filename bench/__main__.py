@@ -1,0 +1,78 @@
+"""`python -m bench [stream] [load] [--rounds N] [--users N] …`: start the stack, run the cases,
+print one table per case on stdout (progress goes to stderr)."""
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Callable
+
+from api.settings import ApiSettings
+from bench import load, stream
+from bench.rig import Rig
+from hearth.logs import setup_logging
+from hearth.settings import CommonSettings
+from worker.settings import WorkerSettings
+
+CASES: dict[str, Callable[[Rig, argparse.Namespace], str]] = {
+    "stream": lambda rig, a: stream.run(rig, a.rounds, a.tokens, a.seed).render(),
+    "load": lambda rig, a: load.run(rig, a.users, a.chats, a.max_tokens, a.seed).render(),
+}
+
+
+def machine_note(before: float, after: float) -> str:
+    cores = os.cpu_count() or 1
+    note = f"machine: {cores} cores; 1-min load average {before:.2f} before, {after:.2f} after"
+    if max(before, after) > cores:
+        note += " (more runnable work than cores: other processes competed, expect noise)"
+    return note
+
+
+def at_least(low: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        value = int(text)
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}")
+        return value
+
+    return parse
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m bench",
+        description="Benchmark Hearth against in-process llama.cpp. Model and sampling settings are the "
+                    "worker's (MODEL_PATH, N_THREADS, N_CTX, TEMPERATURE, … from the environment).",
+    )
+    p.add_argument("cases", nargs="*", metavar="case", help=f"cases to run: {', '.join(CASES)} (default: all)")
+    p.add_argument("--seed", type=int, default=1234, help="sampling seed (default: %(default)s)")
+    s = p.add_argument_group("stream")
+    s.add_argument("--rounds", type=at_least(1), default=5, help="measured rounds per side, after a warm-up (default: %(default)s)")
+    s.add_argument("--tokens", type=at_least(2), default=200, help="completion tokens per stream, at least 2 (default: %(default)s)")
+    g = p.add_argument_group("load")
+    g.add_argument("--users", type=at_least(1), default=8, help="simulated users (default: %(default)s)")
+    g.add_argument("--chats", type=at_least(1), default=3, help="chats per user, one after another (default: %(default)s)")
+    g.add_argument("--max-tokens", type=at_least(1), default=48, help="completion tokens per chat (default: %(default)s)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = parser()
+    args = p.parse_args(argv)
+    unknown = [name for name in args.cases if name not in CASES]
+    if unknown:
+        p.error(f"unknown case {unknown[0]!r} (choose from {', '.join(CASES)})")
+    setup_logging("bench", CommonSettings(log_format="text"))
+    for noisy in ("httpx", "httpx2"):  # one line per request
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    names = list(dict.fromkeys(args.cases)) or list(CASES)
+    with Rig(WorkerSettings(), ApiSettings()) as rig:
+        for name in names:
+            before = os.getloadavg()[0]
+            text = CASES[name](rig, args)
+            print(f"{text}\n{machine_note(before, os.getloadavg()[0])}\n", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

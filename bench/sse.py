@@ -1,0 +1,79 @@
+"""A streaming chat read line by line, so Hearth's SSE comments (`: hearth {json}`), which
+the openai client skips, give the moment a job left the queue."""
+
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+HEARTH_COMMENT = ": hearth "
+
+
+@dataclass
+class ChatTiming:
+    sent: float  # perf_counter before the request
+    started: float | None = None  # `started` comment: a worker took the job
+    first_token: float | None = None
+    done: float | None = None  # `[DONE]`
+    completion_tokens: int = 0
+    max_position: int = 0  # highest queue position reported
+    parts: list[str] = field(default_factory=list)
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and self.done is not None
+
+    @property
+    def text(self) -> str:
+        return "".join(self.parts)
+
+
+def _on_comment(timing: ChatTiming, comment: str, now: float) -> None:
+    event = json.loads(comment.removeprefix(HEARTH_COMMENT))
+    if event["type"] == "started":
+        timing.started = now
+    elif event["type"] == "queued":
+        timing.max_position = max(timing.max_position, int(event["position"]))
+
+
+def _on_data(timing: ChatTiming, data: str, now: float) -> None:
+    if data == "[DONE]":
+        timing.done = now
+        return
+    chunk = json.loads(data)
+    if "error" in chunk:
+        timing.error = str(chunk["error"].get("code") or chunk["error"].get("message"))
+        return
+    if chunk.get("usage"):
+        timing.completion_tokens = int(chunk["usage"]["completion_tokens"])
+    for choice in chunk.get("choices", []):
+        content = choice.get("delta", {}).get("content")
+        if content:
+            timing.first_token = timing.first_token or now
+            timing.parts.append(content)
+
+
+async def stream_chat(client: httpx.AsyncClient, base_url: str, api_key: str, body: dict[str, Any]) -> ChatTiming:
+    timing = ChatTiming(sent=time.perf_counter())
+    body = {**body, "stream": True, "stream_options": {"include_usage": True}}
+    headers = {"Authorization": f"Bearer {api_key}"}
+    try:
+        async with client.stream("POST", f"{base_url}/chat/completions", json=body, headers=headers) as response:
+            if response.status_code != 200:
+                await response.aread()
+                timing.error = f"HTTP {response.status_code}"
+                return timing
+            async for line in response.aiter_lines():
+                now = time.perf_counter()
+                if line.startswith(HEARTH_COMMENT):
+                    _on_comment(timing, line, now)
+                elif line.startswith("data:"):
+                    _on_data(timing, line.removeprefix("data:").strip(), now)
+    except httpx.HTTPError as exc:
+        timing.error = type(exc).__name__
+    if timing.done is None and timing.error is None:
+        timing.error = "stream ended without [DONE]"
+    return timing
