@@ -8,7 +8,7 @@ import sys
 from collections.abc import Callable
 
 from api.settings import ApiSettings
-from bench import load, stream
+from bench import context, load, stream
 from bench.rig import Rig
 from hearth.logs import setup_logging
 from hearth.settings import CommonSettings
@@ -17,6 +17,7 @@ from worker.settings import WorkerSettings
 CASES: dict[str, Callable[[Rig, argparse.Namespace], str]] = {
     "stream": lambda rig, a: stream.run(rig, a.rounds, a.tokens, a.seed).render(),
     "load": lambda rig, a: load.run(rig, a.users, a.chats, a.max_tokens, a.seed).render(),
+    "context": lambda rig, a: context.run(rig, a.turns, a.max_tokens, a.seed).render(),
 }
 
 
@@ -53,6 +54,8 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--users", type=at_least(1), default=8, help="simulated users (default: %(default)s)")
     g.add_argument("--chats", type=at_least(1), default=3, help="chats per user, one after another (default: %(default)s)")
     g.add_argument("--max-tokens", type=at_least(1), default=48, help="completion tokens per chat (default: %(default)s)")
+    c = p.add_argument_group("context")
+    c.add_argument("--turns", type=at_least(1), default=8, help="turns of each interleaved conversation (default: %(default)s)")
     return p
 
 

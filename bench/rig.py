@@ -85,6 +85,12 @@ class Rig:
         assert self._stack is not None, "use Rig as a context manager"
         return self._stack
 
+    def swap_worker(self, **env: str) -> None:
+        """Replace the worker with one started with `env` on top of the bench's settings."""
+        self.stack.workers[0].stop()
+        fresh = self.stack.start_worker(**env)
+        self.stack.workers[:] = [fresh]
+
     @property
     def base_url(self) -> str:
         return self.stack.base_url

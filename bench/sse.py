@@ -18,6 +18,8 @@ class ChatTiming:
     first_token: float | None = None
     done: float | None = None  # `[DONE]`
     completion_tokens: int = 0
+    prompt_tokens: int = 0
+    cached_tokens: int = 0  # prompt tokens the worker's state cache supplied
     max_position: int = 0  # highest queue position reported
     parts: list[str] = field(default_factory=list)
     error: str | None = None
@@ -48,7 +50,10 @@ def _on_data(timing: ChatTiming, data: str, now: float) -> None:
         timing.error = str(chunk["error"].get("code") or chunk["error"].get("message"))
         return
     if chunk.get("usage"):
-        timing.completion_tokens = int(chunk["usage"]["completion_tokens"])
+        usage = chunk["usage"]
+        timing.completion_tokens = int(usage["completion_tokens"])
+        timing.prompt_tokens = int(usage["prompt_tokens"])
+        timing.cached_tokens = int(usage.get("prompt_tokens_details", {}).get("cached_tokens", 0))
     for choice in chunk.get("choices", []):
         content = choice.get("delta", {}).get("content")
         if content:

@@ -7,7 +7,7 @@ import sys
 
 from tests.stack import ROOT
 
-SMALLEST = ["--rounds", "1", "--tokens", "16", "--users", "2", "--chats", "1", "--max-tokens", "8"]
+SMALLEST = ["--rounds", "1", "--tokens", "16", "--users", "2", "--chats", "1", "--max-tokens", "8", "--turns", "2"]
 
 
 def number(pattern: str, text: str) -> float:
@@ -31,6 +31,9 @@ def test_bench_runs_every_case_and_prints_its_numbers() -> None:
     assert re.search(r"^2 users at once\s+2/0\s", out, re.MULTILINE), out  # completed/failed
     assert number(r"^2 users at once(?:\s+\S+){6}\s+([\d.]+)$", out) > 0  # completion tok/s
     assert number(r"^aggregate/single-stream tok/s: ([\d.]+)", out) > 0
+
+    assert number(r"^2\s+\d+\s+(\d+)\s+\d+\s+\d+\s+\d+$", out) >= 0  # turn 2 of the context case
+    assert re.search(r"^last turn: cache on evaluates \d+ of \d+ prompt tokens, cache off \d+", out, re.MULTILINE), out
 
 
 def test_bench_rejects_an_unknown_case() -> None:
