@@ -20,9 +20,10 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 # Starts redis (unless REDIS_URL is set), the worker, the api and the ui under honcho;
-# Ctrl-C stops them all.
+# Ctrl-C stops them all. A person reads this console: logs are text unless LOG_FORMAT says.
 run: install
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/honcho -f Procfile start $(if $(REDIS_URL),worker api ui,)
+	PATH="$(CURDIR)/$(BIN):$$PATH" LOG_FORMAT=$${LOG_FORMAT:-text} \
+		$(BIN)/honcho -f Procfile start $(if $(REDIS_URL),worker api ui,)
 
 chromium:
 	@command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null)

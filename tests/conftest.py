@@ -1,4 +1,3 @@
-import itertools
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -7,9 +6,7 @@ from pathlib import Path
 import openai
 import pytest
 
-from tests.stack import RedisServer, Stack
-
-_dbs = itertools.count(1)  # each stack gets its own Redis database: its own queues and keys
+from tests.stack import RedisServer, Stack, serve
 
 
 @pytest.fixture(scope="session")
@@ -27,11 +24,7 @@ def redis_server(log_dir: Path) -> Iterator[RedisServer]:
 @pytest.fixture(scope="session")
 def stack(redis_server: RedisServer, log_dir: Path) -> Iterator[Stack]:
     """The default stack shared by most tests: one worker, one api, SmolLM2."""
-    s = Stack(redis_server, next(_dbs), log_dir)
-    s.start_worker()
-    s.start_api()
-    yield s
-    s.stop()
+    yield from serve(redis_server, log_dir)
 
 
 @pytest.fixture
@@ -40,7 +33,7 @@ def make_stack(redis_server: RedisServer, log_dir: Path) -> Iterator:
     made: list[Stack] = []
 
     def make(**env: str) -> Stack:
-        s = Stack(redis_server, next(_dbs), log_dir, **env)
+        s = Stack(redis_server, None, log_dir, **env)
         made.append(s)
         return s
 

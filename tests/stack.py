@@ -1,12 +1,13 @@
 """Real processes for integration tests: redis-server, the worker, the api, the ui."""
 
+import itertools
 import os
 import socket
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -74,11 +75,14 @@ class RedisServer:
         self.proc.stop()
 
 
+_dbs = itertools.count(1)  # each stack gets its own Redis database: its own queues and keys
+
+
 class Stack:
     """A worker and an api on one Redis database, with settings given as environment."""
 
-    def __init__(self, redis_server: RedisServer, db: int, log_dir: Path, **env: str):
-        self.redis_url = redis_server.url(db)
+    def __init__(self, redis_server: RedisServer, db: int | None, log_dir: Path, **env: str):
+        self.redis_url = redis_server.url(next(_dbs) if db is None else db)
         self.redis = redis.Redis.from_url(self.redis_url)
         self.redis.flushdb()
         self.log_dir = log_dir
@@ -114,6 +118,18 @@ class Stack:
     def stop(self) -> None:
         for proc in [*self.workers, *([self.api] if self.api else [])]:
             proc.stop()
+
+
+def serve(redis_server: RedisServer, log_dir: Path, **env: str) -> Iterator[Stack]:
+    """A stack with its worker and api up until the generator is closed: the body of a
+    module- or session-scoped fixture (`yield from serve(...)`)."""
+    s = Stack(redis_server, None, log_dir, **env)
+    try:
+        s.start_worker()
+        s.start_api()
+        yield s
+    finally:
+        s.stop()
 
 
 def add_user(stack: Stack, name: str, admin: bool = False) -> str:

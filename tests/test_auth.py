@@ -8,20 +8,14 @@ import httpx
 import openai
 import pytest
 
-from tests.stack import ROOT, Stack, add_user, wait_for
+from tests.stack import ROOT, Stack, add_user, serve, wait_for
 
 HELLO = [{"role": "user", "content": "Say hi."}]
 
 
 @pytest.fixture(scope="module")
 def secured(redis_server, log_dir):
-    from tests.conftest import _dbs
-
-    s = Stack(redis_server, next(_dbs), log_dir, AUTH="on")
-    s.start_worker()
-    s.start_api()
-    yield s
-    s.stop()
+    yield from serve(redis_server, log_dir, AUTH="on")
 
 
 def cli(stack: Stack, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:

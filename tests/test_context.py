@@ -6,7 +6,7 @@ import openai
 import pytest
 
 from hearth.contract import Message
-from tests.stack import Stack
+from tests.stack import Stack, serve
 from worker.context import ContextOverflow
 from worker.engine import load_vocab
 from worker.prompter import Prompter
@@ -103,13 +103,7 @@ def test_mistral_model_serves_system_only_and_assistant_first_chats(make_stack, 
 
 @pytest.fixture(scope="module")
 def small_window(redis_server, log_dir):
-    from tests.conftest import _dbs
-
-    s = Stack(redis_server, next(_dbs), log_dir, N_CTX="512")
-    s.start_worker()
-    s.start_api()
-    yield s
-    s.stop()
+    yield from serve(redis_server, log_dir, N_CTX="512")
 
 
 def test_oversized_message_gets_400_before_it_is_queued(small_window: Stack) -> None:

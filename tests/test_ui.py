@@ -12,7 +12,7 @@ import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 from rq.job import Job
 
-from tests.stack import ROOT, Process, RedisServer, Stack, add_user, free_port, wait_for
+from tests.stack import ROOT, Process, RedisServer, Stack, add_user, free_port, serve, wait_for
 from ui.app import CUT_SHORT
 
 CHROMIUM = "/usr/bin/chromium"
@@ -297,13 +297,7 @@ PASSWORD = "correct horse battery"
 
 @pytest.fixture(scope="module")
 def secured(redis_server: RedisServer, log_dir: Path) -> Iterator[Stack]:
-    from tests.conftest import _dbs
-
-    s = Stack(redis_server, next(_dbs), log_dir, AUTH="on", DEFAULT_MAX_TOKENS="32")  # short replies
-    s.start_worker()
-    s.start_api()
-    yield s
-    s.stop()
+    yield from serve(redis_server, log_dir, AUTH="on", DEFAULT_MAX_TOKENS="32")  # short replies
 
 
 @pytest.fixture(scope="module")
