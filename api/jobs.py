@@ -66,6 +66,7 @@ class QueueFull(Exception):
 class JobService:
     def __init__(self, redis: AsyncRedis, rq_redis: Redis, settings: ApiSettings):
         self._redis, self._rq_redis, self._settings = redis, rq_redis, settings
+        self._queues: dict[str, FairQueue] = {}  # reused: RQ caches the server version per queue
 
     @staticmethod
     def _queue_key(queue: str) -> str:
@@ -83,7 +84,7 @@ class JobService:
                      "max_tokens": payload.params.max_tokens or 0},
         )
         await self._redis.expire(job_key(job_id), s.job_ttl_s)
-        verdict = await run_in_threadpool(self._enqueue, job_id, payload, owner, queue)
+        verdict = await run_in_threadpool(self._enqueue, job_id, payload, queue)
         if verdict == REJECTED_USER_CAP:
             mine = [i + 1 for i, owner_ in enumerate(await self._owners(queue)) if owner_ == owner]
             raise QueueFull(
@@ -96,9 +97,11 @@ class JobService:
         log.info("job queued", extra={"queue": queue, "position": verdict})
         return JobInfo(job_id, owner, payload.model, created, queue, "queued")
 
-    def _enqueue(self, job_id: str, payload: JobPayload, owner: str, queue_name: str) -> int:
+    def _enqueue(self, job_id: str, payload: JobPayload, queue_name: str) -> int:
         s = self._settings
-        queue = FairQueue(queue_name, self._rq_redis, owner, s.max_waiting_per_user, s.max_queued)
+        queue = self._queues.get(queue_name)
+        if queue is None:
+            queue = self._queues[queue_name] = FairQueue(queue_name, self._rq_redis, s.max_waiting_per_user, s.max_queued)
         job = queue.create_job(
             GENERATE_FUNC,
             args=(payload.model_dump(),),

@@ -14,17 +14,19 @@ from hearth.contract import JOB_KEY
 
 _OWNER_PREFIX = JOB_KEY.format(job_id="")
 
-# KEYS[1] queue list; ARGV: job id, owner, per-user cap, global cap, job hash prefix.
+# KEYS[1] queue list; ARGV: job id, per-user cap, global cap, job hash prefix. The owner of
+# every job, the new one included, is in its Hearth job hash.
 # Returns the new job's 1-based position, -1 when its owner is at the cap, -2 when the queue is.
 _FAIR_INSERT = """
 local ids = redis.call('LRANGE', KEYS[1], 0, -1)
-if #ids >= tonumber(ARGV[4]) then return -2 end
+if #ids >= tonumber(ARGV[3]) then return -2 end
+local owner = redis.call('HGET', ARGV[4] .. ARGV[1], 'owner') or ''
 local owners, mine = {}, 0
 for i, id in ipairs(ids) do
-  owners[i] = redis.call('HGET', ARGV[5] .. id, 'owner') or ''
-  if owners[i] == ARGV[2] then mine = mine + 1 end
+  owners[i] = redis.call('HGET', ARGV[4] .. id, 'owner') or ''
+  if owners[i] == owner then mine = mine + 1 end
 end
-if mine >= tonumber(ARGV[3]) then return -1 end
+if mine >= tonumber(ARGV[2]) then return -1 end
 local rounds = {}
 for i, id in ipairs(ids) do
   local round = rounds[owners[i]] or 0
@@ -46,12 +48,12 @@ class FairQueue(Queue):
     """An RQ queue whose push is the fair insert. Used only inside `enqueue_job(…, pipeline=)`,
     so the caller reads the script's verdict from the pipeline's last result."""
 
-    def __init__(self, name: str, connection: Redis, owner: str, per_user: int, total: int):
+    def __init__(self, name: str, connection: Redis, per_user: int, total: int):
         super().__init__(name, connection=connection)
-        self._owner, self._per_user, self._total = owner, per_user, total
+        self._per_user, self._total = per_user, total
         self._script = connection.register_script(_FAIR_INSERT)
 
     def push_job_id(self, job_id: str, pipeline: Pipeline | None = None, at_front: bool = False) -> None:
         if pipeline is None:
             raise ValueError("FairQueue pushes only inside the caller's pipeline")
-        self._script(keys=[self.key], args=[job_id, self._owner, self._per_user, self._total, _OWNER_PREFIX], client=pipeline)
+        self._script(keys=[self.key], args=[job_id, self._per_user, self._total, _OWNER_PREFIX], client=pipeline)

@@ -6,6 +6,7 @@ import openai
 import pytest
 
 from hearth.contract import Message
+from api.workers import WorkerInfo
 from tests.stack import Stack, serve
 from worker.context import ContextOverflow
 from worker.engine import load_vocab
@@ -173,3 +174,22 @@ def test_interleaved_conversations_reuse_their_cached_history(stack: Stack, clie
                 assert cached >= previous[name], (name, round_, cached, previous[name])
             previous[name] = usage.prompt_tokens + usage.completion_tokens - 1
             history.append({"role": "assistant", "content": completion.choices[0].message.content or ""})
+
+
+@pytest.mark.parametrize("model", ["smollm2", "mistral_tiny"])
+def test_byte_bound_never_undercounts_a_prompt(model: str, mistral_tiny: str) -> None:
+    """The api skips the exact pre-queue count for chats under this bound (see WorkerInfo)."""
+    prompter = Prompter(load_vocab(embedded_model_path() if model == "smollm2" else mistral_tiny), 8192, 512)
+    base, per_message = prompter.overheads()
+    texts = ["", "hi", "Ünïcödé — ✓ 🚀🚀 漢字かな", "def f(x):\n    return x ** 2\n", "word " * 50, "<|im_end|>[INST]</s>"]
+    chats = [
+        [Message(role="user", content=t) for t in texts],
+        [Message(role="system", content=SYSTEM), *[Message(role=r, content=t) for r, t in zip(["user", "assistant"] * 3, texts)]],
+        [Message(role="assistant", content=texts[2]), Message(role="user", content=texts[3])],
+        [Message(role="system", content=texts[4])],
+    ]
+    for chat in chats:
+        # A window one token too small for this chat: the api must not think it surely fits.
+        n_ctx = len(prompter.tokens(chat)) + 16 - 1
+        worker = WorkerInfo("w", "m", n_ctx, "idle", None, 0.0, 0, 512, base, per_message)
+        assert not worker.surely_fits(chat, max_tokens=16), chat

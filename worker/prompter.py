@@ -13,6 +13,9 @@ from worker.context import Plan, plan
 from worker.prompt import ChatTemplate
 
 
+SEPARATOR_TOKENS = 4  # margin per message: folded or merged messages are joined with "\n\n"
+
+
 class Prompter:
     def __init__(self, llama: Llama, n_ctx: int, default_max_tokens: int):
         self._llama, self.n_ctx, self._default_max_tokens = llama, n_ctx, default_max_tokens
@@ -34,6 +37,14 @@ class Prompter:
         if self._bos is not None and tokens[:1] != [self._bos]:
             tokens.insert(0, self._bos)
         return tokens
+
+    def overheads(self) -> tuple[int, int]:
+        """Template tokens of a one-message chat, and per further message: with each message's
+        UTF-8 length (a token is at least one byte), an upper bound on any chat's prompt."""
+        empty = [Message(role="user", content="")]
+        base = len(self.tokens(empty))
+        more = len(self.tokens(empty + [Message(role="assistant", content=""), Message(role="user", content="")]))
+        return base, max(0, more - base) // 2 + SEPARATOR_TOKENS
 
     def plan(self, messages: Sequence[Message], max_tokens: int | None) -> Plan:
         return plan(messages, max_tokens, self._default_max_tokens, self.n_ctx, self.tokens)

@@ -36,6 +36,7 @@ class JobRunner:
         self.tps = 0.0  # moving average of generation speed, for the api's wait estimates
         self.remaining = 0  # tokens the running job may still generate
         self._shutting_down = threading.Event()
+        self._overheads = engine.prompter.overheads()
 
     def info(self) -> dict[str, object]:
         """What the heartbeat publishes about this worker."""
@@ -47,6 +48,8 @@ class JobRunner:
             "tps": round(self.tps, 2),
             "remaining": self.remaining if self.current_job else 0,
             "default_max_tokens": self.engine.settings.default_max_tokens,
+            "prompt_overhead": self._overheads[0],
+            "message_overhead": self._overheads[1],
         }
 
     @property

@@ -67,10 +67,13 @@ async def _collect(jobs: JobService, job: JobInfo) -> dict[str, object]:
 async def create_chat_completion(
     body: ChatCompletionRequest, request: Request, jobs: Jobs, user: CurrentUser, redis: RedisDep, settings: Settings
 ) -> JSONResponse | EventSourceResponse:
-    models = [w.model for w in await live_workers(redis)]
-    model = body.model if body.model in models else (models[0] if models else body.model or "default")
+    workers = await live_workers(redis)
+    chosen = next((w for w in workers if w.model == body.model), workers[0] if workers else None)
+    model = chosen.model if chosen else body.model or "default"
     payload = JobPayload(messages=body.contract_messages(), params=body.sampling(), model=model, user=user.name)
-    if models:  # with no worker up nobody could answer; the worker checks when it starts the job
+    # Only a chat that might not fit is counted exactly now; with no worker up nobody could
+    # count it, and the worker checks again before it generates.
+    if chosen and not chosen.surely_fits(payload.messages, payload.params.max_tokens):
         fit = await jobs.check_fit(model, payload.messages, payload.params.max_tokens)
         if fit is not None and not fit.fits:
             raise HearthError(400, fit.message, code="context_length_exceeded", param="messages")
