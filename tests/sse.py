@@ -55,14 +55,17 @@ def job_events(base_url: str, job_id: str, last_event_id: str | None = None, tim
     return events
 
 
-def stream_in_background(stack: Stack, body: dict) -> tuple[dict, threading.Event]:
-    """POST a streaming chat from a thread; `out` fills with the job id, content and error."""
+def stream_in_background(stack: Stack, body: dict, key: str | None = None) -> tuple[dict, threading.Event]:
+    """POST a streaming chat from a thread; `out` fills with the job id, content and error;
+    the event is set at the first content."""
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
     out: dict = {"text": "", "error": None}
     started = threading.Event()
 
     def run() -> None:
         try:
-            with httpx.stream("POST", f"{stack.base_url}/chat/completions", json={**body, "stream": True}, timeout=300) as r:
+            with httpx.stream("POST", f"{stack.base_url}/chat/completions", json={**body, "stream": True},
+                              headers=headers, timeout=300) as r:
                 out["id"] = r.headers["x-job-id"]
                 for sse in read_sse(r):
                     if not sse.data or sse.data == "[DONE]":

@@ -91,7 +91,11 @@ class Stack:
                     "HEARTBEAT_INTERVAL_S": "0.5", "HEARTBEAT_TTL_S": "2",
                     # Accounts and the per-user cap have their own tests (test_auth.py,
                     # test_fairness.py); elsewhere every request is one user's.
-                    "AUTH": "off", "MAX_WAITING_PER_USER": "16", **env}
+                    "AUTH": "off", "MAX_WAITING_PER_USER": "16",
+                    # One thread: llama.cpp's threads spin-wait on each other, so two models
+                    # generating at once on 2 shared cores (a stack ending while the next test
+                    # starts, another process) slow each other down a hundredfold.
+                    "N_THREADS": "1", **env}
         self.workers: list[Process] = []
         self.api: Process | None = None
 
