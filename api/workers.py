@@ -1,11 +1,12 @@
 """Live workers, as their heartbeats describe them."""
 
 import json
+import time
 from dataclasses import dataclass
 
 from redis.asyncio import Redis as AsyncRedis
 
-from hearth.contract import WORKER_KEY, WORKER_KEY_PATTERN, Message
+from hearth.contract import WORKERS_KEY, Message, worker_key
 
 
 @dataclass(frozen=True)
@@ -29,13 +30,22 @@ class WorkerInfo:
 
 
 async def live_workers(redis: AsyncRedis) -> list[WorkerInfo]:
-    prefix = WORKER_KEY.format(name="")
+    """Read from the heartbeat index, not by scanning keys: a scan's cost grows with every job
+    Redis keeps. Entries of dead workers are pruned on the way."""
+    now = time.time()
+    pipe = redis.pipeline(transaction=False)
+    pipe.zremrangebyscore(WORKERS_KEY, "-inf", now)
+    pipe.zrange(WORKERS_KEY, 0, -1)
+    names = [n.decode() for n in (await pipe.execute())[1]]
+    pipe = redis.pipeline(transaction=False)
+    for name in names:
+        pipe.hgetall(worker_key(name))
     workers = []
-    async for key in redis.scan_iter(match=WORKER_KEY_PATTERN, count=100):
-        fields = {k.decode(): json.loads(v) for k, v in (await redis.hgetall(key)).items()}  # type: ignore[misc]
-        if fields:  # expired between SCAN and HGETALL otherwise
+    for name, raw in zip(names, await pipe.execute()):
+        fields = {k.decode(): json.loads(v) for k, v in raw.items()}
+        if fields:  # its hash expired after the index was read
             workers.append(WorkerInfo(
-                key.decode().removeprefix(prefix), fields["model"], fields["n_ctx"], fields["state"], fields["job"],
+                name, fields["model"], fields["n_ctx"], fields["state"], fields["job"],
                 fields["tps"], fields["remaining"], fields["default_max_tokens"],
                 fields["prompt_overhead"], fields["message_overhead"],
             ))

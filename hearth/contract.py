@@ -29,7 +29,7 @@ CANCEL_KEY = "hearth:job:{job_id}:cancel"  # set when a cancel is requested (see
 CANCEL_CHANNEL = "hearth:cancel"  # pub/sub: job ids to stop (heard while a job runs)
 FIT_KEY = "hearth:fit:{model}"  # list of FitRequest: does this chat fit the model's window?
 WORKER_KEY = "hearth:worker:{name}"  # hash, expires unless the worker's heartbeat renews it
-WORKER_KEY_PATTERN = "hearth:worker:*"
+WORKERS_KEY = "hearth:workers"  # sorted set: worker name -> unix time its heartbeat expires
 # Observability (hearth/metrics.py writes them, the api's /metrics and /v1/status read them).
 METRICS_KEY = "hearth:metrics"  # hash: counters and histogram buckets of every process
 USER_TOKENS_KEY = "hearth:metrics:user_tokens"  # hash: "<kind>:<user>" -> tokens

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from redis import Redis
 from redis.exceptions import RedisError
 
-from hearth.contract import CANCEL_CHANNEL, cancel_key, worker_key
+from hearth.contract import CANCEL_CHANNEL, WORKERS_KEY, cancel_key, worker_key
 
 log = logging.getLogger(__name__)
 
@@ -20,7 +20,7 @@ class Heartbeat:
     expires `ttl_s` after the process stops, which is how the api tells a waiting client."""
 
     def __init__(self, redis: Redis, name: str, info: Callable[[], dict[str, object]], interval_s: float, ttl_s: int):
-        self._redis, self._key, self._info = redis, worker_key(name), info
+        self._redis, self._name, self._key, self._info = redis, name, worker_key(name), info
         self._interval, self._ttl = interval_s, ttl_s
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="heartbeat", daemon=True)
@@ -34,6 +34,7 @@ class Heartbeat:
         pipe = self._redis.pipeline()
         pipe.hset(self._key, mapping=fields)
         pipe.expire(self._key, self._ttl)
+        pipe.zadd(WORKERS_KEY, {self._name: time.time() + self._ttl})
         pipe.execute()
 
     def _run(self) -> None:
@@ -48,6 +49,7 @@ class Heartbeat:
         self._thread.join()
         try:
             self._redis.delete(self._key)
+            self._redis.zrem(WORKERS_KEY, self._name)
         except RedisError:
             pass
 
