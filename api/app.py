@@ -5,8 +5,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
-from redis import Redis
-from redis.asyncio import Redis as AsyncRedis
 from redis.exceptions import RedisError
 
 from api.auth import BOOTSTRAP_ADMIN, AuthError, UserStore
@@ -16,6 +14,7 @@ from api.middleware import RequestContextMiddleware
 from api.routers import auth, chat, health, jobs, metrics, models, status
 from api.status import queue_sampler
 from api.settings import ApiSettings
+from hearth.redis_client import connect, connect_async
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +44,8 @@ async def announce(settings: ApiSettings, users: UserStore) -> None:
 def create_app(settings: ApiSettings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        redis = AsyncRedis.from_url(settings.redis_url)
-        rq_redis = Redis.from_url(settings.redis_url)  # RQ's enqueue is synchronous
+        redis = connect_async(settings.redis_url)
+        rq_redis = connect(settings.redis_url)  # RQ's enqueue is synchronous
         app.state.settings, app.state.redis = settings, redis
         app.state.jobs = JobService(redis, rq_redis, settings)
         app.state.users = UserStore(redis)

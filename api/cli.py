@@ -5,11 +5,11 @@ import asyncio
 import getpass
 import sys
 
-from redis.asyncio import Redis as AsyncRedis
 from redis.exceptions import RedisError
 
 from api.auth import AuthError, UserStore
 from api.settings import ApiSettings
+from hearth.redis_client import connect_async
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = ApiSettings()
 
     async def run() -> str:
-        redis = AsyncRedis.from_url(settings.redis_url)
+        redis = connect_async(settings.redis_url)
         try:
             return await _run(args, UserStore(redis))
         finally:

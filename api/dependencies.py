@@ -1,5 +1,7 @@
 """Request dependencies: settings, Redis clients and the job service, all built in the
-lifespan and injected, so tests can override any of them."""
+lifespan and injected, so tests can override any of them. The getters are `async` although
+they never wait: FastAPI runs a plain `def` dependency in its thread pool, a thread hop per
+dependency per request."""
 
 from typing import Annotated
 
@@ -13,20 +15,25 @@ from api.settings import ApiSettings
 from hearth.logs import bind
 
 
-def get_settings(request: Request) -> ApiSettings:
+async def get_settings(request: Request) -> ApiSettings:
     return request.app.state.settings  # type: ignore[no-any-return]
 
 
-def get_redis(request: Request) -> AsyncRedis:
+async def get_redis(request: Request) -> AsyncRedis:
     return request.app.state.redis  # type: ignore[no-any-return]
 
 
-def get_jobs(request: Request) -> JobService:
+async def get_jobs(request: Request) -> JobService:
     return request.app.state.jobs  # type: ignore[no-any-return]
 
 
-def get_users(request: Request) -> UserStore:
+async def get_users(request: Request) -> UserStore:
     return request.app.state.users  # type: ignore[no-any-return]
+
+
+def bearer_token(authorization: str) -> str | None:
+    scheme, _, token = authorization.partition(" ")
+    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
 
 
 async def get_user(
@@ -38,10 +45,10 @@ async def get_user(
     if not settings.auth:
         bind(user=LOCAL_USER.name)
         return LOCAL_USER
-    scheme, _, token = authorization.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
+    token = bearer_token(authorization)
+    if token is None:
         raise HearthError(401, "Missing API key: send `Authorization: Bearer KEY` (ask your Hearth admin for a key).", code="invalid_api_key")
-    user = await users.authenticate(token.strip())
+    user = await users.authenticate(token)
     if user is None:
         raise HearthError(401, "Incorrect API key provided.", code="invalid_api_key")
     bind(user=user.name)  # this request's later log lines name its user (an async dependency: it runs in the request's context)

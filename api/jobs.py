@@ -21,22 +21,26 @@ from hearth.contract import (
     FINAL_EVENTS,
     GENERATE_FUNC,
     QUEUE_INTERACTIVE,
+    START_ID,
     ErrorCode,
     ErrorEvent,
     Event,
     EventType,
     JobPayload,
     QueuedEvent,
-    TokenEvent,
+    append_events_args,
     cancel_key,
+    coalesce,
     decode_event,
-    encode_event,
+    decode_live,
     events_key,
     fit_key,
     job_key,
+    stream_id,
     worker_key,
 )
 from hearth.logs import bind
+from api.live import RESYNC, Follower, follow
 from api.metrics import record_ended_by_api
 from api.queueing import REJECTED_QUEUE_FULL, REJECTED_USER_CAP, FairQueue
 from api.settings import ApiSettings
@@ -44,7 +48,7 @@ from api.workers import live_workers
 
 log = logging.getLogger(__name__)
 
-START_ID = "0-0"  # stream id before the first event: a reader from here sees everything
+LOG_PAGE = 1000  # entries per read of a job's log
 
 
 @dataclass(frozen=True)
@@ -78,12 +82,14 @@ class JobService:
         created = int(time.time())
         s = self._settings
         payload = payload.model_copy(update={"not_after": time.time() + s.max_queue_wait_s})
-        await self._redis.hset(  # type: ignore[misc]
-            job_key(job_id),
-            mapping={"owner": owner, "model": payload.model, "created": created, "queue": queue,
-                     "max_tokens": payload.params.max_tokens or 0},
-        )
-        await self._redis.expire(job_key(job_id), s.job_ttl_s)
+        meta = {"owner": owner, "model": payload.model, "created": created, "queue": queue,
+                "max_tokens": payload.params.max_tokens or 0}
+        # Written before RQ's enqueue (whose MULTI must come first in its pipeline): the fair
+        # insert reads the owner from it.
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.hset(job_key(job_id), mapping=meta)  # type: ignore[arg-type]
+        pipe.expire(job_key(job_id), s.job_ttl_s)
+        await pipe.execute()
         verdict = await run_in_threadpool(self._enqueue, job_id, payload, queue)
         if verdict == REJECTED_USER_CAP:
             mine = [i + 1 for i, owner_ in enumerate(await self._owners(queue)) if owner_ == owner]
@@ -205,8 +211,7 @@ class JobService:
 
     async def _append(self, job_id: str, event: ErrorEvent) -> None:
         await record_ended_by_api(self._redis, job_id, event, self._settings.job_ttl_s)  # before the event: see there
-        await self._redis.xadd(events_key(job_id), encode_event(event))  # type: ignore[arg-type]
-        await self._redis.expire(events_key(job_id), self._settings.job_ttl_s)
+        await self._redis.eval(*append_events_args(job_id, [event], self._settings.job_ttl_s))  # type: ignore[arg-type,misc]
 
     async def _worker_alive(self, job_id: str) -> bool:
         name = await self._redis.hget(Job.key_for(job_id), "worker_name")  # type: ignore[misc]
@@ -251,37 +256,51 @@ class JobService:
         slow reader catches up in large steps instead of falling further behind. While the job
         waits, ephemeral `queued` events (id None) report its place and estimated wait.
         """
-        key, last, shown = events_key(job.id), after, None
-        started = False
-        while True:
-            if not started:
-                update = await self._waiting(job, shown)
-                if update is not None:
-                    shown = update
-                    yield None, update
-            reply = await self._redis.xread({key: last}, count=512, block=int(self._settings.poll_s * 1000))
-            if not reply:
-                if started and not await self._worker_alive(job.id) and await self._status(job.id) == "running":
+        async with follow(self._redis, job.id, self._settings.poll_s) as follower:
+            last, shown, started = after, None, False
+            entries = await self._read_log(job.id, last)  # after subscribing: nothing falls between
+            while True:
+                if entries:
+                    started = True
+                    for entry_id, event in coalesce(entries):
+                        yield entry_id, event
+                        if event.type in FINAL_EVENTS:
+                            return
+                    last = entries[-1][0]
+                elif not started:
+                    update = await self._waiting(job, shown)
+                    if update is not None:
+                        shown = update
+                        yield None, update
+                elif not await self._worker_alive(job.id) and await self._status(job.id) == "running":
                     await self._lost(job.id)
-                continue
-            started = True
-            pending: TokenEvent | None = None
-            pending_id = last
-            for entry_id, fields in reply[0][1]:
-                event, entry = decode_event(fields), entry_id.decode()
-                if isinstance(event, TokenEvent):
-                    pending = event if pending is None else TokenEvent(text=pending.text + event.text, tokens=pending.tokens + event.tokens)
-                    pending_id = entry
-                    continue
-                if pending is not None:
-                    yield pending_id, pending
-                    pending = None
-                yield entry, event
-                if event.type in FINAL_EVENTS:
-                    return
-            if pending is not None:
-                yield pending_id, pending
-            last = reply[0][1][-1][0].decode()
+                entries = await self._next(job.id, follower, last)
+
+    async def _next(self, job_id: str, follower: Follower, last: str) -> list[tuple[str, Event]]:
+        """The entries after `last`: as published while the messages follow on from it; read
+        from the log when one may be missing (a gap, a reconnect, or nothing heard for a while)."""
+        messages = await follower.next(self._settings.poll_s)
+        entries: list[tuple[str, Event]] = []
+        for message in messages:
+            if message == RESYNC:
+                return await self._read_log(job_id, last)
+            prev, appended = decode_live(message)
+            if stream_id(appended[-1][0]) <= stream_id(last):
+                continue  # already read from the log
+            if prev != last:
+                return await self._read_log(job_id, last)
+            entries += appended
+            last = appended[-1][0]
+        return entries if messages else await self._read_log(job_id, last)
+
+    async def _read_log(self, job_id: str, after: str) -> list[tuple[str, Event]]:
+        entries: list[tuple[str, Event]] = []
+        while True:
+            page = await self._redis.xrange(events_key(job_id), min=f"({after}", count=LOG_PAGE)
+            entries += [(entry_id.decode(), decode_event(fields)) for entry_id, fields in page]
+            if len(page) < LOG_PAGE:
+                return entries
+            after = entries[-1][0]
 
 
 def dump(info: JobInfo) -> dict[str, object]:

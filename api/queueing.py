@@ -51,9 +51,10 @@ class FairQueue(Queue):
     def __init__(self, name: str, connection: Redis, per_user: int, total: int):
         super().__init__(name, connection=connection)
         self._per_user, self._total = per_user, total
-        self._script = connection.register_script(_FAIR_INSERT)
 
     def push_job_id(self, job_id: str, pipeline: Pipeline | None = None, at_front: bool = False) -> None:
         if pipeline is None:
             raise ValueError("FairQueue pushes only inside the caller's pipeline")
-        self._script(keys=[self.key], args=[job_id, self._per_user, self._total, _OWNER_PREFIX], client=pipeline)
+        # EVAL, not a registered Script: a pipeline with scripts asks SCRIPT EXISTS first, an
+        # extra round trip per request.
+        pipeline.eval(_FAIR_INSERT, 1, self.key, job_id, self._per_user, self._total, _OWNER_PREFIX)

@@ -29,23 +29,27 @@ class WorkerInfo:
         return bound + (max_tokens or min(self.default_max_tokens, self.n_ctx // 2)) <= self.n_ctx
 
 
+# Live workers' names and heartbeat hashes (flat field/value lists), read from the heartbeat
+# index rather than by scanning keys, whose cost grows with every job Redis keeps; entries of
+# dead workers are pruned on the way. One round trip: every chat request asks.
+# KEYS: the index; ARGV: now, the hash key prefix.
+_LIVE_WORKERS_LUA = """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
+local out = {}
+for _, name in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+  out[#out + 1] = {name, redis.call('HGETALL', ARGV[2] .. name)}
+end
+return out
+"""
+
+
 async def live_workers(redis: AsyncRedis) -> list[WorkerInfo]:
-    """Read from the heartbeat index, not by scanning keys: a scan's cost grows with every job
-    Redis keeps. Entries of dead workers are pruned on the way."""
-    now = time.time()
-    pipe = redis.pipeline(transaction=False)
-    pipe.zremrangebyscore(WORKERS_KEY, "-inf", now)
-    pipe.zrange(WORKERS_KEY, 0, -1)
-    names = [n.decode() for n in (await pipe.execute())[1]]
-    pipe = redis.pipeline(transaction=False)
-    for name in names:
-        pipe.hgetall(worker_key(name))
     workers = []
-    for name, raw in zip(names, await pipe.execute()):
-        fields = {k.decode(): json.loads(v) for k, v in raw.items()}
-        if fields:  # its hash expired after the index was read
+    for name, flat in await redis.eval(_LIVE_WORKERS_LUA, 1, WORKERS_KEY, time.time(), worker_key("")):  # type: ignore[misc]
+        fields = {k.decode(): json.loads(v) for k, v in zip(flat[::2], flat[1::2])}
+        if fields:  # its hash expired before its index entry
             workers.append(WorkerInfo(
-                name, fields["model"], fields["n_ctx"], fields["state"], fields["job"],
+                name.decode(), fields["model"], fields["n_ctx"], fields["state"], fields["job"],
                 fields["tps"], fields["remaining"], fields["default_max_tokens"],
                 fields["prompt_overhead"], fields["message_overhead"],
             ))

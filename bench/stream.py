@@ -57,7 +57,7 @@ PHASES = {
     "pickup": "enqueued_at -> started_at (worker wakes from BLPOP, RQ prepares job)",
     "job start": "started_at -> `started` event in Redis",
     "model": "`started` -> first token event in Redis (template, prefill, first token)",
-    "delivery": "first token in Redis -> client has it (XREAD, SSE, openai parse)",
+    "delivery": "first token in Redis -> client has it (pub/sub, SSE, openai parse)",
 }
 
 

@@ -2,16 +2,17 @@
 
 This is the only module the api and the worker both import. Everything crosses Redis as JSON.
 
-Events of a job are appended by the worker to a per-job Redis Stream (the replay log, kept for
-`events_ttl` seconds). Readers block on it with XREAD from an explicit last id: that is push
-delivery like pub/sub, but lossless, so a reader that attaches before the first token, in the
-middle, or after the end sees every event exactly once, and an SSE `Last-Event-ID` is simply
-the stream id of the last event seen. Pub/sub carries only cancel requests to the worker, which
-must hear them between two tokens without a Redis round trip per token.
+Events of a job are appended to a per-job Redis Stream (the replay log, kept for a TTL) and, in
+the same script, published on the job's pub/sub channel. Live readers hear each append pushed
+to them at once; the stream serves whoever was not listening (a reader that attaches late, after
+the end, or resumes with an SSE `Last-Event-ID`, which is simply a stream id). Every published
+message names the stream id that preceded it, so a reader knows when it missed one and re-reads
+the log from its last id: no event is lost, none is delivered twice. Pub/sub also carries cancel
+requests to the worker, which must hear them between two tokens.
 """
 
 from enum import StrEnum
-from typing import Annotated, Literal
+from typing import Annotated, Literal, TypeVar
 
 from pydantic import BaseModel, Field, TypeAdapter
 
@@ -25,6 +26,7 @@ GENERATE_FUNC = "worker.tasks.generate"
 
 JOB_KEY = "hearth:job:{job_id}"  # hash written at enqueue: owner, model, created, queue
 EVENTS_KEY = "hearth:job:{job_id}:events"  # Stream: the job's replay log
+LIVE_CHANNEL = "hearth:job:{job_id}:live"  # pub/sub: each append to the log, as it happens
 CANCEL_KEY = "hearth:job:{job_id}:cancel"  # set when a cancel is requested (seen at job start)
 CANCEL_CHANNEL = "hearth:cancel"  # pub/sub: job ids to stop (heard while a job runs)
 FIT_KEY = "hearth:fit:{model}"  # list of FitRequest: does this chat fit the model's window?
@@ -42,6 +44,10 @@ def job_key(job_id: str) -> str:
 
 def events_key(job_id: str) -> str:
     return EVENTS_KEY.format(job_id=job_id)
+
+
+def live_channel(job_id: str) -> str:
+    return LIVE_CHANNEL.format(job_id=job_id)
 
 
 def cancel_key(job_id: str) -> str:
@@ -175,12 +181,53 @@ FINAL_EVENTS = (EventType.DONE, EventType.ERROR)
 _EVENT = TypeAdapter(Event)
 _FIELD = "event"  # the single field of a stream entry
 
+# KEYS: the job's stream and channel; ARGV: the TTL in seconds, then one event JSON per entry.
+# Atomic, so a reader that subscribes before it reads the stream can only see an event twice
+# (dropped by id), never miss one. The message is the id before these entries, then "<id> <json>"
+# per entry, one per line (event JSON has no raw newlines).
+APPEND_EVENTS_LUA = """
+local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
+local lines = {last[1] and last[1][1] or '0-0'}
+for i = 2, #ARGV do
+  lines[#lines + 1] = redis.call('XADD', KEYS[1], '*', 'event', ARGV[i]) .. ' ' .. ARGV[i]
+end
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+redis.call('PUBLISH', KEYS[2], table.concat(lines, '\\n'))
+"""
+START_ID = "0-0"  # stream id before the first event
+K = TypeVar("K")
 
-def encode_event(event: BaseModel) -> dict[str, str]:
-    """Fields of the stream entry that carries `event`."""
-    return {_FIELD: event.model_dump_json()}
+
+def append_events_args(job_id: str, events: list[BaseModel], ttl_s: int) -> list[str | int]:
+    """The arguments of EVAL APPEND_EVENTS_LUA that append `events` to the job's log."""
+    return [APPEND_EVENTS_LUA, 2, events_key(job_id), live_channel(job_id), ttl_s, *(e.model_dump_json() for e in events)]
 
 
-def decode_event(fields: dict[bytes, bytes] | dict[str, str]) -> Event:
-    raw = fields.get(_FIELD) or fields.get(_FIELD.encode())  # type: ignore[call-overload]
-    return _EVENT.validate_json(raw)
+def decode_event(fields: dict[bytes, bytes]) -> Event:
+    """The event of a stream entry."""
+    return _EVENT.validate_json(fields[_FIELD.encode()])
+
+
+def decode_live(message: bytes) -> tuple[str, list[tuple[str, Event]]]:
+    """A published append: the stream id before it, and its (id, event) entries."""
+    prev, *lines = message.decode().split("\n")
+    return prev, [(entry_id, _EVENT.validate_json(raw)) for entry_id, raw in (line.split(" ", 1) for line in lines)]
+
+
+def stream_id(entry_id: str) -> tuple[int, int]:
+    """A stream id as a sortable value ("1700000000000-3" -> (1700000000000, 3))."""
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
+def coalesce(entries: list[tuple[K, Event]]) -> list[tuple[K, Event]]:
+    """Consecutive token events merged into one, under the key (id) of the last: nothing
+    dropped, fewer entries and messages, so whoever fell behind catches up in large steps."""
+    out: list[tuple[K, Event]] = []
+    for entry_id, event in entries:
+        last = out[-1][1] if out else None
+        if isinstance(event, TokenEvent) and isinstance(last, TokenEvent):
+            out[-1] = (entry_id, TokenEvent(text=last.text + event.text, tokens=last.tokens + event.tokens))
+        else:
+            out.append((entry_id, event))
+    return out

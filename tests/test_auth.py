@@ -87,3 +87,18 @@ def test_ui_login_with_password_or_key_gives_a_session(secured: Stack) -> None:
     for name, secret in (("dave", "wrong password"), ("nobody", "correct horse"), ("admin", key)):
         r = httpx.post(f"{secured.base_url}/login", json={"username": name, "password": secret})
         assert r.status_code == 401 and r.json()["error"]["code"] == "invalid_credentials"
+
+
+def test_logout_ends_the_session_but_not_the_key(secured: Stack) -> None:
+    key = add_user(secured, "erin")
+    token = httpx.post(f"{secured.base_url}/login", json={"username": "erin", "password": key}).json()["token"]
+    other = httpx.post(f"{secured.base_url}/login", json={"username": "erin", "password": key}).json()["token"]
+    r = httpx.post(f"{secured.base_url}/logout", headers={"Authorization": f"Bearer {token}"})
+    assert r.status_code == 200 and r.json() == {"user": "erin", "signed_out": True}
+    r = httpx.get(f"{secured.base_url}/me", headers={"Authorization": f"Bearer {token}"})
+    assert r.status_code == 401 and r.json()["error"]["code"] == "invalid_api_key"
+    # The user's other session (another browser) and the API key itself still work.
+    assert httpx.get(f"{secured.base_url}/me", headers={"Authorization": f"Bearer {other}"}).status_code == 200
+    r = httpx.post(f"{secured.base_url}/logout", headers={"Authorization": f"Bearer {key}"})
+    assert r.status_code == 200 and r.json()["signed_out"] is False
+    assert httpx.get(f"{secured.base_url}/me", headers={"Authorization": f"Bearer {key}"}).status_code == 200

@@ -1,11 +1,14 @@
-"""The job-addressed event stream: late readers and resumed readers lose and repeat nothing."""
+"""The job-addressed event stream: late readers, resumed readers and readers whose live
+connection broke lose and repeat nothing; how events travel (log and pub/sub) and how often."""
 
+import json
 import threading
 
 import httpx
 
+from hearth.contract import START_ID, decode_live, events_key, live_channel, stream_id
 from tests.sse import job_events, read_sse
-from tests.stack import Stack
+from tests.stack import Stack, wait_for
 
 LONG = {"model": "any", "messages": [{"role": "user", "content": "Tell me a long story about a dragon."}],
         "max_tokens": 120, "stream": True, "seed": 3}
@@ -73,3 +76,70 @@ def test_unknown_job_is_404(stack: Stack) -> None:
     assert r.status_code == 404 and r.json()["error"]["code"] == "job_not_found"
     r = httpx.get(f"{stack.base_url}/jobs/nope/events")
     assert r.status_code == 404
+
+
+def test_every_append_is_published_and_chains_to_the_one_before(stack: Stack) -> None:
+    pubsub = stack.redis.pubsub(ignore_subscribe_messages=True)
+    pubsub.psubscribe(live_channel("*"))
+    assert pubsub.get_message(timeout=5) is None  # consumes the confirmation: subscribed from here on
+    job_id, streamed, thread = start_stream(stack, {**LONG, "max_tokens": 40})
+    thread.join(120)
+    published: list[tuple[str, list]] = []
+    while (message := pubsub.get_message(timeout=5)) is not None:
+        if message["channel"] == live_channel(job_id).encode():
+            published.append(decode_live(message["data"]))
+    pubsub.close()
+    logged = [(entry_id.decode(), fields[b"event"].decode()) for entry_id, fields in stack.redis.xrange(events_key(job_id))]
+    # Together the messages are the log, entry for entry, each naming the entry before it.
+    assert [(i, e.model_dump_json()) for _, entries in published for i, e in entries] == logged
+    assert [prev for prev, _ in published] == [START_ID] + [entries[-1][0] for _, entries in published[:-1]]
+    assert "".join(e.text for _, entries in published for _, e in entries if e.type == "token") == "".join(streamed)
+
+
+def subscribers(stack: Stack, job_id: str) -> int:
+    return dict(stack.redis.pubsub_numsub(live_channel(job_id)))[live_channel(job_id).encode()]
+
+
+def test_stream_survives_losing_its_live_connection(stack: Stack) -> None:
+    job_id, streamed, thread = start_stream(stack, {**LONG, "max_tokens": 300})
+    wait_for(lambda: bool(streamed), 60, "the first token")
+    # Drop every pub/sub connection (the api's, and the worker's cancel listener) mid-answer.
+    assert stack.redis.client_kill_filter(_type="pubsub") >= 1
+    last = stack.redis.xrevrange(events_key(job_id), count=1)
+    assert b'"done"' not in last[0][1][b"event"], "the answer ended before the connection was cut"
+    wait_for(lambda: subscribers(stack, job_id) == 1, 3, "the api to resubscribe")
+    thread.join(120)
+    assert not thread.is_alive()
+    logged = job_events(stack.base_url, job_id)
+    assert logged[-1].event == "done" and logged[-1].json()["usage"]["completion_tokens"] == 300
+    assert "".join(streamed) == "".join(tokens_of(logged))
+
+
+def test_each_reader_subscribes_while_it_follows_and_not_after(stack: Stack) -> None:
+    job_id, streamed, thread = start_stream(stack, {**LONG, "max_tokens": 200})
+    second: list = []
+    reader = threading.Thread(target=lambda: second.extend(job_events(stack.base_url, job_id)))
+    reader.start()
+    wait_for(lambda: subscribers(stack, job_id) == 2, 60, "both readers to subscribe")
+    thread.join(120)
+    reader.join(120)
+    assert "".join(tokens_of(second)) == "".join(streamed)
+    wait_for(lambda: subscribers(stack, job_id) == 0, 5, "the api to unsubscribe once nobody follows the job")
+
+
+def test_tokens_after_the_first_are_written_at_most_once_per_interval(make_stack) -> None:
+    interval_ms = 150
+    s = make_stack(EVENT_INTERVAL_MS=str(interval_ms))
+    s.start_worker()
+    s.start_api()
+    job_id, streamed, thread = start_stream(s, {**LONG, "max_tokens": 80})
+    thread.join(120)
+    assert not thread.is_alive()
+    # The log itself: readers coalesce what they read in one go. Redis stamps ids in ms.
+    log = [(stream_id(i.decode())[0], json.loads(f[b"event"])) for i, f in s.redis.xrange(events_key(job_id))]
+    tokens = [(ms, e) for ms, e in log if e["type"] == "token"]
+    final_write = log[-1][0]  # the tokens left when the answer ends go out with it, at once
+    gaps = [b - a for (a, _), (b, _) in zip(tokens, tokens[1:]) if b != final_write]
+    assert len(gaps) >= 5 and min(gaps) >= interval_ms - 10, gaps
+    assert sum(e["tokens"] for _, e in tokens) == 80 and len(tokens) < 80  # several tokens per entry
+    assert "".join(e["text"] for _, e in tokens) == "".join(streamed)

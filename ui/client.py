@@ -289,6 +289,16 @@ class HearthClient:
             raise error_for_status(response, body)
         return parse_session(body)
 
+    async def logout(self) -> None:
+        """`POST /v1/logout`: the api forgets this session's token. A failure is logged, not
+        raised: the page forgets the token anyway, and the token expires on its own."""
+        try:
+            response, _ = await self._call("POST", "/logout", headers=self._headers())
+        except ApiError:
+            return
+        if response.status_code != 200:
+            log.warning("sign-out refused", extra={"status": response.status_code})
+
     async def me(self) -> Session | None:
         """`GET /v1/me` with this session's token (or none): None when the api wants a sign-in."""
         response, body = await self._call("GET", "/me", headers=self._headers())

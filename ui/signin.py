@@ -131,7 +131,9 @@ def wire_signin(app: gr.Blocks, client: HearthClient, page: Page) -> None:
         log.info("signed in", extra={"user": session.user})
         return page.show_chat(session)
 
-    def sign_out() -> Updates:
+    async def sign_out(token: str | None) -> Updates:
+        if token is not None:
+            await client.with_key(token).logout()
         return {**page.show_form(SIGNED_OUT), form.username: ""}
 
     def session_ended(message: str | None) -> Updates:
@@ -142,5 +144,5 @@ def wire_signin(app: gr.Blocks, client: HearthClient, page: Page) -> None:
     form.retry.click(check_api, **quiet)
     gr.on([form.submit.click, form.secret.submit, form.username.submit], sign_in,
           inputs=[form.username, form.secret], **quiet)
-    page.sign_out.click(sign_out, js=PRESS_STOP, **quiet)
+    page.sign_out.click(sign_out, inputs=[page.token], js=PRESS_STOP, **quiet)
     page.ended.change(session_ended, inputs=[page.ended], **quiet)

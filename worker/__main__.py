@@ -10,6 +10,7 @@ from rq.job import Job
 
 from hearth.contract import QUEUES
 from hearth.logs import setup_logging
+from hearth.redis_client import connect
 from worker.control import CancelListener, Heartbeat
 from worker.engine import Engine, load_vocab
 from worker.fit_check import FitChecker
@@ -26,9 +27,10 @@ log = logging.getLogger("worker")
 # would either reload the model every job or fork llama.cpp with its threads alive, and would
 # throw away the KV state that lets a returning conversation skip its history.
 class HearthWorker(SimpleWorker):
-    def __init__(self, *args: object, runner: JobRunner, meter: JobMeter, **kwargs: object):
+    def __init__(self, *args: object, runner: JobRunner, meter: JobMeter, liveness: Heartbeat, **kwargs: object):
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
-        self.runner, self.meter = runner, meter
+        # Not `heartbeat`: that is RQ's own method, which RQ calls.
+        self.runner, self.meter, self.liveness = runner, meter, liveness
 
     def execute_job(self, job: Job, queue: Queue) -> None:
         token = current_runner.set(self.runner)
@@ -37,6 +39,7 @@ class HearthWorker(SimpleWorker):
                 super().execute_job(job, queue)
         finally:
             current_runner.reset(token)
+            self.liveness.poke()  # idle again, and its speed updated
 
     def handle_warm_shutdown_request(self) -> None:
         super().handle_warm_shutdown_request()
@@ -63,15 +66,15 @@ def wait_for_redis(redis: Redis, timeout_s: float = 60) -> None:
 def main() -> None:
     settings = WorkerSettings()
     setup_logging("worker", settings)
-    redis = Redis.from_url(settings.redis_url)
+    redis = connect(settings.redis_url)
     # RQ's own client: RQ raises its pool's socket timeout above its long BLPOP, which must
     # not happen to connections already made with redis-py's 5 s default (they would time
     # out every idle dequeue), nor to our threads' short commands.
-    rq_redis = Redis.from_url(settings.redis_url)
+    rq_redis = connect(settings.redis_url)
     engine = Engine(settings)
     log.info("model %s loaded, n_ctx=%d", engine.model_id, engine.n_ctx)
     FitChecker(redis, engine.model_id, Prompter(load_vocab(settings.model_path), engine.n_ctx, settings.default_max_tokens))
-    meter = JobMeter(redis, settings.job_ttl_s, settings.worker_name, settings.log_prompts)
+    meter = JobMeter(redis, settings.job_ttl_s, settings.event_interval_ms / 1000, settings.worker_name, settings.log_prompts)
     runner = JobRunner(settings.worker_name, engine, meter, CancelListener(redis))
     heartbeat = Heartbeat(redis, settings.worker_name, lambda: {**runner.info(), **meter.live()}, settings.heartbeat_interval_s, settings.heartbeat_ttl_s)
     wait_for_redis(redis)
@@ -82,6 +85,7 @@ def main() -> None:
         name=settings.worker_name,
         runner=runner,
         meter=meter,
+        liveness=heartbeat,
     )
     try:
         # RQ's loop rides out Redis outages while it waits for a job, but quits on one that

@@ -22,7 +22,7 @@ class Heartbeat:
     def __init__(self, redis: Redis, name: str, info: Callable[[], dict[str, object]], interval_s: float, ttl_s: int):
         self._redis, self._name, self._key, self._info = redis, name, worker_key(name), info
         self._interval, self._ttl = interval_s, ttl_s
-        self._stop = threading.Event()
+        self._stop, self._wake = threading.Event(), threading.Event()
         self._thread = threading.Thread(target=self._run, name="heartbeat", daemon=True)
 
     def start(self) -> None:
@@ -37,8 +37,17 @@ class Heartbeat:
         pipe.zadd(WORKERS_KEY, {self._name: time.time() + self._ttl})
         pipe.execute()
 
+    def poke(self) -> None:
+        """Beat now, from the heartbeat's thread: what the api estimates waits with (the
+        worker's speed, its state) has just changed."""
+        self._wake.set()
+
     def _run(self) -> None:
-        while not self._stop.wait(self._interval):
+        while not self._stop.is_set():
+            self._wake.wait(self._interval)
+            self._wake.clear()
+            if self._stop.is_set():
+                return
             try:
                 self.beat()
             except RedisError as exc:
@@ -46,6 +55,7 @@ class Heartbeat:
 
     def stop(self) -> None:
         self._stop.set()
+        self._wake.set()
         self._thread.join()
         try:
             self._redis.delete(self._key)

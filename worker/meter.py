@@ -72,10 +72,11 @@ def _since(start: float | None, end: float | None) -> float | None:
 
 
 class JobMeter(EventWriter):
-    def __init__(self, redis: Redis, ttl_s: int, worker_name: str, log_prompts: bool):
-        super().__init__(redis, ttl_s)
+    def __init__(self, redis: Redis, ttl_s: int, interval_s: float, worker_name: str, log_prompts: bool):
+        super().__init__(redis, ttl_s, interval_s)
         self._worker, self._log_prompts = worker_name, log_prompts
         self._track: _Track | None = None
+        self._tps = 0.0  # moving average of completed jobs' speed, for the api's wait estimates
 
     @contextmanager
     def job(self, job: Job) -> Iterator[None]:
@@ -110,6 +111,8 @@ class JobMeter(EventWriter):
                 track.text.append(event.text)
         elif isinstance(event, (DoneEvent, ErrorEvent)):
             record = track.record(event, self._worker, now)
+            if record.tokens_per_s:
+                self._tps = record.tokens_per_s if not self._tps else 0.7 * self._tps + 0.3 * record.tokens_per_s
             self._log_end(record, track)
             super().emit(job_id, event, partial(record_job, record=record, ttl_s=self._ttl))
             return
@@ -125,15 +128,15 @@ class JobMeter(EventWriter):
             log.info("job answer", extra={"text": "".join(track.text)})
 
     def live(self) -> dict[str, object]:
-        """The running job's progress, for the heartbeat (and so for `/v1/status`)."""
+        """Speed and the running job's progress, for the heartbeat (and so for the api's wait
+        estimates and `/v1/status`)."""
         track, now = self._track, time.time()
-        if track is None:
-            return {"job_user": None, "job_started_at": None, "job_tokens": 0, "job_tokens_per_s": None}
         return {
-            "job_user": track.user or None,
-            "job_started_at": track.started_at,
-            "job_tokens": track.tokens,
-            "job_tokens_per_s": _round(track.speed(track.tokens, now)),
+            "tps": round(self._tps, 2),
+            "job_user": (track.user or None) if track else None,
+            "job_started_at": track.started_at if track else None,
+            "job_tokens": track.tokens if track else 0,
+            "job_tokens_per_s": _round(track.speed(track.tokens, now)) if track else None,
         }
 
 

@@ -33,7 +33,6 @@ class JobRunner:
     def __init__(self, name: str, engine: Engine, writer: EventWriter, cancels: CancelListener):
         self.name, self.engine, self._writer, self._cancels = name, engine, writer, cancels
         self.current_job: str | None = None
-        self.tps = 0.0  # moving average of generation speed, for the api's wait estimates
         self.remaining = 0  # tokens the running job may still generate
         self._shutting_down = threading.Event()
         self._overheads = engine.prompter.overheads()
@@ -45,7 +44,6 @@ class JobRunner:
             "n_ctx": self.engine.n_ctx,
             "state": "busy" if self.current_job else "idle",
             "job": self.current_job,
-            "tps": round(self.tps, 2),
             "remaining": self.remaining if self.current_job else 0,
             "default_max_tokens": self.engine.settings.default_max_tokens,
             "prompt_overhead": self._overheads[0],
@@ -76,20 +74,14 @@ class JobRunner:
             if fitted.dropped_messages:
                 emit(ContextTrimmedEvent(messages=fitted.dropped_messages, tokens=fitted.dropped_tokens))
             self.remaining = fitted.max_tokens
-            first: list[float] = []
 
             def on_text(text: str, n: int) -> None:
-                if not first:
-                    first.append(time.monotonic())
                 self.remaining -= n
                 emit(TokenEvent(text=text, tokens=n))
 
             gen = self.engine.generate(
                 fitted.tokens, fitted.max_tokens, payload.params, on_text, cancelled, time.monotonic() + limit
             )
-            if first and gen.completion_tokens > 1:
-                speed = (gen.completion_tokens - 1) / max(time.monotonic() - first[0], 1e-3)
-                self.tps = speed if not self.tps else 0.7 * self.tps + 0.3 * speed
             usage = Usage(
                 prompt_tokens=gen.prompt_tokens,
                 completion_tokens=gen.completion_tokens,

@@ -1,5 +1,6 @@
 """`/v1/jobs/{id}`: status, a re-attachable event stream, and cancel."""
 
+import re
 from collections.abc import AsyncIterator
 
 from fastapi import APIRouter, Header, Query
@@ -8,10 +9,12 @@ from sse_starlette import EventSourceResponse
 from api.auth import User
 from api.dependencies import CurrentUser, Jobs, Settings
 from api.errors import HearthError
-from api.jobs import START_ID, JobInfo, JobService, dump
+from api.jobs import JobInfo, JobService, dump
+from hearth.contract import START_ID
 from hearth.logs import bind
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+EVENT_ID = r"\d+-\d+"  # a stream id, as sent in each event's `id`
 
 
 async def _owned(jobs: JobService, job_id: str, user: User) -> JobInfo:
@@ -50,11 +53,11 @@ async def job_events(
     user: CurrentUser,
     settings: Settings,
     last_event_id: str | None = Header(None),
-    after: str | None = Query(None, pattern=r"^\d+-\d+$", description="Resume after this event id."),
+    after: str | None = Query(None, pattern=f"^{EVENT_ID}$", description="Resume after this event id."),
 ) -> EventSourceResponse:
     """The job's events as SSE with ids; reconnect with `Last-Event-ID` to resume."""
     job = await _owned(jobs, job_id, user)
     resume = after or last_event_id or START_ID
-    if not resume.replace("-", "").isdigit():
+    if not re.fullmatch(EVENT_ID, resume):
         raise HearthError(400, "Last-Event-ID must be an event id such as 1700000000000-0.", param="Last-Event-ID")
     return EventSourceResponse(_events(jobs, job, resume), ping=settings.sse_ping_s, headers={"X-Job-Id": job.id})

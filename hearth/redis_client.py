@@ -1,0 +1,20 @@
+"""Redis clients for Hearth's processes, sync (worker, RQ) and asyncio (api)."""
+
+from redis import Redis
+from redis.asyncio import Redis as AsyncRedis
+from redis.asyncio.retry import Retry as AsyncRetry
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+# redis-py's pools make connections that never retry: after Redis restarts, every pooled
+# connection fails its next command once ("Connection closed by server"). One immediate retry
+# on a fresh connection rides that out; a Redis that is really down still fails at once.
+RETRIES = 1
+
+
+def connect(url: str) -> Redis:
+    return Redis.from_url(url, retry=Retry(NoBackoff(), RETRIES))
+
+
+def connect_async(url: str) -> AsyncRedis:
+    return AsyncRedis.from_url(url, retry=AsyncRetry(NoBackoff(), RETRIES))
