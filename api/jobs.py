@@ -42,7 +42,7 @@ from hearth.contract import (
 from hearth.logs import bind
 from api.live import RESYNC, Follower, follow
 from api.metrics import record_ended_by_api
-from api.queueing import REJECTED_QUEUE_FULL, REJECTED_USER_CAP, FairQueue
+from api.queueing import REJECTED_QUEUE_FULL, REJECTED_USER_CAP, Admission, FairQueue
 from api.settings import ApiSettings
 from api.workers import live_workers
 
@@ -82,15 +82,9 @@ class JobService:
         created = int(time.time())
         s = self._settings
         payload = payload.model_copy(update={"not_after": time.time() + s.max_queue_wait_s})
-        meta = {"owner": owner, "model": payload.model, "created": created, "queue": queue,
-                "max_tokens": payload.params.max_tokens or 0}
-        # Written before RQ's enqueue (whose MULTI must come first in its pipeline): the fair
-        # insert reads the owner from it.
-        pipe = self._redis.pipeline(transaction=False)
-        pipe.hset(job_key(job_id), mapping=meta)  # type: ignore[arg-type]
-        pipe.expire(job_key(job_id), s.job_ttl_s)
-        await pipe.execute()
-        verdict = await run_in_threadpool(self._enqueue, job_id, payload, queue)
+        admission = Admission(owner, {"owner": owner, "model": payload.model, "created": created, "queue": queue,
+                                      "max_tokens": payload.params.max_tokens or 0}, s.job_ttl_s)
+        verdict = await run_in_threadpool(self._enqueue, job_id, payload, queue, admission)
         if verdict == REJECTED_USER_CAP:
             mine = [i + 1 for i, owner_ in enumerate(await self._owners(queue)) if owner_ == owner]
             raise QueueFull(
@@ -103,7 +97,7 @@ class JobService:
         log.info("job queued", extra={"queue": queue, "position": verdict})
         return JobInfo(job_id, owner, payload.model, created, queue, "queued")
 
-    def _enqueue(self, job_id: str, payload: JobPayload, queue_name: str) -> int:
+    def _enqueue(self, job_id: str, payload: JobPayload, queue_name: str, admission: Admission) -> int:
         s = self._settings
         queue = self._queues.get(queue_name)
         if queue is None:
@@ -120,11 +114,10 @@ class JobService:
             failure_ttl=s.job_ttl_s,
         )
         pipe = self._rq_redis.pipeline()
-        queue.enqueue_job(job, pipeline=pipe)
+        queue.admit(job, admission, pipe)
         verdict = int(pipe.execute()[-1])
         if verdict < 0:
-            job.delete()
-            self._rq_redis.delete(job_key(job_id))
+            job.delete()  # RQ's copy; Hearth's hash was never written
         return verdict
 
     async def _owners(self, queue: str) -> list[str]:

@@ -6,27 +6,33 @@ jobs of its owner wait ahead of it. Users A (3 jobs) and B (then 3 jobs) are ser
 A1 B1 A2 B2 A3 B3, so nobody can push the others back by sending many requests.
 """
 
+from dataclasses import dataclass
+
 from redis import Redis
 from redis.client import Pipeline
 from rq import Queue
+from rq.job import Job
 
-from hearth.contract import JOB_KEY
+from hearth.contract import JOB_KEY, job_key
 
 _OWNER_PREFIX = JOB_KEY.format(job_id="")
 
-# KEYS[1] queue list; ARGV: job id, per-user cap, global cap, job hash prefix. The owner of
-# every job, the new one included, is in its Hearth job hash.
+# KEYS: the queue list, the new job's Hearth hash. ARGV: job id, its owner, per-user cap, global
+# cap, job hash prefix (every waiting job's owner is in its hash), the hash's TTL, then the new
+# hash's fields and values. Admits the job (writes its hash) or not, in the one round trip.
 # Returns the new job's 1-based position, -1 when its owner is at the cap, -2 when the queue is.
 _FAIR_INSERT = """
 local ids = redis.call('LRANGE', KEYS[1], 0, -1)
-if #ids >= tonumber(ARGV[3]) then return -2 end
-local owner = redis.call('HGET', ARGV[4] .. ARGV[1], 'owner') or ''
+if #ids >= tonumber(ARGV[4]) then return -2 end
+local owner = ARGV[2]
 local owners, mine = {}, 0
 for i, id in ipairs(ids) do
-  owners[i] = redis.call('HGET', ARGV[4] .. id, 'owner') or ''
+  owners[i] = redis.call('HGET', ARGV[5] .. id, 'owner') or ''
   if owners[i] == owner then mine = mine + 1 end
 end
-if mine >= tonumber(ARGV[2]) then return -1 end
+if mine >= tonumber(ARGV[3]) then return -1 end
+redis.call('HSET', KEYS[2], unpack(ARGV, 7))
+redis.call('EXPIRE', KEYS[2], ARGV[6])
 local rounds = {}
 for i, id in ipairs(ids) do
   local round = rounds[owners[i]] or 0
@@ -44,17 +50,36 @@ REJECTED_USER_CAP = -1
 REJECTED_QUEUE_FULL = -2
 
 
+@dataclass(frozen=True)
+class Admission:
+    owner: str
+    fields: dict[str, str | int]  # Hearth's job hash, written only if the job is admitted
+    ttl_s: int
+
+
 class FairQueue(Queue):
-    """An RQ queue whose push is the fair insert. Used only inside `enqueue_job(…, pipeline=)`,
-    so the caller reads the script's verdict from the pipeline's last result."""
+    """An RQ queue whose push is the fair insert. RQ's `enqueue_job` saves the job and calls
+    `push_job_id` inside one pipeline; `admit` wraps it, so the caller reads the script's
+    verdict from the pipeline's last result."""
 
     def __init__(self, name: str, connection: Redis, per_user: int, total: int):
         super().__init__(name, connection=connection)
         self._per_user, self._total = per_user, total
+        self._admissions: dict[str, Admission] = {}  # by job id, for push_job_id (called by RQ)
+
+    def admit(self, job: Job, admission: Admission, pipeline: Pipeline) -> None:
+        self._admissions[job.id] = admission
+        try:
+            self.enqueue_job(job, pipeline=pipeline)
+        finally:
+            del self._admissions[job.id]
 
     def push_job_id(self, job_id: str, pipeline: Pipeline | None = None, at_front: bool = False) -> None:
-        if pipeline is None:
-            raise ValueError("FairQueue pushes only inside the caller's pipeline")
+        admission = self._admissions.get(job_id)
+        if pipeline is None or admission is None:
+            raise ValueError("FairQueue pushes only through admit()")
+        fields = [item for pair in admission.fields.items() for item in pair]
         # EVAL, not a registered Script: a pipeline with scripts asks SCRIPT EXISTS first, an
         # extra round trip per request.
-        pipeline.eval(_FAIR_INSERT, 1, self.key, job_id, self._per_user, self._total, _OWNER_PREFIX)
+        pipeline.eval(_FAIR_INSERT, 2, self.key, job_key(job_id), job_id, admission.owner,
+                      self._per_user, self._total, _OWNER_PREFIX, admission.ttl_s, *fields)
