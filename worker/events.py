@@ -32,7 +32,8 @@ class EventWriter:
         self._commands: list[Commands] = []
         self._urgent = False  # something pending must not wait for the interval
         self._after_token: str | None = None  # the job whose last emitted event was a token
-        self._busy = False
+        self._busy = False  # writing a batch
+        self._idle = False  # waiting with nothing pending: only a notify wakes it
         self._cond = threading.Condition()
         threading.Thread(target=self._run, name="event-writer", daemon=True).start()
 
@@ -46,8 +47,8 @@ class EventWriter:
             self._pending.append((job_id, event))
             if before is not None:
                 self._commands.append(before)
-            if urgent or len(self._pending) == 1:  # else the writer has nothing new to decide
-                self._urgent |= urgent
+            self._urgent |= urgent
+            if urgent or self._idle:  # else the writer wakes on its own when the interval ends
                 self._cond.notify_all()
 
     def flush(self) -> None:
@@ -61,8 +62,16 @@ class EventWriter:
         next_at = 0.0
         while True:
             with self._cond:
-                self._cond.wait_for(lambda: bool(self._pending))
+                # Sleep out the interval since the last write (an urgent event cuts it short),
+                # then write what came meanwhile; only with nothing pending wait to be told.
+                # In a stream of tokens that is one wake-up per write, not one per token or
+                # two per write: each wake-up lands on a core the model is using.
                 self._cond.wait_for(lambda: self._urgent, timeout=next_at - time.monotonic())
+                if not self._pending:
+                    self._idle = True
+                    self._cond.wait_for(lambda: bool(self._pending))
+                    self._idle = False
+                    continue
                 batch, commands, self._pending, self._commands = self._pending, self._commands, [], []
                 self._urgent, self._busy = False, True
             self._write(batch, commands)
