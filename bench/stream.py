@@ -55,8 +55,7 @@ class Run:
 PHASES = {
     "api": "request sent -> RQ enqueued_at (all the api does before queueing: auth, fit check…)",
     "pickup": "enqueued_at -> started_at (worker wakes from BLPOP, RQ prepares job)",
-    "job start": "started_at -> `started` event in Redis",
-    "model": "`started` -> first token event in Redis (template, prefill, first token)",
+    "model": "started_at -> first token event in Redis (template, prefill, first token)",
     "delivery": "first token in Redis -> client has it (pub/sub, SSE, openai parse)",
 }
 
@@ -69,12 +68,9 @@ def _utc(moment: datetime | None) -> float:
 def _phases(rig: Rig, job_id: str, sent: float, first: float) -> dict[str, float]:
     """`sent` and `first` are wall-clock (time.time()) like the Redis timestamps."""
     job = Job.fetch(job_id, connection=rig.redis)
-    stamps: dict[str, float] = {}
-    for entry_id, fields in rig.redis.xrange(events_key(job_id)):
-        kind = decode_event(fields).type
-        if kind in (EventType.STARTED, EventType.TOKEN) and kind not in stamps:
-            stamps[kind] = int(entry_id.split(b"-")[0]) / 1000
-    points = [sent, _utc(job.enqueued_at), _utc(job.started_at), stamps[EventType.STARTED], stamps[EventType.TOKEN], first]
+    first_token = next(int(entry_id.split(b"-")[0]) / 1000 for entry_id, fields in rig.redis.xrange(events_key(job_id))
+                       if decode_event(fields).type == EventType.TOKEN)
+    points = [sent, _utc(job.enqueued_at), _utc(job.started_at), first_token, first]
     return {name: 1000 * (b - a) for name, a, b in zip(PHASES, points, points[1:])}
 
 

@@ -1,6 +1,7 @@
 """Append job events to their logs (and publish them) without slowing generation down."""
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -10,7 +11,7 @@ from redis import Redis
 from redis.client import Pipeline
 from redis.exceptions import RedisError
 
-from hearth.contract import TokenEvent, append_events_args, coalesce
+from hearth.contract import FINAL_EVENTS, TokenEvent, append_events_args, coalesce
 
 log = logging.getLogger(__name__)
 
@@ -19,63 +20,71 @@ Commands = Callable[[Pipeline], None]  # queues more Redis commands on the write
 
 class EventWriter:
     """Writes from a background thread, so the generation loop never waits for a Redis round
-    trip. A token that follows a token waits up to `interval_s` after the previous write and
-    goes out with the others that arrived meanwhile, coalesced into one event: the api, Redis
-    and every reader then wake once per few tokens instead of once per token, which on a small
-    machine is CPU taken from the model. Any other event (a job's start, its first token, its
-    end) is written at once. A Redis outage delays events (retried until written), it never
-    drops them."""
+    trip. On a small machine the model keeps every core busy, and each write wakes this
+    thread, Redis, the api and every reader, each taking a core from the model for a moment;
+    so events are written together where a reader loses nothing by it:
+
+    - a job's first token and its end: at once (time to first token, the next job's start);
+    - a token after a token: up to `interval_s` after the previous write, with the others
+      that came meanwhile, coalesced into one event;
+    - anything else (`started`, `context_trimmed`): within `interval_s`, so with the first
+      token when the prompt is evaluated quickly, on its own when it takes a while.
+
+    A Redis outage delays events (retried until written), it never drops them."""
 
     def __init__(self, redis: Redis, ttl_s: int, interval_s: float = 0.0, retry_s: float = 0.5):
         self._redis, self._ttl, self._interval, self._retry = redis, ttl_s, interval_s, retry_s
         self._pending: list[tuple[str, BaseModel]] = []
         self._commands: list[Commands] = []
-        self._urgent = False  # something pending must not wait for the interval
+        self._due: float | None = None  # monotonic time the pending events must be written by
+        self._wake_at = math.inf  # when the writer thread next looks, unless notified
+        self._next_at = 0.0  # the end of the interval since the last write
         self._after_token: str | None = None  # the job whose last emitted event was a token
         self._busy = False  # writing a batch
-        self._idle = False  # waiting with nothing pending: only a notify wakes it
         self._cond = threading.Condition()
         threading.Thread(target=self._run, name="event-writer", daemon=True).start()
 
     def emit(self, job_id: str, event: BaseModel, before: Commands | None = None) -> None:
         """Queue `event`; `before` adds commands that go out in the same pipeline, ahead of
         the events (a reader woken by the event then sees what they wrote)."""
+        now = time.monotonic()
         with self._cond:
             is_token = isinstance(event, TokenEvent)
-            urgent = not (is_token and self._after_token == job_id)
+            if is_token and self._after_token == job_id:
+                due = self._next_at
+            elif is_token or getattr(event, "type", None) in FINAL_EVENTS:
+                due = now
+            else:
+                due = now + self._interval
             self._after_token = job_id if is_token else None
             self._pending.append((job_id, event))
             if before is not None:
                 self._commands.append(before)
-            self._urgent |= urgent
-            if urgent or self._idle:  # else the writer wakes on its own when the interval ends
+            self._due = due if self._due is None else min(self._due, due)
+            if due < self._wake_at:  # else the writer looks in time on its own
                 self._cond.notify_all()
 
     def flush(self) -> None:
         """Block until every event emitted so far is in Redis."""
         with self._cond:
-            self._urgent = True
-            self._cond.notify_all()
+            if self._pending:
+                self._due = time.monotonic()
+                self._cond.notify_all()
             self._cond.wait_for(lambda: not self._pending and not self._busy)
 
     def _run(self) -> None:
-        next_at = 0.0
         while True:
             with self._cond:
-                # Sleep out the interval since the last write (an urgent event cuts it short),
-                # then write what came meanwhile; only with nothing pending wait to be told.
-                # In a stream of tokens that is one wake-up per write, not one per token or
-                # two per write: each wake-up lands on a core the model is using.
-                self._cond.wait_for(lambda: self._urgent, timeout=next_at - time.monotonic())
-                if not self._pending:
-                    self._idle = True
-                    self._cond.wait_for(lambda: bool(self._pending))
-                    self._idle = False
-                    continue
+                while (now := time.monotonic()) < (self._due if self._due is not None else math.inf):
+                    # Nothing due yet: look again when something is, or at the end of the
+                    # interval (tokens that come meanwhile are due then: no wake-up per token),
+                    # or, with nothing pending after it, only when told.
+                    self._wake_at = self._due if self._due is not None else (self._next_at if now < self._next_at else math.inf)
+                    self._cond.wait(None if self._wake_at == math.inf else self._wake_at - now)
                 batch, commands, self._pending, self._commands = self._pending, self._commands, [], []
-                self._urgent, self._busy = False, True
+                self._due, self._wake_at, self._busy = None, -math.inf, True  # looks again after writing
+                self._next_at = now + self._interval
             self._write(batch, commands)
-            next_at = time.monotonic() + self._interval
             with self._cond:
                 self._busy = False
                 self._cond.notify_all()
