@@ -275,15 +275,15 @@ class JobService:
         messages = await follower.next(self._settings.poll_s)
         entries: list[tuple[str, Event]] = []
         for message in messages:
-            if message == RESYNC:
-                return await self._read_log(job_id, last)
-            prev, appended = decode_live(message)
-            if stream_id(appended[-1][0]) <= stream_id(last):
-                continue  # already read from the log
-            if prev != last:
-                return await self._read_log(job_id, last)
-            entries += appended
-            last = appended[-1][0]
+            if message != RESYNC:
+                prev, appended = decode_live(message)
+                if stream_id(appended[-1][0]) <= stream_id(last):
+                    continue  # already read from the log
+                if prev == last:
+                    entries += appended
+                    last = appended[-1][0]
+                    continue
+            return entries + await self._read_log(job_id, last)
         return entries if messages else await self._read_log(job_id, last)
 
     async def _read_log(self, job_id: str, after: str) -> list[tuple[str, Event]]:
