@@ -82,8 +82,8 @@ class JobService:
         created = int(time.time())
         s = self._settings
         payload = payload.model_copy(update={"not_after": time.time() + s.max_queue_wait_s})
-        admission = Admission(owner, {"owner": owner, "model": payload.model, "created": created, "queue": queue,
-                                      "max_tokens": payload.params.max_tokens or 0}, s.job_ttl_s)
+        admission = Admission({"owner": owner, "model": payload.model, "created": created, "queue": queue,
+                               "max_tokens": payload.params.max_tokens or 0}, s.job_ttl_s)
         verdict = await run_in_threadpool(self._enqueue, job_id, payload, queue, admission)
         if verdict == REJECTED_USER_CAP:
             mine = [i + 1 for i, owner_ in enumerate(await self._owners(queue)) if owner_ == owner]

@@ -24,11 +24,10 @@ _OWNER_PREFIX = JOB_KEY.format(job_id="")
 _FAIR_INSERT = """
 local ids = redis.call('LRANGE', KEYS[1], 0, -1)
 if #ids >= tonumber(ARGV[4]) then return -2 end
-local owner = ARGV[2]
 local owners, mine = {}, 0
 for i, id in ipairs(ids) do
   owners[i] = redis.call('HGET', ARGV[5] .. id, 'owner') or ''
-  if owners[i] == owner then mine = mine + 1 end
+  if owners[i] == ARGV[2] then mine = mine + 1 end
 end
 if mine >= tonumber(ARGV[3]) then return -1 end
 redis.call('HSET', KEYS[2], unpack(ARGV, 7))
@@ -52,9 +51,12 @@ REJECTED_QUEUE_FULL = -2
 
 @dataclass(frozen=True)
 class Admission:
-    owner: str
-    fields: dict[str, str | int]  # Hearth's job hash, written only if the job is admitted
+    fields: dict[str, str | int]  # Hearth's job hash (its owner among them), written only if admitted
     ttl_s: int
+
+    @property
+    def owner(self) -> str:
+        return str(self.fields["owner"])
 
 
 class FairQueue(Queue):

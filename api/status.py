@@ -22,7 +22,7 @@ from redis.exceptions import RedisError
 from api.auth import User
 from api.metrics import queue_depths, queue_key
 from api.workers import live_workers
-from hearth.contract import QUEUE_DEPTH_KEY, QUEUES, RECENT_JOBS_KEY, job_key, worker_key
+from hearth.contract import QUEUE_DEPTH_KEY, QUEUES, RECENT_JOBS_KEY, job_key
 from hearth.metrics import JobRecord
 
 log = logging.getLogger(__name__)
@@ -30,7 +30,6 @@ log = logging.getLogger(__name__)
 SAMPLE_S = 5  # queue depth sampling period
 HISTORY_S = 3600  # span of the time series
 RECENT_SHOWN = 50  # recent jobs listed
-_LIVE_FIELDS = ("job_tokens", "job_tokens_per_s", "job_started_at")  # from worker.meter, via the heartbeat
 
 
 async def sample_queue_depth(redis: AsyncRedis) -> None:
@@ -105,10 +104,9 @@ async def build_status(redis: AsyncRedis, viewer: User) -> dict[str, object]:
         if w.state != "busy" or not w.job:
             continue
         owner = _decode(await redis.hget(job_key(w.job), "owner"))  # type: ignore[misc]
-        live = [None if v is None else json.loads(v) for v in await redis.hmget(worker_key(w.name), _LIVE_FIELDS)]  # type: ignore[misc]
-        tokens, speed, started = live
-        entry: dict[str, Any] = {"id": None, "user": None, "worker": w.name, "model": w.model, "tokens": tokens or 0,
-                                 "tokens_per_s": speed, "started_at": started,
+        started = w.job_started_at
+        entry: dict[str, Any] = {"id": None, "user": None, "worker": w.name, "model": w.model, "tokens": w.job_tokens,
+                                 "tokens_per_s": w.job_tokens_per_s, "started_at": started,
                                  "elapsed_s": round(now - started, 1) if started else None}
         if sees(owner):
             entry.update(id=w.job, user=owner)

@@ -21,6 +21,10 @@ class WorkerInfo:
     default_max_tokens: int
     prompt_overhead: int  # template tokens of a one-message chat
     message_overhead: int  # template tokens per further message, with a margin
+    # The running job's progress (worker.meter), for /v1/status.
+    job_tokens: int
+    job_tokens_per_s: float | None
+    job_started_at: float | None
 
     def surely_fits(self, messages: list[Message], max_tokens: int | None) -> bool:
         """Whether a chat fits this worker's window even if every byte were a token: such
@@ -52,5 +56,6 @@ async def live_workers(redis: AsyncRedis) -> list[WorkerInfo]:
                 name.decode(), fields["model"], fields["n_ctx"], fields["state"], fields["job"],
                 fields["tps"], fields["remaining"], fields["default_max_tokens"],
                 fields["prompt_overhead"], fields["message_overhead"],
+                fields["job_tokens"], fields["job_tokens_per_s"], fields["job_started_at"],
             ))
     return sorted(workers, key=lambda w: w.name)

@@ -191,5 +191,5 @@ def test_byte_bound_never_undercounts_a_prompt(model: str, mistral_tiny: str) ->
     for chat in chats:
         # A window one token too small for this chat: the api must not think it surely fits.
         n_ctx = len(prompter.tokens(chat)) + 16 - 1
-        worker = WorkerInfo("w", "m", n_ctx, "idle", None, 0.0, 0, 512, base, per_message)
+        worker = WorkerInfo("w", "m", n_ctx, "idle", None, 0.0, 0, 512, base, per_message, 0, None, None)
         assert not worker.surely_fits(chat, max_tokens=16), chat

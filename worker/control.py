@@ -43,7 +43,7 @@ class Heartbeat:
         self._wake.set()
 
     def _run(self) -> None:
-        while not self._stop.is_set():
+        while True:
             self._wake.wait(self._interval)
             self._wake.clear()
             if self._stop.is_set():
