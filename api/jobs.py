@@ -49,6 +49,7 @@ from api.workers import live_workers
 log = logging.getLogger(__name__)
 
 LOG_PAGE = 1000  # entries per read of a job's log
+ETA_FLOOR_S = 0.1  # the estimates' resolution
 
 
 @dataclass(frozen=True)
@@ -237,7 +238,9 @@ class JobService:
                 f"No worker could take the request within {self._settings.max_queue_wait_s} s.")))
             return None
         eta = await self.wait_estimate(job.queue, position)
-        eta = None if eta is None else round(eta, 1)
+        # A job still in line waits at least for a worker to take it, even when one is idle
+        # (it reports no work left just before it dequeues): never an estimate of zero.
+        eta = None if eta is None else max(round(eta, 1), ETA_FLOOR_S)
         if shown is None or shown.position != position or (eta is not None and abs(eta - (shown.eta_s or 0)) >= 2):
             return QueuedEvent(position=position, eta_s=eta)
         return None
