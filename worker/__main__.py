@@ -2,6 +2,7 @@
 
 import logging
 import time
+from contextlib import suppress
 
 from redis import Redis
 from redis.exceptions import RedisError
@@ -99,6 +100,10 @@ def main() -> None:
                 break
             log.warning("worker loop ended unexpectedly; restarting it in %.0f s", RESTART_DELAY_S)
             time.sleep(RESTART_DELAY_S)
+            # The loop that ended left RQ's record of this worker alive (Redis keeps it across
+            # a restart): without its death RQ refuses to start a worker of the same name.
+            with suppress(RedisError):
+                worker.register_death()
     finally:
         heartbeat.stop()
 
