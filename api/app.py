@@ -11,7 +11,12 @@ from api.auth import BOOTSTRAP_ADMIN, AuthError, UserStore
 from api.errors import install_error_handlers
 from api.jobs import JobService
 from api.middleware import RequestContextMiddleware
-from api.routers import auth, chat, health, jobs, metrics, models, status
+from api.batch_runner import BatchRunner
+from api.batches import BatchStore
+from api.files import FileStore
+from api.housekeeping import housekeeping
+from api.reaper import Reaper
+from api.routers import auth, batches, chat, files, health, jobs, metrics, models, status
 from api.status import queue_sampler
 from api.settings import ApiSettings
 from hearth.redis_client import connect, connect_async
@@ -49,9 +54,13 @@ def create_app(settings: ApiSettings) -> FastAPI:
         app.state.settings, app.state.redis = settings, redis
         app.state.jobs = JobService(redis, rq_redis, settings)
         app.state.users = UserStore(redis)
+        app.state.files = FileStore(redis, settings.file_retention_s)
+        app.state.batches = BatchStore(redis, settings.file_retention_s)
         await announce(settings, app.state.users)
         try:
-            async with queue_sampler(redis):
+            reaper = Reaper(redis, rq_redis, app.state.jobs, settings)
+            runner = BatchRunner(redis, rq_redis, app.state.batches, app.state.files, app.state.jobs, settings)
+            async with queue_sampler(redis), housekeeping(redis, [reaper.sweep, runner.tick], settings.housekeeping_interval_s):
                 yield
         finally:
             await redis.aclose()
@@ -61,6 +70,6 @@ def create_app(settings: ApiSettings) -> FastAPI:
     app.state.draining = False  # set when the server is asked to stop: see api.__main__
     install_error_handlers(app)
     app.add_middleware(RequestContextMiddleware)
-    for module in (health, auth, models, chat, jobs, metrics, status):
+    for module in (health, auth, models, chat, jobs, files, batches, metrics, status):
         app.include_router(module.router)
     return app

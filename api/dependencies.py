@@ -9,6 +9,8 @@ from fastapi import Depends, Header, Request
 from redis.asyncio import Redis as AsyncRedis
 
 from api.auth import LOCAL_USER, User, UserStore
+from api.batches import BatchStore
+from api.files import FileStore
 from api.errors import HearthError
 from api.jobs import JobService
 from api.settings import ApiSettings
@@ -25,6 +27,14 @@ async def get_redis(request: Request) -> AsyncRedis:
 
 async def get_jobs(request: Request) -> JobService:
     return request.app.state.jobs  # type: ignore[no-any-return]
+
+
+async def get_files(request: Request) -> FileStore:
+    return request.app.state.files  # type: ignore[no-any-return]
+
+
+async def get_batches(request: Request) -> BatchStore:
+    return request.app.state.batches  # type: ignore[no-any-return]
 
 
 async def get_users(request: Request) -> UserStore:
@@ -59,4 +69,6 @@ Settings = Annotated[ApiSettings, Depends(get_settings)]
 RedisDep = Annotated[AsyncRedis, Depends(get_redis)]
 Jobs = Annotated[JobService, Depends(get_jobs)]
 Users = Annotated[UserStore, Depends(get_users)]
+Files = Annotated[FileStore, Depends(get_files)]
+Batches = Annotated[BatchStore, Depends(get_batches)]
 CurrentUser = Annotated[User, Depends(get_user)]

@@ -8,27 +8,23 @@ from dataclasses import dataclass
 
 from redis import Redis
 from redis.asyncio import Redis as AsyncRedis
-from rq import Queue
-from rq.job import Job, JobStatus
-from rq.registry import FailedJobRegistry, StartedJobRegistry
+from rq.job import Job
 from starlette.concurrency import run_in_threadpool
 
 from hearth.contract import (
     CANCEL_CHANNEL,
-    FitReply,
-    FitRequest,
-    Message,
     FINAL_EVENTS,
     GENERATE_FUNC,
-    QUEUE_INTERACTIVE,
     START_ID,
     ErrorCode,
     ErrorEvent,
     Event,
-    EventType,
+    FitReply,
+    FitRequest,
     JobPayload,
+    Message,
     QueuedEvent,
-    append_events_args,
+    QueueKind,
     cancel_key,
     coalesce,
     decode_event,
@@ -36,13 +32,16 @@ from hearth.contract import (
     events_key,
     fit_key,
     job_key,
+    job_of,
+    preempt_channel,
+    queue_name,
     stream_id,
-    worker_key,
 )
+from hearth.lifecycle import JobStatus, apply_events_args, redis_seconds
 from hearth.logs import bind
 from api.live import RESYNC, Follower, follow
 from api.metrics import record_ended_by_api
-from api.queueing import REJECTED_QUEUE_FULL, REJECTED_USER_CAP, Admission, FairQueue
+from api.queueing import REJECTED_QUEUE_FULL, REJECTED_USER_CAP, Admission, FairQueue, queue_key
 from api.settings import ApiSettings
 from api.workers import live_workers
 
@@ -59,7 +58,13 @@ class JobInfo:
     model: str
     created: int
     queue: str
-    status: str  # queued | running | completed | cancelled | failed
+    status: JobStatus
+    rq_id: str  # the RQ job of its current attempt (the job id, for a chat)
+
+    @classmethod
+    def of(cls, job_id: str, fields: dict[str, str]) -> "JobInfo":
+        return cls(job_id, fields["owner"], fields["model"], int(fields["created"]), fields["queue"],
+                   JobStatus(fields["status"]), fields.get("rq_id", job_id))
 
 
 class QueueFull(Exception):
@@ -73,19 +78,16 @@ class JobService:
         self._redis, self._rq_redis, self._settings = redis, rq_redis, settings
         self._queues: dict[str, FairQueue] = {}  # reused: RQ caches the server version per queue
 
-    @staticmethod
-    def _queue_key(queue: str) -> str:
-        return Queue.redis_queue_namespace_prefix + queue
-
-    async def submit(self, payload: JobPayload, owner: str, queue: str = QUEUE_INTERACTIVE) -> JobInfo:
-        """Queue the job in its fair place, or raise QueueFull (its owner's or everyone's cap)."""
-        job_id = uuid.uuid4().hex
-        created = int(time.time())
+    async def submit(self, payload: JobPayload, owner: str, queue_model: str) -> JobInfo:
+        """Queue the chat in its fair place among `queue_model`'s, or raise QueueFull (its
+        owner's or everyone's cap)."""
         s = self._settings
-        payload = payload.model_copy(update={"not_after": time.time() + s.max_queue_wait_s})
+        queue = queue_name(QueueKind.INTERACTIVE, queue_model)
+        created = int(time.time())
         admission = Admission({"owner": owner, "model": payload.model, "created": created, "queue": queue,
-                               "max_tokens": payload.params.max_tokens or 0}, s.job_ttl_s)
-        verdict = await run_in_threadpool(self._enqueue, job_id, payload, queue, admission)
+                               "max_tokens": payload.params.max_tokens or 0}, s.job_ttl_s, s.max_queue_wait_s,
+                              preempt_channel(queue_model))
+        verdict = await run_in_threadpool(self._enqueue, payload, queue, admission)
         if verdict == REJECTED_USER_CAP:
             mine = [i + 1 for i, owner_ in enumerate(await self._owners(queue)) if owner_ == owner]
             raise QueueFull(
@@ -94,20 +96,20 @@ class JobService:
             )
         if verdict == REJECTED_QUEUE_FULL:
             raise QueueFull(f"Hearth is busy: {s.max_queued} requests are already waiting.", await self._retry_after(queue, 1))
-        bind(job_id=job_id)  # the rest of this request's log lines name its job
+        bind(job_id=payload.job_id)  # the rest of this request's log lines name its job
         log.info("job queued", extra={"queue": queue, "position": verdict})
-        return JobInfo(job_id, owner, payload.model, created, queue, "queued")
+        return JobInfo(payload.job_id, owner, payload.model, created, queue, JobStatus.QUEUED, payload.job_id)
 
-    def _enqueue(self, job_id: str, payload: JobPayload, queue_name: str, admission: Admission) -> int:
+    def _enqueue(self, payload: JobPayload, queue_name_: str, admission: Admission) -> int:
         s = self._settings
-        queue = self._queues.get(queue_name)
+        queue = self._queues.get(queue_name_)
         if queue is None:
-            queue = self._queues[queue_name] = FairQueue(queue_name, self._rq_redis, s.max_waiting_per_user, s.max_queued)
+            queue = self._queues[queue_name_] = FairQueue(queue_name_, self._rq_redis, s.max_waiting_per_user, s.max_queued)
         job = queue.create_job(
             GENERATE_FUNC,
             args=(payload.model_dump(),),
-            job_id=job_id,
-            description=f"chat {job_id}",  # RQ logs the description; the default shows the messages
+            job_id=payload.job_id,
+            description=f"chat {payload.job_id}",  # RQ logs the description; the default shows the messages
             # The worker ends over-long generations itself, between two tokens; RQ's timer
             # would interrupt it anywhere, without telling the client.
             timeout=-1,
@@ -122,10 +124,10 @@ class JobService:
         return verdict
 
     async def _owners(self, queue: str) -> list[str]:
-        ids = await self._redis.lrange(self._queue_key(queue), 0, -1)  # type: ignore[misc]
+        ids = await self._redis.lrange(queue_key(queue), 0, -1)  # type: ignore[misc]
         pipe = self._redis.pipeline(transaction=False)
-        for job_id in ids:
-            pipe.hget(job_key(job_id.decode()), "owner")
+        for rq_id in ids:
+            pipe.hget(job_key(job_of(rq_id.decode())), "owner")
         return [(o or b"").decode() for o in await pipe.execute()]
 
     async def wait_estimate(self, queue: str, position: int) -> float | None:
@@ -137,10 +139,10 @@ class JobService:
         if not speed:
             return None
         default = max((w.default_max_tokens for w in workers), default=0)
-        ahead = await self._redis.lrange(self._queue_key(queue), 0, position - 2)  # type: ignore[misc]
+        ahead = await self._redis.lrange(queue_key(queue), 0, position - 2)  # type: ignore[misc]
         pipe = self._redis.pipeline(transaction=False)
-        for job_id in ahead:
-            pipe.hget(job_key(job_id.decode()), "max_tokens")
+        for rq_id in ahead:
+            pipe.hget(job_key(job_of(rq_id.decode())), "max_tokens")
         budgets = [int(b or 0) or default for b in await pipe.execute()]
         return (sum(w.remaining for w in workers) + sum(budgets)) / speed
 
@@ -153,89 +155,49 @@ class JobService:
         answered in time (the worker checks again before it generates)."""
         reply_to = f"hearth:fit:reply:{uuid.uuid4().hex}"
         wait = self._settings.fit_check_s
-        request = FitRequest(reply_to=reply_to, expires_at=time.time() + wait, messages=messages, max_tokens=max_tokens)
+        expires_at = redis_seconds(await self._redis.time()) + wait
+        request = FitRequest(reply_to=reply_to, expires_at=expires_at, messages=messages, max_tokens=max_tokens)
         await self._redis.rpush(fit_key(model), request.model_dump_json())  # type: ignore[misc]
         popped = await self._redis.blpop([reply_to], timeout=wait)  # type: ignore[misc]
         return None if popped is None else FitReply.model_validate_json(popped[1])
 
     async def get(self, job_id: str) -> JobInfo | None:
-        meta = await self._redis.hgetall(job_key(job_id))  # type: ignore[misc]
-        if not meta:
+        fields = await self._redis.hgetall(job_key(job_id))  # type: ignore[misc]
+        if not fields:
             return None
-        decoded = {k.decode(): v.decode() for k, v in meta.items()}
-        status = await self._status(job_id)
-        if status == "running" and not await self._worker_alive(job_id):
-            await self._lost(job_id)
-            status = "failed"
-        return JobInfo(job_id, decoded["owner"], decoded["model"], int(decoded["created"]), decoded["queue"], status)
+        return JobInfo.of(job_id, {k.decode(): v.decode() for k, v in fields.items()})
 
-    async def _status(self, job_id: str) -> str:
-        last = await self._redis.xrevrange(events_key(job_id), count=1)
-        if last:
-            event = decode_event(last[0][1])
-            if event.type == EventType.DONE:
-                return "completed"
-            if event.type == EventType.ERROR:
-                return "cancelled" if event.code == ErrorCode.CANCELLED else "failed"
-            return "running"
-        rq_status = await self._redis.hget(Job.key_for(job_id), "status")  # type: ignore[misc]
-        return "running" if rq_status == b"started" else "queued"
-
-    async def position(self, job_id: str, queue: str) -> int | None:
+    async def position(self, job: JobInfo) -> int | None:
         """1 = next to run; None once the job has left the queue."""
-        index = await self._redis.lpos(self._queue_key(queue), job_id)  # type: ignore[misc]
+        index = await self._redis.lpos(queue_key(job.queue), job.rq_id)  # type: ignore[misc]
         return None if index is None else int(index) + 1
 
     async def cancel(self, job: JobInfo) -> None:
         """Remove a queued job, or flag a running one; the worker stops it within a token."""
         await self._redis.set(cancel_key(job.id), 1, ex=self._settings.job_ttl_s)
-        if not await self._withdraw(job, ErrorEvent(code=ErrorCode.CANCELLED, message="The request was cancelled.")):
+        if not await self.withdraw(job, ErrorEvent(code=ErrorCode.CANCELLED, message="The request was cancelled.")):
             await self._redis.publish(CANCEL_CHANNEL, job.id)
 
-    async def _withdraw(self, job: JobInfo, reason: ErrorEvent) -> bool:
-        """Take a job out of the queue before any worker has it, ending it with `reason`."""
-        if not await self._redis.lrem(self._queue_key(job.queue), 0, job.id):  # type: ignore[misc]
+    async def withdraw(self, job: JobInfo, reason: ErrorEvent) -> bool:
+        """Take a job out of its queue before any worker has it, ending it with `reason`."""
+        if not await self._redis.lrem(queue_key(job.queue), 0, job.rq_id):  # type: ignore[misc]
             return False
-        await self._append(job.id, reason)
-        await run_in_threadpool(self._mark_cancelled, job.id)
+        await self.end(job.id, reason)
+        await self._redis.delete(Job.key_for(job.rq_id))  # RQ's copy: no worker will ever read it
         return True
 
-    def _mark_cancelled(self, job_id: str) -> None:
-        Job.fetch(job_id, connection=self._rq_redis).cancel(remove_from_dependencies=False)
-
-    async def _append(self, job_id: str, event: ErrorEvent) -> None:
-        await record_ended_by_api(self._redis, job_id, event, self._settings.job_ttl_s)  # before the event: see there
-        await self._redis.eval(*append_events_args(job_id, [event], self._settings.job_ttl_s))  # type: ignore[arg-type,misc]
-
-    async def _worker_alive(self, job_id: str) -> bool:
-        name = await self._redis.hget(Job.key_for(job_id), "worker_name")  # type: ignore[misc]
-        return bool(name) and bool(await self._redis.exists(worker_key(name.decode())))
-
-    async def _lost(self, job_id: str) -> None:
-        """The worker running the job died (its heartbeat expired): end the job for everyone
-        waiting on it, and in RQ, instead of waiting minutes for RQ's own maintenance."""
-        await self._append(job_id, ErrorEvent(code=ErrorCode.WORKER_LOST, message="The worker serving this request stopped; please retry."))
-        await run_in_threadpool(self._mark_failed, job_id)
-
-    def _mark_failed(self, job_id: str) -> None:
-        job = Job.fetch(job_id, connection=self._rq_redis)
-        pipe = self._rq_redis.pipeline()
-        job.set_status(JobStatus.FAILED, pipeline=pipe)
-        StartedJobRegistry(job.origin, connection=self._rq_redis).remove_executions(job, pipeline=pipe)
-        FailedJobRegistry(job.origin, connection=self._rq_redis).add(job, ttl=self._settings.job_ttl_s, pipeline=pipe)
-        pipe.execute()
+    async def end(self, job_id: str, event: ErrorEvent) -> bool:
+        """End a job that no worker will end (withdrawn, or its worker lost); whether this call
+        ended it (only one can: see hearth.lifecycle)."""
+        ended = await self._redis.eval(*apply_events_args(job_id, [event], self._settings.job_ttl_s))  # type: ignore[arg-type,misc]
+        if ended:
+            await record_ended_by_api(self._redis, job_id, event)
+        return bool(ended)
 
     async def _waiting(self, job: JobInfo, shown: QueuedEvent | None) -> QueuedEvent | None:
-        """A fresh `queued` event if the job still waits and its place or estimate changed;
-        ends a job that waited past its deadline."""
-        position = await self.position(job.id, job.queue)
+        """A fresh `queued` event if the job still waits and its place or estimate changed."""
+        position = await self.position(job)
         if position is None:
-            if await self._status(job.id) == "running" and not await self._worker_alive(job.id):
-                await self._lost(job.id)
-            return None
-        if time.time() > job.created + self._settings.max_queue_wait_s:
-            await self._withdraw(job, ErrorEvent(code=ErrorCode.TIMEOUT, message=(
-                f"No worker could take the request within {self._settings.max_queue_wait_s} s.")))
             return None
         eta = await self.wait_estimate(job.queue, position)
         # A job still in line waits at least for a worker to take it, even when one is idle
@@ -250,7 +212,9 @@ class JobService:
 
         Tokens that arrived together are coalesced into one event (id = the last one's), so a
         slow reader catches up in large steps instead of falling further behind. While the job
-        waits, ephemeral `queued` events (id None) report its place and estimated wait.
+        waits, ephemeral `queued` events (id None) report its place and estimated wait. Jobs
+        that no worker will end (its worker died, it waited too long) are ended by the reaper
+        (api.reaper), whether or not anybody follows them.
         """
         async with follow(self._redis, job.id, self._settings.poll_s) as follower:
             last, shown, started = after, None, False
@@ -268,8 +232,6 @@ class JobService:
                     if update is not None:
                         shown = update
                         yield None, update
-                elif not await self._worker_alive(job.id) and await self._status(job.id) == "running":
-                    await self._lost(job.id)
                 entries = await self._next(job.id, follower, last)
 
     async def _next(self, job_id: str, follower: Follower, last: str) -> list[tuple[str, Event]]:
@@ -300,6 +262,6 @@ class JobService:
 
 
 def dump(info: JobInfo) -> dict[str, object]:
-    return {"id": info.id, "object": "hearth.job", "status": info.status, "model": info.model,
+    return {"id": info.id, "object": "hearth.job", "status": info.status.value, "model": info.model,
             "created_at": info.created, "queue": info.queue}
 

@@ -3,7 +3,7 @@
 of its own, so any number of api processes answer the same scrape."""
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, generate_latest
@@ -16,11 +16,11 @@ from prometheus_client.metrics_core import (
 )
 from prometheus_client.registry import Collector
 from redis.asyncio import Redis as AsyncRedis
-from rq import Queue
 
+from api.queueing import known_queues, queue_key
 from api.workers import WorkerInfo, live_workers
 from hearth import metrics as m
-from hearth.contract import METRICS_KEY, QUEUES, USER_TOKENS_KEY, ErrorCode, ErrorEvent, job_key
+from hearth.contract import ANY_MODEL, METRICS_KEY, USER_TOKENS_KEY, ErrorCode, ErrorEvent, job_key
 
 _HELP = {
     m.Histogram.QUEUE_WAIT: "Seconds from enqueue until a worker started the job.",
@@ -37,15 +37,12 @@ class Snapshot:
     workers: list[WorkerInfo]
 
 
-def queue_key(queue: str) -> str:
-    return Queue.redis_queue_namespace_prefix + queue
-
-
-async def queue_depths(redis: AsyncRedis) -> dict[str, int]:
+async def queue_depths(redis: AsyncRedis, models: Iterable[str] = ()) -> dict[str, int]:
+    queues = await known_queues(redis, models)
     pipe = redis.pipeline(transaction=False)
-    for queue in QUEUES:
+    for queue in queues:
         pipe.llen(queue_key(queue))
-    return dict(zip(QUEUES, map(int, await pipe.execute())))
+    return dict(zip(queues, map(int, await pipe.execute())))
 
 
 async def snapshot(redis: AsyncRedis) -> Snapshot:
@@ -57,7 +54,11 @@ async def snapshot(redis: AsyncRedis) -> Snapshot:
     def floats(raw: dict[bytes, bytes]) -> dict[str, float]:
         return {k.decode(): float(v) for k, v in raw.items()}
 
-    return Snapshot(floats(recorded), floats(user_tokens), await queue_depths(redis), await live_workers(redis))
+    workers = await live_workers(redis)
+    # The queues of every served model, and those waiting for any model's worker (always
+    # there, so a dashboard has the series before any worker or job).
+    depths = await queue_depths(redis, [ANY_MODEL, *(w.model for w in workers)])
+    return Snapshot(floats(recorded), floats(user_tokens), depths, workers)
 
 
 class SnapshotCollector(Collector):
@@ -125,17 +126,13 @@ async def count_rejected(redis: AsyncRedis) -> None:
 _ENDED_BY_API = {ErrorCode.CANCELLED: m.Outcome.CANCELLED, ErrorCode.TIMEOUT: m.Outcome.TIMED_OUT}  # else failed
 
 
-async def record_ended_by_api(redis: AsyncRedis, job_id: str, event: ErrorEvent, ttl_s: int) -> None:
-    """A job that the api ended itself (taken out of the queue, or its worker lost): counted
-    once, by whichever api process or reader gets here first. Call before the final event is
-    appended, so that whoever sees the job end also sees it counted."""
-    outcome = _ENDED_BY_API.get(event.code, m.Outcome.FAILED)
-    if not await redis.hsetnx(job_key(job_id), "outcome", outcome.value):  # type: ignore[misc]
-        return  # counted already (by the worker, or by another reader)
+async def record_ended_by_api(redis: AsyncRedis, job_id: str, event: ErrorEvent) -> None:
+    """Count a job that the api ended itself (taken out of the queue, or its worker lost);
+    the caller's end was the one that took (hearth.lifecycle), so it is counted once."""
     meta = {k.decode(): v.decode() for k, v in (await redis.hgetall(job_key(job_id))).items()}  # type: ignore[misc]
     created = float(meta["created"]) if meta.get("created") else None
     record = m.JobRecord(id=job_id, user=meta.get("owner", ""), queue=meta.get("queue", ""), model=meta.get("model", ""),
-                         outcome=outcome, enqueued_at=created, finished_at=time.time())
+                         outcome=_ENDED_BY_API.get(event.code, m.Outcome.FAILED), enqueued_at=created, finished_at=time.time())
     pipe = redis.pipeline(transaction=False)
-    m.record_job(pipe, record, ttl_s)
+    m.record_job(pipe, record)
     await pipe.execute()

@@ -3,7 +3,9 @@
 import json
 from typing import Any
 
-from hearth.contract import DoneEvent, ErrorCode, ErrorEvent
+from pydantic import BaseModel
+
+from hearth.contract import ContextTrimmedEvent, DoneEvent, ErrorCode, ErrorEvent, RequeuedEvent, TokenEvent
 from api.errors import HearthError
 
 # How a job's error reaches a non-streaming client: (HTTP status, OpenAI error type).
@@ -46,3 +48,34 @@ def completion(job_id: str, created: int, model: str, text: str, done: DoneEvent
         "usage": done.usage.model_dump(),
         **extra,
     }
+
+
+class Answer:
+    """A job's answer as its events tell it, folded one event at a time: the body of a
+    non-streamed chat completion, and of a batch line's output."""
+
+    def __init__(self) -> None:
+        self._parts: list[str] = []
+        self._extra: dict[str, Any] = {}
+        self.final: DoneEvent | ErrorEvent | None = None
+
+    def add(self, event: BaseModel) -> bool:
+        """Take one event; whether it was the last."""
+        if isinstance(event, TokenEvent):
+            self._parts.append(event.text)
+        elif isinstance(event, ContextTrimmedEvent):
+            self._extra["context_trimmed"] = {"messages": event.messages, "tokens": event.tokens}
+        elif isinstance(event, RequeuedEvent) and not event.kept_tokens:
+            self._parts.clear()  # started over on another worker
+        elif isinstance(event, (DoneEvent, ErrorEvent)):
+            self.final = event
+            return True
+        return False
+
+    def completion(self, job_id: str, created: int, model: str) -> dict[str, Any]:
+        """The `chat.completion`; raises the job's error as an OpenAI error."""
+        if isinstance(self.final, ErrorEvent):
+            raise error_of(self.final)
+        if self.final is None:
+            raise ValueError("the job has not ended")
+        return completion(job_id, created, model, "".join(self._parts), self.final, self._extra)

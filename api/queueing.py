@@ -1,4 +1,5 @@
-"""Fair admission to the interactive queue: per-user and global caps, round-robin order.
+"""RQ's queues as the api sees them, and fair admission to the interactive ones: per-user and
+global caps, round-robin order.
 
 RQ's queue is a Redis list the worker pops from the head. A new job is not appended: it is
 inserted before the first waiting job of a later "round", where a job's round is how many
@@ -6,21 +7,42 @@ jobs of its owner wait ahead of it. Users A (3 jobs) and B (then 3 jobs) are ser
 A1 B1 A2 B2 A3 B3, so nobody can push the others back by sending many requests.
 """
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from redis import Redis
+from redis.asyncio import Redis as AsyncRedis
 from redis.client import Pipeline
 from rq import Queue
 from rq.job import Job
 
-from hearth.contract import JOB_KEY, job_key
+from hearth.contract import JOB_KEY, RQ_SERIALIZER, QueueKind, job_key, queue_name
 
 _OWNER_PREFIX = JOB_KEY.format(job_id="")
 
-# KEYS: the queue list, the new job's Hearth hash. ARGV: job id, its owner, per-user cap, global
-# cap, job hash prefix (every waiting job's owner is in its hash), the hash's TTL, then the new
-# hash's fields and values. Admits the job (writes its hash) or not, in the one round trip.
-# Returns the new job's 1-based position, -1 when its owner is at the cap, -2 when the queue is.
+
+def queue_key(queue: str) -> str:
+    return Queue.redis_queue_namespace_prefix + queue
+
+
+async def known_queues(redis: AsyncRedis, models: Iterable[str] = ()) -> list[str]:
+    """Every queue RQ has registered (each model's, whether or not a worker serves it now) and
+    the queues of `models`, by model, interactive first."""
+    prefix = Queue.redis_queue_namespace_prefix
+    names = {key.decode().removeprefix(prefix) for key in await redis.smembers(Queue.redis_queues_keys)}  # type: ignore[misc]
+    return sorted(names.union(queue_name(kind, m) for m in models for kind in QueueKind), key=_by_model)
+
+
+def _by_model(queue: str) -> tuple[str, bool]:
+    kind, _, model = queue.partition(":")
+    return model, kind != QueueKind.INTERACTIVE
+
+# KEYS: the queue list, the new job's Hearth hash, the model's preempt channel. ARGV: job id,
+# its owner, per-user cap, global cap, job hash prefix (every waiting job's owner is in its
+# hash), the hash's TTL, the longest wait (s), then the new hash's fields and values. Admits
+# the job (writes its hash, `queued`, with its start deadline in Redis's time, and tells the
+# model's workers, so a batch line gives way) or not, in the one round trip. Returns the new
+# job's 1-based position, -1 when its owner is at the cap, -2 when the queue is.
 _FAIR_INSERT = """
 local ids = redis.call('LRANGE', KEYS[1], 0, -1)
 if #ids >= tonumber(ARGV[4]) then return -2 end
@@ -30,8 +52,10 @@ for i, id in ipairs(ids) do
   if owners[i] == ARGV[2] then mine = mine + 1 end
 end
 if mine >= tonumber(ARGV[3]) then return -1 end
-redis.call('HSET', KEYS[2], unpack(ARGV, 7))
+local t = redis.call('TIME')
+redis.call('HSET', KEYS[2], 'status', 'queued', 'not_after', t[1] + tonumber(ARGV[7]), unpack(ARGV, 8))
 redis.call('EXPIRE', KEYS[2], ARGV[6])
+redis.call('PUBLISH', KEYS[3], ARGV[1])
 local rounds = {}
 for i, id in ipairs(ids) do
   local round = rounds[owners[i]] or 0
@@ -53,6 +77,8 @@ REJECTED_QUEUE_FULL = -2
 class Admission:
     fields: dict[str, str | int]  # Hearth's job hash (its owner among them), written only if admitted
     ttl_s: int
+    max_wait_s: int
+    preempt_channel: str
 
     @property
     def owner(self) -> str:
@@ -65,7 +91,7 @@ class FairQueue(Queue):
     verdict from the pipeline's last result."""
 
     def __init__(self, name: str, connection: Redis, per_user: int, total: int):
-        super().__init__(name, connection=connection)
+        super().__init__(name, connection=connection, serializer=RQ_SERIALIZER)
         self._per_user, self._total = per_user, total
         self._admissions: dict[str, Admission] = {}  # by job id, for push_job_id (called by RQ)
 
@@ -83,5 +109,5 @@ class FairQueue(Queue):
         fields = [item for pair in admission.fields.items() for item in pair]
         # EVAL, not a registered Script: a pipeline with scripts asks SCRIPT EXISTS first, an
         # extra round trip per request.
-        pipeline.eval(_FAIR_INSERT, 2, self.key, job_key(job_id), job_id, admission.owner,
-                      self._per_user, self._total, _OWNER_PREFIX, admission.ttl_s, *fields)
+        pipeline.eval(_FAIR_INSERT, 3, self.key, job_key(job_id), admission.preempt_channel, job_id, admission.owner,
+                      self._per_user, self._total, _OWNER_PREFIX, admission.ttl_s, admission.max_wait_s, *fields)

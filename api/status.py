@@ -20,9 +20,10 @@ from redis.asyncio import Redis as AsyncRedis
 from redis.exceptions import RedisError
 
 from api.auth import User
-from api.metrics import queue_depths, queue_key
+from api.metrics import queue_depths
+from api.queueing import known_queues, queue_key
 from api.workers import live_workers
-from hearth.contract import QUEUE_DEPTH_KEY, QUEUES, RECENT_JOBS_KEY, job_key
+from hearth.contract import QUEUE_DEPTH_KEY, RECENT_JOBS_KEY, job_key, job_of
 from hearth.metrics import JobRecord
 
 log = logging.getLogger(__name__)
@@ -78,8 +79,10 @@ async def build_status(redis: AsyncRedis, viewer: User) -> dict[str, object]:
     def sees(owner: str | None) -> bool:
         return viewer.is_admin or owner == viewer.name
 
+    workers = await live_workers(redis)
+    queues = await known_queues(redis, [w.model for w in workers])
     pipe = redis.pipeline(transaction=False)
-    for queue in QUEUES:
+    for queue in queues:
         pipe.lrange(queue_key(queue), 0, -1)
     pipe.zrevrange(RECENT_JOBS_KEY, 0, -1)
     pipe.zrangebyscore(QUEUE_DEPTH_KEY, now - HISTORY_S, "+inf")
@@ -88,17 +91,16 @@ async def build_status(redis: AsyncRedis, viewer: User) -> dict[str, object]:
     pipe = redis.pipeline(transaction=False)
     for ids in waiting:
         for job_id in ids:
-            pipe.hmget(job_key(job_id.decode()), "owner", "created")
+            pipe.hmget(job_key(job_of(job_id.decode())), "owner", "created")
     metas = iter(await pipe.execute())
     queued: list[dict[str, object]] = []
-    for queue, ids in zip(QUEUES, waiting):
+    for queue, ids in zip(queues, waiting):
         for position, raw_id in enumerate(ids, 1):
             owner, created = map(_decode, next(metas))
             if sees(owner):
-                queued.append({"id": raw_id.decode(), "user": owner, "queue": queue, "position": position,
+                queued.append({"id": job_of(raw_id.decode()), "user": owner, "queue": queue, "position": position,
                                "waiting_s": round(now - float(created), 1) if created else None})
 
-    workers = await live_workers(redis)
     running: list[dict[str, object]] = []
     for w in workers:
         if w.state != "busy" or not w.job:
@@ -119,7 +121,7 @@ async def build_status(redis: AsyncRedis, viewer: User) -> dict[str, object]:
         "now": round(now, 3),
         "user": viewer.name,
         "admin": viewer.is_admin,
-        "queues": {queue: len(ids) for queue, ids in zip(QUEUES, waiting)},
+        "queues": {queue: len(ids) for queue, ids in zip(queues, waiting)},
         "queued": queued,
         "running": running,
         "workers": [{"name": w.name, "model": w.model, "n_ctx": w.n_ctx, "state": w.state} for w in workers],

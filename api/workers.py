@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from redis.asyncio import Redis as AsyncRedis
 
-from hearth.contract import WORKERS_KEY, Message, worker_key
+from hearth.contract import ANY_MODEL, WORKERS_KEY, Message, worker_key
 
 
 @dataclass(frozen=True)
@@ -59,3 +59,16 @@ async def live_workers(redis: AsyncRedis) -> list[WorkerInfo]:
                 fields["job_tokens"], fields["job_tokens_per_s"], fields["job_started_at"],
             ))
     return sorted(workers, key=lambda w: w.name)
+
+
+def serving(workers: list[WorkerInfo], requested: str) -> WorkerInfo | None:
+    """The worker whose model answers a request for `requested`: its own, else (until models
+    are routed by name) any live worker's."""
+    return next((w for w in workers if w.model == requested), workers[0] if workers else None)
+
+
+def queue_model(workers: list[WorkerInfo], requested: str) -> str:
+    """The model whose queues a request for `requested` waits in; with no worker up, the
+    queues any model's first worker serves."""
+    chosen = serving(workers, requested)
+    return chosen.model if chosen else ANY_MODEL

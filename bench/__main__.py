@@ -8,7 +8,7 @@ import sys
 from collections.abc import Callable
 
 from api.settings import ApiSettings
-from bench import context, load, stream
+from bench import batch, context, load, stream
 from bench.rig import Rig
 from hearth.logs import setup_logging
 from hearth.settings import CommonSettings
@@ -18,6 +18,7 @@ CASES: dict[str, Callable[[Rig, argparse.Namespace], str]] = {
     "stream": lambda rig, a: stream.run(rig, a.rounds, a.tokens, a.seed).render(),
     "load": lambda rig, a: load.run(rig, a.users, a.chats, a.max_tokens, a.seed).render(),
     "context": lambda rig, a: context.run(rig, a.turns, a.max_tokens, a.seed).render(),
+    "batch": lambda rig, a: batch.run(rig, a.lines, a.line_tokens, a.seed).render(),
 }
 
 
@@ -56,6 +57,9 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--max-tokens", type=at_least(1), default=48, help="completion tokens per chat (default: %(default)s)")
     c = p.add_argument_group("context")
     c.add_argument("--turns", type=at_least(1), default=8, help="turns of each interleaved conversation (default: %(default)s)")
+    b = p.add_argument_group("batch")
+    b.add_argument("--lines", type=at_least(1), default=6, help="batch lines (default: %(default)s)")
+    b.add_argument("--line-tokens", type=at_least(1), default=64, help="completion tokens per line (default: %(default)s)")
     return p
 
 

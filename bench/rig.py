@@ -18,6 +18,7 @@ from rq.job import Job, JobStatus
 
 from api.auth import UserStore
 from api.settings import ApiSettings
+from hearth.contract import RQ_SERIALIZER
 from tests.stack import RedisServer, Stack
 from worker.engine import Engine, load_vocab
 from worker.settings import WorkerSettings
@@ -140,7 +141,7 @@ class Rig:
     def wait_idle(self, job_id: str, timeout: float = 30) -> None:
         """Return once the worker has finished `job_id`'s bookkeeping."""
         deadline = time.monotonic() + timeout
-        while Job.fetch(job_id, connection=self.redis).get_status() != JobStatus.FINISHED:
+        while Job.fetch(job_id, connection=self.redis, serializer=RQ_SERIALIZER).get_status() != JobStatus.FINISHED:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"job {job_id} did not finish within {timeout} s")
             time.sleep(0.01)

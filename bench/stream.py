@@ -27,7 +27,7 @@ from rq.job import Job
 from api.schemas import ChatCompletionRequest
 from bench.report import median, table, verdict
 from bench.rig import Rig
-from hearth.contract import EventType, decode_event, events_key
+from hearth.contract import RQ_SERIALIZER, EventType, decode_event, events_key
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +67,7 @@ def _utc(moment: datetime | None) -> float:
 
 def _phases(rig: Rig, job_id: str, sent: float, first: float) -> dict[str, float]:
     """`sent` and `first` are wall-clock (time.time()) like the Redis timestamps."""
-    job = Job.fetch(job_id, connection=rig.redis)
+    job = Job.fetch(job_id, connection=rig.redis, serializer=RQ_SERIALIZER)
     first_token = next(int(entry_id.split(b"-")[0]) / 1000 for entry_id, fields in rig.redis.xrange(events_key(job_id))
                        if decode_event(fields).type == EventType.TOKEN)
     points = [sent, _utc(job.enqueued_at), _utc(job.started_at), first_token, first]

@@ -1,9 +1,10 @@
 """The api <-> worker contract: queue names, Redis keys, the job payload and the event schema.
 
-This is the only module the api and the worker both import. Everything crosses Redis as JSON.
+With `hearth.lifecycle` (which owns a job's status), this is what the api and the worker share.
+Everything crosses Redis as JSON, RQ's job data included (`RQ_SERIALIZER`).
 
 Events of a job are appended to a per-job Redis Stream (the replay log, kept for a TTL) and, in
-the same script, published on the job's pub/sub channel. Live readers hear each append pushed
+the same script (hearth.lifecycle), published on the job's pub/sub channel. Live readers hear each append pushed
 to them at once; the stream serves whoever was not listening (a reader that attaches late, after
 the end, or resumes with an SSE `Last-Event-ID`, which is simply a stream id). Every published
 message names the stream id that preceded it, so a reader knows when it missed one and re-reads
@@ -16,15 +17,38 @@ from typing import Annotated, Literal, TypeVar
 
 from pydantic import BaseModel, Field, TypeAdapter
 
-# RQ queues, read in this order by every worker: interactive chats before batch work.
-QUEUE_INTERACTIVE = "interactive"
-QUEUE_BATCH = "batch"
-QUEUES = (QUEUE_INTERACTIVE, QUEUE_BATCH)
+
+
+class QueueKind(StrEnum):
+    """Each model has one RQ queue of each kind; its workers read interactive before batch."""
+
+    INTERACTIVE = "interactive"
+    BATCH = "batch"
+
+
+def queue_name(kind: QueueKind, model: str) -> str:
+    return f"{kind.value}:{model}"
+
+
+# Requests made while no worker is up, for a model none has served, wait here for the first
+# worker of any model (as any loaded model answers a request that names another).
+ANY_MODEL = "*"
+
+
+def model_queues(model: str) -> list[str]:
+    """A worker's queues, in the order it reads them: chats first, its model's before any."""
+    return [queue_name(kind, m) for kind in QueueKind for m in (model, ANY_MODEL)]
+
+
+RQ_SERIALIZER = "json"  # RQ's JSONSerializer: job arguments and results as JSON, never pickle
 
 # Import path of the job function; the api enqueues it by name and never imports the worker.
 GENERATE_FUNC = "worker.tasks.generate"
 
-JOB_KEY = "hearth:job:{job_id}"  # hash written at enqueue: owner, model, created, queue
+JOB_KEY = "hearth:job:{job_id}"  # hash written at enqueue: owner, model, created, queue, status (hearth.lifecycle)
+RUNNING_KEY = "hearth:running"  # hash: running job id -> its worker (the reaper's round)
+ENDED_KEY = "hearth:ended"  # list: ended jobs with a `sink` (batch lines...), for the api to file
+PREEMPT_CHANNEL = "hearth:preempt:{model}"  # pub/sub: an interactive job was queued for the model
 EVENTS_KEY = "hearth:job:{job_id}:events"  # Stream: the job's replay log
 LIVE_CHANNEL = "hearth:job:{job_id}:live"  # pub/sub: each append to the log, as it happens
 CANCEL_KEY = "hearth:job:{job_id}:cancel"  # set when a cancel is requested (seen at job start)
@@ -42,6 +66,14 @@ def job_key(job_id: str) -> str:
     return JOB_KEY.format(job_id=job_id)
 
 
+ATTEMPT_SEPARATOR = "-"  # RQ id of a later attempt: "<job id>-<suffix>" (job ids are hex)
+
+
+def job_of(rq_id: str) -> str:
+    """The Hearth job an RQ job is an attempt of (a chat's RQ id is its job id)."""
+    return rq_id.partition(ATTEMPT_SEPARATOR)[0]
+
+
 def events_key(job_id: str) -> str:
     return EVENTS_KEY.format(job_id=job_id)
 
@@ -52,6 +84,10 @@ def live_channel(job_id: str) -> str:
 
 def cancel_key(job_id: str) -> str:
     return CANCEL_KEY.format(job_id=job_id)
+
+
+def preempt_channel(model: str) -> str:
+    return PREEMPT_CHANNEL.format(model=model)
 
 
 def worker_key(name: str) -> str:
@@ -80,12 +116,24 @@ class SamplingParams(BaseModel):
     logit_bias: dict[int, float] = {}
 
 
+class Resume(BaseModel):
+    """Where a paused generation stopped: its answer tokens so far, whose text was sent (the
+    prompt and these are the model state the worker kept)."""
+
+    tokens: list[int]
+
+
 class JobPayload(BaseModel):
+    """The argument of the RQ job. `job_id` is Hearth's id (events, status, cancel); the RQ job
+    id is the same for a chat, and one per attempt for a batch line, which can be requeued."""
+
+    job_id: str
     messages: list[Message]
     params: SamplingParams
     model: str
     user: str | None = None
-    not_after: float | None = None  # unix time: a job still waiting then must not start
+    preemptible: bool = False  # a batch line: pauses when a chat arrives for its model
+    resume: Resume | None = None
 
 
 class FitRequest(BaseModel):
@@ -93,7 +141,7 @@ class FitRequest(BaseModel):
     tokenizer and template, so an oversized message gets its 400 before it waits in line."""
 
     reply_to: str  # list key the FitReply is pushed to
-    expires_at: float  # unix time; a worker skips requests nobody waits for any more
+    expires_at: float  # Redis time (hearth.lifecycle); a worker skips requests nobody waits for any more
     messages: list[Message]
     max_tokens: int | None = None
 
@@ -121,6 +169,7 @@ class EventType(StrEnum):
     STARTED = "started"
     CONTEXT_TRIMMED = "context_trimmed"
     TOKEN = "token"
+    REQUEUED = "requeued"
     DONE = "done"
     ERROR = "error"
 
@@ -152,6 +201,15 @@ class TokenEvent(BaseModel):
     tokens: int = 1
 
 
+class RequeuedEvent(BaseModel):
+    """A batch line back in its queue: paused for a chat (it resumes where it stopped), or its
+    worker was lost (it starts again, up to a bound)."""
+
+    type: Literal[EventType.REQUEUED] = EventType.REQUEUED
+    reason: Literal["paused", "worker_lost"]
+    kept_tokens: int = 0  # answer tokens kept (paused), or 0 (it starts over)
+
+
 class DoneEvent(BaseModel):
     type: Literal[EventType.DONE] = EventType.DONE
     finish_reason: Literal["stop", "length"]
@@ -173,7 +231,7 @@ class ErrorEvent(BaseModel):
 
 
 Event = Annotated[
-    QueuedEvent | StartedEvent | ContextTrimmedEvent | TokenEvent | DoneEvent | ErrorEvent,
+    QueuedEvent | StartedEvent | ContextTrimmedEvent | TokenEvent | RequeuedEvent | DoneEvent | ErrorEvent,
     Field(discriminator="type"),
 ]
 FINAL_EVENTS = (EventType.DONE, EventType.ERROR)
@@ -181,26 +239,8 @@ FINAL_EVENTS = (EventType.DONE, EventType.ERROR)
 _EVENT = TypeAdapter(Event)
 _FIELD = "event"  # the single field of a stream entry
 
-# KEYS: the job's stream and channel; ARGV: the TTL in seconds, then one event JSON per entry.
-# Atomic, so a reader that subscribes before it reads the stream can only see an event twice
-# (dropped by id), never miss one. The message is the id before these entries, then "<id> <json>"
-# per entry, one per line (event JSON has no raw newlines).
-APPEND_EVENTS_LUA = """
-local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
-local lines = {last[1] and last[1][1] or '0-0'}
-for i = 2, #ARGV do
-  lines[#lines + 1] = redis.call('XADD', KEYS[1], '*', 'event', ARGV[i]) .. ' ' .. ARGV[i]
-end
-redis.call('EXPIRE', KEYS[1], ARGV[1])
-redis.call('PUBLISH', KEYS[2], table.concat(lines, '\\n'))
-"""
 START_ID = "0-0"  # stream id before the first event
 K = TypeVar("K")
-
-
-def append_events_args(job_id: str, events: list[BaseModel], ttl_s: int) -> list[str | int]:
-    """The arguments of EVAL APPEND_EVENTS_LUA that append `events` to the job's log."""
-    return [APPEND_EVENTS_LUA, 2, events_key(job_id), live_channel(job_id), ttl_s, *(e.model_dump_json() for e in events)]
 
 
 def decode_event(fields: dict[bytes, bytes]) -> Event:

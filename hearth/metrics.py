@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel
 
-from hearth.contract import METRICS_KEY, RECENT_JOBS_KEY, USER_TOKENS_KEY, job_key
+from hearth.contract import METRICS_KEY, RECENT_JOBS_KEY, USER_TOKENS_KEY
 
 RECENT_KEEP = 1000  # job records kept: the recent-jobs list and the last hour's plots
 
@@ -73,8 +73,6 @@ class Pipe(Protocol):
 
     def hincrby(self, name: str, key: str, amount: int = 1) -> Any: ...
     def hincrbyfloat(self, name: str, key: str, amount: float = 1.0) -> Any: ...
-    def hset(self, name: str, key: str | None = None, value: Any = None, mapping: Any = None) -> Any: ...
-    def expire(self, name: str, time: int) -> Any: ...
     def zadd(self, name: str, mapping: Any) -> Any: ...
     def zremrangebyrank(self, name: str, min: int, max: int) -> Any: ...
 
@@ -107,9 +105,9 @@ class JobRecord(BaseModel):
     completion_tokens: int = 0  # tokens sent, whatever the outcome
 
 
-def record_job(pipe: Pipe, record: JobRecord, ttl_s: int) -> None:
+def record_job(pipe: Pipe, record: JobRecord) -> None:
     """Queue on `pipe` everything a finished job adds: counters, histograms, per-user tokens,
-    its outcome on the job's hash, and its record among the recent jobs."""
+    and its record among the recent jobs."""
     pipe.hincrby(METRICS_KEY, jobs_field(record.outcome), 1)
     for histogram, value in (
         (Histogram.QUEUE_WAIT, record.queue_wait_s),
@@ -125,8 +123,6 @@ def record_job(pipe: Pipe, record: JobRecord, ttl_s: int) -> None:
     if record.completion_tokens:
         pipe.hincrby(METRICS_KEY, TOKENS_PREDICTED, record.completion_tokens)
         pipe.hincrby(USER_TOKENS_KEY, user_tokens_field("completion", record.user), record.completion_tokens)
-    pipe.hset(job_key(record.id), "outcome", record.outcome.value)
-    pipe.expire(job_key(record.id), ttl_s)
     pipe.zadd(RECENT_JOBS_KEY, {record.model_dump_json(): record.finished_at})
     pipe.zremrangebyrank(RECENT_JOBS_KEY, 0, -RECENT_KEEP - 1)
 

@@ -16,6 +16,9 @@ import redis
 from hearth.redis_server import server_args
 
 ROOT = Path(__file__).resolve().parent.parent
+MODEL = "SmolLM2-135M-Instruct.Q4_1"  # the embedded model's id
+INTERACTIVE = f"interactive:{MODEL}"  # its queues
+BATCH = f"batch:{MODEL}"
 
 
 def free_port() -> int:

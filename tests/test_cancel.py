@@ -3,7 +3,7 @@
 import httpx
 
 from tests.sse import job_events, stream_in_background
-from tests.stack import BUSY, Stack, wait_for
+from tests.stack import BUSY, INTERACTIVE, Stack, wait_for
 
 
 def ms(event_id: str) -> int:
@@ -33,12 +33,12 @@ def test_cancel_queued_job_removes_it(stack: Stack) -> None:
     running, started = stream_in_background(stack, BUSY)
     assert started.wait(120)
     waiting, _ = stream_in_background(stack, {**BUSY, "max_tokens": 5})
-    wait_for(lambda: stack.redis.llen("rq:queue:interactive") == 1, 10, "the second job to queue")
+    wait_for(lambda: stack.redis.llen(f"rq:queue:{INTERACTIVE}") == 1, 10, "the second job to queue")
     assert httpx.get(f"{stack.base_url}/jobs/{waiting['id']}").json()["status"] == "queued"
     assert httpx.post(f"{stack.base_url}/jobs/{waiting['id']}/cancel").json()["status"] == "cancelled"
     wait_for(lambda: waiting.get("closed"), 30, "the queued stream to end")
     assert waiting["error"]["code"] == "cancelled" and waiting["text"] == ""
-    assert stack.redis.llen("rq:queue:interactive") == 0
+    assert stack.redis.llen(f"rq:queue:{INTERACTIVE}") == 0
     httpx.post(f"{stack.base_url}/jobs/{running['id']}/cancel").raise_for_status()
     wait_for(lambda: running.get("closed"), 30, "the running stream to end")
     # The worker never ran the cancelled job: its log holds only the api's cancel event.

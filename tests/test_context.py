@@ -7,7 +7,7 @@ import pytest
 
 from hearth.contract import Message
 from api.workers import WorkerInfo
-from tests.stack import Stack, serve
+from tests.stack import INTERACTIVE, Stack, serve
 from worker.context import ContextOverflow
 from worker.engine import load_vocab
 from worker.prompter import Prompter
@@ -114,7 +114,7 @@ def test_oversized_message_gets_400_before_it_is_queued(small_window: Stack) -> 
             client.chat.completions.create(model="any", messages=[{"role": "user", "content": "word " * 700}], stream=stream)
         assert info.value.code == "context_length_exceeded"
         assert "512" in info.value.message
-    assert small_window.redis.llen("rq:queue:interactive") == 0
+    assert small_window.redis.llen(f"rq:queue:{INTERACTIVE}") == 0
     assert not list(small_window.redis.scan_iter("hearth:job:*"))
 
 

@@ -8,7 +8,7 @@ import httpx
 import openai
 
 from tests.sse import read_sse, stream_in_background
-from tests.stack import BUSY, Stack, add_user, wait_for
+from tests.stack import BUSY, INTERACTIVE, Stack, add_user, wait_for
 
 
 def auth(key: str) -> dict[str, str]:
@@ -98,7 +98,7 @@ def test_caps_answer_429_with_retry_after(make_stack) -> None:
             raise AssertionError("expected a 429")
         except openai.RateLimitError as exc:
             assert exc.response.headers["retry-after"]
-    assert s.redis.llen("rq:queue:interactive") == 4  # nothing rejected was queued
+    assert s.redis.llen(f"rq:queue:{INTERACTIVE}") == 4  # nothing rejected was queued
     cancel(s, keys["cal"], blocker)
 
 

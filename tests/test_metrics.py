@@ -10,7 +10,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.chats import BackgroundChat, chat_body
 from tests.sse import job_events
-from tests.stack import Stack
+from tests.stack import BATCH, INTERACTIVE, Stack
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 HISTOGRAMS = ("hearth_queue_wait_seconds", "hearth_time_to_first_token_seconds", "hearth_generation_tokens_per_second")
@@ -50,7 +50,7 @@ def test_counters_and_histograms_after_a_completed_a_cancelled_and_a_rejected_ch
     b = BackgroundChat(stack, chat_body("Name a colour.", 8))
     b.wait_queued()
     during = scrape(stack)
-    assert value(during, "hearth_queue_depth", queue="interactive") == 1
+    assert value(during, "hearth_queue_depth", queue=INTERACTIVE) == 1
     assert value(during, "hearth_requests_deferred") == 1
     eventually(lambda: value(scrape(stack), "hearth_requests_processing") == 1, "the heartbeat to say busy")
     assert value(scrape(stack), "hearth_worker_busy", worker=worker) == 1
@@ -93,8 +93,8 @@ def test_counters_and_histograms_after_a_completed_a_cancelled_and_a_rejected_ch
         assert moved(f"{name}_sum") > 0 or name == "hearth_queue_wait_seconds", name
         buckets = sorted(((float(dict(labels)["le"]), v) for (n, labels), v in after.items() if n == f"{name}_bucket"))
         assert [v for _, v in buckets] == sorted(v for _, v in buckets), f"{name}'s buckets are not cumulative"
-    assert value(after, "hearth_queue_depth", queue="interactive") == 0
-    assert value(after, "hearth_queue_depth", queue="batch") == 0
+    assert value(after, "hearth_queue_depth", queue=INTERACTIVE) == 0
+    assert value(after, "hearth_queue_depth", queue=BATCH) == 0
     assert value(after, "hearth_workers", state="idle") == 1 and value(after, "hearth_workers", state="busy") == 0
 
     model = httpx.get(f"{stack.base_url}/models", timeout=30).json()["data"][0]

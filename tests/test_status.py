@@ -14,7 +14,7 @@ from redis.asyncio import Redis as AsyncRedis
 
 from api.auth import UserStore
 from tests.chats import BackgroundChat, chat_body
-from tests.stack import Process, Stack, free_port, wait_for
+from tests.stack import BATCH, INTERACTIVE, Process, Stack, free_port, wait_for
 
 
 def add_users(redis_url: str, **admin: bool) -> dict[str, str]:
@@ -76,22 +76,22 @@ def test_status_shows_the_running_and_the_queued_job_to_whom_it_may(make_stack: 
 
         # The admin sees both, with the runner's live speed (from the worker's heartbeat).
         root = poll(stack, keys["root"], lambda s: bool(s["running"]) and s["running"][0]["tokens_per_s"] is not None, "live speed")
-        assert root["admin"] and root["queues"] == {"interactive": 1, "batch": 0}
-        assert [(j["id"], j["user"], j["queue"], j["position"]) for j in root["queued"]] == [(short.job_id, "bob", "interactive", 1)]
+        assert root["admin"] and root["queues"] == {INTERACTIVE: 1, BATCH: 0}
+        assert [(j["id"], j["user"], j["queue"], j["position"]) for j in root["queued"]] == [(short.job_id, "bob", INTERACTIVE, 1)]
         [running] = root["running"]
         assert (running["id"], running["user"]) == (long.job_id, "alice")
         assert running["tokens"] >= 1 and running["tokens_per_s"] > 0 and running["elapsed_s"] >= 0
         assert [w["state"] for w in root["workers"]] == ["busy"]
         # Alice sees her running job and the queue's length, not Bob's job.
         alice = status(stack, keys["alice"])
-        assert not alice["admin"] and alice["queued"] == [] and alice["queues"]["interactive"] == 1
+        assert not alice["admin"] and alice["queued"] == [] and alice["queues"][INTERACTIVE] == 1
         assert alice["running"][0]["id"] == long.job_id
         # Bob sees his place in line, and that something runs and how fast, but not whose.
         bob = status(stack, keys["bob"])
         assert [(j["id"], j["position"]) for j in bob["queued"]] == [(short.job_id, 1)]
         assert (bob["running"][0]["id"], bob["running"][0]["user"]) == (None, None) and bob["running"][0]["tokens"] >= 1
         # The queue depth series has sampled the waiting job (every 5 s).
-        poll(stack, keys["root"], lambda s: any(p["interactive"] == 1 for p in s["series"]["queue_depth"]), "a depth sample", 15)
+        poll(stack, keys["root"], lambda s: any(p.get(INTERACTIVE) == 1 for p in s["series"]["queue_depth"]), "a depth sample", 15)
 
         # The Status tab shows the same (its api_key input is the session's, None here).
         summary, queue, *_ = Client(ui_url, verbose=False).predict(api_name="/refresh_status")
@@ -104,7 +104,7 @@ def test_status_shows_the_running_and_the_queued_job_to_whom_it_may(make_stack: 
         root = poll(stack, keys["root"], lambda s: len(s["recent"]) == 2 and not s["running"], "both jobs to end")
         assert [(r["id"], r["user"], r["outcome"]) for r in root["recent"]] == [
             (short.job_id, "bob", "completed"), (long.job_id, "alice", "cancelled")]
-        assert root["queued"] == [] and root["queues"] == {"interactive": 0, "batch": 0}
+        assert root["queued"] == [] and root["queues"] == {INTERACTIVE: 0, BATCH: 0}
         assert [p["outcome"] for p in root["series"]["jobs"]] == ["cancelled", "completed"]
         assert all(p["ttft_s"] > 0 for p in root["series"]["jobs"])
         assert [r["id"] for r in status(stack, keys["alice"])["recent"]] == [long.job_id]

@@ -12,6 +12,8 @@ import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 from rq.job import Job
 
+from hearth.contract import RQ_SERIALIZER
+from tests.sse import job_events
 from tests.stack import ROOT, Process, RedisServer, Stack, add_user, free_port, serve, wait_for
 from ui.app import CUT_SHORT
 
@@ -187,8 +189,8 @@ def test_second_turn_sends_the_whole_history(ui: Ui, stack: Stack, open_page: Ca
     first = ask(page, ui, "My cat is called Pebble. Answer in one short sentence.")
     second = ask(page, ui, "What is my cat called?")
 
-    first_text = Job.fetch(first, connection=stack.redis).return_value()["text"]
-    messages = Job.fetch(second, connection=stack.redis).args[0]["messages"]
+    first_text = "".join(json.loads(e.data)["text"] for e in job_events(stack.base_url, first) if e.event == "token")
+    messages = Job.fetch(second, connection=stack.redis, serializer=RQ_SERIALIZER).args[0]["messages"]
     assert [m["role"] for m in messages] == ["user", "assistant", "user"]
     assert messages[0]["content"] == "My cat is called Pebble. Answer in one short sentence."
     assert first_text.strip() and messages[1]["content"].strip() == first_text.strip()
@@ -247,7 +249,7 @@ def test_trimmed_context_is_noted_and_the_note_is_not_sent_back(make_stack: Call
         page.screenshot(path=str(log_dir / "ui-chat-trimmed.png"))
         last = ask(page, ui, "Thanks.")
 
-        sent = Job.fetch(last, connection=small.redis).args[0]["messages"]
+        sent = Job.fetch(last, connection=small.redis, serializer=RQ_SERIALIZER).args[0]["messages"]
         assert [m["role"] for m in sent] == ["user", "assistant", "user", "assistant", "user"]
         assert not any("left out" in m["content"] for m in sent)
     finally:
@@ -456,3 +458,29 @@ def test_revoked_user_is_sent_back_to_sign_in(secured: Stack, secured_ui: Ui, ne
     sign_in(page, "ivy", key)
     signed_in(page, "ivy")
     assert page.locator(BOT).count() == 0 and "Are you there?" not in page.inner_text("body")
+
+
+def test_batch_tab_runs_a_prompt_file_and_offers_the_answers(ui: Ui, stack: Stack, open_page: Callable[[str], Page], tmp_path: Path) -> None:
+    prompts = tmp_path / "questions.txt"
+    prompts.write_text("Say yes.\n\nName a fruit.\nSay no.\n")
+    page = open_page(ui.url)
+    page.get_by_role("tab", name="Batch").click()
+    page.locator("#hearth-batch-file input[type=file]").set_input_files(str(prompts))
+    page.fill("#hearth-batch-max-tokens input", "6")
+    page.click("#hearth-batch-start")
+    expect(page.locator("#hearth-batch-message")).to_contain_text("Started batch_", timeout=30_000)
+    batch_id = page.locator("#hearth-batch-message").inner_text().split("Started ")[1].rstrip(".").strip()
+    table = page.locator("#hearth-batches")
+    expect(table).to_contain_text(batch_id)
+    expect(table).to_contain_text("completed", timeout=REPLY_S * 1000)  # the tab polls while open
+    expect(table).to_contain_text("100%")
+    page.locator("#hearth-batch-chosen input").fill(batch_id)
+    page.keyboard.press("Enter")
+    page.click("#hearth-batch-download")
+    results = page.locator("#hearth-batch-results")
+    expect(results).to_contain_text(f"{batch_id}.csv", timeout=30_000)
+    expect(results).to_contain_text(f"{batch_id}.jsonl")
+    body = httpx.get(f"{stack.base_url}/batches/{batch_id}", timeout=5).json()
+    assert body["request_counts"] == {"total": 3, "completed": 3, "failed": 0}
+    answers = httpx.get(f"{stack.base_url}/files/{body['output_file_id']}/content", timeout=5).text.splitlines()
+    assert sorted(json.loads(a)["custom_id"] for a in answers) == ["line-1", "line-3", "line-4"]

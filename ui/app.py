@@ -14,6 +14,7 @@ from typing import Any
 
 import gradio as gr
 
+from ui.batches import batch_tab
 from ui.client import ApiError, ContextTrimmed, Delta, Finished, HearthClient, Queued, SessionEnded, Started
 from ui.signin import Page, signin_form, wire_signin
 from ui.status import status_tab
@@ -198,7 +199,8 @@ def build_app(client: HearthClient) -> gr.Blocks:
                         analytics_enabled=False,
                         fill_height=True,
                     )
+                batches = batch_tab(client, token, tabs)
                 status = status_tab(client, token, tabs)
-        wire_signin(app, client, Page(token, ended, form, main, who, sign_out, chat, tabs, status))
+        wire_signin(app, client, Page(token, ended, form, main, who, sign_out, chat, tabs, status, batches))
     app.queue(default_concurrency_limit=CONCURRENCY_LIMIT)
     return app

@@ -314,3 +314,36 @@ class HearthClient:
         if response.status_code != 200:
             raise error_for_status(response, body)
         return body  # type: ignore[no-any-return]
+
+    async def _json(self, method: str, path: str, **kwargs: Any) -> Any:
+        response, body = await self._call(method, path, headers=self._headers(), **kwargs)
+        if response.status_code != 200:
+            raise error_for_status(response, body)
+        return body
+
+    async def start_batch(self, filename: str, jsonl: bytes) -> dict[str, Any]:
+        """Upload a batch input file and run it (`POST /v1/files`, then `/v1/batches`)."""
+        uploaded = await self._json("POST", "/files", files={"file": (filename, jsonl)}, data={"purpose": "batch"})
+        return await self._json("POST", "/batches", json={"input_file_id": uploaded["id"], "endpoint": "/v1/chat/completions",
+                                                          "completion_window": "24h"})  # type: ignore[no-any-return]
+
+    async def batches(self) -> list[dict[str, Any]]:
+        """This session's batches, newest first."""
+        return (await self._json("GET", "/batches", params={"limit": 100}))["data"]  # type: ignore[no-any-return]
+
+    async def cancel_batch(self, batch_id: str) -> None:
+        await self._json("POST", f"/batches/{batch_id}/cancel")
+
+    async def batch(self, batch_id: str) -> dict[str, Any]:
+        return await self._json("GET", f"/batches/{batch_id}")  # type: ignore[no-any-return]
+
+    async def file_content(self, file_id: str | None) -> bytes:
+        if not file_id:
+            return b""
+        try:
+            response = await self._http.get(f"{self._base}/files/{file_id}/content", headers=self._headers(), timeout=STATUS_TIMEOUT_S)
+        except httpx.HTTPError:
+            raise ApiError(UNREACHABLE, "api_unreachable") from None
+        if response.status_code != 200:
+            raise error_for_status(response, None)
+        return response.content

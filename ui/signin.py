@@ -14,6 +14,7 @@ import gradio as gr
 from gradio.components import Component
 
 from ui.client import ApiError, HearthClient, Session
+from ui.batches import BatchTab
 from ui.status import StatusTab
 
 log = logging.getLogger(__name__)
@@ -65,7 +66,7 @@ def signin_form() -> SignInForm:
 
 @dataclass(frozen=True)
 class Page:
-    """What signing in and out switches: the form, and the signed-in page (chat and status)
+    """What signing in and out switches: the form, and the signed-in page (chat, batches, status)
     with its session state."""
 
     token: gr.State  # the session token sent as `Authorization: Bearer`; None with auth off
@@ -77,18 +78,19 @@ class Page:
     chat: gr.ChatInterface
     tabs: gr.Tabs
     status: StatusTab
+    batches: BatchTab
 
     def outputs(self) -> list[Component]:
         f = self.signin
         return [self.token, self.ended, f.gate, f.gate_text, f.retry, f.form, f.message, f.username, f.secret,
                 self.main, self.who, self.sign_out, self.chat.chatbot, self.chat.chatbot_state, self.chat.textbox,
-                self.tabs, self.status.timer, *self.status.outputs]
+                self.tabs, self.status.timer, *self.status.outputs, self.batches.timer, *self.batches.outputs]
 
     def _forget(self) -> Updates:
         """No token, an empty chat and status: nothing of the last user stays on the page."""
         return {self.token: None, self.ended: None, self.signin.secret: "", self.chat.chatbot: [],
                 self.chat.chatbot_state: [], self.chat.textbox: "", self.tabs: gr.Tabs(selected="chat"),
-                **self.status.reset()}
+                **self.status.reset(), **self.batches.reset()}
 
     def show_gate(self, text: str) -> Updates:
         return {self.signin.gate: gr.Column(visible=True), self.signin.gate_text: text,

@@ -9,9 +9,10 @@ from redis.exceptions import RedisError
 from rq import Queue, SimpleWorker
 from rq.job import Job
 
-from hearth.contract import QUEUES
+from hearth.contract import RQ_SERIALIZER, QueueKind, model_queues, queue_name
 from hearth.logs import setup_logging
 from hearth.redis_client import connect
+from hearth.requeue import rq_queue, save_attempt
 from worker.control import CancelListener, Heartbeat
 from worker.engine import Engine, load_vocab
 from worker.fit_check import FitChecker
@@ -76,13 +77,16 @@ def main() -> None:
     log.info("model %s loaded, n_ctx=%d", engine.model_id, engine.n_ctx)
     FitChecker(redis, engine.model_id, Prompter(load_vocab(settings.model_path), engine.n_ctx, settings.default_max_tokens))
     meter = JobMeter(redis, settings.job_ttl_s, settings.event_interval_ms / 1000, settings.worker_name, settings.log_prompts)
-    runner = JobRunner(settings.worker_name, engine, meter, CancelListener(redis))
+    batch_queue = queue_name(QueueKind.BATCH, engine.model_id)
+    runner = JobRunner(settings.worker_name, engine, meter, CancelListener(redis, engine.model_id),
+                       lambda payload: save_attempt(rq_redis, batch_queue, payload, settings.job_ttl_s))
     heartbeat = Heartbeat(redis, settings.worker_name, lambda: {**runner.info(), **meter.live()}, settings.heartbeat_interval_s, settings.heartbeat_ttl_s)
     wait_for_redis(redis)
     heartbeat.start()
     worker = HearthWorker(
-        [Queue(name, connection=rq_redis) for name in QUEUES],
+        [rq_queue(name, rq_redis) for name in model_queues(engine.model_id)],  # interactive first
         connection=rq_redis,
+        serializer=RQ_SERIALIZER,
         name=settings.worker_name,
         runner=runner,
         meter=meter,

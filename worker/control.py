@@ -9,9 +9,17 @@ from collections.abc import Callable
 from redis import Redis
 from redis.exceptions import RedisError
 
-from hearth.contract import CANCEL_CHANNEL, WORKERS_KEY, cancel_key, worker_key
+from hearth.contract import ANY_MODEL, CANCEL_CHANNEL, WORKERS_KEY, preempt_channel, worker_key
 
 log = logging.getLogger(__name__)
+
+
+# The index entry's score is when the heartbeat expires, in Redis's time: the reaper compares it
+# with the same clock, so a worker whose host clock is off is neither reaped early nor kept.
+_RENEW_LUA = """
+local t = redis.call('TIME')
+redis.call('ZADD', KEYS[1], t[1] + t[2] / 1e6 + tonumber(ARGV[1]), ARGV[2])
+"""
 
 
 class Heartbeat:
@@ -34,7 +42,7 @@ class Heartbeat:
         pipe = self._redis.pipeline()
         pipe.hset(self._key, mapping=fields)
         pipe.expire(self._key, self._ttl)
-        pipe.zadd(WORKERS_KEY, {self._name: time.time() + self._ttl})
+        pipe.eval(_RENEW_LUA, 1, WORKERS_KEY, self._ttl, self._name)
         pipe.execute()
 
     def poke(self) -> None:
@@ -66,24 +74,27 @@ class Heartbeat:
 
 class CancelListener:
     """Hears cancel requests over pub/sub, so the generation loop checks a local flag per
-    token instead of asking Redis. A request published before the job started is also left
-    as a key, which `watch` reads once."""
+    token instead of asking Redis (a request made before the job started is seen by the start
+    script, hearth.lifecycle). Also hears that a chat was queued for this worker's model: the
+    `preempt` flag, on which a running batch line gives way."""
 
-    def __init__(self, redis: Redis, retry_s: float = 0.5):
+    def __init__(self, redis: Redis, model: str, retry_s: float = 0.5):
         self._redis, self._retry = redis, retry_s
+        self._preempt_channels = {preempt_channel(model).encode(), preempt_channel(ANY_MODEL).encode()}
         self._job: str | None = None
         self._flag = threading.Event()
+        self.preempt = threading.Event()
         self._lock = threading.Lock()
         threading.Thread(target=self._run, name="cancel-listener", daemon=True).start()
 
     def watch(self, job_id: str) -> threading.Event:
+        """The cancel flag of the job starting now. Chats queued before it were dequeued
+        before it (interactive first): the preempt flag starts clear."""
         with self._lock:
             self._job = job_id
             self._flag = threading.Event()
-            flag = self._flag
-        if self._redis.exists(cancel_key(job_id)):
-            flag.set()
-        return flag
+            self.preempt.clear()
+            return self._flag
 
     def cancel_current(self) -> None:
         with self._lock:
@@ -98,9 +109,12 @@ class CancelListener:
         while True:
             try:
                 pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
-                pubsub.subscribe(CANCEL_CHANNEL)
+                pubsub.subscribe(CANCEL_CHANNEL, *self._preempt_channels)
                 for message in pubsub.listen():
-                    self._hear(message["data"].decode())
+                    if message["channel"] in self._preempt_channels:
+                        self.preempt.set()
+                    else:
+                        self._hear(message["data"].decode())
             except RedisError as exc:
                 log.warning("cancel listener lost Redis, resubscribing: %s", exc)
                 time.sleep(self._retry)

@@ -31,6 +31,16 @@ class TimedOut(Exception):
     """The generation ran past its wall-clock limit (checked between two tokens)."""
 
 
+class Paused(Exception):
+    """A chat is waiting and this (batch) generation gave way, between two tokens, at a point
+    where all its text was sent: the model state holds the prompt and `tokens`, and a
+    generation of prompt + `tokens` later continues exactly where this one stopped."""
+
+    def __init__(self, tokens: list[int]):
+        super().__init__(f"paused after {len(tokens)} tokens")
+        self.tokens = tokens
+
+
 @dataclass
 class Generation:
     text: str
@@ -38,6 +48,7 @@ class Generation:
     prompt_tokens: int
     cached_tokens: int
     completion_tokens: int
+    tokens: list[int]  # the answer's tokens
 
 
 def _logit_bias(bias: dict[int, float]) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
@@ -49,6 +60,23 @@ def _logit_bias(bias: dict[int, float]) -> Callable[[np.ndarray, np.ndarray], np
         return scores
 
     return apply
+
+
+def _primer(llama: Llama, history: list[int]) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+    """Feeds `history` to the new sampler's penalties before its first token, as if it had
+    sampled them itself: a resumed generation then continues exactly as the paused one would
+    have (llama.cpp's penalty samplers remember only tokens accepted by that sampler chain). A
+    logits processor is the one hook that runs inside the chain, ahead of the penalties."""
+    pending = list(history)
+
+    def prime(_input_ids: np.ndarray, scores: np.ndarray) -> np.ndarray:
+        if pending and llama._sampler is not None:
+            for token in pending:
+                llama._sampler.accept(token)
+            pending.clear()
+        return scores
+
+    return prime
 
 
 def load_vocab(path: str) -> Llama:
@@ -99,10 +127,13 @@ class Engine:
         on_text: Callable[[str, int], None],
         cancelled: threading.Event,
         deadline: float,
+        preempt: threading.Event | None = None,
+        answered: list[int] | None = None,
     ) -> Generation:
         """Run one completion of `tokens`, calling `on_text(text, n_tokens)` as text is ready.
         The caller has checked that `max_tokens` fits in the window; `deadline` is a
-        `time.monotonic()` value."""
+        `time.monotonic()` value. When `preempt` is set, raise Paused at the next clean point.
+        `answered`: the answer tokens that end `tokens`, when resuming a paused generation."""
         s = self.settings
         self.cache.prepare(tokens)
         cached = self.cached_prefix(tokens)
@@ -110,7 +141,11 @@ class Engine:
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         stops = StopMatcher(params.stop + self.prompter.template.turn_markers)
         parts: list[str] = []
-        finish, produced, unsent, hit_stop = "length", 0, 0, False
+        finish, unsent, hit_stop = "length", 0, False
+        produced: list[int] = []
+        processors = [_primer(self.llama, answered)] if answered else []
+        if params.logit_bias:
+            processors.append(_logit_bias(params.logit_bias))
 
         def send(text: str) -> None:
             nonlocal unsent
@@ -128,24 +163,26 @@ class Engine:
             repeat_penalty=s.repeat_penalty,
             presence_penalty=params.presence_penalty,
             frequency_penalty=params.frequency_penalty,
-            logits_processor=LogitsProcessorList([_logit_bias(params.logit_bias)]) if params.logit_bias else None,
+            logits_processor=LogitsProcessorList(processors) if processors else None,
         ):
             if cancelled.is_set():
                 raise Cancelled()
             if time.monotonic() > deadline:
                 raise TimedOut()
+            if preempt is not None and preempt.is_set() and not unsent and not stops.holding:
+                raise Paused(produced)  # `token` is dropped: sampled again on resume
             if self._is_eog(token):
                 finish = "stop"
                 break
-            produced += 1
+            produced.append(token)
             unsent += 1
             text, hit_stop = stops.feed(decoder.decode(self.llama.detokenize([token])))
             send(text)
             if hit_stop:
                 finish = "stop"
                 break
-            if produced >= max_tokens:
+            if len(produced) >= max_tokens:
                 break
         if not hit_stop:  # no stop string completed: what was held back is answer text
             send(stops.flush() + decoder.decode(b"", final=True))
-        return Generation("".join(parts), finish, len(tokens), cached, produced)
+        return Generation("".join(parts), finish, len(tokens), cached, len(produced), produced)

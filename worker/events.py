@@ -11,7 +11,8 @@ from redis import Redis
 from redis.client import Pipeline
 from redis.exceptions import RedisError
 
-from hearth.contract import FINAL_EVENTS, TokenEvent, append_events_args, coalesce
+from hearth.contract import FINAL_EVENTS, TokenEvent, coalesce
+from hearth.lifecycle import JobStatus, apply_events_args, start_args
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +65,18 @@ class EventWriter:
             if due < self._wake_at:  # else the writer looks in time on its own
                 self._cond.notify_all()
 
+    def start(self, job_id: str, worker: str, timed_out_message: str) -> JobStatus | None:
+        """Take the job (hearth.lifecycle's START_LUA), at once: the status it is in now,
+        `running` unless it was cancelled or past its start deadline (then it has ended)."""
+        status = self._redis.eval(*start_args(job_id, worker, self._ttl, timed_out_message))  # type: ignore[arg-type]
+        return JobStatus(status.decode()) if status else None
+
+    def apply_now(self, job_id: str, events: list[BaseModel], push: tuple[str, str] | None = None) -> bool:
+        """Apply `events` at once, after every event emitted before them; whether all were
+        taken (a job that ended meanwhile takes none)."""
+        self.flush()
+        return int(self._redis.eval(*apply_events_args(job_id, events, self._ttl, push=push))) == len(events)  # type: ignore[arg-type]
+
     def flush(self) -> None:
         """Block until every event emitted so far is in Redis."""
         with self._cond:
@@ -93,7 +106,7 @@ class EventWriter:
         by_job: dict[str, list[tuple[None, BaseModel]]] = {}
         for job_id, event in batch:
             by_job.setdefault(job_id, []).append((None, event))
-        appends = [append_events_args(job_id, [e for _, e in coalesce(events)], self._ttl)  # type: ignore[arg-type]
+        appends = [apply_events_args(job_id, [e for _, e in coalesce(events)], self._ttl)  # type: ignore[arg-type]
                    for job_id, events in by_job.items()]
         while True:  # a pipeline is emptied by execute(), even a failed one: rebuild per try
             pipe = self._redis.pipeline(transaction=False)

@@ -8,6 +8,7 @@ from redis import Redis
 from redis.exceptions import RedisError
 
 from hearth.contract import FitReply, FitRequest, fit_key
+from hearth.lifecycle import redis_seconds
 from worker.context import ContextOverflow
 from worker.prompter import Prompter
 
@@ -36,7 +37,7 @@ class FitChecker:
                 if popped is None:
                     continue
                 request = FitRequest.model_validate_json(popped[1])
-                if request.expires_at < time.time():
+                if request.expires_at < redis_seconds(self._redis.time()):
                     continue
                 pipe = self._redis.pipeline()
                 pipe.rpush(request.reply_to, self.answer(request).model_dump_json())

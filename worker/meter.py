@@ -18,7 +18,8 @@ from pydantic import BaseModel
 from redis import Redis
 from rq.job import Job
 
-from hearth.contract import DoneEvent, ErrorCode, ErrorEvent, StartedEvent, TokenEvent
+from hearth.contract import DoneEvent, ErrorCode, ErrorEvent, TokenEvent
+from hearth.lifecycle import JobStatus
 from hearth.logs import log_context
 from hearth.metrics import JobRecord, Outcome, record_job
 from worker.events import Commands, EventWriter
@@ -26,6 +27,7 @@ from worker.events import Commands, EventWriter
 log = logging.getLogger(__name__)
 
 _OUTCOMES = {ErrorCode.CANCELLED: Outcome.CANCELLED, ErrorCode.TIMEOUT: Outcome.TIMED_OUT}  # else failed
+_ENDED_AT_START = {JobStatus.CANCELLED: ErrorCode.CANCELLED, JobStatus.TIMED_OUT: ErrorCode.TIMEOUT}
 
 
 @dataclass
@@ -83,9 +85,9 @@ class JobMeter(EventWriter):
         """Around RQ's execution of `job`: every log line inside names the job and its user."""
         payload = job.args[0] if job.args and isinstance(job.args[0], dict) else {}
         user = str(payload.get("user") or "")
-        with log_context(job_id=job.id, user=user or None):
+        with log_context(job_id=str(payload.get("job_id", job.id)), user=user or None):
             enqueued = job.enqueued_at.timestamp() if job.enqueued_at else None
-            self._track = _Track(job.id, user, job.origin, str(payload.get("model", "")), enqueued)
+            self._track = _Track(str(payload.get("job_id", job.id)), user, job.origin, str(payload.get("model", "")), enqueued)
             messages = payload.get("messages") or []
             log.info("job started", extra={"queue": job.origin, "messages": len(messages), "queue_wait_s": _round(_since(enqueued, time.time()))})
             if self._log_prompts:
@@ -101,9 +103,7 @@ class JobMeter(EventWriter):
             super().emit(job_id, event, before)
             return
         now = time.time()
-        if isinstance(event, StartedEvent) and track.started_at is None:
-            track.started_at = now
-        elif isinstance(event, TokenEvent):
+        if isinstance(event, TokenEvent):
             if track.first_token_at is None:
                 track.first_token_at, track.first_tokens = now, event.tokens
             track.tokens += event.tokens
@@ -114,9 +114,23 @@ class JobMeter(EventWriter):
             if record.tokens_per_s:
                 self._tps = record.tokens_per_s if not self._tps else 0.7 * self._tps + 0.3 * record.tokens_per_s
             self._log_end(record, track)
-            super().emit(job_id, event, partial(record_job, record=record, ttl_s=self._ttl))
+            super().emit(job_id, event, partial(record_job, record=record))
             return
         super().emit(job_id, event, before)
+
+    def start(self, job_id: str, worker: str, timed_out_message: str) -> JobStatus | None:
+        status = super().start(job_id, worker, timed_out_message)
+        track = self._track
+        if track is not None and track.job_id == job_id:
+            track.started_at = time.time()
+            if status in _ENDED_AT_START:  # the start script ended it: count it here
+                final = ErrorEvent(code=_ENDED_AT_START[status], message="")
+                record = track.record(final, self._worker, track.started_at)
+                self._log_end(record, track)
+                pipe = self._redis.pipeline(transaction=False)
+                record_job(pipe, record)
+                pipe.execute()
+        return status
 
     def _log_end(self, record: JobRecord, track: _Track) -> None:
         log.info("job %s", record.outcome.value, extra={

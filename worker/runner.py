@@ -3,6 +3,7 @@
 import logging
 import threading
 import time
+from collections.abc import Callable
 from functools import partial
 from typing import Any
 
@@ -13,26 +14,31 @@ from hearth.contract import (
     ErrorEvent,
     JobPayload,
     PromptTokensDetails,
-    StartedEvent,
+    RequeuedEvent,
+    Resume,
     TokenEvent,
     Usage,
 )
+from hearth.lifecycle import JobStatus
 from worker.control import CancelListener
 from worker.context import ContextOverflow
-from worker.engine import Cancelled, Engine, TimedOut
+from worker.engine import Cancelled, Engine, Paused, TimedOut
 from worker.events import EventWriter
 
 log = logging.getLogger(__name__)
 
+QUEUE_TIMEOUT_MESSAGE = "The request waited too long in the queue and was dropped."
 
-class QueueTimeout(Exception):
-    """The job reached a worker after its `not_after` time."""
+# Saves the RQ job of a paused job's next attempt, not yet queued: (queue key, RQ job id).
+SaveAttempt = Callable[[JobPayload], tuple[str, str]]
 
 
 class JobRunner:
-    def __init__(self, name: str, engine: Engine, writer: EventWriter, cancels: CancelListener):
+    def __init__(self, name: str, engine: Engine, writer: EventWriter, cancels: CancelListener, save_attempt: SaveAttempt):
         self.name, self.engine, self._writer, self._cancels = name, engine, writer, cancels
+        self._save_attempt = save_attempt
         self.current_job: str | None = None
+        self._preemptible = False  # the running job gives way (a batch line)
         self.remaining = 0  # tokens the running job may still generate
         self._shutting_down = threading.Event()
         self._overheads = engine.prompter.overheads()
@@ -55,50 +61,60 @@ class JobRunner:
         return self._shutting_down.is_set()
 
     def shutdown(self) -> None:
-        """Stop the running generation now rather than after its last token."""
+        """Stop the running generation now rather than after its last token: a chat ends
+        (its client can retry at once), a batch line goes back to its queue with its answer so
+        far, for this worker's successor or another."""
         self._shutting_down.set()
-        self._cancels.cancel_current()
+        if self._preemptible:
+            self._cancels.preempt.set()
+        else:
+            self._cancels.cancel_current()
 
-    def run(self, job_id: str, payload: JobPayload) -> dict[str, Any]:
+    def run(self, payload: JobPayload) -> dict[str, Any]:
+        job_id = payload.job_id
         emit = partial(self._writer.emit, job_id)
-        self.current_job = job_id
         cancelled = self._cancels.watch(job_id)
+        if self._writer.start(job_id, self.name, QUEUE_TIMEOUT_MESSAGE) != JobStatus.RUNNING:
+            return {"started": False}  # cancelled, past its deadline (ended now) or ended already
+        self.current_job, self._preemptible = job_id, payload.preemptible
         limit = self.engine.settings.job_timeout_s
-        emit(StartedEvent(worker=self.name))
+        resumed = payload.resume.tokens if payload.resume else []
         try:
-            if cancelled.is_set():
-                raise Cancelled()
-            if payload.not_after is not None and time.time() > payload.not_after:
-                raise QueueTimeout()
             fitted = self.engine.prompter.plan(payload.messages, payload.params.max_tokens)
-            if fitted.dropped_messages:
+            if fitted.dropped_messages and not resumed:
                 emit(ContextTrimmedEvent(messages=fitted.dropped_messages, tokens=fitted.dropped_tokens))
-            self.remaining = fitted.max_tokens
+            self.remaining = fitted.max_tokens - len(resumed)
 
             def on_text(text: str, n: int) -> None:
                 self.remaining -= n
                 emit(TokenEvent(text=text, tokens=n))
 
             gen = self.engine.generate(
-                fitted.tokens, fitted.max_tokens, payload.params, on_text, cancelled, time.monotonic() + limit
+                fitted.tokens + resumed, fitted.max_tokens - len(resumed), payload.params, on_text, cancelled,
+                time.monotonic() + limit, self._cancels.preempt if payload.preemptible else None, resumed,
             )
+            if resumed:
+                log.info("job resumed", extra={"resumed_tokens": len(resumed), "evaluated_tokens": gen.prompt_tokens - gen.cached_tokens})
             usage = Usage(
-                prompt_tokens=gen.prompt_tokens,
-                completion_tokens=gen.completion_tokens,
-                total_tokens=gen.prompt_tokens + gen.completion_tokens,
-                prompt_tokens_details=PromptTokensDetails(cached_tokens=gen.cached_tokens),
+                prompt_tokens=len(fitted.tokens),
+                completion_tokens=len(resumed) + gen.completion_tokens,
+                total_tokens=len(fitted.tokens) + len(resumed) + gen.completion_tokens,
+                prompt_tokens_details=PromptTokensDetails(cached_tokens=min(gen.cached_tokens, len(fitted.tokens))),
             )
             emit(DoneEvent(finish_reason=gen.finish_reason, usage=usage))  # type: ignore[arg-type]
-            return {"text": gen.text, "finish_reason": gen.finish_reason, "usage": usage.model_dump()}
+            return {"finish_reason": gen.finish_reason, "usage": usage.model_dump()}
+        except Paused as paused:
+            try:
+                return self._pause(payload, resumed + paused.tokens)
+            except Exception:
+                emit(ErrorEvent(code=ErrorCode.INTERNAL, message="The request could not be paused and was ended."))
+                raise
         except Cancelled:
             if self._shutting_down.is_set():
                 emit(ErrorEvent(code=ErrorCode.WORKER_LOST, message="The worker shut down; please retry."))
             else:
                 emit(ErrorEvent(code=ErrorCode.CANCELLED, message="The request was cancelled."))
             return {"cancelled": True}
-        except QueueTimeout:
-            emit(ErrorEvent(code=ErrorCode.TIMEOUT, message="The request waited too long in the queue and was dropped."))
-            return {"timed_out": True}
         except TimedOut:
             emit(ErrorEvent(code=ErrorCode.TIMEOUT, message=f"The answer took longer than the {limit} s limit and was ended."))
             return {"timed_out": True}
@@ -110,4 +126,18 @@ class JobRunner:
             raise
         finally:
             self._writer.flush()
-            self.current_job = None
+            self.current_job, self._preemptible = None, False
+
+    def _pause(self, payload: JobPayload, tokens: list[int]) -> dict[str, Any]:
+        """Give way to a waiting chat (or this worker's shutdown): the job goes back to the
+        front of its queue as a new attempt that resumes from `tokens`, on any worker of the
+        model. The model state of prompt + `tokens` stays in this worker's state cache, so
+        resuming here evaluates almost nothing again."""
+        nxt = payload.model_copy(update={"resume": Resume(tokens=tokens)})
+        push = self._save_attempt(nxt)
+        event = RequeuedEvent(reason="paused", kept_tokens=len(tokens))
+        if not self._writer.apply_now(payload.job_id, [event], push=push):
+            log.info("job ended while pausing")  # cancelled meanwhile: the saved attempt never runs
+        else:
+            log.info("job paused for a chat", extra={"completion_tokens": len(tokens)})
+        return {"paused": True, "completion_tokens": len(tokens)}

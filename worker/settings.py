@@ -2,6 +2,7 @@
 
 import importlib.util
 import os
+import secrets
 import socket
 from pathlib import Path
 
@@ -37,7 +38,10 @@ class WorkerSettings(CommonSettings):
     min_p: float = Field(0.05, ge=0, le=1, description="Min-p sampling.")
     repeat_penalty: float = Field(1.1, ge=0, description="Repetition penalty over recent tokens.")
     event_interval_ms: int = Field(50, ge=0, le=1000, description="Tokens after the first are sent at most this often, several per event, so the api, Redis and readers wake less and leave the CPU to the model (0 = every token at once).")
-    worker_name: str = Field(default_factory=lambda: f"{socket.gethostname()}.{os.getpid()}", description="Name in Redis (default host.pid).")
+    # A random part too: a restarted container has the same host name and pid, and RQ refuses a
+    # name whose earlier record has not expired yet.
+    worker_name: str = Field(default_factory=lambda: f"{socket.gethostname()}.{os.getpid()}.{secrets.token_hex(2)}",
+                             description="Name in Redis (default host.pid.random).")
     heartbeat_interval_s: float = Field(1.0, gt=0, description="How often the worker proves it is alive.")
     heartbeat_ttl_s: int = Field(5, ge=2, description="A worker silent this long is dead; its job fails.")
     job_timeout_s: int = Field(900, ge=1, description="Longest one generation may run; then it ends with a `timeout` error.")

@@ -17,6 +17,11 @@ class StopMatcher:
         self._held = buf[len(buf) - keep :] if keep else ""
         return buf[: len(buf) - keep], False
 
+    @property
+    def holding(self) -> bool:
+        """Whether text is held back (it may start a stop string)."""
+        return bool(self._held)
+
     def flush(self) -> str:
         """What was held back, once generation ended without completing a stop string."""
         held, self._held = self._held, ""

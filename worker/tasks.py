@@ -3,8 +3,6 @@
 from contextvars import ContextVar
 from typing import Any
 
-from rq import get_current_job
-
 from hearth.contract import JobPayload
 from worker.runner import JobRunner
 
@@ -14,6 +12,4 @@ current_runner: ContextVar[JobRunner] = ContextVar("current_runner")
 
 
 def generate(payload: dict[str, Any]) -> dict[str, Any]:
-    job = get_current_job()
-    assert job is not None, "generate runs only inside an RQ job"
-    return current_runner.get().run(job.id, JobPayload.model_validate(payload))
+    return current_runner.get().run(JobPayload.model_validate(payload))

@@ -2,19 +2,20 @@
 
 import asyncio
 import json
+import uuid
 from collections.abc import AsyncIterator, Callable
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
-from hearth.contract import ContextTrimmedEvent, DoneEvent, ErrorEvent, JobPayload, TokenEvent
+from hearth.contract import DoneEvent, ErrorEvent, JobPayload, TokenEvent
 from api import openai_format as fmt
 from api.dependencies import CurrentUser, Jobs, RedisDep, Settings
 from api.errors import HearthError
 from api.jobs import JobInfo, JobService, QueueFull
 from api.schemas import ChatCompletionRequest
-from api.workers import live_workers
+from api.workers import live_workers, queue_model, serving
 
 router = APIRouter(prefix="/v1", tags=["chat"])
 
@@ -49,17 +50,10 @@ async def _stream(
 
 
 async def _collect(jobs: JobService, job: JobInfo) -> dict[str, object]:
-    parts: list[str] = []
-    extra: dict[str, object] = {}
+    answer = fmt.Answer()
     async for _, event in jobs.events(job):
-        if isinstance(event, TokenEvent):
-            parts.append(event.text)
-        elif isinstance(event, ContextTrimmedEvent):
-            extra["context_trimmed"] = {"messages": event.messages, "tokens": event.tokens}
-        elif isinstance(event, ErrorEvent):
-            raise fmt.error_of(event)
-        elif isinstance(event, DoneEvent):
-            return fmt.completion(job.id, job.created, job.model, "".join(parts), event, extra)
+        if answer.add(event):
+            return answer.completion(job.id, job.created, job.model)
     raise AssertionError("event stream ended without a final event")
 
 
@@ -68,9 +62,9 @@ async def create_chat_completion(
     body: ChatCompletionRequest, request: Request, jobs: Jobs, user: CurrentUser, redis: RedisDep, settings: Settings
 ) -> JSONResponse | EventSourceResponse:
     workers = await live_workers(redis)
-    chosen = next((w for w in workers if w.model == body.model), workers[0] if workers else None)
+    chosen = serving(workers, body.model)
     model = chosen.model if chosen else body.model or "default"
-    payload = JobPayload(messages=body.contract_messages(), params=body.sampling(), model=model, user=user.name)
+    payload = JobPayload(job_id=uuid.uuid4().hex, messages=body.contract_messages(), params=body.sampling(), model=model, user=user.name)
     # Only a chat that might not fit is counted exactly now; with no worker up nobody could
     # count it, and the worker checks again before it generates.
     if chosen and not chosen.surely_fits(payload.messages, payload.params.max_tokens):
@@ -78,7 +72,7 @@ async def create_chat_completion(
         if fit is not None and not fit.fits:
             raise HearthError(400, fit.message, code="context_length_exceeded", param="messages")
     try:
-        job = await jobs.submit(payload, user.name)
+        job = await jobs.submit(payload, user.name, queue_model(workers, body.model))
     except QueueFull as exc:
         raise HearthError(429, str(exc), "rate_limit_error", "rate_limit_exceeded",
                           headers={"Retry-After": str(exc.retry_after_s)}) from None

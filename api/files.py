@@ -1,0 +1,112 @@
+"""Files (OpenAI's Files API): batch inputs people upload, and the output and error files of
+their batches. The one module that knows the files' Redis keys.
+
+A file is a hash of its metadata and a string of its bytes, both expiring after the retention
+time; each owner has an index (sorted by creation) for listing, pruned of expired ids as it is
+read. Another user's file answers as absent.
+"""
+
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from redis.asyncio import Redis as AsyncRedis
+
+FILE_KEY = "hearth:file:{file_id}"  # hash: owner, filename, purpose, bytes, created_at, expires_at
+FILE_DATA_KEY = "hearth:file:{file_id}:data"  # string: the content
+OWNER_FILES_KEY = "hearth:files:{owner}"  # sorted set: file id -> created_at
+
+
+def _file_key(file_id: str) -> str:
+    return FILE_KEY.format(file_id=file_id)
+
+
+def _data_key(file_id: str) -> str:
+    return FILE_DATA_KEY.format(file_id=file_id)
+
+
+def _owner_key(owner: str) -> str:
+    return OWNER_FILES_KEY.format(owner=owner)
+
+
+@dataclass(frozen=True)
+class FileInfo:
+    id: str
+    owner: str
+    filename: str
+    purpose: str
+    bytes: int
+    created_at: int
+    expires_at: int
+
+    def dump(self) -> dict[str, Any]:
+        """The OpenAI `file` object."""
+        return {"id": self.id, "object": "file", "bytes": self.bytes, "created_at": self.created_at,
+                "filename": self.filename, "purpose": self.purpose, "expires_at": self.expires_at,
+                "status": "processed", "status_details": None}
+
+
+@dataclass(frozen=True)
+class Page:
+    items: list[Any]
+    has_more: bool
+
+
+class FileStore:
+    def __init__(self, redis: AsyncRedis, retention_s: int):
+        self._redis, self._retention = redis, retention_s
+
+    async def create(self, owner: str, filename: str, purpose: str, data: bytes, retention_s: int | None = None) -> FileInfo:
+        ttl = retention_s or self._retention
+        now = int(time.time())
+        info = FileInfo(f"file-{secrets.token_hex(12)}", owner, filename, purpose, len(data), now, now + ttl)
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.hset(_file_key(info.id), mapping={"owner": owner, "filename": filename, "purpose": purpose,
+                                               "bytes": info.bytes, "created_at": now, "expires_at": info.expires_at})
+        pipe.expire(_file_key(info.id), ttl)
+        pipe.set(_data_key(info.id), data, ex=ttl)
+        pipe.zadd(_owner_key(owner), {info.id: now})
+        await pipe.execute()
+        return info
+
+    async def get(self, owner: str, file_id: str) -> FileInfo | None:
+        raw = await self._redis.hgetall(_file_key(file_id))  # type: ignore[misc]
+        if not raw:
+            return None
+        f = {k.decode(): v.decode() for k, v in raw.items()}
+        if f["owner"] != owner:
+            return None
+        return FileInfo(file_id, f["owner"], f["filename"], f["purpose"], int(f["bytes"]), int(f["created_at"]), int(f["expires_at"]))
+
+    async def content(self, owner: str, file_id: str) -> bytes | None:
+        if await self.get(owner, file_id) is None:
+            return None
+        data: bytes | None = await self._redis.get(_data_key(file_id))
+        return data
+
+    async def page(self, owner: str, after: str | None, limit: int, order: str, purpose: str | None) -> Page:
+        """The owner's files by creation time (`order` asc or desc), after the id `after`."""
+        ids = [i.decode() for i in await self._redis.zrange(_owner_key(owner), 0, -1, desc=order == "desc")]
+        if after is not None:
+            ids = ids[ids.index(after) + 1:] if after in ids else []
+        out: list[FileInfo] = []
+        gone: list[str] = []
+        for file_id in ids:
+            info = await self.get(owner, file_id)
+            if info is None:
+                gone.append(file_id)
+            elif purpose is None or info.purpose == purpose:
+                out.append(info)
+                if len(out) > limit:
+                    break
+        if gone:
+            await self._redis.zrem(_owner_key(owner), *gone)
+        return Page(out[:limit], len(out) > limit)
+
+    async def delete(self, owner: str, file_id: str) -> bool:
+        if await self.get(owner, file_id) is None:
+            return False
+        await self._redis.delete(_file_key(file_id), _data_key(file_id))
+        await self._redis.zrem(_owner_key(owner), file_id)
+        return True

@@ -1,0 +1,62 @@
+"""Background rounds that one api process at a time must run: the reaper and the batch runner.
+
+Every api process runs the loop; a lease in Redis (a key with a TTL, renewed each round by its
+holder) lets one of them act, and another takes over within a few rounds when the holder stops.
+"""
+
+import asyncio
+import logging
+import secrets
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager, suppress
+
+from redis.asyncio import Redis as AsyncRedis
+from redis.exceptions import RedisError
+
+log = logging.getLogger(__name__)
+
+LEASE_KEY = "hearth:housekeeping:lease"
+
+# Take or keep the lease: ours if free or already ours. KEYS: the lease; ARGV: token, TTL (ms).
+_TAKE_LUA = """
+local holder = redis.call('GET', KEYS[1])
+if holder and holder ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
+"""
+# Give it up if ours. KEYS: the lease; ARGV: token.
+_RELEASE_LUA = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+"""
+
+Round = Callable[[], Awaitable[None]]
+
+
+@asynccontextmanager
+async def housekeeping(redis: AsyncRedis, rounds: list[Round], interval_s: float) -> AsyncIterator[None]:
+    """Runs each of `rounds` every `interval_s` while this process holds the lease, for as long
+    as the block runs. A failing round is logged and tried again next time."""
+    token = secrets.token_hex(8)
+    ttl_ms = int(interval_s * 3000)  # three missed renewals and another process takes over
+
+    async def run() -> None:
+        while True:
+            try:
+                if await redis.eval(_TAKE_LUA, 1, LEASE_KEY, token, ttl_ms):  # type: ignore[misc]
+                    for round_ in rounds:
+                        await round_()
+            except RedisError as exc:
+                log.warning("housekeeping round failed: %s", exc)
+            except Exception:
+                log.exception("housekeeping round failed")
+            await asyncio.sleep(interval_s)
+
+    task = asyncio.create_task(run(), name="housekeeping")
+    try:
+        yield
+    finally:
+        task.cancel()
+        with suppress(asyncio.CancelledError):
+            await task
+        with suppress(RedisError):
+            await redis.eval(_RELEASE_LUA, 1, LEASE_KEY, token)  # type: ignore[misc]
