@@ -28,11 +28,11 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# Starts redis (unless REDIS_URL is set), the worker, the api and the ui under honcho;
-# Ctrl-C stops them all. A person reads this console: logs are text unless LOG_FORMAT says.
+# Starts the Procfile's processes (redis only while REDIS_URL is unset) under supervisord:
+# one that dies is restarted while the others keep serving; Ctrl-C stops them all (see
+# hearth/supervise.py). A person reads this console: logs are text unless LOG_FORMAT says.
 run: install
-	PATH="$(CURDIR)/$(BIN):$$PATH" LOG_FORMAT=$${LOG_FORMAT:-text} \
-		$(BIN)/honcho -f Procfile start $(if $(REDIS_URL),worker api ui,)
+	PATH="$(CURDIR)/$(BIN):$$PATH" LOG_FORMAT=$${LOG_FORMAT:-text} $(BIN)/python -m hearth.supervise
 
 chromium:
 	@command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null)

@@ -12,6 +12,7 @@ from bench import batch, context, load, stream
 from bench.rig import Rig
 from hearth.logs import setup_logging
 from hearth.settings import CommonSettings
+from tools.shaped_gguf import PRESETS, cached_shaped_gguf
 from worker.settings import WorkerSettings
 
 CASES: dict[str, Callable[[Rig, argparse.Namespace], str]] = {
@@ -48,6 +49,8 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("cases", nargs="*", metavar="case", help=f"cases to run: {', '.join(CASES)} (default: all)")
     p.add_argument("--seed", type=int, default=1234, help="sampling seed (default: %(default)s)")
+    p.add_argument("--shaped", choices=PRESETS, help="serve a random-weight model of this preset's shapes instead of MODEL_PATH "
+                                                     "(made once by tools/shaped_gguf.py, kept in ~/.cache/hearth/models)")
     s = p.add_argument_group("stream")
     s.add_argument("--rounds", type=at_least(1), default=5, help="measured rounds per side, after a warm-up (default: %(default)s)")
     s.add_argument("--tokens", type=at_least(2), default=200, help="completion tokens per stream, at least 2 (default: %(default)s)")
@@ -73,7 +76,8 @@ def main(argv: list[str] | None = None) -> int:
     for noisy in ("httpx", "httpx2"):  # one line per request
         logging.getLogger(noisy).setLevel(logging.WARNING)
     names = list(dict.fromkeys(args.cases)) or list(CASES)
-    with Rig(WorkerSettings(), ApiSettings()) as rig:
+    settings = WorkerSettings(model_path=str(cached_shaped_gguf(args.shaped))) if args.shaped else WorkerSettings()
+    with Rig(settings, ApiSettings()) as rig:
         for name in names:
             before = os.getloadavg()[0]
             text = CASES[name](rig, args)

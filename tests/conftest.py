@@ -1,5 +1,3 @@
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -7,6 +5,7 @@ import openai
 import pytest
 
 from tests.stack import RedisServer, Stack, serve
+from tools.shaped_gguf import write_shaped_gguf
 
 
 @pytest.fixture(scope="session")
@@ -47,12 +46,7 @@ def client(stack: Stack) -> openai.OpenAI:
     return openai.OpenAI(base_url=stack.base_url, api_key="unused", max_retries=0, timeout=60)
 
 
-SHAPED_GGUF_TOOL = Path(__file__).resolve().parents[2] / "shared" / "tools" / "make_shaped_gguf.py"
-
-
 @pytest.fixture(scope="session")
 def mistral_tiny(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """A 20 MB GGUF with Mistral Instruct's real chat template (random weights)."""
-    out = tmp_path_factory.mktemp("models") / "mistral-tiny.gguf"
-    subprocess.run([sys.executable, str(SHAPED_GGUF_TOOL), str(out), "--preset", "mistral-tiny"], check=True, capture_output=True)
-    return str(out)
+    """A small GGUF with Mistral Instruct's layout and real chat template (random weights)."""
+    return str(write_shaped_gguf(tmp_path_factory.mktemp("models") / "mistral-tiny.gguf", "mistral-tiny"))

@@ -81,11 +81,16 @@ class RedisServer:
 _dbs = itertools.count(1)  # each stack gets its own Redis database: its own queues and keys
 
 
+def unused_db(redis_server: RedisServer) -> str:
+    """The URL of a Redis database that no other stack of this session uses."""
+    return redis_server.url(next(_dbs))
+
+
 class Stack:
     """A worker and an api on one Redis database, with settings given as environment."""
 
     def __init__(self, redis_server: RedisServer, db: int | None, log_dir: Path, **env: str):
-        self.redis_url = redis_server.url(next(_dbs) if db is None else db)
+        self.redis_url = unused_db(redis_server) if db is None else redis_server.url(db)
         self.redis = redis.Redis.from_url(self.redis_url)
         self.redis.flushdb()
         self.log_dir = log_dir

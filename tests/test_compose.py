@@ -129,11 +129,17 @@ def test_ui_reaches_the_api_service(services: dict[str, dict[str, Any]]) -> None
     assert services["ui"]["depends_on"]["api"]["condition"] == "service_healthy"
 
 
-def test_api_healthcheck_polls_healthz_on_its_port(services: dict[str, dict[str, Any]]) -> None:
+def test_healthchecks_test_readiness(services: dict[str, dict[str, Any]]) -> None:
     api = load(ApiSettings, services["api"])
-    probe = " ".join(services["api"]["healthcheck"]["test"])
-    assert f"127.0.0.1:{api.api_port}/healthz" in probe
+    ui = load(UiSettings, services["ui"])
+    assert f"127.0.0.1:{api.api_port}/readyz" in " ".join(services["api"]["healthcheck"]["test"])  # 503 until a worker is up
+    assert services["worker"]["healthcheck"]["test"][1:] == ["python", "-m", "worker.probe"]
+    assert f"127.0.0.1:{ui.ui_port}/" in " ".join(services["ui"]["healthcheck"]["test"])
     assert services["redis"]["healthcheck"]["test"][-2:] == ["redis-cli", "ping"]
+
+
+def test_every_service_restarts_after_a_crash(services: dict[str, dict[str, Any]]) -> None:
+    assert {name: s.get("restart") for name, s in services.items()} == dict.fromkeys(services, "unless-stopped")
 
 
 def test_model_path_points_into_the_models_volume(compose: dict[str, Any], services: dict[str, dict[str, Any]]) -> None:
