@@ -8,10 +8,11 @@ from fastapi import FastAPI
 from redis.exceptions import RedisError
 
 from api.auth import BOOTSTRAP_ADMIN, AuthError, UserStore
+from api.conversations import ConversationStore
 from api.errors import install_error_handlers
 from api.jobs import JobService
 from api.middleware import RequestContextMiddleware
-from api.routers import auth, chat, health, jobs, metrics, models, status
+from api.routers import auth, chat, conversations, health, jobs, metrics, models, status
 from api.status import queue_sampler
 from api.settings import ApiSettings
 from hearth.redis_client import connect, connect_async
@@ -48,7 +49,8 @@ def create_app(settings: ApiSettings) -> FastAPI:
         rq_redis = connect(settings.redis_url)  # RQ's enqueue is synchronous
         app.state.settings, app.state.redis = settings, redis
         app.state.jobs = JobService(redis, rq_redis, settings)
-        app.state.users = UserStore(redis)
+        app.state.conversations = ConversationStore(redis, settings)
+        app.state.users = UserStore(redis, on_revoke=[app.state.conversations.delete_owner])
         await announce(settings, app.state.users)
         try:
             async with queue_sampler(redis):
@@ -61,6 +63,6 @@ def create_app(settings: ApiSettings) -> FastAPI:
     app.state.draining = False  # set when the server is asked to stop: see api.__main__
     install_error_handlers(app)
     app.add_middleware(RequestContextMiddleware)
-    for module in (health, auth, models, chat, jobs, metrics, status):
+    for module in (health, auth, models, chat, jobs, metrics, status, conversations):
         app.include_router(module.router)
     return app

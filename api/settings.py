@@ -13,3 +13,6 @@ class ApiSettings(CommonSettings):
     fit_check_s: float = Field(2.0, gt=0, le=4, description="How long to wait for a worker to count a prompt before queueing it.")
     poll_s: float = Field(1.0, gt=0, le=4, description="How often a waiting stream re-checks queue position and worker liveness.")
     sse_ping_s: int = Field(15, ge=1, description="Keep-alive comment interval on idle event streams.")
+    conversations_per_user: int = Field(1000, ge=1, description="Conversations one user may keep on the server; creating or importing more gets 400.")
+    conversation_items: int = Field(2000, ge=1, description="Messages one conversation may hold; adding more gets 400 (an answer to an accepted message is always kept).")
+    conversation_text_chars: int = Field(100_000, ge=1, description="Longest text of one stored message, in characters; longer gets 400.")
