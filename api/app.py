@@ -8,6 +8,7 @@ from fastapi import FastAPI
 from redis.exceptions import RedisError
 
 from api.auth import BOOTSTRAP_ADMIN, AuthError, UserStore
+from api.conversations import ConversationStore
 from api.errors import install_error_handlers
 from api.jobs import JobService
 from api.middleware import RequestContextMiddleware
@@ -16,7 +17,7 @@ from api.batches import BatchStore
 from api.files import FileStore
 from api.housekeeping import housekeeping
 from api.reaper import Reaper
-from api.routers import auth, batches, chat, files, health, jobs, metrics, models, status
+from api.routers import auth, batches, chat, conversations, files, health, jobs, metrics, models, status
 from api.status import queue_sampler
 from api.settings import ApiSettings
 from hearth.redis_client import connect, connect_async
@@ -53,7 +54,8 @@ def create_app(settings: ApiSettings) -> FastAPI:
         rq_redis = connect(settings.redis_url)  # RQ's enqueue is synchronous
         app.state.settings, app.state.redis = settings, redis
         app.state.jobs = JobService(redis, rq_redis, settings)
-        app.state.users = UserStore(redis)
+        app.state.conversations = ConversationStore(redis, settings)
+        app.state.users = UserStore(redis, on_revoke=[app.state.conversations.delete_owner])
         app.state.files = FileStore(redis, settings.file_retention_s)
         app.state.batches = BatchStore(redis, settings.file_retention_s)
         await announce(settings, app.state.users)
@@ -70,6 +72,6 @@ def create_app(settings: ApiSettings) -> FastAPI:
     app.state.draining = False  # set when the server is asked to stop: see api.__main__
     install_error_handlers(app)
     app.add_middleware(RequestContextMiddleware)
-    for module in (health, auth, models, chat, jobs, files, batches, metrics, status):
+    for module in (health, auth, models, chat, jobs, conversations, files, batches, metrics, status):
         app.include_router(module.router)
     return app

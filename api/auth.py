@@ -9,6 +9,7 @@ import hmac
 import json
 import secrets
 import time
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -68,8 +69,10 @@ def _password_matches(password: str, stored: str) -> bool:
 
 
 class UserStore:
-    def __init__(self, redis: AsyncRedis):
+    def __init__(self, redis: AsyncRedis, on_revoke: Sequence[Callable[[str], Awaitable[object]]] = ()):
+        """`on_revoke`: what else to delete with a user (their conversations), given its name."""
         self._redis = redis
+        self._on_revoke = on_revoke
 
     async def _record(self, name: str) -> dict[str, str] | None:
         raw = await self._redis.hget(USERS_KEY, name)  # type: ignore[misc]
@@ -109,12 +112,14 @@ class UserStore:
         )
 
     async def revoke(self, name: str) -> int:
-        """Delete a user with all its keys; its open ui sessions stop working too."""
+        """Delete a user with all its keys and data; its open ui sessions stop working too."""
         if not await self._redis.hdel(USERS_KEY, name):  # type: ignore[misc]
             raise AuthError(f"no user {name!r}")
         keys = [d for d, owner in (await self._redis.hgetall(API_KEYS_KEY)).items() if owner.decode() == name]  # type: ignore[misc]
         if keys:
             await self._redis.hdel(API_KEYS_KEY, *keys)  # type: ignore[misc]
+        for delete_data in self._on_revoke:
+            await delete_data(name)
         return len(keys)
 
     async def has_users(self) -> bool:

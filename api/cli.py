@@ -8,6 +8,7 @@ import sys
 from redis.exceptions import RedisError
 
 from api.auth import AuthError, UserStore
+from api.conversations import ConversationStore
 from api.settings import ApiSettings
 from hearth.redis_client import connect_async
 
@@ -20,7 +21,7 @@ def _parser() -> argparse.ArgumentParser:
     add.add_argument("name")
     add.add_argument("--admin", action="store_true", help="may see every job and the whole status page")
     cmd.add_parser("list", help="list users by name with their role and number of keys")
-    for name, text in (("key", "print one more API key for a user"), ("revoke", "delete a user and all its keys"),
+    for name, text in (("key", "print one more API key for a user"), ("revoke", "delete a user with all its keys and conversations"),
                        ("passwd", "set the password a user signs in to the ui with (read from stdin if piped)")):
         cmd.add_parser(name, help=text).add_argument("name")
     return parser
@@ -56,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     async def run() -> str:
         redis = connect_async(settings.redis_url)
         try:
-            return await _run(args, UserStore(redis))
+            return await _run(args, UserStore(redis, on_revoke=[ConversationStore(redis, settings).delete_owner]))
         finally:
             await redis.aclose()
 

@@ -1,4 +1,4 @@
-"""Request dependencies: settings, Redis clients and the job service, all built in the
+"""Request dependencies: settings, Redis clients and the services and stores, all built in the
 lifespan and injected, so tests can override any of them. The getters are `async` although
 they never wait: FastAPI runs a plain `def` dependency in its thread pool, a thread hop per
 dependency per request."""
@@ -11,6 +11,7 @@ from redis.asyncio import Redis as AsyncRedis
 from api.auth import LOCAL_USER, User, UserStore
 from api.batches import BatchStore
 from api.files import FileStore
+from api.conversations import ConversationStore
 from api.errors import HearthError
 from api.jobs import JobService
 from api.settings import ApiSettings
@@ -39,6 +40,10 @@ async def get_batches(request: Request) -> BatchStore:
 
 async def get_users(request: Request) -> UserStore:
     return request.app.state.users  # type: ignore[no-any-return]
+
+
+async def get_conversations(request: Request) -> ConversationStore:
+    return request.app.state.conversations  # type: ignore[no-any-return]
 
 
 def bearer_token(authorization: str) -> str | None:
@@ -71,4 +76,5 @@ Jobs = Annotated[JobService, Depends(get_jobs)]
 Users = Annotated[UserStore, Depends(get_users)]
 Files = Annotated[FileStore, Depends(get_files)]
 Batches = Annotated[BatchStore, Depends(get_batches)]
+Conversations = Annotated[ConversationStore, Depends(get_conversations)]
 CurrentUser = Annotated[User, Depends(get_user)]

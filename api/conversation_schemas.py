@@ -1,0 +1,151 @@
+"""Conversation objects and request bodies, shaped as the openai package's
+`types/conversations` (Hearth keeps text messages only). Bounds that are OpenAI's own are
+constants here; the per-user caps are settings (api.settings)."""
+
+import secrets
+from datetime import datetime, timezone
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+
+MAX_ITEMS_PER_REQUEST = 20  # OpenAI's bound for create and items.create
+METADATA_PAIRS, METADATA_KEY_CHARS, METADATA_VALUE_CHARS = 16, 64, 512
+TITLE_KEY = "title"  # the metadata key a chat app shows as the conversation's name
+ID_PATTERN = r"^[A-Za-z0-9_-]{1,80}$"  # ids become parts of Redis keys: no ':', no glob characters
+
+Id = Annotated[str, StringConstraints(pattern=ID_PATTERN)]
+Metadata = Annotated[
+    dict[Annotated[str, StringConstraints(max_length=METADATA_KEY_CHARS)], Annotated[str, StringConstraints(max_length=METADATA_VALUE_CHARS)]],
+    Field(max_length=METADATA_PAIRS),
+]
+Role = Literal["user", "assistant", "system", "developer"]
+Status = Literal["completed", "incomplete", "in_progress"]
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}_{secrets.token_hex(24)}"
+
+
+class InputText(BaseModel):
+    type: Literal["input_text"] = "input_text"
+    text: str
+
+
+class OutputText(BaseModel):
+    type: Literal["output_text"] = "output_text"
+    text: str
+    annotations: list[Any] = []  # required by the client's type; Hearth keeps none
+
+    @field_validator("annotations")
+    @classmethod
+    def _unbounded(cls, _: list[Any]) -> list[Any]:
+        return []  # a client's citations are not text: storing them would slip past the bounds
+
+
+Part = Annotated[InputText | OutputText, Field(discriminator="type")]
+
+
+class MessageItem(BaseModel):
+    """A stored message, as `openai.types.conversations.Message`."""
+
+    type: Literal["message"] = "message"
+    id: Id
+    role: Role
+    status: Status = "completed"
+    content: list[Part]
+
+    def text(self) -> str:
+        return "\n".join(part.text for part in self.content)
+
+
+def message(role: Role, text: str, status: Status = "completed") -> MessageItem:
+    """A new message item: the model's words are `output_text`, everyone else's `input_text`."""
+    part = OutputText(text=text) if role == "assistant" else InputText(text=text)
+    return MessageItem(id=new_id("msg"), role=role, status=status, content=[part])
+
+
+class Conversation(BaseModel):
+    """As `openai.types.conversations.Conversation`."""
+
+    id: Id
+    object: Literal["conversation"] = "conversation"
+    created_at: int
+    metadata: dict[str, str]
+
+
+class InputMessage(BaseModel):
+    """A message as the client sends it (EasyInputMessage or a full input/output message);
+    any id it carries is replaced, so a client cannot collide with stored items."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    type: Literal["message"] = "message"
+    role: Role
+    content: str | Annotated[list[Part], Field(min_length=1)]
+
+    def to_item(self) -> MessageItem:
+        if isinstance(self.content, str):
+            return message(self.role, self.content)
+        return MessageItem(id=new_id("msg"), role=self.role, content=self.content)
+
+
+InputItems = Annotated[list[InputMessage], Field(min_length=1, max_length=MAX_ITEMS_PER_REQUEST)]
+
+
+class CreateConversation(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    items: Annotated[list[InputMessage], Field(max_length=MAX_ITEMS_PER_REQUEST)] | None = None
+    metadata: Metadata | None = None
+
+
+class UpdateConversation(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    metadata: Metadata | None  # required, as OpenAI's; null clears it
+
+
+class CreateItems(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    items: InputItems
+
+
+class ExportedConversation(Conversation):
+    """One conversation in Hearth's export file: the conversation, its activity time (which
+    orders the list) and its messages, ids kept so that importing twice adds nothing."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    metadata: Metadata
+    last_active_ms: int = 0
+    items: list[MessageItem] = []
+
+    def markdown(self) -> str:
+        when = datetime.fromtimestamp(self.created_at, timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+        lines = [f"# {self.metadata.get(TITLE_KEY) or 'Conversation'}", "", f"*Hearth conversation `{self.id}`, started {when}.*"]
+        for item in self.items:
+            lines += ["", f"**{item.role.capitalize()}**", "", item.text()]
+        return "\n".join(lines) + "\n"
+
+
+class ConversationExport(BaseModel):
+    """`GET /v1/conversations/export`, and what `POST /v1/conversations/import` takes back."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    object: Literal["hearth.conversation_export"] = "hearth.conversation_export"
+    version: Literal[1] = 1
+    exported_at: int = 0
+    conversations: list[ExportedConversation]
+
+
+def cursor_page(objects: list[MessageItem] | list[Conversation], has_more: bool = False) -> dict[str, object]:
+    """OpenAI's list object (`ConversationItemList`); the client pages on `last_id` and `has_more`."""
+    return {
+        "object": "list",
+        "data": [o.model_dump() for o in objects],
+        "first_id": objects[0].id if objects else None,
+        "last_id": objects[-1].id if objects else None,
+        "has_more": has_more,
+    }
