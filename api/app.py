@@ -5,15 +5,18 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 from redis.exceptions import RedisError
 
 from api.auth import BOOTSTRAP_ADMIN, AuthError, UserStore
+from api.body_limit import BodyLimitMiddleware
 from api.errors import install_error_handlers
 from api.jobs import JobService
 from api.middleware import RequestContextMiddleware
 from api.routers import auth, chat, health, jobs, metrics, models, status
 from api.status import queue_sampler
 from api.settings import ApiSettings
+from api.signin_throttle import SignInThrottle
 from hearth.redis_client import connect, connect_async
 
 log = logging.getLogger(__name__)
@@ -49,6 +52,7 @@ def create_app(settings: ApiSettings) -> FastAPI:
         app.state.settings, app.state.redis = settings, redis
         app.state.jobs = JobService(redis, rq_redis, settings)
         app.state.users = UserStore(redis)
+        app.state.signins = SignInThrottle(redis, settings.login_max_failures, settings.login_lockout_s)
         await announce(settings, app.state.users)
         try:
             async with queue_sampler(redis):
@@ -60,7 +64,11 @@ def create_app(settings: ApiSettings) -> FastAPI:
     app = FastAPI(title="Hearth", version="0.1.0", lifespan=lifespan)
     app.state.draining = False  # set when the server is asked to stop: see api.__main__
     install_error_handlers(app)
-    app.add_middleware(RequestContextMiddleware)
+    app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes)
+    app.add_middleware(RequestContextMiddleware)  # outside the limit: a 413 is logged with its request id
+    origins = [o.strip() for o in settings.cors_origins.split(",") if o.strip()]
+    if origins:  # off unless configured: browsers on other sites may not call the api
+        app.add_middleware(CORSMiddleware, allow_origins=origins, allow_methods=["*"], allow_headers=["*"], expose_headers=["X-Job-Id", "X-Request-ID"])
     for module in (health, auth, models, chat, jobs, metrics, status):
         app.include_router(module.router)
     return app

@@ -12,6 +12,7 @@ from api.auth import LOCAL_USER, User, UserStore
 from api.errors import HearthError
 from api.jobs import JobService
 from api.settings import ApiSettings
+from api.signin_throttle import SignInThrottle
 from hearth.logs import bind
 
 
@@ -29,6 +30,10 @@ async def get_jobs(request: Request) -> JobService:
 
 async def get_users(request: Request) -> UserStore:
     return request.app.state.users  # type: ignore[no-any-return]
+
+
+async def get_signins(request: Request) -> SignInThrottle:
+    return request.app.state.signins  # type: ignore[no-any-return]
 
 
 def bearer_token(authorization: str) -> str | None:
@@ -59,4 +64,5 @@ Settings = Annotated[ApiSettings, Depends(get_settings)]
 RedisDep = Annotated[AsyncRedis, Depends(get_redis)]
 Jobs = Annotated[JobService, Depends(get_jobs)]
 Users = Annotated[UserStore, Depends(get_users)]
+SignIns = Annotated[SignInThrottle, Depends(get_signins)]
 CurrentUser = Annotated[User, Depends(get_user)]

@@ -40,9 +40,12 @@ class Generation:
     completion_tokens: int
 
 
-def _logit_bias(bias: dict[int, float]) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
-    ids = np.fromiter(bias.keys(), dtype=np.int64)
-    values = np.fromiter(bias.values(), dtype=np.float32)
+def _logit_bias(bias: dict[int, float], n_vocab: int) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+    # The api refuses ids outside the vocabulary when it knows the worker; one queued while
+    # no worker was up to ask is ignored here rather than failing the job.
+    inside = {token: value for token, value in bias.items() if 0 <= token < n_vocab}
+    ids = np.fromiter(inside.keys(), dtype=np.int64)
+    values = np.fromiter(inside.values(), dtype=np.float32)
 
     def apply(_input_ids: np.ndarray, scores: np.ndarray) -> np.ndarray:
         scores[ids] += values
@@ -75,6 +78,7 @@ class Engine:
         self.settings = settings
         self.model_id = settings.model_name or path.name.removesuffix(".gguf")
         self.n_ctx = self.llama.n_ctx()
+        self.n_vocab = self.llama.n_vocab()
         vocab = self.llama._model.vocab
         self._is_eog = lambda token: bool(llama_cpp.llama_vocab_is_eog(vocab, token))
         self.prompter = Prompter(self.llama, self.n_ctx, settings.default_max_tokens)
@@ -106,7 +110,8 @@ class Engine:
         s = self.settings
         self.cache.prepare(tokens)
         cached = self.cached_prefix(tokens)
-        self.llama.set_seed(params.seed if params.seed is not None else random.getrandbits(32))
+        # llama.cpp's sampler takes a 32-bit seed; OpenAI's is any int64.
+        self.llama.set_seed(params.seed % 2**32 if params.seed is not None else random.getrandbits(32))
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         stops = StopMatcher(params.stop + self.prompter.template.turn_markers)
         parts: list[str] = []
@@ -128,7 +133,7 @@ class Engine:
             repeat_penalty=s.repeat_penalty,
             presence_penalty=params.presence_penalty,
             frequency_penalty=params.frequency_penalty,
-            logits_processor=LogitsProcessorList([_logit_bias(params.logit_bias)]) if params.logit_bias else None,
+            logits_processor=LogitsProcessorList([_logit_bias(params.logit_bias, self.n_vocab)]) if params.logit_bias else None,
         ):
             if cancelled.is_set():
                 raise Cancelled()
