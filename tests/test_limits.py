@@ -3,7 +3,6 @@ nothing queued; a huge but valid chat neither stalls the worker nor other people
 
 import json
 import threading
-import time
 from collections.abc import Iterator
 
 import httpx
@@ -174,25 +173,22 @@ def test_many_tiny_messages_do_not_stall_others(roomy: Stack) -> None:
     reader = threading.Thread(target=story, args=(roomy, mine, generating))
     reader.start()
     generating.wait(120)
-    began = time.monotonic()
     huge = post(roomy, tiny_chat(), timeout=300)
     reader.join(300)
     assert huge.status_code == 200, huge.text
-    huge_s = time.monotonic() - began
     during = span_s(roomy, mine[0], "started", "done")
     assert during < 2 * baseline + 1.5, (during, baseline)
 
-    # The huge chat itself was trimmed and served in about the time of a full window's prompt.
-    trimmed = huge.json()["context_trimmed"]
-    assert trimmed["messages"] > TINY_MESSAGES - 1000
-    window = {"model": "any", "messages": [{"role": "user", "content": "word " * 900}], "max_tokens": 4}
-    began = time.monotonic()
-    assert post(roomy, window).status_code == 200
-    window_s = time.monotonic() - began
-    # Generous: counting 20,000 messages costs about a second or two (one tokenizer call
-    # each), where it took tens of seconds when every trimming step re-counted the chat.
-    assert span_s(roomy, huge.headers["x-job-id"], "started", "done") < 3 * window_s + 5
-    assert huge_s < 3 * (baseline + window_s) + 8, (huge_s, baseline, window_s)
+    # Counting and trimming the huge chat (from the job's start to its `context_trimmed`)
+    # took well under the time of evaluating a window-sized prompt, on this machine now.
+    # (When every trimming step re-counted the chat it took about 0.7 of it; now about 0.1:
+    # one tokenizer call per message remains.)
+    assert huge.json()["context_trimmed"]["messages"] > TINY_MESSAGES - 1000
+    planning = span_s(roomy, huge.headers["x-job-id"], "started", "context_trimmed")
+    window = post(roomy, {"model": "any", "messages": [{"role": "user", "content": "word " * 900}], "max_tokens": 4})
+    assert window.status_code == 200
+    evaluating = span_s(roomy, window.headers["x-job-id"], "started", "done")
+    assert planning < evaluating / 3, (planning, evaluating)
 
 
 def test_too_many_messages_are_refused_fast(stack: Stack) -> None:
