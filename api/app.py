@@ -5,10 +5,12 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 from redis.exceptions import RedisError
 
 from api.auth import BOOTSTRAP_ADMIN, AuthError, UserStore
 from api.conversations import ConversationStore
+from api.body_limit import BodyLimitMiddleware
 from api.errors import install_error_handlers
 from api.jobs import JobService
 from api.middleware import RequestContextMiddleware
@@ -20,9 +22,12 @@ from api.reaper import Reaper
 from api.routers import auth, batches, chat, conversations, files, health, jobs, metrics, models, status
 from api.status import queue_sampler
 from api.settings import ApiSettings
+from api.signin_throttle import SignInThrottle
 from hearth.redis_client import connect, connect_async
 
 log = logging.getLogger(__name__)
+
+UPLOAD_FRAMING_BYTES = 65_536
 
 
 async def announce(settings: ApiSettings, users: UserStore) -> None:
@@ -58,6 +63,7 @@ def create_app(settings: ApiSettings) -> FastAPI:
         app.state.users = UserStore(redis, on_revoke=[app.state.conversations.delete_owner])
         app.state.files = FileStore(redis, settings.file_retention_s)
         app.state.batches = BatchStore(redis, settings.file_retention_s)
+        app.state.signins = SignInThrottle(redis, settings.login_max_failures, settings.login_lockout_s)
         await announce(settings, app.state.users)
         try:
             reaper = Reaper(redis, rq_redis, app.state.jobs, settings)
@@ -71,7 +77,14 @@ def create_app(settings: ApiSettings) -> FastAPI:
     app = FastAPI(title="Hearth", version="0.1.0", lifespan=lifespan)
     app.state.draining = False  # set when the server is asked to stop: see api.__main__
     install_error_handlers(app)
-    app.add_middleware(RequestContextMiddleware)
+    # An upload's multipart body is its file plus a little framing; the files router then
+    # refuses a file over BATCH_MAX_FILE_BYTES itself, with a message that says so.
+    uploads = {"/v1/files": settings.batch_max_file_bytes + UPLOAD_FRAMING_BYTES}
+    app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes, paths=uploads)
+    app.add_middleware(RequestContextMiddleware)  # outside the limit: a 413 is logged with its request id
+    origins = [o.strip() for o in settings.cors_origins.split(",") if o.strip()]
+    if origins:  # off unless configured: browsers on other sites may not call the api
+        app.add_middleware(CORSMiddleware, allow_origins=origins, allow_methods=["*"], allow_headers=["*"], expose_headers=["X-Job-Id", "X-Request-ID"])
     for module in (health, auth, models, chat, jobs, conversations, files, batches, metrics, status):
         app.include_router(module.router)
     return app

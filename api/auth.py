@@ -2,8 +2,15 @@
 
 API keys are long random tokens, so a plain SHA-256 is the right hash (as for GitHub tokens):
 it is looked up on every request. Passwords are short and guessable, so they get scrypt.
+
+Timing: a key or session token is found by its digest in a Redis hash, never compared with a
+stored secret. How long a lookup takes can depend on the digest, but a caller cannot choose a
+digest's bytes (that would take a SHA-256 preimage), so it learns nothing about a stored key;
+a constant-time comparison has nothing to protect there. Password hashes are compared with
+`hmac.compare_digest`, and sign-in hashes the password even for an unknown user.
 """
 
+import asyncio
 import hashlib
 import hmac
 import json
@@ -61,6 +68,9 @@ def _hash_password(password: str, salt: bytes | None = None) -> str:
     salt = salt or secrets.token_bytes(16)
     derived = hashlib.scrypt(password.encode(), salt=salt, n=2**14, r=8, p=1)
     return f"scrypt${salt.hex()}${derived.hex()}"
+
+
+_NO_PASSWORD = f"scrypt${'0' * 32}$"  # matches no password, at the cost of checking one
 
 
 def _password_matches(password: str, stored: str) -> bool:
@@ -142,7 +152,11 @@ class UserStore:
         record = await self._record(name)
         user = await self.authenticate(secret) if secret.startswith(KEY_PREFIX) else None
         by_key = user is not None and user.name == name
-        by_password = bool(record and record["password"]) and _password_matches(secret, record["password"])  # type: ignore[index]
+        stored = (record or {}).get("password") or ""
+        # scrypt runs whether or not the name exists or has a password, so the time taken
+        # tells no one which names do; in a thread, so the event loop serves others meanwhile.
+        matches = await asyncio.to_thread(_password_matches, secret, stored or _NO_PASSWORD)
+        by_password = bool(stored) and matches
         if record is None or not (by_key or by_password):
             raise AuthError("Unknown user or wrong password.")
         token = secrets.token_urlsafe(32)

@@ -27,7 +27,9 @@ from api.files import FileStore
 from api.jobs import JobService
 from api.queueing import queue_key
 from api.settings import ApiSettings
-from api.workers import live_workers, queue_model
+from api.limits import check_for_worker, check_request
+from api.schemas import ChatCompletionRequest
+from api.workers import live_workers, queue_model, serving
 from hearth.contract import (
     ENDED_KEY,
     GENERATE_FUNC,
@@ -83,7 +85,13 @@ class BatchRunner:
         def model_of(name: str) -> str:
             return queue_model(workers, name)
 
-        good, bad = await run_in_threadpool(read_lines, data or b"", batch.owner, model_of)
+        def check(body: ChatCompletionRequest) -> None:
+            check_request(body, self._settings)
+            chosen = serving(workers, body.model)
+            if chosen:
+                check_for_worker(body, chosen)
+
+        good, bad = await run_in_threadpool(read_lines, data or b"", batch.owner, model_of, check)
         await self._store.add_lines(batch.id, good, bad)
         if not good:
             reason = "The input file has no lines that can run." if data else "The input file is gone."

@@ -10,6 +10,7 @@ output or error list, from which the output and error files are written when it 
 import json
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -67,9 +68,11 @@ class LineError(BaseModel):
     param: str | None = None
 
 
-def read_lines(data: bytes, owner: str, model_of: Any) -> tuple[list[PendingLine], list[LineError]]:
+def read_lines(data: bytes, owner: str, model_of: Callable[[str], str],
+               check: Callable[[ChatCompletionRequest], None]) -> tuple[list[PendingLine], list[LineError]]:
     """The runnable lines of a batch input file and the errors of the others. `model_of(name)`
-    gives the model that serves a request naming `name`."""
+    gives the model that serves a request naming `name`; `check` raises the HearthError an
+    interactive request with the same body would get (the operator's limits)."""
     good: list[PendingLine] = []
     bad: list[LineError] = []
     seen: set[str] = set()
@@ -94,10 +97,14 @@ def read_lines(data: bytes, owner: str, model_of: Any) -> tuple[list[PendingLine
             continue
         try:
             body = ChatCompletionRequest.model_validate(line.get("body"))
+            check(body)
         except ValidationError as exc:
             first = exc.errors()[0]
             param = ".".join(str(p) for p in first.get("loc", ())) or None
             bad.append(LineError(line=index, custom_id=custom_id, code="invalid_request", message=f"body.{param}: {first.get('msg')}" if param else str(first.get("msg")), param=param and f"body.{param}"))
+            continue
+        except HearthError as exc:
+            bad.append(LineError(line=index, custom_id=custom_id, code="invalid_request", message=f"body.{exc.message}", param=exc.param and f"body.{exc.param}"))
             continue
         payload = JobPayload(job_id=secrets.token_hex(16), messages=body.contract_messages(), params=body.sampling(),
                              model=model_of(body.model), user=owner, preemptible=True)

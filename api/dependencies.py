@@ -15,6 +15,7 @@ from api.conversations import ConversationStore
 from api.errors import HearthError
 from api.jobs import JobService
 from api.settings import ApiSettings
+from api.signin_throttle import SignInThrottle
 from hearth.logs import bind
 
 
@@ -44,6 +45,8 @@ async def get_users(request: Request) -> UserStore:
 
 async def get_conversations(request: Request) -> ConversationStore:
     return request.app.state.conversations  # type: ignore[no-any-return]
+async def get_signins(request: Request) -> SignInThrottle:
+    return request.app.state.signins  # type: ignore[no-any-return]
 
 
 def bearer_token(authorization: str) -> str | None:
@@ -77,4 +80,5 @@ Users = Annotated[UserStore, Depends(get_users)]
 Files = Annotated[FileStore, Depends(get_files)]
 Batches = Annotated[BatchStore, Depends(get_batches)]
 Conversations = Annotated[ConversationStore, Depends(get_conversations)]
+SignIns = Annotated[SignInThrottle, Depends(get_signins)]
 CurrentUser = Annotated[User, Depends(get_user)]

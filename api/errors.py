@@ -27,7 +27,17 @@ class HearthError(Exception):
         self.headers = headers
 
     def body(self) -> dict[str, object]:
-        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+        param = None if self.param is None else _printable(self.param)
+        return {"error": {"message": _printable(self.message), "type": self.type, "param": param, "code": self.code}}
+
+    def response(self) -> JSONResponse:
+        return JSONResponse(self.body(), status_code=self.status, headers=self.headers)
+
+
+def _printable(text: str) -> str:
+    """`text` as valid UTF-8: a lone surrogate from a request (a dict key that names the
+    param, say) is shown escaped instead of failing the response's encoding with a 500."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def redis_unavailable() -> HearthError:
@@ -37,11 +47,7 @@ def redis_unavailable() -> HearthError:
 def internal_error(request_id: str) -> JSONResponse:
     """The answer to an unexpected failure (logged by api.middleware, which calls this): the
     request id to quote, never the exception text."""
-    return _render(HearthError(500, f"Internal error (request id {request_id}).", "server_error", "internal_error"))
-
-
-def _render(error: HearthError) -> JSONResponse:
-    return JSONResponse(error.body(), status_code=error.status, headers=error.headers)
+    return HearthError(500, f"Internal error (request id {request_id}).", "server_error", "internal_error").response()
 
 
 def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
@@ -56,20 +62,20 @@ def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(HearthError)
     async def hearth_error(_: Request, exc: HearthError) -> JSONResponse:
-        return _render(exc)
+        return exc.response()
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:
         message, param = _validation_message(exc)
-        return _render(HearthError(400, message, param=param))
+        return HearthError(400, message, param=param).response()
 
     @app.exception_handler(HTTPException)
     async def http_error(_: Request, exc: HTTPException) -> JSONResponse:
         kind = "not_found_error" if exc.status_code == 404 else "invalid_request_error"
-        return _render(HearthError(exc.status_code, str(exc.detail), kind))
+        return HearthError(exc.status_code, str(exc.detail), kind).response()
 
     @app.exception_handler(RedisConnectionError)
     @app.exception_handler(RedisTimeoutError)
     async def redis_down(_: Request, exc: Exception) -> JSONResponse:
         log.warning("redis unreachable: %s", exc)
-        return _render(redis_unavailable())
+        return redis_unavailable().response()

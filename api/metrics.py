@@ -62,8 +62,8 @@ async def snapshot(redis: AsyncRedis) -> Snapshot:
 
 
 class SnapshotCollector(Collector):
-    def __init__(self, snap: Snapshot):
-        self._snap = snap
+    def __init__(self, snap: Snapshot, per_user: bool):
+        self._snap, self._per_user = snap, per_user
 
     def collect(self) -> Iterator[Metric]:
         s, get = self._snap, self._snap.recorded.get
@@ -97,11 +97,12 @@ class SnapshotCollector(Collector):
         prompt.add_metric(["cached"], get(m.PROMPT_CACHED, 0))
         yield prompt
         yield CounterMetricFamily("hearth_tokens_predicted", "Completion tokens generated and sent, whatever the outcome.", value=get(m.TOKENS_PREDICTED, 0))
-        users = CounterMetricFamily("hearth_user_tokens", "Tokens per user: prompt (of completed jobs) and completion.", labels=["user", "kind"])
-        for key, value in sorted(s.user_tokens.items()):
-            kind, _, user = key.partition(":")
-            users.add_metric([user, kind], value)
-        yield users
+        if self._per_user:
+            users = CounterMetricFamily("hearth_user_tokens", "Tokens per user: prompt (of completed jobs) and completion.", labels=["user", "kind"])
+            for key, value in sorted(s.user_tokens.items()):
+                kind, _, user = key.partition(":")
+                users.add_metric([user, kind], value)
+            yield users
 
         for histogram in m.Histogram:
             cumulative, buckets = 0.0, []
@@ -111,9 +112,11 @@ class SnapshotCollector(Collector):
             yield HistogramMetricFamily(f"hearth_{histogram.value}", _HELP[histogram], buckets=buckets, sum_value=get(m.sum_field(histogram), 0))
 
 
-async def exposition(redis: AsyncRedis) -> bytes:
+async def exposition(redis: AsyncRedis, per_user: bool) -> bytes:
+    """The metrics; `hearth_user_tokens{user}` only if `per_user` (who uses Hearth, and how
+    much, is for admins)."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(SnapshotCollector(await snapshot(redis)))
+    registry.register(SnapshotCollector(await snapshot(redis), per_user))
     return generate_latest(registry)
 
 

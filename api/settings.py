@@ -23,3 +23,14 @@ class ApiSettings(CommonSettings):
     conversations_per_user: int = Field(1000, ge=1, description="Conversations one user may keep on the server; creating or importing more gets 400.")
     conversation_items: int = Field(2000, ge=1, description="Messages one conversation may hold; adding more gets 400 (an answer to an accepted message is always kept).")
     conversation_text_chars: int = Field(100_000, ge=1, description="Longest text of one stored message, in characters; longer gets 400.")
+    # Limits on what one request may ask: refused (400/413) before anything is queued.
+    max_body_bytes: int = Field(1_048_576, ge=1024, description="Largest request body in bytes; a larger one gets 413 while it is read, before it is parsed.")
+    max_messages: int = Field(2048, ge=1, description="Most messages in one chat request.")
+    max_message_chars: int = Field(262_144, ge=1, description="Longest content of one message, in characters.")
+    max_stop_chars: int = Field(256, ge=1, description="Longest `stop` string, in characters (at most 4 of them, as at OpenAI).")
+    max_logit_bias: int = Field(300, ge=1, description="Most `logit_bias` entries in one request.")
+    # Secrets and the network.
+    login_max_failures: int = Field(5, ge=1, description="Failed ui sign-ins allowed per user name and per address within `LOGIN_LOCKOUT_S`; then 429 with Retry-After.")
+    login_lockout_s: int = Field(300, ge=1, description="Window over which failed sign-ins are counted, and how long a locked sign-in waits.")
+    metrics_token: str = Field("", description="Bearer token that lets a scraper see `/metrics` per user (an admin's key does too); empty: admins only.")
+    cors_origins: str = Field("", description="Comma-separated browser origins allowed to call the api (CORS); empty: none.")

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from redis.asyncio import Redis as AsyncRedis
 
 from hearth.contract import ANY_MODEL, WORKERS_KEY, Message, worker_key
+from hearth.trimming import MIN_ANSWER, never_dropped
 
 
 @dataclass(frozen=True)
@@ -25,12 +26,20 @@ class WorkerInfo:
     job_tokens: int
     job_tokens_per_s: float | None
     job_started_at: float | None
+    n_vocab: int = 0  # tokens in the model's vocabulary; 0 from a worker too old to say
 
     def surely_fits(self, messages: list[Message], max_tokens: int | None) -> bool:
-        """Whether a chat fits this worker's window even if every byte were a token: such
-        chats need no exact count before queueing (the worker counts anyway)."""
-        bound = self.prompt_overhead + sum(len(m.content.encode()) + self.message_overhead for m in messages)
-        return bound + (max_tokens or min(self.default_max_tokens, self.n_ctx // 2)) <= self.n_ctx
+        """Whether a chat surely fits this worker's window, as it is or trimmed, even if every
+        byte were a token: such chats need no exact count before queueing (the worker counts
+        anyway). Trimmed, only the messages never left out must fit, beside the answer."""
+        if self.prompt_bound(messages) + (max_tokens or min(self.default_max_tokens, self.n_ctx // 2)) <= self.n_ctx:
+            return True
+        kept = [messages[i] for i in never_dropped([m.role for m in messages])]
+        return self.prompt_bound(kept) + (max_tokens or min(self.default_max_tokens, MIN_ANSWER)) <= self.n_ctx
+
+    def prompt_bound(self, messages: list[Message]) -> int:
+        """At least the prompt's tokens: a token is at least one byte."""
+        return self.prompt_overhead + sum(len(m.content.encode(errors="replace")) + self.message_overhead for m in messages)
 
 
 # Live workers' names and heartbeat hashes (flat field/value lists), read from the heartbeat
@@ -57,6 +66,7 @@ async def live_workers(redis: AsyncRedis) -> list[WorkerInfo]:
                 fields["tps"], fields["remaining"], fields["default_max_tokens"],
                 fields["prompt_overhead"], fields["message_overhead"],
                 fields["job_tokens"], fields["job_tokens_per_s"], fields["job_started_at"],
+                fields.get("n_vocab", 0),
             ))
     return sorted(workers, key=lambda w: w.name)
 

@@ -6,6 +6,7 @@ import openai
 import pytest
 
 from hearth.contract import Message
+from hearth.trimming import never_dropped
 from api.workers import WorkerInfo
 from tests.stack import INTERACTIVE, Stack, serve
 from worker.context import ContextOverflow
@@ -188,8 +189,52 @@ def test_byte_bound_never_undercounts_a_prompt(model: str, mistral_tiny: str) ->
         [Message(role="assistant", content=texts[2]), Message(role="user", content=texts[3])],
         [Message(role="system", content=texts[4])],
     ]
+    worker = WorkerInfo("w", "m", 8192, "idle", None, 0.0, 0, 512, base, per_message, 0, None, None)
     for chat in chats:
-        # A window one token too small for this chat: the api must not think it surely fits.
-        n_ctx = len(prompter.tokens(chat)) + 16 - 1
-        worker = WorkerInfo("w", "m", n_ctx, "idle", None, 0.0, 0, 512, base, per_message, 0, None, None)
-        assert not worker.surely_fits(chat, max_tokens=16), chat
+        # The whole chat, and the part that trimming never drops, each bounded from above.
+        for part in (chat, [chat[i] for i in never_dropped([m.role for m in chat])]):
+            assert worker.prompt_bound(part) >= len(prompter.tokens(part)), part
+
+
+def test_trimming_drops_the_fewest_turns_by_exact_counts(smol_512: Prompter) -> None:
+    """Trimming estimates from each message's share, then settles by exact counts: the
+    result is what counting every choice would give."""
+    for size, max_tokens in ((12, 32), (40, 64), (90, 16), (90, None)):
+        history = [Message(role="system", content=SYSTEM)]
+        for i in range(size):
+            history += [Message(role="user", content=f"Question {i}: " + "why " * (i % 7)),
+                        Message(role="assistant", content=f"Answer {i}." + " because" * (i % 5))]
+        history.append(Message(role="user", content="Last?"))
+        plan = smol_512.plan(history, max_tokens)
+        full = len(smol_512.tokens(history))
+        reserve = max_tokens or min(512, 512 // 2)
+        target = -(-(full + reserve - 512) // 128) * 128
+        if target <= 0:
+            assert plan.dropped_messages == 0
+            continue
+        saves = [full - len(smol_512.tokens(history[:1] + history[1 + 2 * k:])) for k in range(size + 1)]
+        fewest = next((k for k in range(1, size + 1) if saves[k] >= target), size)
+        assert plan.dropped_messages == 2 * fewest, (size, max_tokens)
+        assert plan.tokens == smol_512.tokens(history[:1] + history[1 + 2 * fewest:])
+        assert plan.dropped_tokens == saves[fewest]
+
+
+def test_byte_bound_of_a_trimmed_chat_never_hides_an_overflow() -> None:
+    """The api also skips the count when the never-dropped messages surely fit (see
+    WorkerInfo): a chat that cannot fit even trimmed must not pass for one that can."""
+    history = [Message(role="system", content=SYSTEM)]
+    for i in range(200):
+        history += [Message(role="user", content=f"Question {i}?"), Message(role="assistant", content=f"Answer {i}.")]
+    history.append(Message(role="user", content="Ünïcödé ✓ 🚀 " + "word " * 300))
+    vocab = load_vocab(embedded_model_path())
+    kept = len(Prompter(vocab, 8192, 512).tokens([history[0], history[-1]]))
+    n_ctx = kept + 16 - 1  # one token short of the smallest answer
+    prompter = Prompter(vocab, n_ctx, 512)
+    with pytest.raises(ContextOverflow):
+        prompter.plan(history, max_tokens=None)
+    base, per_message = prompter.overheads()
+    worker = WorkerInfo("w", "m", n_ctx, "idle", None, 0.0, 0, 512, base, per_message, 0, None, None)
+    assert not worker.surely_fits(history, max_tokens=None)
+    # With room to spare beside the kept messages, the long history needs no count.
+    roomy = WorkerInfo("w", "m", 8192, "idle", None, 0.0, 0, 512, base, per_message, 0, None, None)
+    assert roomy.prompt_bound(history) > 8192 and roomy.surely_fits(history, max_tokens=None)

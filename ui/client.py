@@ -279,9 +279,13 @@ class HearthClient:
                 raise ApiError(UNREADABLE, "bad_answer") from None
             return response, None
 
-    async def login(self, username: str, secret: str) -> Session:
-        """`POST /v1/login` with a password or an API key. Neither is ever logged."""
-        response, body = await self._call("POST", "/login", json={"username": username, "password": secret})
+    async def login(self, username: str, secret: str, address: str | None = None) -> Session:
+        """`POST /v1/login` with a password or an API key. Neither is ever logged. `address`
+        is the browser's, for the api's count of failed sign-ins per address (the api takes
+        `X-Forwarded-For` from a proxy it trusts: uvicorn's `FORWARDED_ALLOW_IPS`, by default
+        127.0.0.1)."""
+        headers = {"X-Forwarded-For": address} if address else {}
+        response, body = await self._call("POST", "/login", json={"username": username, "password": secret}, headers=headers)
         if response.status_code == 401:
             message, code = _error_message(body)
             raise ApiError(message or WRONG_LOGIN, code or "invalid_credentials")

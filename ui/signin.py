@@ -121,12 +121,12 @@ def wire_signin(app: gr.Blocks, client: HearthClient, page: Page) -> None:
             return page.show_form("")
         return page.show_chat(session)
 
-    async def sign_in(username: str, secret: str) -> Updates:
+    async def sign_in(username: str, secret: str, request: gr.Request) -> Updates:
         username = username.strip()
         if not username or not secret:
             return {form.message: f"⚠️ {MISSING}"}
         try:
-            session = await client.login(username, secret)
+            session = await client.login(username, secret, request.client.host if request.client else None)
         except ApiError as exc:
             log.info("sign-in refused", extra={"code": exc.code})  # never the name typed: it may be a password
             return {form.message: f"⚠️ {exc.message}", form.secret: ""}

@@ -4,16 +4,29 @@ The system prompt and the latest user message are never dropped. What is dropped
 steps of a quarter window rather than "just enough": as a chat grows turn by turn, the first
 kept turn then stays the same for several turns, so the prompt keeps its prefix and the state
 cache can skip the history instead of re-evaluating it after every trim.
+
+Cost: the whole chat is counted once. How many turns to drop is first estimated from each
+message's share of that count, then settled by exact counts of what would be kept (about a
+window's worth each), so a chat of many thousands of messages is not re-counted per step.
 """
 
 import math
+from bisect import bisect_left
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from itertools import accumulate
 
 from hearth.contract import Message
+from hearth.trimming import MIN_ANSWER, never_dropped
 
-Count = Callable[[Sequence[Message]], list[int]]  # messages -> prompt tokens
-MIN_ANSWER = 16  # without max_tokens, fewer free tokens than this is no room for an answer
+
+@dataclass(frozen=True)
+class Counted:
+    tokens: list[int]  # the prompt
+    shares: list[int]  # per message, about the tokens it adds (its text and template): estimates only
+
+
+Count = Callable[[Sequence[Message]], Counted]
 
 
 class ContextOverflow(Exception):
@@ -37,17 +50,43 @@ class Plan:
 def _turns(messages: Sequence[Message]) -> tuple[list[list[int]], list[int]]:
     """Indexes of droppable messages grouped in turns (a user message and what follows it up
     to the next one), and the indexes that are always kept."""
-    last_user = max((i for i, m in enumerate(messages) if m.role == "user"), default=len(messages) - 1)
+    kept = never_dropped([m.role for m in messages])
+    always = set(kept)
     turns: list[list[int]] = []
-    kept: list[int] = []
     for i, m in enumerate(messages):
-        if m.role in ("system", "developer") or i >= last_user:
-            kept.append(i)
-        elif m.role == "user" or not turns:
+        if i in always:
+            continue
+        if m.role == "user" or not turns:
             turns.append([i])
         else:
             turns[-1].append(i)
     return turns, kept
+
+
+def _fewest(enough: Callable[[int], bool], guess: int, most: int) -> int:
+    """The least k in 1..most with enough(k), or most if none; enough grows with k. Gallops
+    from `guess` to bracket the answer, then bisects: few calls when the guess is close."""
+    guess = min(max(guess, 1), most)
+    step = 1
+    if enough(guess):
+        low, high = guess - 1, guess  # enough(high); low == 0 or not enough(low)
+        while low >= 1 and enough(low):
+            high, low, step = low, max(low - 2 * step, 0), 2 * step
+    else:
+        low, high = guess, guess + 1
+        while high <= most and not enough(high):
+            low, high, step = high, high + 2 * step, 2 * step
+        if high > most:
+            high = most
+            if low >= most:
+                return most
+    while high - low > 1:
+        mid = (low + high) // 2
+        if enough(mid):
+            high = mid
+        else:
+            low = mid
+    return high
 
 
 def plan(messages: Sequence[Message], max_tokens: int | None, default_max_tokens: int, n_ctx: int, count: Count) -> Plan:
@@ -59,27 +98,25 @@ def plan(messages: Sequence[Message], max_tokens: int | None, default_max_tokens
     """
     reserve = max_tokens or min(default_max_tokens, n_ctx // 2)
     full = count(messages)
-    if len(full) + reserve <= n_ctx:
-        return Plan(full, max_tokens or min(default_max_tokens, n_ctx - len(full)))
+    if len(full.tokens) + reserve <= n_ctx:
+        return Plan(full.tokens, max_tokens or min(default_max_tokens, n_ctx - len(full.tokens)))
 
     turns, kept = _turns(messages)
 
     def without_oldest(k: int) -> list[int]:
         return sorted(kept + [i for turn in turns[k:] for i in turn])
 
+    def saves_enough(k: int) -> bool:
+        return len(full.tokens) - len(count([messages[i] for i in without_oldest(k)]).tokens) >= target
+
     quantum = max(n_ctx // 4, 1)
-    target = math.ceil((len(full) + reserve - n_ctx) / quantum) * quantum
-    # The fewest oldest turns whose removal saves `target` tokens, by bisection on exact
-    # counts: savings grow with every turn dropped.
-    low, high = 1, len(turns)
-    while low < high:
-        mid = (low + high) // 2
-        if len(full) - len(count([messages[i] for i in without_oldest(mid)])) >= target:
-            high = mid
-        else:
-            low = mid + 1
-    keep = without_oldest(low)
-    tokens = count([messages[i] for i in keep])
+    target = math.ceil((len(full.tokens) + reserve - n_ctx) / quantum) * quantum
+    # The fewest oldest turns whose removal saves `target` tokens, by exact counts near the
+    # estimate: savings grow with every turn dropped.
+    estimated = list(accumulate(sum(full.shares[i] for i in turn) for turn in turns))
+    drop = _fewest(saves_enough, bisect_left(estimated, target) + 1, len(turns)) if turns else 0
+    keep = without_oldest(drop)
+    tokens = count([messages[i] for i in keep]).tokens
     room = n_ctx - len(tokens)
     needed = max_tokens or min(default_max_tokens, MIN_ANSWER)
     if room < needed:
@@ -88,5 +125,5 @@ def plan(messages: Sequence[Message], max_tokens: int | None, default_max_tokens
         tokens,
         max_tokens or min(default_max_tokens, room),
         dropped_messages=len(messages) - len(keep),
-        dropped_tokens=len(full) - len(tokens),
+        dropped_tokens=len(full.tokens) - len(tokens),
     )

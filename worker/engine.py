@@ -51,9 +51,12 @@ class Generation:
     tokens: list[int]  # the answer's tokens
 
 
-def _logit_bias(bias: dict[int, float]) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
-    ids = np.fromiter(bias.keys(), dtype=np.int64)
-    values = np.fromiter(bias.values(), dtype=np.float32)
+def _logit_bias(bias: dict[int, float], n_vocab: int) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+    # The api refuses ids outside the vocabulary when it knows the worker; one queued while
+    # no worker was up to ask is ignored here rather than failing the job.
+    inside = {token: value for token, value in bias.items() if 0 <= token < n_vocab}
+    ids = np.fromiter(inside.keys(), dtype=np.int64)
+    values = np.fromiter(inside.values(), dtype=np.float32)
 
     def apply(_input_ids: np.ndarray, scores: np.ndarray) -> np.ndarray:
         scores[ids] += values
@@ -103,6 +106,7 @@ class Engine:
         self.settings = settings
         self.model_id = settings.model_name or path.name.removesuffix(".gguf")
         self.n_ctx = self.llama.n_ctx()
+        self.n_vocab = self.llama.n_vocab()
         vocab = self.llama._model.vocab
         self._is_eog = lambda token: bool(llama_cpp.llama_vocab_is_eog(vocab, token))
         self.prompter = Prompter(self.llama, self.n_ctx, settings.default_max_tokens)
@@ -137,7 +141,8 @@ class Engine:
         s = self.settings
         self.cache.prepare(tokens)
         cached = self.cached_prefix(tokens)
-        self.llama.set_seed(params.seed if params.seed is not None else random.getrandbits(32))
+        # llama.cpp's sampler takes a 32-bit seed; OpenAI's is any int64.
+        self.llama.set_seed(params.seed % 2**32 if params.seed is not None else random.getrandbits(32))
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         stops = StopMatcher(params.stop + self.prompter.template.turn_markers)
         parts: list[str] = []
@@ -145,7 +150,7 @@ class Engine:
         produced: list[int] = []
         processors = [_primer(self.llama, answered)] if answered else []
         if params.logit_bias:
-            processors.append(_logit_bias(params.logit_bias))
+            processors.append(_logit_bias(params.logit_bias, self.n_vocab))
 
         def send(text: str) -> None:
             nonlocal unsent

@@ -12,6 +12,7 @@ Two traps this module exists for:
 
 import re
 from collections.abc import Callable, Sequence
+from itertools import groupby
 from dataclasses import dataclass
 
 from jinja2 import TemplateError
@@ -94,13 +95,9 @@ class ChatTemplate:
         if self.needs_user_first and turns and turns[0].role == "assistant":
             turns.insert(0, Turn("user", ""))
         if self.merges_turns:
-            merged: list[Turn] = []
-            for t in turns:
-                if merged and merged[-1].role == t.role:
-                    merged[-1] = Turn(t.role, f"{merged[-1].content}\n\n{t.content}")
-                else:
-                    merged.append(t)
-            turns = merged
+            # Joined once per run of same-role turns: concatenating one by one would copy
+            # the growing text again for every message (quadratic in a run's length).
+            turns = [Turn(role, "\n\n".join(t.content for t in run)) for role, run in groupby(turns, key=lambda t: t.role)]
         return turns
 
     def text(self, messages: Sequence[Message]) -> str:
@@ -109,12 +106,27 @@ class ChatTemplate:
 
     def tokens(self, messages: Sequence[Message]) -> list[int]:
         """Prompt tokens: template text with special tokens parsed, contents as plain text."""
+        return self.counted(messages, self._tokenize)[0]
+
+    def counted(self, messages: Sequence[Message], tokenize: Tokenize) -> tuple[list[int], list[int]]:
+        """The prompt tokens (by `tokenize`: the model's tokenizer or a memo of it), and
+        about how many of them each message adds: its text and the template text before it,
+        exactly where the template keeps messages one to a turn, else an even split (shares
+        only guide trimming, which then counts exactly)."""
         turns = self.normalize(messages)
         rendered = self._render([Turn(t.role, _SENTINEL.format(i)) for i, t in enumerate(turns)])
         tokens: list[int] = []
+        shares = [0] * (len(turns) + 1)  # the last: the template after the last turn
+        # The pieces alternate template, content, template...: piece i belongs to turn i // 2.
         for i, piece in enumerate(_SENTINEL_RE.split(rendered)):
+            before = len(tokens)
             if i % 2:  # odd pieces are the captured sentinel indexes
-                tokens += self._tokenize(turns[int(piece)].content.encode(), False)
+                # "replace": a lone surrogate (refused by the api, but a job may come from
+                # elsewhere) must not fail the job.
+                tokens += tokenize(turns[int(piece)].content.encode(errors="replace"), False)
             elif piece:
-                tokens += self._tokenize(piece.encode(), True)
-        return tokens
+                tokens += tokenize(piece.encode(errors="replace"), True)
+            shares[i // 2] += len(tokens) - before
+        if len(turns) != len(messages):
+            return tokens, [len(tokens) // max(len(messages), 1)] * len(messages)
+        return tokens, shares[: len(messages)]

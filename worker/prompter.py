@@ -5,12 +5,14 @@ the pre-queue size check use the same code, so they agree on every count.
 """
 
 from collections.abc import Sequence
+from functools import cache
 
+import llama_cpp
 from llama_cpp import Llama
 
 from hearth.contract import Message
-from worker.context import Plan, plan
-from worker.prompt import ChatTemplate
+from worker.context import Counted, Plan, plan
+from worker.prompt import ChatTemplate, Tokenize
 
 
 SEPARATOR_TOKENS = 4  # margin per message: folded or merged messages are joined with "\n\n"
@@ -25,18 +27,34 @@ class Prompter:
             meta.get("tokenizer.chat_template"),
             bos_token=self._piece(bos),
             eos_token=self._piece(eos),
-            tokenize=lambda text, special: llama.tokenize(text, add_bos=False, special=special),
+            tokenize=self._tokenize,
         )
         self._bos = bos if meta.get("tokenizer.ggml.add_bos_token") == "true" else None
+
+    def _tokenize(self, text: bytes, special: bool) -> list[int]:
+        """llama.cpp's tokenizer with a buffer sized to the text: `Llama.tokenize` allocates
+        one of the trained context's size per call, which doubles the cost of counting a chat
+        of many short messages (one call per message)."""
+        vocab = self._llama._model.vocab
+        size = len(text) + 8
+        while True:
+            buffer = (llama_cpp.llama_token * size)()
+            n = llama_cpp.llama_tokenize(vocab, text, len(text), buffer, size, False, special)
+            if n >= 0:
+                return buffer[:n]
+            size = -n  # too small: llama.cpp says how many tokens there are
 
     def _piece(self, token: int) -> str:
         return self._llama.detokenize([token], special=True).decode(errors="replace") if token >= 0 else ""
 
     def tokens(self, messages: Sequence[Message]) -> list[int]:
-        tokens = self.template.tokens(messages)
+        return self._counted(messages, self._tokenize).tokens
+
+    def _counted(self, messages: Sequence[Message], tokenize: Tokenize) -> Counted:
+        tokens, shares = self.template.counted(messages, tokenize)
         if self._bos is not None and tokens[:1] != [self._bos]:
             tokens.insert(0, self._bos)
-        return tokens
+        return Counted(tokens, shares)
 
     def overheads(self) -> tuple[int, int]:
         """Template tokens of a one-message chat, and per further message: with each message's
@@ -47,4 +65,7 @@ class Prompter:
         return base, max(0, more - base) // 2 + SEPARATOR_TOKENS
 
     def plan(self, messages: Sequence[Message], max_tokens: int | None) -> Plan:
-        return plan(messages, max_tokens, self._default_max_tokens, self.n_ctx, self.tokens)
+        # A plan counts overlapping parts of one chat several times, and a template repeats
+        # the same text around every message: each distinct piece is tokenized once.
+        memo = cache(self._tokenize)
+        return plan(messages, max_tokens, self._default_max_tokens, self.n_ctx, lambda chat: self._counted(chat, memo))

@@ -48,6 +48,7 @@ class JobRunner:
         return {
             "model": self.engine.model_id,
             "n_ctx": self.engine.n_ctx,
+            "n_vocab": self.engine.n_vocab,
             "state": "busy" if self.current_job else "idle",
             "job": self.current_job,
             "remaining": self.remaining if self.current_job else 0,

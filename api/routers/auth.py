@@ -3,29 +3,39 @@
 
 from typing import Annotated
 
-from fastapi import APIRouter, Header
-from pydantic import BaseModel
+from fastapi import APIRouter, Header, Request
+from pydantic import BaseModel, Field
 
 from api.auth import AuthError
-from api.dependencies import CurrentUser, Settings, Users, bearer_token
+from api.dependencies import CurrentUser, Settings, SignIns, Users, bearer_token
 from api.errors import HearthError
+from api.schemas import NAME_CHARS, Text
 
 router = APIRouter(prefix="/v1", tags=["auth"])
 
+SECRET_CHARS = 1024  # passwords and API keys
+
 
 class Login(BaseModel):
-    username: str
-    password: str  # the user's password, or one of its API keys
+    username: Annotated[Text, Field(max_length=NAME_CHARS)]
+    password: Annotated[Text, Field(max_length=SECRET_CHARS)]  # the user's password, or one of its API keys
 
 
 @router.post("/login")
-async def login(body: Login, users: Users, settings: Settings) -> dict[str, object]:
+async def login(body: Login, request: Request, users: Users, signins: SignIns, settings: Settings) -> dict[str, object]:
     if not settings.auth:
         return {"token": None, "user": "local", "role": "admin", "auth": False}
+    address = request.client.host if request.client else ""
+    wait = await signins.retry_after(body.username, address)
+    if wait is not None:
+        raise HearthError(429, f"Too many failed sign-ins; try again in {wait} s.", "rate_limit_error",
+                          "too_many_sign_ins", headers={"Retry-After": str(wait)})
     try:
         token = await users.login(body.username, body.password)
     except AuthError as exc:
+        await signins.failed(body.username, address)
         raise HearthError(401, str(exc), code="invalid_credentials") from None
+    await signins.succeeded(body.username)
     user = await users.authenticate(token)
     assert user is not None
     return {"token": token, "user": user.name, "role": user.role.value, "auth": True}

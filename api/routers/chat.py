@@ -14,6 +14,7 @@ from api import openai_format as fmt
 from api.dependencies import CurrentUser, Jobs, RedisDep, Settings
 from api.errors import HearthError
 from api.jobs import JobInfo, JobService, QueueFull
+from api.limits import check_for_worker, check_request
 from api.schemas import ChatCompletionRequest
 from api.workers import live_workers, queue_model, serving
 
@@ -61,8 +62,11 @@ async def _collect(jobs: JobService, job: JobInfo) -> dict[str, object]:
 async def create_chat_completion(
     body: ChatCompletionRequest, request: Request, jobs: Jobs, user: CurrentUser, redis: RedisDep, settings: Settings
 ) -> JSONResponse | EventSourceResponse:
+    check_request(body, settings)
     workers = await live_workers(redis)
     chosen = serving(workers, body.model)
+    if chosen:
+        check_for_worker(body, chosen)
     model = chosen.model if chosen else body.model or "default"
     payload = JobPayload(job_id=uuid.uuid4().hex, messages=body.contract_messages(), params=body.sampling(), model=model, user=user.name)
     # Only a chat that might not fit is counted exactly now; with no worker up nobody could

@@ -14,7 +14,7 @@ from hearth.contract import START_ID
 from hearth.logs import bind
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
-EVENT_ID = r"\d+-\d+"  # a stream id, as sent in each event's `id`
+EVENT_ID = r"\d{1,19}-\d{1,19}"  # a stream id, as sent in each event's `id` (two numbers below 2**64)
 
 
 async def _owned(jobs: JobService, job_id: str, user: User) -> JobInfo:

@@ -1,16 +1,33 @@
 """`GET /metrics`: the whole system in Prometheus text format, worker included (see api.metrics).
-Like `/healthz`, it needs no API key: scrapers on the LAN read it."""
+Like `/healthz`, it needs no API key: scrapers on the LAN read it. Per-user figures (user
+names and their token counts) only go to a caller with an admin's key or `METRICS_TOKEN`."""
 
-from fastapi import APIRouter
+import hmac
+from typing import Annotated
+
+from fastapi import APIRouter, Header
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from api.dependencies import RedisDep
+from api.dependencies import RedisDep, Settings, Users, bearer_token
+from api.errors import HearthError
 from api.metrics import exposition
 
 router = APIRouter(tags=["metrics"])
 
 
 @router.get("/metrics", response_class=Response)
-async def metrics(redis: RedisDep) -> Response:
-    return Response(await exposition(redis), media_type=CONTENT_TYPE_LATEST)
+async def metrics(redis: RedisDep, settings: Settings, users: Users, authorization: Annotated[str, Header()] = "") -> Response:
+    token = bearer_token(authorization)
+    if not settings.auth:
+        per_user = True  # everyone is the one local admin
+    elif token is None:
+        per_user = False
+    elif settings.metrics_token and hmac.compare_digest(token.encode(), settings.metrics_token.encode()):
+        per_user = True
+    else:
+        user = await users.authenticate(token)
+        if user is None:
+            raise HearthError(401, "Incorrect API key provided.", code="invalid_api_key")
+        per_user = user.is_admin
+    return Response(await exposition(redis, per_user), media_type=CONTENT_TYPE_LATEST)
