@@ -17,6 +17,7 @@ from api.middleware import RequestContextMiddleware
 from api.batch_runner import BatchRunner
 from api.batches import BatchStore
 from api.files import FileStore
+from api.filing import Filing
 from api.housekeeping import housekeeping
 from api.reaper import Reaper
 from api.routers import auth, batches, chat, conversations, files, health, jobs, metrics, models, status
@@ -68,7 +69,9 @@ def create_app(settings: ApiSettings) -> FastAPI:
         try:
             reaper = Reaper(redis, rq_redis, app.state.jobs, settings)
             runner = BatchRunner(redis, rq_redis, app.state.batches, app.state.files, app.state.jobs, settings)
-            async with queue_sampler(redis), housekeeping(redis, [reaper.sweep, runner.tick], settings.housekeeping_interval_s):
+            filing = Filing(redis, app.state.jobs, runner, app.state.conversations)
+            rounds = [reaper.sweep, filing.tick, runner.tick]
+            async with queue_sampler(redis), housekeeping(redis, rounds, settings.housekeeping_interval_s):
                 yield
         finally:
             await redis.aclose()

@@ -13,14 +13,13 @@ import json
 import logging
 import secrets
 import time
-from collections import deque
+import itertools
 from typing import Any
 
 from redis import Redis
 from redis.asyncio import Redis as AsyncRedis
 from starlette.concurrency import run_in_threadpool
 
-from api import openai_format as fmt
 from api.batches import ERRORS_SHOWN, BatchInfo, BatchStore, LineError, PendingLine, keys, read_lines
 from api.errors import HearthError
 from api.files import FileStore
@@ -31,12 +30,11 @@ from api.limits import check_for_worker, check_request
 from api.schemas import ChatCompletionRequest
 from api.workers import live_workers, queue_model, serving
 from hearth.contract import (
-    ENDED_KEY,
     GENERATE_FUNC,
     ErrorCode,
     ErrorEvent,
     QueueKind,
-    decode_event,
+    Sink,
     events_key,
     job_key,
     queue_name,
@@ -46,7 +44,6 @@ from hearth.requeue import rq_queue
 
 log = logging.getLogger(__name__)
 
-FILE_PER_ROUND = 200  # ended lines filed per round
 EXPIRED = ("batch_expired", "The batch's completion window ended before this line ran.")
 CANCELLED = ("batch_cancelled", "The batch was cancelled before this line finished.")
 
@@ -55,10 +52,10 @@ class BatchRunner:
     def __init__(self, redis: AsyncRedis, rq_redis: Redis, store: BatchStore, files: FileStore, jobs: JobService, settings: ApiSettings):
         self._redis, self._rq_redis, self._store, self._files, self._jobs = redis, rq_redis, store, files, jobs
         self._settings = settings
-        self._turns: deque[str] = deque()  # owners, in the order they are served next
+        self._turns = itertools.count()  # feeds so far
+        self._served: dict[str, int] = {}  # owner -> the feed that last served them
 
     async def tick(self) -> None:
-        await self._file_ended()
         now = redis_seconds(await self._redis.time())
         feedable: list[BatchInfo] = []
         for batch_id in await self._store.active():
@@ -144,26 +141,17 @@ class BatchRunner:
         await self._store.close(batch.id)
         log.info("batch %s", final, extra={"batch_id": batch.id})
 
-    async def _file_ended(self) -> None:
-        """File the results of lines that ended (their ids wait on ENDED_KEY)."""
-        for raw in await self._redis.lrange(ENDED_KEY, 0, FILE_PER_ROUND - 1):  # type: ignore[misc]
-            job_id = raw.decode()
-            fields = {k.decode(): v.decode() for k, v in (await self._redis.hgetall(job_key(job_id))).items()}  # type: ignore[misc]
-            batch_id = fields.get("batch")
-            if not batch_id:
-                await self._redis.lrem(ENDED_KEY, 0, job_id)  # type: ignore[misc]
-                continue
-            batch = await self._store.get(batch_id)
-            kind, line, tokens = await self._result(job_id, fields, batch)
-            await self._store.file(batch_id, int(fields["line"]), kind, line, tokens, job_id)
-            await self._redis.delete(job_key(job_id), events_key(job_id))
+    async def file(self, job_id: str, fields: dict[str, str]) -> None:
+        """File an ended line's result in its batch, once (api.filing calls this), and drop
+        the line's job: its result is all that is kept."""
+        batch = await self._store.get(fields["batch"])
+        kind, line, tokens = await self._result(job_id, fields, batch)
+        await self._store.file(fields["batch"], int(fields["line"]), kind, line, tokens, job_id)
+        await self._redis.delete(job_key(job_id), events_key(job_id))
 
     async def _result(self, job_id: str, fields: dict[str, str], batch: BatchInfo | None) -> tuple[str, dict[str, Any], tuple[int, int]]:
         """A line's output or error file line, from its job's events."""
-        answer = fmt.Answer()
-        for _, entry in await self._redis.xrange(events_key(job_id)):
-            if answer.add(decode_event(entry)):
-                break
+        answer = await self._jobs.answer(job_id)
         custom_id = fields["custom_id"]
         final = answer.final
         if isinstance(final, ErrorEvent) and batch is not None:
@@ -182,17 +170,17 @@ class BatchRunner:
         return "output", _response_line(job_id, custom_id, 200, body), (usage["prompt_tokens"], usage["completion_tokens"])
 
     async def _feed(self, batches: list[BatchInfo]) -> None:
-        """Top up each model's batch queue to `BATCH_SLICE` lines, one line per user in turn."""
+        """Top up each model's batch queue to `BATCH_SLICE` lines, one line at a time to the
+        user served longest ago (a user new to the round first)."""
         by_owner: dict[str, list[BatchInfo]] = {}
         for batch in batches:
             by_owner.setdefault(batch.owner, []).append(batch)
-        self._turns = deque([o for o in self._turns if o in by_owner] + [o for o in by_owner if o not in self._turns])
         room: dict[str, int] = {}
-        stalled = 0
-        while self._turns and stalled < len(self._turns):
-            owner = self._turns[0]
-            self._turns.rotate(-1)
-            fed = False
+        while await self._feed_one(by_owner, room):
+            pass
+
+    async def _feed_one(self, by_owner: dict[str, list[BatchInfo]], room: dict[str, int]) -> bool:
+        for owner in sorted(by_owner, key=lambda o: self._served.get(o, -1)):
             for batch in by_owner[owner]:
                 line = await self._store.next_pending(batch.id)
                 if line is None:
@@ -200,13 +188,11 @@ class BatchRunner:
                 queue = queue_name(QueueKind.BATCH, line.payload.model)
                 if queue not in room:
                     room[queue] = self._settings.batch_slice - int(await self._redis.llen(queue_key(queue)))  # type: ignore[misc]
-                if room[queue] <= 0:
-                    continue
-                if await run_in_threadpool(self._enqueue, batch, line, queue):
+                if room[queue] > 0 and await run_in_threadpool(self._enqueue, batch, line, queue):
                     room[queue] -= 1
-                    fed = True
-                    break
-            stalled = 0 if fed else stalled + 1
+                    self._served[owner] = next(self._turns)
+                    return True
+        return False
 
     def _enqueue(self, batch: BatchInfo, line: PendingLine, queue_name_: str) -> bool:
         """Move the batch's next line from its pending list into the queue as a job, in one
@@ -225,7 +211,7 @@ class BatchRunner:
             pipe.hset(job_key(payload.job_id), mapping={
                 "owner": batch.owner, "model": payload.model, "created": int(time.time()), "queue": queue_name_,
                 "status": JobStatus.QUEUED.value, "not_after": batch.fields["expires_at"], "max_tokens": payload.params.max_tokens or 0,
-                "sink": "batch", "batch": batch.id, "custom_id": line.custom_id, "line": line.index,
+                "sink": Sink.BATCH.value, "batch": batch.id, "custom_id": line.custom_id, "line": line.index,
             })
             pipe.expire(job_key(payload.job_id), s.job_ttl_s)
             pipe.sadd(k["inflight"], payload.job_id)

@@ -19,7 +19,7 @@ from redis.asyncio import Redis as AsyncRedis
 
 from api.errors import HearthError
 from api.schemas import ChatCompletionRequest
-from hearth.contract import ENDED_KEY, JobPayload
+from hearth.contract import JobPayload
 
 BATCH_KEY = "hearth:batch:{batch_id}"  # hash: the batch object's fields, owner, counters
 PENDING_KEY = "hearth:batch:{batch_id}:pending"  # list: PendingLine JSON, not yet queued
@@ -158,9 +158,9 @@ end
 return 0
 """
 
-# File one line's result once. KEYS: batch, filed, output, errors, inflight, ended; ARGV:
-# line index, 'output' or 'errors', the file line, input tokens, output tokens, job id ('' for
-# a line that never ran). Returns 1 when filed now, 0 when it was filed before.
+# File one line's result once. KEYS: batch, filed, output, errors, inflight; ARGV: line index,
+# 'output' or 'errors', the file line, input tokens, output tokens, job id ('' for a line that
+# never ran). Returns 1 when filed now, 0 when it was filed before.
 _FILE_LUA = """
 local filed = redis.call('HSETNX', KEYS[2], ARGV[1], 1)
 if filed == 1 then
@@ -169,10 +169,7 @@ if filed == 1 then
   redis.call('HINCRBY', KEYS[1], 'input_tokens', ARGV[4])
   redis.call('HINCRBY', KEYS[1], 'output_tokens', ARGV[5])
 end
-if ARGV[6] ~= '' then
-  redis.call('SREM', KEYS[5], ARGV[6])
-  redis.call('LREM', KEYS[6], 0, ARGV[6])
-end
+if ARGV[6] ~= '' then redis.call('SREM', KEYS[5], ARGV[6]) end
 return filed
 """
 
@@ -244,8 +241,8 @@ class BatchStore:
     async def file(self, batch_id: str, index: int, kind: str, line: dict[str, Any], tokens: tuple[int, int] = (0, 0), job_id: str = "") -> bool:
         """File one line's result in the output or error file, once."""
         k = keys(batch_id)
-        return bool(await self._redis.eval(_FILE_LUA, 6, k["batch"], k["filed"], k["output"], k["errors"], k["inflight"],  # type: ignore[misc]
-                                           ENDED_KEY, index, kind, json.dumps(line), tokens[0], tokens[1], job_id))
+        return bool(await self._redis.eval(_FILE_LUA, 5, k["batch"], k["filed"], k["output"], k["errors"], k["inflight"],  # type: ignore[misc]
+                                           index, kind, json.dumps(line), tokens[0], tokens[1], job_id))
 
     async def next_pending(self, batch_id: str) -> PendingLine | None:
         raw = await self._redis.lindex(keys(batch_id)["pending"], 0)  # type: ignore[misc]

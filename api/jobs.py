@@ -25,6 +25,7 @@ from hearth.contract import (
     Message,
     QueuedEvent,
     QueueKind,
+    Sink,
     cancel_key,
     coalesce,
     decode_event,
@@ -40,6 +41,7 @@ from hearth.contract import (
 from hearth.lifecycle import JobStatus, apply_events_args, redis_seconds
 from hearth.logs import bind
 from api.live import RESYNC, Follower, follow
+from api.openai_format import Answer
 from api.metrics import record_ended_by_api
 from api.queueing import REJECTED_QUEUE_FULL, REJECTED_USER_CAP, Admission, FairQueue, queue_key
 from api.settings import ApiSettings
@@ -60,11 +62,12 @@ class JobInfo:
     queue: str
     status: JobStatus
     rq_id: str  # the RQ job of its current attempt (the job id, for a chat)
+    conversation: str | None = None  # the conversation its answer is stored in
 
     @classmethod
     def of(cls, job_id: str, fields: dict[str, str]) -> "JobInfo":
         return cls(job_id, fields["owner"], fields["model"], int(fields["created"]), fields["queue"],
-                   JobStatus(fields["status"]), fields.get("rq_id", job_id))
+                   JobStatus(fields["status"]), fields.get("rq_id", job_id), fields.get("conversation"))
 
 
 class QueueFull(Exception):
@@ -78,15 +81,18 @@ class JobService:
         self._redis, self._rq_redis, self._settings = redis, rq_redis, settings
         self._queues: dict[str, FairQueue] = {}  # reused: RQ caches the server version per queue
 
-    async def submit(self, payload: JobPayload, owner: str, queue_model: str) -> JobInfo:
+    async def submit(self, payload: JobPayload, owner: str, queue_model: str, conversation: str | None = None) -> JobInfo:
         """Queue the chat in its fair place among `queue_model`'s, or raise QueueFull (its
-        owner's or everyone's cap)."""
+        owner's or everyone's cap). With `conversation`, its answer is stored there when it
+        ends (api.filing), whoever is watching."""
         s = self._settings
         queue = queue_name(QueueKind.INTERACTIVE, queue_model)
         created = int(time.time())
-        admission = Admission({"owner": owner, "model": payload.model, "created": created, "queue": queue,
-                               "max_tokens": payload.params.max_tokens or 0}, s.job_ttl_s, s.max_queue_wait_s,
-                              preempt_channel(queue_model))
+        fields: dict[str, str | int] = {"owner": owner, "model": payload.model, "created": created, "queue": queue,
+                                        "max_tokens": payload.params.max_tokens or 0}
+        if conversation is not None:
+            fields.update(sink=Sink.CONVERSATION.value, conversation=conversation)
+        admission = Admission(fields, s.job_ttl_s, s.max_queue_wait_s, preempt_channel(queue_model))
         verdict = await run_in_threadpool(self._enqueue, payload, queue, admission)
         if verdict == REJECTED_USER_CAP:
             mine = [i + 1 for i, owner_ in enumerate(await self._owners(queue)) if owner_ == owner]
@@ -98,7 +104,7 @@ class JobService:
             raise QueueFull(f"Hearth is busy: {s.max_queued} requests are already waiting.", await self._retry_after(queue, 1))
         bind(job_id=payload.job_id)  # the rest of this request's log lines name its job
         log.info("job queued", extra={"queue": queue, "position": verdict})
-        return JobInfo(payload.job_id, owner, payload.model, created, queue, JobStatus.QUEUED, payload.job_id)
+        return JobInfo(payload.job_id, owner, payload.model, created, queue, JobStatus.QUEUED, payload.job_id, conversation)
 
     def _enqueue(self, payload: JobPayload, queue_name_: str, admission: Admission) -> int:
         s = self._settings
@@ -250,6 +256,14 @@ class JobService:
                     continue
             return entries + await self._read_log(job_id, last)
         return entries if messages else await self._read_log(job_id, last)
+
+    async def answer(self, job_id: str) -> Answer:
+        """The job's answer so far, from its log."""
+        answer = Answer()
+        for _, event in await self._read_log(job_id, START_ID):
+            if answer.add(event):
+                break
+        return answer
 
     async def _read_log(self, job_id: str, after: str) -> list[tuple[str, Event]]:
         entries: list[tuple[str, Event]] = []

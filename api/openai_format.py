@@ -72,10 +72,14 @@ class Answer:
             return True
         return False
 
+    @property
+    def text(self) -> str:
+        return "".join(self._parts)
+
     def completion(self, job_id: str, created: int, model: str) -> dict[str, Any]:
         """The `chat.completion`; raises the job's error as an OpenAI error."""
         if isinstance(self.final, ErrorEvent):
             raise error_of(self.final)
         if self.final is None:
             raise ValueError("the job has not ended")
-        return completion(job_id, created, model, "".join(self._parts), self.final, self._extra)
+        return completion(job_id, created, model, self.text, self.final, self._extra)

@@ -76,6 +76,9 @@ class ChatCompletionRequest(BaseModel):
     frequency_penalty: Annotated[float, Field(ge=-2, le=2)] = 0.0
     logit_bias: dict[str, Annotated[float, Field(ge=-100, le=100)]] | None = None
     user: Annotated[Text, Field(max_length=NAME_CHARS)] | None = None
+    # Hearth's own: store this turn (the last user message, then the finished answer) in the
+    # caller's conversation, whoever is watching; other servers ignore it.
+    conversation: Annotated[Text, Field(max_length=NAME_CHARS)] | None = None
 
     @field_validator("stop")
     @classmethod

@@ -26,6 +26,13 @@ class QueueKind(StrEnum):
     BATCH = "batch"
 
 
+class Sink(StrEnum):
+    """Where a job's result goes when it ends, whoever is watching (the job hash's `sink`)."""
+
+    BATCH = "batch"  # a batch line: its output or error file
+    CONVERSATION = "conversation"  # a chat turn: its conversation, as the assistant's message
+
+
 def queue_name(kind: QueueKind, model: str) -> str:
     return f"{kind.value}:{model}"
 
@@ -47,7 +54,7 @@ GENERATE_FUNC = "worker.tasks.generate"
 
 JOB_KEY = "hearth:job:{job_id}"  # hash written at enqueue: owner, model, created, queue, status (hearth.lifecycle)
 RUNNING_KEY = "hearth:running"  # hash: running job id -> its worker (the reaper's round)
-ENDED_KEY = "hearth:ended"  # list: ended jobs with a `sink` (batch lines...), for the api to file
+ENDED_KEY = "hearth:ended"  # list: ended jobs with a `sink`, for the api to file (api.filing)
 PREEMPT_CHANNEL = "hearth:preempt:{model}"  # pub/sub: an interactive job was queued for the model
 EVENTS_KEY = "hearth:job:{job_id}:events"  # Stream: the job's replay log
 LIVE_CHANNEL = "hearth:job:{job_id}:live"  # pub/sub: each append to the log, as it happens

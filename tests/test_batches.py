@@ -1,6 +1,7 @@
 """Batches through the official openai client: files, batches, their lines' lifecycle, and a
 batch sharing the worker with chats."""
 
+import itertools
 import json
 import signal
 import threading
@@ -13,7 +14,7 @@ import pytest
 
 from tests.chats import NO_END
 from tests.sse import job_events
-from tests.stack import BATCH, Stack, add_user, wait_for
+from tests.stack import BATCH, RedisServer, Stack, add_user, wait_for
 
 QUESTIONS = ["What is 2+2?", "Name a colour.", "Say hello.", "What is the capital of France?"]
 
@@ -308,3 +309,63 @@ def test_the_reaper_ends_an_unwatched_chat_of_a_dead_worker(make_stack) -> None:
     last = json.loads(s.redis.xrevrange(f"hearth:job:{job_id}:events", count=1)[0][1][b"event"])
     assert last["type"] == "error" and last["code"] == "worker_lost"
     assert not s.redis.hexists("hearth:running", job_id)
+
+
+def test_users_batches_take_turns_in_bounded_slices_and_leave_chats_uncapped(make_stack) -> None:
+    s = make_stack(AUTH="on", BATCH_SLICE="1", MAX_QUEUED="1", MAX_WAITING_PER_USER="1")
+    s.start_worker()
+    s.start_api()
+    alice = openai.OpenAI(base_url=s.base_url, api_key=add_user(s, "alice"), max_retries=0, timeout=60)
+    bob = openai.OpenAI(base_url=s.base_url, api_key=add_user(s, "bob"), max_retries=0, timeout=60)
+    first = run_batch(alice, [request_line(f"a{i}", "Count.", 12, logit_bias=NO_END) for i in range(4)])
+    wait_for(lambda: s.redis.hlen("hearth:running") == 1, 60, "alice's first line to run")
+    second = run_batch(bob, [request_line(f"b{i}", "Count.", 12, logit_bias=NO_END) for i in range(4)])
+    depth: list[int] = []
+
+    def ended() -> bool:
+        depth.append(int(s.redis.llen(f"rq:queue:{BATCH}")))
+        return all(b.status == "completed" for b in (alice.batches.retrieve(first), bob.batches.retrieve(second)))
+
+    # A chat while both batches wait: batch lines count against no interactive cap.
+    chat = bob.chat.completions.create(model="any", messages=[{"role": "user", "content": "hi"}], max_tokens=2)
+    assert chat.choices[0].message.content is not None
+    wait_for(ended, 240, "both batches")
+    assert max(depth) <= 1  # BATCH_SLICE: one line waits in the queue at a time
+    first_starts: dict[str, str] = {}  # job id -> user, in the order lines first started (a paused one starts again)
+    for line in s.logs().splitlines():
+        if line.startswith("{") and '"job started"' in line and "batch:" in line:
+            record = json.loads(line)
+            first_starts.setdefault(record["job_id"], record["user"])
+    starts = list(first_starts.values())
+    assert starts[0] == "alice" and sorted(starts) == ["alice"] * 4 + ["bob"] * 4
+    # Turns: while both have lines left, nobody starts more than two in a row (alice's second
+    # may be queued before bob's batch is read).
+    both = min(max(i for i, user in enumerate(starts) if user == name) for name in ("alice", "bob"))
+    runs = [len(list(run)) for _, run in itertools.groupby(starts[:both + 1])]
+    assert max(runs) <= 2, starts
+
+
+def test_a_redis_restart_mid_batch_loses_no_line(own_redis, log_dir) -> None:
+    s = Stack(own_redis, 0, log_dir)
+    try:
+        s.start_worker()
+        s.start_api()
+        client = openai.OpenAI(base_url=s.base_url, api_key="unused", max_retries=2, timeout=60)
+        batch_id = run_batch(client, [request_line(f"l{i}", "Count.", 30, logit_bias=NO_END) for i in range(4)])
+        wait_for(lambda: client.batches.retrieve(batch_id).request_counts.completed >= 1, 120, "a first line")
+        own_redis.stop()
+        own_redis.start()
+        batch = wait_status(client, batch_id, ("completed", "failed"), 300)
+        assert batch.status == "completed" and batch.request_counts.completed == 4, batch
+        assert sorted(line["custom_id"] for line in file_lines(client, batch.output_file_id)) == [f"l{i}" for i in range(4)]
+        ran = _completed_runs(s)
+        assert len(ran) == 4 and set(ran.values()) == {1}
+    finally:
+        s.stop()
+
+
+@pytest.fixture
+def own_redis(log_dir):
+    server = RedisServer(log_dir)
+    yield server
+    server.stop()

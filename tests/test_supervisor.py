@@ -51,9 +51,9 @@ def descendants(root: int) -> set[int]:
 
 
 def worker_pids(r: redis.Redis) -> set[int]:
-    """Pids of workers with a live heartbeat (WORKER_NAME defaults to host.pid)."""
+    """Pids of workers with a live heartbeat (WORKER_NAME defaults to host.pid.random)."""
     names = [n.decode() for n in r.zrange(WORKERS_KEY, 0, -1)]
-    return {int(n.rpartition(".")[2]) for n in names if r.exists(worker_key(n))}
+    return {int(n.split(".")[-2]) for n in names if r.exists(worker_key(n))}
 
 
 def probe(redis_url: str) -> int:

@@ -478,8 +478,12 @@ def test_batch_tab_runs_a_prompt_file_and_offers_the_answers(ui: Ui, stack: Stac
     page.keyboard.press("Enter")
     page.click("#hearth-batch-download")
     results = page.locator("#hearth-batch-results")
-    expect(results).to_contain_text(f"{batch_id}.csv", timeout=30_000)
-    expect(results).to_contain_text(f"{batch_id}.jsonl")
+    csv_link = results.locator(f'a[href$="/{batch_id}.csv"]')
+    expect(csv_link).to_have_count(1, timeout=30_000)
+    expect(results.locator(f'a[href$="/{batch_id}.jsonl"]')).to_have_count(1)
+    table_rows = httpx.get(str(csv_link.get_attribute("href")), timeout=10).text.splitlines()
+    assert table_rows[0] == "custom_id,prompt,answer" and [r.split(",")[:2] for r in table_rows[1:]] == [
+        ["line-1", "Say yes."], ["line-3", "Name a fruit."], ["line-4", "Say no."]]
     body = httpx.get(f"{stack.base_url}/batches/{batch_id}", timeout=5).json()
     assert body["request_counts"] == {"total": 3, "completed": 3, "failed": 0}
     answers = httpx.get(f"{stack.base_url}/files/{body['output_file_id']}/content", timeout=5).text.splitlines()

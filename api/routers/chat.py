@@ -11,7 +11,9 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from hearth.contract import DoneEvent, ErrorEvent, JobPayload, TokenEvent
 from api import openai_format as fmt
-from api.dependencies import CurrentUser, Jobs, RedisDep, Settings
+from api.conversation_schemas import MessageItem, message
+from api.conversations import ConversationStore
+from api.dependencies import Conversations, CurrentUser, Jobs, RedisDep, Settings
 from api.errors import HearthError
 from api.jobs import JobInfo, JobService, QueueFull
 from api.limits import check_for_worker, check_request
@@ -45,8 +47,9 @@ async def _stream(
                 yield ServerSentEvent(comment=f"hearth {event.model_dump_json()}")
     finally:
         # The client went away: free the worker for someone who is waiting. (Not when the
-        # api itself is stopping: the job goes on and the client can re-attach.)
-        if not finished and not draining():
+        # api itself is stopping, nor for a conversation's turn: the job goes on, its answer
+        # is stored, and the client can re-attach.)
+        if not finished and not draining() and job.conversation is None:
             await asyncio.shield(jobs.cancel(job))
 
 
@@ -58,9 +61,22 @@ async def _collect(jobs: JobService, job: JobInfo) -> dict[str, object]:
     raise AssertionError("event stream ended without a final event")
 
 
+async def _store_question(body: ChatCompletionRequest, conversations: ConversationStore, owner: str) -> MessageItem | None:
+    """The turn's question, stored in its conversation (the caller's own, else 404) before
+    it is queued; None for a plain OpenAI call."""
+    if body.conversation is None:
+        return None
+    last = body.messages[-1]
+    if last.role != "user":
+        raise HearthError(400, "A turn stored in a conversation ends with the user's message.", param="messages")
+    [asked] = await conversations.add_items(owner, body.conversation, [message("user", last.text())])
+    return asked
+
+
 @router.post("/chat/completions", response_model=None)
 async def create_chat_completion(
-    body: ChatCompletionRequest, request: Request, jobs: Jobs, user: CurrentUser, redis: RedisDep, settings: Settings
+    body: ChatCompletionRequest, request: Request, jobs: Jobs, user: CurrentUser, redis: RedisDep, settings: Settings,
+    conversations: Conversations,
 ) -> JSONResponse | EventSourceResponse:
     check_request(body, settings)
     workers = await live_workers(redis)
@@ -75,9 +91,12 @@ async def create_chat_completion(
         fit = await jobs.check_fit(model, payload.messages, payload.params.max_tokens)
         if fit is not None and not fit.fits:
             raise HearthError(400, fit.message, code="context_length_exceeded", param="messages")
+    asked = await _store_question(body, conversations, user.name)
     try:
-        job = await jobs.submit(payload, user.name, queue_model(workers, body.model))
+        job = await jobs.submit(payload, user.name, queue_model(workers, body.model), body.conversation)
     except QueueFull as exc:
+        if asked is not None and body.conversation is not None:
+            await conversations.delete_item(user.name, body.conversation, asked.id)  # the turn never happened
         raise HearthError(429, str(exc), "rate_limit_error", "rate_limit_exceeded",
                           headers={"Retry-After": str(exc.retry_after_s)}) from None
     headers = {"X-Job-Id": job.id}
@@ -89,8 +108,8 @@ async def create_chat_completion(
         cancelled = False
         while not (await asyncio.wait({collect}, timeout=settings.poll_s))[0]:
             # A non-streaming client is only seen leaving by polling; its job's cancelled
-            # event then ends `collect`.
-            if not cancelled and await request.is_disconnected():
+            # event then ends `collect`. A conversation's turn goes on (see _stream).
+            if not cancelled and job.conversation is None and await request.is_disconnected():
                 cancelled = True
                 await jobs.cancel(job)
         return JSONResponse(collect.result(), headers=headers)

@@ -1,0 +1,46 @@
+"""Files the results of ended jobs that somebody must act on whether or not anyone is watching:
+a batch line's answer goes to its batch's output or error file, a chat turn's answer to its
+conversation. The lifecycle script (hearth.lifecycle) puts such jobs' ids on ENDED_KEY as they
+end; a housekeeping round (one api process at a time) files them. Filing is idempotent (a guard
+per line, per conversation turn), so an id is only taken off the list once it is filed: an api
+that stops halfway files nothing twice and loses nothing.
+"""
+
+import logging
+
+from redis.asyncio import Redis as AsyncRedis
+
+from api.batch_runner import BatchRunner
+from api.conversations import ConversationStore
+from api.jobs import JobService
+from hearth.contract import ENDED_KEY, DoneEvent, Sink, job_key
+
+log = logging.getLogger(__name__)
+
+PER_ROUND = 200  # ended jobs filed per round
+
+
+class Filing:
+    def __init__(self, redis: AsyncRedis, jobs: JobService, batches: BatchRunner, conversations: ConversationStore):
+        self._redis, self._jobs, self._batches, self._conversations = redis, jobs, batches, conversations
+
+    async def tick(self) -> None:
+        for raw in await self._redis.lrange(ENDED_KEY, 0, PER_ROUND - 1):  # type: ignore[misc]
+            job_id = raw.decode()
+            fields = {k.decode(): v.decode() for k, v in (await self._redis.hgetall(job_key(job_id))).items()}  # type: ignore[misc]
+            sink = fields.get("sink")
+            if sink == Sink.BATCH:
+                await self._batches.file(job_id, fields)
+            elif sink == Sink.CONVERSATION:
+                await self._answer(job_id, fields)
+            await self._redis.lrem(ENDED_KEY, 0, job_id)  # type: ignore[misc]
+
+    async def _answer(self, job_id: str, fields: dict[str, str]) -> None:
+        """The answer, whole, as the assistant's message of its conversation; an answer cut
+        short (cancelled, failed) is kept as far as it got, marked incomplete. A conversation
+        deleted meanwhile stays deleted."""
+        answer = await self._jobs.answer(job_id)
+        if not answer.text:
+            return  # nothing was said (refused before a token, or failed at once)
+        status = "completed" if isinstance(answer.final, DoneEvent) else "incomplete"
+        await self._conversations.record_answer(fields["owner"], fields["conversation"], job_id, answer.text, status)

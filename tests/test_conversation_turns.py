@@ -1,0 +1,62 @@
+"""Chat turns stored in a conversation by the api itself (`conversation` on a chat completion)."""
+
+import json
+from typing import Any
+
+import httpx
+import openai
+import pytest
+
+from tests.chats import NO_END
+from tests.sse import job_events
+from tests.stack import INTERACTIVE, Stack, add_user, wait_for
+
+
+def items(client: openai.OpenAI, conv_id: str) -> list[Any]:
+    return list(client.conversations.items.list(conv_id, order="asc"))
+
+
+def test_a_turn_is_stored_whole_once_even_when_the_client_leaves_mid_answer(stack: Stack, client: openai.OpenAI) -> None:
+    conv = client.conversations.create()
+    body = {"model": "any", "messages": [{"role": "user", "content": "Tell me about boats."}], "max_tokens": 60,
+            "logit_bias": NO_END, "stream": True, "conversation": conv.id}
+    with httpx.stream("POST", f"{stack.base_url}/chat/completions", json=body, timeout=60) as r:
+        job_id = r.headers["X-Job-Id"]
+        for line in r.iter_lines():
+            if '"content":' in line and '"content": ""' not in line:
+                break  # the first words arrived: leave, as a reloading browser does
+    wait_for(lambda: len(items(client, conv.id)) == 2, 120, "the answer to be stored")
+    question, answer = items(client, conv.id)
+    said = "".join(json.loads(e.data)["text"] for e in job_events(stack.base_url, job_id) if e.event == "token")
+    assert (question.role, question.content[0].text) == ("user", "Tell me about boats.")
+    assert answer.role == "assistant" and answer.status == "completed" and answer.content[0].text == said
+    assert job_events(stack.base_url, job_id)[-1].event == "done"  # leaving did not cancel it
+    assert len(items(client, conv.id)) == 2  # filed once
+
+
+def test_a_non_streamed_turn_returns_the_completion_and_stores_it(client: openai.OpenAI) -> None:
+    conv = client.conversations.create(metadata={"topic": "greetings"})
+    done = client.chat.completions.create(model="any", messages=[{"role": "user", "content": "Say hello."}], max_tokens=8,
+                                          extra_body={"conversation": conv.id})
+    wait_for(lambda: len(items(client, conv.id)) == 2, 60, "the answer to be stored")
+    assert items(client, conv.id)[1].content[0].text == done.choices[0].message.content
+
+
+@pytest.mark.parametrize("messages", [[{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]])
+def test_a_turn_must_end_with_the_users_message(client: openai.OpenAI, messages: list[dict[str, str]]) -> None:
+    conv = client.conversations.create()
+    with pytest.raises(openai.BadRequestError, match="ends with the user's message"):
+        client.chat.completions.create(model="any", messages=messages, extra_body={"conversation": conv.id})  # type: ignore[arg-type]
+    assert items(client, conv.id) == []
+
+
+def test_another_users_conversation_is_404_and_nothing_is_queued(make_stack) -> None:
+    s = make_stack(AUTH="on")
+    s.start_api()  # no worker: a queued job would stay visible
+    alice = openai.OpenAI(base_url=s.base_url, api_key=add_user(s, "alice"), max_retries=0, timeout=30)
+    bob = openai.OpenAI(base_url=s.base_url, api_key=add_user(s, "bob"), max_retries=0, timeout=30)
+    conv = alice.conversations.create()
+    with pytest.raises(openai.NotFoundError):
+        bob.chat.completions.create(model="any", messages=[{"role": "user", "content": "hi"}], extra_body={"conversation": conv.id})
+    assert s.redis.llen(f"rq:queue:{INTERACTIVE}") == 0 and s.redis.llen("rq:queue:interactive:*") == 0
+    assert items(alice, conv.id) == []
