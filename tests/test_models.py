@@ -9,6 +9,7 @@ import openai
 import pytest
 
 from tests.chats import BackgroundChat
+from tests.sse import read_sse
 from tests.stack import MODEL, Stack, wait_for
 
 ASK = [{"role": "user", "content": "Say hi."}]
@@ -112,3 +113,35 @@ def test_requests_wait_for_the_first_worker_then_for_their_models_worker(make_st
     s.start_worker()
     assert waiting.join(60).text and job_status(s, job_id) == "completed"  # the model's next worker served it
     assert ready(s).json()["models"] == [MODEL] and models(s)[0]["workers"] == 1
+
+
+def first_queued_event(s: Stack, job_id: str) -> dict[str, Any]:
+    with httpx.stream("GET", f"{s.base_url}/jobs/{job_id}/events", timeout=30) as r:
+        return next(sse.json() for sse in read_sse(r) if sse.event == "queued")
+
+
+def test_each_model_answers_its_own_and_waits_estimates_and_caps_are_per_model(make_stack, mistral_tiny: str) -> None:
+    s = make_stack(DEFAULT_MODEL="", MAX_QUEUED="1")
+    s.start_api()
+    mistral = s.start_worker(MODEL_PATH=mistral_tiny, N_CTX="512")
+    smol = s.start_worker()
+    assert {m["id"]: m["context_length"] for m in models(s)} == {MODEL: 8192, "mistral-tiny": 512}
+    for name, worker in ((MODEL, smol), ("mistral-tiny", mistral)):
+        answer = chat(s, name)
+        assert answer.status_code == 200 and answer.json()["model"] == name
+        job_id = answer.headers["x-job-id"]
+        assert job_id in worker.log() and all(job_id not in w.log() for w in s.workers if w is not worker)
+    smol_name = smol.env["WORKER_NAME"]
+    assert float(s.redis.hget(f"hearth:worker:{smol_name}", "tps") or 0) > 0  # SmolLM2's worker knows its speed
+
+    mistral.stop()
+    wait_for(lambda: [m["id"] for m in models(s)] == [MODEL], 10, "mistral's worker to leave /v1/models")
+    waiting = BackgroundChat(s, {"model": "mistral-tiny", "messages": ASK, "max_tokens": 4, "stream": True})
+    # Only a worker that serves the model says how long it waits: none is up, so no estimate,
+    # however fast SmolLM2's worker is.
+    assert first_queued_event(s, str(waiting.job_id)) == {"type": "queued", "position": 1, "eta_s": None}
+    # Caps count each model's queue: mistral's is full (MAX_QUEUED=1), SmolLM2's is not.
+    assert chat(s, "mistral-tiny").status_code == 429
+    assert chat(s, MODEL).status_code == 200
+    s.start_worker(MODEL_PATH=mistral_tiny, N_CTX="512")
+    assert waiting.join(60).text and job_status(s, str(waiting.job_id)) == "completed"
