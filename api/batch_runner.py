@@ -28,7 +28,7 @@ from api.queueing import queue_key
 from api.settings import ApiSettings
 from api.limits import check_for_worker, check_request
 from api.schemas import ChatCompletionRequest
-from api.workers import live_workers, queue_model, serving
+from api.routing import model_map
 from hearth.contract import (
     GENERATE_FUNC,
     ErrorCode,
@@ -77,16 +77,16 @@ class BatchRunner:
 
     async def _validate(self, batch: BatchInfo) -> BatchInfo:
         data = await self._files.content(batch.owner, batch.fields["input_file_id"])
-        workers = await live_workers(self._redis)
+        models = await model_map(self._redis, self._settings)
 
         def model_of(name: str) -> str:
-            return queue_model(workers, name)
+            return models.route(name).queue_model
 
         def check(body: ChatCompletionRequest) -> None:
             check_request(body, self._settings)
-            chosen = serving(workers, body.model)
-            if chosen:
-                check_for_worker(body, chosen)
+            route = models.route(body.model)
+            if route.worker:
+                check_for_worker(body, route.worker)
 
         good, bad = await run_in_threadpool(read_lines, data or b"", batch.owner, model_of, check)
         await self._store.add_lines(batch.id, good, bad)

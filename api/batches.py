@@ -104,7 +104,7 @@ def read_lines(data: bytes, owner: str, model_of: Callable[[str], str],
             bad.append(LineError(line=index, custom_id=custom_id, code="invalid_request", message=f"body.{param}: {first.get('msg')}" if param else str(first.get("msg")), param=param and f"body.{param}"))
             continue
         except HearthError as exc:
-            bad.append(LineError(line=index, custom_id=custom_id, code="invalid_request", message=f"body.{exc.message}", param=exc.param and f"body.{exc.param}"))
+            bad.append(LineError(line=index, custom_id=custom_id, code=exc.code or "invalid_request", message=f"body.{exc.message}", param=exc.param and f"body.{exc.param}"))
             continue
         payload = JobPayload(job_id=secrets.token_hex(16), messages=body.contract_messages(), params=body.sampling(),
                              model=model_of(body.model), user=owner, preemptible=True)

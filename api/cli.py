@@ -10,7 +10,7 @@ from redis.exceptions import RedisError
 from api.auth import AuthError, UserStore
 from api.conversations import ConversationStore
 from api.settings import ApiSettings
-from hearth.redis_client import connect_async
+from hearth.redis_client import connect_async, redacted
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.write(f"hearth: {exc}\n")
         return 1
     except RedisError as exc:
-        sys.stderr.write(f"hearth: cannot reach Redis at {settings.redis_url}: {exc}\n")
+        sys.stderr.write(f"hearth: cannot reach Redis at {redacted(settings.redis_url)}: {exc}\n")
         return 2
     return 0
 

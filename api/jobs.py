@@ -12,6 +12,7 @@ from rq.job import Job
 from starlette.concurrency import run_in_threadpool
 
 from hearth.contract import (
+    ANY_MODEL,
     CANCEL_CHANNEL,
     FINAL_EVENTS,
     GENERATE_FUNC,
@@ -137,10 +138,11 @@ class JobService:
         return [(o or b"").decode() for o in await pipe.execute()]
 
     async def wait_estimate(self, queue: str, position: int) -> float | None:
-        """Seconds until the job at `position` starts: the running jobs' remaining tokens and
-        the budgets of the jobs ahead, at the workers' recent speed; None before any speed is
-        known."""
-        workers = await live_workers(self._redis)
+        """Seconds until the job at `position` starts: the remaining tokens of the jobs running
+        on the workers that serve the queue's model and the budgets of the jobs ahead, at those
+        workers' recent speed; None before any speed is known."""
+        model = queue.partition(":")[2]
+        workers = [w for w in await live_workers(self._redis) if model == ANY_MODEL or model in w.serves()]
         speed = sum(w.tps for w in workers)
         if not speed:
             return None

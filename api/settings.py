@@ -1,6 +1,6 @@
 """Api settings."""
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from hearth.settings import CommonSettings
 
@@ -12,6 +12,10 @@ class ApiSettings(CommonSettings):
     max_queue_wait_s: int = Field(600, ge=1, description="Longest a job may wait for a worker; then it ends with a `timeout` error.")
     fit_check_s: float = Field(2.0, gt=0, le=4, description="How long to wait for a worker to count a prompt before queueing it.")
     poll_s: float = Field(1.0, gt=0, le=4, description="How often a waiting stream re-checks queue position and worker liveness.")
+    # Routing by `model` (api.routing).
+    model_aliases: str = Field("", description="Other names for served models, `alias=model,...` (e.g. `gpt-4o-mini=SmolLM2-135M-Instruct.Q4_1`).")
+    default_model: str = Field("", description="Model that answers requests naming no served model; empty: those get 404 `model_not_found`.")
+    model_memory_s: int = Field(86400, ge=0, description="How long a model stays routable after its last worker went away: requests for it wait for a worker instead of getting 404.")
     sse_ping_s: int = Field(15, ge=1, description="Keep-alive comment interval on idle event streams.")
     housekeeping_interval_s: float = Field(0.5, gt=0, le=5, description="How often one api process looks for jobs of dead workers and chats past their queue deadline, and moves batches on.")
     batch_line_retries: int = Field(2, ge=0, le=10, description="Times a batch line is run again after its worker died; then it fails.")
@@ -34,3 +38,24 @@ class ApiSettings(CommonSettings):
     login_lockout_s: int = Field(300, ge=1, description="Window over which failed sign-ins are counted, and how long a locked sign-in waits.")
     metrics_token: str = Field("", description="Bearer token that lets a scraper see `/metrics` per user (an admin's key does too); empty: admins only.")
     cors_origins: str = Field("", description="Comma-separated browser origins allowed to call the api (CORS); empty: none.")
+
+    @field_validator("model_aliases")
+    @classmethod
+    def _aliases_parse(cls, value: str) -> str:
+        parse_aliases(value)
+        return value
+
+    @property
+    def aliases(self) -> dict[str, str]:
+        return parse_aliases(self.model_aliases)
+
+
+def parse_aliases(text: str) -> dict[str, str]:
+    """`a=m1, b=m2` -> {"a": "m1", "b": "m2"}."""
+    aliases: dict[str, str] = {}
+    for entry in filter(None, (e.strip() for e in text.split(","))):
+        alias, eq, model = (part.strip() for part in entry.partition("="))
+        if not (eq and alias and model):
+            raise ValueError(f"an alias is `alias=model`, got {entry!r}")
+        aliases[alias] = model
+    return aliases

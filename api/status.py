@@ -124,7 +124,9 @@ async def build_status(redis: AsyncRedis, viewer: User) -> dict[str, object]:
         "queues": {queue: len(ids) for queue, ids in zip(queues, waiting)},
         "queued": queued,
         "running": running,
-        "workers": [{"name": w.name, "model": w.model, "n_ctx": w.n_ctx, "state": w.state} for w in workers],
+        "workers": [{"name": w.name, "host": w.host, "model": w.model, "models": sorted(w.serves()), "n_ctx": w.n_ctx,
+                     "threads": w.threads, "gpu_layers": w.gpu_layers, "state": w.state}
+                    for w in workers],
         "recent": [r.model_dump(mode="json") for r in records[:RECENT_SHOWN]],
         "series": {
             "queue_depth": [json.loads(raw) for raw in depth_raw],

@@ -1,12 +1,11 @@
 """Live workers, as their heartbeats describe them."""
 
 import json
-import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from redis.asyncio import Redis as AsyncRedis
 
-from hearth.contract import ANY_MODEL, WORKERS_KEY, Message, worker_key
+from hearth.contract import WORKERS_KEY, Message, worker_key
 from hearth.trimming import MIN_ANSWER, never_dropped
 
 
@@ -27,6 +26,14 @@ class WorkerInfo:
     job_tokens_per_s: float | None
     job_started_at: float | None
     n_vocab: int = 0  # tokens in the model's vocabulary; 0 from a worker too old to say
+    # Published since workers route by model; an older worker serves only its loaded model.
+    models: dict[str, int] = field(default_factory=dict)  # every model it serves -> its window
+    host: str = ""
+    threads: int = 0
+    gpu_layers: int = 0
+
+    def serves(self) -> dict[str, int]:
+        return self.models or {self.model: self.n_ctx}
 
     def surely_fits(self, messages: list[Message], max_tokens: int | None) -> bool:
         """Whether a chat surely fits this worker's window, as it is or trimmed, even if every
@@ -44,13 +51,15 @@ class WorkerInfo:
 
 # Live workers' names and heartbeat hashes (flat field/value lists), read from the heartbeat
 # index rather than by scanning keys, whose cost grows with every job Redis keeps; entries of
-# dead workers are pruned on the way. One round trip: every chat request asks.
-# KEYS: the index; ARGV: now, the hash key prefix.
+# dead workers are pruned on the way, by Redis's clock, which the expiry times are in. One
+# round trip: every chat request asks.
+# KEYS: the index; ARGV: the hash key prefix.
 _LIVE_WORKERS_LUA = """
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
+local t = redis.call('TIME')
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', t[1] + t[2] / 1e6)
 local out = {}
 for _, name in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
-  out[#out + 1] = {name, redis.call('HGETALL', ARGV[2] .. name)}
+  out[#out + 1] = {name, redis.call('HGETALL', ARGV[1] .. name)}
 end
 return out
 """
@@ -58,7 +67,7 @@ return out
 
 async def live_workers(redis: AsyncRedis) -> list[WorkerInfo]:
     workers = []
-    for name, flat in await redis.eval(_LIVE_WORKERS_LUA, 1, WORKERS_KEY, time.time(), worker_key("")):  # type: ignore[misc]
+    for name, flat in await redis.eval(_LIVE_WORKERS_LUA, 1, WORKERS_KEY, worker_key("")):  # type: ignore[misc]
         fields = {k.decode(): json.loads(v) for k, v in zip(flat[::2], flat[1::2])}
         if fields:  # its hash expired before its index entry
             workers.append(WorkerInfo(
@@ -66,19 +75,7 @@ async def live_workers(redis: AsyncRedis) -> list[WorkerInfo]:
                 fields["tps"], fields["remaining"], fields["default_max_tokens"],
                 fields["prompt_overhead"], fields["message_overhead"],
                 fields["job_tokens"], fields["job_tokens_per_s"], fields["job_started_at"],
-                fields.get("n_vocab", 0),
+                fields.get("n_vocab", 0), fields.get("models", {}), fields.get("host", ""),
+                fields.get("threads", 0), fields.get("gpu_layers", 0),
             ))
     return sorted(workers, key=lambda w: w.name)
-
-
-def serving(workers: list[WorkerInfo], requested: str) -> WorkerInfo | None:
-    """The worker whose model answers a request for `requested`: its own, else (until models
-    are routed by name) any live worker's."""
-    return next((w for w in workers if w.model == requested), workers[0] if workers else None)
-
-
-def queue_model(workers: list[WorkerInfo], requested: str) -> str:
-    """The model whose queues a request for `requested` waits in; with no worker up, the
-    queues any model's first worker serves."""
-    chosen = serving(workers, requested)
-    return chosen.model if chosen else ANY_MODEL

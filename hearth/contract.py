@@ -37,8 +37,8 @@ def queue_name(kind: QueueKind, model: str) -> str:
     return f"{kind.value}:{model}"
 
 
-# Requests made while no worker is up, for a model none has served, wait here for the first
-# worker of any model (as any loaded model answers a request that names another).
+# Requests made before any worker has ever been up (no model is known yet) wait here for the
+# first worker of any model, which answers them with its own.
 ANY_MODEL = "*"
 
 
@@ -63,6 +63,7 @@ CANCEL_CHANNEL = "hearth:cancel"  # pub/sub: job ids to stop (heard while a job 
 FIT_KEY = "hearth:fit:{model}"  # list of FitRequest: does this chat fit the model's window?
 WORKER_KEY = "hearth:worker:{name}"  # hash, expires unless the worker's heartbeat renews it
 WORKERS_KEY = "hearth:workers"  # sorted set: worker name -> unix time its heartbeat expires
+MODELS_KEY = "hearth:models"  # sorted set: model -> Redis time a worker last said it serves it
 # Observability (hearth/metrics.py writes them, the api's /metrics and /v1/status read them).
 METRICS_KEY = "hearth:metrics"  # hash: counters and histogram buckets of every process
 USER_TOKENS_KEY = "hearth:metrics:user_tokens"  # hash: "<kind>:<user>" -> tokens

@@ -1,5 +1,7 @@
 """Redis clients for Hearth's processes, sync (worker, RQ) and asyncio (api)."""
 
+from urllib.parse import urlsplit
+
 from redis import Redis
 from redis.asyncio import Redis as AsyncRedis
 from redis.asyncio.retry import Retry as AsyncRetry
@@ -18,3 +20,11 @@ def connect(url: str) -> Redis:
 
 def connect_async(url: str) -> AsyncRedis:
     return AsyncRedis.from_url(url, retry=AsyncRetry(NoBackoff(), RETRIES))
+
+
+def redacted(url: str) -> str:
+    """REDIS_URL fit for a message: its password (and user name) left out."""
+    parts = urlsplit(url)
+    if parts.password is None and parts.username is None:
+        return url
+    return parts._replace(netloc=f"***@{parts.hostname or ''}{f':{parts.port}' if parts.port else ''}").geturl()

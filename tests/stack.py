@@ -103,7 +103,10 @@ class Stack:
                     # One thread: llama.cpp's threads spin-wait on each other, so two models
                     # generating at once on 2 shared cores (a stack ending while the next test
                     # starts, another process) slow each other down a hundredfold.
-                    "N_THREADS": "1", **env}
+                    "N_THREADS": "1",
+                    # The suite's requests name `model: "any"`: the stack's one model answers
+                    # them, as an operator's DEFAULT_MODEL makes it (test_models.py routes).
+                    "DEFAULT_MODEL": Path(env["MODEL_PATH"]).stem if "MODEL_PATH" in env else MODEL, **env}
         self.workers: list[Process] = []
         self.api: Process | None = None
 

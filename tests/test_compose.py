@@ -21,12 +21,21 @@ ROOT = Path(__file__).resolve().parent.parent
 HEARTH_SERVICES: dict[str, type[BaseSettings]] = {"worker": WorkerSettings, "api": ApiSettings, "ui": UiSettings}
 
 S = TypeVar("S", bound=BaseSettings)
-_VAR = re.compile(r"\$\{(\w+)(?::?-([^}]*))?\}")
+_VAR = re.compile(r"\$\{(\w+)(?:(:?[-+])([^${}]*))?\}")  # innermost first: nesting is allowed
 
 
-def interpolate(value: str) -> str:
-    """Compose's `${VAR:-default}` with an empty shell environment: what a plain `up` uses."""
-    return _VAR.sub(lambda m: m.group(2) or "", value)
+def interpolate(value: str, shell: dict[str, str] | None = None) -> str:
+    """Compose's `${VAR}`, `${VAR:-default}` and `${VAR:+replacement}`, nested, given the
+    shell's environment (none: what a plain `up` uses)."""
+    def one(m: re.Match[str]) -> str:
+        found = (shell or {}).get(m.group(1), "")
+        if m.group(2) and m.group(2).endswith("+"):
+            return m.group(3) if found else ""
+        return found or m.group(3) or ""
+
+    while (done := _VAR.sub(one, value)) != value:
+        value = done
+    return value
 
 
 @pytest.fixture(scope="module")
@@ -39,16 +48,16 @@ def services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return compose["services"]  # type: ignore[no-any-return]
 
 
-def env(service: dict[str, Any]) -> dict[str, str]:
+def env(service: dict[str, Any], shell: dict[str, str] | None = None) -> dict[str, str]:
     raw = service.get("environment") or {}
     if isinstance(raw, list):
         raw = dict(item.split("=", 1) for item in raw)
-    return {k: interpolate(str(v)) for k, v in raw.items()}
+    return {k: interpolate(str(v), shell) for k, v in raw.items()}
 
 
-def command(service: dict[str, Any]) -> list[str]:
+def command(service: dict[str, Any], shell: dict[str, str] | None = None) -> list[str]:
     cmd = service["command"]
-    return shlex.split(cmd) if isinstance(cmd, str) else [str(c) for c in cmd]
+    return shlex.split(interpolate(cmd, shell)) if isinstance(cmd, str) else [interpolate(str(c), shell) for c in cmd]
 
 
 def published(service: dict[str, Any]) -> dict[int, int]:
@@ -135,7 +144,17 @@ def test_healthchecks_test_readiness(services: dict[str, dict[str, Any]]) -> Non
     assert f"127.0.0.1:{api.api_port}/readyz" in " ".join(services["api"]["healthcheck"]["test"])  # 503 until a worker is up
     assert services["worker"]["healthcheck"]["test"][1:] == ["python", "-m", "worker.probe"]
     assert f"127.0.0.1:{ui.ui_port}/" in " ".join(services["ui"]["healthcheck"]["test"])
-    assert services["redis"]["healthcheck"]["test"][-2:] == ["redis-cli", "ping"]
+    redis_check = interpolate(" ".join(services["redis"]["healthcheck"]["test"]))
+    assert redis_check.startswith("CMD-SHELL redis-cli ") and "ping | grep -q PONG" in redis_check
+
+
+def test_redis_password_from_the_environment_reaches_every_service(services: dict[str, dict[str, Any]]) -> None:
+    shell = {"REDIS_PASSWORD": "s3cret"}
+    args = command(services["redis"], shell)
+    assert args[args.index("--requirepass") + 1] == "s3cret"
+    assert "--requirepass" not in command(services["redis"])  # unset: no password
+    assert {env(services[name], shell)["REDIS_URL"] for name in HEARTH_SERVICES} == {"redis://:s3cret@redis:6379/0"}
+    assert "-a s3cret --no-auth-warning ping" in interpolate(" ".join(services["redis"]["healthcheck"]["test"]), shell)
 
 
 def test_every_service_restarts_after_a_crash(services: dict[str, dict[str, Any]]) -> None:

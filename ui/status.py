@@ -40,6 +40,10 @@ def summary(status: Status) -> str:
     waiting = ", ".join(f"{queue} {n}" for queue, n in status["queues"].items())
     lines = [f"**Workers:** {busy} busy, {len(workers) - busy} idle" + (" — no worker is running; requests wait." if not workers else ""),
              f"**Waiting:** {waiting}"]
+    for w in workers:
+        models = ", ".join(f"**{m}**" if m == w.get("model") else m for m in w.get("models") or [w["model"]])
+        gpu = f", {w['gpu_layers']} GPU layers" if w.get("gpu_layers") else ""
+        lines.append(f"**Worker** {w['name']} on {w.get('host') or '?'}: {models}; {w.get('threads', '?')} threads{gpu}; {w['state']}")
     for job in status["running"]:
         who = f"job `{job['id'][:8]}` ({job['user']})" if job["id"] else "another user's job"
         speed = f"{job['tokens_per_s']:.1f} tokens/s" if job["tokens_per_s"] is not None else "reading the prompt"

@@ -80,7 +80,7 @@ def main() -> None:
     batch_queue = queue_name(QueueKind.BATCH, engine.model_id)
     runner = JobRunner(settings.worker_name, engine, meter, CancelListener(redis, engine.model_id),
                        lambda payload: save_attempt(rq_redis, batch_queue, payload, settings.job_ttl_s))
-    heartbeat = Heartbeat(redis, settings.worker_name, lambda: {**runner.info(), **meter.live()}, settings.heartbeat_interval_s, settings.heartbeat_ttl_s)
+    heartbeat = Heartbeat(redis, settings.worker_name, [engine.model_id], lambda: {**runner.info(), **meter.live()}, settings.heartbeat_interval_s, settings.heartbeat_ttl_s)
     wait_for_redis(redis)
     heartbeat.start()
     worker = HearthWorker(

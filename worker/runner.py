@@ -1,6 +1,7 @@
 """One job, start to finish: prompt, generation, and every event on the job's stream."""
 
 import logging
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -45,14 +46,19 @@ class JobRunner:
 
     def info(self) -> dict[str, object]:
         """What the heartbeat publishes about this worker."""
+        settings = self.engine.settings
         return {
             "model": self.engine.model_id,
+            "models": {self.engine.model_id: self.engine.n_ctx},  # every model it serves, by name: its window
+            "host": socket.gethostname(),
+            "threads": settings.n_threads,
+            "gpu_layers": settings.n_gpu_layers,
             "n_ctx": self.engine.n_ctx,
             "n_vocab": self.engine.n_vocab,
             "state": "busy" if self.current_job else "idle",
             "job": self.current_job,
             "remaining": self.remaining if self.current_job else 0,
-            "default_max_tokens": self.engine.settings.default_max_tokens,
+            "default_max_tokens": settings.default_max_tokens,
             "prompt_overhead": self._overheads[0],
             "message_overhead": self._overheads[1],
         }

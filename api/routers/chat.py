@@ -18,7 +18,7 @@ from api.errors import HearthError
 from api.jobs import JobInfo, JobService, QueueFull
 from api.limits import check_for_worker, check_request
 from api.schemas import ChatCompletionRequest
-from api.workers import live_workers, queue_model, serving
+from api.routing import model_map
 
 router = APIRouter(prefix="/v1", tags=["chat"])
 
@@ -79,21 +79,19 @@ async def create_chat_completion(
     conversations: Conversations,
 ) -> JSONResponse | EventSourceResponse:
     check_request(body, settings)
-    workers = await live_workers(redis)
-    chosen = serving(workers, body.model)
-    if chosen:
-        check_for_worker(body, chosen)
-    model = chosen.model if chosen else body.model or "default"
-    payload = JobPayload(job_id=uuid.uuid4().hex, messages=body.contract_messages(), params=body.sampling(), model=model, user=user.name)
-    # Only a chat that might not fit is counted exactly now; with no worker up nobody could
-    # count it, and the worker checks again before it generates.
-    if chosen and not chosen.surely_fits(payload.messages, payload.params.max_tokens):
-        fit = await jobs.check_fit(model, payload.messages, payload.params.max_tokens)
+    route = (await model_map(redis, settings)).route(body.model)
+    if route.worker:
+        check_for_worker(body, route.worker)
+    payload = JobPayload(job_id=uuid.uuid4().hex, messages=body.contract_messages(), params=body.sampling(), model=route.model, user=user.name)
+    # Only a chat that might not fit is counted exactly now; with no worker of its model up
+    # nobody could count it, and the worker checks again before it generates.
+    if route.served and not (route.worker and route.worker.surely_fits(payload.messages, payload.params.max_tokens)):
+        fit = await jobs.check_fit(route.model, payload.messages, payload.params.max_tokens)
         if fit is not None and not fit.fits:
             raise HearthError(400, fit.message, code="context_length_exceeded", param="messages")
     asked = await _store_question(body, conversations, user.name)
     try:
-        job = await jobs.submit(payload, user.name, queue_model(workers, body.model), body.conversation)
+        job = await jobs.submit(payload, user.name, route.queue_model, body.conversation)
     except QueueFull as exc:
         if asked is not None and body.conversation is not None:
             await conversations.delete_item(user.name, body.conversation, asked.id)  # the turn never happened

@@ -4,8 +4,8 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 from redis.exceptions import RedisError
 
-from api.dependencies import RedisDep
-from api.workers import live_workers
+from api.dependencies import RedisDep, Settings
+from api.routing import model_map
 
 router = APIRouter(tags=["health"])
 
@@ -16,13 +16,18 @@ async def healthz() -> dict[str, str]:
 
 
 @router.get("/readyz")
-async def readyz(redis: RedisDep) -> JSONResponse:
+async def readyz(redis: RedisDep, settings: Settings) -> JSONResponse:
+    """Ready while some worker is live; `models` are those with a live worker, `waiting` those
+    served recently whose worker is away (their requests wait for it)."""
     try:
         await redis.ping()  # type: ignore[misc]
-        workers = await live_workers(redis)
+        models = await model_map(redis, settings)
     except RedisError:
         return JSONResponse({"status": "unavailable", "reason": "Redis is unreachable."}, status_code=503)
-    if not workers:
+    live = list(models.live())
+    away = [m for m in models.recent if m not in live]
+    if not models.workers:
         reason = "No worker is running with a model loaded; requests will wait in the queue until one starts."
-        return JSONResponse({"status": "unavailable", "reason": reason}, status_code=503)
-    return JSONResponse({"status": "ready", "workers": len(workers), "busy": sum(w.state == "busy" for w in workers)})
+        return JSONResponse({"status": "unavailable", "reason": reason, "models": [], "waiting": away}, status_code=503)
+    return JSONResponse({"status": "ready", "workers": len(models.workers), "busy": sum(w.state == "busy" for w in models.workers),
+                         "models": live, "waiting": away})

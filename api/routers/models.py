@@ -1,17 +1,21 @@
-"""`/v1/models`: the models that live workers have loaded."""
+"""`/v1/models`: every model some live worker can serve."""
 
 from fastapi import APIRouter, Depends
 
-from api.dependencies import RedisDep, get_user
-from api.workers import live_workers
+from api.dependencies import RedisDep, Settings, get_user
+from api.routing import model_map
 
 router = APIRouter(prefix="/v1", tags=["models"], dependencies=[Depends(get_user)])
 
 
 @router.get("/models")
-async def list_models(redis: RedisDep) -> dict[str, object]:
-    models: dict[str, dict[str, object]] = {}
-    for w in await live_workers(redis):
-        models.setdefault(w.model, {"id": w.model, "object": "model", "created": 0, "owned_by": "hearth", "context_length": w.n_ctx, "workers": 0})
-        models[w.model]["workers"] += 1  # type: ignore[operator]
-    return {"object": "list", "data": list(models.values())}
+async def list_models(redis: RedisDep, settings: Settings) -> dict[str, object]:
+    """OpenAI's model list, plus Hearth's `context_length`, `loaded` (some worker holds it in
+    memory now) and `workers` (how many serve it)."""
+    data = [
+        {"id": model, "object": "model", "created": 0, "owned_by": "hearth",
+         "context_length": max(w.serves()[model] for w in workers),
+         "loaded": any(w.model == model for w in workers), "workers": len(workers)}
+        for model, workers in (await model_map(redis, settings)).live().items()
+    ]
+    return {"object": "list", "data": data}
