@@ -91,7 +91,7 @@ def grammar_schema(response_format: TextFormat | JsonObjectFormat | JsonSchemaFo
     if response_format is None or isinstance(response_format, TextFormat):
         return None
     if isinstance(response_format, JsonObjectFormat):
-        return JSON_OBJECT
+        return dict(JSON_OBJECT)
     try:
         return _Reducer().reduce_root(response_format.json_schema.schema_)
     except Unsupported as exc:
