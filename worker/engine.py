@@ -152,7 +152,7 @@ class Engine:
         # A JSON answer ends where its grammar lets it end, when the JSON is complete: a turn
         # marker spelled inside one of its strings is text, not an end (and the api refuses
         # `stop` strings with a schema), so nothing cuts the JSON short but `max_tokens`.
-        stops = StopMatcher(params.stop + ([] if grammar else self.prompter.template.turn_markers))
+        stops = StopMatcher(params.stop + (self.prompter.template.turn_markers if grammar is None else []))
         parts: list[str] = []
         finish, unsent, hit_stop = "length", 0, False
         produced: list[int] = []
