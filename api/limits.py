@@ -4,6 +4,7 @@ checked after parsing, before anything is queued, each refusal a 400 naming the 
 from api.errors import HearthError
 from api.schemas import ChatCompletionRequest
 from api.settings import ApiSettings
+from api.structured import grammar_schema
 from api.workers import WorkerInfo
 
 
@@ -22,6 +23,10 @@ def check_request(body: ChatCompletionRequest, settings: ApiSettings) -> None:
             raise _refuse("stop", f"a stop string may have at most {settings.max_stop_chars} characters.")
     if len(body.logit_bias or {}) > settings.max_logit_bias:
         raise _refuse("logit_bias", f"at most {settings.max_logit_bias} token ids may be biased.")
+    # A schema that cannot be enforced is refused here, before anything is queued.
+    if grammar_schema(body.response_format) is not None and body.stops():
+        raise _refuse("stop", "stop strings cannot be combined with a JSON response_format: one could cut the JSON "
+                              "short. The answer ends when its JSON is complete.")
 
 
 def check_for_worker(body: ChatCompletionRequest, worker: WorkerInfo) -> None:

@@ -1,11 +1,19 @@
-"""OpenAI request bodies, validated once; unknown fields are ignored as OpenAI-compatible
-servers do. Bounds fixed by OpenAI's API are here; those an operator sets are checked by
-api.limits."""
+"""OpenAI request bodies, validated once. Bounds fixed by OpenAI's API are here; those an
+operator sets are checked by api.limits.
 
-from typing import Annotated, Literal
+Each field of OpenAI's chat request is honoured (a field of `ChatCompletionRequest`), refused
+(`REFUSED`: it would change what the caller gets back, so answering as if it were absent would
+mislead; a value that asks for nothing, such as `n: 1` or `tools: []`, passes), or ignored
+(`IGNORED`: hints and bookkeeping that do not change the answer). Fields unknown to OpenAI are
+ignored too, as OpenAI-compatible servers do."""
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
 
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+
+from api.structured import ResponseFormat, grammar_schema
 from hearth.contract import Message, SamplingParams
 
 INT32_MAX = 2**31 - 1  # token counts and ids: llama.cpp's int32
@@ -27,6 +35,37 @@ def valid_unicode(text: str) -> str:
 Text = Annotated[str, AfterValidator(valid_unicode)]
 
 
+@dataclass(frozen=True)
+class Refusal:
+    reason: str
+    harmless: Callable[[Any], bool] = lambda value: value is None
+
+
+def _empty(value: Any) -> bool:
+    return value is None or value == []
+
+
+REFUSED: dict[str, Refusal] = {
+    "n": Refusal("Hearth generates one choice per request; n must be 1", lambda v: v in (None, 1)),
+    "tools": Refusal("tool calling is not supported", _empty),
+    "tool_choice": Refusal("tool calling is not supported", lambda v: v in (None, "none", "auto")),
+    "functions": Refusal("function calling is not supported", _empty),
+    "function_call": Refusal("function calling is not supported", lambda v: v in (None, "none", "auto")),
+    "logprobs": Refusal("log probabilities are not returned", lambda v: v in (None, False)),
+    "top_logprobs": Refusal("log probabilities are not returned", lambda v: v in (None, 0)),
+    "audio": Refusal("audio output is not supported"),
+    "modalities": Refusal("only text output is supported", lambda v: v is None or v == ["text"]),
+    "web_search_options": Refusal("web search is not available"),
+    "moderation": Refusal("moderation is not available"),
+}
+# Accepted and ignored: they steer OpenAI's own caching, billing, storage or reasoning, or
+# only speed (`prediction`), and the answer is what it would be without them.
+IGNORED = frozenset({
+    "user", "metadata", "store", "service_tier", "safety_identifier", "prompt_cache_key", "prompt_cache_options",
+    "prompt_cache_retention", "reasoning_effort", "verbosity", "prediction", "parallel_tool_calls",
+})
+
+
 class TextPart(BaseModel):
     type: Literal["text"]
     text: str  # checked by ChatMessage, so an error names the message's content
@@ -37,6 +76,16 @@ class ChatMessage(BaseModel):
 
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[TextPart] | None = None
+
+    @field_validator("content", mode="before")
+    @classmethod
+    def _text_parts_only(cls, content: Any) -> Any:
+        # Named here: as a failed union its error would read "should be a valid string".
+        for part in content if isinstance(content, list) else []:
+            kind = part.get("type") if isinstance(part, dict) else None
+            if kind != "text" and isinstance(kind, str):
+                raise ValueError(f"content parts of type {kind!r} are not supported: Hearth's model reads text only")
+        return content
 
     @field_validator("content")
     @classmethod
@@ -69,16 +118,36 @@ class ChatCompletionRequest(BaseModel):
     max_completion_tokens: Annotated[int, Field(ge=1, le=INT32_MAX)] | None = None
     temperature: Annotated[float, Field(ge=0, le=2)] | None = None
     top_p: Annotated[float, Field(gt=0, le=1)] | None = None
-    n: Annotated[int, Field(ge=1, le=1)] = 1
     stop: str | list[str] | None = None
     seed: Annotated[int, Field(**INT64)] | None = None
     presence_penalty: Annotated[float, Field(ge=-2, le=2)] = 0.0
     frequency_penalty: Annotated[float, Field(ge=-2, le=2)] = 0.0
     logit_bias: dict[str, Annotated[float, Field(ge=-100, le=100)]] | None = None
-    user: Annotated[Text, Field(max_length=NAME_CHARS)] | None = None
+    user: Annotated[Text, Field(max_length=NAME_CHARS)] | None = None  # checked, then ignored
+    response_format: ResponseFormat | None = None
     # Hearth's own: store this turn (the last user message, then the finished answer) in the
     # caller's conversation, whoever is watching; other servers ignore it.
     conversation: Annotated[Text, Field(max_length=NAME_CHARS)] | None = None
+    # Refused unless harmless (REFUSED); declared so that an error names the field.
+    n: Any = None
+    tools: Any = None
+    tool_choice: Any = None
+    functions: Any = None
+    function_call: Any = None
+    logprobs: Any = None
+    top_logprobs: Any = None
+    audio: Any = None
+    modalities: Any = None
+    web_search_options: Any = None
+    moderation: Any = None
+
+    @field_validator(*REFUSED)
+    @classmethod
+    def _refused(cls, value: Any, info: ValidationInfo) -> Any:
+        assert info.field_name is not None
+        if not REFUSED[info.field_name].harmless(value):
+            raise ValueError(REFUSED[info.field_name].reason)
+        return value
 
     @field_validator("stop")
     @classmethod
@@ -113,6 +182,7 @@ class ChatCompletionRequest(BaseModel):
             presence_penalty=self.presence_penalty,
             frequency_penalty=self.frequency_penalty,
             logit_bias={int(k): v for k, v in (self.logit_bias or {}).items()},
+            json_schema=grammar_schema(self.response_format),
         )
 
     def contract_messages(self) -> list[Message]:

@@ -8,7 +8,7 @@ import sys
 from collections.abc import Callable
 
 from api.settings import ApiSettings
-from bench import batch, context, load, stream
+from bench import batch, context, grammar, load, stream
 from bench.rig import Rig
 from hearth.logs import setup_logging
 from hearth.settings import CommonSettings
@@ -17,6 +17,7 @@ from worker.settings import WorkerSettings
 
 CASES: dict[str, Callable[[Rig, argparse.Namespace], str]] = {
     "stream": lambda rig, a: stream.run(rig, a.rounds, a.tokens, a.seed).render(),
+    "grammar": lambda rig, a: grammar.run(rig, a.rounds, a.tokens, a.seed).render(),
     "load": lambda rig, a: load.run(rig, a.users, a.chats, a.max_tokens, a.seed).render(),
     "context": lambda rig, a: context.run(rig, a.turns, a.max_tokens, a.seed).render(),
     "batch": lambda rig, a: batch.run(rig, a.lines, a.line_tokens, a.seed).render(),
@@ -51,7 +52,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=1234, help="sampling seed (default: %(default)s)")
     p.add_argument("--shaped", choices=PRESETS, help="serve a random-weight model of this preset's shapes instead of MODEL_PATH "
                                                      "(made once by tools/shaped_gguf.py, kept in ~/.cache/hearth/models)")
-    s = p.add_argument_group("stream")
+    s = p.add_argument_group("stream and grammar")
     s.add_argument("--rounds", type=at_least(1), default=5, help="measured rounds per side, after a warm-up (default: %(default)s)")
     s.add_argument("--tokens", type=at_least(2), default=200, help="completion tokens per stream, at least 2 (default: %(default)s)")
     g = p.add_argument_group("load")

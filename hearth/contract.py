@@ -13,7 +13,7 @@ requests to the worker, which must hear them between two tokens.
 """
 
 from enum import StrEnum
-from typing import Annotated, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, Field, TypeAdapter
 
@@ -122,6 +122,9 @@ class SamplingParams(BaseModel):
     presence_penalty: float = 0.0
     frequency_penalty: float = 0.0
     logit_bias: dict[int, float] = {}
+    # The answer is JSON valid against this schema (already checked and reduced by the api to
+    # what the worker's grammar enforces); None: free text.
+    json_schema: dict[str, Any] | None = None
 
 
 class Resume(BaseModel):

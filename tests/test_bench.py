@@ -31,6 +31,9 @@ def test_bench_runs_every_case_and_prints_its_numbers() -> None:
     number(r"^TTFT overhead: (-?[\d.]+) ms", out)
     assert number(r"^sum\s+([\d.]+)\s+stack TTFT", out) > 0
 
+    assert re.search(r"^json_schema\s+[\d.]+\s+[\d.]+\s+16\s", out, re.MULTILINE), out  # as many tokens as free text
+    assert number(r"^ratio json_schema/free tok/s: ([\d.]+)", out) > 0
+
     assert re.search(r"^2 users at once\s+2/0\s", out, re.MULTILINE), out  # completed/failed
     assert number(r"^2 users at once(?:\s+\S+){6}\s+([\d.]+)$", out) > 0  # completion tok/s
     assert number(r"^aggregate/single-stream tok/s: ([\d.]+)", out) > 0

@@ -15,6 +15,7 @@ from llama_cpp import Llama, LogitsProcessorList
 from llama_cpp._utils import suppress_stdout_stderr
 
 from hearth.contract import SamplingParams
+from worker.grammars import Grammars
 from worker.prompter import Prompter
 from worker.settings import N_CTX_CAP, WorkerSettings
 from worker.state_cache import StateCache, common_prefix
@@ -66,10 +67,12 @@ def _logit_bias(bias: dict[int, float], n_vocab: int) -> Callable[[np.ndarray, n
 
 
 def _primer(llama: Llama, history: list[int]) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
-    """Feeds `history` to the new sampler's penalties before its first token, as if it had
-    sampled them itself: a resumed generation then continues exactly as the paused one would
-    have (llama.cpp's penalty samplers remember only tokens accepted by that sampler chain). A
-    logits processor is the one hook that runs inside the chain, ahead of the penalties."""
+    """Feeds `history` to the new sampler chain before its first token, as if it had sampled
+    them itself: a resumed generation then continues exactly as the paused one would have.
+    llama.cpp's penalty samplers remember only tokens accepted by their chain, and a grammar
+    sampler's place in its grammar moves only with them (without this, a resumed JSON answer
+    would start its JSON again). A logits processor is the one hook that runs inside the
+    chain, ahead of the penalties and the grammar."""
     pending = list(history)
 
     def prime(_input_ids: np.ndarray, scores: np.ndarray) -> np.ndarray:
@@ -111,6 +114,7 @@ class Engine:
         self._is_eog = lambda token: bool(llama_cpp.llama_vocab_is_eog(vocab, token))
         self.prompter = Prompter(self.llama, self.n_ctx, settings.default_max_tokens)
         self.cache = StateCache(self.llama, settings.state_cache_mb * 2**20)
+        self.grammars = Grammars(vocab)
 
     @staticmethod
     def trained_context(path: Path) -> int:
@@ -144,7 +148,11 @@ class Engine:
         # llama.cpp's sampler takes a 32-bit seed; OpenAI's is any int64.
         self.llama.set_seed(params.seed % 2**32 if params.seed is not None else random.getrandbits(32))
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        stops = StopMatcher(params.stop + self.prompter.template.turn_markers)
+        grammar = None if params.json_schema is None else self.grammars.get(params.json_schema)
+        # A JSON answer ends where its grammar lets it end, when the JSON is complete: a turn
+        # marker spelled inside one of its strings is text, not an end (and the api refuses
+        # `stop` strings with a schema), so nothing cuts the JSON short but `max_tokens`.
+        stops = StopMatcher(params.stop + (self.prompter.template.turn_markers if grammar is None else []))
         parts: list[str] = []
         finish, unsent, hit_stop = "length", 0, False
         produced: list[int] = []
@@ -169,6 +177,7 @@ class Engine:
             presence_penalty=params.presence_penalty,
             frequency_penalty=params.frequency_penalty,
             logits_processor=LogitsProcessorList(processors) if processors else None,
+            grammar=grammar,
         ):
             if cancelled.is_set():
                 raise Cancelled()

@@ -24,6 +24,7 @@ from hearth.lifecycle import JobStatus
 from worker.control import CancelListener
 from worker.context import ContextOverflow
 from worker.engine import Cancelled, Engine, Paused, TimedOut
+from worker.grammars import GrammarError
 from worker.events import EventWriter
 
 log = logging.getLogger(__name__)
@@ -61,6 +62,7 @@ class JobRunner:
             "default_max_tokens": settings.default_max_tokens,
             "prompt_overhead": self._overheads[0],
             "message_overhead": self._overheads[1],
+            "grammars_built": self.engine.grammars.built,
         }
 
     @property
@@ -127,6 +129,9 @@ class JobRunner:
             return {"timed_out": True}
         except ContextOverflow as exc:
             emit(ErrorEvent(code=ErrorCode.CONTEXT_LENGTH_EXCEEDED, message=str(exc)))
+            raise
+        except GrammarError as exc:
+            emit(ErrorEvent(code=ErrorCode.INTERNAL, message=str(exc)))
             raise
         except Exception:
             emit(ErrorEvent(code=ErrorCode.INTERNAL, message="The model failed to generate an answer."))
