@@ -39,7 +39,7 @@ async def _conversations(rig: Rig, keys: dict[str, str], turns: int, max_tokens:
             for user in USERS:  # A, B, C, A, B, C, …: each evicts the others' state
                 history = histories[user]
                 history.append({"role": "user", "content": f"Question {turn + 1}: tell me one more practical tip, please."})
-                body = {"model": "any", "messages": list(history), "max_tokens": max_tokens, "seed": seed + turn, "logit_bias": ban}
+                body = {"model": "", "messages": list(history), "max_tokens": max_tokens, "seed": seed + turn, "logit_bias": ban}
                 timing = await stream_chat(client, rig.base_url, keys[user], body)
                 if not timing.ok:
                     raise RuntimeError(f"turn {turn + 1} of {user} failed: {timing.error}")

@@ -40,7 +40,7 @@ async def _user(
     timings: list[ChatTiming] = []
     for i in range(chats):
         history.append({"role": "user", "content": QUESTIONS[(user + i) % len(QUESTIONS)]})
-        body = {"model": "any", "messages": list(history), "max_tokens": max_tokens, "seed": seed + 1000 * user + i,
+        body = {"model": "", "messages": list(history), "max_tokens": max_tokens, "seed": seed + 1000 * user + i,
                 "logit_bias": ban}
         timing = await stream_chat(client, rig.base_url, key, body)
         timings.append(timing)

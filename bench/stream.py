@@ -84,7 +84,7 @@ def _decode_tps(tokens: int, first: float, last: float) -> float:
 
 def request_body(rig: Rig, tokens: int, seed: int) -> dict[str, Any]:
     return {
-        "model": "any",
+        "model": "",
         "messages": [{"role": "user", "content": PROMPT}],
         "max_tokens": tokens,
         "temperature": rig.settings.temperature,

@@ -52,13 +52,15 @@ def _choices(batches: list[dict[str, Any]]) -> list[str]:
     return [b["id"] for b in batches]
 
 
-def make_refresh(client: HearthClient) -> Callable[[str | None], Awaitable[tuple[pd.DataFrame, str, Any]]]:
-    async def refresh_batches(api_key: str | None) -> tuple[pd.DataFrame, str, Any]:
+def make_refresh(client: HearthClient) -> Callable[[str | None, str | None], Awaitable[tuple[pd.DataFrame, str, Any]]]:
+    async def refresh_batches(api_key: str | None, chosen: str | None) -> tuple[pd.DataFrame, str, Any]:
+        """The table, and the batches to choose from (the one chosen stays chosen)."""
         try:
             batches = await client.with_key(api_key).batches()
         except ApiError as exc:
             return batch_table([]), f"⚠️ {exc.message}", gr.skip()
-        return batch_table(batches), "", gr.Dropdown(choices=_choices(batches))
+        choices = _choices(batches)
+        return batch_table(batches), "", gr.Dropdown(choices=choices, value=chosen if chosen in choices else None)
 
     return refresh_batches
 
@@ -95,7 +97,7 @@ def batch_tab(client: HearthClient, api_key: gr.State, tabs: gr.Tabs) -> BatchTa
             batch = await client.with_key(key).start_batch(Path(name).stem + ".jsonl", jsonl)
         except ApiError as exc:
             return gr.skip(), f"⚠️ {exc.message}", gr.skip()
-        table_, _, choices = await refresh(key)
+        table_, _, choices = await refresh(key, batch["id"])
         return table_, f"Started {batch['id']}.", choices
 
     async def cancel_batch(batch_id: str | None, key: str | None) -> str:
@@ -128,13 +130,13 @@ def batch_tab(client: HearthClient, api_key: gr.State, tabs: gr.Tabs) -> BatchTa
     start.click(run_batch, inputs=[upload, system, max_tokens, api_key], outputs=outputs)
     cancel.click(cancel_batch, inputs=[chosen, api_key], outputs=message)
     download.click(download_answers, inputs=[chosen, api_key], outputs=[files, message])
-    timer.tick(refresh, inputs=[api_key], outputs=outputs, show_progress="hidden")
+    timer.tick(refresh, inputs=[api_key, chosen], outputs=outputs, show_progress="hidden")
 
-    async def on_tab(event: gr.SelectData, key: str | None) -> tuple[Any, ...]:
+    async def on_tab(event: gr.SelectData, key: str | None, current: str | None) -> tuple[Any, ...]:
         """Poll while this tab is the open one, starting with a refresh as it opens."""
         if event.value != TAB:
             return gr.Timer(active=False), gr.skip(), gr.skip(), gr.skip()
-        return gr.Timer(active=True), *await refresh(key)
+        return gr.Timer(active=True), *await refresh(key, current)
 
-    tabs.select(on_tab, inputs=[api_key], outputs=[timer, *outputs], show_progress="hidden", api_visibility="private")
+    tabs.select(on_tab, inputs=[api_key, chosen], outputs=[timer, *outputs], show_progress="hidden", api_visibility="private")
     return BatchTab(timer, [table, message])
