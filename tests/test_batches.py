@@ -308,3 +308,12 @@ def test_the_reaper_ends_an_unwatched_chat_of_a_dead_worker(make_stack) -> None:
     last = json.loads(s.redis.xrevrange(f"hearth:job:{job_id}:events", count=1)[0][1][b"event"])
     assert last["type"] == "error" and last["code"] == "worker_lost"
     assert not s.redis.hexists("hearth:running", job_id)
+
+
+def test_completion_window_with_a_non_ascii_digit_is_400_not_500(stack: Stack) -> None:
+    """str.isdigit() took "²h" for a number and int() then failed: a 500 (found by test_fuzz)."""
+    key = {"Authorization": "Bearer unused"}
+    for window in ("²h", "١h", "h", "0h", "24x", " 24h"):
+        r = httpx.post(f"{stack.base_url}/batches", headers=key, timeout=30,
+                       json={"input_file_id": "file-x", "endpoint": "/v1/chat/completions", "completion_window": window})
+        assert r.status_code == 400 and r.json()["error"]["param"] == "completion_window", (window, r.text)

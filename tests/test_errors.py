@@ -82,3 +82,12 @@ def test_without_a_worker_the_job_waits_and_readyz_says_why(make_stack) -> None:
     assert text
     assert httpx.get(f"{s.base_url}/jobs/{job_id}").json()["status"] == "completed"
     assert httpx.get(f"http://127.0.0.1:{s.api_port}/readyz").status_code == 200
+
+
+def test_method_not_allowed_names_every_allowed_method(stack: Stack) -> None:
+    """A 405 lost Starlette's `Allow` header, and for a path served by two routes (GET and POST
+    /v1/conversations) Starlette's names only the first (found by test_fuzz)."""
+    r = httpx.request("TRACE", f"{stack.base_url}/conversations")
+    assert_openai_error(r, 405)
+    assert {m.strip() for m in r.headers["allow"].split(",")} >= {"GET", "POST"}
+    assert httpx.put(f"{stack.base_url}/me").headers["allow"] == "GET"

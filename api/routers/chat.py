@@ -12,13 +12,13 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 from hearth.contract import DoneEvent, ErrorEvent, JobPayload, TokenEvent
 from api import openai_format as fmt
 from api.dependencies import CurrentUser, Jobs, RedisDep, Settings
-from api.errors import HearthError
+from api.errors import HearthError, error_responses
 from api.jobs import JobInfo, JobService, QueueFull
 from api.limits import check_for_worker, check_request
 from api.schemas import ChatCompletionRequest
 from api.workers import live_workers, queue_model, serving
 
-router = APIRouter(prefix="/v1", tags=["chat"])
+router = APIRouter(prefix="/v1", tags=["chat"], responses=error_responses(400, 401, 413, 429, 500, 503))
 
 
 async def _stream(
@@ -58,7 +58,9 @@ async def _collect(jobs: JobService, job: JobInfo) -> dict[str, object]:
     raise AssertionError("event stream ended without a final event")
 
 
-@router.post("/chat/completions", response_model=None)
+@router.post("/chat/completions", response_model=None,
+             responses={200: {"description": "A `chat.completion`, or with `stream` its chunks as server-sent events.",
+                              "content": {"text/event-stream": {}}}})
 async def create_chat_completion(
     body: ChatCompletionRequest, request: Request, jobs: Jobs, user: CurrentUser, redis: RedisDep, settings: Settings
 ) -> JSONResponse | EventSourceResponse:

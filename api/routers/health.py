@@ -2,6 +2,7 @@
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from redis.exceptions import RedisError
 
 from api.dependencies import RedisDep
@@ -10,12 +11,17 @@ from api.workers import live_workers
 router = APIRouter(tags=["health"])
 
 
+class Unready(BaseModel):
+    status: str
+    reason: str
+
+
 @router.get("/healthz")
 async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz")
+@router.get("/readyz", responses={503: {"model": Unready, "description": "Redis is unreachable, or no worker is up."}})
 async def readyz(redis: RedisDep) -> JSONResponse:
     try:
         await redis.ping()  # type: ignore[misc]
