@@ -36,12 +36,14 @@ MAX_TOKENS = 4
 # window depend on settings and on the model a worker loaded; an uploaded `file` must be
 # JSONL, which a multipart schema cannot say.
 STATEFUL_PARAMS = {"after", "input_file_id", "completion_window", "logit_bias", "messages", "file"}
+# The fuzzer's API key, set by `fuzz_key` once the stack has added its user: schemathesis asks
+# its auth provider at generation time, where fixtures cannot reach.
+ACCOUNT: dict[str, str] = {}
 
 
 @pytest.fixture(scope="module")
 def fuzz_stack(redis_server: RedisServer, log_dir: Path) -> Iterator[Stack]:
-    # MAX_WAITING_PER_USER=1: the fuzzer's streamed chats are read to their end before the
-    # next case, so a 429 here would be a job left behind.
+    # Cases run one at a time, each chat read to its end: one waiting job per user is enough.
     yield from serve(redis_server, log_dir, AUTH="on", DEFAULT_MAX_TOKENS=str(MAX_TOKENS), MAX_WAITING_PER_USER="1")
 
 
@@ -68,11 +70,6 @@ def filter_failure(context: HookContext, failure: Failure, case: Case, response:
     except (ValueError, KeyError, TypeError):
         return True
     return str(param).split(".")[0] not in STATEFUL_PARAMS
-
-
-# The fuzzer's API key, set by `fuzz_key` once the stack has added its user: schemathesis asks
-# its auth provider at generation time, where fixtures cannot reach.
-ACCOUNT: dict[str, str] = {}
 
 
 @schema.auth(refresh_interval=None)
@@ -114,4 +111,4 @@ def test_the_worker_still_serves_after_the_fuzz(fuzz_stack: Stack, fuzz_key: str
     assert r.status_code == 200, r.text
     assert r.json()["choices"][0]["message"]["content"] and r.json()["usage"]["completion_tokens"] >= 1
     ready = httpx.get(f"http://127.0.0.1:{fuzz_stack.api_port}/readyz", timeout=10).json()
-    assert ready["status"] == "ready" and ready["busy"] == 0, ready
+    assert ready["status"] == "ready" and ready["busy"] == 0, ready  # no fuzzed chat left running
