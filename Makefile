@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test bench model chromium settings-table clean
+.PHONY: install run test bench soak model chromium settings-table clean
 
 # llama-cpp-python compiles from source (~10 min on 2 cores), once per pin and build flags: the
 # wheel is kept outside the repo and every later install reuses it. On x86-64 it is built for
@@ -42,6 +42,10 @@ test: install chromium
 
 bench: install
 	$(BIN)/python -m bench
+
+# Mixed traffic from several people for SOAK_S seconds (default 600), then what it left behind.
+soak: install
+	$(BIN)/python -m soak
 
 # Mistral 7B Instruct v0.2, Q5_K_S (5 GB), for machines with internet; then MODEL_PATH=models/...
 model: install

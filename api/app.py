@@ -14,6 +14,7 @@ from api.body_limit import BodyLimitMiddleware
 from api.errors import install_error_handlers
 from api.jobs import JobService
 from api.middleware import RequestContextMiddleware
+from api.openapi import honest_openapi
 from api.batch_runner import BatchRunner
 from api.batches import BatchStore
 from api.files import FileStore
@@ -80,6 +81,7 @@ def create_app(settings: ApiSettings) -> FastAPI:
     app = FastAPI(title="Hearth", version="0.1.0", lifespan=lifespan)
     app.state.draining = False  # set when the server is asked to stop: see api.__main__
     install_error_handlers(app)
+    app.openapi = lambda: honest_openapi(app)  # type: ignore[method-assign]
     # An upload's multipart body is its file plus a little framing; the files router then
     # refuses a file over BATCH_MAX_FILE_BYTES itself, with a message that says so.
     uploads = {"/v1/files": settings.batch_max_file_bytes + UPLOAD_FRAMING_BYTES}

@@ -8,6 +8,7 @@ output or error list, from which the output and error files are written when it 
 """
 
 import json
+import re
 import secrets
 import time
 from collections.abc import Callable
@@ -36,6 +37,7 @@ ERRORS_SHOWN = 100  # line errors listed in the batch object's `errors`
 _TIMES = ("in_progress_at", "expires_at", "finalizing_at", "completed_at", "failed_at", "expired_at",
           "cancelling_at", "cancelled_at")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+_WINDOW = re.compile(r"([0-9]{1,12})([smhd])")
 
 
 def keys(batch_id: str) -> dict[str, str]:
@@ -46,10 +48,12 @@ def keys(batch_id: str) -> dict[str, str]:
 
 def window_seconds(window: str, longest_s: int) -> int:
     """`completion_window` in seconds: OpenAI's `24h`, or any `<n>s|m|h|d` up to the longest."""
-    unit = _UNITS.get(window[-1:])
-    if unit is None or not window[:-1].isdigit() or not 0 < int(window[:-1]) * unit <= longest_s:
+    # ASCII digits only: str.isdigit() also takes "²", which int() refuses (a 500, once).
+    match = _WINDOW.fullmatch(window)
+    seconds = int(match[1]) * _UNITS[match[2]] if match else 0
+    if not 0 < seconds <= longest_s:
         raise HearthError(400, f"completion_window must be a duration such as 24h, at most {longest_s} s.", param="completion_window")
-    return int(window[:-1]) * unit
+    return seconds
 
 
 class PendingLine(BaseModel):

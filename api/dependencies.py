@@ -5,7 +5,8 @@ dependency per request."""
 
 from typing import Annotated
 
-from fastapi import Depends, Header, Request
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from redis.asyncio import Redis as AsyncRedis
 
 from api.auth import LOCAL_USER, User, UserStore
@@ -49,21 +50,27 @@ async def get_signins(request: Request) -> SignInThrottle:
     return request.app.state.signins  # type: ignore[no-any-return]
 
 
-def bearer_token(authorization: str) -> str | None:
-    scheme, _, token = authorization.partition(" ")
-    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+# Declares the scheme in the OpenAPI schema; the 401s are Hearth's own (auto_error=False).
+_BEARER = HTTPBearer(auto_error=False, description="A Hearth API key, or a ui session token from `POST /v1/login`.")
+
+
+async def bearer_token(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_BEARER)]) -> str | None:
+    """The token of `Authorization: Bearer TOKEN`, if the request sends one."""
+    return credentials.credentials if credentials else None
+
+
+BearerToken = Annotated[str | None, Depends(bearer_token)]
 
 
 async def get_user(
     settings: Annotated[ApiSettings, Depends(get_settings)],
     users: Annotated[UserStore, Depends(get_users)],
-    authorization: Annotated[str, Header()] = "",
+    token: BearerToken,
 ) -> User:
     """The caller, from its `Authorization: Bearer` API key or ui session token."""
     if not settings.auth:
         bind(user=LOCAL_USER.name)
         return LOCAL_USER
-    token = bearer_token(authorization)
     if token is None:
         raise HearthError(401, "Missing API key: send `Authorization: Bearer KEY` (ask your Hearth admin for a key).", code="invalid_api_key")
     user = await users.authenticate(token)

@@ -1,13 +1,17 @@
 """One error type, rendered everywhere as OpenAI's `{"error": {...}}` JSON."""
 
 import logging
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.exceptions import HTTPException
+
+from api.openapi import allowed_methods
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +36,35 @@ class HearthError(Exception):
 
     def response(self) -> JSONResponse:
         return JSONResponse(self.body(), status_code=self.status, headers=self.headers)
+
+
+class ErrorDetail(BaseModel):
+    message: str
+    type: str
+    param: str | None
+    code: str | None
+
+
+class ErrorResponse(BaseModel):
+    """The body of every error answer (OpenAI's), declared in the OpenAPI schema."""
+
+    error: ErrorDetail
+
+
+_MEANINGS = {
+    400: "Invalid request: the message names the field (`param`).",
+    401: "Missing or incorrect API key.",
+    404: "No such object, or another user's.",
+    413: "Request body too large.",
+    429: "Too many requests waiting, or too many failed sign-ins; see `Retry-After`.",
+    500: "Unexpected failure; the message quotes the request id.",
+    503: "Redis is unreachable; try again shortly.",
+}
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` for these error statuses, so the schema lists every answer."""
+    return {status: {"model": ErrorResponse, "description": _MEANINGS[status]} for status in statuses}
 
 
 def _printable(text: str) -> str:
@@ -70,9 +103,14 @@ def install_error_handlers(app: FastAPI) -> None:
         return HearthError(400, message, param=param).response()
 
     @app.exception_handler(HTTPException)
-    async def http_error(_: Request, exc: HTTPException) -> JSONResponse:
+    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
         kind = "not_found_error" if exc.status_code == 404 else "invalid_request_error"
-        return HearthError(exc.status_code, str(exc.detail), kind).response()
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            # Starlette's own names only the first route's, so a path served by two routes
+            # (GET and POST /v1/conversations) lost one.
+            headers["Allow"] = ", ".join(allowed_methods(app, request.url.path))
+        return HearthError(exc.status_code, str(exc.detail), kind, headers=headers).response()
 
     @app.exception_handler(RedisConnectionError)
     @app.exception_handler(RedisTimeoutError)

@@ -369,3 +369,12 @@ def own_redis(log_dir):
     server = RedisServer(log_dir)
     yield server
     server.stop()
+
+
+def test_completion_window_with_a_non_ascii_digit_is_400_not_500(stack: Stack) -> None:
+    """str.isdigit() took "²h" for a number and int() then failed: a 500 (found by test_fuzz)."""
+    key = {"Authorization": "Bearer unused"}
+    for window in ("²h", "١h", "h", "0h", "24x", " 24h"):
+        r = httpx.post(f"{stack.base_url}/batches", headers=key, timeout=30,
+                       json={"input_file_id": "file-x", "endpoint": "/v1/chat/completions", "completion_window": window})
+        assert r.status_code == 400 and r.json()["error"]["param"] == "completion_window", (window, r.text)

@@ -1,11 +1,13 @@
 """Bad input and missing services get OpenAI-shaped errors with the right status, never a traceback."""
 
-import time
+import json
 
 import httpx
 import openai
 import pytest
 
+from hearth.contract import ANY_MODEL
+from tests.sse import read_sse
 from tests.stack import Stack, free_port
 
 GOOD = {"model": "any", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}
@@ -72,13 +74,25 @@ def test_without_a_worker_the_job_waits_and_readyz_says_why(make_stack) -> None:
     s.start_api()
     ready = httpx.get(f"http://127.0.0.1:{s.api_port}/readyz")
     assert ready.status_code == 503 and "No worker" in ready.json()["reason"]
-    client = openai.OpenAI(base_url=s.base_url, api_key="x", max_retries=0, timeout=120)
-    raw = client.chat.completions.with_raw_response.create(model="any", messages=GOOD["messages"], max_tokens=4, stream=True)
-    job_id = raw.headers["x-job-id"]
-    time.sleep(1.5)
-    assert httpx.get(f"{s.base_url}/jobs/{job_id}").json()["status"] == "queued"
-    s.start_worker()  # the waiting job is served once a worker arrives
-    text = "".join(c.choices[0].delta.content or "" for c in raw.parse() if c.choices)
-    assert text
+    with httpx.stream("POST", f"{s.base_url}/chat/completions", json={**GOOD, "stream": True}, timeout=120) as r:
+        job_id = r.headers["x-job-id"]
+        events = read_sse(r)
+        # The stream tells its client where it waits (an SSE comment the openai client skips).
+        waiting = next(e for e in events if any('"type":"queued"' in c for c in e.comments))
+        assert '"position":1' in waiting.comments[0]
+        assert httpx.get(f"{s.base_url}/jobs/{job_id}").json()["status"] == "queued"
+        assert s.redis.lpos(f"rq:queue:interactive:{ANY_MODEL}", job_id) == 0  # the first worker's to take
+        s.start_worker()  # the waiting job is served once a worker arrives
+        chunks = [json.loads(e.data) for e in events if e.data and e.data != "[DONE]"]
+    assert "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c.get("choices"))
     assert httpx.get(f"{s.base_url}/jobs/{job_id}").json()["status"] == "completed"
     assert httpx.get(f"http://127.0.0.1:{s.api_port}/readyz").status_code == 200
+
+
+def test_method_not_allowed_names_every_allowed_method(stack: Stack) -> None:
+    """A 405 lost Starlette's `Allow` header, and for a path served by two routes (GET and POST
+    /v1/conversations) Starlette's names only the first (found by test_fuzz)."""
+    r = httpx.request("TRACE", f"{stack.base_url}/conversations")
+    assert_openai_error(r, 405)
+    assert {m.strip() for m in r.headers["allow"].split(",")} >= {"GET", "POST"}
+    assert httpx.put(f"{stack.base_url}/me").headers["allow"] == "GET"

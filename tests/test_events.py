@@ -42,9 +42,7 @@ def start_stream(stack: Stack, body: dict) -> tuple[str, list[str], threading.Th
 
 def test_reader_attaching_mid_generation_gets_every_token_once(stack: Stack) -> None:
     job_id, streamed, thread = start_stream(stack, LONG)
-    deadline = threading.Event()
-    while not streamed and not deadline.wait(0.01):
-        pass  # attach once generation has visibly started
+    wait_for(lambda: bool(streamed), 60, "the first token")  # attach once generation has visibly started
     late = job_events(stack.base_url, job_id)
     thread.join(120)
     assert not thread.is_alive()
@@ -81,13 +79,18 @@ def test_unknown_job_is_404(stack: Stack) -> None:
 def test_every_append_is_published_and_chains_to_the_one_before(stack: Stack) -> None:
     pubsub = stack.redis.pubsub(ignore_subscribe_messages=True)
     pubsub.psubscribe(live_channel("*"))
-    assert pubsub.get_message(timeout=5) is None  # consumes the confirmation: subscribed from here on
+    wait_for(lambda: stack.redis.pubsub_numpat() >= 1, 5, "the pattern subscription")  # subscribed from here on
     job_id, streamed, thread = start_stream(stack, {**LONG, "max_tokens": 40})
     thread.join(120)
     published: list[tuple[str, list]] = []
-    while (message := pubsub.get_message(timeout=5)) is not None:
-        if message["channel"] == live_channel(job_id).encode():
+
+    def heard_the_end() -> bool:
+        message = pubsub.get_message(timeout=1)
+        if message is not None and message["channel"] == live_channel(job_id).encode():
             published.append(decode_live(message["data"]))
+        return bool(published) and published[-1][1][-1][1].type == "done"
+
+    wait_for(heard_the_end, 30, "the message that publishes the final event")
     pubsub.close()
     logged = [(entry_id.decode(), fields[b"event"].decode()) for entry_id, fields in stack.redis.xrange(events_key(job_id))]
     # Together the messages are the log, entry for entry, each naming the entry before it.

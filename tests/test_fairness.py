@@ -68,21 +68,24 @@ def test_caps_answer_429_with_retry_after(make_stack) -> None:
     blocker = occupy(s, keys["cal"])
     body = {"model": "any", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
 
-    def submit(name: str) -> httpx.Response:
+    queue = f"rq:queue:{INTERACTIVE}"
+
+    def submit(name: str) -> httpx.Response | None:
+        """None once the request waits in the queue (admitted), or its answer (rejected)."""
         # Non-streamed requests hold their connection until answered: post them from threads.
-        result: dict[str, httpx.Response] = {}
-        done = threading.Event()
+        result: dict[str, object] = {}
+        waiting = s.redis.llen(queue)
 
         def run() -> None:
             try:
                 result["r"] = httpx.post(f"{s.base_url}/chat/completions", json=body, headers=auth(keys[name]), timeout=300)
-            except httpx.TransportError:
-                pass  # still waiting when the test's stack was stopped
-            done.set()
+            except httpx.TransportError as exc:  # after the test (its stack stopped), nobody looks
+                result["error"] = exc
 
         threading.Thread(target=run, daemon=True).start()
-        done.wait(3)  # a rejection comes back at once; an admitted request keeps waiting
-        return result.get("r")
+        wait_for(lambda: bool(result) or s.redis.llen(queue) > waiting, 30, f"{name}'s request to be queued or answered")
+        assert "error" not in result, result
+        return result.get("r")  # type: ignore[return-value]
 
     assert submit("ann") is None and submit("ann") is None  # two waiting: admitted
     rejected = submit("ann")
@@ -109,7 +112,6 @@ def test_queue_position_and_estimate_count_down(make_stack) -> None:
     # One finished job teaches the worker its speed, so estimates can be made.
     httpx.post(f"{s.base_url}/chat/completions", json={**BUSY, "max_tokens": 20}, timeout=120).raise_for_status()
     blocker = occupy(s, "unused")
-    threading.Timer(3, cancel, (s, "unused", blocker)).start()
     waiting = []
     for i in range(3):
         waiting.append(httpx.Client(timeout=300))
@@ -124,6 +126,8 @@ def test_queue_position_and_estimate_count_down(make_stack) -> None:
             if comment.startswith("hearth ") and '"queued"' in comment:
                 event = json.loads(comment.removeprefix("hearth "))
                 positions.append((event["position"], event["eta_s"]))
+                if len(positions) == 1:  # the last stream has seen where it starts: let the line move
+                    cancel(s, "unused", blocker)
         if sse.data and sse.data != "[DONE]":
             choice = json.loads(sse.data)["choices"]
             text += (choice[0]["delta"].get("content") or "") if choice else ""

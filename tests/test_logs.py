@@ -15,7 +15,7 @@ from fastapi import FastAPI
 
 from api.middleware import RequestContextMiddleware
 from hearth.logs import ContextFilter, JsonFormatter, TextFormatter, log_context
-from tests.chats import BackgroundChat, chat_body
+from tests.chats import NO_END, BackgroundChat, chat_body
 from tests.stack import Process, Stack
 
 SECRET = "periwinkle-quokka-5318"  # only ever in the messages
@@ -32,10 +32,12 @@ def json_lines(proc: Process) -> list[dict[str, Any]]:
 
 
 def chat(stack: Stack, content: str, request_id: str) -> tuple[str, str]:
-    """A non-streamed chat with the official client: (job id, answer)."""
+    """A non-streamed chat with the official client: (job id, answer). The end tokens are
+    banned, so the answer is long enough to be looked for in the logs."""
     client = openai.OpenAI(base_url=stack.base_url, api_key="unused", max_retries=0, timeout=300)
     raw = client.chat.completions.with_raw_response.create(
-        model="any", messages=[{"role": "user", "content": content}], max_tokens=12, extra_headers={"X-Request-ID": request_id})
+        model="any", messages=[{"role": "user", "content": content}], max_tokens=24, logit_bias=NO_END,
+        extra_headers={"X-Request-ID": request_id})
     assert raw.headers["x-request-id"] == request_id
     answer = raw.parse().choices[0].message.content or ""
     return raw.headers["x-job-id"], answer
@@ -68,7 +70,7 @@ def test_every_line_of_a_job_carries_its_id_in_api_and_worker_and_no_message_tex
     assert len(errors) == 1 and "Traceback" in json.dumps(errors[0])
     everything = stack.api.log() + stack.workers[0].log()  # type: ignore[union-attr]
     assert SECRET not in everything
-    assert len(answer) < 12 or answer not in everything
+    assert len(answer) >= 40 and answer not in everything
 
 
 def test_log_prompts_puts_the_messages_in_the_worker_log(make_stack: Callable[..., Stack]) -> None:

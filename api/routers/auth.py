@@ -3,15 +3,15 @@
 
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Request
+from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 
 from api.auth import AuthError
-from api.dependencies import CurrentUser, Settings, SignIns, Users, bearer_token
-from api.errors import HearthError
+from api.dependencies import BearerToken, CurrentUser, Settings, SignIns, Users
+from api.errors import HearthError, error_responses
 from api.schemas import NAME_CHARS, Text
 
-router = APIRouter(prefix="/v1", tags=["auth"])
+router = APIRouter(prefix="/v1", tags=["auth"], responses=error_responses(400, 401, 413, 500, 503))
 
 SECRET_CHARS = 1024  # passwords and API keys
 
@@ -21,7 +21,7 @@ class Login(BaseModel):
     password: Annotated[Text, Field(max_length=SECRET_CHARS)]  # the user's password, or one of its API keys
 
 
-@router.post("/login")
+@router.post("/login", responses=error_responses(429))
 async def login(body: Login, request: Request, users: Users, signins: SignIns, settings: Settings) -> dict[str, object]:
     if not settings.auth:
         return {"token": None, "user": "local", "role": "admin", "auth": False}
@@ -47,9 +47,8 @@ async def me(user: CurrentUser, settings: Settings) -> dict[str, object]:
 
 
 @router.post("/logout")
-async def logout(user: CurrentUser, users: Users, authorization: Annotated[str, Header()] = "") -> dict[str, object]:
+async def logout(user: CurrentUser, users: Users, token: BearerToken) -> dict[str, object]:
     """End the session whose token signs this request, so a copy of it left anywhere is
     useless. An API key is not a session: it stays valid until `hearth users revoke`."""
-    token = bearer_token(authorization)
     ended = token is not None and await users.logout(token)
     return {"user": user.name, "signed_out": ended}

@@ -3,20 +3,20 @@
 from typing import Annotated
 
 from fastapi import APIRouter, Query
-from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from api.batches import ENDPOINT, BatchInfo, BatchStore, window_seconds
 from api.dependencies import Batches, CurrentUser, Files, Settings
-from api.errors import HearthError
+from api.errors import HearthError, error_responses
 
-router = APIRouter(prefix="/v1/batches", tags=["batches"])
+router = APIRouter(prefix="/v1/batches", tags=["batches"], responses=error_responses(400, 401, 404, 413, 500, 503))
 
 
 class BatchRequest(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     input_file_id: str
-    endpoint: str
+    endpoint: Annotated[str, Field(json_schema_extra={"enum": [ENDPOINT]})]  # checked by create_batch, with its own message
     completion_window: str
     metadata: dict[str, str] | None = None
     output_expires_after: dict[str, object] | None = None

@@ -14,13 +14,13 @@ from api import openai_format as fmt
 from api.conversation_schemas import MessageItem, message
 from api.conversations import ConversationStore
 from api.dependencies import Conversations, CurrentUser, Jobs, RedisDep, Settings
-from api.errors import HearthError
+from api.errors import HearthError, error_responses
 from api.jobs import JobInfo, JobService, QueueFull
 from api.limits import check_for_worker, check_request
 from api.schemas import ChatCompletionRequest
 from api.routing import model_map
 
-router = APIRouter(prefix="/v1", tags=["chat"])
+router = APIRouter(prefix="/v1", tags=["chat"], responses=error_responses(400, 401, 413, 429, 500, 503))
 
 
 async def _stream(
@@ -73,7 +73,9 @@ async def _store_question(body: ChatCompletionRequest, conversations: Conversati
     return asked
 
 
-@router.post("/chat/completions", response_model=None)
+@router.post("/chat/completions", response_model=None,
+             responses={200: {"description": "A `chat.completion`, or with `stream` its chunks as server-sent events.",
+                              "content": {"text/event-stream": {}}}})
 async def create_chat_completion(
     body: ChatCompletionRequest, request: Request, jobs: Jobs, user: CurrentUser, redis: RedisDep, settings: Settings,
     conversations: Conversations,

@@ -9,8 +9,9 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 
 from api.conversation_schemas import ConversationExport, CreateConversation, CreateItems, UpdateConversation, cursor_page
 from api.dependencies import Conversations, CurrentUser
+from api.errors import error_responses
 
-router = APIRouter(prefix="/v1/conversations", tags=["conversations"])
+router = APIRouter(prefix="/v1/conversations", tags=["conversations"], responses=error_responses(400, 401, 404, 413, 500, 503))
 
 Limit = Annotated[int, Query(ge=1, le=100, description="Page size, 1 to 100.")]
 After = Annotated[str | None, Query(description="The id of the last object of the previous page.")]
@@ -61,7 +62,8 @@ async def delete_conversation(conversation_id: str, store: Conversations, user: 
     return {"id": conversation_id, "object": "conversation.deleted", "deleted": True}
 
 
-@router.get("/{conversation_id}/export", response_model=None)
+@router.get("/{conversation_id}/export", response_model=None,
+            responses={200: {"description": "Markdown, or with `format=json` as in the export.", "content": {"text/markdown": {}}}})
 async def export_conversation(
     conversation_id: str, store: Conversations, user: CurrentUser, format: Literal["markdown", "json"] = "markdown",
 ) -> PlainTextResponse | JSONResponse:

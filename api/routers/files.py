@@ -5,12 +5,16 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Form, Query, UploadFile
 from fastapi.responses import Response
+from pydantic import Field
+from pydantic.json_schema import SkipJsonSchema
 
 from api.dependencies import CurrentUser, Files, Settings
-from api.errors import HearthError
+from api.errors import HearthError, error_responses
 from api.files import FileInfo
 
-router = APIRouter(prefix="/v1/files", tags=["files"])
+# A form field is never null: the schema says "an integer in bounds, or leave it out".
+Seconds = Annotated[int, Field(ge=3600, le=2592000)]
+router = APIRouter(prefix="/v1/files", tags=["files"], responses=error_responses(400, 401, 404, 413, 500, 503))
 
 
 def _not_found(file_id: str) -> HearthError:
@@ -40,11 +44,11 @@ def check_batch_input(data: bytes, max_lines: int) -> None:
 @router.post("")
 async def create_file(
     file: UploadFile,
-    purpose: Annotated[str, Form()],
+    purpose: Annotated[str, Form(json_schema_extra={"enum": ["batch"]})],  # checked below, with its own message
     user: CurrentUser,
     files: Files,
     settings: Settings,
-    expires_after_seconds: Annotated[int | None, Form(alias="expires_after[seconds]", ge=3600, le=2592000)] = None,
+    expires_after_seconds: Annotated[Seconds | SkipJsonSchema[None], Form(alias="expires_after[seconds]")] = None,
 ) -> dict[str, object]:
     if purpose != "batch":
         raise HearthError(400, "Hearth accepts files with purpose 'batch' only.", param="purpose")
@@ -84,7 +88,8 @@ async def retrieve_file(file_id: str, user: CurrentUser, files: Files) -> dict[s
     return (await _owned(files, user.name, file_id)).dump()
 
 
-@router.get("/{file_id}/content", response_class=Response)
+@router.get("/{file_id}/content", response_class=Response,
+            responses={200: {"description": "The file, as uploaded or as written.", "content": {"application/jsonl": {}}}})
 async def file_content(file_id: str, user: CurrentUser, files: Files) -> Response:
     data = await files.content(user.name, file_id)
     if data is None:

@@ -2,6 +2,7 @@
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from redis.exceptions import RedisError
 
 from api.dependencies import RedisDep, Settings
@@ -10,12 +11,19 @@ from api.routing import model_map
 router = APIRouter(tags=["health"])
 
 
+class Unready(BaseModel):
+    status: str
+    reason: str
+    models: list[str] = []  # served by a live worker (none, when no worker is up)
+    waiting: list[str] = []  # served recently; their requests wait for a worker
+
+
 @router.get("/healthz")
 async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz")
+@router.get("/readyz", responses={503: {"model": Unready, "description": "Redis is unreachable, or no worker is up."}})
 async def readyz(redis: RedisDep, settings: Settings) -> JSONResponse:
     """Ready while some worker is live; `models` are those with a live worker, `waiting` those
     served recently whose worker is away (their requests wait for it)."""

@@ -8,12 +8,12 @@ from sse_starlette import EventSourceResponse
 
 from api.auth import User
 from api.dependencies import CurrentUser, Jobs, Settings
-from api.errors import HearthError
+from api.errors import HearthError, error_responses
 from api.jobs import JobInfo, JobService, dump
 from hearth.contract import START_ID
 from hearth.logs import bind
 
-router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=error_responses(400, 401, 404, 413, 500, 503))
 EVENT_ID = r"\d{1,19}-\d{1,19}"  # a stream id, as sent in each event's `id` (two numbers below 2**64)
 
 
@@ -46,7 +46,7 @@ async def _events(jobs: JobService, job: JobInfo, after: str) -> AsyncIterator[d
         yield message
 
 
-@router.get("/{job_id}/events")
+@router.get("/{job_id}/events", response_class=EventSourceResponse, responses={200: {"description": "Server-sent events.", "content": {"text/event-stream": {}}}})
 async def job_events(
     job_id: str,
     jobs: Jobs,

@@ -3,22 +3,21 @@ Like `/healthz`, it needs no API key: scrapers on the LAN read it. Per-user figu
 names and their token counts) only go to a caller with an admin's key or `METRICS_TOKEN`."""
 
 import hmac
-from typing import Annotated
-
-from fastapi import APIRouter, Header
+from fastapi import APIRouter
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from api.dependencies import RedisDep, Settings, Users, bearer_token
-from api.errors import HearthError
+from api.dependencies import BearerToken, RedisDep, Settings, Users
+from api.errors import HearthError, error_responses
 from api.metrics import exposition
 
-router = APIRouter(tags=["metrics"])
+router = APIRouter(tags=["metrics"], responses=error_responses(401, 500, 503))
 
 
-@router.get("/metrics", response_class=Response)
-async def metrics(redis: RedisDep, settings: Settings, users: Users, authorization: Annotated[str, Header()] = "") -> Response:
-    token = bearer_token(authorization)
+@router.get("/metrics", response_class=Response,
+            responses={200: {"description": "Prometheus text format.", "content": {CONTENT_TYPE_LATEST.split(";")[0]: {}}}},
+            openapi_extra={"security": [{}]})  # besides the bearer key: optional, it adds per-user figures
+async def metrics(redis: RedisDep, settings: Settings, users: Users, token: BearerToken) -> Response:
     if not settings.auth:
         per_user = True  # everyone is the one local admin
     elif token is None:

@@ -4,8 +4,9 @@ from fastapi import APIRouter, Depends
 
 from api.dependencies import RedisDep, Settings, get_user
 from api.routing import model_map
+from api.errors import error_responses
 
-router = APIRouter(prefix="/v1", tags=["models"], dependencies=[Depends(get_user)])
+router = APIRouter(prefix="/v1", tags=["models"], dependencies=[Depends(get_user)], responses=error_responses(401, 500, 503))
 
 
 @router.get("/models")

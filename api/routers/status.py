@@ -4,8 +4,9 @@ from fastapi import APIRouter
 
 from api.dependencies import CurrentUser, RedisDep
 from api.status import build_status
+from api.errors import error_responses
 
-router = APIRouter(prefix="/v1", tags=["status"])
+router = APIRouter(prefix="/v1", tags=["status"], responses=error_responses(401, 500, 503))
 
 
 @router.get("/status")
