@@ -13,6 +13,8 @@ from contextlib import asynccontextmanager, suppress
 from redis.asyncio import Redis as AsyncRedis
 from redis.exceptions import RedisError
 
+from api.background import running
+
 log = logging.getLogger(__name__)
 
 LEASE_KEY = "hearth:housekeeping:lease"
@@ -51,12 +53,9 @@ async def housekeeping(redis: AsyncRedis, rounds: list[Round], interval_s: float
                 log.exception("housekeeping round failed")
             await asyncio.sleep(interval_s)
 
-    task = asyncio.create_task(run(), name="housekeeping")
     try:
-        yield
+        async with running("housekeeping", run):
+            yield
     finally:
-        task.cancel()
-        with suppress(asyncio.CancelledError):
-            await task
         with suppress(RedisError):
             await redis.eval(_RELEASE_LUA, 1, LEASE_KEY, token)  # type: ignore[misc]

@@ -13,13 +13,14 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager, suppress
+from contextlib import asynccontextmanager
 from typing import Any
 
 from redis.asyncio import Redis as AsyncRedis
 from redis.exceptions import RedisError
 
 from api.auth import User
+from api.background import running
 from api.metrics import queue_depths
 from api.queueing import known_queues, queue_key
 from api.workers import live_workers
@@ -60,13 +61,8 @@ async def queue_sampler(redis: AsyncRedis) -> AsyncIterator[None]:
                 failing = True
             await asyncio.sleep(SAMPLE_S)
 
-    task = asyncio.create_task(run(), name="queue-depth-sampler")
-    try:
+    async with running("queue-depth-sampler", run):
         yield
-    finally:
-        task.cancel()
-        with suppress(asyncio.CancelledError):
-            await task
 
 
 def _decode(value: bytes | None) -> str | None:

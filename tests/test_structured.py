@@ -4,7 +4,6 @@ batch line is paused and resumed; what Hearth cannot enforce or does not impleme
 naming it, before anything is queued."""
 
 import json
-import threading
 import uuid
 from typing import Any
 
@@ -15,9 +14,8 @@ from openai.types.chat.completion_create_params import CompletionCreateParamsBas
 from pydantic import BaseModel, Field
 
 from api.schemas import IGNORED, REFUSED, ChatCompletionRequest
-from tests.sse import job_events
+from tests.batches import file_lines, pause_a_line, request_line, run_batch, wait_status
 from tests.stack import ROOT, Stack, wait_for
-from tests.test_batches import file_lines, request_line, run_batch, wait_status
 
 PARAM = "response_format.json_schema.schema"
 
@@ -228,22 +226,9 @@ def test_a_paused_json_batch_line_resumes_in_its_grammar(make_stack) -> None:
     reference = client.chat.completions.create(**body).choices[0].message.content
     batch_id = run_batch(client, [{"custom_id": "json", "method": "POST", "url": "/v1/chat/completions", "body": body}])
 
-    def line_job() -> str | None:
-        running = s.redis.hgetall("hearth:running")
-        return next(iter(running)).decode() if running else None
-
-    wait_for(lambda: line_job() is not None, 60, "the line to start")
-    line = line_job()
-    assert line is not None
-    followed: list[Any] = []
-    follower = threading.Thread(target=lambda: followed.extend(job_events(s.base_url, line, timeout=240)))
-    follower.start()
-    wait_for(lambda: len(s.redis.xrange(f"hearth:job:{line}:events")) > 15, 60, "the line's first tokens")
-    chat = client.chat.completions.create(model="any", messages=ask("Hi"), max_tokens=5)
-    assert chat.choices[0].message.content is not None
-    batch = wait_status(client, batch_id, ("completed",), 240)
-    follower.join(60)
-    assert [json.loads(e.data)["reason"] for e in followed if e.event == "requeued"] == ["paused"]
+    run = pause_a_line(s, client, batch_id, min_events=15)
+    assert [json.loads(e.data)["reason"] for e in run.followed if e.event == "requeued"] == ["paused"]
+    batch = run.batch
     [out] = file_lines(client, batch.output_file_id)
     content = out["response"]["body"]["choices"][0]["message"]["content"]
     jsonschema.validate(json.loads(content), schema)
