@@ -70,7 +70,7 @@ def test_redis_unreachable_is_503(make_stack) -> None:
 
 
 def test_without_a_worker_the_job_waits_and_readyz_says_why(make_stack) -> None:
-    s = make_stack()
+    s = make_stack(DEFAULT_MODEL="")  # no model named anywhere: the first worker of any model answers
     s.start_api()
     ready = httpx.get(f"http://127.0.0.1:{s.api_port}/readyz")
     assert ready.status_code == 503 and "No worker" in ready.json()["reason"]

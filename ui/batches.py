@@ -41,11 +41,12 @@ def batch_table(batches: list[dict[str, Any]]) -> pd.DataFrame:
 @dataclass(frozen=True)
 class BatchTab:
     timer: gr.Timer
-    outputs: list[gr.components.Component]  # the table and the message line
+    table: gr.Dataframe
+    notes: list[gr.Markdown]  # the actions' message line and the polling's
 
     def reset(self) -> dict[gr.components.Component, Any]:
         """Updates that stop the polling and forget the last user's batches (for a sign-out)."""
-        return {self.timer: gr.Timer(active=False), self.outputs[0]: batch_table([]), self.outputs[1]: ""}
+        return {self.timer: gr.Timer(active=False), self.table: batch_table([]), **{note: "" for note in self.notes}}
 
 
 def _choices(batches: list[dict[str, Any]]) -> list[str]:
@@ -54,7 +55,8 @@ def _choices(batches: list[dict[str, Any]]) -> list[str]:
 
 def make_refresh(client: HearthClient) -> Callable[[str | None, str | None], Awaitable[tuple[pd.DataFrame, str, Any]]]:
     async def refresh_batches(api_key: str | None, chosen: str | None) -> tuple[pd.DataFrame, str, Any]:
-        """The table, and the batches to choose from (the one chosen stays chosen)."""
+        """The table, the polling's own note (empty once the api answers again), and the batches
+        to choose from (the one chosen stays chosen)."""
         try:
             batches = await client.with_key(api_key).batches()
         except ApiError as exc:
@@ -77,6 +79,8 @@ def batch_tab(client: HearthClient, api_key: gr.State, tabs: gr.Tabs) -> BatchTa
                 start = gr.Button("Run batch", variant="primary", elem_id="hearth-batch-start")
         message = gr.Markdown("", elem_id="hearth-batch-message")
         table = gr.Dataframe(value=batch_table([]), label="Your batches", interactive=False, elem_id="hearth-batches")
+        # The polling's own line: a refresh clears it, never the answer to what the person did.
+        polling = gr.Markdown("", elem_id="hearth-batch-polling")
         with gr.Row():
             chosen = gr.Dropdown(label="Batch", choices=[], elem_id="hearth-batch-chosen")
             cancel = gr.Button("Cancel batch", elem_id="hearth-batch-cancel")
@@ -85,7 +89,7 @@ def batch_tab(client: HearthClient, api_key: gr.State, tabs: gr.Tabs) -> BatchTa
         timer = gr.Timer(REFRESH_S, active=False)
 
     refresh = make_refresh(client)
-    outputs = [table, message, chosen]
+    outputs = [table, polling, chosen]
 
     async def run_batch(path: str | None, system_prompt: str, tokens: float | None, key: str | None) -> tuple[pd.DataFrame, str, Any]:
         if not path:
@@ -127,7 +131,7 @@ def batch_tab(client: HearthClient, api_key: gr.State, tabs: gr.Tabs) -> BatchTa
         csv.write_text(answers_csv(sent, answers, errors))
         return [str(jsonl), str(csv)], ""
 
-    start.click(run_batch, inputs=[upload, system, max_tokens, api_key], outputs=outputs)
+    start.click(run_batch, inputs=[upload, system, max_tokens, api_key], outputs=[table, message, chosen])
     cancel.click(cancel_batch, inputs=[chosen, api_key], outputs=message)
     download.click(download_answers, inputs=[chosen, api_key], outputs=[files, message])
     timer.tick(refresh, inputs=[api_key, chosen], outputs=outputs, show_progress="hidden")
@@ -139,4 +143,4 @@ def batch_tab(client: HearthClient, api_key: gr.State, tabs: gr.Tabs) -> BatchTa
         return gr.Timer(active=True), *await refresh(key, current)
 
     tabs.select(on_tab, inputs=[api_key, chosen], outputs=[timer, *outputs], show_progress="hidden", api_visibility="private")
-    return BatchTab(timer, [table, message])
+    return BatchTab(timer, table, [message, polling])

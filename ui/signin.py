@@ -84,7 +84,7 @@ class Page:
         f = self.signin
         return [self.token, self.ended, f.gate, f.gate_text, f.retry, f.form, f.message, f.username, f.secret,
                 self.main, self.who, self.sign_out, self.chat.chatbot, self.chat.chatbot_state, self.chat.textbox,
-                self.tabs, self.status.timer, *self.status.outputs, self.batches.timer, *self.batches.outputs]
+                self.tabs, self.status.timer, *self.status.outputs, self.batches.timer, self.batches.table, *self.batches.notes]
 
     def _forget(self) -> Updates:
         """No token, an empty chat and status: nothing of the last user stays on the page."""

@@ -20,7 +20,7 @@ from api.limits import check_for_worker, check_request
 from api.schemas import ChatCompletionRequest
 from api.routing import model_map
 
-router = APIRouter(prefix="/v1", tags=["chat"], responses=error_responses(400, 401, 413, 429, 500, 503))
+router = APIRouter(prefix="/v1", tags=["chat"], responses=error_responses(400, 401, 404, 413, 429, 500, 503))
 
 
 async def _stream(
