@@ -21,7 +21,8 @@ from api.files import FileStore
 from api.filing import Filing
 from api.housekeeping import housekeeping
 from api.reaper import Reaper
-from api.routers import auth, batches, chat, conversations, files, health, jobs, metrics, models, status
+from api.responses import ResponseStore
+from api.routers import auth, batches, chat, conversations, files, health, jobs, metrics, models, responses, status
 from api.status import queue_sampler
 from api.settings import ApiSettings
 from api.signin_throttle import SignInThrottle
@@ -63,6 +64,7 @@ def create_app(settings: ApiSettings) -> FastAPI:
         app.state.jobs = JobService(redis, rq_redis, settings)
         app.state.conversations = ConversationStore(redis, settings)
         app.state.users = UserStore(redis, on_revoke=[app.state.conversations.delete_owner])
+        app.state.responses = ResponseStore(redis, settings.response_retention_s)
         app.state.files = FileStore(redis, settings.file_retention_s)
         app.state.batches = BatchStore(redis, settings.file_retention_s)
         app.state.signins = SignInThrottle(redis, settings.login_max_failures, settings.login_lockout_s)
@@ -70,7 +72,7 @@ def create_app(settings: ApiSettings) -> FastAPI:
         try:
             reaper = Reaper(redis, rq_redis, app.state.jobs, settings)
             runner = BatchRunner(redis, rq_redis, app.state.batches, app.state.files, app.state.jobs, settings)
-            filing = Filing(redis, app.state.jobs, runner, app.state.conversations)
+            filing = Filing(redis, app.state.jobs, runner, app.state.conversations, app.state.responses)
             rounds = [reaper.sweep, filing.tick, runner.tick]
             async with queue_sampler(redis), housekeeping(redis, rounds, settings.housekeeping_interval_s):
                 yield
@@ -90,6 +92,6 @@ def create_app(settings: ApiSettings) -> FastAPI:
     origins = [o.strip() for o in settings.cors_origins.split(",") if o.strip()]
     if origins:  # off unless configured: browsers on other sites may not call the api
         app.add_middleware(CORSMiddleware, allow_origins=origins, allow_methods=["*"], allow_headers=["*"], expose_headers=["X-Job-Id", "X-Request-ID"])
-    for module in (health, auth, models, chat, jobs, conversations, files, batches, metrics, status):
+    for module in (health, auth, models, chat, responses, jobs, conversations, files, batches, metrics, status):
         app.include_router(module.router)
     return app

@@ -25,6 +25,8 @@ from api.errors import HearthError
 from api.files import FileStore
 from api.jobs import JobService
 from api.queueing import queue_key
+from api.response_objects import ended
+from api.responses import StoredResponse
 from api.settings import ApiSettings
 from api.limits import check_for_worker, check_request
 from api.schemas import ChatCompletionRequest
@@ -88,7 +90,7 @@ class BatchRunner:
             if route.worker:
                 check_for_worker(body, route.worker)
 
-        good, bad = await run_in_threadpool(read_lines, data or b"", batch.owner, model_of, check)
+        good, bad = await run_in_threadpool(read_lines, data or b"", batch.owner, batch.fields["endpoint"], model_of, check)
         await self._store.add_lines(batch.id, good, bad)
         if not good:
             reason = "The input file has no lines that can run." if data else "The input file is gone."
@@ -167,6 +169,9 @@ class BatchRunner:
         except ValueError:
             return "errors", _error_line(custom_id, "internal_error", "The line ended without an answer."), (0, 0)
         usage = body["usage"]
+        if "response" in fields:  # a /v1/responses line answers with a `response`
+            assert answer.final is not None
+            body = ended(StoredResponse.model_validate_json(fields["response"]), answer.text, answer.final)
         return "output", _response_line(job_id, custom_id, 200, body), (usage["prompt_tokens"], usage["completion_tokens"])
 
     async def _feed(self, batches: list[BatchInfo]) -> None:
@@ -212,6 +217,7 @@ class BatchRunner:
                 "owner": batch.owner, "model": payload.model, "created": int(time.time()), "queue": queue_name_,
                 "status": JobStatus.QUEUED.value, "not_after": batch.fields["expires_at"], "max_tokens": payload.params.max_tokens or 0,
                 "sink": Sink.BATCH.value, "batch": batch.id, "custom_id": line.custom_id, "line": line.index,
+                **({"response": line.response.model_dump_json()} if line.response else {}),
             })
             pipe.expire(job_key(payload.job_id), s.job_ttl_s)
             pipe.sadd(k["inflight"], payload.job_id)

@@ -19,6 +19,8 @@ from pydantic import BaseModel, ValidationError
 from redis.asyncio import Redis as AsyncRedis
 
 from api.errors import HearthError
+from api.response_schemas import ResponseCreateRequest, as_responses_error
+from api.responses import StoredResponse
 from api.schemas import ChatCompletionRequest
 from hearth.contract import JobPayload
 
@@ -31,7 +33,9 @@ ERRORS_KEY = "hearth:batch:{batch_id}:errors"  # list: error file lines
 OWNER_BATCHES_KEY = "hearth:batches:{owner}"  # sorted set: batch id -> created_at
 ACTIVE_KEY = "hearth:batches:active"  # sorted set: batch id -> created_at, until it ends
 
-ENDPOINT = "/v1/chat/completions"
+CHAT_ENDPOINT, RESPONSES_ENDPOINT = "/v1/chat/completions", "/v1/responses"
+ENDPOINTS = (CHAT_ENDPOINT, RESPONSES_ENDPOINT)
+NOT_IN_BATCH = ("stream", "background", "previous_response_id", "conversation")  # Responses fields a line cannot use
 ACTIVE = ("validating", "in_progress", "finalizing", "cancelling")
 ERRORS_SHOWN = 100  # line errors listed in the batch object's `errors`
 _TIMES = ("in_progress_at", "expires_at", "finalizing_at", "completed_at", "failed_at", "expired_at",
@@ -60,6 +64,7 @@ class PendingLine(BaseModel):
     index: int  # 1-based line number in the input file
     custom_id: str
     payload: JobPayload
+    response: StoredResponse | None = None  # a /v1/responses line: what its output line's `response` is made of
 
 
 class LineError(BaseModel):
@@ -72,7 +77,18 @@ class LineError(BaseModel):
     param: str | None = None
 
 
-def read_lines(data: bytes, owner: str, model_of: Callable[[str], str],
+def _chat_of(endpoint: str, body: Any) -> tuple[ChatCompletionRequest, ResponseCreateRequest | None]:
+    """A line's body as the chat it queues, and the Responses request it came from, if any."""
+    if endpoint == CHAT_ENDPOINT:
+        return ChatCompletionRequest.model_validate(body), None
+    request = ResponseCreateRequest.model_validate(body)
+    for name in NOT_IN_BATCH:
+        if getattr(request, name) not in (None, False):
+            raise HearthError(400, f"{name}: not available in a batch line.", param=name)
+    return request.to_chat([]), request
+
+
+def read_lines(data: bytes, owner: str, endpoint: str, model_of: Callable[[str], str],
                check: Callable[[ChatCompletionRequest], None]) -> tuple[list[PendingLine], list[LineError]]:
     """The runnable lines of a batch input file and the errors of the others. `model_of(name)`
     gives the model that serves a request naming `name`; `check` raises the HearthError an
@@ -96,12 +112,15 @@ def read_lines(data: bytes, owner: str, model_of: Callable[[str], str],
             bad.append(LineError(line=index, custom_id=custom_id, code="duplicate_custom_id", message=f"custom_id {custom_id!r} appears on an earlier line.", param="custom_id"))
             continue
         seen.add(custom_id)
-        if line.get("method", "POST") != "POST" or line.get("url") != ENDPOINT:
-            bad.append(LineError(line=index, custom_id=custom_id, code="invalid_url", message=f"This batch's lines must be POST {ENDPOINT}.", param="url"))
+        if line.get("method", "POST") != "POST" or line.get("url") != endpoint:
+            bad.append(LineError(line=index, custom_id=custom_id, code="invalid_url", message=f"This batch's lines must be POST {endpoint}.", param="url"))
             continue
         try:
-            body = ChatCompletionRequest.model_validate(line.get("body"))
-            check(body)
+            body, request = _chat_of(endpoint, line.get("body"))
+            try:
+                check(body)
+            except HearthError as exc:
+                raise as_responses_error(exc) if request else exc from None
         except ValidationError as exc:
             first = exc.errors()[0]
             param = ".".join(str(p) for p in first.get("loc", ())) or None
@@ -112,7 +131,8 @@ def read_lines(data: bytes, owner: str, model_of: Callable[[str], str],
             continue
         payload = JobPayload(job_id=secrets.token_hex(16), messages=body.contract_messages(), params=body.sampling(),
                              model=model_of(body.model), user=owner, preemptible=True)
-        good.append(PendingLine(index=index, custom_id=custom_id, payload=payload))
+        response = request.stored(payload.job_id, int(time.time()), payload.model, []) if request else None
+        good.append(PendingLine(index=index, custom_id=custom_id, payload=payload, response=response))
     return good, bad
 
 
@@ -182,11 +202,11 @@ class BatchStore:
     def __init__(self, redis: AsyncRedis, retention_s: int):
         self._redis, self._retention = redis, retention_s
 
-    async def create(self, owner: str, input_file_id: str, window: str, window_s: int, metadata: dict[str, str] | None) -> BatchInfo:
+    async def create(self, owner: str, endpoint: str, input_file_id: str, window: str, window_s: int, metadata: dict[str, str] | None) -> BatchInfo:
         batch_id = f"batch_{secrets.token_hex(12)}"
         now = int(time.time())
         t = await self._redis.time()
-        fields = {"owner": owner, "endpoint": ENDPOINT, "input_file_id": input_file_id, "completion_window": window,
+        fields = {"owner": owner, "endpoint": endpoint, "input_file_id": input_file_id, "completion_window": window,
                   "status": "validating", "created_at": str(now), "expires_at": str(int(t[0]) + window_s),
                   "metadata": json.dumps(metadata), "total": "0", "completed": "0", "failed": "0"}
         pipe = self._redis.pipeline(transaction=True)

@@ -15,6 +15,7 @@ from api.files import FileStore
 from api.conversations import ConversationStore
 from api.errors import HearthError
 from api.jobs import JobService
+from api.responses import ResponseStore
 from api.settings import ApiSettings
 from api.signin_throttle import SignInThrottle
 from hearth.logs import bind
@@ -46,6 +47,12 @@ async def get_users(request: Request) -> UserStore:
 
 async def get_conversations(request: Request) -> ConversationStore:
     return request.app.state.conversations  # type: ignore[no-any-return]
+
+
+async def get_responses(request: Request) -> ResponseStore:
+    return request.app.state.responses  # type: ignore[no-any-return]
+
+
 async def get_signins(request: Request) -> SignInThrottle:
     return request.app.state.signins  # type: ignore[no-any-return]
 
@@ -87,5 +94,6 @@ Users = Annotated[UserStore, Depends(get_users)]
 Files = Annotated[FileStore, Depends(get_files)]
 Batches = Annotated[BatchStore, Depends(get_batches)]
 Conversations = Annotated[ConversationStore, Depends(get_conversations)]
+Responses = Annotated[ResponseStore, Depends(get_responses)]
 SignIns = Annotated[SignInThrottle, Depends(get_signins)]
 CurrentUser = Annotated[User, Depends(get_user)]

@@ -1,6 +1,6 @@
 """Files the results of ended jobs that somebody must act on whether or not anyone is watching:
 a batch line's answer goes to its batch's output or error file, a chat turn's answer to its
-conversation. The lifecycle script (hearth.lifecycle) puts such jobs' ids on ENDED_KEY as they
+conversation, a stored response's outcome to its record (and its conversation, if it has one). The lifecycle script (hearth.lifecycle) puts such jobs' ids on ENDED_KEY as they
 end; a housekeeping round (one api process at a time) files them. Filing is idempotent (a guard
 per line, per conversation turn), so an id is only taken off the list once it is filed: an api
 that stops halfway files nothing twice and loses nothing.
@@ -13,6 +13,7 @@ from redis.asyncio import Redis as AsyncRedis
 from api.batch_runner import BatchRunner
 from api.conversations import ConversationStore
 from api.jobs import JobService
+from api.responses import Outcome, ResponseStore
 from hearth.contract import ENDED_KEY, DoneEvent, Sink, job_key
 
 log = logging.getLogger(__name__)
@@ -21,8 +22,9 @@ PER_ROUND = 200  # ended jobs filed per round
 
 
 class Filing:
-    def __init__(self, redis: AsyncRedis, jobs: JobService, batches: BatchRunner, conversations: ConversationStore):
+    def __init__(self, redis: AsyncRedis, jobs: JobService, batches: BatchRunner, conversations: ConversationStore, responses: ResponseStore):
         self._redis, self._jobs, self._batches, self._conversations = redis, jobs, batches, conversations
+        self._responses = responses
 
     async def tick(self) -> None:
         for raw in await self._redis.lrange(ENDED_KEY, 0, PER_ROUND - 1):  # type: ignore[misc]
@@ -33,6 +35,8 @@ class Filing:
                 await self._batches.file(job_id, fields)
             elif sink == Sink.CONVERSATION:
                 await self._answer(job_id, fields)
+            elif sink == Sink.RESPONSE:
+                await self._response(job_id, fields)
             await self._redis.lrem(ENDED_KEY, 0, job_id)  # type: ignore[misc]
 
     async def _answer(self, job_id: str, fields: dict[str, str]) -> None:
@@ -44,3 +48,14 @@ class Filing:
             return  # nothing was said (refused before a token, or failed at once)
         status = "completed" if isinstance(answer.final, DoneEvent) else "incomplete"
         await self._conversations.record_answer(fields["owner"], fields["conversation"], job_id, answer.text, status)
+
+    async def _response(self, job_id: str, fields: dict[str, str]) -> None:
+        """The outcome into the response's record, so it outlives the job's log; a response
+        deleted meanwhile stays deleted. A response in a conversation adds its answer there."""
+        record = await self._responses.get(fields["owner"], job_id)
+        answer = await self._jobs.answer(job_id)
+        if record is None or answer.final is None:
+            return
+        await self._responses.file(fields["owner"], job_id, Outcome(text=answer.text, final=answer.final))
+        if record.conversation is not None:
+            await self._answer(job_id, {**fields, "conversation": record.conversation})

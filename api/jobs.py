@@ -64,11 +64,14 @@ class JobInfo:
     status: JobStatus
     rq_id: str  # the RQ job of its current attempt (the job id, for a chat)
     conversation: str | None = None  # the conversation its answer is stored in
+    sink: Sink | None = None  # where its result is filed when it ends: such a job outlives its client
 
     @classmethod
     def of(cls, job_id: str, fields: dict[str, str]) -> "JobInfo":
+        sink = fields.get("sink")
         return cls(job_id, fields["owner"], fields["model"], int(fields["created"]), fields["queue"],
-                   JobStatus(fields["status"]), fields.get("rq_id", job_id), fields.get("conversation"))
+                   JobStatus(fields["status"]), fields.get("rq_id", job_id), fields.get("conversation"),
+                   None if sink is None else Sink(sink))
 
 
 class QueueFull(Exception):
@@ -82,17 +85,21 @@ class JobService:
         self._redis, self._rq_redis, self._settings = redis, rq_redis, settings
         self._queues: dict[str, FairQueue] = {}  # reused: RQ caches the server version per queue
 
-    async def submit(self, payload: JobPayload, owner: str, queue_model: str, conversation: str | None = None) -> JobInfo:
+    async def submit(self, payload: JobPayload, owner: str, queue_model: str, conversation: str | None = None,
+                     sink: Sink | None = None) -> JobInfo:
         """Queue the chat in its fair place among `queue_model`'s, or raise QueueFull (its
         owner's or everyone's cap). With `conversation`, its answer is stored there when it
-        ends (api.filing), whoever is watching."""
+        ends (api.filing), whoever is watching; `sink` files it elsewhere (a stored response)."""
         s = self._settings
         queue = queue_name(QueueKind.INTERACTIVE, queue_model)
         created = int(time.time())
         fields: dict[str, str | int] = {"owner": owner, "model": payload.model, "created": created, "queue": queue,
                                         "max_tokens": payload.params.max_tokens or 0}
         if conversation is not None:
-            fields.update(sink=Sink.CONVERSATION.value, conversation=conversation)
+            fields["conversation"] = conversation
+            sink = sink or Sink.CONVERSATION
+        if sink is not None:
+            fields["sink"] = sink.value
         admission = Admission(fields, s.job_ttl_s, s.max_queue_wait_s, preempt_channel(queue_model))
         verdict = await run_in_threadpool(self._enqueue, payload, queue, admission)
         if verdict == REJECTED_USER_CAP:
@@ -105,7 +112,7 @@ class JobService:
             raise QueueFull(f"Hearth is busy: {s.max_queued} requests are already waiting.", await self._retry_after(queue, 1))
         bind(job_id=payload.job_id)  # the rest of this request's log lines name its job
         log.info("job queued", extra={"queue": queue, "position": verdict})
-        return JobInfo(payload.job_id, owner, payload.model, created, queue, JobStatus.QUEUED, payload.job_id, conversation)
+        return JobInfo(payload.job_id, owner, payload.model, created, queue, JobStatus.QUEUED, payload.job_id, conversation, sink)
 
     def _enqueue(self, payload: JobPayload, queue_name_: str, admission: Admission) -> int:
         s = self._settings
@@ -258,6 +265,10 @@ class JobService:
                     continue
             return entries + await self._read_log(job_id, last)
         return entries if messages else await self._read_log(job_id, last)
+
+    async def log(self, job_id: str) -> list[tuple[str, Event]]:
+        """Every event of the job's log so far, as (stream id, event), one entry each."""
+        return await self._read_log(job_id, START_ID)
 
     async def answer(self, job_id: str) -> Answer:
         """The job's answer so far, from its log."""

@@ -41,15 +41,29 @@ class Refusal:
     harmless: Callable[[Any], bool] = lambda value: value is None
 
 
-def _empty(value: Any) -> bool:
+def empty(value: Any) -> bool:
     return value is None or value == []
+
+
+def refusing(table: dict[str, Refusal]) -> Any:
+    """The field validator that refuses `table`'s fields unless their value is harmless;
+    assign it in the body of a request model that declares those fields (as `Any = None`), so
+    an error names the field."""
+
+    def refuse(cls: type, value: Any, info: ValidationInfo) -> Any:
+        assert info.field_name is not None
+        if not table[info.field_name].harmless(value):
+            raise ValueError(table[info.field_name].reason)
+        return value
+
+    return field_validator(*table)(classmethod(refuse))
 
 
 REFUSED: dict[str, Refusal] = {
     "n": Refusal("Hearth generates one choice per request; n must be 1", lambda v: v in (None, 1)),
-    "tools": Refusal("tool calling is not supported", _empty),
+    "tools": Refusal("tool calling is not supported", empty),
     "tool_choice": Refusal("tool calling is not supported", lambda v: v in (None, "none", "auto")),
-    "functions": Refusal("function calling is not supported", _empty),
+    "functions": Refusal("function calling is not supported", empty),
     "function_call": Refusal("function calling is not supported", lambda v: v in (None, "none", "auto")),
     "logprobs": Refusal("log probabilities are not returned", lambda v: v in (None, False)),
     "top_logprobs": Refusal("log probabilities are not returned", lambda v: v in (None, 0)),
@@ -141,13 +155,7 @@ class ChatCompletionRequest(BaseModel):
     web_search_options: Any = None
     moderation: Any = None
 
-    @field_validator(*REFUSED)
-    @classmethod
-    def _refused(cls, value: Any, info: ValidationInfo) -> Any:
-        assert info.field_name is not None
-        if not REFUSED[info.field_name].harmless(value):
-            raise ValueError(REFUSED[info.field_name].reason)
-        return value
+    _refused = refusing(REFUSED)
 
     @field_validator("stop")
     @classmethod

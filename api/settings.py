@@ -24,6 +24,7 @@ class ApiSettings(CommonSettings):
     batch_max_lines: int = Field(50_000, ge=1, description="Most lines in one batch input file.")
     batch_longest_window_s: int = Field(7 * 86400, ge=60, description="Longest `completion_window` a batch may ask for (`24h`, or e.g. `90m`).")
     file_retention_s: int = Field(30 * 86400, ge=60, description="How long files, batch results and ended batches are kept.")
+    response_retention_s: int = Field(30 * 86400, ge=60, description="How long a stored response (`/v1/responses` with `store: true`) is kept after it was created.")
     conversations_per_user: int = Field(1000, ge=1, description="Conversations one user may keep on the server; creating or importing more gets 400.")
     conversation_items: int = Field(2000, ge=1, description="Messages one conversation may hold; adding more gets 400 (an answer to an accepted message is always kept).")
     conversation_text_chars: int = Field(100_000, ge=1, description="Longest text of one stored message, in characters; longer gets 400.")

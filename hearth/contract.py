@@ -31,6 +31,7 @@ class Sink(StrEnum):
 
     BATCH = "batch"  # a batch line: its output or error file
     CONVERSATION = "conversation"  # a chat turn: its conversation, as the assistant's message
+    RESPONSE = "response"  # a stored response (`/v1/responses`): its record, and its conversation if it has one
 
 
 def queue_name(kind: QueueKind, model: str) -> str:

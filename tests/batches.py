@@ -21,9 +21,9 @@ def jsonl(lines: list[Any]) -> bytes:
     return b"".join((line if isinstance(line, bytes) else json.dumps(line).encode()) + b"\n" for line in lines)
 
 
-def run_batch(client: openai.OpenAI, lines: list[Any], window: str = "24h", **extra: Any) -> str:
+def run_batch(client: openai.OpenAI, lines: list[Any], window: str = "24h", endpoint: str = "/v1/chat/completions", **extra: Any) -> str:
     uploaded = client.files.create(file=("lines.jsonl", jsonl(lines)), purpose="batch")
-    return client.batches.create(input_file_id=uploaded.id, endpoint="/v1/chat/completions",
+    return client.batches.create(input_file_id=uploaded.id, endpoint=endpoint,  # type: ignore[arg-type]
                                  completion_window=window, **extra).id  # type: ignore[arg-type]
 
 

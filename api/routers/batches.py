@@ -5,7 +5,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from api.batches import ENDPOINT, BatchInfo, BatchStore, window_seconds
+from api.batches import ENDPOINTS, BatchInfo, BatchStore, window_seconds
 from api.dependencies import Batches, CurrentUser, Files, Settings
 from api.errors import HearthError, error_responses
 
@@ -16,7 +16,7 @@ class BatchRequest(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     input_file_id: str
-    endpoint: Annotated[str, Field(json_schema_extra={"enum": [ENDPOINT]})]  # checked by create_batch, with its own message
+    endpoint: Annotated[str, Field(json_schema_extra={"enum": list(ENDPOINTS)})]  # checked by create_batch, with its own message
     completion_window: str
     metadata: dict[str, str] | None = None
     output_expires_after: dict[str, object] | None = None
@@ -38,13 +38,13 @@ async def _owned(batches: BatchStore, batch_id: str, owner: str) -> BatchInfo:
 
 @router.post("")
 async def create_batch(body: BatchRequest, user: CurrentUser, batches: Batches, files: Files, settings: Settings) -> dict[str, object]:
-    if body.endpoint != ENDPOINT:
-        raise HearthError(400, f"Hearth runs batches of {ENDPOINT} only.", param="endpoint")
+    if body.endpoint not in ENDPOINTS:
+        raise HearthError(400, f"Hearth runs batches of {' and '.join(ENDPOINTS)} only.", param="endpoint")
     window_s = window_seconds(body.completion_window, settings.batch_longest_window_s)
     source = await files.get(user.name, body.input_file_id)
     if source is None or source.purpose != "batch":
         raise HearthError(400, f"No batch input file {body.input_file_id!r}: upload one with purpose 'batch'.", param="input_file_id")
-    batch = await batches.create(user.name, body.input_file_id, body.completion_window, window_s, body.metadata)
+    batch = await batches.create(user.name, body.endpoint, body.input_file_id, body.completion_window, window_s, body.metadata)
     return batch.dump()
 
 

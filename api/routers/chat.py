@@ -2,23 +2,21 @@
 
 import asyncio
 import json
-import uuid
 from collections.abc import AsyncIterator, Callable
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
-from hearth.contract import DoneEvent, ErrorEvent, JobPayload, TokenEvent
+from hearth.contract import DoneEvent, ErrorEvent, TokenEvent
 from api import openai_format as fmt
 from api.conversation_schemas import MessageItem, message
 from api.conversations import ConversationStore
 from api.dependencies import Conversations, CurrentUser, Jobs, RedisDep, Settings
 from api.errors import HearthError, error_responses
-from api.jobs import JobInfo, JobService, QueueFull
-from api.limits import check_for_worker, check_request
+from api.chat_jobs import prepare_chat, queue_chat, wait_for_answer
+from api.jobs import JobInfo, JobService
 from api.schemas import ChatCompletionRequest
-from api.routing import model_map
 
 router = APIRouter(prefix="/v1", tags=["chat"], responses=error_responses(400, 401, 404, 413, 429, 500, 503))
 
@@ -47,18 +45,10 @@ async def _stream(
                 yield ServerSentEvent(comment=f"hearth {event.model_dump_json()}")
     finally:
         # The client went away: free the worker for someone who is waiting. (Not when the
-        # api itself is stopping, nor for a conversation's turn: the job goes on, its answer
-        # is stored, and the client can re-attach.)
-        if not finished and not draining() and job.conversation is None:
+        # api itself is stopping, nor for a job whose result is filed (a conversation's turn):
+        # the job goes on, its answer is stored, and the client can re-attach.)
+        if not finished and not draining() and job.sink is None:
             await asyncio.shield(jobs.cancel(job))
-
-
-async def _collect(jobs: JobService, job: JobInfo) -> dict[str, object]:
-    answer = fmt.Answer()
-    async for _, event in jobs.events(job):
-        if answer.add(event):
-            return answer.completion(job.id, job.created, job.model)
-    raise AssertionError("event stream ended without a final event")
 
 
 async def _store_question(body: ChatCompletionRequest, conversations: ConversationStore, owner: str) -> MessageItem | None:
@@ -80,38 +70,17 @@ async def create_chat_completion(
     body: ChatCompletionRequest, request: Request, jobs: Jobs, user: CurrentUser, redis: RedisDep, settings: Settings,
     conversations: Conversations,
 ) -> JSONResponse | EventSourceResponse:
-    check_request(body, settings)
-    route = (await model_map(redis, settings)).route(body.model)
-    if route.worker:
-        check_for_worker(body, route.worker)
-    payload = JobPayload(job_id=uuid.uuid4().hex, messages=body.contract_messages(), params=body.sampling(), model=route.model, user=user.name)
-    # Only a chat that might not fit is counted exactly now; with no worker of its model up
-    # nobody could count it, and the worker checks again before it generates.
-    if route.served and not (route.worker and route.worker.surely_fits(payload.messages, payload.params.max_tokens)):
-        fit = await jobs.check_fit(route.model, payload.messages, payload.params.max_tokens)
-        if fit is not None and not fit.fits:
-            raise HearthError(400, fit.message, code="context_length_exceeded", param="messages")
+    chat = await prepare_chat(body, user.name, jobs, redis, settings)
     asked = await _store_question(body, conversations, user.name)
     try:
-        job = await jobs.submit(payload, user.name, route.queue_model, body.conversation)
-    except QueueFull as exc:
+        job = await queue_chat(jobs, chat, user.name, body.conversation)
+    except HearthError:
         if asked is not None and body.conversation is not None:
             await conversations.delete_item(user.name, body.conversation, asked.id)  # the turn never happened
-        raise HearthError(429, str(exc), "rate_limit_error", "rate_limit_exceeded",
-                          headers={"Retry-After": str(exc.retry_after_s)}) from None
+        raise
     headers = {"X-Job-Id": job.id}
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         return EventSourceResponse(_stream(jobs, job, include_usage, lambda: bool(request.app.state.draining)), ping=settings.sse_ping_s, headers=headers)
-    collect = asyncio.ensure_future(_collect(jobs, job))
-    try:
-        cancelled = False
-        while not (await asyncio.wait({collect}, timeout=settings.poll_s))[0]:
-            # A non-streaming client is only seen leaving by polling; its job's cancelled
-            # event then ends `collect`. A conversation's turn goes on (see _stream).
-            if not cancelled and job.conversation is None and await request.is_disconnected():
-                cancelled = True
-                await jobs.cancel(job)
-        return JSONResponse(collect.result(), headers=headers)
-    finally:
-        collect.cancel()
+    answer = await wait_for_answer(jobs, job, request, settings.poll_s)
+    return JSONResponse(answer.completion(job.id, job.created, job.model), headers=headers)
