@@ -6,13 +6,12 @@ import uuid
 from dataclasses import dataclass
 
 from fastapi import Request
-
 from redis.asyncio import Redis as AsyncRedis
 
 from api.errors import HearthError
 from api.jobs import JobInfo, JobService, QueueFull
-from api.openai_format import Answer
 from api.limits import check_for_worker, check_request
+from api.openai_format import Answer
 from api.routing import model_map
 from api.schemas import ChatCompletionRequest
 from api.settings import ApiSettings

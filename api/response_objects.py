@@ -18,7 +18,14 @@ from typing import Any
 from pydantic import BaseModel
 
 from api.responses import StoredResponse
-from hearth.contract import DoneEvent, ErrorCode, ErrorEvent, Event, StartedEvent, TokenEvent
+from hearth.contract import (
+    DoneEvent,
+    ErrorCode,
+    ErrorEvent,
+    Event,
+    StartedEvent,
+    TokenEvent,
+)
 from hearth.lifecycle import JobStatus, status_of
 
 Final = DoneEvent | ErrorEvent

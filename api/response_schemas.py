@@ -11,7 +11,15 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from api.conversation_schemas import Id, InputMessage, Metadata
 from api.errors import HearthError
 from api.responses import StoredResponse
-from api.schemas import INT32_MAX, NAME_CHARS, ChatCompletionRequest, Refusal, Text, empty, refusing
+from api.schemas import (
+    INT32_MAX,
+    NAME_CHARS,
+    ChatCompletionRequest,
+    Refusal,
+    Text,
+    empty,
+    refusing,
+)
 from api.structured import PARAM as CHAT_SCHEMA_PARAM
 from api.structured import JsonObjectFormat, JsonSchemaSpec, TextFormat
 from hearth.contract import Message
@@ -69,7 +77,8 @@ def _text_items(items: Any) -> Any:
             continue
         if item.get("type", "message") != "message":
             raise ValueError(f"item {n}: input items of type {item['type']!r} are not supported: Hearth takes messages only")
-        for part in item.get("content") if isinstance(item.get("content"), list) else []:
+        content = item.get("content")
+        for part in content if isinstance(content, list) else []:
             kind = part.get("type") if isinstance(part, dict) else None
             if isinstance(kind, str) and kind not in ("input_text", "output_text"):
                 raise ValueError(f"item {n}: content parts of type {kind!r} are not supported: Hearth's model reads text only")

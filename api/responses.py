@@ -86,7 +86,9 @@ class ResponseStore:
     async def create(self, owner: str, record: StoredResponse) -> None:
         key = self._key(owner, record.job_id)
         async with self._redis.pipeline(transaction=True) as pipe:
-            await pipe.hset(key, "request", record.model_dump_json(exclude={"outcome"})).expire(key, self._retention_s).execute()  # type: ignore[misc]
+            pipe.hset(key, "request", record.model_dump_json(exclude={"outcome"}))
+            pipe.expire(key, self._retention_s)
+            await pipe.execute()
 
     async def get(self, owner: str, job_id: str) -> StoredResponse | None:
         request, outcome = await self._redis.hmget(self._key(owner, job_id), ["request", "outcome"])  # type: ignore[misc]

@@ -104,6 +104,32 @@ def test_background_is_queued_then_runs_to_completion(stack: Stack, client: open
     assert types[:2] == ["response.created", "response.in_progress"] and types[-1] == "response.completed"
     done = client.responses.retrieve(response.id)
     assert done.status == "completed" and done.output_text and done.usage is not None
+    # Its outcome is filed whoever watches, so it outlives the job's log.
+    record = f"hearth:resp:local:{response.id.removeprefix('resp_')}"
+    wait_for(lambda: stack.redis.hexists(record, "outcome"), 10, "the outcome to be filed")
+    assert 0 < stack.redis.ttl(record) <= 30 * 86400  # RESPONSE_RETENTION_S
+    stack.redis.delete(f"hearth:job:{response.id.removeprefix('resp_')}", f"hearth:job:{response.id.removeprefix('resp_')}:events")
+    kept = client.responses.retrieve(response.id)
+    assert (kept.status, kept.output_text, kept.usage) == (done.status, done.output_text, done.usage)
+    with client.responses.retrieve(response.id, stream=True, starting_after=0) as stream:
+        replayed = list(stream)
+    assert replayed[0].type == "response.in_progress" and replayed[-1].response.output_text == done.output_text
+
+
+def test_conversation_keeps_both_turns(stack: Stack, client: openai.OpenAI) -> None:
+    conv = client.conversations.create()
+    first = client.responses.create(model="any", input="My name is Ada.", max_output_tokens=6, conversation=conv.id)
+    assert first.conversation is not None and first.conversation.id == conv.id
+
+    def texts() -> list[tuple[str, str]]:
+        return [(i.role, i.content[0].text) for i in client.conversations.items.list(conv.id, order="asc").data]  # type: ignore[union-attr]
+
+    wait_for(lambda: len(texts()) == 2, 10, "the answer to be stored in the conversation")
+    assert texts() == [("user", "My name is Ada."), ("assistant", first.output_text)]
+    second = client.responses.create(model="any", input="What is my name?", max_output_tokens=4, conversation={"id": conv.id})
+    alone = client.responses.create(model="any", input="What is my name?", max_output_tokens=4, store=False)
+    assert second.usage and alone.usage and first.usage
+    assert second.usage.input_tokens >= alone.usage.input_tokens + first.usage.output_tokens + 4
 
 
 def test_a_dropped_stream_resumes_with_every_delta_once(stack: Stack, client: openai.OpenAI) -> None:

@@ -16,7 +16,14 @@ from api.auth import User
 from api.chat_jobs import prepare_chat, queue_chat, wait_for_answer
 from api.conversation_schemas import MessageItem, cursor_page
 from api.conversations import ConversationStore
-from api.dependencies import Conversations, CurrentUser, Jobs, RedisDep, Responses, Settings
+from api.dependencies import (
+    Conversations,
+    CurrentUser,
+    Jobs,
+    RedisDep,
+    Responses,
+    Settings,
+)
 from api.errors import HearthError, error_responses
 from api.jobs import JobInfo, JobService
 from api.response_objects import ResponseEvents, ended, response_object
@@ -27,7 +34,7 @@ from hearth.lifecycle import JobStatus
 from hearth.logs import bind
 
 router = APIRouter(prefix="/v1/responses", tags=["responses"], responses=error_responses(400, 401, 404, 413, 500, 503))
-SSE = {200: {"description": "A `response`, or with `stream` its events as server-sent events.", "content": {"text/event-stream": {}}}}
+SSE: dict[int | str, dict[str, Any]] = {200: {"description": "A `response`, or with `stream` its events as server-sent events.", "content": {"text/event-stream": {}}}}
 CANCEL_WAIT_S = 5.0  # a cancelled job ends within a token; the answer shows it ended
 
 
@@ -180,13 +187,21 @@ async def get_response(
                                ping=settings.sse_ping_s, headers={"X-Job-Id": record.job_id})
 
 
+async def _stop(jobs: JobService, record: StoredResponse) -> JobInfo | None:
+    """Cancels the response's job if it is still queued or running; that job, else None."""
+    job = await jobs.get(record.job_id)
+    if job is None or job.status not in (JobStatus.QUEUED, JobStatus.RUNNING):
+        return None
+    await jobs.cancel(job)
+    return job
+
+
 @router.post("/{response_id}/cancel")
 async def cancel_response(response_id: str, jobs: Jobs, user: CurrentUser, store: Responses) -> dict[str, Any]:
     """Stops a queued or running response (it ends `cancelled`); an ended one is returned as it is."""
     record = await _record(store, user, response_id)
-    job = await jobs.get(record.job_id)
-    if job is not None and job.status in (JobStatus.QUEUED, JobStatus.RUNNING):
-        await jobs.cancel(job)
+    job = await _stop(jobs, record)
+    if job is not None:
         try:
             async with asyncio.timeout(CANCEL_WAIT_S):
                 async for _ in jobs.events(job):
@@ -200,9 +215,7 @@ async def cancel_response(response_id: str, jobs: Jobs, user: CurrentUser, store
 async def delete_response(response_id: str, jobs: Jobs, user: CurrentUser, store: Responses) -> dict[str, Any]:
     """Deletes the stored response; one still queued or running is cancelled first, as nobody could see its answer."""
     record = await _record(store, user, response_id)
-    job = await jobs.get(record.job_id)
-    if job is not None and job.status in (JobStatus.QUEUED, JobStatus.RUNNING):
-        await jobs.cancel(job)
+    await _stop(jobs, record)
     if not await store.delete(user.name, record.job_id):
         raise _not_found(response_id)
     return {"id": record.id, "object": "response", "deleted": True}
