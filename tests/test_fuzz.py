@@ -3,7 +3,8 @@ with a real user's key: no 5xx, no hung connection, every answer declared and ma
 schema (status, content type, body), and the worker still serving a real chat afterwards.
 
 Bounded and repeatable: a fixed number of examples per operation, derandomized generation.
-Generation is kept cheap without narrowing what is fuzzed: `max_tokens` above a few is
+Generation is kept cheap without narrowing what is fuzzed: `max_tokens` (and
+`max_output_tokens`) above a few is
 lowered before sending (a valid value stays valid), and requests without one get the
 stack's small DEFAULT_MAX_TOKENS.
 """
@@ -34,8 +35,11 @@ MAX_TOKENS = 4
 # exist (an unknown cursor or file is the caller's mistake, as at OpenAI); a completion window
 # past BATCH_LONGEST_WINDOW_S, token ids past the model's vocabulary and prompts past its
 # window depend on settings and on the model a worker loaded; an uploaded `file` must be
-# JSONL, which a multipart schema cannot say.
-STATEFUL_PARAMS = {"after", "input_file_id", "completion_window", "logit_bias", "messages", "file"}
+# JSONL, which a multipart schema cannot say. Likewise a response's `input` past the window and
+# its `previous_response_id` (it must exist; so must the caller's own response it names), and
+# `background` without `store`: a pair of fields the body's JSON schema cannot relate.
+STATEFUL_PARAMS = {"after", "input_file_id", "completion_window", "logit_bias", "messages", "file", "input",
+                   "previous_response_id", "background"}
 # The fuzzer's API key, set by `fuzz_key` once the stack has added its user: schemathesis asks
 # its auth provider at generation time, where fixtures cannot reach.
 ACCOUNT: dict[str, str] = {}
@@ -87,7 +91,7 @@ class FuzzerKey:
 
 def cheap(case: Case) -> None:
     if isinstance(case.body, dict):
-        for field in ("max_tokens", "max_completion_tokens"):
+        for field in ("max_tokens", "max_completion_tokens", "max_output_tokens"):
             if isinstance(case.body.get(field), int) and case.body[field] > MAX_TOKENS:
                 case.body[field] = MAX_TOKENS
 

@@ -67,10 +67,10 @@ async def _current(jobs: JobService, record: StoredResponse) -> dict[str, Any]:
 
 async def _history(body: ResponseCreateRequest, store: ResponseStore, jobs: JobService, conversations: ConversationStore, user: User) -> list[Message]:
     """The turns the new input continues: a previous response's, or a conversation's."""
-    if body.previous_response_id is not None and body.conversation is not None:
-        raise HearthError(400, "previous_response_id and conversation cannot be used together.", param="previous_response_id")
     if body.previous_response_id is not None:
-        previous = await _record(store, user, body.previous_response_id, "previous_response_id")
+        previous = await _record(store, user, body.previous_response_id, "previous_response_id")  # its 404 first
+        if body.conversation is not None:
+            raise HearthError(400, "previous_response_id and conversation cannot be used together.", param="previous_response_id")
         answer = await _current(jobs, previous)
         if answer["status"] in ("queued", "in_progress"):
             raise HearthError(400, f"The response {previous.id!r} has not finished yet.", param="previous_response_id")
