@@ -110,7 +110,7 @@ class ResponseEvents:
     def created(self) -> list[tuple[int, dict[str, Any]]]:
         return self._numbered(0, [{"type": "response.created", "response": response_object(self._record, JobStatus.QUEUED, "", None)}])
 
-    def first_number(self, event: BaseModel) -> int | None:
+    def _first_number(self, event: BaseModel) -> int | None:
         """The number of the first stream event `event` would give (None: it gives none)."""
         if isinstance(event, StartedEvent):
             return STARTED_SEQ
@@ -123,7 +123,7 @@ class ResponseEvents:
     def add(self, event: Event) -> list[tuple[int, dict[str, Any]]]:
         """The stream events of one job event, numbered; [] for those that have none
         (trimming and queue position go to the client as SSE comments instead)."""
-        n = self.first_number(event)
+        n = self._first_number(event)
         if isinstance(event, StartedEvent):
             self.started = True
             item = message_item(self._record, "", "in_progress")

@@ -148,6 +148,11 @@ def test_a_dropped_stream_resumes_with_every_delta_once(stack: Stack, client: op
     text = check_stream(events)
     assert client.responses.retrieve(response_id).output_text == text
     assert rest[-1].response.usage.output_tokens == 60  # type: ignore[union-attr]
+    # The client's helper resumes too: it reads the whole stream again and skips what was seen.
+    with client.responses.stream(response_id=response_id, starting_after=seen[-1].sequence_number) as stream:
+        again = list(stream)
+    assert [e.sequence_number for e in again] == [e.sequence_number for e in rest]
+    assert again[-1].response.output_text == text  # type: ignore[union-attr]
 
 
 def test_tools_and_other_unsupported_features_are_400s(client: openai.OpenAI) -> None:

@@ -84,10 +84,11 @@ async def _history(body: ResponseCreateRequest, store: ResponseStore, jobs: JobS
 
 async def _stream(jobs: JobService, job: JobInfo | None, record: StoredResponse, after: int, draining: Callable[[], bool],
                   cancel_on_leave: bool) -> AsyncIterator[dict[str, str] | ServerSentEvent]:
-    """The response's events numbered above `after`. Events already in the job's log are
-    folded in one at a time up to `after` (so a resumed stream starts exactly where the
-    client's stopped), then the rest follow live; queue position and trimming go as SSE
-    comments, which OpenAI clients skip."""
+    """The response's events numbered above `after`. What the job's log holds already goes
+    one log entry per event, never coalesced: whatever event a client saw last ended at an
+    entry, so resuming after its number (here, or in the client's helper, which reads the
+    stream again and skips what it saw) repeats and misses nothing. The rest follows live;
+    queue position and trimming go as SSE comments, which OpenAI clients skip."""
     events = ResponseEvents(record)
 
     def shown(numbered: list[tuple[int, dict[str, Any]]]) -> list[dict[str, str]]:
@@ -104,10 +105,7 @@ async def _stream(jobs: JobService, job: JobInfo | None, record: StoredResponse,
                 yield message
             return
         last = "0-0"
-        for entry_id, event in await jobs.log(job.id) if after >= 0 else []:
-            first = events.first_number(event)
-            if first is not None and first > after:
-                break
+        for entry_id, event in await jobs.log(job.id):
             for message in shown(events.add(event)):
                 yield message
             if event.type in FINAL_EVENTS:
