@@ -15,7 +15,7 @@ from pydantic import BaseModel
 
 from api.response_schemas import IGNORED, REFUSED, ResponseCreateRequest
 from tests.batches import file_lines, run_batch, wait_status
-from tests.sse import stream_in_background
+from tests.sse import read_sse, stream_in_background
 from tests.stack import BUSY, INTERACTIVE, ROOT, RedisServer, Stack, add_user, wait_for
 
 STORY = "Tell me a long story about a dragon."
@@ -98,9 +98,15 @@ def test_background_is_queued_then_runs_to_completion(stack: Stack, client: open
                                        text={"format": {"type": "json_schema", "name": "verdict", "schema": Verdict.model_json_schema()}})
     assert response.status == "queued" and response.background
     assert client.responses.retrieve(response.id).status == "queued"
-    with client.responses.retrieve(response.id, stream=True) as stream:
-        httpx.post(f"{stack.base_url}/jobs/{running['id']}/cancel").raise_for_status()
-        types = [e.type for e in stream]
+    seen = []  # its stream, read raw: the queue position rides as SSE comments, which clients skip
+    with httpx.stream("GET", f"{stack.base_url}/responses/{response.id}", params={"stream": "true"}, timeout=60) as r:
+        for sse in read_sse(r):
+            seen.append(sse)
+            if any(c.startswith("hearth ") for c in sse.comments) and "freed" not in running:
+                running["freed"] = httpx.post(f"{stack.base_url}/jobs/{running['id']}/cancel").raise_for_status()
+    waiting = [json.loads(c.removeprefix("hearth ")) for s in seen for c in s.comments if c.startswith("hearth ")]
+    assert waiting[0]["type"] == "queued" and waiting[0]["position"] == 1
+    types = [s.event for s in seen if s.data]
     assert types[:2] == ["response.created", "response.in_progress"] and types[-1] == "response.completed"
     done = client.responses.retrieve(response.id)
     assert done.status == "completed" and done.output_text and done.usage is not None
@@ -218,10 +224,12 @@ def as_user(stack: Stack, name: str) -> openai.OpenAI:
     return openai.OpenAI(base_url=stack.base_url, api_key=add_user(stack, name), max_retries=0, timeout=30)
 
 
-def test_another_users_response_is_404_and_the_owner_cancels_and_deletes(secured: Stack) -> None:
+def test_another_users_response_is_404_and_the_owner_restarts_cancels_and_deletes(secured: Stack) -> None:
     alice, bob = as_user(secured, "alice"), as_user(secured, "bob")
     response = alice.responses.create(model="", input="Hello?", max_output_tokens=4, background=True)
     assert response.status == "queued"
+    secured.api.stop()  # type: ignore[union-attr]
+    secured.start_api()  # stored responses are in Redis: they survive a restart
     for call in (lambda: bob.responses.retrieve(response.id), lambda: bob.responses.cancel(response.id),
                  lambda: bob.responses.delete(response.id), lambda: bob.responses.input_items.list(response.id),
                  lambda: bob.responses.create(model="", input="And?", previous_response_id=response.id)):
