@@ -29,7 +29,7 @@ from api.jobs import JobInfo, JobService
 from api.response_objects import ResponseEvents, ended, response_object
 from api.response_schemas import ResponseCreateRequest, as_responses_error
 from api.responses import ResponseStore, StoredResponse, job_id_of
-from hearth.contract import FINAL_EVENTS, Message, Sink
+from hearth.contract import FINAL_EVENTS, START_ID, Event, Message, Sink
 from hearth.lifecycle import JobStatus
 from hearth.logs import bind
 
@@ -92,7 +92,11 @@ async def _stream(jobs: JobService, job: JobInfo | None, record: StoredResponse,
     events = ResponseEvents(record)
 
     def shown(numbered: list[tuple[int, dict[str, Any]]]) -> list[dict[str, str]]:
-        return [{"event": e["type"], "data": _json(e)} for n, e in numbered if n > after]
+        return [{"event": e["type"], "data": json.dumps(e)} for n, e in numbered if n > after]
+
+    def sent(event: Event) -> list[dict[str, str] | ServerSentEvent]:
+        numbered = events.add(event)
+        return [*shown(numbered)] if numbered else [ServerSentEvent(comment=f"hearth {event.model_dump_json()}")]
 
     finished = False
     try:
@@ -104,30 +108,23 @@ async def _stream(jobs: JobService, job: JobInfo | None, record: StoredResponse,
             for message in shown(events.replay(record.outcome.text, record.outcome.final)):
                 yield message
             return
-        last = "0-0"
-        for entry_id, event in await jobs.log(job.id):
-            for message in shown(events.add(event)):
-                yield message
+        last = START_ID
+        for last, event in await jobs.log(job.id):
+            for item in sent(event):
+                yield item
             if event.type in FINAL_EVENTS:
+                finished = True
                 return
-            last = entry_id
         async for _, event in jobs.events(job, last):
-            numbered = events.add(event)
             finished = event.type in FINAL_EVENTS
-            for message in shown(numbered):
-                yield message
-            if not numbered:
-                yield ServerSentEvent(comment=f"hearth {event.model_dump_json()}")
+            for item in sent(event):
+                yield item
     finally:
         # A client that leaves a response nobody stores frees the worker (not when the api
         # itself is stopping). A stored one goes on: its outcome is filed, and the client can
         # resume with `starting_after`.
         if job is not None and cancel_on_leave and not finished and not draining():
             await asyncio.shield(jobs.cancel(job))
-
-
-def _json(event: dict[str, Any]) -> str:
-    return json.dumps(event)
 
 
 @router.post("", response_model=None, responses={**SSE, **error_responses(429)})
