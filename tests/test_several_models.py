@@ -4,6 +4,7 @@ unloaded to stay within the memory budget, and jobs of two models taken in runs,
 
 import json
 from collections.abc import Callable
+from itertools import groupby
 from typing import Any
 
 import httpx
@@ -12,6 +13,7 @@ from tests.chats import BackgroundChat, chat_body
 from tests.stack import BUSY, MODEL, Process, Stack, wait_for
 from tests.test_metrics import scrape, value
 from worker.settings import embedded_model_path
+from worker.turns import Turns
 
 MISTRAL = "mistral-tiny"
 # SmolLM2 costs 105 MB at N_CTX=512 (its 94 MB file, 11 MB of KV cache), the tiny Mistral 21 MB:
@@ -85,3 +87,25 @@ def test_two_models_asked_in_turn_are_served_in_runs_of_swap_after_jobs(make_sta
     # what is left. 3 swaps, where taking the jobs in the order asked would swap 5 times.
     assert order == [MODEL, MODEL, MISTRAL, MISTRAL, MODEL, MISTRAL]
     assert len(worker_lines(worker, "model loaded")) == 4  # at start, then per swap
+
+
+def first_with_jobs(turns: Turns, loaded: list[str], waiting: set[str]) -> str:
+    return next(q for q in turns.order(loaded, waiting) if q in waiting)
+
+
+def test_chats_go_before_batch_lines_whatever_their_model() -> None:
+    turns = Turns(["a", "b"], swap_after=4)
+    turns.taken("a")
+    assert first_with_jobs(turns, ["a"], {"batch:a", "interactive:b"}) == "interactive:b"
+    assert first_with_jobs(turns, ["a"], {"batch:a", "batch:b", "interactive:*"}) == "interactive:*"
+
+
+def test_three_busy_models_in_room_for_two_each_get_runs_of_at_most_swap_after() -> None:
+    turns, loaded, taken = Turns(["a", "b", "c"], swap_after=3), ["a"], []
+    for _ in range(30):
+        model = first_with_jobs(turns, loaded, {"interactive:a", "interactive:b", "interactive:c"}).partition(":")[2]
+        turns.taken(model)
+        loaded = [model, *(m for m in loaded if m != model)][:2]  # least recently used unloaded
+        taken.append(model)
+    runs = [len(list(run)) for _, run in groupby(taken)]
+    assert set(taken) == {"a", "b", "c"} and max(runs) == 3 and len(runs) == 10  # none starves, none hogs

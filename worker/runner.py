@@ -92,10 +92,11 @@ class JobRunner:
             self._cancels.cancel_current()
 
     def run(self, payload: JobPayload) -> dict[str, Any]:
-        with log_context(model=self.model_of(payload)):  # the job's lines name the model that answers it
-            return self._run(payload)
+        model = self.model_of(payload)
+        with log_context(model=model):  # the job's lines name the model that answers it
+            return self._run(payload, model)
 
-    def _run(self, payload: JobPayload) -> dict[str, Any]:
+    def _run(self, payload: JobPayload, model: str) -> dict[str, Any]:
         job_id = payload.job_id
         emit = partial(self._writer.emit, job_id)
         cancelled = self._cancels.watch(job_id)
@@ -103,7 +104,7 @@ class JobRunner:
             return {"started": False}  # cancelled, past its deadline (ended now) or ended already
         self.current_job, self._preemptible = job_id, payload.preemptible
         resumed = payload.resume.tokens if payload.resume else []
-        model, limit = self.model_of(payload), self.pool.current.settings.job_timeout_s
+        limit = self.pool.current.settings.job_timeout_s
         try:
             engine = self.pool.get(model, loading=lambda: emit(LoadingEvent(model=model)))
             fitted = engine.prompter.plan(payload.messages, payload.params.max_tokens)
