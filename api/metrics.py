@@ -22,6 +22,11 @@ from api.workers import WorkerInfo, live_workers
 from hearth import metrics as m
 from hearth.contract import ANY_MODEL, METRICS_KEY, USER_TOKENS_KEY, ErrorCode, ErrorEvent, job_key
 
+_MODEL_HELP = {
+    m.ModelCounter.LOADS: "Times a worker loaded the model (at start, or for a job that asked for it).",
+    m.ModelCounter.UNLOADS: "Times a worker unloaded the model to make room for another.",
+    m.ModelCounter.LOAD_SECONDS: "Seconds workers spent loading the model.",
+}
 _HELP = {
     m.Histogram.QUEUE_WAIT: "Seconds from enqueue until a worker started the job.",
     m.Histogram.TIME_TO_FIRST_TOKEN: "Seconds from enqueue until the first text was sent (time in queue included).",
@@ -57,7 +62,7 @@ async def snapshot(redis: AsyncRedis) -> Snapshot:
     workers = await live_workers(redis)
     # The queues of every served model, and those waiting for any model's worker (always
     # there, so a dashboard has the series before any worker or job).
-    depths = await queue_depths(redis, [ANY_MODEL, *(w.model for w in workers)])
+    depths = await queue_depths(redis, [ANY_MODEL, *(model for w in workers for model in w.serves())])
     return Snapshot(floats(recorded), floats(user_tokens), depths, workers)
 
 
@@ -84,9 +89,17 @@ class SnapshotCollector(Collector):
             per_worker.add_metric([w.name], int(w.state == "busy"))
         yield per_worker
         info = InfoMetricFamily("hearth_model", "Models that live workers have loaded, with their context size.")
-        for model, n_ctx in sorted({(w.model, w.n_ctx) for w in s.workers}):
+        for model, n_ctx in sorted({(model, w.serves()[model]) for w in s.workers for model in w.loaded_models()}):
             info.add_metric([], {"model": model, "n_ctx": str(n_ctx)})
         yield info
+
+        for counter in m.ModelCounter:
+            family = CounterMetricFamily(f"hearth_{counter.value}", _MODEL_HELP[counter], labels=["model"])
+            prefix = m.model_field(counter, "")
+            for key, value in sorted(s.recorded.items()):
+                if key.startswith(prefix):
+                    family.add_metric([key.removeprefix(prefix)], value)
+            yield family
 
         jobs = CounterMetricFamily("hearth_jobs", "Jobs by how they ended; rejected = refused with 429.", labels=["outcome"])
         for outcome in m.Outcome:

@@ -76,7 +76,7 @@ async def build_status(redis: AsyncRedis, viewer: User) -> dict[str, object]:
         return viewer.is_admin or owner == viewer.name
 
     workers = await live_workers(redis)
-    queues = await known_queues(redis, [w.model for w in workers])
+    queues = await known_queues(redis, [model for w in workers for model in w.serves()])
     pipe = redis.pipeline(transaction=False)
     for queue in queues:
         pipe.lrange(queue_key(queue), 0, -1)
@@ -120,7 +120,7 @@ async def build_status(redis: AsyncRedis, viewer: User) -> dict[str, object]:
         "queues": {queue: len(ids) for queue, ids in zip(queues, waiting)},
         "queued": queued,
         "running": running,
-        "workers": [{"name": w.name, "host": w.host, "model": w.model, "models": sorted(w.serves()), "n_ctx": w.n_ctx,
+        "workers": [{"name": w.name, "host": w.host, "model": w.model, "models": sorted(w.serves()), "loaded": w.loaded_models(), "n_ctx": w.n_ctx,
                      "threads": w.threads, "gpu_layers": w.gpu_layers, "state": w.state}
                     for w in workers],
         "recent": [r.model_dump(mode="json") for r in records[:RECENT_SHOWN]],

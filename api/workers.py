@@ -31,9 +31,16 @@ class WorkerInfo:
     host: str = ""
     threads: int = 0
     gpu_layers: int = 0
+    # The models it holds in memory now, most recently used first (none for a moment while
+    # it swaps); `model`, whose window, vocabulary and template overheads the fields above
+    # describe, is the one it used last. None from a worker too old to say: it holds `model`.
+    loaded: list[str] | None = None
 
     def serves(self) -> dict[str, int]:
         return self.models or {self.model: self.n_ctx}
+
+    def loaded_models(self) -> list[str]:
+        return [self.model] if self.loaded is None else self.loaded
 
     def surely_fits(self, messages: list[Message], max_tokens: int | None) -> bool:
         """Whether a chat surely fits this worker's window, as it is or trimmed, even if every
@@ -76,6 +83,6 @@ async def live_workers(redis: AsyncRedis) -> list[WorkerInfo]:
                 fields["prompt_overhead"], fields["message_overhead"],
                 fields["job_tokens"], fields["job_tokens_per_s"], fields["job_started_at"],
                 fields.get("n_vocab", 0), fields.get("models", {}), fields.get("host", ""),
-                fields.get("threads", 0), fields.get("gpu_layers", 0),
+                fields.get("threads", 0), fields.get("gpu_layers", 0), fields.get("loaded"),
             ))
     return sorted(workers, key=lambda w: w.name)

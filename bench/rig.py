@@ -20,7 +20,8 @@ from api.auth import UserStore
 from api.settings import ApiSettings
 from hearth.contract import RQ_SERIALIZER
 from tests.stack import RedisServer, Stack
-from worker.engine import Engine, load_vocab
+from worker.engine import Engine
+from worker.models import catalog, load_vocab
 from worker.settings import WorkerSettings
 
 log = logging.getLogger(__name__)
@@ -121,7 +122,8 @@ class Rig:
     def engine(self) -> Engine:
         """The in-process baseline: built from the settings the worker was started with."""
         log.info("loading the model in-process")
-        return Engine(self.settings)
+        (model,) = catalog(self.settings).values()
+        return Engine(self.settings, model)
 
     @cached_property
     def eog_ban(self) -> dict[int, float]:

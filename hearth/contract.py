@@ -43,9 +43,15 @@ def queue_name(kind: QueueKind, model: str) -> str:
 ANY_MODEL = "*"
 
 
-def model_queues(model: str) -> list[str]:
-    """A worker's queues, in the order it reads them: chats first, its model's before any."""
-    return [queue_name(kind, m) for kind in QueueKind for m in (model, ANY_MODEL)]
+def model_queues(models: list[str]) -> list[str]:
+    """A worker's queues, in the order it reads them by default: chats first, its models'
+    (in the order given) before any."""
+    return [queue_name(kind, m) for kind in QueueKind for m in (*models, ANY_MODEL)]
+
+
+def queue_model(queue: str) -> str:
+    """The model whose jobs wait in `queue` (ANY_MODEL for the `*` queues)."""
+    return queue.partition(":")[2]
 
 
 RQ_SERIALIZER = "json"  # RQ's JSONSerializer: job arguments and results as JSON, never pickle
@@ -179,6 +185,7 @@ class Usage(BaseModel):
 class EventType(StrEnum):
     QUEUED = "queued"
     STARTED = "started"
+    LOADING = "loading"
     CONTEXT_TRIMMED = "context_trimmed"
     TOKEN = "token"
     REQUEUED = "requeued"
@@ -197,6 +204,13 @@ class QueuedEvent(BaseModel):
 class StartedEvent(BaseModel):
     type: Literal[EventType.STARTED] = EventType.STARTED
     worker: str
+
+
+class LoadingEvent(BaseModel):
+    """The job's worker is loading its model first (it held others): seconds to minutes."""
+
+    type: Literal[EventType.LOADING] = EventType.LOADING
+    model: str
 
 
 class ContextTrimmedEvent(BaseModel):
@@ -243,7 +257,7 @@ class ErrorEvent(BaseModel):
 
 
 Event = Annotated[
-    QueuedEvent | StartedEvent | ContextTrimmedEvent | TokenEvent | RequeuedEvent | DoneEvent | ErrorEvent,
+    QueuedEvent | StartedEvent | LoadingEvent | ContextTrimmedEvent | TokenEvent | RequeuedEvent | DoneEvent | ErrorEvent,
     Field(discriminator="type"),
 ]
 FINAL_EVENTS = (EventType.DONE, EventType.ERROR)

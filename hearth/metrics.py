@@ -47,6 +47,18 @@ TOKENS_PREDICTED = "tokens_predicted"
 USER_KINDS = ("prompt", "completion")
 
 
+class ModelCounter(StrEnum):
+    """Per model: what switching between models costs a worker (worker.pool)."""
+
+    LOADS = "model_loads"
+    UNLOADS = "model_unloads"
+    LOAD_SECONDS = "model_load_seconds"
+
+
+def model_field(counter: ModelCounter, model: str) -> str:
+    return f"{counter.value}:{model}"
+
+
 def jobs_field(outcome: Outcome) -> str:
     return f"jobs:{outcome.value}"
 
@@ -125,6 +137,15 @@ def record_job(pipe: Pipe, record: JobRecord) -> None:
         pipe.hincrby(USER_TOKENS_KEY, user_tokens_field("completion", record.user), record.completion_tokens)
     pipe.zadd(RECENT_JOBS_KEY, {record.model_dump_json(): record.finished_at})
     pipe.zremrangebyrank(RECENT_JOBS_KEY, 0, -RECENT_KEEP - 1)
+
+
+def record_load(pipe: Pipe, model: str, seconds: float) -> None:
+    pipe.hincrby(METRICS_KEY, model_field(ModelCounter.LOADS, model), 1)
+    pipe.hincrbyfloat(METRICS_KEY, model_field(ModelCounter.LOAD_SECONDS, model), seconds)
+
+
+def record_unload(pipe: Pipe, model: str) -> None:
+    pipe.hincrby(METRICS_KEY, model_field(ModelCounter.UNLOADS, model), 1)
 
 
 def count_rejected(pipe: Pipe) -> None:

@@ -29,6 +29,7 @@ class BackgroundChat:
         self.request_id: str | None = None
         self.text: list[str] = []
         self.positions: list[int] = []
+        self.events: list[dict[str, Any]] = []  # Hearth's own events, in order
         self.usage: dict[str, Any] | None = None
         self.error: dict[str, Any] | None = None
         self._answered = threading.Event()
@@ -45,6 +46,7 @@ class BackgroundChat:
                     for comment in sse.comments:
                         if comment.startswith("hearth "):
                             event = json.loads(comment.removeprefix("hearth "))
+                            self.events.append(event)
                             if event["type"] == "queued":
                                 self.positions.append(event["position"])
                     if not sse.data or sse.data == "[DONE]":

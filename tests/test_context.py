@@ -10,7 +10,7 @@ from hearth.trimming import never_dropped
 from api.workers import WorkerInfo
 from tests.stack import INTERACTIVE, Stack, serve
 from worker.context import ContextOverflow
-from worker.engine import load_vocab
+from worker.models import load_vocab
 from worker.prompter import Prompter
 from worker.settings import embedded_model_path
 

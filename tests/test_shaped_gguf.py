@@ -7,7 +7,7 @@ import pytest
 from llama_cpp import Llama
 
 from tools.shaped_gguf import MISTRAL_INSTRUCT_TEMPLATE, PRESETS, Q, cached_shaped_gguf, main, tensors
-from worker.engine import load_vocab
+from worker.models import load_vocab
 from worker.prompter import Prompter
 from worker.settings import embedded_model_path
 

@@ -19,6 +19,7 @@ from ui.client import (
     Delta,
     Finished,
     HearthClient,
+    Loading,
     Queued,
     Session,
     SessionEnded,
@@ -46,6 +47,7 @@ GOOD_STREAM = [
     hearth({"type": "queued", "position": 2, "eta_s": 40.0}),
     ": ping - 2026-11-25 00:00:00\r\n\r\n",
     hearth({"type": "started", "worker": "w1"}),
+    hearth({"type": "loading", "model": "mistral-7b"}),
     hearth({"type": "context_trimmed", "messages": 3, "tokens": 812}),
     hearth({"type": "some_future_event"}),
     chunk({"content": "Hel"}),
@@ -98,7 +100,7 @@ def error_of(api: Api) -> ApiError:
 
 def test_stream_yields_tokens_and_hearth_events_in_order() -> None:
     api = Api(sse(GOOD_STREAM))
-    assert events_of(api) == [Queued(2, 40.0), Started("w1"), ContextTrimmed(3, 812), Delta("Hel"), Delta("lo"), Finished("stop")]
+    assert events_of(api) == [Queued(2, 40.0), Started("w1"), Loading("mistral-7b"), ContextTrimmed(3, 812), Delta("Hel"), Delta("lo"), Finished("stop")]
     sent = json.loads(api.requests[0].content)
     assert sent == {"messages": [{"role": "user", "content": "hi"}], "stream": True}
 
@@ -211,6 +213,8 @@ def test_reply_view_replaces_the_waiting_line_and_keeps_notes_apart() -> None:
     assert [m["metadata"]["title"] for m in view.messages()] == ["You are #2 in line"]
     assert view.apply(Started("w"))
     assert view.messages() == []
+    assert view.apply(Loading("mistral-7b"))
+    assert [m["metadata"]["title"] for m in view.messages()] == ["Loading mistral-7b…"]
     assert view.apply(ContextTrimmed(3, 812))
     assert view.apply(Delta("Hi"))
     assert not view.apply(Finished("stop"))

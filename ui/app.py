@@ -15,7 +15,7 @@ from typing import Any
 import gradio as gr
 
 from ui.batches import batch_tab
-from ui.client import ApiError, ContextTrimmed, Delta, Finished, HearthClient, Queued, SessionEnded, Started
+from ui.client import ApiError, ChatEvent, ContextTrimmed, Delta, Finished, HearthClient, Loading, Queued, SessionEnded, Started
 from ui.signin import Page, signin_form, wire_signin
 from ui.status import status_tab
 
@@ -105,7 +105,7 @@ class ReplyView:
         self.waiting = None
         self.after.append(f"⚠️ {message}")
 
-    def apply(self, event: Queued | Started | ContextTrimmed | Delta | Finished) -> bool:
+    def apply(self, event: ChatEvent) -> bool:
         """Take in one event; True when the page should be updated."""
         if isinstance(event, Queued):
             self.waiting = queue_line(event.position, event.eta_s)
@@ -113,6 +113,8 @@ class ReplyView:
             if self.waiting is None:
                 return False
             self.waiting = None
+        elif isinstance(event, Loading):
+            self.waiting = f"Loading {event.model}…"
         elif isinstance(event, ContextTrimmed):
             self.before.append(f"ℹ️ {trimmed_line(event.messages)}")
         elif isinstance(event, Delta):

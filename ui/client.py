@@ -42,6 +42,11 @@ class Started:
 
 
 @dataclass(frozen=True)
+class Loading:
+    model: str  # the worker loads it before answering
+
+
+@dataclass(frozen=True)
 class ContextTrimmed:
     messages: int
     tokens: int
@@ -57,7 +62,7 @@ class Finished:
     finish_reason: str | None  # "stop", or "length" when the reply hit its token limit
 
 
-ChatEvent = Queued | Started | ContextTrimmed | Delta | Finished
+ChatEvent = Queued | Started | Loading | ContextTrimmed | Delta | Finished
 
 
 class ApiError(Exception):
@@ -178,6 +183,8 @@ class ChatStream:
                 return Queued(int(event["position"]), None if event.get("eta_s") is None else float(event["eta_s"]))
             if kind == "started":
                 return Started(str(event.get("worker", "")))
+            if kind == "loading":
+                return Loading(str(event["model"]))
             if kind == "context_trimmed":
                 return ContextTrimmed(int(event["messages"]), int(event["tokens"]))
         except (ValueError, KeyError, TypeError, AttributeError):

@@ -41,7 +41,8 @@ def summary(status: Status) -> str:
     lines = [f"**Workers:** {busy} busy, {len(workers) - busy} idle" + (" — no worker is running; requests wait." if not workers else ""),
              f"**Waiting:** {waiting}"]
     for w in workers:
-        models = ", ".join(f"**{m}**" if m == w.get("model") else m for m in w.get("models") or [w["model"]])
+        loaded = w.get("loaded", [w["model"]])  # in bold: held in memory now
+        models = ", ".join(f"**{m}**" if m in loaded else m for m in w.get("models") or [w["model"]])
         gpu = f", {w['gpu_layers']} GPU layers" if w.get("gpu_layers") else ""
         lines.append(f"**Worker** {w['name']} on {w.get('host') or '?'}: {models}; {w.get('threads', '?')} threads{gpu}; {w['state']}")
     for job in status["running"]:

@@ -1,4 +1,4 @@
-"""`python -m worker`: load the model once, then serve jobs until stopped."""
+"""`python -m worker`: load the (first) model, then serve jobs until stopped."""
 
 import logging
 import time
@@ -9,18 +9,21 @@ from redis.exceptions import RedisError
 from rq import Queue, SimpleWorker
 from rq.job import Job
 
-from hearth.contract import RQ_SERIALIZER, QueueKind, model_queues, queue_name
+from hearth.contract import ANY_MODEL, RQ_SERIALIZER, model_queues, queue_model
 from hearth.logs import setup_logging
 from hearth.redis_client import connect
 from hearth.requeue import rq_queue, save_attempt
 from worker.control import CancelListener, Heartbeat
-from worker.engine import Engine, load_vocab
+from worker.engine import Engine
 from worker.fit_check import FitChecker
+from worker.models import catalog
+from worker.pool import ModelPool
 from worker.prompter import Prompter
 from worker.meter import JobMeter
 from worker.runner import JobRunner
 from worker.settings import WorkerSettings
 from worker.tasks import current_runner
+from worker.turns import Turns
 
 log = logging.getLogger("worker")
 
@@ -29,10 +32,26 @@ log = logging.getLogger("worker")
 # would either reload the model every job or fork llama.cpp with its threads alive, and would
 # throw away the KV state that lets a returning conversation skip its history.
 class HearthWorker(SimpleWorker):
-    def __init__(self, *args: object, runner: JobRunner, meter: JobMeter, liveness: Heartbeat, **kwargs: object):
+    def __init__(self, *args: object, runner: JobRunner, meter: JobMeter, liveness: Heartbeat, turns: Turns, **kwargs: object):
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
         # Not `heartbeat`: that is RQ's own method, which RQ calls.
-        self.runner, self.meter, self.liveness = runner, meter, liveness
+        self.runner, self.meter, self.liveness, self.turns = runner, meter, liveness, turns
+
+    def dequeue_job_and_maintain_ttl(self, timeout: int | None, max_idle_time: int | None = None) -> tuple[Job, Queue] | None:
+        """RQ pops from the first of its queues that has a job (BLPOP's key order): set that
+        order before each job, by which models are in memory and whose jobs wait."""
+        if len(self.runner.pool.files) > 1:
+            by_name = {q.name: q for q in self.queues}
+            pipe = self.connection.pipeline(transaction=False)
+            for queue in self.queues:
+                pipe.llen(queue.key)
+            waiting = {q.name for q, n in zip(self.queues, pipe.execute()) if n}
+            self._ordered_queues = [by_name[name] for name in self.turns.order(self.runner.pool.loaded, waiting)]
+        result = super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
+        if result is not None:
+            model = queue_model(result[1].name)
+            self.turns.taken(self.runner.pool.current.model_id if model == ANY_MODEL else model)
+        return result
 
     def execute_job(self, job: Job, queue: Queue) -> None:
         token = current_runner.set(self.runner)
@@ -73,24 +92,26 @@ def main() -> None:
     # not happen to connections already made with redis-py's 5 s default (they would time
     # out every idle dequeue), nor to our threads' short commands.
     rq_redis = connect(settings.redis_url)
-    engine = Engine(settings)
-    log.info("model %s loaded, n_ctx=%d", engine.model_id, engine.n_ctx)
-    FitChecker(redis, engine.model_id, Prompter(load_vocab(settings.model_path), engine.n_ctx, settings.default_max_tokens))
+    files = catalog(settings)
+    models = list(files)
+    pool = ModelPool(files, settings.model_memory_budget_mb * 2**20, lambda file: Engine(settings, file), redis)
+    log.info("serving %d model(s)", len(models), extra={"models": {m.id: m.n_ctx for m in files.values()}})
+    FitChecker(redis, {m.id: Prompter(m.vocab, m.n_ctx, settings.default_max_tokens) for m in files.values()})
     meter = JobMeter(redis, settings.job_ttl_s, settings.event_interval_ms / 1000, settings.worker_name, settings.log_prompts)
-    batch_queue = queue_name(QueueKind.BATCH, engine.model_id)
-    runner = JobRunner(settings.worker_name, engine, meter, CancelListener(redis, engine.model_id),
-                       lambda payload: save_attempt(rq_redis, batch_queue, payload, settings.job_ttl_s))
-    heartbeat = Heartbeat(redis, settings.worker_name, [engine.model_id], lambda: {**runner.info(), **meter.live()}, settings.heartbeat_interval_s, settings.heartbeat_ttl_s)
+    runner = JobRunner(settings.worker_name, pool, meter, CancelListener(redis, models),
+                       lambda queue, payload: save_attempt(rq_redis, queue, payload, settings.job_ttl_s))
+    heartbeat = Heartbeat(redis, settings.worker_name, models, lambda: {**runner.info(), **meter.live()}, settings.heartbeat_interval_s, settings.heartbeat_ttl_s)
     wait_for_redis(redis)
     heartbeat.start()
     worker = HearthWorker(
-        [rq_queue(name, rq_redis) for name in model_queues(engine.model_id)],  # interactive first
+        [rq_queue(name, rq_redis) for name in model_queues(models)],  # interactive first
         connection=rq_redis,
         serializer=RQ_SERIALIZER,
         name=settings.worker_name,
         runner=runner,
         meter=meter,
         liveness=heartbeat,
+        turns=Turns(models, settings.swap_after_jobs),
     )
     try:
         # RQ's loop rides out Redis outages while it waits for a job, but quits on one that

@@ -81,12 +81,13 @@ class Heartbeat:
 class CancelListener:
     """Hears cancel requests over pub/sub, so the generation loop checks a local flag per
     token instead of asking Redis (a request made before the job started is seen by the start
-    script, hearth.lifecycle). Also hears that a chat was queued for this worker's model: the
-    `preempt` flag, on which a running batch line gives way."""
+    script, hearth.lifecycle). Also hears that a chat was queued for one of this worker's
+    models: the `preempt` flag, on which a running batch line gives way (chats go first,
+    whichever model they ask for)."""
 
-    def __init__(self, redis: Redis, model: str, retry_s: float = 0.5):
+    def __init__(self, redis: Redis, models: list[str], retry_s: float = 0.5):
         self._redis, self._retry = redis, retry_s
-        self._preempt_channels = {preempt_channel(model).encode(), preempt_channel(ANY_MODEL).encode()}
+        self._preempt_channels = {preempt_channel(model).encode() for model in (*models, ANY_MODEL)}
         self._job: str | None = None
         self._flag = threading.Event()
         self.preempt = threading.Event()

@@ -7,17 +7,16 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import llama_cpp
 import numpy as np
 from llama_cpp import Llama, LogitsProcessorList
-from llama_cpp._utils import suppress_stdout_stderr
 
 from hearth.contract import SamplingParams
 from worker.grammars import Grammars
 from worker.prompter import Prompter
-from worker.settings import N_CTX_CAP, WorkerSettings
+from worker.models import ModelFile
+from worker.settings import WorkerSettings
 from worker.state_cache import StateCache, common_prefix
 from worker.stops import StopMatcher
 
@@ -85,21 +84,14 @@ def _primer(llama: Llama, history: list[int]) -> Callable[[np.ndarray, np.ndarra
     return prime
 
 
-def load_vocab(path: str) -> Llama:
-    """The model's tokenizer and metadata only: milliseconds and a few MB."""
-    with suppress_stdout_stderr(disable=False):  # llama.cpp warns that a vocab has no context
-        return Llama(model_path=path, vocab_only=True, verbose=False)
-
-
 class Engine:
-    def __init__(self, settings: WorkerSettings):
-        path = Path(settings.model_path)
-        if not path.is_file():
-            raise FileNotFoundError(f"MODEL_PATH {str(path)!r} is not a file")
-        n_ctx = settings.n_ctx or self.trained_context(path)
+    """One loaded model, with its own state cache: a saved state is only ever restored into
+    the model that made it."""
+
+    def __init__(self, settings: WorkerSettings, model: ModelFile):
         self.llama = Llama(
-            model_path=str(path),
-            n_ctx=n_ctx,
+            model_path=str(model.path),
+            n_ctx=model.n_ctx,
             n_threads=settings.n_threads,
             n_threads_batch=settings.n_threads,
             n_batch=settings.n_batch,
@@ -107,20 +99,21 @@ class Engine:
             verbose=False,
         )
         self.settings = settings
-        self.model_id = settings.model_name or path.name.removesuffix(".gguf")
+        self.model_id = model.id
         self.n_ctx = self.llama.n_ctx()
         self.n_vocab = self.llama.n_vocab()
         vocab = self.llama._model.vocab
         self._is_eog = lambda token: bool(llama_cpp.llama_vocab_is_eog(vocab, token))
         self.prompter = Prompter(self.llama, self.n_ctx, settings.default_max_tokens)
+        self.overheads = self.prompter.overheads()
         self.cache = StateCache(self.llama, settings.state_cache_mb * 2**20)
         self.grammars = Grammars(vocab)
 
-    @staticmethod
-    def trained_context(path: Path) -> int:
-        meta = load_vocab(str(path)).metadata
-        trained = int(meta.get(f"{meta.get('general.architecture')}.context_length", N_CTX_CAP))
-        return min(trained, N_CTX_CAP)
+    def close(self) -> None:
+        """Free the weights, the context and the saved states now, not when the GC gets to it:
+        the next model is loaded into the memory this one frees."""
+        self.cache.clear()
+        self.llama.close()
 
     def cached_prefix(self, tokens: list[int]) -> int:
         """How many leading `tokens` the current model state already holds."""

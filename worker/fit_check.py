@@ -16,31 +16,33 @@ log = logging.getLogger(__name__)
 
 
 class FitChecker:
-    """Runs in its own thread with its own vocab-only model, so it answers in milliseconds
-    even while the main thread is generating."""
+    """Runs in its own thread with a vocab-only model of each model it serves, so it answers in
+    milliseconds even while the main thread is generating, and for models not in memory."""
 
-    def __init__(self, redis: Redis, model_id: str, prompter: Prompter, poll_s: float = 2.0):
-        self._redis, self._key, self._prompter, self._poll = redis, fit_key(model_id), prompter, poll_s
+    def __init__(self, redis: Redis, prompters: dict[str, Prompter], poll_s: float = 2.0):
+        self._redis, self._poll = redis, poll_s
+        self._prompters = {fit_key(model): prompter for model, prompter in prompters.items()}
         threading.Thread(target=self._run, name="fit-check", daemon=True).start()
 
-    def answer(self, request: FitRequest) -> FitReply:
+    @staticmethod
+    def answer(prompter: Prompter, request: FitRequest) -> FitReply:
         try:
-            fitted = self._prompter.plan(request.messages, request.max_tokens)
+            fitted = prompter.plan(request.messages, request.max_tokens)
         except ContextOverflow as exc:
             return FitReply(fits=False, prompt_tokens=exc.prompt_tokens, n_ctx=exc.n_ctx, message=str(exc))
-        return FitReply(fits=True, prompt_tokens=len(fitted.tokens), n_ctx=self._prompter.n_ctx)
+        return FitReply(fits=True, prompt_tokens=len(fitted.tokens), n_ctx=prompter.n_ctx)
 
     def _run(self) -> None:
         while True:
             try:
-                popped = self._redis.blpop([self._key], timeout=self._poll)  # below redis-py's 5 s socket timeout
+                popped = self._redis.blpop(list(self._prompters), timeout=self._poll)  # below redis-py's 5 s socket timeout
                 if popped is None:
                     continue
                 request = FitRequest.model_validate_json(popped[1])
                 if request.expires_at < redis_seconds(self._redis.time()):
                     continue
                 pipe = self._redis.pipeline()
-                pipe.rpush(request.reply_to, self.answer(request).model_dump_json())
+                pipe.rpush(request.reply_to, self.answer(self._prompters[popped[0].decode()], request).model_dump_json())
                 pipe.expire(request.reply_to, 30)
                 pipe.execute()
             except RedisError as exc:

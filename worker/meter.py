@@ -89,7 +89,7 @@ class JobMeter(EventWriter):
             enqueued = job.enqueued_at.timestamp() if job.enqueued_at else None
             self._track = _Track(str(payload.get("job_id", job.id)), user, job.origin, str(payload.get("model", "")), enqueued)
             messages = payload.get("messages") or []
-            log.info("job started", extra={"queue": job.origin, "messages": len(messages), "queue_wait_s": _round(_since(enqueued, time.time()))})
+            log.info("job started", extra={"queue": job.origin, "model": self._track.model, "messages": len(messages), "queue_wait_s": _round(_since(enqueued, time.time()))})
             if self._log_prompts:
                 log.info("job prompt", extra={"messages": messages})
             try:

@@ -14,56 +14,68 @@ from hearth.contract import (
     ErrorCode,
     ErrorEvent,
     JobPayload,
+    LoadingEvent,
     PromptTokensDetails,
+    QueueKind,
     RequeuedEvent,
     Resume,
     TokenEvent,
     Usage,
+    queue_name,
 )
 from hearth.lifecycle import JobStatus
+from hearth.logs import log_context
 from worker.control import CancelListener
 from worker.context import ContextOverflow
-from worker.engine import Cancelled, Engine, Paused, TimedOut
+from worker.engine import Cancelled, Paused, TimedOut
 from worker.grammars import GrammarError
 from worker.events import EventWriter
+from worker.pool import ModelPool
 
 log = logging.getLogger(__name__)
 
 QUEUE_TIMEOUT_MESSAGE = "The request waited too long in the queue and was dropped."
 
-# Saves the RQ job of a paused job's next attempt, not yet queued: (queue key, RQ job id).
-SaveAttempt = Callable[[JobPayload], tuple[str, str]]
+# Saves the RQ job of a paused job's next attempt in a queue, not yet queued: (queue key, RQ job id).
+SaveAttempt = Callable[[str, JobPayload], tuple[str, str]]
 
 
 class JobRunner:
-    def __init__(self, name: str, engine: Engine, writer: EventWriter, cancels: CancelListener, save_attempt: SaveAttempt):
-        self.name, self.engine, self._writer, self._cancels = name, engine, writer, cancels
+    def __init__(self, name: str, pool: ModelPool, writer: EventWriter, cancels: CancelListener, save_attempt: SaveAttempt):
+        self.name, self.pool, self._writer, self._cancels = name, pool, writer, cancels
         self._save_attempt = save_attempt
         self.current_job: str | None = None
         self._preemptible = False  # the running job gives way (a batch line)
         self.remaining = 0  # tokens the running job may still generate
         self._shutting_down = threading.Event()
-        self._overheads = engine.prompter.overheads()
 
     def info(self) -> dict[str, object]:
-        """What the heartbeat publishes about this worker."""
-        settings = self.engine.settings
+        """What the heartbeat publishes about this worker: the models it serves and holds,
+        and the details of the current one (the api checks requests for it with them)."""
+        engine = self.pool.current
+        settings = engine.settings
         return {
-            "model": self.engine.model_id,
-            "models": {self.engine.model_id: self.engine.n_ctx},  # every model it serves, by name: its window
+            "model": engine.model_id,
+            "models": {m.id: m.n_ctx for m in self.pool.files.values()},  # every model it serves, by name: its window
+            "loaded": self.pool.loaded,
             "host": socket.gethostname(),
             "threads": settings.n_threads,
             "gpu_layers": settings.n_gpu_layers,
-            "n_ctx": self.engine.n_ctx,
-            "n_vocab": self.engine.n_vocab,
+            "n_ctx": engine.n_ctx,
+            "n_vocab": engine.n_vocab,
             "state": "busy" if self.current_job else "idle",
             "job": self.current_job,
             "remaining": self.remaining if self.current_job else 0,
             "default_max_tokens": settings.default_max_tokens,
-            "prompt_overhead": self._overheads[0],
-            "message_overhead": self._overheads[1],
-            "grammars_built": self.engine.grammars.built,
+            "prompt_overhead": engine.overheads[0],
+            "message_overhead": engine.overheads[1],
+            "grammars_built": engine.grammars.built,
         }
+
+    def model_of(self, payload: JobPayload) -> str:
+        """The model that answers: the one named, or for a job queued for any model (before
+        any worker was up) the one in memory."""
+        return payload.model if payload.model in self.pool.files else self.pool.current.model_id
 
     @property
     def stopping(self) -> bool:
@@ -80,16 +92,22 @@ class JobRunner:
             self._cancels.cancel_current()
 
     def run(self, payload: JobPayload) -> dict[str, Any]:
+        model = self.model_of(payload)
+        with log_context(model=model):  # the job's lines name the model that answers it
+            return self._run(payload, model)
+
+    def _run(self, payload: JobPayload, model: str) -> dict[str, Any]:
         job_id = payload.job_id
         emit = partial(self._writer.emit, job_id)
         cancelled = self._cancels.watch(job_id)
         if self._writer.start(job_id, self.name, QUEUE_TIMEOUT_MESSAGE) != JobStatus.RUNNING:
             return {"started": False}  # cancelled, past its deadline (ended now) or ended already
         self.current_job, self._preemptible = job_id, payload.preemptible
-        limit = self.engine.settings.job_timeout_s
         resumed = payload.resume.tokens if payload.resume else []
+        limit = self.pool.current.settings.job_timeout_s
         try:
-            fitted = self.engine.prompter.plan(payload.messages, payload.params.max_tokens)
+            engine = self.pool.get(model, loading=lambda: emit(LoadingEvent(model=model)))
+            fitted = engine.prompter.plan(payload.messages, payload.params.max_tokens)
             if fitted.dropped_messages and not resumed:
                 emit(ContextTrimmedEvent(messages=fitted.dropped_messages, tokens=fitted.dropped_tokens))
             self.remaining = fitted.max_tokens - len(resumed)
@@ -98,7 +116,7 @@ class JobRunner:
                 self.remaining -= n
                 emit(TokenEvent(text=text, tokens=n))
 
-            gen = self.engine.generate(
+            gen = engine.generate(
                 fitted.tokens + resumed, fitted.max_tokens - len(resumed), payload.params, on_text, cancelled,
                 time.monotonic() + limit, self._cancels.preempt if payload.preemptible else None, resumed,
             )
@@ -114,7 +132,7 @@ class JobRunner:
             return {"finish_reason": gen.finish_reason, "usage": usage.model_dump()}
         except Paused as paused:
             try:
-                return self._pause(payload, resumed + paused.tokens)
+                return self._pause(payload, resumed + paused.tokens, queue_name(QueueKind.BATCH, model))
             except Exception:
                 emit(ErrorEvent(code=ErrorCode.INTERNAL, message="The request could not be paused and was ended."))
                 raise
@@ -140,13 +158,13 @@ class JobRunner:
             self._writer.flush()
             self.current_job, self._preemptible = None, False
 
-    def _pause(self, payload: JobPayload, tokens: list[int]) -> dict[str, Any]:
+    def _pause(self, payload: JobPayload, tokens: list[int], queue: str) -> dict[str, Any]:
         """Give way to a waiting chat (or this worker's shutdown): the job goes back to the
         front of its queue as a new attempt that resumes from `tokens`, on any worker of the
         model. The model state of prompt + `tokens` stays in this worker's state cache, so
         resuming here evaluates almost nothing again."""
         nxt = payload.model_copy(update={"resume": Resume(tokens=tokens)})
-        push = self._save_attempt(nxt)
+        push = self._save_attempt(queue, nxt)
         event = RequeuedEvent(reason="paused", kept_tokens=len(tokens))
         if not self._writer.apply_now(payload.job_id, [event], push=push):
             log.info("job ended while pausing")  # cancelled meanwhile: the saved attempt never runs

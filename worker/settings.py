@@ -6,7 +6,7 @@ import secrets
 import socket
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from hearth.settings import CommonSettings
 
@@ -25,7 +25,10 @@ def embedded_model_path() -> str:
 
 class WorkerSettings(CommonSettings):
     model_path: str = Field(default_factory=embedded_model_path, description="GGUF file to serve (default: the embedded SmolLM2-135M-Instruct).")
-    model_name: str = Field("", description="Model id shown by `/v1/models`; default: the file name without `.gguf`.")
+    model_name: str = Field("", description="Model id shown by `/v1/models` for `MODEL_PATH`; default: the file name without `.gguf` (always so with `MODELS`).")
+    models: str = Field("", description="Several models for one worker, instead of `MODEL_PATH`: comma-separated GGUF files and folders (each folder's `*.gguf`). Loaded when a job asks for them, within `MODEL_MEMORY_BUDGET_MB`.")
+    model_memory_budget_mb: int = Field(0, ge=0, description="Memory the loaded models may take together (each costs its file size plus its KV cache); the least recently used is unloaded to make room. 0 = one model at a time.")
+    swap_after_jobs: int = Field(4, ge=1, description="Jobs the loaded model may take in a row while another model's jobs wait, before the worker turns to that model (and swaps if the budget holds only one).")
     n_ctx: int = Field(0, ge=0, description=f"Context window in tokens; 0 = the model's trained context capped at {N_CTX_CAP}.")
     n_threads: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1, description="CPU threads for generation (default: all cores).")
     n_batch: int = Field(512, ge=1, description="Prompt tokens evaluated per batch.")
@@ -45,3 +48,19 @@ class WorkerSettings(CommonSettings):
     heartbeat_interval_s: float = Field(1.0, gt=0, description="How often the worker proves it is alive.")
     heartbeat_ttl_s: int = Field(5, ge=2, description="A worker silent this long is dead; its job fails.")
     job_timeout_s: int = Field(900, ge=1, description="Longest one generation may run; then it ends with a `timeout` error.")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "WorkerSettings":
+        if self.models and {"model_path", "model_name"} & self.model_fields_set:
+            raise ValueError("set MODELS or MODEL_PATH (with MODEL_NAME), not both")
+        return self
+
+    def model_paths(self) -> list[Path]:
+        """The GGUF files this worker serves, in the order given (a folder's sorted by name)."""
+        if not self.models:
+            return [Path(self.model_path)]
+        paths: list[Path] = []
+        for entry in filter(None, (e.strip() for e in self.models.split(","))):
+            path = Path(entry)
+            paths += sorted(path.glob("*.gguf")) if path.is_dir() else [path]
+        return paths

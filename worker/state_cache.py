@@ -41,6 +41,9 @@ class StateCache:
     def size(self) -> int:
         return sum(len(v) for v in self._entries.values())
 
+    def clear(self) -> None:
+        self._entries.clear()
+
     def _live(self) -> tuple[int, ...]:
         return tuple(int(t) for t in self._llama.input_ids[: self._llama.n_tokens])
 

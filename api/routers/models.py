@@ -16,7 +16,7 @@ async def list_models(redis: RedisDep, settings: Settings) -> dict[str, object]:
     data = [
         {"id": model, "object": "model", "created": 0, "owned_by": "hearth",
          "context_length": max(w.serves()[model] for w in workers),
-         "loaded": any(w.model == model for w in workers), "workers": len(workers)}
+         "loaded": any(model in w.loaded_models() for w in workers), "workers": len(workers)}
         for model, workers in (await model_map(redis, settings)).live().items()
     ]
     return {"object": "list", "data": data}
