@@ -115,7 +115,7 @@ class BatchRunner:
         for job_id in await self._store.inflight(batch.id):
             job = await self._jobs.get(job_id)
             if job is None:
-                await self._redis.srem(keys(batch.id)["inflight"], job_id)  # type: ignore[misc]
+                await self._redis.srem(keys(batch.id)["inflight"], job_id)
             elif job.status == JobStatus.QUEUED or not expiring:
                 await self._jobs.cancel(job)
         if expiring:
@@ -187,7 +187,7 @@ class BatchRunner:
                     continue
                 queue = queue_name(QueueKind.BATCH, line.payload.model)
                 if queue not in room:
-                    room[queue] = self._settings.batch_slice - int(await self._redis.llen(queue_key(queue)))  # type: ignore[misc]
+                    room[queue] = self._settings.batch_slice - int(await self._redis.llen(queue_key(queue)))
                 if room[queue] > 0 and await run_in_threadpool(self._enqueue, batch, line, queue):
                     room[queue] -= 1
                     self._served[owner] = next(self._turns)

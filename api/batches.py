@@ -198,7 +198,7 @@ class BatchStore:
 
     async def get(self, batch_id: str, owner: str | None = None) -> BatchInfo | None:
         """The batch, or None if it does not exist or (with `owner`) belongs to another."""
-        raw = await self._redis.hgetall(keys(batch_id)["batch"])  # type: ignore[misc]
+        raw = await self._redis.hgetall(keys(batch_id)["batch"])
         if not raw:
             return None
         fields = {k.decode(): v.decode() for k, v in raw.items()}
@@ -227,10 +227,10 @@ class BatchStore:
         return [i.decode() for i in await self._redis.zrange(ACTIVE_KEY, 0, -1)]
 
     async def move(self, batch_id: str, to: str, *sources: str) -> bool:
-        return bool(await self._redis.eval(_MOVE_LUA, 1, keys(batch_id)["batch"], to, *sources))  # type: ignore[misc]
+        return bool(await self._redis.eval(_MOVE_LUA, 1, keys(batch_id)["batch"], to, *sources))
 
     async def set(self, batch_id: str, **fields: str | int) -> None:
-        await self._redis.hset(keys(batch_id)["batch"], mapping=fields)  # type: ignore[misc]
+        await self._redis.hset(keys(batch_id)["batch"], mapping=fields)
 
     async def add_lines(self, batch_id: str, good: list[PendingLine], errors: list[LineError]) -> None:
         """The valid lines to run, and the line errors to show, at validation."""
@@ -245,11 +245,11 @@ class BatchStore:
     async def file(self, batch_id: str, index: int, kind: str, line: dict[str, Any], tokens: tuple[int, int] = (0, 0), job_id: str = "") -> bool:
         """File one line's result in the output or error file, once."""
         k = keys(batch_id)
-        return bool(await self._redis.eval(_FILE_LUA, 5, k["batch"], k["filed"], k["output"], k["errors"], k["inflight"],  # type: ignore[misc]
+        return bool(await self._redis.eval(_FILE_LUA, 5, k["batch"], k["filed"], k["output"], k["errors"], k["inflight"],
                                            index, kind, json.dumps(line), tokens[0], tokens[1], job_id))
 
     async def next_pending(self, batch_id: str) -> PendingLine | None:
-        raw = await self._redis.lindex(keys(batch_id)["pending"], 0)  # type: ignore[misc]
+        raw = await self._redis.lindex(keys(batch_id)["pending"], 0)
         return None if raw is None else PendingLine.model_validate_json(raw)
 
     async def take_pending(self, batch_id: str) -> list[PendingLine]:
@@ -271,7 +271,7 @@ class BatchStore:
         return int(pending), int(inflight)
 
     async def inflight(self, batch_id: str) -> list[str]:
-        return [i.decode() for i in await self._redis.smembers(keys(batch_id)["inflight"])]  # type: ignore[misc]
+        return [i.decode() for i in await self._redis.smembers(keys(batch_id)["inflight"])]
 
     async def results(self, batch_id: str) -> tuple[list[bytes], list[bytes]]:
         k = keys(batch_id)

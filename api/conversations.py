@@ -181,7 +181,7 @@ class ConversationStore:
         return await self.get(owner, conv_id)
 
     async def get(self, owner: str, conv_id: str) -> Conversation:
-        created_at, metadata = await self._redis.hmget(self._keys(owner, conv_id)[0], ["created_at", "metadata"])  # type: ignore[misc]
+        created_at, metadata = await self._redis.hmget(self._keys(owner, conv_id)[0], ["created_at", "metadata"])
         if created_at is None:
             raise _not_found(conv_id)
         return Conversation(id=conv_id, created_at=int(created_at), metadata=json.loads(metadata))
@@ -230,7 +230,7 @@ class ConversationStore:
         return (found, False) if limit < 0 else (found[:limit], len(found) > limit)
 
     async def item(self, owner: str, conv_id: str, item_id: str) -> MessageItem:
-        raw = await self._redis.hget(self._keys(owner, conv_id)[1], item_id)  # type: ignore[misc]
+        raw = await self._redis.hget(self._keys(owner, conv_id)[1], item_id)
         if raw is None:
             await self.get(owner, conv_id)  # the conversation's 404 before the item's
             raise HearthError(404, f"No item {item_id!r} in conversation {conv_id!r}.", "not_found_error", "item_not_found", "item_id")

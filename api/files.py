@@ -71,7 +71,7 @@ class FileStore:
         return info
 
     async def get(self, owner: str, file_id: str) -> FileInfo | None:
-        raw = await self._redis.hgetall(_file_key(file_id))  # type: ignore[misc]
+        raw = await self._redis.hgetall(_file_key(file_id))
         if not raw:
             return None
         f = {k.decode(): v.decode() for k, v in raw.items()}

@@ -25,15 +25,15 @@ class Filing:
         self._redis, self._jobs, self._batches, self._conversations = redis, jobs, batches, conversations
 
     async def tick(self) -> None:
-        for raw in await self._redis.lrange(ENDED_KEY, 0, PER_ROUND - 1):  # type: ignore[misc]
+        for raw in await self._redis.lrange(ENDED_KEY, 0, PER_ROUND - 1):
             job_id = raw.decode()
-            fields = {k.decode(): v.decode() for k, v in (await self._redis.hgetall(job_key(job_id))).items()}  # type: ignore[misc]
+            fields = {k.decode(): v.decode() for k, v in (await self._redis.hgetall(job_key(job_id))).items()}
             sink = fields.get("sink")
             if sink == Sink.BATCH:
                 await self._batches.file(job_id, fields)
             elif sink == Sink.CONVERSATION:
                 await self._answer(job_id, fields)
-            await self._redis.lrem(ENDED_KEY, 0, job_id)  # type: ignore[misc]
+            await self._redis.lrem(ENDED_KEY, 0, job_id)
 
     async def _answer(self, job_id: str, fields: dict[str, str]) -> None:
         """The answer, whole, as the assistant's message of its conversation; an answer cut

@@ -44,7 +44,7 @@ async def housekeeping(redis: AsyncRedis, rounds: list[Round], interval_s: float
     async def run() -> None:
         while True:
             try:
-                if await redis.eval(_TAKE_LUA, 1, LEASE_KEY, token, ttl_ms):  # type: ignore[misc]
+                if await redis.eval(_TAKE_LUA, 1, LEASE_KEY, token, ttl_ms):
                     for round_ in rounds:
                         await round_()
             except RedisError as exc:
@@ -58,4 +58,4 @@ async def housekeeping(redis: AsyncRedis, rounds: list[Round], interval_s: float
             yield
     finally:
         with suppress(RedisError):
-            await redis.eval(_RELEASE_LUA, 1, LEASE_KEY, token)  # type: ignore[misc]
+            await redis.eval(_RELEASE_LUA, 1, LEASE_KEY, token)

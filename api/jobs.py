@@ -131,7 +131,7 @@ class JobService:
         return verdict
 
     async def _owners(self, queue: str) -> list[str]:
-        ids = await self._redis.lrange(queue_key(queue), 0, -1)  # type: ignore[misc]
+        ids = await self._redis.lrange(queue_key(queue), 0, -1)
         pipe = self._redis.pipeline(transaction=False)
         for rq_id in ids:
             pipe.hget(job_key(job_of(rq_id.decode())), "owner")
@@ -147,7 +147,7 @@ class JobService:
         if not speed:
             return None
         default = max((w.default_max_tokens for w in workers), default=0)
-        ahead = await self._redis.lrange(queue_key(queue), 0, position - 2)  # type: ignore[misc]
+        ahead = await self._redis.lrange(queue_key(queue), 0, position - 2)
         pipe = self._redis.pipeline(transaction=False)
         for rq_id in ahead:
             pipe.hget(job_key(job_of(rq_id.decode())), "max_tokens")
@@ -165,19 +165,19 @@ class JobService:
         wait = self._settings.fit_check_s
         expires_at = redis_seconds(await self._redis.time()) + wait
         request = FitRequest(reply_to=reply_to, expires_at=expires_at, messages=messages, max_tokens=max_tokens)
-        await self._redis.rpush(fit_key(model), request.model_dump_json())  # type: ignore[misc]
-        popped = await self._redis.blpop([reply_to], timeout=wait)  # type: ignore[misc]
+        await self._redis.rpush(fit_key(model), request.model_dump_json())
+        popped = await self._redis.blpop([reply_to], timeout=wait)
         return None if popped is None else FitReply.model_validate_json(popped[1])
 
     async def get(self, job_id: str) -> JobInfo | None:
-        fields = await self._redis.hgetall(job_key(job_id))  # type: ignore[misc]
+        fields = await self._redis.hgetall(job_key(job_id))
         if not fields:
             return None
         return JobInfo.of(job_id, {k.decode(): v.decode() for k, v in fields.items()})
 
     async def position(self, job: JobInfo) -> int | None:
         """1 = next to run; None once the job has left the queue."""
-        index = await self._redis.lpos(queue_key(job.queue), job.rq_id)  # type: ignore[misc]
+        index = await self._redis.lpos(queue_key(job.queue), job.rq_id)
         return None if index is None else int(index) + 1
 
     async def cancel(self, job: JobInfo) -> None:
@@ -188,7 +188,7 @@ class JobService:
 
     async def withdraw(self, job: JobInfo, reason: ErrorEvent) -> bool:
         """Take a job out of its queue before any worker has it, ending it with `reason`."""
-        if not await self._redis.lrem(queue_key(job.queue), 0, job.rq_id):  # type: ignore[misc]
+        if not await self._redis.lrem(queue_key(job.queue), 0, job.rq_id):
             return False
         await self.end(job.id, reason)
         await self._redis.delete(Job.key_for(job.rq_id))  # RQ's copy: no worker will ever read it
@@ -197,7 +197,7 @@ class JobService:
     async def end(self, job_id: str, event: ErrorEvent) -> bool:
         """End a job that no worker will end (withdrawn, or its worker lost); whether this call
         ended it (only one can: see hearth.lifecycle)."""
-        ended = await self._redis.eval(*apply_events_args(job_id, [event], self._settings.job_ttl_s))  # type: ignore[arg-type,misc]
+        ended = await self._redis.eval(*apply_events_args(job_id, [event], self._settings.job_ttl_s))  # type: ignore[arg-type]
         if ended:
             await record_ended_by_api(self._redis, job_id, event)
         return bool(ended)

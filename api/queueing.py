@@ -29,7 +29,7 @@ async def known_queues(redis: AsyncRedis, models: Iterable[str] = ()) -> list[st
     """Every queue RQ has registered (each model's, whether or not a worker serves it now) and
     the queues of `models`, by model, interactive first."""
     prefix = Queue.redis_queue_namespace_prefix
-    names = {key.decode().removeprefix(prefix) for key in await redis.smembers(Queue.redis_queues_keys)}  # type: ignore[misc]
+    names = {key.decode().removeprefix(prefix) for key in await redis.smembers(Queue.redis_queues_keys)}
     return sorted(names.union(queue_name(kind, m) for m in models for kind in QueueKind), key=_by_model)
 
 

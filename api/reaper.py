@@ -49,7 +49,7 @@ class Reaper:
     async def sweep(self) -> None:
         """One round: the jobs of dead workers, then chats past their start deadline."""
         now = redis_seconds(await self._redis.time())
-        running = await self._redis.hgetall(RUNNING_KEY)  # type: ignore[misc]
+        running = await self._redis.hgetall(RUNNING_KEY)
         if running:
             pipe = self._redis.pipeline(transaction=False)
             for worker in running.values():
@@ -64,9 +64,9 @@ class Reaper:
     async def _orphaned(self, job_id: str, worker: str) -> None:
         job = await self._jobs.get(job_id)
         if job is None:  # expired meanwhile
-            await self._redis.hdel(RUNNING_KEY, job_id)  # type: ignore[misc]
+            await self._redis.hdel(RUNNING_KEY, job_id)
             return
-        retries = int(await self._redis.hget(job_key(job_id), RETRIES_FIELD) or 0)  # type: ignore[misc]
+        retries = int(await self._redis.hget(job_key(job_id), RETRIES_FIELD) or 0)
         batch = job.queue.startswith(QueueKind.BATCH.value)
         if batch and retries < self._settings.batch_line_retries and await self._requeue(job):
             log.warning("worker %s lost: batch line requeued", worker, extra={"job_id": job_id, "retries": retries + 1})
@@ -84,7 +84,7 @@ class Reaper:
         if push is None:
             return False
         args = apply_events_args(job.id, [RequeuedEvent(reason="worker_lost")], ttl, push=push, count=RETRIES_FIELD)
-        await self._redis.eval(*args)  # type: ignore[arg-type,misc]
+        await self._redis.eval(*args)  # type: ignore[arg-type]
         return True
 
     def _save_attempt(self, job: JobInfo) -> tuple[str, str] | None:
@@ -96,7 +96,7 @@ class Reaper:
         return save_attempt(self._rq_redis, job.queue, payload, self._settings.job_ttl_s)
 
     async def _expire_waiting(self, queue: str, now: float) -> None:
-        ids = [rq_id.decode() for rq_id in await self._redis.lrange(queue_key(queue), 0, -1)]  # type: ignore[misc]
+        ids = [rq_id.decode() for rq_id in await self._redis.lrange(queue_key(queue), 0, -1)]
         if not ids:
             return
         pipe = self._redis.pipeline(transaction=False)

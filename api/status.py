@@ -101,7 +101,7 @@ async def build_status(redis: AsyncRedis, viewer: User) -> dict[str, object]:
     for w in workers:
         if w.state != "busy" or not w.job:
             continue
-        owner = _decode(await redis.hget(job_key(w.job), "owner"))  # type: ignore[misc]
+        owner = _decode(await redis.hget(job_key(w.job), "owner"))
         started = w.job_started_at
         entry: dict[str, Any] = {"id": None, "user": None, "worker": w.name, "model": w.model, "tokens": w.job_tokens,
                                  "tokens_per_s": w.job_tokens_per_s, "started_at": started,

@@ -86,7 +86,7 @@ def views(status: Status) -> Views:
 def empty_views(message: str) -> Views:
     nothing: Status = {"workers": [], "queues": {}, "running": [], "queued": [], "recent": [],
                        "series": {"queue_depth": [], "jobs": []}}
-    return (message, *views(nothing)[1:])  # type: ignore[return-value]
+    return (message, *views(nothing)[1:])
 
 
 def make_refresh(client: HearthClient) -> Callable[[str | None], Awaitable[Views]]:

@@ -110,7 +110,7 @@ class JobRunner:
                 total_tokens=len(fitted.tokens) + len(resumed) + gen.completion_tokens,
                 prompt_tokens_details=PromptTokensDetails(cached_tokens=min(gen.cached_tokens, len(fitted.tokens))),
             )
-            emit(DoneEvent(finish_reason=gen.finish_reason, usage=usage))  # type: ignore[arg-type]
+            emit(DoneEvent(finish_reason=gen.finish_reason, usage=usage))
             return {"finish_reason": gen.finish_reason, "usage": usage.model_dump()}
         except Paused as paused:
             try:
