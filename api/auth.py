@@ -22,6 +22,8 @@ from enum import StrEnum
 
 from redis.asyncio import Redis as AsyncRedis
 
+from hearth.redis_client import text
+
 USERS_KEY = "hearth:users"  # hash: name -> JSON {role, created, password}
 API_KEYS_KEY = "hearth:api_keys"  # hash: sha256(key) -> name
 SESSION_KEY = "hearth:session:{digest}"  # string: name, expires
@@ -118,14 +120,14 @@ class UserStore:
         users = await self._redis.hgetall(USERS_KEY)
         owners = list((await self._redis.hgetall(API_KEYS_KEY)).values())
         return sorted(
-            (name.decode(), Role(json.loads(raw)["role"]), owners.count(name)) for name, raw in users.items()
+            (text(name), Role(json.loads(raw)["role"]), owners.count(name)) for name, raw in users.items()
         )
 
     async def revoke(self, name: str) -> int:
         """Delete a user with all its keys and data; its open ui sessions stop working too."""
         if not await self._redis.hdel(USERS_KEY, name):
             raise AuthError(f"no user {name!r}")
-        keys = [d for d, owner in (await self._redis.hgetall(API_KEYS_KEY)).items() if owner.decode() == name]
+        keys = [d for d, owner in (await self._redis.hgetall(API_KEYS_KEY)).items() if text(owner) == name]
         if keys:
             await self._redis.hdel(API_KEYS_KEY, *keys)
         for delete_data in self._on_revoke:

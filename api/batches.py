@@ -21,6 +21,7 @@ from redis.asyncio import Redis as AsyncRedis
 from api.errors import HearthError
 from api.schemas import ChatCompletionRequest
 from hearth.contract import JobPayload
+from hearth.redis_client import members, text_hash, texts
 
 BATCH_KEY = "hearth:batch:{batch_id}"  # hash: the batch object's fields, owner, counters
 PENDING_KEY = "hearth:batch:{batch_id}:pending"  # list: PendingLine JSON, not yet queued
@@ -190,7 +191,7 @@ class BatchStore:
                   "status": "validating", "created_at": str(now), "expires_at": str(int(t[0]) + window_s),
                   "metadata": json.dumps(metadata), "total": "0", "completed": "0", "failed": "0"}
         pipe = self._redis.pipeline(transaction=True)
-        pipe.hset(keys(batch_id)["batch"], mapping=fields)
+        pipe.hset(keys(batch_id)["batch"], mapping=fields)  # type: ignore[arg-type]  # redis-py's mapping keys are invariant: it refuses a dict[str, ...]
         pipe.zadd(OWNER_BATCHES_KEY.format(owner=owner), {batch_id: now})
         pipe.zadd(ACTIVE_KEY, {batch_id: now})
         await pipe.execute()
@@ -201,7 +202,7 @@ class BatchStore:
         raw = await self._redis.hgetall(keys(batch_id)["batch"])
         if not raw:
             return None
-        fields = {k.decode(): v.decode() for k, v in raw.items()}
+        fields = text_hash(raw)
         if owner is not None and fields["owner"] != owner:
             return None
         return BatchInfo(batch_id, fields["owner"], fields)
@@ -209,7 +210,7 @@ class BatchStore:
     async def page(self, owner: str, after: str | None, limit: int) -> tuple[list[BatchInfo], bool]:
         """The owner's batches, newest first, after the id `after`."""
         index = OWNER_BATCHES_KEY.format(owner=owner)
-        ids = [i.decode() for i in await self._redis.zrevrange(index, 0, -1)]
+        ids = members(await self._redis.zrevrange(index, 0, -1))
         if after is not None:
             ids = ids[ids.index(after) + 1:] if after in ids else []
         out: list[BatchInfo] = []
@@ -224,13 +225,13 @@ class BatchStore:
         return out[:limit], len(out) > limit
 
     async def active(self) -> list[str]:
-        return [i.decode() for i in await self._redis.zrange(ACTIVE_KEY, 0, -1)]
+        return members(await self._redis.zrange(ACTIVE_KEY, 0, -1))
 
     async def move(self, batch_id: str, to: str, *sources: str) -> bool:
         return bool(await self._redis.eval(_MOVE_LUA, 1, keys(batch_id)["batch"], to, *sources))
 
     async def set(self, batch_id: str, **fields: str | int) -> None:
-        await self._redis.hset(keys(batch_id)["batch"], mapping=fields)
+        await self._redis.hset(keys(batch_id)["batch"], mapping=fields)  # type: ignore[arg-type]  # redis-py's mapping keys are invariant: it refuses a dict[str, ...]
 
     async def add_lines(self, batch_id: str, good: list[PendingLine], errors: list[LineError]) -> None:
         """The valid lines to run, and the line errors to show, at validation."""
@@ -271,7 +272,7 @@ class BatchStore:
         return int(pending), int(inflight)
 
     async def inflight(self, batch_id: str) -> list[str]:
-        return [i.decode() for i in await self._redis.smembers(keys(batch_id)["inflight"])]
+        return texts(await self._redis.smembers(keys(batch_id)["inflight"]))
 
     async def results(self, batch_id: str) -> tuple[list[bytes], list[bytes]]:
         k = keys(batch_id)

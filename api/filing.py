@@ -11,9 +11,11 @@ import logging
 from redis.asyncio import Redis as AsyncRedis
 
 from api.batch_runner import BatchRunner
+from api.conversation_schemas import Status
 from api.conversations import ConversationStore
 from api.jobs import JobService
 from hearth.contract import ENDED_KEY, DoneEvent, Sink, job_key
+from hearth.redis_client import text, text_hash
 
 log = logging.getLogger(__name__)
 
@@ -26,8 +28,8 @@ class Filing:
 
     async def tick(self) -> None:
         for raw in await self._redis.lrange(ENDED_KEY, 0, PER_ROUND - 1):
-            job_id = raw.decode()
-            fields = {k.decode(): v.decode() for k, v in (await self._redis.hgetall(job_key(job_id))).items()}
+            job_id = text(raw)
+            fields = text_hash(await self._redis.hgetall(job_key(job_id)))
             sink = fields.get("sink")
             if sink == Sink.BATCH:
                 await self._batches.file(job_id, fields)
@@ -42,5 +44,5 @@ class Filing:
         answer = await self._jobs.answer(job_id)
         if not answer.text:
             return  # nothing was said (refused before a token, or failed at once)
-        status = "completed" if isinstance(answer.final, DoneEvent) else "incomplete"
+        status: Status = "completed" if isinstance(answer.final, DoneEvent) else "incomplete"
         await self._conversations.record_answer(fields["owner"], fields["conversation"], job_id, answer.text, status)

@@ -41,6 +41,7 @@ from hearth.contract import (
 )
 from hearth.lifecycle import JobStatus, apply_events_args, redis_seconds
 from hearth.logs import bind
+from hearth.redis_client import stream_entries, text, text_hash
 from api.live import RESYNC, Follower, follow
 from api.openai_format import Answer
 from api.metrics import record_ended_by_api
@@ -134,7 +135,7 @@ class JobService:
         ids = await self._redis.lrange(queue_key(queue), 0, -1)
         pipe = self._redis.pipeline(transaction=False)
         for rq_id in ids:
-            pipe.hget(job_key(job_of(rq_id.decode())), "owner")
+            pipe.hget(job_key(job_of(text(rq_id))), "owner")
         return [(o or b"").decode() for o in await pipe.execute()]
 
     async def wait_estimate(self, queue: str, position: int) -> float | None:
@@ -150,7 +151,7 @@ class JobService:
         ahead = await self._redis.lrange(queue_key(queue), 0, position - 2)
         pipe = self._redis.pipeline(transaction=False)
         for rq_id in ahead:
-            pipe.hget(job_key(job_of(rq_id.decode())), "max_tokens")
+            pipe.hget(job_key(job_of(text(rq_id))), "max_tokens")
         budgets = [int(b or 0) or default for b in await pipe.execute()]
         return (sum(w.remaining for w in workers) + sum(budgets)) / speed
 
@@ -173,12 +174,12 @@ class JobService:
         fields = await self._redis.hgetall(job_key(job_id))
         if not fields:
             return None
-        return JobInfo.of(job_id, {k.decode(): v.decode() for k, v in fields.items()})
+        return JobInfo.of(job_id, text_hash(fields))
 
     async def position(self, job: JobInfo) -> int | None:
         """1 = next to run; None once the job has left the queue."""
         index = await self._redis.lpos(queue_key(job.queue), job.rq_id)
-        return None if index is None else int(index) + 1
+        return index + 1 if isinstance(index, int) else None  # a list only comes with COUNT
 
     async def cancel(self, job: JobInfo) -> None:
         """Remove a queued job, or flag a running one; the worker stops it within a token."""
@@ -270,7 +271,7 @@ class JobService:
     async def _read_log(self, job_id: str, after: str) -> list[tuple[str, Event]]:
         entries: list[tuple[str, Event]] = []
         while True:
-            page = await self._redis.xrange(events_key(job_id), min=f"({after}", count=LOG_PAGE)
+            page = stream_entries(await self._redis.xrange(events_key(job_id), min=f"({after}", count=LOG_PAGE))
             entries += [(entry_id.decode(), decode_event(fields)) for entry_id, fields in page]
             if len(page) < LOG_PAGE:
                 return entries

@@ -35,6 +35,7 @@ from hearth.contract import (
     job_of,
 )
 from hearth.lifecycle import apply_events_args, redis_seconds
+from hearth.redis_client import text, texts
 from hearth.requeue import save_attempt
 
 log = logging.getLogger(__name__)
@@ -56,7 +57,7 @@ class Reaper:
                 pipe.zscore(WORKERS_KEY, worker)
             for (job_id, worker), expires in zip(running.items(), await pipe.execute()):
                 if expires is None or float(expires) < now:
-                    await self._orphaned(job_id.decode(), worker.decode())
+                    await self._orphaned(text(job_id), text(worker))
         for queue in await known_queues(self._redis):
             if queue.startswith(QueueKind.INTERACTIVE.value):
                 await self._expire_waiting(queue, now)
@@ -96,7 +97,7 @@ class Reaper:
         return save_attempt(self._rq_redis, job.queue, payload, self._settings.job_ttl_s)
 
     async def _expire_waiting(self, queue: str, now: float) -> None:
-        ids = [rq_id.decode() for rq_id in await self._redis.lrange(queue_key(queue), 0, -1)]
+        ids = texts(await self._redis.lrange(queue_key(queue), 0, -1))
         if not ids:
             return
         pipe = self._redis.pipeline(transaction=False)

@@ -26,6 +26,7 @@ from api.queueing import known_queues, queue_key
 from api.workers import live_workers
 from hearth.contract import QUEUE_DEPTH_KEY, RECENT_JOBS_KEY, job_key, job_of
 from hearth.metrics import JobRecord
+from hearth.redis_client import text
 
 log = logging.getLogger(__name__)
 
@@ -65,8 +66,8 @@ async def queue_sampler(redis: AsyncRedis) -> AsyncIterator[None]:
         yield
 
 
-def _decode(value: bytes | None) -> str | None:
-    return None if value is None else value.decode()
+def _decode(value: bytes | str | None) -> str | None:
+    return None if value is None else text(value)
 
 
 async def build_status(redis: AsyncRedis, viewer: User) -> dict[str, object]:

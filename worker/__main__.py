@@ -44,7 +44,7 @@ class HearthWorker(SimpleWorker):
             self.liveness.poke()  # idle again, and its speed updated
 
     def handle_warm_shutdown_request(self) -> None:
-        super().handle_warm_shutdown_request()
+        super().handle_warm_shutdown_request()  # type: ignore[no-untyped-call]  # RQ's Worker method is untyped
         self.runner.shutdown()
 
 
@@ -107,7 +107,7 @@ def main() -> None:
             # The loop that ended left RQ's record of this worker alive (Redis keeps it across
             # a restart): without its death RQ refuses to start a worker of the same name.
             with suppress(RedisError):
-                worker.register_death()
+                worker.register_death()  # type: ignore[no-untyped-call]  # RQ's Worker method is untyped
     finally:
         heartbeat.stop()
 
