@@ -28,6 +28,7 @@ from api.schemas import ChatCompletionRequest
 from bench.report import median, table, verdict
 from bench.rig import Rig
 from hearth.contract import RQ_SERIALIZER, EventType, decode_event, events_key
+from hearth.redis_client import stream_entries
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +69,7 @@ def _utc(moment: datetime | None) -> float:
 def _phases(rig: Rig, job_id: str, sent: float, first: float) -> dict[str, float]:
     """`sent` and `first` are wall-clock (time.time()) like the Redis timestamps."""
     job = Job.fetch(job_id, connection=rig.redis, serializer=RQ_SERIALIZER)
-    first_token = next(int(entry_id.split(b"-")[0]) / 1000 for entry_id, fields in rig.redis.xrange(events_key(job_id))
+    first_token = next(int(entry_id.split(b"-")[0]) / 1000 for entry_id, fields in stream_entries(rig.redis.xrange(events_key(job_id)))
                        if decode_event(fields).type == EventType.TOKEN)
     points = [sent, _utc(job.enqueued_at), _utc(job.started_at), first_token, first]
     return {name: 1000 * (b - a) for name, a, b in zip(PHASES, points, points[1:])}

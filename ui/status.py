@@ -105,7 +105,7 @@ class StatusTab:
     timer: gr.Timer
     outputs: list[gr.components.Component]  # what `empty_views` and `views` fill, in order
 
-    def reset(self) -> dict[gr.components.Component, Any]:
+    def reset(self) -> dict[gr.blocks.Block, Any]:
         """Updates that stop the polling and forget what was shown (for a sign-out)."""
         return {self.timer: gr.Timer(active=False), **dict(zip(self.outputs, empty_views(CLOSED), strict=True))}
 
