@@ -82,7 +82,7 @@ class City(BaseModel):
 
 
 def test_the_clients_parse_helper_gets_a_parsed_model(client: openai.OpenAI) -> None:
-    reply = client.chat.completions.parse(model="any", messages=ask("Name a city."), max_tokens=150,  # type: ignore[arg-type]
+    reply = client.chat.completions.parse(model="any", messages=ask("Name a city."), max_tokens=150,
                                           response_format=City)
     assert isinstance(reply.choices[0].message.parsed, City)
 
