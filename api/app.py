@@ -9,22 +9,22 @@ from fastapi.middleware.cors import CORSMiddleware
 from redis.exceptions import RedisError
 
 from api.auth import BOOTSTRAP_ADMIN, AuthError, UserStore
-from api.conversations import ConversationStore
-from api.body_limit import BodyLimitMiddleware
-from api.errors import install_error_handlers
-from api.jobs import JobService
-from api.middleware import RequestContextMiddleware
-from api.openapi import honest_openapi
 from api.batch_runner import BatchRunner
 from api.batches import BatchStore
+from api.body_limit import BodyLimitMiddleware
+from api.conversations import ConversationStore
+from api.errors import install_error_handlers
 from api.files import FileStore
 from api.filing import Filing
 from api.housekeeping import housekeeping
+from api.jobs import JobService
+from api.middleware import RequestContextMiddleware
+from api.openapi import honest_openapi
 from api.reaper import Reaper
 from api.routers import auth, batches, chat, conversations, files, health, jobs, metrics, models, status
-from api.status import queue_sampler
 from api.settings import ApiSettings
 from api.signin_throttle import SignInThrottle
+from api.status import queue_sampler
 from hearth.redis_client import connect, connect_async
 
 log = logging.getLogger(__name__)

@@ -9,11 +9,11 @@ Batch lines are preemptible: a chat for their model pauses the running line (wor
 so a batch never delays a chat by more than a token.
 """
 
+import itertools
 import json
 import logging
 import secrets
 import time
-import itertools
 from typing import Any
 
 from redis import Redis
@@ -24,11 +24,11 @@ from api.batches import ERRORS_SHOWN, BatchInfo, BatchStore, LineError, PendingL
 from api.errors import HearthError
 from api.files import FileStore
 from api.jobs import JobService
-from api.queueing import queue_key
-from api.settings import ApiSettings
 from api.limits import check_for_worker, check_request
-from api.schemas import ChatCompletionRequest
+from api.queueing import queue_key
 from api.routing import model_map
+from api.schemas import ChatCompletionRequest
+from api.settings import ApiSettings
 from hearth.contract import (
     GENERATE_FUNC,
     ErrorCode,

@@ -11,9 +11,9 @@ from redis.asyncio import Redis as AsyncRedis
 
 from api.auth import LOCAL_USER, User, UserStore
 from api.batches import BatchStore
-from api.files import FileStore
 from api.conversations import ConversationStore
 from api.errors import HearthError
+from api.files import FileStore
 from api.jobs import JobService
 from api.settings import ApiSettings
 from api.signin_throttle import SignInThrottle

@@ -11,6 +11,12 @@ from redis.asyncio import Redis as AsyncRedis
 from rq.job import Job
 from starlette.concurrency import run_in_threadpool
 
+from api.live import RESYNC, Follower, follow
+from api.metrics import record_ended_by_api
+from api.openai_format import Answer
+from api.queueing import REJECTED_QUEUE_FULL, REJECTED_USER_CAP, Admission, FairQueue, queue_key
+from api.settings import ApiSettings
+from api.workers import live_workers
 from hearth.contract import (
     ANY_MODEL,
     CANCEL_CHANNEL,
@@ -42,12 +48,6 @@ from hearth.contract import (
 from hearth.lifecycle import JobStatus, apply_events_args, redis_seconds
 from hearth.logs import bind
 from hearth.redis_client import stream_entries, text, text_hash
-from api.live import RESYNC, Follower, follow
-from api.openai_format import Answer
-from api.metrics import record_ended_by_api
-from api.queueing import REJECTED_QUEUE_FULL, REJECTED_USER_CAP, Admission, FairQueue, queue_key
-from api.settings import ApiSettings
-from api.workers import live_workers
 
 log = logging.getLogger(__name__)
 

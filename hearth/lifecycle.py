@@ -114,7 +114,7 @@ local function publish()
     redis.call('PUBLISH', channel, table.concat(lines, '\\n'))
   end
 end
-""" % _ALLOWED_LUA
+""" % _ALLOWED_LUA  # noqa: UP031 -- Lua's own braces make str.format the worse choice
 
 # ARGV: options JSON, then (status or '', event JSON) pairs. Appends the events in order up to
 # the first one refused; returns how many were applied. Each published message is the stream

@@ -107,7 +107,7 @@ def test_unexpected_error_is_logged_once_and_answered_with_the_request_id(caplog
                                      "param": None, "code": "internal_error"}
     assert made.headers["x-request-id"] != "not a valid id!" and made.headers["x-request-id"] in made.json()["error"]["message"]
     traced = [r for r in caplog.records if r.exc_info]
-    assert len(traced) == 2 and {getattr(r, "request_id") for r in traced} == {"caller-chosen-id", made.headers["x-request-id"]}
+    assert len(traced) == 2 and {vars(r)["request_id"] for r in traced} == {"caller-chosen-id", made.headers["x-request-id"]}
     assert "internal detail" not in given.text + made.text
 
 

@@ -13,8 +13,8 @@ from typing import Any
 import gradio as gr
 from gradio.blocks import Block
 
-from ui.client import ApiError, HearthClient, Session
 from ui.batches import BatchTab
+from ui.client import ApiError, HearthClient, Session
 from ui.status import StatusTab
 
 log = logging.getLogger(__name__)

@@ -16,8 +16,8 @@ from hearth.requeue import rq_queue, save_attempt
 from worker.control import CancelListener, Heartbeat
 from worker.engine import Engine, load_vocab
 from worker.fit_check import FitChecker
-from worker.prompter import Prompter
 from worker.meter import JobMeter
+from worker.prompter import Prompter
 from worker.runner import JobRunner
 from worker.settings import WorkerSettings
 from worker.tasks import current_runner

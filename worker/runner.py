@@ -21,11 +21,11 @@ from hearth.contract import (
     Usage,
 )
 from hearth.lifecycle import JobStatus
-from worker.control import CancelListener
 from worker.context import ContextOverflow
+from worker.control import CancelListener
 from worker.engine import Cancelled, Engine, Paused, TimedOut
-from worker.grammars import GrammarError
 from worker.events import EventWriter
+from worker.grammars import GrammarError
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,6 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
-from hearth.contract import DoneEvent, ErrorEvent, JobPayload, TokenEvent
 from api import openai_format as fmt
 from api.conversation_schemas import MessageItem, message
 from api.conversations import ConversationStore
@@ -17,8 +16,9 @@ from api.dependencies import Conversations, CurrentUser, Jobs, RedisDep, Setting
 from api.errors import HearthError, error_responses
 from api.jobs import JobInfo, JobService, QueueFull
 from api.limits import check_for_worker, check_request
-from api.schemas import ChatCompletionRequest
 from api.routing import model_map
+from api.schemas import ChatCompletionRequest
+from hearth.contract import DoneEvent, ErrorEvent, JobPayload, TokenEvent
 
 router = APIRouter(prefix="/v1", tags=["chat"], responses=error_responses(400, 401, 404, 413, 429, 500, 503))
 
