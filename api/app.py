@@ -81,7 +81,7 @@ def create_app(settings: ApiSettings) -> FastAPI:
     app = FastAPI(title="Hearth", version="0.1.0", lifespan=lifespan)
     app.state.draining = False  # set when the server is asked to stop: see api.__main__
     install_error_handlers(app)
-    app.openapi = lambda: honest_openapi(app)  # type: ignore[method-assign]
+    app.openapi = lambda: honest_openapi(app)  # type: ignore[method-assign]  # FastAPI's documented way to replace the schema
     # An upload's multipart body is its file plus a little framing; the files router then
     # refuses a file over BATCH_MAX_FILE_BYTES itself, with a message that says so.
     uploads = {"/v1/files": settings.batch_max_file_bytes + UPLOAD_FRAMING_BYTES}

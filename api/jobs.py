@@ -198,7 +198,7 @@ class JobService:
     async def end(self, job_id: str, event: ErrorEvent) -> bool:
         """End a job that no worker will end (withdrawn, or its worker lost); whether this call
         ended it (only one can: see hearth.lifecycle)."""
-        ended = await self._redis.eval(*apply_events_args(job_id, [event], self._settings.job_ttl_s))  # type: ignore[arg-type]
+        ended = await self._redis.eval(*apply_events_args(job_id, [event], self._settings.job_ttl_s))
         if ended:
             await record_ended_by_api(self._redis, job_id, event)
         return bool(ended)

@@ -85,7 +85,7 @@ class Reaper:
         if push is None:
             return False
         args = apply_events_args(job.id, [RequeuedEvent(reason="worker_lost")], ttl, push=push, count=RETRIES_FIELD)
-        await self._redis.eval(*args)  # type: ignore[arg-type]
+        await self._redis.eval(*args)
         return True
 
     def _save_attempt(self, job: JobInfo) -> tuple[str, str] | None:

@@ -3,6 +3,7 @@
 import logging
 import time
 from contextlib import suppress
+from typing import Any
 
 from redis import Redis
 from redis.exceptions import RedisError
@@ -29,8 +30,8 @@ log = logging.getLogger("worker")
 # would either reload the model every job or fork llama.cpp with its threads alive, and would
 # throw away the KV state that lets a returning conversation skip its history.
 class HearthWorker(SimpleWorker):
-    def __init__(self, *args: object, runner: JobRunner, meter: JobMeter, liveness: Heartbeat, **kwargs: object):
-        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+    def __init__(self, *args: Any, runner: JobRunner, meter: JobMeter, liveness: Heartbeat, **kwargs: Any):
+        super().__init__(*args, **kwargs)
         # Not `heartbeat`: that is RQ's own method, which RQ calls.
         self.runner, self.meter, self.liveness = runner, meter, liveness
 
