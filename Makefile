@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test bench soak model chromium settings-table clean
+.PHONY: install run lint test bench soak model chromium settings-table clean
 
 # llama-cpp-python compiles from source (~10 min on 2 cores), once per pin and build flags: the
 # wheel is kept outside the repo and every later install reuses it. On x86-64 it is built for
@@ -37,7 +37,13 @@ run: install
 chromium:
 	@command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null)
 
-test: install chromium
+# ruff, then mypy (strict for api, worker, hearth; see pyproject.toml): seconds, before the
+# suite's minutes.
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/python -m mypy
+
+test: install chromium lint
 	$(BIN)/python -m pytest
 
 bench: install

@@ -9,23 +9,23 @@ from fastapi.middleware.cors import CORSMiddleware
 from redis.exceptions import RedisError
 
 from api.auth import BOOTSTRAP_ADMIN, AuthError, UserStore
-from api.conversations import ConversationStore
-from api.body_limit import BodyLimitMiddleware
-from api.errors import install_error_handlers
-from api.jobs import JobService
-from api.middleware import RequestContextMiddleware
-from api.openapi import honest_openapi
 from api.batch_runner import BatchRunner
 from api.batches import BatchStore
+from api.body_limit import BodyLimitMiddleware
+from api.conversations import ConversationStore
+from api.errors import install_error_handlers
 from api.files import FileStore
 from api.filing import Filing
 from api.housekeeping import housekeeping
+from api.jobs import JobService
+from api.middleware import RequestContextMiddleware
+from api.openapi import honest_openapi
 from api.reaper import Reaper
 from api.responses import ResponseStore
 from api.routers import auth, batches, chat, conversations, files, health, jobs, metrics, models, responses, status
-from api.status import queue_sampler
 from api.settings import ApiSettings
 from api.signin_throttle import SignInThrottle
+from api.status import queue_sampler
 from hearth.redis_client import connect, connect_async
 
 log = logging.getLogger(__name__)
@@ -83,7 +83,7 @@ def create_app(settings: ApiSettings) -> FastAPI:
     app = FastAPI(title="Hearth", version="0.1.0", lifespan=lifespan)
     app.state.draining = False  # set when the server is asked to stop: see api.__main__
     install_error_handlers(app)
-    app.openapi = lambda: honest_openapi(app)  # type: ignore[method-assign]
+    app.openapi = lambda: honest_openapi(app)  # type: ignore[method-assign]  # FastAPI's documented way to replace the schema
     # An upload's multipart body is its file plus a little framing; the files router then
     # refuses a file over BATCH_MAX_FILE_BYTES itself, with a message that says so.
     uploads = {"/v1/files": settings.batch_max_file_bytes + UPLOAD_FRAMING_BYTES}

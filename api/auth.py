@@ -22,6 +22,8 @@ from enum import StrEnum
 
 from redis.asyncio import Redis as AsyncRedis
 
+from hearth.redis_client import text
+
 USERS_KEY = "hearth:users"  # hash: name -> JSON {role, created, password}
 API_KEYS_KEY = "hearth:api_keys"  # hash: sha256(key) -> name
 SESSION_KEY = "hearth:session:{digest}"  # string: name, expires
@@ -85,7 +87,7 @@ class UserStore:
         self._on_revoke = on_revoke
 
     async def _record(self, name: str) -> dict[str, str] | None:
-        raw = await self._redis.hget(USERS_KEY, name)  # type: ignore[misc]
+        raw = await self._redis.hget(USERS_KEY, name)
         return None if raw is None else json.loads(raw)
 
     async def add(self, name: str, admin: bool = False) -> str:
@@ -93,7 +95,7 @@ class UserStore:
         if not name or not name.replace("-", "").replace("_", "").replace(".", "").isalnum():
             raise AuthError("a user name is letters, digits, '-', '_' or '.'")
         record = {"role": Role.ADMIN if admin else Role.USER, "created": int(time.time()), "password": ""}
-        if not await self._redis.hsetnx(USERS_KEY, name, json.dumps(record)):  # type: ignore[misc]
+        if not await self._redis.hsetnx(USERS_KEY, name, json.dumps(record)):
             raise AuthError(f"user {name!r} already exists")
         return await self.new_key(name)
 
@@ -101,7 +103,7 @@ class UserStore:
         if await self._record(name) is None:
             raise AuthError(f"no user {name!r}")
         key = KEY_PREFIX + secrets.token_urlsafe(32)
-        await self._redis.hset(API_KEYS_KEY, _digest(key), name)  # type: ignore[misc]
+        await self._redis.hset(API_KEYS_KEY, _digest(key), name)
         return key
 
     async def set_password(self, name: str, password: str) -> None:
@@ -111,34 +113,34 @@ class UserStore:
         if len(password) < 8:
             raise AuthError("a password has at least 8 characters")
         record["password"] = _hash_password(password)
-        await self._redis.hset(USERS_KEY, name, json.dumps(record))  # type: ignore[misc]
+        await self._redis.hset(USERS_KEY, name, json.dumps(record))
 
     async def list(self) -> list[tuple[str, Role, int]]:
         """(name, role, number of API keys) for every user."""
-        users = await self._redis.hgetall(USERS_KEY)  # type: ignore[misc]
-        owners = list((await self._redis.hgetall(API_KEYS_KEY)).values())  # type: ignore[misc]
+        users = await self._redis.hgetall(USERS_KEY)
+        owners = list((await self._redis.hgetall(API_KEYS_KEY)).values())
         return sorted(
-            (name.decode(), Role(json.loads(raw)["role"]), owners.count(name)) for name, raw in users.items()
+            (text(name), Role(json.loads(raw)["role"]), owners.count(name)) for name, raw in users.items()
         )
 
     async def revoke(self, name: str) -> int:
         """Delete a user with all its keys and data; its open ui sessions stop working too."""
-        if not await self._redis.hdel(USERS_KEY, name):  # type: ignore[misc]
+        if not await self._redis.hdel(USERS_KEY, name):
             raise AuthError(f"no user {name!r}")
-        keys = [d for d, owner in (await self._redis.hgetall(API_KEYS_KEY)).items() if owner.decode() == name]  # type: ignore[misc]
+        keys = [d for d, owner in (await self._redis.hgetall(API_KEYS_KEY)).items() if text(owner) == name]
         if keys:
-            await self._redis.hdel(API_KEYS_KEY, *keys)  # type: ignore[misc]
+            await self._redis.hdel(API_KEYS_KEY, *keys)
         for delete_data in self._on_revoke:
             await delete_data(name)
         return len(keys)
 
     async def has_users(self) -> bool:
-        return bool(await self._redis.hlen(USERS_KEY))  # type: ignore[misc]
+        return bool(await self._redis.hlen(USERS_KEY))
 
     async def authenticate(self, token: str) -> User | None:
         """The user behind an API key or a session token."""
         digest = _digest(token)
-        found = await self._redis.eval(_AUTHENTICATE_LUA, 3, API_KEYS_KEY, SESSION_KEY.format(digest=digest), USERS_KEY, digest)  # type: ignore[misc]
+        found = await self._redis.eval(_AUTHENTICATE_LUA, 3, API_KEYS_KEY, SESSION_KEY.format(digest=digest), USERS_KEY, digest)
         if not found or found[1] is None:
             return None
         return User(found[0].decode(), Role(json.loads(found[1])["role"]))

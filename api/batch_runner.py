@@ -9,11 +9,11 @@ Batch lines are preemptible: a chat for their model pauses the running line (wor
 so a batch never delays a chat by more than a token.
 """
 
+import itertools
 import json
 import logging
 import secrets
 import time
-import itertools
 from typing import Any
 
 from redis import Redis
@@ -24,13 +24,13 @@ from api.batches import ERRORS_SHOWN, BatchInfo, BatchStore, LineError, PendingL
 from api.errors import HearthError
 from api.files import FileStore
 from api.jobs import JobService
+from api.limits import check_for_worker, check_request
 from api.queueing import queue_key
 from api.response_objects import ended
 from api.responses import StoredResponse
-from api.settings import ApiSettings
-from api.limits import check_for_worker, check_request
-from api.schemas import ChatCompletionRequest
 from api.routing import model_map
+from api.schemas import ChatCompletionRequest
+from api.settings import ApiSettings
 from hearth.contract import (
     GENERATE_FUNC,
     ErrorCode,
@@ -117,7 +117,7 @@ class BatchRunner:
         for job_id in await self._store.inflight(batch.id):
             job = await self._jobs.get(job_id)
             if job is None:
-                await self._redis.srem(keys(batch.id)["inflight"], job_id)  # type: ignore[misc]
+                await self._redis.srem(keys(batch.id)["inflight"], job_id)
             elif job.status == JobStatus.QUEUED or not expiring:
                 await self._jobs.cancel(job)
         if expiring:
@@ -192,7 +192,7 @@ class BatchRunner:
                     continue
                 queue = queue_name(QueueKind.BATCH, line.payload.model)
                 if queue not in room:
-                    room[queue] = self._settings.batch_slice - int(await self._redis.llen(queue_key(queue)))  # type: ignore[misc]
+                    room[queue] = self._settings.batch_slice - int(await self._redis.llen(queue_key(queue)))
                 if room[queue] > 0 and await run_in_threadpool(self._enqueue, batch, line, queue):
                     room[queue] -= 1
                     self._served[owner] = next(self._turns)

@@ -23,6 +23,7 @@ from api.response_schemas import ResponseCreateRequest, as_responses_error
 from api.responses import StoredResponse
 from api.schemas import ChatCompletionRequest
 from hearth.contract import JobPayload
+from hearth.redis_client import members, text_hash, texts
 
 BATCH_KEY = "hearth:batch:{batch_id}"  # hash: the batch object's fields, owner, counters
 PENDING_KEY = "hearth:batch:{batch_id}:pending"  # list: PendingLine JSON, not yet queued
@@ -210,7 +211,7 @@ class BatchStore:
                   "status": "validating", "created_at": str(now), "expires_at": str(int(t[0]) + window_s),
                   "metadata": json.dumps(metadata), "total": "0", "completed": "0", "failed": "0"}
         pipe = self._redis.pipeline(transaction=True)
-        pipe.hset(keys(batch_id)["batch"], mapping=fields)
+        pipe.hset(keys(batch_id)["batch"], mapping=fields)  # type: ignore[arg-type]  # redis-py's mapping keys are invariant: it refuses a dict[str, ...]
         pipe.zadd(OWNER_BATCHES_KEY.format(owner=owner), {batch_id: now})
         pipe.zadd(ACTIVE_KEY, {batch_id: now})
         await pipe.execute()
@@ -218,10 +219,10 @@ class BatchStore:
 
     async def get(self, batch_id: str, owner: str | None = None) -> BatchInfo | None:
         """The batch, or None if it does not exist or (with `owner`) belongs to another."""
-        raw = await self._redis.hgetall(keys(batch_id)["batch"])  # type: ignore[misc]
+        raw = await self._redis.hgetall(keys(batch_id)["batch"])
         if not raw:
             return None
-        fields = {k.decode(): v.decode() for k, v in raw.items()}
+        fields = text_hash(raw)
         if owner is not None and fields["owner"] != owner:
             return None
         return BatchInfo(batch_id, fields["owner"], fields)
@@ -229,7 +230,7 @@ class BatchStore:
     async def page(self, owner: str, after: str | None, limit: int) -> tuple[list[BatchInfo], bool]:
         """The owner's batches, newest first, after the id `after`."""
         index = OWNER_BATCHES_KEY.format(owner=owner)
-        ids = [i.decode() for i in await self._redis.zrevrange(index, 0, -1)]
+        ids = members(await self._redis.zrevrange(index, 0, -1))
         if after is not None:
             ids = ids[ids.index(after) + 1:] if after in ids else []
         out: list[BatchInfo] = []
@@ -244,13 +245,13 @@ class BatchStore:
         return out[:limit], len(out) > limit
 
     async def active(self) -> list[str]:
-        return [i.decode() for i in await self._redis.zrange(ACTIVE_KEY, 0, -1)]
+        return members(await self._redis.zrange(ACTIVE_KEY, 0, -1))
 
     async def move(self, batch_id: str, to: str, *sources: str) -> bool:
-        return bool(await self._redis.eval(_MOVE_LUA, 1, keys(batch_id)["batch"], to, *sources))  # type: ignore[misc]
+        return bool(await self._redis.eval(_MOVE_LUA, 1, keys(batch_id)["batch"], to, *sources))
 
     async def set(self, batch_id: str, **fields: str | int) -> None:
-        await self._redis.hset(keys(batch_id)["batch"], mapping=fields)  # type: ignore[misc]
+        await self._redis.hset(keys(batch_id)["batch"], mapping=fields)  # type: ignore[arg-type]  # redis-py's mapping keys are invariant: it refuses a dict[str, ...]
 
     async def add_lines(self, batch_id: str, good: list[PendingLine], errors: list[LineError]) -> None:
         """The valid lines to run, and the line errors to show, at validation."""
@@ -265,11 +266,11 @@ class BatchStore:
     async def file(self, batch_id: str, index: int, kind: str, line: dict[str, Any], tokens: tuple[int, int] = (0, 0), job_id: str = "") -> bool:
         """File one line's result in the output or error file, once."""
         k = keys(batch_id)
-        return bool(await self._redis.eval(_FILE_LUA, 5, k["batch"], k["filed"], k["output"], k["errors"], k["inflight"],  # type: ignore[misc]
+        return bool(await self._redis.eval(_FILE_LUA, 5, k["batch"], k["filed"], k["output"], k["errors"], k["inflight"],
                                            index, kind, json.dumps(line), tokens[0], tokens[1], job_id))
 
     async def next_pending(self, batch_id: str) -> PendingLine | None:
-        raw = await self._redis.lindex(keys(batch_id)["pending"], 0)  # type: ignore[misc]
+        raw = await self._redis.lindex(keys(batch_id)["pending"], 0)
         return None if raw is None else PendingLine.model_validate_json(raw)
 
     async def take_pending(self, batch_id: str) -> list[PendingLine]:
@@ -291,7 +292,7 @@ class BatchStore:
         return int(pending), int(inflight)
 
     async def inflight(self, batch_id: str) -> list[str]:
-        return [i.decode() for i in await self._redis.smembers(keys(batch_id)["inflight"])]  # type: ignore[misc]
+        return texts(await self._redis.smembers(keys(batch_id)["inflight"]))
 
     async def results(self, batch_id: str) -> tuple[list[bytes], list[bytes]]:
         k = keys(batch_id)

@@ -3,7 +3,7 @@
 constants here; the per-user caps are settings (api.settings)."""
 
 import secrets
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
@@ -122,7 +122,7 @@ class ExportedConversation(Conversation):
     items: list[MessageItem] = []
 
     def markdown(self) -> str:
-        when = datetime.fromtimestamp(self.created_at, timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+        when = datetime.fromtimestamp(self.created_at, UTC).strftime("%Y-%m-%d %H:%M UTC")
         lines = [f"# {self.metadata.get(TITLE_KEY) or 'Conversation'}", "", f"*Hearth conversation `{self.id}`, started {when}.*"]
         for item in self.items:
             lines += ["", f"**{item.role.capitalize()}**", "", item.text()]

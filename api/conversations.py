@@ -27,6 +27,7 @@ from api.conversation_schemas import (
 )
 from api.errors import HearthError
 from api.settings import ApiSettings
+from hearth.redis_client import members
 
 CONVERSATION_KEY = "hearth:conv:{owner}:{id}"  # hash: created_at (s), metadata (JSON), seq (last item position)
 ITEMS_KEY = CONVERSATION_KEY + ":items"  # hash: item id -> MessageItem JSON
@@ -181,8 +182,8 @@ class ConversationStore:
         return await self.get(owner, conv_id)
 
     async def get(self, owner: str, conv_id: str) -> Conversation:
-        created_at, metadata = await self._redis.hmget(self._keys(owner, conv_id)[0], ["created_at", "metadata"])  # type: ignore[misc]
-        if created_at is None:
+        created_at, metadata = await self._redis.hmget(self._keys(owner, conv_id)[0], ["created_at", "metadata"])
+        if created_at is None or metadata is None:
             raise _not_found(conv_id)
         return Conversation(id=conv_id, created_at=int(created_at), metadata=json.loads(metadata))
 
@@ -230,7 +231,7 @@ class ConversationStore:
         return (found, False) if limit < 0 else (found[:limit], len(found) > limit)
 
     async def item(self, owner: str, conv_id: str, item_id: str) -> MessageItem:
-        raw = await self._redis.hget(self._keys(owner, conv_id)[1], item_id)  # type: ignore[misc]
+        raw = await self._redis.hget(self._keys(owner, conv_id)[1], item_id)
         if raw is None:
             await self.get(owner, conv_id)  # the conversation's 404 before the item's
             raise HearthError(404, f"No item {item_id!r} in conversation {conv_id!r}.", "not_found_error", "item_not_found", "item_id")
@@ -240,7 +241,9 @@ class ConversationStore:
         await self.item(owner, conv_id, item_id)
         _, items, order, _ = self._keys(owner, conv_id)
         async with self._redis.pipeline(transaction=True) as pipe:
-            await pipe.hdel(items, item_id).zrem(order, item_id).execute()
+            pipe.hdel(items, item_id)
+            pipe.zrem(order, item_id)
+            await pipe.execute()
         return await self.get(owner, conv_id)
 
     async def history(self, owner: str, conv_id: str) -> list[tuple[str, str]]:
@@ -253,13 +256,13 @@ class ConversationStore:
         if not after:
             return 0
         rank = await self._redis.zrevrank(INDEX_KEY.format(owner=owner), after)
-        if rank is None:
+        if not isinstance(rank, int):  # None: no such conversation (a list only comes WITHSCORE)
             raise HearthError(400, f"No conversation {after!r} to list after.", param="after")
-        return int(rank) + 1
+        return rank + 1
 
     async def _ids(self, owner: str, start: int, count: int) -> list[str]:
         """Conversation ids, most recently active first, from rank `start`."""
-        return [i.decode() for i in await self._redis.zrevrange(INDEX_KEY.format(owner=owner), start, start + count - 1)]
+        return members(await self._redis.zrevrange(INDEX_KEY.format(owner=owner), start, start + count - 1))
 
     async def _load(self, owner: str, ids: Sequence[str], with_items: bool) -> list[ExportedConversation]:
         """Conversations (with their items, oldest first, if asked) in one round trip; those
@@ -267,9 +270,11 @@ class ConversationStore:
         async with self._redis.pipeline(transaction=False) as pipe:
             for conv_id in ids:
                 conv, items, order, _ = self._keys(owner, conv_id)
-                pipe.hmget(conv, ["created_at", "metadata"]).zscore(INDEX_KEY.format(owner=owner), conv_id)
+                pipe.hmget(conv, ["created_at", "metadata"])
+                pipe.zscore(INDEX_KEY.format(owner=owner), conv_id)
                 if with_items:
-                    pipe.zrange(order, 0, -1).hgetall(items)
+                    pipe.zrange(order, 0, -1)
+                    pipe.hgetall(items)
             replies = await pipe.execute()
         step = 4 if with_items else 2
         loaded = []
@@ -277,9 +282,9 @@ class ConversationStore:
             (created_at, metadata), score, *rest = replies[n * step : (n + 1) * step]
             if created_at is None:
                 continue
-            items = [MessageItem.model_validate_json(rest[1][i]) for i in rest[0] if i in rest[1]] if with_items else []
+            messages = [MessageItem.model_validate_json(rest[1][i]) for i in rest[0] if i in rest[1]] if with_items else []
             loaded.append(ExportedConversation(id=conv_id, created_at=int(created_at), metadata=json.loads(metadata),
-                                               last_active_ms=int(score or 0), items=items))
+                                               last_active_ms=int(score or 0), items=messages))
         return loaded
 
     async def recent(self, owner: str, after: str | None, limit: int) -> tuple[list[Conversation], bool]:
@@ -306,7 +311,7 @@ class ConversationStore:
 
     async def export(self, owner: str) -> list[ExportedConversation]:
         """Every conversation of the owner with its items, most recently active first."""
-        ids = [i.decode() for i in await self._redis.zrevrange(INDEX_KEY.format(owner=owner), 0, -1)]
+        ids = members(await self._redis.zrevrange(INDEX_KEY.format(owner=owner), 0, -1))
         exported = []
         for start in range(0, len(ids), SCAN_CHUNK):
             exported += await self._load(owner, ids[start : start + SCAN_CHUNK], True)
@@ -344,7 +349,7 @@ class ConversationStore:
     async def delete_owner(self, owner: str) -> int:
         """Deletes every conversation of `owner` (their account is being deleted)."""
         index = INDEX_KEY.format(owner=owner)
-        ids = [i.decode() for i in await self._redis.zrange(index, 0, -1)]
+        ids = members(await self._redis.zrange(index, 0, -1))
         async with self._redis.pipeline(transaction=False) as pipe:
             for conv_id in ids:
                 pipe.delete(*self._keys(owner, conv_id))

@@ -11,9 +11,9 @@ from redis.asyncio import Redis as AsyncRedis
 
 from api.auth import LOCAL_USER, User, UserStore
 from api.batches import BatchStore
-from api.files import FileStore
 from api.conversations import ConversationStore
 from api.errors import HearthError
+from api.files import FileStore
 from api.jobs import JobService
 from api.responses import ResponseStore
 from api.settings import ApiSettings
@@ -22,39 +22,39 @@ from hearth.logs import bind
 
 
 async def get_settings(request: Request) -> ApiSettings:
-    return request.app.state.settings  # type: ignore[no-any-return]
+    return request.app.state.settings  # type: ignore[no-any-return]  # Starlette types app.state as Any
 
 
 async def get_redis(request: Request) -> AsyncRedis:
-    return request.app.state.redis  # type: ignore[no-any-return]
+    return request.app.state.redis  # type: ignore[no-any-return]  # Starlette types app.state as Any
 
 
 async def get_jobs(request: Request) -> JobService:
-    return request.app.state.jobs  # type: ignore[no-any-return]
+    return request.app.state.jobs  # type: ignore[no-any-return]  # Starlette types app.state as Any
 
 
 async def get_files(request: Request) -> FileStore:
-    return request.app.state.files  # type: ignore[no-any-return]
+    return request.app.state.files  # type: ignore[no-any-return]  # Starlette types app.state as Any
 
 
 async def get_batches(request: Request) -> BatchStore:
-    return request.app.state.batches  # type: ignore[no-any-return]
+    return request.app.state.batches  # type: ignore[no-any-return]  # Starlette types app.state as Any
 
 
 async def get_users(request: Request) -> UserStore:
-    return request.app.state.users  # type: ignore[no-any-return]
+    return request.app.state.users  # type: ignore[no-any-return]  # Starlette types app.state as Any
 
 
 async def get_conversations(request: Request) -> ConversationStore:
-    return request.app.state.conversations  # type: ignore[no-any-return]
+    return request.app.state.conversations  # type: ignore[no-any-return]  # Starlette types app.state as Any
 
 
 async def get_responses(request: Request) -> ResponseStore:
-    return request.app.state.responses  # type: ignore[no-any-return]
+    return request.app.state.responses  # type: ignore[no-any-return]  # Starlette types app.state as Any
 
 
 async def get_signins(request: Request) -> SignInThrottle:
-    return request.app.state.signins  # type: ignore[no-any-return]
+    return request.app.state.signins  # type: ignore[no-any-return]  # Starlette types app.state as Any
 
 
 # Declares the scheme in the OpenAPI schema; the 401s are Hearth's own (auto_error=False).

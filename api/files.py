@@ -13,6 +13,8 @@ from typing import Any
 
 from redis.asyncio import Redis as AsyncRedis
 
+from hearth.redis_client import members, text_hash
+
 FILE_KEY = "hearth:file:{file_id}"  # hash: owner, filename, purpose, bytes, created_at, expires_at
 FILE_DATA_KEY = "hearth:file:{file_id}:data"  # string: the content
 OWNER_FILES_KEY = "hearth:files:{owner}"  # sorted set: file id -> created_at
@@ -71,10 +73,10 @@ class FileStore:
         return info
 
     async def get(self, owner: str, file_id: str) -> FileInfo | None:
-        raw = await self._redis.hgetall(_file_key(file_id))  # type: ignore[misc]
+        raw = await self._redis.hgetall(_file_key(file_id))
         if not raw:
             return None
-        f = {k.decode(): v.decode() for k, v in raw.items()}
+        f = text_hash(raw)
         if f["owner"] != owner:
             return None
         return FileInfo(file_id, f["owner"], f["filename"], f["purpose"], int(f["bytes"]), int(f["created_at"]), int(f["expires_at"]))
@@ -82,12 +84,12 @@ class FileStore:
     async def content(self, owner: str, file_id: str) -> bytes | None:
         if await self.get(owner, file_id) is None:
             return None
-        data: bytes | None = await self._redis.get(_data_key(file_id))
+        data: bytes | None = await self._redis.get(_data_key(file_id))  # type: ignore[assignment]  # redis-py: bytes | str; this client answers bytes
         return data
 
     async def page(self, owner: str, after: str | None, limit: int, order: str, purpose: str | None) -> Page:
         """The owner's files by creation time (`order` asc or desc), after the id `after`."""
-        ids = [i.decode() for i in await self._redis.zrange(_owner_key(owner), 0, -1, desc=order == "desc")]
+        ids = members(await self._redis.zrange(_owner_key(owner), 0, -1, desc=order == "desc"))
         if after is not None:
             ids = ids[ids.index(after) + 1:] if after in ids else []
         out: list[FileInfo] = []

@@ -11,10 +11,12 @@ import logging
 from redis.asyncio import Redis as AsyncRedis
 
 from api.batch_runner import BatchRunner
+from api.conversation_schemas import Status
 from api.conversations import ConversationStore
 from api.jobs import JobService
 from api.responses import Outcome, ResponseStore
 from hearth.contract import ENDED_KEY, DoneEvent, Sink, job_key
+from hearth.redis_client import text, text_hash
 
 log = logging.getLogger(__name__)
 
@@ -27,9 +29,9 @@ class Filing:
         self._responses = responses
 
     async def tick(self) -> None:
-        for raw in await self._redis.lrange(ENDED_KEY, 0, PER_ROUND - 1):  # type: ignore[misc]
-            job_id = raw.decode()
-            fields = {k.decode(): v.decode() for k, v in (await self._redis.hgetall(job_key(job_id))).items()}  # type: ignore[misc]
+        for raw in await self._redis.lrange(ENDED_KEY, 0, PER_ROUND - 1):
+            job_id = text(raw)
+            fields = text_hash(await self._redis.hgetall(job_key(job_id)))
             sink = fields.get("sink")
             if sink == Sink.BATCH:
                 await self._batches.file(job_id, fields)
@@ -37,7 +39,7 @@ class Filing:
                 await self._answer(job_id, fields)
             elif sink == Sink.RESPONSE:
                 await self._response(job_id, fields)
-            await self._redis.lrem(ENDED_KEY, 0, job_id)  # type: ignore[misc]
+            await self._redis.lrem(ENDED_KEY, 0, job_id)
 
     async def _answer(self, job_id: str, fields: dict[str, str]) -> None:
         """The answer, whole, as the assistant's message of its conversation; an answer cut
@@ -46,7 +48,7 @@ class Filing:
         answer = await self._jobs.answer(job_id)
         if not answer.text:
             return  # nothing was said (refused before a token, or failed at once)
-        status = "completed" if isinstance(answer.final, DoneEvent) else "incomplete"
+        status: Status = "completed" if isinstance(answer.final, DoneEvent) else "incomplete"
         await self._conversations.record_answer(fields["owner"], fields["conversation"], job_id, answer.text, status)
 
     async def _response(self, job_id: str, fields: dict[str, str]) -> None:

@@ -7,7 +7,7 @@ holder) lets one of them act, and another takes over within a few rounds when th
 import asyncio
 import logging
 import secrets
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager, suppress
 
 from redis.asyncio import Redis as AsyncRedis
@@ -35,7 +35,7 @@ Round = Callable[[], Awaitable[None]]
 
 
 @asynccontextmanager
-async def housekeeping(redis: AsyncRedis, rounds: list[Round], interval_s: float) -> AsyncIterator[None]:
+async def housekeeping(redis: AsyncRedis, rounds: Sequence[Round], interval_s: float) -> AsyncIterator[None]:
     """Runs each of `rounds` every `interval_s` while this process holds the lease, for as long
     as the block runs. A failing round is logged and tried again next time."""
     token = secrets.token_hex(8)
@@ -44,7 +44,7 @@ async def housekeeping(redis: AsyncRedis, rounds: list[Round], interval_s: float
     async def run() -> None:
         while True:
             try:
-                if await redis.eval(_TAKE_LUA, 1, LEASE_KEY, token, ttl_ms):  # type: ignore[misc]
+                if await redis.eval(_TAKE_LUA, 1, LEASE_KEY, token, ttl_ms):
                     for round_ in rounds:
                         await round_()
             except RedisError as exc:
@@ -58,4 +58,4 @@ async def housekeeping(redis: AsyncRedis, rounds: list[Round], interval_s: float
             yield
     finally:
         with suppress(RedisError):
-            await redis.eval(_RELEASE_LUA, 1, LEASE_KEY, token)  # type: ignore[misc]
+            await redis.eval(_RELEASE_LUA, 1, LEASE_KEY, token)

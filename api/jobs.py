@@ -11,6 +11,12 @@ from redis.asyncio import Redis as AsyncRedis
 from rq.job import Job
 from starlette.concurrency import run_in_threadpool
 
+from api.live import RESYNC, Follower, follow
+from api.metrics import record_ended_by_api
+from api.openai_format import Answer
+from api.queueing import REJECTED_QUEUE_FULL, REJECTED_USER_CAP, Admission, FairQueue, queue_key
+from api.settings import ApiSettings
+from api.workers import live_workers
 from hearth.contract import (
     ANY_MODEL,
     CANCEL_CHANNEL,
@@ -41,12 +47,7 @@ from hearth.contract import (
 )
 from hearth.lifecycle import JobStatus, apply_events_args, redis_seconds
 from hearth.logs import bind
-from api.live import RESYNC, Follower, follow
-from api.openai_format import Answer
-from api.metrics import record_ended_by_api
-from api.queueing import REJECTED_QUEUE_FULL, REJECTED_USER_CAP, Admission, FairQueue, queue_key
-from api.settings import ApiSettings
-from api.workers import live_workers
+from hearth.redis_client import stream_entries, text, text_hash
 
 log = logging.getLogger(__name__)
 
@@ -138,10 +139,10 @@ class JobService:
         return verdict
 
     async def _owners(self, queue: str) -> list[str]:
-        ids = await self._redis.lrange(queue_key(queue), 0, -1)  # type: ignore[misc]
+        ids = await self._redis.lrange(queue_key(queue), 0, -1)
         pipe = self._redis.pipeline(transaction=False)
         for rq_id in ids:
-            pipe.hget(job_key(job_of(rq_id.decode())), "owner")
+            pipe.hget(job_key(job_of(text(rq_id))), "owner")
         return [(o or b"").decode() for o in await pipe.execute()]
 
     async def wait_estimate(self, queue: str, position: int) -> float | None:
@@ -154,10 +155,10 @@ class JobService:
         if not speed:
             return None
         default = max((w.default_max_tokens for w in workers), default=0)
-        ahead = await self._redis.lrange(queue_key(queue), 0, position - 2)  # type: ignore[misc]
+        ahead = await self._redis.lrange(queue_key(queue), 0, position - 2)
         pipe = self._redis.pipeline(transaction=False)
         for rq_id in ahead:
-            pipe.hget(job_key(job_of(rq_id.decode())), "max_tokens")
+            pipe.hget(job_key(job_of(text(rq_id))), "max_tokens")
         budgets = [int(b or 0) or default for b in await pipe.execute()]
         return (sum(w.remaining for w in workers) + sum(budgets)) / speed
 
@@ -172,20 +173,20 @@ class JobService:
         wait = self._settings.fit_check_s
         expires_at = redis_seconds(await self._redis.time()) + wait
         request = FitRequest(reply_to=reply_to, expires_at=expires_at, messages=messages, max_tokens=max_tokens)
-        await self._redis.rpush(fit_key(model), request.model_dump_json())  # type: ignore[misc]
-        popped = await self._redis.blpop([reply_to], timeout=wait)  # type: ignore[misc]
+        await self._redis.rpush(fit_key(model), request.model_dump_json())
+        popped = await self._redis.blpop([reply_to], timeout=wait)
         return None if popped is None else FitReply.model_validate_json(popped[1])
 
     async def get(self, job_id: str) -> JobInfo | None:
-        fields = await self._redis.hgetall(job_key(job_id))  # type: ignore[misc]
+        fields = await self._redis.hgetall(job_key(job_id))
         if not fields:
             return None
-        return JobInfo.of(job_id, {k.decode(): v.decode() for k, v in fields.items()})
+        return JobInfo.of(job_id, text_hash(fields))
 
     async def position(self, job: JobInfo) -> int | None:
         """1 = next to run; None once the job has left the queue."""
-        index = await self._redis.lpos(queue_key(job.queue), job.rq_id)  # type: ignore[misc]
-        return None if index is None else int(index) + 1
+        index = await self._redis.lpos(queue_key(job.queue), job.rq_id)
+        return index + 1 if isinstance(index, int) else None  # a list only comes with COUNT
 
     async def cancel(self, job: JobInfo) -> None:
         """Remove a queued job, or flag a running one; the worker stops it within a token."""
@@ -195,7 +196,7 @@ class JobService:
 
     async def withdraw(self, job: JobInfo, reason: ErrorEvent) -> bool:
         """Take a job out of its queue before any worker has it, ending it with `reason`."""
-        if not await self._redis.lrem(queue_key(job.queue), 0, job.rq_id):  # type: ignore[misc]
+        if not await self._redis.lrem(queue_key(job.queue), 0, job.rq_id):
             return False
         await self.end(job.id, reason)
         await self._redis.delete(Job.key_for(job.rq_id))  # RQ's copy: no worker will ever read it
@@ -204,7 +205,7 @@ class JobService:
     async def end(self, job_id: str, event: ErrorEvent) -> bool:
         """End a job that no worker will end (withdrawn, or its worker lost); whether this call
         ended it (only one can: see hearth.lifecycle)."""
-        ended = await self._redis.eval(*apply_events_args(job_id, [event], self._settings.job_ttl_s))  # type: ignore[arg-type,misc]
+        ended = await self._redis.eval(*apply_events_args(job_id, [event], self._settings.job_ttl_s))
         if ended:
             await record_ended_by_api(self._redis, job_id, event)
         return bool(ended)
@@ -281,7 +282,7 @@ class JobService:
     async def _read_log(self, job_id: str, after: str) -> list[tuple[str, Event]]:
         entries: list[tuple[str, Event]] = []
         while True:
-            page = await self._redis.xrange(events_key(job_id), min=f"({after}", count=LOG_PAGE)
+            page = stream_entries(await self._redis.xrange(events_key(job_id), min=f"({after}", count=LOG_PAGE))
             entries += [(entry_id.decode(), decode_event(fields)) for entry_id, fields in page]
             if len(page) < LOG_PAGE:
                 return entries

@@ -21,6 +21,7 @@ from api.queueing import known_queues, queue_key
 from api.workers import WorkerInfo, live_workers
 from hearth import metrics as m
 from hearth.contract import ANY_MODEL, METRICS_KEY, USER_TOKENS_KEY, ErrorCode, ErrorEvent, job_key
+from hearth.redis_client import text_hash
 
 _MODEL_HELP = {
     m.ModelCounter.LOADS: "Times a worker loaded the model (at start, or for a job that asked for it).",
@@ -145,7 +146,7 @@ _ENDED_BY_API = {ErrorCode.CANCELLED: m.Outcome.CANCELLED, ErrorCode.TIMEOUT: m.
 async def record_ended_by_api(redis: AsyncRedis, job_id: str, event: ErrorEvent) -> None:
     """Count a job that the api ended itself (taken out of the queue, or its worker lost);
     the caller's end was the one that took (hearth.lifecycle), so it is counted once."""
-    meta = {k.decode(): v.decode() for k, v in (await redis.hgetall(job_key(job_id))).items()}  # type: ignore[misc]
+    meta = text_hash(await redis.hgetall(job_key(job_id)))
     created = float(meta["created"]) if meta.get("created") else None
     record = m.JobRecord(id=job_id, user=meta.get("owner", ""), queue=meta.get("queue", ""), model=meta.get("model", ""),
                          outcome=_ENDED_BY_API.get(event.code, m.Outcome.FAILED), enqueued_at=created, finished_at=time.time())

@@ -5,8 +5,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from hearth.contract import ContextTrimmedEvent, DoneEvent, ErrorCode, ErrorEvent, RequeuedEvent, TokenEvent
 from api.errors import HearthError
+from hearth.contract import ContextTrimmedEvent, DoneEvent, ErrorCode, ErrorEvent, RequeuedEvent, TokenEvent
 
 # How a job's error reaches a non-streaming client: (HTTP status, OpenAI error type).
 _ERROR_STATUS: dict[ErrorCode, tuple[int, str]] = {

@@ -17,6 +17,7 @@ from rq import Queue
 from rq.job import Job
 
 from hearth.contract import JOB_KEY, RQ_SERIALIZER, QueueKind, job_key, queue_name
+from hearth.redis_client import text
 
 _OWNER_PREFIX = JOB_KEY.format(job_id="")
 
@@ -29,7 +30,7 @@ async def known_queues(redis: AsyncRedis, models: Iterable[str] = ()) -> list[st
     """Every queue RQ has registered (each model's, whether or not a worker serves it now) and
     the queues of `models`, by model, interactive first."""
     prefix = Queue.redis_queue_namespace_prefix
-    names = {key.decode().removeprefix(prefix) for key in await redis.smembers(Queue.redis_queues_keys)}  # type: ignore[misc]
+    names = {text(key).removeprefix(prefix) for key in await redis.smembers(Queue.redis_queues_keys)}
     return sorted(names.union(queue_name(kind, m) for m in models for kind in QueueKind), key=_by_model)
 
 

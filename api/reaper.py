@@ -35,6 +35,7 @@ from hearth.contract import (
     job_of,
 )
 from hearth.lifecycle import apply_events_args, redis_seconds
+from hearth.redis_client import text, texts
 from hearth.requeue import save_attempt
 
 log = logging.getLogger(__name__)
@@ -49,14 +50,14 @@ class Reaper:
     async def sweep(self) -> None:
         """One round: the jobs of dead workers, then chats past their start deadline."""
         now = redis_seconds(await self._redis.time())
-        running = await self._redis.hgetall(RUNNING_KEY)  # type: ignore[misc]
+        running = await self._redis.hgetall(RUNNING_KEY)
         if running:
             pipe = self._redis.pipeline(transaction=False)
             for worker in running.values():
                 pipe.zscore(WORKERS_KEY, worker)
             for (job_id, worker), expires in zip(running.items(), await pipe.execute()):
                 if expires is None or float(expires) < now:
-                    await self._orphaned(job_id.decode(), worker.decode())
+                    await self._orphaned(text(job_id), text(worker))
         for queue in await known_queues(self._redis):
             if queue.startswith(QueueKind.INTERACTIVE.value):
                 await self._expire_waiting(queue, now)
@@ -64,9 +65,9 @@ class Reaper:
     async def _orphaned(self, job_id: str, worker: str) -> None:
         job = await self._jobs.get(job_id)
         if job is None:  # expired meanwhile
-            await self._redis.hdel(RUNNING_KEY, job_id)  # type: ignore[misc]
+            await self._redis.hdel(RUNNING_KEY, job_id)
             return
-        retries = int(await self._redis.hget(job_key(job_id), RETRIES_FIELD) or 0)  # type: ignore[misc]
+        retries = int(await self._redis.hget(job_key(job_id), RETRIES_FIELD) or 0)
         batch = job.queue.startswith(QueueKind.BATCH.value)
         if batch and retries < self._settings.batch_line_retries and await self._requeue(job):
             log.warning("worker %s lost: batch line requeued", worker, extra={"job_id": job_id, "retries": retries + 1})
@@ -84,7 +85,7 @@ class Reaper:
         if push is None:
             return False
         args = apply_events_args(job.id, [RequeuedEvent(reason="worker_lost")], ttl, push=push, count=RETRIES_FIELD)
-        await self._redis.eval(*args)  # type: ignore[arg-type,misc]
+        await self._redis.eval(*args)
         return True
 
     def _save_attempt(self, job: JobInfo) -> tuple[str, str] | None:
@@ -96,7 +97,7 @@ class Reaper:
         return save_attempt(self._rq_redis, job.queue, payload, self._settings.job_ttl_s)
 
     async def _expire_waiting(self, queue: str, now: float) -> None:
-        ids = [rq_id.decode() for rq_id in await self._redis.lrange(queue_key(queue), 0, -1)]  # type: ignore[misc]
+        ids = texts(await self._redis.lrange(queue_key(queue), 0, -1))
         if not ids:
             return
         pipe = self._redis.pipeline(transaction=False)

@@ -91,7 +91,7 @@ class ResponseStore:
             await pipe.execute()
 
     async def get(self, owner: str, job_id: str) -> StoredResponse | None:
-        request, outcome = await self._redis.hmget(self._key(owner, job_id), ["request", "outcome"])  # type: ignore[misc]
+        request, outcome = await self._redis.hmget(self._key(owner, job_id), ["request", "outcome"])
         if request is None:
             return None
         record = StoredResponse.model_validate_json(request)

@@ -86,5 +86,5 @@ return redis.call('ZREVRANGEBYSCORE', KEYS[1], '+inf', t[1] - tonumber(ARGV[1]))
 
 async def model_map(redis: AsyncRedis, settings: ApiSettings) -> ModelMap:
     workers = await live_workers(redis)
-    recent = [m.decode() for m in await redis.eval(_RECENT_LUA, 1, MODELS_KEY, settings.model_memory_s)]  # type: ignore[misc]
+    recent = [m.decode() for m in await redis.eval(_RECENT_LUA, 1, MODELS_KEY, settings.model_memory_s)]
     return ModelMap(workers, recent, settings.aliases, settings.default_model)

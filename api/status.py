@@ -26,6 +26,7 @@ from api.queueing import known_queues, queue_key
 from api.workers import live_workers
 from hearth.contract import QUEUE_DEPTH_KEY, RECENT_JOBS_KEY, job_key, job_of
 from hearth.metrics import JobRecord
+from hearth.redis_client import text
 
 log = logging.getLogger(__name__)
 
@@ -65,8 +66,8 @@ async def queue_sampler(redis: AsyncRedis) -> AsyncIterator[None]:
         yield
 
 
-def _decode(value: bytes | None) -> str | None:
-    return None if value is None else value.decode()
+def _decode(value: bytes | str | None) -> str | None:
+    return None if value is None else text(value)
 
 
 async def build_status(redis: AsyncRedis, viewer: User) -> dict[str, object]:
@@ -101,7 +102,7 @@ async def build_status(redis: AsyncRedis, viewer: User) -> dict[str, object]:
     for w in workers:
         if w.state != "busy" or not w.job:
             continue
-        owner = _decode(await redis.hget(job_key(w.job), "owner"))  # type: ignore[misc]
+        owner = _decode(await redis.hget(job_key(w.job), "owner"))
         started = w.job_started_at
         entry: dict[str, Any] = {"id": None, "user": None, "worker": w.name, "model": w.model, "tokens": w.job_tokens,
                                  "tokens_per_s": w.job_tokens_per_s, "started_at": started,

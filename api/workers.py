@@ -74,7 +74,7 @@ return out
 
 async def live_workers(redis: AsyncRedis) -> list[WorkerInfo]:
     workers = []
-    for name, flat in await redis.eval(_LIVE_WORKERS_LUA, 1, WORKERS_KEY, worker_key("")):  # type: ignore[misc]
+    for name, flat in await redis.eval(_LIVE_WORKERS_LUA, 1, WORKERS_KEY, worker_key("")):
         fields = {k.decode(): json.loads(v) for k, v in zip(flat[::2], flat[1::2])}
         if fields:  # its hash expired before its index entry
             workers.append(WorkerInfo(

@@ -90,7 +90,7 @@ class Rig:
     def swap_worker(self, **env: str) -> None:
         """Replace the worker with one started with `env` on top of the bench's settings."""
         self.stack.workers[0].stop()
-        fresh = self.stack.start_worker(**env)
+        fresh = self.stack.start_worker(wait=True, **env)
         self.stack.workers[:] = [fresh]
 
     @property

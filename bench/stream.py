@@ -18,7 +18,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import openai
@@ -28,6 +28,7 @@ from api.schemas import ChatCompletionRequest
 from bench.report import median, table, verdict
 from bench.rig import Rig
 from hearth.contract import RQ_SERIALIZER, EventType, decode_event, events_key
+from hearth.redis_client import stream_entries
 
 log = logging.getLogger(__name__)
 
@@ -62,13 +63,13 @@ PHASES = {
 
 def _utc(moment: datetime | None) -> float:
     assert moment is not None
-    return moment.replace(tzinfo=timezone.utc).timestamp()
+    return moment.replace(tzinfo=UTC).timestamp()
 
 
 def _phases(rig: Rig, job_id: str, sent: float, first: float) -> dict[str, float]:
     """`sent` and `first` are wall-clock (time.time()) like the Redis timestamps."""
     job = Job.fetch(job_id, connection=rig.redis, serializer=RQ_SERIALIZER)
-    first_token = next(int(entry_id.split(b"-")[0]) / 1000 for entry_id, fields in rig.redis.xrange(events_key(job_id))
+    first_token = next(int(entry_id.split(b"-")[0]) / 1000 for entry_id, fields in stream_entries(rig.redis.xrange(events_key(job_id)))
                        if decode_event(fields).type == EventType.TOKEN)
     points = [sent, _utc(job.enqueued_at), _utc(job.started_at), first_token, first]
     return {name: 1000 * (b - a) for name, a, b in zip(PHASES, points, points[1:])}
@@ -162,7 +163,7 @@ class StreamResult:
     def ratios(self) -> list[float]:
         """Per round: the two sides ran back to back, so a change in the machine's load
         between rounds cancels out of each round's ratio."""
-        return [s.decode_tps / l.decode_tps for s, l in zip(self.stack, self.local)]
+        return [s.decode_tps / local.decode_tps for s, local in zip(self.stack, self.local)]
 
     @property
     def ratio(self) -> float:
@@ -170,7 +171,7 @@ class StreamResult:
 
     @property
     def ttft_overhead_ms(self) -> float:
-        return median([1000 * (s.ttft_s - l.ttft_s) for s, l in zip(self.stack, self.local)])
+        return median([1000 * (s.ttft_s - local.ttft_s) for s, local in zip(self.stack, self.local)])
 
     def render(self) -> str:
         def row(name: str, runs: list[Run], same: str) -> list[object]:
@@ -186,7 +187,7 @@ class StreamResult:
                 same,
             ]
 
-        same = "yes" if all(s.text == l.text for s, l in zip(self.stack, self.local)) else "NO"
+        same = "yes" if all(s.text == local.text for s, local in zip(self.stack, self.local)) else "NO"
         ratio, overhead = self.ratio, self.ttft_overhead_ms
         main = table(
             f"stream: {self.tokens} tokens, EOS banned, seed {self.seed}, temperature {self.temperature}, "

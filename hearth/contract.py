@@ -18,7 +18,6 @@ from typing import Annotated, Any, Literal, TypeVar
 from pydantic import BaseModel, Field, TypeAdapter
 
 
-
 class QueueKind(StrEnum):
     """Each model has one RQ queue of each kind; its workers read interactive before batch."""
 

@@ -15,6 +15,7 @@ line, a conversation turn), a `sink`: their ids go onto `ENDED_KEY` as they end.
 """
 
 import json
+from collections.abc import Sequence
 from enum import StrEnum
 from typing import Any
 
@@ -114,7 +115,7 @@ local function publish()
     redis.call('PUBLISH', channel, table.concat(lines, '\\n'))
   end
 end
-""" % _ALLOWED_LUA
+""" % _ALLOWED_LUA  # noqa: UP031 -- Lua's own braces make str.format the worse choice
 
 # ARGV: options JSON, then (status or '', event JSON) pairs. Appends the events in order up to
 # the first one refused; returns how many were applied. Each published message is the stream
@@ -161,29 +162,33 @@ def _options(job_id: str, ttl_s: int, worker: str = "", push: tuple[str, str] | 
     return json.dumps(opts)
 
 
+# EVAL's arguments: the script, how many keys, then the keys and the arguments.
+EvalArgs = tuple[str, int, *tuple[str, ...]]
+
+
 def apply_events_args(
-    job_id: str, events: list[BaseModel], ttl_s: int, push: tuple[str, str] | None = None, count: str = ""
-) -> list[str | int]:
+    job_id: str, events: Sequence[BaseModel], ttl_s: int, push: tuple[str, str] | None = None, count: str = ""
+) -> EvalArgs:
     """The arguments of EVAL that apply `events` to the job: appended to its log, published,
     and its status moved as they say. `push` (queue key, RQ job id) is pushed to the queue's
     front when a requeue is applied, in the same script, so a requeued job is never lost
     between the two; `count` names a hash field the requeue increments."""
-    pairs: list[str] = []
+    keys_and_args = [*_keys(job_id), _options(job_id, ttl_s, push=push, count=count)]
     for event in events:
         status = status_of(event)
-        pairs += ["" if status is None else status.value, event.model_dump_json()]
-    return [APPLY_EVENTS_LUA, 5, *_keys(job_id), _options(job_id, ttl_s, push=push, count=count), *pairs]
+        keys_and_args += ["" if status is None else status.value, event.model_dump_json()]
+    return (APPLY_EVENTS_LUA, 5, *keys_and_args)
 
 
-def start_args(job_id: str, worker: str, ttl_s: int, timed_out_message: str) -> list[str | int]:
+def start_args(job_id: str, worker: str, ttl_s: int, timed_out_message: str) -> EvalArgs:
     """The arguments of EVAL that start the job on `worker` (see START_LUA)."""
     events = [
         StartedEvent(worker=worker),
         ErrorEvent(code=ErrorCode.CANCELLED, message="The request was cancelled."),
         ErrorEvent(code=ErrorCode.TIMEOUT, message=timed_out_message),
     ]
-    return [START_LUA, 6, *_keys(job_id), cancel_key(job_id), _options(job_id, ttl_s, worker),
-            *(e.model_dump_json() for e in events)]
+    keys_and_args = [*_keys(job_id), cancel_key(job_id), _options(job_id, ttl_s, worker), *(e.model_dump_json() for e in events)]
+    return (START_LUA, 6, *keys_and_args)
 
 
 def redis_seconds(time_reply: tuple[int, int] | list[int]) -> float:

@@ -23,7 +23,7 @@ from hearth.settings import CommonSettings
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName", "color_message"}
 
 CONTEXT_FIELDS = ("request_id", "job_id", "user")
-_context: ContextVar[dict[str, str]] = ContextVar("hearth_log_context", default={})
+_context: ContextVar[dict[str, str]] = ContextVar("hearth_log_context", default={})  # noqa: B039 -- never mutated: bind() sets a new dict
 
 # Hearth's job ids (uuid4 hex): RQ names the job in its log lines' arguments.
 _JOB_ID = re.compile(r"^[0-9a-f]{32}$")

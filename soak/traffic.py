@@ -7,6 +7,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 
@@ -84,12 +85,12 @@ class Person:
 
     # -- requests, each settled in the ledger ---------------------------------------------
 
-    def request(self, method: str, path: str, expect: dict[int, str], **kwargs: object) -> httpx.Response:
+    def request(self, method: str, path: str, expect: dict[int, str], **kwargs: Any) -> httpx.Response:
         """One request whose status must be among `expect` (status -> outcome; a 4xx outcome
         gets the error code appended as its reason)."""
         self.ledger.open()
         try:
-            r = self.http.request(method, path, **kwargs)  # type: ignore[arg-type]
+            r = self.http.request(method, path, **kwargs)
         except httpx.HTTPError as exc:
             self.ledger.lost(f"{method} {path}", f"{type(exc).__name__}: {exc}")
             raise Entered from None

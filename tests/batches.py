@@ -23,8 +23,8 @@ def jsonl(lines: list[Any]) -> bytes:
 
 def run_batch(client: openai.OpenAI, lines: list[Any], window: str = "24h", endpoint: str = "/v1/chat/completions", **extra: Any) -> str:
     uploaded = client.files.create(file=("lines.jsonl", jsonl(lines)), purpose="batch")
-    return client.batches.create(input_file_id=uploaded.id, endpoint=endpoint,  # type: ignore[arg-type]
-                                 completion_window=window, **extra).id  # type: ignore[arg-type]
+    return client.batches.create(input_file_id=uploaded.id, endpoint=endpoint,
+                                 completion_window=window, **extra).id
 
 
 def wait_status(client: openai.OpenAI, batch_id: str, statuses: tuple[str, ...], timeout: float = 240) -> Any:

@@ -7,7 +7,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator
 from pathlib import Path
 
 import httpx
@@ -27,7 +27,7 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_for(check: Callable[[], bool], timeout: float, what: str, proc: "Process | None" = None) -> None:
+def wait_for(check: Callable[[], object], timeout: float, what: str, proc: "Process | None" = None) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc is not None and proc.popen.poll() is not None:
@@ -135,7 +135,7 @@ class Stack:
             proc.stop()
 
 
-def serve(redis_server: RedisServer, log_dir: Path, **env: str) -> Iterator[Stack]:
+def serve(redis_server: RedisServer, log_dir: Path, **env: str) -> Generator[Stack]:
     """A stack with its worker and api up until the generator is closed: the body of a
     module- or session-scoped fixture (`yield from serve(...)`)."""
     s = Stack(redis_server, None, log_dir, **env)

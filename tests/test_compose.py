@@ -40,12 +40,12 @@ def interpolate(value: str, shell: dict[str, str] | None = None) -> str:
 
 @pytest.fixture(scope="module")
 def compose() -> dict[str, Any]:
-    return yaml.safe_load((ROOT / "compose.yaml").read_text())  # type: ignore[no-any-return]
+    return yaml.safe_load((ROOT / "compose.yaml").read_text())
 
 
 @pytest.fixture(scope="module")
 def services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    return compose["services"]  # type: ignore[no-any-return]
+    return compose["services"]
 
 
 def env(service: dict[str, Any], shell: dict[str, str] | None = None) -> dict[str, str]:

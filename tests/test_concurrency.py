@@ -1,5 +1,6 @@
 """Several clients at once on one worker: everyone gets a whole answer, one generation at a time."""
 
+import itertools
 from concurrent.futures import ThreadPoolExecutor
 
 import openai
@@ -36,5 +37,5 @@ def test_concurrent_clients_all_get_complete_answers_one_at_a_time(stack: Stack,
         # The stream entry ids are Redis timestamps: the span from started to done.
         spans.append((int(events[0].id.split("-")[0]), int(events[-1].id.split("-")[0])))
     spans.sort()
-    for (_, end), (start, _) in zip(spans, spans[1:]):
+    for (_, end), (start, _) in itertools.pairwise(spans):
         assert start >= end, f"generations overlapped: {spans}"

@@ -5,9 +5,9 @@ import httpx
 import openai
 import pytest
 
+from api.workers import WorkerInfo
 from hearth.contract import Message
 from hearth.trimming import never_dropped
-from api.workers import WorkerInfo
 from tests.stack import INTERACTIVE, Stack, serve
 from worker.context import ContextOverflow
 from worker.models import load_vocab

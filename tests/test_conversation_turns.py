@@ -46,7 +46,7 @@ def test_a_non_streamed_turn_returns_the_completion_and_stores_it(client: openai
 def test_a_turn_must_end_with_the_users_message(client: openai.OpenAI, messages: list[dict[str, str]]) -> None:
     conv = client.conversations.create()
     with pytest.raises(openai.BadRequestError, match="ends with the user's message"):
-        client.chat.completions.create(model="any", messages=messages, extra_body={"conversation": conv.id})  # type: ignore[arg-type]
+        client.chat.completions.create(model="any", messages=messages, extra_body={"conversation": conv.id})
     assert items(client, conv.id) == []
 
 

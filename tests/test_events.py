@@ -1,6 +1,7 @@
 """The job-addressed event stream: late readers, resumed readers and readers whose live
 connection broke lose and repeat nothing; how events travel (log and pub/sub) and how often."""
 
+import itertools
 import json
 import threading
 
@@ -58,7 +59,7 @@ def test_reader_after_the_end_and_resume_from_last_event_id(stack: Stack) -> Non
     thread.join(120)
     assert not thread.is_alive()
     full = job_events(stack.base_url, job_id)
-    assert [e.event for e in full][0] == "started" and full[-1].event == "done"
+    assert next(e.event for e in full) == "started" and full[-1].event == "done"
     assert "".join(tokens_of(full)) == "".join(streamed)
     ids = [e.id for e in full]
     assert all(ids) and len(set(ids)) == len(ids)
@@ -142,7 +143,7 @@ def test_tokens_after_the_first_are_written_at_most_once_per_interval(make_stack
     log = [(stream_id(i.decode())[0], json.loads(f[b"event"])) for i, f in s.redis.xrange(events_key(job_id))]
     tokens = [(ms, e) for ms, e in log if e["type"] == "token"]
     final_write = log[-1][0]  # the tokens left when the answer ends go out with it, at once
-    gaps = [b - a for (a, _), (b, _) in zip(tokens, tokens[1:]) if b != final_write]
+    gaps = [b - a for (a, _), (b, _) in itertools.pairwise(tokens) if b != final_write]
     assert len(gaps) >= 5 and min(gaps) >= interval_ms - 10, gaps
     assert sum(e["tokens"] for _, e in tokens) == 80 and len(tokens) < 80  # several tokens per entry
     assert "".join(e["text"] for _, e in tokens) == "".join(streamed)

@@ -1,5 +1,6 @@
 """Many people, one worker: fair order, caps answered with 429, and where you stand in line."""
 
+import itertools
 import json
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -85,7 +86,7 @@ def test_caps_answer_429_with_retry_after(make_stack) -> None:
         threading.Thread(target=run, daemon=True).start()
         wait_for(lambda: bool(result) or s.redis.llen(queue) > waiting, 30, f"{name}'s request to be queued or answered")
         assert "error" not in result, result
-        return result.get("r")  # type: ignore[return-value]
+        return result.get("r")  # type: ignore[return-value]  # "r" only ever holds run()'s Response
 
     assert submit("ann") is None and submit("ann") is None  # two waiting: admitted
     rejected = submit("ann")
@@ -113,7 +114,7 @@ def test_queue_position_and_estimate_count_down(make_stack) -> None:
     httpx.post(f"{s.base_url}/chat/completions", json={**BUSY, "max_tokens": 20}, timeout=120).raise_for_status()
     blocker = occupy(s, "unused")
     waiting = []
-    for i in range(3):
+    for _ in range(3):
         waiting.append(httpx.Client(timeout=300))
     streams = [c.stream("POST", f"{s.base_url}/chat/completions",
                         json={**BUSY, "max_tokens": 100, "stream": True}) for c in waiting]
@@ -135,7 +136,7 @@ def test_queue_position_and_estimate_count_down(make_stack) -> None:
         st.__exit__(None, None, None)
     numbers = [p for p, _ in positions]
     assert numbers[0] == 3 and numbers[-1] == 1, positions
-    assert all(a >= b for a, b in zip(numbers, numbers[1:])), positions  # only ever moves up
+    assert all(a >= b for a, b in itertools.pairwise(numbers)), positions  # only ever moves up
     assert sorted(set(numbers), reverse=True) == [3, 2, 1], positions
     assert all(eta is not None and eta > 0 for _, eta in positions), positions
     assert text

@@ -86,7 +86,7 @@ class FuzzerKey:
         return ACCOUNT.get("key")  # None while pytest collects
 
     def set(self, case: Case, data: str, context: AuthContext) -> None:
-        case.headers = {**(case.headers or {}), "Authorization": f"Bearer {data}"}
+        case.headers = {**(case.headers or {}), "Authorization": f"Bearer {data}"}  # type: ignore[assignment,dict-item]  # schemathesis types it CaseInsensitiveDict, takes a dict
 
 
 def cheap(case: Case) -> None:

@@ -139,7 +139,7 @@ def roomy(redis_server, log_dir) -> Iterator[Stack]:
 
 def tiny_chat() -> dict:
     messages = [{"role": "user" if i % 2 == 0 else "assistant", "content": f"m{i}"} for i in range(TINY_MESSAGES - 1)]
-    return {"model": "any", "messages": messages + [{"role": "user", "content": "last"}], "max_tokens": 4}
+    return {"model": "any", "messages": [*messages, {"role": "user", "content": "last"}], "max_tokens": 4}
 
 
 def span_s(stack: Stack, job_id: str, first: str, last: str) -> float:

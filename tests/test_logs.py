@@ -54,7 +54,7 @@ def test_every_line_of_a_job_carries_its_id_in_api_and_worker_and_no_message_tex
     job_id, answer = chat(stack, f"Say hello to {SECRET}.", "test-request-1")
     stack.stop()  # every line written
 
-    api, worker = json_lines(stack.api), json_lines(stack.workers[0])  # type: ignore[arg-type]
+    api, worker = json_lines(stack.api), json_lines(stack.workers[0])
     for job in (too_long.job_id, job_id):
         for process, lines in (("api", api), ("worker", worker)):
             assert any(line.get("job_id") == job for line in lines), f"no {process} line names job {job}"
@@ -68,7 +68,7 @@ def test_every_line_of_a_job_carries_its_id_in_api_and_worker_and_no_message_tex
     # The failure is logged once, as an error with its stack trace.
     errors = [line for line in worker if line.get("job_id") == too_long.job_id and line["level"] == "error"]
     assert len(errors) == 1 and "Traceback" in json.dumps(errors[0])
-    everything = stack.api.log() + stack.workers[0].log()  # type: ignore[union-attr]
+    everything = stack.api.log() + stack.workers[0].log()
     assert SECRET not in everything
     assert len(answer) >= 40 and answer not in everything
 
@@ -107,7 +107,7 @@ def test_unexpected_error_is_logged_once_and_answered_with_the_request_id(caplog
                                      "param": None, "code": "internal_error"}
     assert made.headers["x-request-id"] != "not a valid id!" and made.headers["x-request-id"] in made.json()["error"]["message"]
     traced = [r for r in caplog.records if r.exc_info]
-    assert len(traced) == 2 and {getattr(r, "request_id") for r in traced} == {"caller-chosen-id", made.headers["x-request-id"]}
+    assert len(traced) == 2 and {vars(r)["request_id"] for r in traced} == {"caller-chosen-id", made.headers["x-request-id"]}
     assert "internal detail" not in given.text + made.text
 
 

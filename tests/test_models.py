@@ -64,7 +64,7 @@ def test_model_selects_by_name_alias_or_none_and_unknown_is_404_before_queueing(
     assert queued_anywhere(s) == 0 and len(jobs) == 4  # the 4 answered jobs only
     client = openai.OpenAI(base_url=s.base_url, api_key="x", max_retries=0)
     with pytest.raises(openai.NotFoundError):
-        client.chat.completions.create(model="gpt-5", messages=ASK)  # type: ignore[arg-type]
+        client.chat.completions.create(model="gpt-5", messages=ASK)
 
     # A batch line naming an unknown model goes to the error file; the others run.
     lines = [{"custom_id": cid, "method": "POST", "url": "/v1/chat/completions",
@@ -73,8 +73,8 @@ def test_model_selects_by_name_alias_or_none_and_unknown_is_404_before_queueing(
     batch = client.batches.create(input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window="24h")
     wait_for(lambda: client.batches.retrieve(batch.id).status == "completed", 120, "the batch")
     done = client.batches.retrieve(batch.id)
-    (output,) = [json.loads(x) for x in client.files.content(done.output_file_id).text.splitlines()]  # type: ignore[arg-type]
-    (error_line,) = [json.loads(x) for x in client.files.content(done.error_file_id).text.splitlines()]  # type: ignore[arg-type]
+    (output,) = [json.loads(x) for x in client.files.content(done.output_file_id).text.splitlines()]
+    (error_line,) = [json.loads(x) for x in client.files.content(done.error_file_id).text.splitlines()]
     assert output["custom_id"] == "ok" and output["response"]["body"]["model"] == MODEL
     assert error_line["custom_id"] == "bad" and error_line["error"]["code"] == "model_not_found"
 

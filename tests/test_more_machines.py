@@ -13,8 +13,8 @@ import redis
 from hearth.redis_client import redacted
 from hearth.redis_server import server_args
 from hearth.supervise import write_conf
-from worker.settings import embedded_model_path
 from tests.stack import MODEL, ROOT, Process, RedisServer, Stack, wait_for
+from worker.settings import embedded_model_path
 
 PASSWORD = "s3cret-pw"
 
@@ -24,7 +24,7 @@ class PasswordRedis(RedisServer):
         return f"redis://:{PASSWORD}@127.0.0.1:{self.port}/{db}"
 
     def start(self) -> None:
-        args = server_args(self.port, self.data, persist=False) + ["--requirepass", PASSWORD]
+        args = [*server_args(self.port, self.data, persist=False), "--requirepass", PASSWORD]
         self.proc = Process("redis", args, dict(os.environ), self._log_dir)
         wait_for(lambda: redis.Redis(port=self.port, password=PASSWORD).ping(), 10, "redis-server", self.proc)
 

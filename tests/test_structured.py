@@ -69,8 +69,8 @@ def ask(content: str) -> list[dict[str, str]]:
 
 @pytest.mark.parametrize(("prompt", "schema"), CASES, ids=[str(i) for i in range(len(CASES))])
 def test_a_json_schema_answer_parses_and_validates(client: openai.OpenAI, prompt: str, schema: dict[str, Any]) -> None:
-    reply = client.chat.completions.create(model="any", messages=ask(prompt), max_tokens=250,  # type: ignore[arg-type]
-                                           response_format=schema_format(schema))  # type: ignore[arg-type]
+    reply = client.chat.completions.create(model="any", messages=ask(prompt), max_tokens=250,
+                                           response_format=schema_format(schema))
     choice = reply.choices[0]
     assert choice.finish_reason == "stop", choice.message.content
     jsonschema.validate(json.loads(choice.message.content or ""), schema)
@@ -82,13 +82,13 @@ class City(BaseModel):
 
 
 def test_the_clients_parse_helper_gets_a_parsed_model(client: openai.OpenAI) -> None:
-    reply = client.chat.completions.parse(model="any", messages=ask("Name a city."), max_tokens=150,  # type: ignore[arg-type]
+    reply = client.chat.completions.parse(model="any", messages=ask("Name a city."), max_tokens=150,
                                           response_format=City)
     assert isinstance(reply.choices[0].message.parsed, City)
 
 
 def test_json_object_mode_answers_a_json_object(client: openai.OpenAI) -> None:
-    reply = client.chat.completions.create(model="any", messages=ask("Describe a cat in JSON."), max_tokens=300,  # type: ignore[arg-type]
+    reply = client.chat.completions.create(model="any", messages=ask("Describe a cat in JSON."), max_tokens=300,
                                            response_format={"type": "json_object"}, seed=3)
     assert reply.choices[0].finish_reason == "stop"
     assert isinstance(json.loads(reply.choices[0].message.content or ""), dict)
@@ -96,8 +96,8 @@ def test_json_object_mode_answers_a_json_object(client: openai.OpenAI) -> None:
 
 def test_a_streamed_json_schema_answer_parses_and_validates(client: openai.OpenAI) -> None:
     schema = obj(name=short(), hobbies={"type": "array", "items": short(20), "minItems": 2, "maxItems": 3})
-    stream = client.chat.completions.create(model="any", messages=ask("Describe a person."), max_tokens=250,  # type: ignore[arg-type]
-                                            response_format=schema_format(schema), stream=True)  # type: ignore[arg-type]
+    stream = client.chat.completions.create(model="any", messages=ask("Describe a person."), max_tokens=250,
+                                            response_format=schema_format(schema), stream=True)
     parts, finish = [], None
     for chunk in stream:
         parts.append(chunk.choices[0].delta.content or "")
@@ -108,8 +108,8 @@ def test_a_streamed_json_schema_answer_parses_and_validates(client: openai.OpenA
 
 def test_max_tokens_cuts_json_short_with_finish_reason_length(client: openai.OpenAI) -> None:
     schema = obj(story={"type": "string", "maxLength": 500})
-    reply = client.chat.completions.create(model="any", messages=ask("Tell a story."), max_tokens=8,  # type: ignore[arg-type]
-                                           response_format=schema_format(schema))  # type: ignore[arg-type]
+    reply = client.chat.completions.create(model="any", messages=ask("Tell a story."), max_tokens=8,
+                                           response_format=schema_format(schema))
     assert reply.choices[0].finish_reason == "length"
     assert reply.usage is not None and reply.usage.completion_tokens == 8
     with pytest.raises(json.JSONDecodeError):  # incomplete, as at OpenAI
@@ -138,9 +138,9 @@ def test_a_schema_hearth_cannot_enforce_is_400_and_nothing_is_queued(
         stack: Stack, client: openai.OpenAI, construct: str, schema: dict[str, Any]) -> None:
     before = queued(stack)
     with pytest.raises(openai.BadRequestError) as refused:
-        client.chat.completions.create(model="any", messages=ask("hi"), max_tokens=5,  # type: ignore[arg-type]
-                                       response_format=schema_format(schema))  # type: ignore[arg-type]
-    assert refused.value.param == PARAM  # type: ignore[attr-defined]
+        client.chat.completions.create(model="any", messages=ask("hi"), max_tokens=5,
+                                       response_format=schema_format(schema))
+    assert refused.value.param == PARAM
     assert construct in refused.value.message
     assert queued(stack) == before
 
@@ -165,7 +165,7 @@ def test_fields_hearth_does_not_implement_are_400_naming_them(
     before = queued(stack)
     with pytest.raises(openai.BadRequestError) as refused:
         client.chat.completions.create(**{"model": "any", "messages": ask("hi"), "max_tokens": 5, **extra})
-    assert refused.value.param == param  # type: ignore[attr-defined]
+    assert refused.value.param == param
     assert queued(stack) == before
 
 
@@ -195,10 +195,10 @@ def test_a_grammar_is_built_once_per_distinct_schema(stack: Stack, client: opena
     schema = obj(word={"enum": [unique, "other"]})
     before = heartbeat_field(stack, "grammars_built")
     for variant in (schema, {**schema, "title": "Same constraints"}, schema):
-        client.chat.completions.create(model="any", messages=ask("Pick one."), max_tokens=60,  # type: ignore[arg-type]
-                                       response_format=schema_format(variant))  # type: ignore[arg-type]
-    client.chat.completions.create(model="any", messages=ask("Pick one."), max_tokens=60,  # type: ignore[arg-type]
-                                   response_format=schema_format(obj(word={"enum": [unique]})))  # type: ignore[arg-type]
+        client.chat.completions.create(model="any", messages=ask("Pick one."), max_tokens=60,
+                                       response_format=schema_format(variant))
+    client.chat.completions.create(model="any", messages=ask("Pick one."), max_tokens=60,
+                                   response_format=schema_format(obj(word={"enum": [unique]})))
     wait_for(lambda: heartbeat_field(stack, "grammars_built") >= before + 2, 10, "the heartbeat to count the grammars")
     assert heartbeat_field(stack, "grammars_built") == before + 2
 

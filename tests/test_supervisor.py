@@ -1,5 +1,6 @@
 """`make run`'s supervisor (hearth/supervise.py): a crash is not an outage, Ctrl-C stops all."""
 
+import itertools
 import os
 import re
 import signal
@@ -163,7 +164,7 @@ def test_a_process_that_keeps_dying_is_retried_later_and_later_while_the_others_
         assert alive(int(steady))  # untouched by its neighbour's crashes
         assert "exited: crash (exit status 3; not expected)" in log.read_text()
         times = [datetime.strptime(t, "%Y-%m-%d %H:%M:%S,%f") for t in spawns()[:4]]
-        gaps = [(b - a).total_seconds() for a, b in zip(times, times[1:])]
+        gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(times)]
         # Backoff: one more second of wait per quick failure (plus the run and supervisord's tick).
         assert all(gap >= wait for gap, wait in zip(gaps, (1, 2, 3))), gaps
     finally:

@@ -1,5 +1,6 @@
 """The chat page in a real browser (Debian chromium via Playwright) against a real api and worker."""
 
+import contextlib
 import json
 import subprocess
 import sys
@@ -63,10 +64,8 @@ class Ui:
     def log_lines(self) -> list[dict[str, object]]:
         lines = []
         for line in self.proc.log().splitlines():
-            try:
+            with contextlib.suppress(ValueError):  # Gradio's own output, if any
                 lines.append(json.loads(line))
-            except ValueError:
-                pass  # Gradio's own output, if any
         return lines
 
     def job_ids(self) -> list[str]:

@@ -170,6 +170,7 @@ def test_login_and_me_answers_parse_into_a_session() -> None:
     assert parse_session({"token": None, "user": "local", "role": "admin", "auth": False}) == Session(None, "local", "admin", False)
     # `GET /v1/me` names no token: the session keeps the one it sent.
     assert parse_session({"user": "alice", "role": "user", "auth": True}, "t1") == Session("t1", "alice", "user", True)
+    bad: object
     for bad in (None, [], {"user": "alice"}, {"user": 3, "auth": True, "token": "t"}, {"user": "a", "auth": True}):
         with pytest.raises(ApiError) as caught:
             parse_session(bad)

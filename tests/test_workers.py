@@ -50,8 +50,8 @@ def test_two_workers_split_a_queue_run_no_job_twice_and_models_follow_them(make_
     assert served(s) == {MODEL: 2} and readyz(s)["workers"] == 2
     chats = [BackgroundChat(s, chat_body(f"Count to {i + 3}.", 12)) for i in range(8)]
     for c in chats:
-        assert c.join(180).usage and c.usage["completion_tokens"] == 12, c.error  # type: ignore[index]
-    runs = {c.job_id: started_by(s, str(c.job_id)) for c in chats}
+        assert c.join(180).usage and c.usage["completion_tokens"] == 12, c.error
+    runs = {str(c.job_id): started_by(s, str(c.job_id)) for c in chats}
     assert all(len(workers) == 1 for workers in runs.values()), runs  # each job started once, by one worker
     assert {workers[0] for workers in runs.values()} == {name(a), name(b)}  # and both took a share
     for worker in (a, b):
@@ -113,6 +113,6 @@ def test_a_worker_with_a_wrong_clock_is_not_reaped_nor_starts_expired_jobs(make_
     s.start_api()
     assert served(s) == {MODEL: 1}
     chat = BackgroundChat(s, chat_body("Tell me a long story.", 400))
-    assert chat.join(180).usage and chat.usage["completion_tokens"] == 400, chat.error  # type: ignore[index]
+    assert chat.join(180).usage and chat.usage["completion_tokens"] == 400, chat.error
     assert started_by(s, str(chat.job_id)) == [name(worker)]
     assert s.api is not None and "lost" not in s.api.log()

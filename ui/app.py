@@ -7,7 +7,7 @@ back to the model.
 """
 
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any
@@ -131,8 +131,8 @@ class ReplyView:
         return True
 
 
-def make_reply(client: HearthClient) -> Callable[[str, list[Message], str | None], AsyncIterator[list[Message]]]:
-    async def reply(message: str, history: list[Message], api_key: str | None) -> AsyncIterator[list[Message]]:
+def make_reply(client: HearthClient) -> Callable[[str, list[Message], str | None], AsyncGenerator[list[Message]]]:
+    async def reply(message: str, history: list[Message], api_key: str | None) -> AsyncGenerator[list[Message]]:
         """Stream the api's reply to `message`; Stop (task cancel or generator close) ends the job."""
         session = client.with_key(api_key)
         view = ReplyView()

@@ -44,7 +44,7 @@ class BatchTab:
     table: gr.Dataframe
     notes: list[gr.Markdown]  # the actions' message line and the polling's
 
-    def reset(self) -> dict[gr.components.Component, Any]:
+    def reset(self) -> dict[gr.blocks.Block, Any]:
         """Updates that stop the polling and forget the last user's batches (for a sign-out)."""
         return {self.timer: gr.Timer(active=False), self.table: batch_table([]), **{note: "" for note in self.notes}}
 

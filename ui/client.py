@@ -324,7 +324,7 @@ class HearthClient:
         response, body = await self._call("GET", "/status", headers=self._headers())
         if response.status_code != 200:
             raise error_for_status(response, body)
-        return body  # type: ignore[no-any-return]
+        return body
 
     async def _json(self, method: str, path: str, **kwargs: Any) -> Any:
         response, body = await self._call(method, path, headers=self._headers(), **kwargs)
@@ -336,17 +336,17 @@ class HearthClient:
         """Upload a batch input file and run it (`POST /v1/files`, then `/v1/batches`)."""
         uploaded = await self._json("POST", "/files", files={"file": (filename, jsonl)}, data={"purpose": "batch"})
         return await self._json("POST", "/batches", json={"input_file_id": uploaded["id"], "endpoint": "/v1/chat/completions",
-                                                          "completion_window": "24h"})  # type: ignore[no-any-return]
+                                                          "completion_window": "24h"})
 
     async def batches(self) -> list[dict[str, Any]]:
         """This session's batches, newest first."""
-        return (await self._json("GET", "/batches", params={"limit": 100}))["data"]  # type: ignore[no-any-return]
+        return (await self._json("GET", "/batches", params={"limit": 100}))["data"]
 
     async def cancel_batch(self, batch_id: str) -> None:
         await self._json("POST", f"/batches/{batch_id}/cancel")
 
     async def batch(self, batch_id: str) -> dict[str, Any]:
-        return await self._json("GET", f"/batches/{batch_id}")  # type: ignore[no-any-return]
+        return await self._json("GET", f"/batches/{batch_id}")
 
     async def file_content(self, file_id: str | None) -> bytes:
         if not file_id:

@@ -11,10 +11,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import gradio as gr
-from gradio.components import Component
+from gradio.blocks import Block
 
-from ui.client import ApiError, HearthClient, Session
 from ui.batches import BatchTab
+from ui.client import ApiError, HearthClient, Session
 from ui.status import StatusTab
 
 log = logging.getLogger(__name__)
@@ -29,7 +29,7 @@ PRESS_STOP = """() => {
   document.querySelector('#hearth-main button[data-testid="stop-button"]')?.click();
 }"""
 
-Updates = dict[Component, Any]
+Updates = dict[Block, Any]
 
 
 def signed_in_line(user: str) -> str:
@@ -80,7 +80,7 @@ class Page:
     status: StatusTab
     batches: BatchTab
 
-    def outputs(self) -> list[Component]:
+    def outputs(self) -> list[Block]:
         f = self.signin
         return [self.token, self.ended, f.gate, f.gate_text, f.retry, f.form, f.message, f.username, f.secret,
                 self.main, self.who, self.sign_out, self.chat.chatbot, self.chat.chatbot_state, self.chat.textbox,

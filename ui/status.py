@@ -87,7 +87,7 @@ def views(status: Status) -> Views:
 def empty_views(message: str) -> Views:
     nothing: Status = {"workers": [], "queues": {}, "running": [], "queued": [], "recent": [],
                        "series": {"queue_depth": [], "jobs": []}}
-    return (message, *views(nothing)[1:])  # type: ignore[return-value]
+    return (message, *views(nothing)[1:])
 
 
 def make_refresh(client: HearthClient) -> Callable[[str | None], Awaitable[Views]]:
@@ -106,7 +106,7 @@ class StatusTab:
     timer: gr.Timer
     outputs: list[gr.components.Component]  # what `empty_views` and `views` fill, in order
 
-    def reset(self) -> dict[gr.components.Component, Any]:
+    def reset(self) -> dict[gr.blocks.Block, Any]:
         """Updates that stop the polling and forget what was shown (for a sign-out)."""
         return {self.timer: gr.Timer(active=False), **dict(zip(self.outputs, empty_views(CLOSED), strict=True))}
 

@@ -3,6 +3,7 @@
 import logging
 import time
 from contextlib import suppress
+from typing import Any
 
 from redis import Redis
 from redis.exceptions import RedisError
@@ -16,10 +17,10 @@ from hearth.requeue import rq_queue, save_attempt
 from worker.control import CancelListener, Heartbeat
 from worker.engine import Engine
 from worker.fit_check import FitChecker
+from worker.meter import JobMeter
 from worker.models import catalog
 from worker.pool import ModelPool
 from worker.prompter import Prompter
-from worker.meter import JobMeter
 from worker.runner import JobRunner
 from worker.settings import WorkerSettings
 from worker.tasks import current_runner
@@ -32,8 +33,8 @@ log = logging.getLogger("worker")
 # would either reload the model every job or fork llama.cpp with its threads alive, and would
 # throw away the KV state that lets a returning conversation skip its history.
 class HearthWorker(SimpleWorker):
-    def __init__(self, *args: object, runner: JobRunner, meter: JobMeter, liveness: Heartbeat, turns: Turns, **kwargs: object):
-        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+    def __init__(self, *args: Any, runner: JobRunner, meter: JobMeter, liveness: Heartbeat, turns: Turns, **kwargs: Any):
+        super().__init__(*args, **kwargs)
         # Not `heartbeat`: that is RQ's own method, which RQ calls.
         self.runner, self.meter, self.liveness, self.turns = runner, meter, liveness, turns
 
@@ -63,7 +64,7 @@ class HearthWorker(SimpleWorker):
             self.liveness.poke()  # idle again, and its speed updated
 
     def handle_warm_shutdown_request(self) -> None:
-        super().handle_warm_shutdown_request()
+        super().handle_warm_shutdown_request()  # type: ignore[no-untyped-call]  # RQ's Worker method is untyped
         self.runner.shutdown()
 
 
@@ -128,7 +129,7 @@ def main() -> None:
             # The loop that ended left RQ's record of this worker alive (Redis keeps it across
             # a restart): without its death RQ refuses to start a worker of the same name.
             with suppress(RedisError):
-                worker.register_death()
+                worker.register_death()  # type: ignore[no-untyped-call]  # RQ's Worker method is untyped
     finally:
         heartbeat.stop()
 

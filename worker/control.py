@@ -46,7 +46,7 @@ class Heartbeat:
     def beat(self) -> None:
         fields = {k: json.dumps(v) for k, v in self._info().items()}
         pipe = self._redis.pipeline()
-        pipe.hset(self._key, mapping=fields)
+        pipe.hset(self._key, mapping=fields)  # type: ignore[arg-type]  # redis-py's mapping keys are invariant: it refuses a dict[str, ...]
         pipe.expire(self._key, self._ttl)
         pipe.eval(_RENEW_LUA, 2, WORKERS_KEY, MODELS_KEY, self._ttl, self._name, *self._models)
         pipe.execute()

@@ -14,8 +14,8 @@ from llama_cpp import Llama, LogitsProcessorList
 
 from hearth.contract import SamplingParams
 from worker.grammars import Grammars
-from worker.prompter import Prompter
 from worker.models import ModelFile
+from worker.prompter import Prompter
 from worker.settings import WorkerSettings
 from worker.state_cache import StateCache, common_prefix
 from worker.stops import StopMatcher
@@ -103,7 +103,7 @@ class Engine:
         self.n_ctx = self.llama.n_ctx()
         self.n_vocab = self.llama.n_vocab()
         vocab = self.llama._model.vocab
-        self._is_eog = lambda token: bool(llama_cpp.llama_vocab_is_eog(vocab, token))
+        self._is_eog: Callable[[int], bool] = lambda token: bool(llama_cpp.llama_vocab_is_eog(vocab, token))
         self.prompter = Prompter(self.llama, self.n_ctx, settings.default_max_tokens)
         self.overheads = self.prompter.overheads()
         self.cache = StateCache(self.llama, settings.state_cache_mb * 2**20)

@@ -6,12 +6,11 @@ import threading
 import time
 from collections.abc import Callable
 
-from pydantic import BaseModel
 from redis import Redis
 from redis.client import Pipeline
 from redis.exceptions import RedisError
 
-from hearth.contract import FINAL_EVENTS, TokenEvent, coalesce
+from hearth.contract import FINAL_EVENTS, Event, TokenEvent, coalesce
 from hearth.lifecycle import JobStatus, apply_events_args, start_args
 
 log = logging.getLogger(__name__)
@@ -35,7 +34,7 @@ class EventWriter:
 
     def __init__(self, redis: Redis, ttl_s: int, interval_s: float = 0.0, retry_s: float = 0.5):
         self._redis, self._ttl, self._interval, self._retry = redis, ttl_s, interval_s, retry_s
-        self._pending: list[tuple[str, BaseModel]] = []
+        self._pending: list[tuple[str, Event]] = []
         self._commands: list[Commands] = []
         self._due: float | None = None  # monotonic time the pending events must be written by
         self._wake_at = math.inf  # when the writer thread next looks, unless notified
@@ -45,7 +44,7 @@ class EventWriter:
         self._cond = threading.Condition()
         threading.Thread(target=self._run, name="event-writer", daemon=True).start()
 
-    def emit(self, job_id: str, event: BaseModel, before: Commands | None = None) -> None:
+    def emit(self, job_id: str, event: Event, before: Commands | None = None) -> None:
         """Queue `event`; `before` adds commands that go out in the same pipeline, ahead of
         the events (a reader woken by the event then sees what they wrote)."""
         now = time.monotonic()
@@ -68,14 +67,14 @@ class EventWriter:
     def start(self, job_id: str, worker: str, timed_out_message: str) -> JobStatus | None:
         """Take the job (hearth.lifecycle's START_LUA), at once: the status it is in now,
         `running` unless it was cancelled or past its start deadline (then it has ended)."""
-        status = self._redis.eval(*start_args(job_id, worker, self._ttl, timed_out_message))  # type: ignore[arg-type]
+        status = self._redis.eval(*start_args(job_id, worker, self._ttl, timed_out_message))
         return JobStatus(status.decode()) if status else None
 
-    def apply_now(self, job_id: str, events: list[BaseModel], push: tuple[str, str] | None = None) -> bool:
+    def apply_now(self, job_id: str, events: list[Event], push: tuple[str, str] | None = None) -> bool:
         """Apply `events` at once, after every event emitted before them; whether all were
         taken (a job that ended meanwhile takes none)."""
         self.flush()
-        return int(self._redis.eval(*apply_events_args(job_id, events, self._ttl, push=push))) == len(events)  # type: ignore[arg-type]
+        return int(self._redis.eval(*apply_events_args(job_id, events, self._ttl, push=push))) == len(events)
 
     def flush(self) -> None:
         """Block until every event emitted so far is in Redis."""
@@ -102,18 +101,18 @@ class EventWriter:
                 self._busy = False
                 self._cond.notify_all()
 
-    def _write(self, batch: list[tuple[str, BaseModel]], commands: list[Commands]) -> None:
-        by_job: dict[str, list[tuple[None, BaseModel]]] = {}
+    def _write(self, batch: list[tuple[str, Event]], commands: list[Commands]) -> None:
+        by_job: dict[str, list[tuple[None, Event]]] = {}
         for job_id, event in batch:
             by_job.setdefault(job_id, []).append((None, event))
-        appends = [apply_events_args(job_id, [e for _, e in coalesce(events)], self._ttl)  # type: ignore[arg-type]
+        appends = [apply_events_args(job_id, [e for _, e in coalesce(events)], self._ttl)
                    for job_id, events in by_job.items()]
         while True:  # a pipeline is emptied by execute(), even a failed one: rebuild per try
             pipe = self._redis.pipeline(transaction=False)
             for add in commands:
                 add(pipe)
             for args in appends:
-                pipe.eval(*args)  # type: ignore[arg-type]
+                pipe.eval(*args)
             try:
                 pipe.execute()
                 return

@@ -9,6 +9,7 @@ from redis.exceptions import RedisError
 
 from hearth.contract import FitReply, FitRequest, fit_key
 from hearth.lifecycle import redis_seconds
+from hearth.redis_client import text
 from worker.context import ContextOverflow
 from worker.prompter import Prompter
 
@@ -42,7 +43,7 @@ class FitChecker:
                 if request.expires_at < redis_seconds(self._redis.time()):
                     continue
                 pipe = self._redis.pipeline()
-                pipe.rpush(request.reply_to, self.answer(self._prompters[popped[0].decode()], request).model_dump_json())
+                pipe.rpush(request.reply_to, self.answer(self._prompters[text(popped[0])], request).model_dump_json())
                 pipe.expire(request.reply_to, 30)
                 pipe.execute()
             except RedisError as exc:

@@ -36,17 +36,19 @@ class GrammarError(Exception):
 
 class _Converter(SchemaConverter):
     def _add_primitive(self, name: str, rule: BuiltinRule) -> str:
-        return super()._add_primitive(name, _CHAR if name == "char" else rule)
+        rule_name: str = super()._add_primitive(name, _CHAR if name == "char" else rule)
+        return rule_name
 
     def _format_literal(self, literal: str) -> str:
         return '"' + _LITERAL_ESCAPE_RE.sub(lambda m: _LITERAL_ESCAPES[m.group(0)], literal) + '"'
 
 
 def to_gbnf(schema: dict[str, Any]) -> str:
-    converter = _Converter(prop_order={}, allow_fetch=False, dotall=False, raw_pattern=False)
+    converter = _Converter(prop_order={}, allow_fetch=False, dotall=False, raw_pattern=False)  # type: ignore[no-untyped-call]  # llama-cpp-python's SchemaConverter is untyped
     # The converter resolves references in place: give it its own copy.
-    converter.visit(converter.resolve_refs(json.loads(json.dumps(schema)), "schema"), "")
-    return converter.format_grammar()
+    converter.visit(converter.resolve_refs(json.loads(json.dumps(schema)), "schema"), "")  # type: ignore[no-untyped-call]  # llama-cpp-python's SchemaConverter is untyped
+    grammar: str = converter.format_grammar()  # type: ignore[no-untyped-call]  # llama-cpp-python's SchemaConverter is untyped
+    return grammar
 
 
 class Grammars:

@@ -14,11 +14,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
 
-from pydantic import BaseModel
 from redis import Redis
 from rq.job import Job
 
-from hearth.contract import DoneEvent, ErrorCode, ErrorEvent, TokenEvent
+from hearth.contract import DoneEvent, ErrorCode, ErrorEvent, Event, TokenEvent
 from hearth.lifecycle import JobStatus
 from hearth.logs import log_context
 from hearth.metrics import JobRecord, Outcome, record_job
@@ -97,7 +96,7 @@ class JobMeter(EventWriter):
             finally:
                 self._track = None
 
-    def emit(self, job_id: str, event: BaseModel, before: Commands | None = None) -> None:
+    def emit(self, job_id: str, event: Event, before: Commands | None = None) -> None:
         track = self._track
         if track is None or track.job_id != job_id:
             super().emit(job_id, event, before)

@@ -6,6 +6,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from functools import partial
 
 from redis import Redis
 from redis.exceptions import RedisError
@@ -53,7 +54,7 @@ class ModelPool:
             self._loaded[model] = engine
             self.current = engine
         log.info("model loaded", extra={"model": model, "load_s": round(seconds, 3), "cost_mb": file.cost_bytes // 2**20})
-        self._count(lambda pipe: record_load(pipe, model, seconds))
+        self._count(partial(record_load, model=model, seconds=seconds))
         return engine
 
     def _make_room(self, file: ModelFile) -> None:
@@ -67,7 +68,7 @@ class ModelPool:
                 model, engine = self._loaded.popitem(last=False)
             engine.close()
             log.info("model unloaded", extra={"model": model, "for_model": file.id})
-            self._count(lambda pipe: record_unload(pipe, model))
+            self._count(partial(record_unload, model=model))
         if self._budget and file.cost_bytes > self._budget:
             log.warning("model is over the memory budget; loading it alone", extra={
                 "model": file.id, "cost_mb": file.cost_bytes // 2**20, "budget_mb": self._budget // 2**20})

@@ -10,7 +10,7 @@ from redis import Redis
 from redis.exceptions import RedisError
 
 from hearth.contract import WORKERS_KEY, worker_key
-from hearth.redis_client import connect
+from hearth.redis_client import connect, members
 from worker.settings import WorkerSettings
 
 
@@ -24,7 +24,7 @@ def is_mine(settings: WorkerSettings) -> Callable[[str], bool]:
 
 
 def ready(redis: Redis, mine: Callable[[str], bool]) -> bool:
-    names = [n.decode() for n in redis.zrange(WORKERS_KEY, 0, -1)]
+    names = members(redis.zrange(WORKERS_KEY, 0, -1))
     return any(mine(name) and redis.exists(worker_key(name)) for name in names)
 
 

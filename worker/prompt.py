@@ -12,8 +12,8 @@ Two traps this module exists for:
 
 import re
 from collections.abc import Callable, Sequence
-from itertools import groupby
 from dataclasses import dataclass
+from itertools import groupby
 
 from jinja2 import TemplateError
 from jinja2.sandbox import ImmutableSandboxedEnvironment

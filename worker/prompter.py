@@ -14,7 +14,6 @@ from hearth.contract import Message
 from worker.context import Counted, Plan, plan
 from worker.prompt import ChatTemplate, Tokenize
 
-
 SEPARATOR_TOKENS = 4  # margin per message: folded or merged messages are joined with "\n\n"
 
 
@@ -61,7 +60,7 @@ class Prompter:
         UTF-8 length (a token is at least one byte), an upper bound on any chat's prompt."""
         empty = [Message(role="user", content="")]
         base = len(self.tokens(empty))
-        more = len(self.tokens(empty + [Message(role="assistant", content=""), Message(role="user", content="")]))
+        more = len(self.tokens([*empty, Message(role="assistant", content=""), Message(role="user", content="")]))
         return base, max(0, more - base) // 2 + SEPARATOR_TOKENS
 
     def plan(self, messages: Sequence[Message], max_tokens: int | None) -> Plan:

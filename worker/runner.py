@@ -25,11 +25,11 @@ from hearth.contract import (
 )
 from hearth.lifecycle import JobStatus
 from hearth.logs import log_context
-from worker.control import CancelListener
 from worker.context import ContextOverflow
+from worker.control import CancelListener
 from worker.engine import Cancelled, Paused, TimedOut
-from worker.grammars import GrammarError
 from worker.events import EventWriter
+from worker.grammars import GrammarError
 from worker.pool import ModelPool
 
 log = logging.getLogger(__name__)
@@ -128,7 +128,7 @@ class JobRunner:
                 total_tokens=len(fitted.tokens) + len(resumed) + gen.completion_tokens,
                 prompt_tokens_details=PromptTokensDetails(cached_tokens=min(gen.cached_tokens, len(fitted.tokens))),
             )
-            emit(DoneEvent(finish_reason=gen.finish_reason, usage=usage))  # type: ignore[arg-type]
+            emit(DoneEvent(finish_reason=gen.finish_reason, usage=usage))
             return {"finish_reason": gen.finish_reason, "usage": usage.model_dump()}
         except Paused as paused:
             try:

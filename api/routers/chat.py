@@ -8,15 +8,15 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
-from hearth.contract import DoneEvent, ErrorEvent, TokenEvent
 from api import openai_format as fmt
+from api.chat_jobs import prepare_chat, queue_chat, wait_for_answer
 from api.conversation_schemas import MessageItem, message
 from api.conversations import ConversationStore
 from api.dependencies import Conversations, CurrentUser, Jobs, RedisDep, Settings
 from api.errors import HearthError, error_responses
-from api.chat_jobs import prepare_chat, queue_chat, wait_for_answer
 from api.jobs import JobInfo, JobService
 from api.schemas import ChatCompletionRequest
+from hearth.contract import DoneEvent, ErrorEvent, TokenEvent
 
 router = APIRouter(prefix="/v1", tags=["chat"], responses=error_responses(400, 401, 404, 413, 429, 500, 503))
 

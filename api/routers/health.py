@@ -28,7 +28,7 @@ async def readyz(redis: RedisDep, settings: Settings) -> JSONResponse:
     """Ready while some worker is live; `models` are those with a live worker, `waiting` those
     served recently whose worker is away (their requests wait for it)."""
     try:
-        await redis.ping()  # type: ignore[misc]
+        await redis.ping()
         models = await model_map(redis, settings)
     except RedisError:
         return JSONResponse({"status": "unavailable", "reason": "Redis is unreachable."}, status_code=503)

@@ -3,6 +3,7 @@ Like `/healthz`, it needs no API key: scrapers on the LAN read it. Per-user figu
 names and their token counts) only go to a caller with an admin's key or `METRICS_TOKEN`."""
 
 import hmac
+
 from fastapi import APIRouter
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST

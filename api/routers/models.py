@@ -3,8 +3,8 @@
 from fastapi import APIRouter, Depends
 
 from api.dependencies import RedisDep, Settings, get_user
-from api.routing import model_map
 from api.errors import error_responses
+from api.routing import model_map
 
 router = APIRouter(prefix="/v1", tags=["models"], dependencies=[Depends(get_user)], responses=error_responses(401, 500, 503))
 

@@ -79,7 +79,7 @@ async def _history(body: ResponseCreateRequest, store: ResponseStore, jobs: JobS
     conv_id = body.conversation_id
     if conv_id is None:
         return []
-    return [Message(role=role, content=text) for role, text in await conversations.history(user.name, conv_id)]  # type: ignore[arg-type]
+    return [Message(role=role, content=text) for role, text in await conversations.history(user.name, conv_id)]
 
 
 async def _stream(jobs: JobService, job: JobInfo | None, record: StoredResponse, after: int, draining: Callable[[], bool],
@@ -108,14 +108,14 @@ async def _stream(jobs: JobService, job: JobInfo | None, record: StoredResponse,
             for message in shown(events.replay(record.outcome.text, record.outcome.final)):
                 yield message
             return
-        last = START_ID
-        for last, event in await jobs.log(job.id):
+        logged = await jobs.log(job.id)
+        for _, event in logged:
             for item in sent(event):
                 yield item
             if event.type in FINAL_EVENTS:
                 finished = True
                 return
-        async for _, event in jobs.events(job, last):
+        async for _, event in jobs.events(job, logged[-1][0] if logged else START_ID):
             finished = event.type in FINAL_EVENTS
             for item in sent(event):
                 yield item

@@ -3,8 +3,8 @@
 from fastapi import APIRouter
 
 from api.dependencies import CurrentUser, RedisDep
-from api.status import build_status
 from api.errors import error_responses
+from api.status import build_status
 
 router = APIRouter(prefix="/v1", tags=["status"], responses=error_responses(401, 500, 503))
 
