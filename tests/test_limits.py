@@ -157,8 +157,9 @@ def story(stack: Stack, job_ids: list[str], first_token: threading.Event | None 
     with httpx.stream("POST", f"{stack.base_url}/chat/completions", json=body, timeout=300) as r:
         job_ids.append(r.headers["x-job-id"])
         for line in r.iter_lines():
-            if first_token is not None and '"content":"' in line and '"content":""' not in line:
-                first_token.set()
+            if first_token is not None and line.startswith("data: {"):
+                if json.loads(line[len("data: "):])["choices"][0]["delta"].get("content"):
+                    first_token.set()
 
 
 def test_many_tiny_messages_do_not_stall_others(roomy: Stack) -> None:
@@ -172,7 +173,7 @@ def test_many_tiny_messages_do_not_stall_others(roomy: Stack) -> None:
     generating = threading.Event()
     reader = threading.Thread(target=story, args=(roomy, mine, generating))
     reader.start()
-    generating.wait(120)
+    assert generating.wait(120), "the story never streamed a token"
     huge = post(roomy, tiny_chat(), timeout=300)
     reader.join(300)
     assert huge.status_code == 200, huge.text
