@@ -131,8 +131,10 @@ class Stack:
         return "\n".join(p.log() for p in [*self.workers, *([self.api] if self.api else [])])
 
     def stop(self) -> None:
+        # A worker stopping mid-chat finishes it first (RQ's warm shutdown); a test's stack
+        # need not wait for a long answer nobody reads.
         for proc in [*self.workers, *([self.api] if self.api else [])]:
-            proc.stop()
+            proc.stop(timeout=5)
 
 
 def serve(redis_server: RedisServer, log_dir: Path, **env: str) -> Generator[Stack]:
