@@ -10,6 +10,7 @@ import httpx
 import openai
 import pytest
 
+from hearth.contract import ATTEMPT_SEPARATOR
 from tests.batches import file_lines, jsonl, pause_a_line, request_line, run_batch, wait_status
 from tests.chats import NO_END
 from tests.stack import BATCH, RedisServer, Stack, add_user, wait_for
@@ -274,7 +275,8 @@ def test_users_batches_take_turns_in_bounded_slices_and_leave_chats_uncapped(mak
     depth: list[int] = []
 
     def ended() -> bool:
-        depth.append(int(s.redis.llen(f"rq:queue:{BATCH}")))
+        # Fed lines only: a line a chat paused goes back to the queue's front as a new attempt.
+        depth.append(sum(ATTEMPT_SEPARATOR not in rq_id.decode() for rq_id in s.redis.lrange(f"rq:queue:{BATCH}", 0, -1)))
         return all(b.status == "completed" for b in (alice.batches.retrieve(first), bob.batches.retrieve(second)))
 
     # A chat while both batches wait: batch lines count against no interactive cap.

@@ -157,9 +157,9 @@ def story(stack: Stack, job_ids: list[str], first_token: threading.Event | None 
     with httpx.stream("POST", f"{stack.base_url}/chat/completions", json=body, timeout=300) as r:
         job_ids.append(r.headers["x-job-id"])
         for line in r.iter_lines():
-            if first_token is not None and line.startswith("data: {"):
-                if json.loads(line[len("data: "):])["choices"][0]["delta"].get("content"):
-                    first_token.set()
+            if (first_token is not None and line.startswith("data: {")
+                    and json.loads(line[len("data: "):])["choices"][0]["delta"].get("content")):
+                first_token.set()
 
 
 def test_many_tiny_messages_do_not_stall_others(roomy: Stack) -> None:
