@@ -20,6 +20,17 @@ log = logging.getLogger(__name__)
 PER_ROUND = 200  # ended jobs filed per round
 
 
+async def file_answer(jobs: JobService, conversations: ConversationStore, owner: str, conv_id: str, job_id: str) -> None:
+    """The answer, whole, as the assistant's message of its conversation; an answer cut short
+    (cancelled, failed) is kept as far as it got, marked incomplete. A conversation deleted
+    meanwhile stays deleted. Then the conversation has no answer in progress any more."""
+    answer = await jobs.answer(job_id)
+    if answer.text:  # else nothing was said (refused before a token, or failed at once)
+        status = "completed" if isinstance(answer.final, DoneEvent) else "incomplete"
+        await conversations.record_answer(owner, conv_id, job_id, answer.text, status)
+    await conversations.answered(owner, conv_id, job_id)
+
+
 class Filing:
     def __init__(self, redis: AsyncRedis, jobs: JobService, batches: BatchRunner, conversations: ConversationStore):
         self._redis, self._jobs, self._batches, self._conversations = redis, jobs, batches, conversations
@@ -32,15 +43,5 @@ class Filing:
             if sink == Sink.BATCH:
                 await self._batches.file(job_id, fields)
             elif sink == Sink.CONVERSATION:
-                await self._answer(job_id, fields)
+                await file_answer(self._jobs, self._conversations, fields["owner"], fields["conversation"], job_id)
             await self._redis.lrem(ENDED_KEY, 0, job_id)  # type: ignore[misc]
-
-    async def _answer(self, job_id: str, fields: dict[str, str]) -> None:
-        """The answer, whole, as the assistant's message of its conversation; an answer cut
-        short (cancelled, failed) is kept as far as it got, marked incomplete. A conversation
-        deleted meanwhile stays deleted."""
-        answer = await self._jobs.answer(job_id)
-        if not answer.text:
-            return  # nothing was said (refused before a token, or failed at once)
-        status = "completed" if isinstance(answer.final, DoneEvent) else "incomplete"
-        await self._conversations.record_answer(fields["owner"], fields["conversation"], job_id, answer.text, status)

@@ -10,17 +10,19 @@ from fastapi.responses import JSONResponse
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from hearth.contract import DoneEvent, ErrorEvent, JobPayload, TokenEvent
+from hearth.lifecycle import TERMINAL
 from api import openai_format as fmt
 from api.conversation_schemas import MessageItem, message
 from api.conversations import ConversationStore
 from api.dependencies import Conversations, CurrentUser, Jobs, RedisDep, Settings
 from api.errors import HearthError, error_responses
+from api.filing import file_answer
 from api.jobs import JobInfo, JobService, QueueFull
 from api.limits import check_for_worker, check_request
 from api.schemas import ChatCompletionRequest
 from api.routing import model_map
 
-router = APIRouter(prefix="/v1", tags=["chat"], responses=error_responses(400, 401, 404, 413, 429, 500, 503))
+router = APIRouter(prefix="/v1", tags=["chat"], responses=error_responses(400, 401, 404, 409, 413, 429, 500, 503))
 
 
 async def _stream(
@@ -61,15 +63,26 @@ async def _collect(jobs: JobService, job: JobInfo) -> dict[str, object]:
     raise AssertionError("event stream ended without a final event")
 
 
-async def _store_question(body: ChatCompletionRequest, conversations: ConversationStore, owner: str) -> MessageItem | None:
+async def _store_question(body: ChatCompletionRequest, conversations: ConversationStore, jobs: JobService, owner: str,
+                          job_id: str) -> MessageItem | None:
     """The turn's question, stored in its conversation (the caller's own, else 404) before
-    it is queued; None for a plain OpenAI call."""
+    it is queued, with `job_id` marked as writing its answer; None for a plain OpenAI call."""
     if body.conversation is None:
         return None
     last = body.messages[-1]
     if last.role != "user":
         raise HearthError(400, "A turn stored in a conversation ends with the user's message.", param="messages")
+    pending = (await conversations.get(owner, body.conversation)).hearth_job_id
+    if pending:
+        job = await jobs.get(pending)
+        if job is not None and job.status not in TERMINAL:
+            raise HearthError(409, "An answer is still being written in this conversation; wait for it or stop it.",
+                              code="conversation_busy", param="conversation")
+        # Ended but not filed yet (housekeeping files it within a round): file it now, so
+        # that it comes before this question.
+        await file_answer(jobs, conversations, owner, body.conversation, pending)
     [asked] = await conversations.add_items(owner, body.conversation, [message("user", last.text())])
+    await conversations.answering(owner, body.conversation, job_id)
     return asked
 
 
@@ -91,12 +104,13 @@ async def create_chat_completion(
         fit = await jobs.check_fit(route.model, payload.messages, payload.params.max_tokens)
         if fit is not None and not fit.fits:
             raise HearthError(400, fit.message, code="context_length_exceeded", param="messages")
-    asked = await _store_question(body, conversations, user.name)
+    asked = await _store_question(body, conversations, jobs, user.name, payload.job_id)
     try:
         job = await jobs.submit(payload, user.name, route.queue_model, body.conversation)
     except QueueFull as exc:
         if asked is not None and body.conversation is not None:
             await conversations.delete_item(user.name, body.conversation, asked.id)  # the turn never happened
+            await conversations.answered(user.name, body.conversation, payload.job_id)
         raise HearthError(429, str(exc), "rate_limit_error", "rate_limit_exceeded",
                           headers={"Retry-After": str(exc.retry_after_s)}) from None
     headers = {"X-Job-Id": job.id}
