@@ -11,6 +11,7 @@ import logging
 from redis.asyncio import Redis as AsyncRedis
 
 from api.batch_runner import BatchRunner
+from api.conversation_schemas import Status
 from api.conversations import ConversationStore
 from api.jobs import JobService
 from hearth.contract import ENDED_KEY, DoneEvent, Sink, job_key
@@ -26,7 +27,7 @@ async def file_answer(jobs: JobService, conversations: ConversationStore, owner:
     meanwhile stays deleted. Then the conversation has no answer in progress any more."""
     answer = await jobs.answer(job_id)
     if answer.text:  # else nothing was said (refused before a token, or failed at once)
-        status = "completed" if isinstance(answer.final, DoneEvent) else "incomplete"
+        status: Status = "completed" if isinstance(answer.final, DoneEvent) else "incomplete"
         await conversations.record_answer(owner, conv_id, job_id, answer.text, status)
     await conversations.answered(owner, conv_id, job_id)
 

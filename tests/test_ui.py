@@ -590,21 +590,40 @@ def test_rename_search_delete_and_nobody_else_sees_them(secured: Stack, secured_
     ask(page, secured_ui, "Name a fruit.")
     ask(page, secured_ui, "Name another one.")  # the same conversation
     [fruit] = api(secured, key, "/conversations").json()["data"]
+    first_answer = stored(secured, key, fruit["id"])[3]
+
+    # Regenerate the last answer, then edit the last question and resend: the server's copy
+    # follows the page (the old answer, then the old question, deleted).
+    jobs, ended = len(secured_ui.job_ids()), secured_ui.replies_ended()
+    page.locator(CHATBOT).get_by_role("button", name="Retry").last.click()
+    wait_for(lambda: secured_ui.replies_ended() > ended, REPLY_S, "the regenerated reply", secured_ui.proc)
+    wait_for(lambda: len(stored(secured, key, fruit["id"])) == 4 and stored(secured, key, fruit["id"])[3]["id"] != first_answer["id"],
+             30, "the new answer to be stored")
+    assert [i["content"][0]["text"] for i in stored(secured, key, fruit["id"])][::2] == ["Name a fruit.", "Name another one."]
+    ended = secured_ui.replies_ended()
+    page.locator(CHATBOT).get_by_role("button", name="Edit").last.click()
+    page.fill(f"{CHATBOT} textarea.edit-textarea", "Name a berry.")
+    page.locator(CHATBOT).get_by_role("button", name="Submit").click()
+    wait_for(lambda: secured_ui.replies_ended() > ended, REPLY_S, "the edited turn's reply", secured_ui.proc)
+    wait_for(lambda: [i["role"] for i in stored(secured, key, fruit["id"])] == ["user", "assistant"] * 2
+             and stored(secured, key, fruit["id"])[2]["content"][0]["text"] == "Name a berry.", 30, "the edited turn to be stored")
+    assert len(secured_ui.job_ids()) == jobs + 2
+    expect(page.locator(CHATBOT)).not_to_contain_text("Name another one.")
     assert fruit["metadata"]["title"] == "Name a fruit."  # titled after its first message
     this_chat(page)
-    page.fill(TITLE, "Fruit talk")
+    page.fill(TITLE, "Zebra notes")
     page.click("#hearth-rename")
-    expect(row(page, "Fruit talk")).to_have_count(1)
-    assert api(secured, key, f"/conversations/{fruit['id']}").json()["metadata"]["title"] == "Fruit talk"
+    expect(row(page, "Zebra notes")).to_have_count(1)
+    assert api(secured, key, f"/conversations/{fruit['id']}").json()["metadata"]["title"] == "Zebra notes"
 
     page.click(NEW_CHAT)
     expect(page.locator(BOT)).to_have_count(0)
     ask(page, secured_ui, "Name a vegetable.")
     expect(page.locator(ROWS)).to_have_count(2)
     expect(page.locator(ROWS).first).to_contain_text("Name a vegetable.")  # newest first
-    page.fill(SEARCH, "fruit")
+    page.fill(SEARCH, "zebra")  # in no message: only the title matches
     expect(page.locator(ROWS)).to_have_count(1)
-    expect(page.locator(ROWS)).to_have_text("Fruit talk")
+    expect(page.locator(ROWS)).to_have_text("Zebra notes")
     page.fill(SEARCH, "")
     expect(page.locator(ROWS)).to_have_count(2)
 
@@ -612,19 +631,25 @@ def test_rename_search_delete_and_nobody_else_sees_them(secured: Stack, secured_
     sign_in(other, "milo", other_key)
     signed_in(other, "milo")
     expect(other.locator(ROWS)).to_have_count(0)
-    assert "Fruit talk" not in other.inner_text("body") and "vegetable" not in other.inner_text("body")
+    assert "Zebra notes" not in other.inner_text("body") and "vegetable" not in other.inner_text("body")
     assert api(secured, other_key, f"/conversations/{fruit['id']}").status_code == 404
 
     phone = new_page(secured_ui.url, 390, 844)  # lena's phone: the sidebar folds away, the input stays in reach
     sign_in(phone, "lena", key)
     signed_in(phone, "lena")
+    expect(phone.locator(ROWS)).to_have_count(2)  # her conversations, from the api; a new chat is open
+    expect(phone.locator("#hearth-sidebar")).not_to_have_class(re.compile(r"\bopen\b"))
     expect(phone.locator(TEXTBOX)).to_be_in_viewport()
     expect(phone.locator(ROWS).first).not_to_be_in_viewport()
+    phone.fill(TEXTBOX, "typed on a phone")  # reachable: nothing covers it
     for shot in (tmp_path / "ui-phone.png", log_dir / "ui-phone.png"):
         phone.screenshot(path=str(shot))
+    phone.locator("#hearth-sidebar .toggle-button").click()  # the conversations are one tap away
+    expect(row(phone, "Zebra notes")).to_be_in_viewport()
+    phone.screenshot(path=str(log_dir / "ui-phone-sidebar.png"))
     assert (tmp_path / "ui-phone.png").stat().st_size > 10_000
 
-    row(page, "Fruit talk").click()
+    row(page, "Zebra notes").click()
     expect(page.locator(CHATBOT)).to_contain_text("Name another one.")
     this_chat(page)
     page.click("#hearth-delete")

@@ -34,6 +34,19 @@ SYSTEM_CHARS = 512  # a metadata value's bound (OpenAI's)
 
 Updates = dict[Component, Any]
 
+# On a phone-sized screen the sidebar would cover the chat: fold it once signed in and after
+# a conversation is chosen (its toggle stays at the edge to open it again). It is drawn open a
+# moment after the update that shows it, hence the short watch.
+FOLD_ON_PHONE = """() => {
+  if (window.innerWidth >= 768) return;
+  let tries = 0;
+  const watch = setInterval(() => {
+    const bar = document.querySelector('#hearth-sidebar');
+    if (bar?.classList.contains('open')) bar.querySelector('.toggle-button')?.click();
+    if (bar?.classList.contains('open') === false || ++tries > 40) clearInterval(watch);
+  }, 50);
+}"""
+
 
 def title_of(conv: dict[str, Any]) -> str:
     return str(conv.get("metadata", {}).get("title") or NEW_CHAT)
@@ -130,7 +143,7 @@ def ready(value: str | None = None) -> gr.Textbox:
 
 def chat_sidebar() -> tuple[gr.Sidebar, gr.Button, gr.Textbox, gr.Radio, gr.Textbox, gr.Button, gr.Button, list[Component]]:
     with gr.Sidebar(label="Conversations", open=True, visible=False, elem_id="hearth-sidebar") as sidebar:
-        new = gr.Button("＋ New chat", variant="primary", size="sm", elem_id="hearth-new-chat")
+        new = gr.Button("New chat", variant="primary", size="sm", elem_id="hearth-new-chat")
         search = gr.Textbox(placeholder="Search conversations", show_label=False, max_lines=1, elem_id="hearth-search")
         listing = gr.Radio(choices=[], value=None, show_label=False, elem_id="hearth-conversations")
         with gr.Accordion("This chat", open=False, elem_id="hearth-this-chat"):
@@ -159,8 +172,8 @@ def chat_panel(sidebar_parts: tuple[Any, ...]) -> ChatPanel:
 
 
 def wire_chat(app: gr.Blocks, client: HearthClient, panel: ChatPanel, token: gr.State, ended: gr.State, concurrency: int) -> Any:
-    """The chat's events; returns what to run once signed in (it opens `saved_conv`, or the
-    newest conversation) and its outputs."""
+    """The chat's events; returns what to run once signed in (it opens `saved_conv`, or a new
+    chat) and its outputs."""
     p = panel
     quiet: dict[str, Any] = {"show_progress": "hidden", "api_visibility": "private"}
     # The conversation each browser session shows (by Gradio's session hash). A reply streams
@@ -188,6 +201,14 @@ def wire_chat(app: gr.Blocks, client: HearthClient, panel: ChatPanel, token: gr.
 
     async def follow(token_: str | None, conv_id: str | None, request: gr.Request) -> AsyncIterator[Updates]:
         """The open conversation's answer under way, if any, written out as it grows."""
+        nothing = True
+        async for update in following(token_, conv_id, request):
+            nothing = False
+            yield update
+        if nothing:  # a generator that yields nothing would clear every output
+            yield {ended: gr.skip()}
+
+    async def following(token_: str | None, conv_id: str | None, request: gr.Request) -> AsyncIterator[Updates]:
         if conv_id is None:
             return
         session = client.with_key(token_)
@@ -297,14 +318,14 @@ def wire_chat(app: gr.Blocks, client: HearthClient, panel: ChatPanel, token: gr.
         return {**p.opened(conv_id, shown_items(items), conv.get("metadata", {})), p.ticket: uuid.uuid4().hex}
 
     open_outputs = [*p.outputs(), ended]
-    p.listing.input(open_, inputs=[token, p.listing], outputs=open_outputs, cancels=streaming, **quiet)
+    p.listing.input(open_, inputs=[token, p.listing], outputs=open_outputs, cancels=streaming, **quiet).then(None, js=FOLD_ON_PHONE)
     async def new_chat(request: gr.Request) -> Updates:
         return await open_(None, None, request)
 
-    p.new.click(new_chat, outputs=open_outputs, cancels=streaming, **quiet)
+    p.new.click(new_chat, outputs=open_outputs, cancels=streaming, **quiet).then(None, js=FOLD_ON_PHONE)
 
     async def enter(token_: str | None, saved: str | None, signed_in: bool, request: gr.Request) -> Updates:
-        """Once signed in: the sidebar, and the conversation open before a reload (else the newest)."""
+        """Once signed in: the sidebar, and the conversation open before a reload (else a new chat)."""
         if not signed_in:
             return {ended: gr.skip()}  # {} would read as no outputs
         session = client.with_key(token_)
@@ -315,19 +336,18 @@ def wire_chat(app: gr.Blocks, client: HearthClient, panel: ChatPanel, token: gr.
         except ApiError as exc:
             return {p.chatbot: [note(f"⚠️ {exc.message}")]}
         ids = [value for _, value in found]
-        chosen = saved if saved in ids else (ids[0] if ids else None)
+        chosen = saved if saved in ids else None
         opened = await open_(token_, chosen, request)
         return {**opened, p.sidebar: gr.Sidebar(visible=True), p.listing: gr.Radio(choices=found, value=chosen)}
 
-    async def search(token_: str | None, query: str, chosen: str | None) -> Updates:
+    async def search(token_: str | None, query: str, chosen: str | None) -> gr.Radio:
+        """Also runs when the page clears the box (signing out): a refusal then is no news."""
         try:
-            return {p.listing: await listing(client.with_key(token_), query, chosen)}
-        except SessionEnded as exc:
-            return {ended: exc.message}
+            return await listing(client.with_key(token_), query, chosen)
         except ApiError:
-            return {ended: gr.skip()}
+            return gr.skip()
 
-    gr.on([p.search.submit, p.search.input], search, inputs=[token, p.search, p.conv], outputs=[p.listing, ended],
+    gr.on([p.search.submit, p.search.change], search, inputs=[token, p.search, p.conv], outputs=[p.listing],
           trigger_mode="always_last", **quiet)
 
     async def rename(token_: str | None, conv_id: str | None, title: str, query: str) -> Updates:

@@ -17,7 +17,7 @@ import gradio as gr
 from gradio.components import Component
 
 from ui.batches import BatchTab
-from ui.chat import ChatPanel, cancel_answer
+from ui.chat import FOLD_ON_PHONE, ChatPanel, cancel_answer
 from ui.client import ApiError, HearthClient, Session
 from ui.status import StatusTab
 
@@ -154,9 +154,9 @@ def wire_signin(app: gr.Blocks, client: HearthClient, page: Page, enter: Callabl
     quiet: dict[str, Any] = {"outputs": outputs, "show_progress": "hidden", "api_visibility": "private"}
     then_enter: dict[str, Any] = {"fn": enter, "inputs": [page.token, page.chat.saved_conv, page.signed_in],
                                   "outputs": enter_outputs, "show_progress": "hidden", "api_visibility": "private"}
-    app.load(check_api, inputs=[page.saved_token], **quiet).then(**then_enter)
-    form.retry.click(check_api, inputs=[page.saved_token], **quiet).then(**then_enter)
+    app.load(check_api, inputs=[page.saved_token], **quiet).then(**then_enter).then(None, js=FOLD_ON_PHONE)
+    form.retry.click(check_api, inputs=[page.saved_token], **quiet).then(**then_enter).then(None, js=FOLD_ON_PHONE)
     gr.on([form.submit.click, form.secret.submit, form.username.submit], sign_in,
-          inputs=[form.username, form.secret], **quiet).then(**then_enter)
+          inputs=[form.username, form.secret], **quiet).then(**then_enter).then(None, js=FOLD_ON_PHONE)
     page.sign_out.click(sign_out, inputs=[page.token, page.chat.conv], js=PRESS_STOP, **quiet)
     page.ended.change(session_ended, inputs=[page.ended], **quiet)
