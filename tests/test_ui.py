@@ -590,6 +590,7 @@ def test_rename_search_delete_and_nobody_else_sees_them(secured: Stack, secured_
     ask(page, secured_ui, "Name a fruit.")
     ask(page, secured_ui, "Name another one.")  # the same conversation
     [fruit] = api(secured, key, "/conversations").json()["data"]
+    wait_for(lambda: len(stored(secured, key, fruit["id"])) == 4, 30, "the second answer to be stored")
     first_answer = stored(secured, key, fruit["id"])[3]
 
     # Regenerate the last answer, then edit the last question and resend: the server's copy
@@ -650,7 +651,7 @@ def test_rename_search_delete_and_nobody_else_sees_them(secured: Stack, secured_
     assert (tmp_path / "ui-phone.png").stat().st_size > 10_000
 
     row(page, "Zebra notes").click()
-    expect(page.locator(CHATBOT)).to_contain_text("Name another one.")
+    expect(page.locator(CHATBOT)).to_contain_text("Name a berry.")
     this_chat(page)
     page.click("#hearth-delete")
     expect(page.locator(ROWS)).to_have_count(1)

@@ -127,7 +127,7 @@ class ChatPanel:
     def reset(self) -> Updates:
         """Nothing of the last user stays on the page (the browser's `saved_conv` is the page's to keep or forget)."""
         cleared = {**self.opened(None, [], {}), self.listing: gr.Radio(choices=[], value=None), self.search: "",
-                   self.textbox: ready(""), self.sidebar: gr.Sidebar(visible=False), self.ticket: None}
+                   self.textbox: waiting(), self.sidebar: gr.Sidebar(visible=False), self.ticket: None}
         del cleared[self.saved_conv]
         return cleared
 
@@ -135,6 +135,11 @@ class ChatPanel:
 def busy() -> gr.Textbox:
     """The input while an answer streams: Stop instead of Send."""
     return gr.Textbox(value="", submit_btn=False, stop_btn=True, interactive=False)
+
+
+def waiting() -> gr.Textbox:
+    """The input until the signed-in chat is set up (a message sent earlier would race it)."""
+    return gr.Textbox(value="", submit_btn=True, stop_btn=False, interactive=False)
 
 
 def ready(value: str | None = None) -> gr.Textbox:
@@ -334,11 +339,12 @@ def wire_chat(app: gr.Blocks, client: HearthClient, panel: ChatPanel, token: gr.
         except SessionEnded as exc:
             return {ended: exc.message}
         except ApiError as exc:
-            return {p.chatbot: [note(f"⚠️ {exc.message}")]}
+            return {p.chatbot: [note(f"⚠️ {exc.message}")], p.textbox: ready("")}
         ids = [value for _, value in found]
         chosen = saved if saved in ids else None
         opened = await open_(token_, chosen, request)
-        return {**opened, p.sidebar: gr.Sidebar(visible=True), p.listing: gr.Radio(choices=found, value=chosen)}
+        return {**opened, p.sidebar: gr.Sidebar(visible=True), p.listing: gr.Radio(choices=found, value=chosen),
+                p.textbox: ready("")}
 
     async def search(token_: str | None, query: str, chosen: str | None) -> gr.Radio:
         """Also runs when the page clears the box (signing out): a refusal then is no news."""
