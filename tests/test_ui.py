@@ -404,6 +404,8 @@ def test_sign_in_with_an_api_key_and_sign_out_clears_the_chat(secured: Stack, se
         waiting = wait_job_id(secured_ui, known)
         page.click(SIGN_OUT)
         expect(page.locator(SIGNIN_MESSAGE)).to_have_text("You have signed out.")
+        page.reload()  # signed out stays signed out
+        expect(page.locator(SIGNIN)).to_be_visible(timeout=15_000)
         wait_for(lambda: job_status(secured, waiting, key) == "cancelled", 15, f"job {waiting} to be cancelled", secured_ui.proc)
     assert '"msg": "POST /v1/logout 200"' in secured.logs()  # the api forgot the session's token
     assert page.locator(TEXTBOX).count() == 0

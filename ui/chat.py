@@ -126,7 +126,7 @@ class ChatPanel:
 
     def reset(self) -> Updates:
         """Nothing of the last user stays on the page (the browser's `saved_conv` is the page's to keep or forget)."""
-        cleared = {**self.opened(None, [], {}), self.listing: gr.Radio(choices=[], value=None), self.search: "",
+        cleared: Updates = {**self.opened(None, [], {}), self.listing: gr.Radio(choices=[], value=None), self.search: "",
                    self.textbox: waiting(), self.sidebar: gr.Sidebar(visible=False), self.ticket: None}
         del cleared[self.saved_conv]
         return cleared
@@ -263,7 +263,11 @@ def wire_chat(app: gr.Blocks, client: HearthClient, panel: ChatPanel, token: gr.
                     return  # the answer goes on, and is stored
                 shown_now = [*turn, *messages]
                 yield {p.chatbot: shown_now}
-            yield {p.chatbot: shown_now, p.listing: await listing(session, query, conv_id)}  # a new title, this one on top
+            try:
+                refreshed = await listing(session, query, conv_id)  # a new title, this one on top
+            except ApiError:
+                refreshed = gr.skip()  # cosmetic; and after Sign out the token is gone already
+            yield {p.chatbot: shown_now, p.listing: refreshed}
         except SessionEnded as exc:
             yield {p.chatbot: [note(f"⚠️ {exc.message}")], ended: exc.message}
         except ApiError as exc:

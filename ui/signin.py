@@ -74,7 +74,9 @@ class Page:
     with its session state."""
 
     token: gr.State  # the session token sent as `Authorization: Bearer`; None with auth off
-    saved_token: gr.BrowserState  # the same, kept by the browser for a reload
+    # The same, kept by the browser for a reload, as {"token": ...}: Gradio's BrowserState never
+    # stores an empty value, so signing out stores {} to forget the token.
+    saved_token: gr.BrowserState
     signed_in: gr.State  # True while the chat is shown
     ended: gr.State  # set by a reply the api refused with 401: the message to sign in again with
     signin: SignInForm
@@ -94,7 +96,7 @@ class Page:
 
     def _forget(self) -> Updates:
         """No token, an empty chat and status: nothing of the last user stays on the page."""
-        return {self.token: None, self.saved_token: None, self.signed_in: False, self.ended: None, self.signin.secret: "",
+        return {self.token: None, self.saved_token: {}, self.signed_in: False, self.ended: None, self.signin.secret: "",
                 **self.chat.reset(), self.tabs: gr.Tabs(selected="chat"), **self.status.reset(), **self.batches.reset()}
 
     def show_gate(self, text: str) -> Updates:
@@ -107,7 +109,7 @@ class Page:
                 self.signin.message: message, self.main: gr.Column(visible=False)}
 
     def show_chat(self, session: Session) -> Updates:
-        return {**self._forget(), self.token: session.token, self.saved_token: session.token, self.signed_in: True,
+        return {**self._forget(), self.token: session.token, self.saved_token: {"token": session.token}, self.signed_in: True,
                 self.signin.gate: gr.Column(visible=False),
                 self.signin.form: gr.Column(visible=False), self.signin.message: "",
                 self.main: gr.Column(visible=True), self.who: signed_in_line(session.user) if session.auth else "",
@@ -118,11 +120,11 @@ def wire_signin(app: gr.Blocks, client: HearthClient, page: Page, enter: Callabl
     """`enter` runs once signed in, with the token, the browser's saved conversation and `signed_in`."""
     outputs, form = page.outputs(), page.signin
 
-    async def check_api(saved: str | None) -> Updates:
+    async def check_api(saved: dict[str, str | None] | None) -> Updates:
         """On page load (and Try again): the session kept by the browser if the api still takes
         it, else sign in; straight to the chat when auth is off."""
         try:
-            session = await client.with_key(saved).me()
+            session = await client.with_key((saved or {}).get("token")).me()
         except ApiError as exc:
             return page.show_gate(f"⚠️ {exc.message}")
         if session is None or (session.auth and session.token is None):
