@@ -132,7 +132,8 @@ class ChatCompletionRequest(BaseModel):
     max_completion_tokens: Annotated[int, Field(ge=1, le=INT32_MAX)] | None = None
     temperature: Annotated[float, Field(ge=0, le=2)] | None = None
     top_p: Annotated[float, Field(gt=0, le=1)] | None = None
-    stop: str | list[str] | None = None
+    # maxItems in the schema only: the validator below names the error (see there).
+    stop: str | Annotated[list[str], Field(json_schema_extra={"maxItems": MAX_STOPS})] | None = None
     seed: Annotated[int, Field(**INT64)] | None = None
     presence_penalty: Annotated[float, Field(ge=-2, le=2)] = 0.0
     frequency_penalty: Annotated[float, Field(ge=-2, le=2)] = 0.0
