@@ -460,7 +460,7 @@ def test_revoked_user_is_sent_back_to_sign_in(secured: Stack, secured_ui: Ui, ne
     assert page.locator(BOT).count() == 0 and "Are you there?" not in page.inner_text("body")
 
 
-def test_batch_tab_runs_a_prompt_file_and_offers_the_answers(ui: Ui, stack: Stack, open_page: Callable[[str], Page], tmp_path: Path) -> None:
+def test_batch_tab_runs_a_prompt_file_and_offers_the_answers(ui: Ui, stack: Stack, open_page: Callable[[str], Page], tmp_path: Path, log_dir: Path) -> None:
     prompts = tmp_path / "questions.txt"
     prompts.write_text("Say yes.\n\nName a fruit.\nSay no.\n")
     page = open_page(ui.url)
@@ -470,15 +470,21 @@ def test_batch_tab_runs_a_prompt_file_and_offers_the_answers(ui: Ui, stack: Stac
     page.click("#hearth-batch-start")
     expect(page.locator("#hearth-batch-message")).to_contain_text("Started batch_", timeout=30_000)
     batch_id = page.locator("#hearth-batch-message").inner_text().split("Started ")[1].rstrip(".").strip()
-    table = page.locator("#hearth-batches")
-    expect(table).to_contain_text(batch_id)
-    expect(table).to_contain_text("completed", timeout=REPLY_S * 1000)  # the tab polls while open
-    expect(table).to_contain_text("100%")
+    # This batch's row: the suite's shared stack has run other batches of this user before.
+    row = page.locator("#hearth-batches tr", has_text=batch_id)
+    expect(row).to_have_count(1)
+    expect(row).to_contain_text("completed", timeout=REPLY_S * 1000)  # the tab polls while open
+    expect(row).to_contain_text("100%")
     expect(page.locator("#hearth-batch-chosen input")).to_have_value(batch_id)  # the batch just started is chosen
     page.click("#hearth-batch-download")
     results = page.locator("#hearth-batch-results")
     csv_link = results.locator(f'a[href$="/{batch_id}.csv"]')
-    expect(csv_link).to_have_count(1, timeout=30_000)
+    try:
+        expect(csv_link).to_have_count(1, timeout=30_000)
+    except AssertionError as exc:  # say what the tab said instead
+        page.screenshot(path=str(log_dir / "ui-batch-download.png"), full_page=True)
+        notes = [page.locator(f"#hearth-batch-{n}").inner_text() for n in ("message", "polling")]
+        raise AssertionError(f"{exc}\nthe tab's notes: {notes}") from None
     expect(results.locator(f'a[href$="/{batch_id}.jsonl"]')).to_have_count(1)
     table_rows = httpx.get(str(csv_link.get_attribute("href")), timeout=10).text.splitlines()
     assert table_rows[0] == "custom_id,prompt,answer" and [r.split(",")[:2] for r in table_rows[1:]] == [
