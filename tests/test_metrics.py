@@ -1,7 +1,6 @@
 """`GET /metrics` after a known set of chats on a private stack: each counter moved by exactly
 the right amount, and the histograms counted exactly the jobs they should."""
 
-import time
 from collections.abc import Callable
 
 import httpx
@@ -10,7 +9,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.chats import BackgroundChat, chat_body
 from tests.sse import job_events
-from tests.stack import BATCH, INTERACTIVE, Stack
+from tests.stack import BATCH, INTERACTIVE, Stack, wait_for
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 HISTOGRAMS = ("hearth_queue_wait_seconds", "hearth_time_to_first_token_seconds", "hearth_generation_tokens_per_second")
@@ -25,13 +24,6 @@ def scrape(stack: Stack) -> Samples:
 
 def value(samples: Samples, name: str, **labels: str) -> float:
     return samples.get((name, tuple(sorted(labels.items()))), 0.0)
-
-
-def eventually(check: Callable[[], bool], what: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
 
 
 def test_counters_and_histograms_after_a_completed_a_cancelled_and_a_rejected_chat(make_stack: Callable[..., Stack]) -> None:
@@ -52,7 +44,7 @@ def test_counters_and_histograms_after_a_completed_a_cancelled_and_a_rejected_ch
     during = scrape(stack)
     assert value(during, "hearth_queue_depth", queue=INTERACTIVE) == 1
     assert value(during, "hearth_requests_deferred") == 1
-    eventually(lambda: value(scrape(stack), "hearth_requests_processing") == 1, "the heartbeat to say busy")
+    wait_for(lambda: value(scrape(stack), "hearth_requests_processing") == 1, 30, "the heartbeat to say busy")
     assert value(scrape(stack), "hearth_worker_busy", worker=worker) == 1
     try:
         client.chat.completions.create(model="any", messages=[{"role": "user", "content": "Hello?"}], max_tokens=4)
@@ -70,7 +62,7 @@ def test_counters_and_histograms_after_a_completed_a_cancelled_and_a_rejected_ch
     a = BackgroundChat(stack, chat_body("Count from one to ten.", 24)).join()
     assert a.error is None and a.usage is not None
 
-    eventually(lambda: value(scrape(stack), "hearth_requests_processing") == 0, "the worker to be idle again")
+    wait_for(lambda: value(scrape(stack), "hearth_requests_processing") == 0, 30, "the worker to be idle again")
     after = scrape(stack)
 
     def moved(name: str, **labels: str) -> float:

@@ -270,9 +270,11 @@ class Endless(httpx.AsyncByteStream):
 
     def __init__(self) -> None:
         self.closed = False
+        self.blocked = asyncio.Event()  # set once the first token is out and it waits
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         yield (chunk({"role": "assistant", "content": ""}) + chunk({"content": "Once"})).encode()
+        self.blocked.set()
         await asyncio.Event().wait()
         yield b""  # never reached
 
@@ -295,7 +297,7 @@ def test_stop_closes_the_stream_and_cancels_the_job(how: str) -> None:
             await gen.aclose()
             return
         task = asyncio.ensure_future(anext(gen))
-        await asyncio.sleep(0.05)  # let it block on the stream
+        await body.blocked.wait()  # the reply now waits on the stream
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
