@@ -71,6 +71,9 @@ class Conversation(BaseModel):
     object: Literal["conversation"] = "conversation"
     created_at: int
     metadata: dict[str, str]
+    # Hearth's own, for a chat page that reloads mid-answer: the job still writing this
+    # conversation's answer (stream it from `/v1/jobs/{id}/events`), else null.
+    hearth_job_id: str | None = None
 
 
 class InputMessage(BaseModel):
@@ -118,6 +121,7 @@ class ExportedConversation(Conversation):
     model_config = ConfigDict(extra="ignore")
 
     metadata: Metadata
+    hearth_job_id: None = Field(None, exclude=True)  # an answer in progress is not exported
     last_active_ms: int = 0
     items: list[MessageItem] = []
 

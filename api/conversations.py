@@ -27,9 +27,10 @@ from api.conversation_schemas import (
 )
 from api.errors import HearthError
 from api.settings import ApiSettings
-from hearth.redis_client import members
+from hearth.redis_client import members, text
 
-CONVERSATION_KEY = "hearth:conv:{owner}:{id}"  # hash: created_at (s), metadata (JSON), seq (last item position)
+# hash: created_at (s), metadata (JSON), seq (last item position), answering (the job writing its answer)
+CONVERSATION_KEY = "hearth:conv:{owner}:{id}"
 ITEMS_KEY = CONVERSATION_KEY + ":items"  # hash: item id -> MessageItem JSON
 ORDER_KEY = CONVERSATION_KEY + ":order"  # sorted set: item id by position
 ANSWERS_KEY = CONVERSATION_KEY + ":answers"  # hash: job id -> id of the answer recorded for it
@@ -108,6 +109,21 @@ return 1
 """
 
 
+# KEYS: conversation. ARGV: job id. Marks the conversation's answer in progress, unless the
+# conversation was deleted meanwhile (HSET alone would bring back a husk of it).
+_MARK_LUA = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], 'answering', ARGV[1])
+return 1
+"""
+
+# KEYS: conversation. ARGV: job id. Clears the mark, if it is still this job's.
+_UNMARK_LUA = """
+if redis.call('HGET', KEYS[1], 'answering') == ARGV[1] then redis.call('HDEL', KEYS[1], 'answering') end
+return 0
+"""
+
+
 def _not_found(conv_id: str) -> HearthError:
     return HearthError(404, f"No conversation {conv_id!r}.", "not_found_error", "conversation_not_found", "conversation_id")
 
@@ -138,6 +154,8 @@ class ConversationStore:
         self._write_script = redis.register_script(_WRITE_LUA)
         self._items_script = redis.register_script(_ITEMS_LUA)
         self._update_script = redis.register_script(_UPDATE_LUA)
+        self._mark_script = redis.register_script(_MARK_LUA)
+        self._unmark_script = redis.register_script(_UNMARK_LUA)
 
     @staticmethod
     def _keys(owner: str, conv_id: str) -> list[str]:
@@ -182,10 +200,12 @@ class ConversationStore:
         return await self.get(owner, conv_id)
 
     async def get(self, owner: str, conv_id: str) -> Conversation:
-        created_at, metadata = await self._redis.hmget(self._keys(owner, conv_id)[0], ["created_at", "metadata"])
+        fields = ["created_at", "metadata", "answering"]
+        created_at, metadata, answering = await self._redis.hmget(self._keys(owner, conv_id)[0], fields)
         if created_at is None or metadata is None:
             raise _not_found(conv_id)
-        return Conversation(id=conv_id, created_at=int(created_at), metadata=json.loads(metadata))
+        return Conversation(id=conv_id, created_at=int(created_at), metadata=json.loads(metadata),
+                            hearth_job_id=text(answering) if answering else None)
 
     async def update(self, owner: str, conv_id: str, metadata: dict[str, str]) -> Conversation:
         """Replaces the metadata, as OpenAI does; renaming is setting `title`."""
@@ -217,6 +237,14 @@ class ConversationStore:
         item = message("assistant", text, status)
         added = await self._write(owner, conv_id, [item], job_id=job_id, item_cap=False)
         return item if added else None
+
+    async def answering(self, owner: str, conv_id: str, job_id: str) -> None:
+        """Marks job `job_id` as writing the conversation's answer (see `Conversation.hearth_job_id`)."""
+        await self._mark_script(keys=self._keys(owner, conv_id)[:1], args=[job_id])
+
+    async def answered(self, owner: str, conv_id: str, job_id: str) -> None:
+        """Job `job_id`'s answer is filed (or there was none): no answer is in progress now."""
+        await self._unmark_script(keys=self._keys(owner, conv_id)[:1], args=[job_id])
 
     async def items(self, owner: str, conv_id: str, after: str | None, limit: int, order: Literal["asc", "desc"]) -> tuple[list[MessageItem], bool]:
         """A page of items and whether more follow; 400 when `after` is no item of it."""

@@ -55,6 +55,7 @@ _MEANINGS = {
     400: "Invalid request: the message names the field (`param`).",
     401: "Missing or incorrect API key.",
     404: "No such model, or no such object (or another user's).",
+    409: "The conversation is busy: an answer is still being written in it.",
     413: "Request body too large.",
     429: "Too many requests waiting, or too many failed sign-ins; see `Retry-After`.",
     500: "Unexpected failure; the message quotes the request id.",

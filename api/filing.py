@@ -1,6 +1,7 @@
 """Files the results of ended jobs that somebody must act on whether or not anyone is watching:
 a batch line's answer goes to its batch's output or error file, a chat turn's answer to its
-conversation, a stored response's outcome to its record (and its conversation, if it has one). The lifecycle script (hearth.lifecycle) puts such jobs' ids on ENDED_KEY as they
+conversation, a stored response's outcome to its record (and its conversation, if it has one).
+The lifecycle script (hearth.lifecycle) puts such jobs' ids on ENDED_KEY as they
 end; a housekeeping round (one api process at a time) files them. Filing is idempotent (a guard
 per line, per conversation turn), so an id is only taken off the list once it is filed: an api
 that stops halfway files nothing twice and loses nothing.
@@ -23,6 +24,17 @@ log = logging.getLogger(__name__)
 PER_ROUND = 200  # ended jobs filed per round
 
 
+async def file_answer(jobs: JobService, conversations: ConversationStore, owner: str, conv_id: str, job_id: str) -> None:
+    """The answer, whole, as the assistant's message of its conversation; an answer cut short
+    (cancelled, failed) is kept as far as it got, marked incomplete. A conversation deleted
+    meanwhile stays deleted. Then the conversation has no answer in progress any more."""
+    answer = await jobs.answer(job_id)
+    if answer.text:  # else nothing was said (refused before a token, or failed at once)
+        status: Status = "completed" if isinstance(answer.final, DoneEvent) else "incomplete"
+        await conversations.record_answer(owner, conv_id, job_id, answer.text, status)
+    await conversations.answered(owner, conv_id, job_id)
+
+
 class Filing:
     def __init__(self, redis: AsyncRedis, jobs: JobService, batches: BatchRunner, conversations: ConversationStore, responses: ResponseStore):
         self._redis, self._jobs, self._batches, self._conversations = redis, jobs, batches, conversations
@@ -36,20 +48,10 @@ class Filing:
             if sink == Sink.BATCH:
                 await self._batches.file(job_id, fields)
             elif sink == Sink.CONVERSATION:
-                await self._answer(job_id, fields)
+                await file_answer(self._jobs, self._conversations, fields["owner"], fields["conversation"], job_id)
             elif sink == Sink.RESPONSE:
                 await self._response(job_id, fields)
             await self._redis.lrem(ENDED_KEY, 0, job_id)
-
-    async def _answer(self, job_id: str, fields: dict[str, str]) -> None:
-        """The answer, whole, as the assistant's message of its conversation; an answer cut
-        short (cancelled, failed) is kept as far as it got, marked incomplete. A conversation
-        deleted meanwhile stays deleted."""
-        answer = await self._jobs.answer(job_id)
-        if not answer.text:
-            return  # nothing was said (refused before a token, or failed at once)
-        status: Status = "completed" if isinstance(answer.final, DoneEvent) else "incomplete"
-        await self._conversations.record_answer(fields["owner"], fields["conversation"], job_id, answer.text, status)
 
     async def _response(self, job_id: str, fields: dict[str, str]) -> None:
         """The outcome into the response's record, so it outlives the job's log; a response
@@ -60,4 +62,4 @@ class Filing:
             return
         await self._responses.file(fields["owner"], job_id, Outcome(text=answer.text, final=answer.final))
         if record.conversation is not None:
-            await self._answer(job_id, {**fields, "conversation": record.conversation})
+            await file_answer(self._jobs, self._conversations, fields["owner"], record.conversation, job_id)

@@ -41,9 +41,12 @@ def read_sse(response: httpx.Response) -> Iterator[Sse]:
         yield current
 
 
-def job_events(base_url: str, job_id: str, last_event_id: str | None = None, timeout: float = 60) -> list[Sse]:
+def job_events(base_url: str, job_id: str, last_event_id: str | None = None, timeout: float = 60,
+               api_key: str | None = None) -> list[Sse]:
     """The job's events until its final one."""
     headers = {"Last-Event-ID": last_event_id} if last_event_id else {}
+    if api_key:
+        headers["Authorization"] = f"Bearer {api_key}"
     events = []
     with httpx.stream("GET", f"{base_url}/jobs/{job_id}/events", headers=headers, timeout=timeout) as r:
         r.raise_for_status()

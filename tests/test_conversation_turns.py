@@ -34,6 +34,21 @@ def test_a_turn_is_stored_whole_once_even_when_the_client_leaves_mid_answer(stac
     assert len(items(client, conv.id)) == 2  # filed once
 
 
+def test_the_conversation_names_its_answer_in_progress_and_takes_no_second_question_meanwhile(stack: Stack, client: openai.OpenAI) -> None:
+    conv = client.conversations.create()
+    body = {"model": "any", "messages": [{"role": "user", "content": "Tell me about ships."}], "max_tokens": 40,
+            "logit_bias": NO_END, "stream": True, "conversation": conv.id}
+    with httpx.stream("POST", f"{stack.base_url}/chat/completions", json=body, timeout=60) as r:
+        job_id = r.headers["X-Job-Id"]
+        assert client.conversations.retrieve(conv.id).model_extra["hearth_job_id"] == job_id
+        with pytest.raises(openai.ConflictError, match="still being written") as busy:
+            client.chat.completions.create(model="any", messages=[{"role": "user", "content": "And boats?"}],
+                                           extra_body={"conversation": conv.id})
+        assert busy.value.body["param"] == "conversation"
+    wait_for(lambda: client.conversations.retrieve(conv.id).model_extra["hearth_job_id"] is None, 120, "the answer to be filed")
+    assert [i.role for i in items(client, conv.id)] == ["user", "assistant"]  # the refused question was not stored
+
+
 def test_a_non_streamed_turn_returns_the_completion_and_stores_it(client: openai.OpenAI) -> None:
     conv = client.conversations.create(metadata={"topic": "greetings"})
     done = client.chat.completions.create(model="any", messages=[{"role": "user", "content": "Say hello."}], max_tokens=8,

@@ -1,7 +1,7 @@
 """The chat page in a real browser (Debian chromium via Playwright) against a real api and worker."""
 
-import contextlib
 import json
+import re
 import subprocess
 import sys
 import time
@@ -17,12 +17,14 @@ from hearth.contract import RQ_SERIALIZER
 from tests.sse import job_events
 from tests.stack import ROOT, Process, RedisServer, Stack, add_user, free_port, serve, wait_for
 
+pytestmark = pytest.mark.browser
+
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
-TEXTBOX = 'textarea[data-testid="textbox"]'
-SUBMIT = 'button[data-testid="submit-button"]'
-STOP = 'button[data-testid="stop-button"]'
+TEXTBOX = '#hearth-input textarea[data-testid="textbox"]'  # the message (the sidebar has text boxes too)
+SUBMIT = '#hearth-input button[data-testid="submit-button"]'
+STOP = '#hearth-input button[data-testid="stop-button"]'
 BOT = '[data-testid="bot"]'
 TOAST = '[data-testid="toast-body"]'
 GATE = "#hearth-gate-text"  # "Connecting…", or why the api can't be reached
@@ -64,13 +66,21 @@ class Ui:
     def log_lines(self) -> list[dict[str, object]]:
         lines = []
         for line in self.proc.log().splitlines():
-            with contextlib.suppress(ValueError):  # Gradio's own output, if any
-                lines.append(json.loads(line))
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue  # Gradio's own output, if any
+            if isinstance(record, dict):
+                lines.append(record)
         return lines
 
     def job_ids(self) -> list[str]:
         """Jobs the ui started, oldest first (it logs each one's id, never the content)."""
         return [str(line["job_id"]) for line in self.log_lines() if line.get("msg") == "reply started"]
+
+    def resumed(self, job_id: str) -> int:
+        """How often the ui followed `job_id` again (a reload, a conversation opened again)."""
+        return sum(line.get("msg") == "reply resumed" and line.get("job_id") == job_id for line in self.log_lines())
 
     def replies_ended(self) -> int:
         return sum(line.get("msg") in ("reply finished", "reply failed", "reply crashed") for line in self.log_lines())
@@ -94,12 +104,12 @@ def browser() -> Iterator[Browser]:
 
 
 @pytest.fixture
-def new_page(browser: Browser) -> Iterator[Callable[[str], Page]]:
-    """Opens a page in a browser context of its own: its own cookies, its own ui session."""
+def new_page(browser: Browser) -> Iterator[Callable[..., Page]]:
+    """Opens a page in a browser context of its own: its own cookies and storage, its own ui session."""
     contexts = []
 
-    def open_(url: str) -> Page:
-        context = browser.new_context(viewport={"width": 1000, "height": 800})
+    def open_(url: str, width: int = 1000, height: int = 800) -> Page:
+        context = browser.new_context(viewport={"width": width, "height": height})
         contexts.append(context)
         page = context.new_page()
         page.set_default_timeout(30_000)
@@ -394,6 +404,8 @@ def test_sign_in_with_an_api_key_and_sign_out_clears_the_chat(secured: Stack, se
         waiting = wait_job_id(secured_ui, known)
         page.click(SIGN_OUT)
         expect(page.locator(SIGNIN_MESSAGE)).to_have_text("You have signed out.")
+        page.reload()  # signed out stays signed out
+        expect(page.locator(SIGNIN)).to_be_visible(timeout=15_000)
         wait_for(lambda: job_status(secured, waiting, key) == "cancelled", 15, f"job {waiting} to be cancelled", secured_ui.proc)
     assert '"msg": "POST /v1/logout 200"' in secured.logs()  # the api forgot the session's token
     assert page.locator(TEXTBOX).count() == 0
@@ -493,3 +505,164 @@ def test_batch_tab_runs_a_prompt_file_and_offers_the_answers(ui: Ui, stack: Stac
     assert body["request_counts"] == {"total": 3, "completed": 3, "failed": 0}
     answers = httpx.get(f"{stack.base_url}/files/{body['output_file_id']}/content", timeout=5).text.splitlines()
     assert sorted(json.loads(a)["custom_id"] for a in answers) == ["line-1", "line-3", "line-4"]
+
+
+# Conversations: the sidebar, and nothing lost on a reload or a switch.
+
+CHATBOT = "#hearth-chatbot"
+ROWS = "#hearth-conversations label"
+NEW_CHAT = "#hearth-new-chat"
+SEARCH = "#hearth-search input"
+TITLE = "#hearth-title input"
+MAX_TOKENS = "#hearth-max-tokens input"
+
+
+def row(page: Page, text: str):
+    return page.locator(ROWS, has_text=text)
+
+
+def this_chat(page: Page) -> None:
+    """Opens the sidebar's "This chat" section (title, delete, settings) if it is closed."""
+    if not page.locator(TITLE).is_visible():
+        page.locator("#hearth-this-chat").get_by_text("This chat").click()
+    expect(page.locator(TITLE)).to_be_visible()
+
+
+def api(stack: Stack, key: str, path: str) -> httpx.Response:
+    return httpx.get(f"{stack.base_url}{path}", headers={"Authorization": f"Bearer {key}"}, timeout=10)
+
+
+def stored(stack: Stack, key: str, conv_id: str) -> list[dict[str, object]]:
+    return api(stack, key, f"/conversations/{conv_id}/items?order=asc").json()["data"]
+
+
+def words_at_the_end(text: str) -> str:
+    """The answer's last words as the page shows them (its Markdown rendered)."""
+    return " ".join(re.sub(r"[^\w\s'.,!?]", " ", text).split()[-3:])
+
+
+@pytest.mark.timeout(600)  # a long answer, followed three times
+def test_a_reload_or_a_switch_mid_answer_loses_nothing(secured: Stack, secured_ui: Ui, new_page: Callable[..., Page]) -> None:
+    key = add_user(secured, "kai")
+    page = new_page(secured_ui.url)
+    sign_in(page, "kai", key)
+    signed_in(page, "kai")
+    ask(page, secured_ui, "Name a colour.")
+    expect(row(page, "Name a colour.")).to_have_count(1)
+    page.click(NEW_CHAT)
+    this_chat(page)
+    page.fill(MAX_TOKENS, "400")  # this chat's own setting, longer than the api's default of 32
+    known = len(secured_ui.job_ids())
+    send(page, "Write a very long story about a dragon who guards a library, in many chapters.")
+    job_id = wait_job_id(secured_ui, known)
+    expect(page.locator(BOT).last).not_to_have_text("", timeout=60_000)  # the answer is under way
+
+    page.reload()
+    signed_in(page, "kai")  # the session survived the reload
+    expect(page.locator(CHATBOT)).to_contain_text("dragon who guards a library")
+    wait_for(lambda: secured_ui.resumed(job_id) == 1, 30, "the ui to follow the answer again", secured_ui.proc)
+    assert job_status(secured, job_id, key) == "running"  # still mid-answer: the page follows it
+    expect(page.locator(BOT).last).not_to_have_text("", timeout=30_000)
+
+    row(page, "Name a colour.").click()  # another conversation, and back
+    expect(page.locator(CHATBOT)).not_to_contain_text("dragon")
+    expect(page.locator(CHATBOT)).to_contain_text("Name a colour.")
+    row(page, "dragon").click()
+    wait_for(lambda: secured_ui.resumed(job_id) == 2, 30, "the ui to follow the answer again", secured_ui.proc)
+
+    wait_for(lambda: job_status(secured, job_id, key) == "completed", REPLY_S, "the answer to end", secured_ui.proc)
+    [conv] = [c for c in api(secured, key, "/conversations").json()["data"] if "dragon" in c["metadata"]["title"]]
+    assert conv["metadata"]["max_tokens"] == "400"
+    wait_for(lambda: len(stored(secured, key, conv["id"])) == 2, 30, "the answer to be stored")
+    question, answer = stored(secured, key, conv["id"])
+    said = "".join(json.loads(e.data)["text"] for e in job_events(secured.base_url, job_id, api_key=key) if e.event == "token")
+    assert question["role"] == "user" and answer["role"] == "assistant" and answer["status"] == "completed"
+    assert answer["content"][0]["text"] == said  # stored whole, once  # type: ignore[index]
+    expect(page.locator(CHATBOT)).to_contain_text(words_at_the_end(said), timeout=30_000)  # the page saw it to the end
+    assert conv["hearth_job_id"] is None or api(secured, key, f"/conversations/{conv['id']}").json()["hearth_job_id"] is None
+
+    page.reload()  # the finished answer comes from the store now
+    signed_in(page, "kai")
+    expect(page.locator(CHATBOT)).to_contain_text(words_at_the_end(said))
+    assert secured_ui.resumed(job_id) == 2
+    no_error_details(page)
+
+
+@pytest.mark.timeout(600)  # two replies
+def test_rename_search_delete_and_nobody_else_sees_them(secured: Stack, secured_ui: Ui, new_page: Callable[..., Page],
+                                                      tmp_path: Path, log_dir: Path) -> None:
+    key, other_key = add_user(secured, "lena"), add_user(secured, "milo")
+    page = new_page(secured_ui.url)
+    sign_in(page, "lena", key)
+    signed_in(page, "lena")
+    ask(page, secured_ui, "Name a fruit.")
+    ask(page, secured_ui, "Name another one.")  # the same conversation
+    [fruit] = api(secured, key, "/conversations").json()["data"]
+    wait_for(lambda: len(stored(secured, key, fruit["id"])) == 4, 30, "the second answer to be stored")
+    first_answer = stored(secured, key, fruit["id"])[3]
+
+    # Regenerate the last answer, then edit the last question and resend: the server's copy
+    # follows the page (the old answer, then the old question, deleted).
+    jobs, ended = len(secured_ui.job_ids()), secured_ui.replies_ended()
+    page.locator(CHATBOT).get_by_role("button", name="Retry").last.click()
+    wait_for(lambda: secured_ui.replies_ended() > ended, REPLY_S, "the regenerated reply", secured_ui.proc)
+    wait_for(lambda: len(stored(secured, key, fruit["id"])) == 4 and stored(secured, key, fruit["id"])[3]["id"] != first_answer["id"],
+             30, "the new answer to be stored")
+    assert [i["content"][0]["text"] for i in stored(secured, key, fruit["id"])][::2] == ["Name a fruit.", "Name another one."]
+    ended = secured_ui.replies_ended()
+    page.locator(CHATBOT).get_by_role("button", name="Edit").last.click()
+    page.fill(f"{CHATBOT} textarea.edit-textarea", "Name a berry.")
+    page.locator(CHATBOT).get_by_role("button", name="Submit").click()
+    wait_for(lambda: secured_ui.replies_ended() > ended, REPLY_S, "the edited turn's reply", secured_ui.proc)
+    wait_for(lambda: [i["role"] for i in stored(secured, key, fruit["id"])] == ["user", "assistant"] * 2
+             and stored(secured, key, fruit["id"])[2]["content"][0]["text"] == "Name a berry.", 30, "the edited turn to be stored")
+    assert len(secured_ui.job_ids()) == jobs + 2
+    expect(page.locator(CHATBOT)).not_to_contain_text("Name another one.")
+    assert fruit["metadata"]["title"] == "Name a fruit."  # titled after its first message
+    this_chat(page)
+    page.fill(TITLE, "Zebra notes")
+    page.click("#hearth-rename")
+    expect(row(page, "Zebra notes")).to_have_count(1)
+    assert api(secured, key, f"/conversations/{fruit['id']}").json()["metadata"]["title"] == "Zebra notes"
+
+    page.click(NEW_CHAT)
+    expect(page.locator(BOT)).to_have_count(0)
+    ask(page, secured_ui, "Name a vegetable.")
+    expect(page.locator(ROWS)).to_have_count(2)
+    expect(page.locator(ROWS).first).to_contain_text("Name a vegetable.")  # newest first
+    page.fill(SEARCH, "zebra")  # in no message: only the title matches
+    expect(page.locator(ROWS)).to_have_count(1)
+    expect(page.locator(ROWS)).to_have_text("Zebra notes")
+    page.fill(SEARCH, "")
+    expect(page.locator(ROWS)).to_have_count(2)
+
+    other = new_page(secured_ui.url)  # another person, another browser
+    sign_in(other, "milo", other_key)
+    signed_in(other, "milo")
+    expect(other.locator(ROWS)).to_have_count(0)
+    assert "Zebra notes" not in other.inner_text("body") and "vegetable" not in other.inner_text("body")
+    assert api(secured, other_key, f"/conversations/{fruit['id']}").status_code == 404
+
+    phone = new_page(secured_ui.url, 390, 844)  # lena's phone: the sidebar folds away, the input stays in reach
+    sign_in(phone, "lena", key)
+    signed_in(phone, "lena")
+    expect(phone.locator(ROWS)).to_have_count(2)  # her conversations, from the api; a new chat is open
+    expect(phone.locator("#hearth-sidebar")).not_to_have_class(re.compile(r"\bopen\b"))
+    expect(phone.locator(TEXTBOX)).to_be_in_viewport()
+    expect(phone.locator(ROWS).first).not_to_be_in_viewport()
+    phone.fill(TEXTBOX, "typed on a phone")  # reachable: nothing covers it
+    for shot in (tmp_path / "ui-phone.png", log_dir / "ui-phone.png"):
+        phone.screenshot(path=str(shot))
+    phone.locator("#hearth-sidebar .toggle-button").click()  # the conversations are one tap away
+    expect(row(phone, "Zebra notes")).to_be_in_viewport()
+    phone.screenshot(path=str(log_dir / "ui-phone-sidebar.png"))
+    assert (tmp_path / "ui-phone.png").stat().st_size > 10_000
+
+    row(page, "Zebra notes").click()
+    expect(page.locator(CHATBOT)).to_contain_text("Name a berry.")
+    this_chat(page)
+    page.click("#hearth-delete")
+    expect(page.locator(ROWS)).to_have_count(1)
+    expect(page.locator(BOT)).to_have_count(0)
+    assert api(secured, key, f"/conversations/{fruit['id']}").status_code == 404
+    no_error_details(page)

@@ -8,7 +8,6 @@ from typing import Any
 import httpx
 import pytest
 
-from ui.app import CUT_SHORT, EMPTY, UNEXPECTED, ReplyView, is_note, make_reply, queue_line, to_openai, trimmed_line
 from ui.client import (
     CUT_OFF,
     SESSION_ENDED,
@@ -27,6 +26,7 @@ from ui.client import (
     error_for_status,
     parse_session,
 )
+from ui.reply import CUT_SHORT, EMPTY, UNEXPECTED, ReplyView, is_note, new_reply, queue_line, to_openai, trimmed_line
 
 BASE = "http://api.test/v1"
 JOB = "job123"
@@ -232,16 +232,16 @@ def test_an_empty_reply_is_explained() -> None:
     assert [m["metadata"]["title"] for m in view.messages()] == [f"ℹ️ {EMPTY}"]
 
 
-def collect(reply: Any, message: str = "hi") -> list[list[dict[str, Any]]]:
+def collect(client: HearthClient, message: str = "hi") -> list[list[dict[str, Any]]]:
     async def run() -> list[list[dict[str, Any]]]:
-        return [shown async for shown in reply(message, [], None)]
+        return [shown async for shown in new_reply(client, [{"role": "user", "content": message}])]
 
     return asyncio.run(run())
 
 
 def test_reply_streams_the_growing_text_with_the_trim_note() -> None:
     api = Api(sse(GOOD_STREAM))
-    shown = collect(make_reply(api.client()))
+    shown = collect(api.client())
     assert shown[-1][-1] == {"role": "assistant", "content": "Hello"}
     assert any(m.get("metadata", {}).get("title") == "You are #2 in line (about 40 s)" for s in shown for m in s)
     assert shown[-1][0]["metadata"]["title"] == "ℹ️ 3 earlier messages were left out to fit the model's memory"
@@ -252,7 +252,7 @@ def test_reply_shows_errors_as_a_note_never_raises() -> None:
     def refuse(request: httpx.Request) -> httpx.Response:
         raise httpx.ConnectError("refused", request=request)
 
-    shown = collect(make_reply(Api(refuse).client()))
+    shown = collect(Api(refuse).client())
     assert shown == [[{"role": "assistant", "content": "", "metadata": {"title": f"⚠️ {UNREACHABLE}"}}]]
 
 
@@ -260,7 +260,7 @@ def test_reply_hides_unexpected_failures() -> None:
     def crash(request: httpx.Request) -> httpx.Response:
         raise RuntimeError("secret internals")
 
-    shown = collect(make_reply(Api(crash).client()))
+    shown = collect(Api(crash).client())
     assert shown[-1][-1]["metadata"]["title"] == f"⚠️ {UNEXPECTED}"
     assert "secret" not in json.dumps(shown)
 
@@ -283,15 +283,15 @@ class Endless(httpx.AsyncByteStream):
 
 
 @pytest.mark.parametrize("how", ["cancel_task", "close_generator"])
-def test_stop_closes_the_stream_and_cancels_the_job(how: str) -> None:
-    """Gradio's Stop cancels the task running the generator, then closes it; either must
-    close the upstream stream and POST the job's cancel."""
+def test_closing_a_reply_closes_the_stream_and_leaves_the_job(how: str) -> None:
+    """Gradio cancels the task running the generator, then closes it (Stop, another
+    conversation opened, the page gone): the upstream stream is closed, but the job goes on for
+    its answer to be stored; Stop cancels it itself (ui.chat.cancel_answer)."""
     body = Endless()
     api = Api(lambda _: httpx.Response(200, headers={"X-Job-Id": JOB}, stream=body))
-    reply = make_reply(api.client())
 
     async def run() -> None:
-        gen = reply("a long story", [], None)
+        gen = new_reply(api.client(), [{"role": "user", "content": "a long story"}], "conv_1")
         assert (await anext(gen))[-1]["content"] == "Once"
         if how == "close_generator":
             await gen.aclose()
@@ -305,4 +305,39 @@ def test_stop_closes_the_stream_and_cancels_the_job(how: str) -> None:
 
     asyncio.run(asyncio.wait_for(run(), 10))
     assert body.closed
-    assert api.cancelled == [JOB]
+    assert api.cancelled == []
+    assert json.loads(api.requests[0].content)["conversation"] == "conv_1"
+
+
+def test_a_followed_job_reads_as_the_same_events_as_a_chat() -> None:
+    def job(name: str, body: dict[str, object], event_id: str | None = "1-0") -> str:
+        return f"event: {name}\r\n" + (f"id: {event_id}\r\n" if event_id else "") + f"data: {json.dumps(body)}\r\n\r\n"
+
+    parts = [job("queued", {"type": "queued", "position": 1, "eta_s": None}, None), ": ping\r\n\r\n",
+             job("started", {"type": "started", "worker": "w1"}), job("token", {"type": "token", "text": "Hi", "tokens": 1}),
+             job("done", {"type": "done", "finish_reason": "length", "usage": {}})]
+    api = Api(sse(parts))
+
+    async def run() -> list[object]:
+        stream = await api.client().follow(JOB)
+        try:
+            return [e async for e in stream.events()]
+        finally:
+            await stream.aclose()
+
+    assert asyncio.run(run()) == [Queued(1, None), Started("w1"), Delta("Hi"), Finished("length")]
+    assert api.requests[0].url.path == f"/v1/jobs/{JOB}/events"
+
+    failed = Api(sse([job("error", {"type": "error", "code": "cancelled", "message": "The request was cancelled."})]))
+    with pytest.raises(ApiError, match="cancelled") as caught:
+        asyncio.run(asyncio.wait_for(_drain(failed), 10))
+    assert caught.value.code == "cancelled"
+
+
+async def _drain(api: Api) -> None:
+    stream = await api.client().follow(JOB)
+    try:
+        async for _ in stream.events():
+            pass
+    finally:
+        await stream.aclose()

@@ -136,29 +136,30 @@ def error_for_status(response: httpx.Response, body: Any) -> ApiError:
     return ApiError(f"Hearth's server answered with an error (HTTP {status}). Try again.", code)
 
 
-class ChatStream:
-    """One streaming chat completion: `job_id` names its job; iterate `events()`, then `aclose()`."""
+class _EventStream:
+    """A server-sent event stream from the api about one job (`job_id`): `events()`, then `aclose()`."""
 
     def __init__(self, response: httpx.Response):
         self._response = response
         self.job_id: str | None = response.headers.get("x-job-id")
-        self.finished = False  # saw `[DONE]` or an error: the job is over, nothing to cancel
+        self.finished = False  # saw the job's end: nothing more will come
 
-    async def events(self) -> AsyncIterator[ChatEvent]:
-        data: list[str] = []
+    async def _fields(self) -> AsyncIterator[tuple[str, str]]:
+        """("comment", text) for each comment line, (event name or "message", data) for each event."""
+        name, data = "message", []
         try:
             async for line in self._response.aiter_lines():
                 if line.startswith(":"):
-                    event = self._comment(line[1:].lstrip())
-                    if event is not None:
-                        yield event
+                    yield "comment", line[1:].lstrip()
+                elif line.startswith("event:"):
+                    name = line[6:].strip()
                 elif line.startswith("data:"):
                     value = line[5:]
                     data.append(value[1:] if value.startswith(" ") else value)
                 elif not line and data:  # a blank line ends an SSE event
-                    payload, data = "\n".join(data), []
-                    for event in self._data(payload):
-                        yield event
+                    payload, data, kind = "\n".join(data), [], name
+                    name = "message"
+                    yield kind, payload
                     if self.finished:
                         return
         except httpx.TimeoutException as exc:
@@ -168,28 +169,49 @@ class ChatStream:
             log.warning("api stream broke", extra={"job_id": self.job_id, "error": type(exc).__name__})
             raise ApiError(CUT_OFF, "connection_lost") from None
         if data:
-            for event in self._data("\n".join(data)):
-                yield event
+            yield name, "\n".join(data)
         if not self.finished:
             raise ApiError(CUT_OFF, "connection_lost")
+
+    async def aclose(self) -> None:
+        await self._response.aclose()
+
+
+def _hearth_event(event: dict[str, Any]) -> ChatEvent | None:
+    """Hearth's waiting and prompt events, as the chat stream's comments and the job's events carry them."""
+    kind = event.get("type")
+    if kind == "queued":
+        return Queued(int(event["position"]), None if event.get("eta_s") is None else float(event["eta_s"]))
+    if kind == "started":
+        return Started(str(event.get("worker", "")))
+    if kind == "loading":
+        return Loading(str(event["model"]))
+    if kind == "context_trimmed":
+        return ContextTrimmed(int(event["messages"]), int(event["tokens"]))
+    return None  # unknown event types are for newer uis
+
+
+class ChatStream(_EventStream):
+    """One streaming chat completion: `job_id` names its job; iterate `events()`, then `aclose()`."""
+
+    async def events(self) -> AsyncIterator[ChatEvent]:
+        async for kind, text in self._fields():
+            if kind == "comment":
+                event = self._comment(text)
+                if event is not None:
+                    yield event
+            else:
+                for event in self._data(text):
+                    yield event
 
     def _comment(self, text: str) -> ChatEvent | None:
         if not text.startswith(HEARTH_COMMENT):
             return None  # keep-alive pings and other comments
         try:
-            event = json.loads(text[len(HEARTH_COMMENT):])
-            kind = event.get("type")
-            if kind == "queued":
-                return Queued(int(event["position"]), None if event.get("eta_s") is None else float(event["eta_s"]))
-            if kind == "started":
-                return Started(str(event.get("worker", "")))
-            if kind == "loading":
-                return Loading(str(event["model"]))
-            if kind == "context_trimmed":
-                return ContextTrimmed(int(event["messages"]), int(event["tokens"]))
+            return _hearth_event(json.loads(text[len(HEARTH_COMMENT):]))
         except (ValueError, KeyError, TypeError, AttributeError):
             log.warning("unreadable hearth event ignored", extra={"job_id": self.job_id})
-        return None  # unknown event types are for newer uis
+        return None
 
     def _data(self, payload: str) -> list[ChatEvent]:
         if payload == "[DONE]":
@@ -218,8 +240,31 @@ class ChatStream:
             raise ApiError(UNREADABLE, "bad_stream") from None
         return events
 
-    async def aclose(self) -> None:
-        await self._response.aclose()
+
+class JobStream(_EventStream):
+    """`GET /v1/jobs/{id}/events` from the start: a reply already under way, followed again
+    (after a reload, or back in its conversation), as the same events as a chat stream."""
+
+    async def events(self) -> AsyncIterator[ChatEvent]:
+        async for kind, text in self._fields():
+            if kind == "comment":
+                continue  # keep-alive pings
+            try:
+                event = json.loads(text)
+                if kind == "token":
+                    yield Delta(str(event["text"]))
+                elif kind == "done":
+                    self.finished = True
+                    yield Finished(str(event["finish_reason"]))
+                elif kind == "error":
+                    self.finished = True
+                    raise ApiError(str(event["message"]), str(event["code"]))
+                else:
+                    hearth = _hearth_event(event)
+                    if hearth is not None:
+                        yield hearth
+            except (ValueError, KeyError, TypeError, AttributeError):
+                raise ApiError(UNREADABLE, "bad_stream") from None
 
 
 class HearthClient:
@@ -235,12 +280,21 @@ class HearthClient:
     def _headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self._key}"} if self._key else {}
 
-    async def open_chat(self, messages: list[dict[str, str]]) -> ChatStream:
-        """Submit a streaming chat; returns once the api has answered with its headers."""
-        request = self._http.build_request(
-            "POST", f"{self._base}/chat/completions", json={"messages": messages, "stream": True},
-            headers={**self._headers(), "Accept": "text/event-stream"},
-        )
+    async def open_chat(self, messages: list[dict[str, str]], conversation: str | None = None, **params: Any) -> ChatStream:
+        """Submit a streaming chat (its turn stored in `conversation`, if given; `params` such as
+        `temperature`); returns once the api has answered with its headers."""
+        body = {"messages": messages, "stream": True, **params}
+        if conversation is not None:
+            body["conversation"] = conversation
+        return ChatStream(await self._open_stream(self._http.build_request("POST", f"{self._base}/chat/completions", json=body,
+                                                                           headers={**self._headers(), "Accept": "text/event-stream"})))
+
+    async def follow(self, job_id: str) -> JobStream:
+        """A job's events from its start (`GET /v1/jobs/{id}/events`)."""
+        return JobStream(await self._open_stream(self._http.build_request("GET", f"{self._base}/jobs/{job_id}/events",
+                                                                          headers={**self._headers(), "Accept": "text/event-stream"})))
+
+    async def _open_stream(self, request: httpx.Request) -> httpx.Response:
         try:
             response = await self._http.send(request, stream=True)
         except httpx.TimeoutException:
@@ -250,7 +304,7 @@ class HearthClient:
             log.warning("api unreachable", extra={"url": self._base, "error": type(exc).__name__})
             raise ApiError(UNREACHABLE, "api_unreachable") from None
         if response.status_code == 200:
-            return ChatStream(response)
+            return response
         try:
             await response.aread()
             body = response.json()
@@ -259,7 +313,7 @@ class HearthClient:
         finally:
             await response.aclose()
         error = error_for_status(response, body)
-        log.warning("api refused the chat", extra={"status": response.status_code, "code": error.code})
+        log.warning("api refused the stream", extra={"status": response.status_code, "code": error.code})
         raise error
 
     async def cancel(self, job_id: str) -> None:
@@ -358,3 +412,38 @@ class HearthClient:
         if response.status_code != 200:
             raise error_for_status(response, None)
         return response.content
+
+    # Conversations (`/v1/conversations`): the chat page's sidebar and its turns.
+
+    async def conversations(self, query: str | None = None) -> list[dict[str, Any]]:
+        """This session's conversations, most recently active first (the first 100), or those
+        whose title or text contains `query`."""
+        params: dict[str, Any] = {"limit": 100, **({"q": query} if query else {})}
+        return (await self._json("GET", "/conversations", params=params))["data"]
+
+    async def new_conversation(self, metadata: dict[str, str]) -> dict[str, Any]:
+        return await self._json("POST", "/conversations", json={"metadata": metadata})
+
+    async def conversation(self, conv_id: str) -> dict[str, Any]:
+        return await self._json("GET", f"/conversations/{conv_id}")
+
+    async def set_metadata(self, conv_id: str, metadata: dict[str, str]) -> dict[str, Any]:
+        return await self._json("POST", f"/conversations/{conv_id}", json={"metadata": metadata})
+
+    async def delete_conversation(self, conv_id: str) -> None:
+        await self._json("DELETE", f"/conversations/{conv_id}")
+
+    async def items(self, conv_id: str) -> list[dict[str, Any]]:
+        """Every message of the conversation, oldest first."""
+        found: list[dict[str, Any]] = []
+        after = None
+        while True:
+            page = await self._json("GET", f"/conversations/{conv_id}/items",
+                                    params={"order": "asc", "limit": 100, **({"after": after} if after else {})})
+            found += page["data"]
+            if not page["has_more"]:
+                return found
+            after = page["last_id"]
+
+    async def delete_item(self, conv_id: str, item_id: str) -> None:
+        await self._json("DELETE", f"/conversations/{conv_id}/items/{item_id}")

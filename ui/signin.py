@@ -1,12 +1,15 @@
 """Sign-in: a user name and an API key or password become this browser session's token.
 
-The token lives in a `gr.State`, i.e. in the ui process, per browser session; the page never
-sees it, and reloading the page starts a new session. Whether to ask at all is the api's
-answer when the page loads (`GET /v1/me`), not the ui's start-up: `make run` starts both at
-once. With auth off the page goes straight to the chat.
+The token lives in a `gr.State` (in the ui process, per browser session) and, so that a reload
+keeps one signed in, in the browser's storage (`gr.BrowserState`, encrypted with a key of this
+ui process): only the session token, never the API key or password, until Sign out or the
+session's expiry (the api then refuses it, and the page asks again). Whether to ask at all is
+the api's answer when the page loads (`GET /v1/me`), not the ui's start-up: `make run` starts
+both at once. With auth off the page goes straight to the chat.
 """
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,6 +17,7 @@ import gradio as gr
 from gradio.blocks import Block
 
 from ui.batches import BatchTab
+from ui.chat import FOLD_ON_PHONE, ChatPanel, cancel_answer
 from ui.client import ApiError, HearthClient, Session
 from ui.status import StatusTab
 
@@ -24,7 +28,7 @@ MISSING = "Enter your user name and your API key or password."
 SIGNED_OUT = "You have signed out."
 
 # Sign out first presses the chat's Stop (a reply still streaming would otherwise land in the
-# cleared chat and keep the worker busy), then the ui drops the token and clears the page.
+# cleared chat), then the ui cancels its job, drops the token and clears the page.
 PRESS_STOP = """() => {
   document.querySelector('#hearth-main button[data-testid="stop-button"]')?.click();
 }"""
@@ -70,27 +74,30 @@ class Page:
     with its session state."""
 
     token: gr.State  # the session token sent as `Authorization: Bearer`; None with auth off
+    # The same, kept by the browser for a reload, as {"token": ...}: Gradio's BrowserState never
+    # stores an empty value, so signing out stores {} to forget the token.
+    saved_token: gr.BrowserState
+    signed_in: gr.State  # True while the chat is shown
     ended: gr.State  # set by a reply the api refused with 401: the message to sign in again with
     signin: SignInForm
     main: gr.Column
     who: gr.Markdown
     sign_out: gr.Button
-    chat: gr.ChatInterface
+    chat: ChatPanel
     tabs: gr.Tabs
     status: StatusTab
     batches: BatchTab
 
     def outputs(self) -> list[Block]:
         f = self.signin
-        return [self.token, self.ended, f.gate, f.gate_text, f.retry, f.form, f.message, f.username, f.secret,
-                self.main, self.who, self.sign_out, self.chat.chatbot, self.chat.chatbot_state, self.chat.textbox,
+        return [self.token, self.saved_token, self.signed_in, self.ended, f.gate, f.gate_text, f.retry, f.form, f.message,
+                f.username, f.secret, self.main, self.who, self.sign_out, *self.chat.outputs(),
                 self.tabs, self.status.timer, *self.status.outputs, self.batches.timer, self.batches.table, *self.batches.notes]
 
     def _forget(self) -> Updates:
         """No token, an empty chat and status: nothing of the last user stays on the page."""
-        return {self.token: None, self.ended: None, self.signin.secret: "", self.chat.chatbot: [],
-                self.chat.chatbot_state: [], self.chat.textbox: "", self.tabs: gr.Tabs(selected="chat"),
-                **self.status.reset(), **self.batches.reset()}
+        return {self.token: None, self.saved_token: {}, self.signed_in: False, self.ended: None, self.signin.secret: "",
+                **self.chat.reset(), self.tabs: gr.Tabs(selected="chat"), **self.status.reset(), **self.batches.reset()}
 
     def show_gate(self, text: str) -> Updates:
         return {self.signin.gate: gr.Column(visible=True), self.signin.gate_text: text,
@@ -98,23 +105,26 @@ class Page:
                 self.main: gr.Column(visible=False)}
 
     def show_form(self, message: str) -> Updates:
-        return {**self._forget(), self.signin.gate: gr.Column(visible=False), self.signin.form: gr.Column(visible=True),
+        return {**self._forget(), self.chat.saved_conv: None, self.signin.gate: gr.Column(visible=False), self.signin.form: gr.Column(visible=True),
                 self.signin.message: message, self.main: gr.Column(visible=False)}
 
     def show_chat(self, session: Session) -> Updates:
-        return {**self._forget(), self.token: session.token, self.signin.gate: gr.Column(visible=False),
+        return {**self._forget(), self.token: session.token, self.saved_token: {"token": session.token}, self.signed_in: True,
+                self.signin.gate: gr.Column(visible=False),
                 self.signin.form: gr.Column(visible=False), self.signin.message: "",
                 self.main: gr.Column(visible=True), self.who: signed_in_line(session.user) if session.auth else "",
                 self.sign_out: gr.Button(visible=session.auth)}
 
 
-def wire_signin(app: gr.Blocks, client: HearthClient, page: Page) -> None:
+def wire_signin(app: gr.Blocks, client: HearthClient, page: Page, enter: Callable[..., Any], enter_outputs: list[Block]) -> None:
+    """`enter` runs once signed in, with the token, the browser's saved conversation and `signed_in`."""
     outputs, form = page.outputs(), page.signin
 
-    async def check_api() -> Updates:
-        """On page load (and Try again): sign in, or straight to the chat when auth is off."""
+    async def check_api(saved: dict[str, str | None] | None) -> Updates:
+        """On page load (and Try again): the session kept by the browser if the api still takes
+        it, else sign in; straight to the chat when auth is off."""
         try:
-            session = await client.me()
+            session = await client.with_key((saved or {}).get("token")).me()
         except ApiError as exc:
             return page.show_gate(f"⚠️ {exc.message}")
         if session is None or (session.auth and session.token is None):
@@ -133,18 +143,22 @@ def wire_signin(app: gr.Blocks, client: HearthClient, page: Page) -> None:
         log.info("signed in", extra={"user": session.user})
         return page.show_chat(session)
 
-    async def sign_out(token: str | None) -> Updates:
+    async def sign_out(token: str | None, conv_id: str | None) -> Updates:
         if token is not None:
-            await client.with_key(token).logout()
+            session = client.with_key(token)
+            await cancel_answer(session, conv_id)  # a reply still under way would keep the worker busy
+            await session.logout()
         return {**page.show_form(SIGNED_OUT), form.username: ""}
 
     def session_ended(message: str | None) -> Updates:
         return page.show_form(f"⚠️ {message}") if message else {page.ended: gr.skip()}  # {} reads as no outputs
 
     quiet: dict[str, Any] = {"outputs": outputs, "show_progress": "hidden", "api_visibility": "private"}
-    app.load(check_api, **quiet)
-    form.retry.click(check_api, **quiet)
+    then_enter: dict[str, Any] = {"fn": enter, "inputs": [page.token, page.chat.saved_conv, page.signed_in],
+                                  "outputs": enter_outputs, "show_progress": "hidden", "api_visibility": "private"}
+    app.load(check_api, inputs=[page.saved_token], **quiet).then(**then_enter).then(None, js=FOLD_ON_PHONE)
+    form.retry.click(check_api, inputs=[page.saved_token], **quiet).then(**then_enter).then(None, js=FOLD_ON_PHONE)
     gr.on([form.submit.click, form.secret.submit, form.username.submit], sign_in,
-          inputs=[form.username, form.secret], **quiet)
-    page.sign_out.click(sign_out, inputs=[page.token], js=PRESS_STOP, **quiet)
+          inputs=[form.username, form.secret], **quiet).then(**then_enter).then(None, js=FOLD_ON_PHONE)
+    page.sign_out.click(sign_out, inputs=[page.token, page.chat.conv], js=PRESS_STOP, **quiet)
     page.ended.change(session_ended, inputs=[page.ended], **quiet)

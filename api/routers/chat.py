@@ -14,11 +14,13 @@ from api.conversation_schemas import MessageItem, message
 from api.conversations import ConversationStore
 from api.dependencies import Conversations, CurrentUser, Jobs, RedisDep, Settings
 from api.errors import HearthError, error_responses
+from api.filing import file_answer
 from api.jobs import JobInfo, JobService
 from api.schemas import ChatCompletionRequest
 from hearth.contract import DoneEvent, ErrorEvent, TokenEvent
+from hearth.lifecycle import TERMINAL
 
-router = APIRouter(prefix="/v1", tags=["chat"], responses=error_responses(400, 401, 404, 413, 429, 500, 503))
+router = APIRouter(prefix="/v1", tags=["chat"], responses=error_responses(400, 401, 404, 409, 413, 429, 500, 503))
 
 
 async def _stream(
@@ -51,15 +53,26 @@ async def _stream(
             await asyncio.shield(jobs.cancel(job))
 
 
-async def _store_question(body: ChatCompletionRequest, conversations: ConversationStore, owner: str) -> MessageItem | None:
+async def _store_question(body: ChatCompletionRequest, conversations: ConversationStore, jobs: JobService, owner: str,
+                          job_id: str) -> MessageItem | None:
     """The turn's question, stored in its conversation (the caller's own, else 404) before
-    it is queued; None for a plain OpenAI call."""
+    it is queued, with `job_id` marked as writing its answer; None for a plain OpenAI call."""
     if body.conversation is None:
         return None
     last = body.messages[-1]
     if last.role != "user":
         raise HearthError(400, "A turn stored in a conversation ends with the user's message.", param="messages")
+    pending = (await conversations.get(owner, body.conversation)).hearth_job_id
+    if pending:
+        job = await jobs.get(pending)
+        if job is not None and job.status not in TERMINAL:
+            raise HearthError(409, "An answer is still being written in this conversation; wait for it or stop it.",
+                              code="conversation_busy", param="conversation")
+        # Ended but not filed yet (housekeeping files it within a round): file it now, so
+        # that it comes before this question.
+        await file_answer(jobs, conversations, owner, body.conversation, pending)
     [asked] = await conversations.add_items(owner, body.conversation, [message("user", last.text())])
+    await conversations.answering(owner, body.conversation, job_id)
     return asked
 
 
@@ -71,12 +84,13 @@ async def create_chat_completion(
     conversations: Conversations,
 ) -> JSONResponse | EventSourceResponse:
     chat = await prepare_chat(body, user.name, jobs, redis, settings)
-    asked = await _store_question(body, conversations, user.name)
+    asked = await _store_question(body, conversations, jobs, user.name, chat.payload.job_id)
     try:
         job = await queue_chat(jobs, chat, user.name, body.conversation)
     except HearthError:
         if asked is not None and body.conversation is not None:
             await conversations.delete_item(user.name, body.conversation, asked.id)  # the turn never happened
+            await conversations.answered(user.name, body.conversation, chat.payload.job_id)
         raise
     headers = {"X-Job-Id": job.id}
     if body.stream:

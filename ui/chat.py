@@ -1,0 +1,423 @@
+"""The Chat tab: the user's conversations in a sidebar, and the open one's messages.
+
+Conversations live in the api (`/v1/conversations`); each turn names its conversation, so the
+api stores the question and, when the job ends, the whole answer, whether or not this page is
+still watching. Nothing is lost on a reload or a switch: opening a conversation whose answer is
+still being written (`hearth_job_id`) follows that job's events from its start.
+
+Streaming events and how they end each other: a turn (send, regenerate, edit) and the follower
+of an answer under way both write into the chat. Opening a conversation (or a new chat, or a
+delete) cancels both, then starts the follower through `ticket`, a state it changes: Gradio's
+`cancels` can only name events made before, and the follower must be cancellable by the very
+event that starts it again. Stop cancels them too, and cancels the job (closing a stream never
+does: the answer goes on and is stored, so a reload finds it).
+"""
+
+import logging
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import gradio as gr
+from gradio.blocks import Block
+
+from ui.client import ApiError, HearthClient, SessionEnded
+from ui.reply import Message, followed_reply, is_note, new_reply, note, to_openai
+
+log = logging.getLogger(__name__)
+
+NEW_CHAT = "New chat"
+STOPPED = "This answer was stopped before it was finished."
+SYSTEM_KEY, TEMPERATURE_KEY, MAX_TOKENS_KEY = "system", "temperature", "max_tokens"  # per-conversation settings in its metadata
+SYSTEM_CHARS = 512  # a metadata value's bound (OpenAI's)
+
+Updates = dict[Block, Any]
+
+# On a phone-sized screen the sidebar would cover the chat: fold it once signed in and after
+# a conversation is chosen (its toggle stays at the edge to open it again). It is drawn open a
+# moment after the update that shows it, hence the short watch.
+FOLD_ON_PHONE = """() => {
+  if (window.innerWidth >= 768) return;
+  let tries = 0;
+  const watch = setInterval(() => {
+    const bar = document.querySelector('#hearth-sidebar');
+    if (bar?.classList.contains('open')) bar.querySelector('.toggle-button')?.click();
+    if (bar?.classList.contains('open') === false || ++tries > 40) clearInterval(watch);
+  }, 50);
+}"""
+
+
+def title_of(conv: dict[str, Any]) -> str:
+    return str(conv.get("metadata", {}).get("title") or NEW_CHAT)
+
+
+def shown_items(items: list[dict[str, Any]]) -> list[Message]:
+    """Stored messages as the chat shows them; an answer cut short says so."""
+    shown: list[Message] = []
+    for item in items:
+        if item.get("type") != "message" or item.get("role") not in ("user", "assistant"):
+            continue
+        shown.append({"role": item["role"], "content": "\n".join(p.get("text", "") for p in item.get("content", []))})
+        if item["role"] == "assistant" and item.get("status") == "incomplete":
+            shown.append(note(f"ℹ️ {STOPPED}"))
+    return shown
+
+
+def settings_metadata(system: str | None, temperature: float | None, max_tokens: float | None) -> dict[str, str]:
+    """The chat's settings as metadata values (strings); unset ones are left out."""
+    meta = {SYSTEM_KEY: (system or "").strip()[:SYSTEM_CHARS], TEMPERATURE_KEY: "" if temperature is None else f"{temperature:g}",
+            MAX_TOKENS_KEY: "" if not max_tokens else str(int(max_tokens))}
+    return {k: v for k, v in meta.items() if v}
+
+
+def turn_params(temperature: float | None, max_tokens: float | None) -> dict[str, Any]:
+    params: dict[str, Any] = {}
+    if temperature is not None:
+        params["temperature"] = float(temperature)
+    if max_tokens:
+        params["max_tokens"] = int(max_tokens)
+    return params
+
+
+def turn_messages(system: str | None, shown: list[Message], asked: str) -> list[dict[str, str]]:
+    prompt = [{"role": "system", "content": system.strip()}] if system and system.strip() else []
+    return prompt + to_openai(shown, asked)
+
+
+def _number(metadata: dict[str, str], key: str) -> float | None:
+    try:
+        return float(metadata[key])
+    except (KeyError, ValueError):
+        return None
+
+
+@dataclass(frozen=True)
+class ChatPanel:
+    conv: gr.State  # the open conversation's id; None for a new chat not sent yet
+    saved_conv: gr.BrowserState  # the same, kept by the browser for a reload
+    ticket: gr.State  # changed to start following the open conversation's answer
+    asked: gr.State  # the message being sent
+    sidebar: gr.Sidebar
+    new: gr.Button
+    search: gr.Textbox
+    listing: gr.Radio
+    title: gr.Textbox
+    rename: gr.Button
+    delete: gr.Button
+    system: gr.Textbox
+    temperature: gr.Number
+    max_tokens: gr.Number
+    chatbot: gr.Chatbot
+    textbox: gr.Textbox
+
+    def settings(self) -> list[Block]:
+        return [self.system, self.temperature, self.max_tokens]
+
+    def outputs(self) -> list[Block]:
+        return [self.conv, self.saved_conv, self.ticket, self.sidebar, self.search, self.listing, self.title, *self.settings(),
+                self.chatbot, self.textbox]
+
+    def opened(self, conv_id: str | None, shown: list[Message], metadata: dict[str, str]) -> Updates:
+        return {self.conv: conv_id, self.saved_conv: conv_id, self.chatbot: shown,
+                self.listing: gr.Radio(value=conv_id), self.title: metadata.get("title", ""),
+                self.system: metadata.get(SYSTEM_KEY, ""), self.temperature: _number(metadata, TEMPERATURE_KEY),
+                self.max_tokens: _number(metadata, MAX_TOKENS_KEY)}
+
+    def reset(self) -> Updates:
+        """Nothing of the last user stays on the page (the browser's `saved_conv` is the page's to keep or forget)."""
+        cleared: Updates = {**self.opened(None, [], {}), self.listing: gr.Radio(choices=[], value=None), self.search: "",
+                   self.textbox: waiting(), self.sidebar: gr.Sidebar(visible=False), self.ticket: None}
+        del cleared[self.saved_conv]
+        return cleared
+
+
+def busy() -> gr.Textbox:
+    """The input while an answer streams: Stop instead of Send."""
+    return gr.Textbox(value="", submit_btn=False, stop_btn=True, interactive=False)
+
+
+def waiting() -> gr.Textbox:
+    """The input until the signed-in chat is set up (a message sent earlier would race it)."""
+    return gr.Textbox(value="", submit_btn=True, stop_btn=False, interactive=False)
+
+
+def ready(value: str | None = None) -> gr.Textbox:
+    return gr.Textbox(value=value, submit_btn=True, stop_btn=False, interactive=True)
+
+
+def chat_sidebar() -> tuple[gr.Sidebar, gr.Button, gr.Textbox, gr.Radio, gr.Textbox, gr.Button, gr.Button, list[Block]]:
+    with gr.Sidebar(label="Conversations", open=True, visible=False, elem_id="hearth-sidebar") as sidebar:
+        new = gr.Button("New chat", variant="primary", size="sm", elem_id="hearth-new-chat")
+        search = gr.Textbox(placeholder="Search conversations", show_label=False, max_lines=1, elem_id="hearth-search")
+        listing = gr.Radio(choices=[], value=None, show_label=False, elem_id="hearth-conversations")
+        with gr.Accordion("This chat", open=False, elem_id="hearth-this-chat"):
+            title = gr.Textbox(label="Title", max_lines=1, elem_id="hearth-title")
+            with gr.Row():
+                rename = gr.Button("Rename", size="sm", elem_id="hearth-rename")
+                delete = gr.Button("Delete", size="sm", variant="stop", elem_id="hearth-delete")
+            system = gr.Textbox(label="System prompt", lines=2, max_length=SYSTEM_CHARS, elem_id="hearth-system")
+            temperature = gr.Number(label="Temperature (empty: the server's default)", minimum=0, maximum=2, step=0.1,
+                                    value=None, elem_id="hearth-temperature")
+            max_tokens = gr.Number(label="Longest answer, in tokens (empty: the server's default)", minimum=1, precision=0,
+                                   value=None, elem_id="hearth-max-tokens")
+    return sidebar, new, search, listing, title, rename, delete, [system, temperature, max_tokens]
+
+
+def chat_panel(sidebar_parts: tuple[Any, ...]) -> ChatPanel:
+    """The chat itself (added where the page is being built); the sidebar made by `chat_sidebar`."""
+    sidebar, new, search, listing, title, rename, delete, (system, temperature, max_tokens) = sidebar_parts
+    chatbot = gr.Chatbot(label="Hearth", scale=1, autoscroll=True, editable="user", buttons=["copy"],
+                         elem_id="hearth-chatbot", height="60vh")
+    textbox = gr.Textbox(placeholder="Message Hearth", show_label=False, submit_btn=True, stop_btn=False,
+                         max_lines=8, autofocus=True, elem_id="hearth-input")
+    return ChatPanel(gr.State(None), gr.BrowserState(None, storage_key="hearth-conversation"), gr.State(None),
+                     gr.State(""), sidebar, new, search, listing, title, rename, delete, system, temperature, max_tokens,
+                     chatbot, textbox)
+
+
+def wire_chat(app: gr.Blocks, client: HearthClient, panel: ChatPanel, token: gr.State, ended: gr.State, concurrency: int) -> Any:
+    """The chat's events; returns what to run once signed in (it opens `saved_conv`, or a new
+    chat) and its outputs."""
+    p = panel
+    quiet: dict[str, Any] = {"show_progress": "hidden", "api_visibility": "private"}
+    # The conversation each browser session shows (by Gradio's session hash). A reply streams
+    # into the chat only while its conversation is the one shown: the follower is started by
+    # a state's change, which the page cannot cancel, so it checks this and steps aside.
+    on_screen: dict[str, str | None] = {}
+
+    def show(request: gr.Request, conv_id: str | None) -> None:
+        on_screen[request.session_hash or ""] = conv_id
+
+    def shown_here(request: gr.Request, conv_id: str | None) -> bool:
+        return on_screen.get(request.session_hash or "") == conv_id
+
+    def forget(request: gr.Request) -> None:
+        on_screen.pop(request.session_hash or "", None)
+
+    app.unload(forget)
+
+    async def choices(session: HearthClient, query: str | None) -> list[tuple[str, str]]:
+        found = await session.conversations(query.strip() if query and query.strip() else None)
+        return [(title_of(c), c["id"]) for c in found]
+
+    async def listing(session: HearthClient, query: str | None, chosen: str | None) -> gr.Radio:
+        return gr.Radio(choices=await choices(session, query), value=chosen)
+
+    async def follow(token_: str | None, conv_id: str | None, request: gr.Request) -> AsyncIterator[Updates]:
+        """The open conversation's answer under way, if any, written out as it grows."""
+        nothing = True
+        async for update in following(token_, conv_id, request):
+            nothing = False
+            yield update
+        if nothing:  # a generator that yields nothing would clear every output
+            yield {ended: gr.skip()}
+
+    async def following(token_: str | None, conv_id: str | None, request: gr.Request) -> AsyncIterator[Updates]:
+        if conv_id is None:
+            return
+        session = client.with_key(token_)
+        try:
+            items, conv = await session.items(conv_id), await session.conversation(conv_id)
+        except ApiError:
+            return  # opening it said why already
+        job_id, shown = conv.get("hearth_job_id"), shown_items(items)
+        if not job_id or not shown or shown[-1]["role"] != "user" or not shown_here(request, conv_id):
+            return  # none, filed between the two reads (the items have it), or another one is open now
+        yield {p.textbox: busy(), p.chatbot: shown}  # every yield names the chatbot: Gradio streams a generator's outputs as diffs
+        try:
+            async for messages in followed_reply(session, job_id):
+                if not shown_here(request, conv_id):
+                    return
+                yield {p.chatbot: [*shown, *messages]}
+        except SessionEnded as exc:
+            yield {p.chatbot: [note(f"⚠️ {exc.message}")], ended: exc.message}
+
+    follow_ev = p.ticket.change(follow, inputs=[token, p.conv], outputs=[p.chatbot, p.textbox, ended],
+                                concurrency_limit=concurrency, **quiet)
+    follow_ev.then(ready, outputs=[p.textbox], queue=False, **quiet)
+
+    async def answer(asked: str, shown: list[Message], token_: str | None, conv_id: str | None, query: str,
+                     system: str, temperature: float | None, max_tokens: float | None, request: gr.Request) -> AsyncIterator[Updates]:
+        """Sends `asked` after the chat shown (which is the truth: after a regenerate or an edit,
+        stored messages past it are deleted first) and writes the answer out as it streams."""
+        if not asked.strip():
+            yield {p.chatbot: shown}
+            return
+        session = client.with_key(token_)
+        turn = [*shown, {"role": "user", "content": asked}]
+        yield {p.chatbot: turn}
+        try:
+            if conv_id is None:
+                conv_id = (await session.new_conversation(settings_metadata(system, temperature, max_tokens)))["id"]
+                if not shown_here(request, None):
+                    return
+                show(request, conv_id)
+                yield {p.chatbot: turn, p.conv: conv_id, p.saved_conv: conv_id}
+            else:
+                await drop_after(session, conv_id, len(to_openai(shown, "")) - 1)
+            replies = new_reply(session, turn_messages(system, shown, asked), conv_id, **turn_params(temperature, max_tokens))
+            shown_now = turn
+            async for messages in replies:
+                if not shown_here(request, conv_id):
+                    return  # the answer goes on, and is stored
+                shown_now = [*turn, *messages]
+                yield {p.chatbot: shown_now}
+            try:
+                refreshed = await listing(session, query, conv_id)  # a new title, this one on top
+            except ApiError:
+                refreshed = gr.skip()  # cosmetic; and after Sign out the token is gone already
+            yield {p.chatbot: shown_now, p.listing: refreshed}
+        except SessionEnded as exc:
+            yield {p.chatbot: [note(f"⚠️ {exc.message}")], ended: exc.message}
+        except ApiError as exc:
+            yield {p.chatbot: [*turn, note(f"⚠️ {exc.message}")]}
+
+    async def drop_after(session: HearthClient, conv_id: str, kept: int) -> None:
+        stored = await session.items(conv_id)
+        for item in stored[kept:]:
+            await session.delete_item(conv_id, item["id"])
+
+    def take(message: str) -> Updates:
+        return {p.asked: message, p.textbox: busy()}
+
+    def take_last(shown: list[Message]) -> Updates:
+        """Regenerate: the last question again, its answer dropped."""
+        last = max((n for n, m in enumerate(shown) if m.get("role") == "user" and not is_note(m)), default=None)
+        if last is None:
+            return {p.asked: ""}
+        return {p.asked: to_openai([shown[last]], "")[0]["content"], p.chatbot: shown[:last], p.textbox: busy()}
+
+    def take_edit(shown: list[Message], edit: gr.EditData) -> Updates:
+        """Edit and resend: the edited question replaces it and all that followed."""
+        index = edit.index if isinstance(edit.index, int) else edit.index[0]
+        return {p.asked: to_openai([{"role": "user", "content": edit.value}], "")[0]["content"],
+                p.chatbot: shown[:index], p.textbox: busy()}
+
+    answer_inputs = [p.asked, p.chatbot, token, p.conv, p.search, *p.settings()]
+    answer_outputs = [p.chatbot, p.conv, p.saved_conv, p.listing, ended]
+    answers = []
+    for trigger, first, inputs in ((p.textbox.submit, take, [p.textbox]), (p.chatbot.retry, take_last, [p.chatbot]),
+                                   (p.chatbot.edit, take_edit, [p.chatbot])):
+        started = trigger(first, inputs=inputs, outputs=[p.asked, p.chatbot, p.textbox], queue=False, **quiet)
+        answers.append(started.success(answer, inputs=answer_inputs, outputs=answer_outputs, concurrency_limit=concurrency, **quiet))
+    for event in answers:
+        event.then(ready, outputs=[p.textbox], queue=False, **quiet)
+    streaming = [follow_ev, *answers]
+
+    async def stop(token_: str | None, conv_id: str | None) -> None:
+        await cancel_answer(client.with_key(token_), conv_id)
+
+    p.textbox.stop(stop, inputs=[token, p.conv], cancels=streaming, **quiet)
+
+    async def open_(token_: str | None, conv_id: str | None, request: gr.Request) -> Updates:
+        """Shows conversation `conv_id` (None: a new chat), then its answer under way, if any."""
+        show(request, conv_id)
+        if conv_id is None:
+            return {**p.opened(None, [], {}), p.ticket: None}
+        session = client.with_key(token_)
+        try:
+            items, conv = await session.items(conv_id), await session.conversation(conv_id)
+        except SessionEnded as exc:
+            return {ended: exc.message}
+        except ApiError as exc:
+            log.info("conversation not opened", extra={"code": exc.code})
+            show(request, None)
+            return {**p.opened(None, [note(f"⚠️ {exc.message}")], {}), p.ticket: None}
+        return {**p.opened(conv_id, shown_items(items), conv.get("metadata", {})), p.ticket: uuid.uuid4().hex}
+
+    open_outputs = [*p.outputs(), ended]
+    p.listing.input(open_, inputs=[token, p.listing], outputs=open_outputs, cancels=streaming, **quiet).then(None, js=FOLD_ON_PHONE)
+    async def new_chat(request: gr.Request) -> Updates:
+        return await open_(None, None, request)
+
+    p.new.click(new_chat, outputs=open_outputs, cancels=streaming, **quiet).then(None, js=FOLD_ON_PHONE)
+
+    async def enter(token_: str | None, saved: str | None, signed_in: bool, request: gr.Request) -> Updates:
+        """Once signed in: the sidebar, and the conversation open before a reload (else a new chat)."""
+        if not signed_in:
+            return {ended: gr.skip()}  # {} would read as no outputs
+        session = client.with_key(token_)
+        try:
+            found = await choices(session, None)
+        except SessionEnded as exc:
+            return {ended: exc.message}
+        except ApiError as exc:
+            return {p.chatbot: [note(f"⚠️ {exc.message}")], p.textbox: ready("")}
+        ids = [value for _, value in found]
+        chosen = saved if saved in ids else None
+        opened = await open_(token_, chosen, request)
+        return {**opened, p.sidebar: gr.Sidebar(visible=True), p.listing: gr.Radio(choices=found, value=chosen),
+                p.textbox: ready("")}
+
+    async def search(token_: str | None, query: str, chosen: str | None) -> gr.Radio:
+        """Also runs when the page clears the box (signing out): a refusal then is no news."""
+        try:
+            return await listing(client.with_key(token_), query, chosen)
+        except ApiError:
+            return gr.skip()
+
+    gr.on([p.search.submit, p.search.change], search, inputs=[token, p.search, p.conv], outputs=[p.listing],
+          trigger_mode="always_last", **quiet)
+
+    async def rename(token_: str | None, conv_id: str | None, title: str, query: str) -> Updates:
+        if conv_id is None or not title.strip():
+            return {ended: gr.skip()}
+        session = client.with_key(token_)
+        try:
+            conv = await session.conversation(conv_id)
+            await session.set_metadata(conv_id, {**conv.get("metadata", {}), "title": title.strip()[:SYSTEM_CHARS]})
+            return {p.listing: await listing(session, query, conv_id)}
+        except SessionEnded as exc:
+            return {ended: exc.message}
+        except ApiError as exc:
+            gr.Warning(exc.message)
+            return {ended: gr.skip()}
+
+    gr.on([p.rename.click, p.title.submit], rename, inputs=[token, p.conv, p.title, p.search], outputs=[p.listing, ended], **quiet)
+
+    async def save_settings(token_: str | None, conv_id: str | None, system: str, temperature: float | None,
+                            max_tokens: float | None) -> None:
+        """Kept in the open conversation's metadata (a new chat takes them when it is created)."""
+        if conv_id is None:
+            return
+        session = client.with_key(token_)
+        try:
+            metadata = (await session.conversation(conv_id)).get("metadata", {})
+            kept = {k: v for k, v in metadata.items() if k not in (SYSTEM_KEY, TEMPERATURE_KEY, MAX_TOKENS_KEY)}
+            await session.set_metadata(conv_id, {**kept, **settings_metadata(system, temperature, max_tokens)})
+        except ApiError as exc:
+            gr.Warning(exc.message)
+
+    gr.on([p.system.blur, p.temperature.blur, p.max_tokens.blur], save_settings, inputs=[token, p.conv, *p.settings()], **quiet)
+
+    async def delete(token_: str | None, conv_id: str | None, query: str, request: gr.Request) -> Updates:
+        if conv_id is None:
+            return {ended: gr.skip()}
+        session = client.with_key(token_)
+        try:
+            await cancel_answer(session, conv_id)
+            await session.delete_conversation(conv_id)
+            show(request, None)
+            return {**p.opened(None, [], {}), p.ticket: None, p.listing: await listing(session, query, None)}
+        except SessionEnded as exc:
+            return {ended: exc.message}
+        except ApiError as exc:
+            gr.Warning(exc.message)
+            return {ended: gr.skip()}
+
+    p.delete.click(delete, inputs=[token, p.conv, p.search], outputs=open_outputs, cancels=streaming, **quiet)
+    return enter, open_outputs
+
+
+async def cancel_answer(session: HearthClient, conv_id: str | None) -> None:
+    """Stops the answer the conversation is waiting for, if any (Stop, sign-out, delete)."""
+    if conv_id is None:
+        return
+    try:
+        job_id = (await session.conversation(conv_id)).get("hearth_job_id")
+    except ApiError:
+        return  # gone, or the session ended: nothing of this user's to stop
+    if job_id:
+        log.info("reply stopped; cancelling its job", extra={"job_id": job_id})
+        await session.cancel(job_id)
