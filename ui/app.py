@@ -39,8 +39,7 @@ def build_app(client: HearthClient) -> gr.Blocks:
                     chat = chat_panel(sidebar)
                 batches = batch_tab(client, token, tabs)
                 status = status_tab(client, token, tabs)
-        enter, enter_outputs = wire_chat(app, client, chat, token, ended, CONCURRENCY_LIMIT)
         page = Page(token, saved_token, signed_in, ended, form, main, who, sign_out, chat, tabs, status, batches)
-        wire_signin(app, client, page, enter, enter_outputs)
+        wire_chat(app, client, chat, token, ended, signed_in, wire_signin(app, client, page), CONCURRENCY_LIMIT)
     app.queue(default_concurrency_limit=CONCURRENCY_LIMIT)
     return app

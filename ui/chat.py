@@ -5,12 +5,13 @@ api stores the question and, when the job ends, the whole answer, whether or not
 still watching. Nothing is lost on a reload or a switch: opening a conversation whose answer is
 still being written (`hearth_job_id`) follows that job's events from its start.
 
-Streaming events and how they end each other: a turn (send, regenerate, edit) and the follower
-of an answer under way both write into the chat. Opening a conversation (or a new chat, or a
-delete) cancels both, then starts the follower through `ticket`, a state it changes: Gradio's
-`cancels` can only name events made before, and the follower must be cancellable by the very
-event that starts it again. Stop cancels them too, and cancels the job (closing a stream never
-does: the answer goes on and is stored, so a reload finds it).
+Streaming events and how they end each other: a turn (send, regenerate, edit) streams its
+answer into the chat; every event that shows a conversation (opening one, a new chat, a delete,
+signing in) is followed by `follow`, which streams the answer under way, if any, and then makes
+the input ready. Each showing gets a ticket; a follower whose ticket is no longer the page's
+steps aside at its next update (Gradio's `cancels` can only name events made before, and the
+follower of one showing must not outlive the next). Stop cancels both kinds of stream and the
+job (closing a stream never does: the answer goes on and is stored, so a reload finds it).
 """
 
 import logging
@@ -96,7 +97,7 @@ def _number(metadata: dict[str, str], key: str) -> float | None:
 class ChatPanel:
     conv: gr.State  # the open conversation's id; None for a new chat not sent yet
     saved_conv: gr.BrowserState  # the same, kept by the browser for a reload
-    ticket: gr.State  # changed to start following the open conversation's answer
+    ticket: gr.State  # this showing of the open conversation (see the module's doc)
     asked: gr.State  # the message being sent
     sidebar: gr.Sidebar
     new: gr.Button
@@ -169,28 +170,35 @@ def chat_panel(sidebar_parts: tuple[Any, ...]) -> ChatPanel:
     sidebar, new, search, listing, title, rename, delete, (system, temperature, max_tokens) = sidebar_parts
     chatbot = gr.Chatbot(label="Hearth", scale=1, autoscroll=True, editable="user", buttons=["copy"],
                          elem_id="hearth-chatbot", height="60vh")
+    # Not editable until the signed-in chat is shown (its follower makes it ready): text typed
+    # before would be cleared by that, or sent into the chat being replaced.
     textbox = gr.Textbox(placeholder="Message Hearth", show_label=False, submit_btn=True, stop_btn=False,
-                         max_lines=8, autofocus=True, elem_id="hearth-input")
+                         max_lines=8, autofocus=True, interactive=False, elem_id="hearth-input")
     return ChatPanel(gr.State(None), gr.BrowserState(None, storage_key="hearth-conversation"), gr.State(None),
                      gr.State(""), sidebar, new, search, listing, title, rename, delete, system, temperature, max_tokens,
                      chatbot, textbox)
 
 
-def wire_chat(app: gr.Blocks, client: HearthClient, panel: ChatPanel, token: gr.State, ended: gr.State, concurrency: int) -> Any:
-    """The chat's events; returns what to run once signed in (it opens `saved_conv`, or a new
-    chat) and its outputs."""
+def wire_chat(app: gr.Blocks, client: HearthClient, panel: ChatPanel, token: gr.State, ended: gr.State,
+              signed_in: gr.State, signed_in_events: list[Any], concurrency: int) -> None:
+    """The chat's events; after each of `signed_in_events` it shows the conversation of
+    `saved_conv` (open before a reload), or a new chat."""
     p = panel
     quiet: dict[str, Any] = {"show_progress": "hidden", "api_visibility": "private"}
-    # The conversation each browser session shows (by Gradio's session hash). A reply streams
-    # into the chat only while its conversation is the one shown: the follower is started by
-    # a state's change, which the page cannot cancel, so it checks this and steps aside.
-    on_screen: dict[str, str | None] = {}
+    # The conversation each browser session shows (by Gradio's session hash), and the ticket of
+    # that showing. A reply streams into the chat only while it is still what the page shows.
+    on_screen: dict[str, tuple[str | None, str]] = {}
 
-    def show(request: gr.Request, conv_id: str | None) -> None:
-        on_screen[request.session_hash or ""] = conv_id
+    def show(request: gr.Request, conv_id: str | None) -> str:
+        ticket = uuid.uuid4().hex
+        on_screen[request.session_hash or ""] = (conv_id, ticket)
+        return ticket
 
     def shown_here(request: gr.Request, conv_id: str | None) -> bool:
-        return on_screen.get(request.session_hash or "") == conv_id
+        return on_screen.get(request.session_hash or "", (None, ""))[0] == conv_id
+
+    def still_shown(request: gr.Request, ticket: str | None) -> bool:
+        return on_screen.get(request.session_hash or "", (None, ""))[1] == ticket
 
     def forget(request: gr.Request) -> None:
         on_screen.pop(request.session_hash or "", None)
@@ -204,16 +212,14 @@ def wire_chat(app: gr.Blocks, client: HearthClient, panel: ChatPanel, token: gr.
     async def listing(session: HearthClient, query: str | None, chosen: str | None) -> gr.Radio:
         return gr.Radio(choices=await choices(session, query), value=chosen)
 
-    async def follow(token_: str | None, conv_id: str | None, request: gr.Request) -> AsyncIterator[Updates]:
-        """The open conversation's answer under way, if any, written out as it grows."""
-        nothing = True
-        async for update in following(token_, conv_id, request):
-            nothing = False
+    async def follow(token_: str | None, conv_id: str | None, ticket: str | None, request: gr.Request) -> AsyncIterator[Updates]:
+        """The shown conversation's answer under way, if any, written out as it grows; then the
+        input is ready. Nothing once the page shows something else."""
+        async for update in following(token_, conv_id, ticket, request):
             yield update
-        if nothing:  # a generator that yields nothing would clear every output
-            yield {ended: gr.skip()}
+        yield {p.textbox: ready()} if still_shown(request, ticket) else {ended: gr.skip()}  # {} reads as no outputs
 
-    async def following(token_: str | None, conv_id: str | None, request: gr.Request) -> AsyncIterator[Updates]:
+    async def following(token_: str | None, conv_id: str | None, ticket: str | None, request: gr.Request) -> AsyncIterator[Updates]:
         if conv_id is None:
             return
         session = client.with_key(token_)
@@ -222,20 +228,24 @@ def wire_chat(app: gr.Blocks, client: HearthClient, panel: ChatPanel, token: gr.
         except ApiError:
             return  # opening it said why already
         job_id, shown = conv.get("hearth_job_id"), shown_items(items)
-        if not job_id or not shown or shown[-1]["role"] != "user" or not shown_here(request, conv_id):
+        if not job_id or not shown or shown[-1]["role"] != "user" or not still_shown(request, ticket):
             return  # none, filed between the two reads (the items have it), or another one is open now
         yield {p.textbox: busy(), p.chatbot: shown}  # every yield names the chatbot: Gradio streams a generator's outputs as diffs
         try:
             async for messages in followed_reply(session, job_id):
-                if not shown_here(request, conv_id):
+                if not still_shown(request, ticket):
                     return
                 yield {p.chatbot: [*shown, *messages]}
         except SessionEnded as exc:
             yield {p.chatbot: [note(f"⚠️ {exc.message}")], ended: exc.message}
 
-    follow_ev = p.ticket.change(follow, inputs=[token, p.conv], outputs=[p.chatbot, p.textbox, ended],
-                                concurrency_limit=concurrency, **quiet)
-    follow_ev.then(ready, outputs=[p.textbox], queue=False, **quiet)
+    followers = []
+
+    def then_follow(shown: Any) -> None:
+        """After an event that shows a conversation. "multiple": a follower of the last showing
+        may still be stepping aside when the same event shows another."""
+        followers.append(shown.then(follow, inputs=[token, p.conv, p.ticket], outputs=[p.chatbot, p.textbox, ended],
+                                    concurrency_limit=concurrency, trigger_mode="multiple", **quiet))
 
     async def answer(asked: str, shown: list[Message], token_: str | None, conv_id: str | None, query: str,
                      system: str, temperature: float | None, max_tokens: float | None, request: gr.Request) -> AsyncIterator[Updates]:
@@ -303,18 +313,12 @@ def wire_chat(app: gr.Blocks, client: HearthClient, panel: ChatPanel, token: gr.
         answers.append(started.success(answer, inputs=answer_inputs, outputs=answer_outputs, concurrency_limit=concurrency, **quiet))
     for event in answers:
         event.then(ready, outputs=[p.textbox], queue=False, **quiet)
-    streaming = [follow_ev, *answers]
-
-    async def stop(token_: str | None, conv_id: str | None) -> None:
-        await cancel_answer(client.with_key(token_), conv_id)
-
-    p.textbox.stop(stop, inputs=[token, p.conv], cancels=streaming, **quiet)
 
     async def open_(token_: str | None, conv_id: str | None, request: gr.Request) -> Updates:
-        """Shows conversation `conv_id` (None: a new chat), then its answer under way, if any."""
-        show(request, conv_id)
+        """Shows conversation `conv_id` (None: a new chat); its follower makes the input ready."""
+        ticket = show(request, conv_id)
         if conv_id is None:
-            return {**p.opened(None, [], {}), p.ticket: None}
+            return {**p.opened(None, [], {}), p.ticket: ticket, p.textbox: waiting()}
         session = client.with_key(token_)
         try:
             items, conv = await session.items(conv_id), await session.conversation(conv_id)
@@ -322,20 +326,24 @@ def wire_chat(app: gr.Blocks, client: HearthClient, panel: ChatPanel, token: gr.
             return {ended: exc.message}
         except ApiError as exc:
             log.info("conversation not opened", extra={"code": exc.code})
-            show(request, None)
-            return {**p.opened(None, [note(f"⚠️ {exc.message}")], {}), p.ticket: None}
-        return {**p.opened(conv_id, shown_items(items), conv.get("metadata", {})), p.ticket: uuid.uuid4().hex}
+            return {**p.opened(None, [note(f"⚠️ {exc.message}")], {}), p.ticket: show(request, None), p.textbox: waiting()}
+        return {**p.opened(conv_id, shown_items(items), conv.get("metadata", {})), p.ticket: ticket, p.textbox: waiting()}
 
     open_outputs = [*p.outputs(), ended]
-    p.listing.input(open_, inputs=[token, p.listing], outputs=open_outputs, cancels=streaming, **quiet).then(None, js=FOLD_ON_PHONE)
+    opened = p.listing.input(open_, inputs=[token, p.listing], outputs=open_outputs, cancels=answers, **quiet)
+    opened.then(None, js=FOLD_ON_PHONE)
+    then_follow(opened)
+
     async def new_chat(request: gr.Request) -> Updates:
         return await open_(None, None, request)
 
-    p.new.click(new_chat, outputs=open_outputs, cancels=streaming, **quiet).then(None, js=FOLD_ON_PHONE)
+    opened = p.new.click(new_chat, outputs=open_outputs, cancels=answers, **quiet)
+    opened.then(None, js=FOLD_ON_PHONE)
+    then_follow(opened)
 
-    async def enter(token_: str | None, saved: str | None, signed_in: bool, request: gr.Request) -> Updates:
+    async def enter(token_: str | None, saved: str | None, is_signed_in: bool, request: gr.Request) -> Updates:
         """Once signed in: the sidebar, and the conversation open before a reload (else a new chat)."""
-        if not signed_in:
+        if not is_signed_in:
             return {ended: gr.skip()}  # {} would read as no outputs
         session = client.with_key(token_)
         try:
@@ -346,9 +354,13 @@ def wire_chat(app: gr.Blocks, client: HearthClient, panel: ChatPanel, token: gr.
             return {p.chatbot: [note(f"⚠️ {exc.message}")], p.textbox: ready("")}
         ids = [value for _, value in found]
         chosen = saved if saved in ids else None
-        opened = await open_(token_, chosen, request)
-        return {**opened, p.sidebar: gr.Sidebar(visible=True), p.listing: gr.Radio(choices=found, value=chosen),
-                p.textbox: ready("")}
+        shown = await open_(token_, chosen, request)
+        return {**shown, p.sidebar: gr.Sidebar(visible=True), p.listing: gr.Radio(choices=found, value=chosen)}
+
+    for signed_in_event in signed_in_events:
+        entered = signed_in_event.then(enter, inputs=[token, p.saved_conv, signed_in], outputs=open_outputs, **quiet)
+        entered.then(None, js=FOLD_ON_PHONE)
+        then_follow(entered)
 
     async def search(token_: str | None, query: str, chosen: str | None) -> gr.Radio:
         """Also runs when the page clears the box (signing out): a refusal then is no news."""
@@ -398,16 +410,21 @@ def wire_chat(app: gr.Blocks, client: HearthClient, panel: ChatPanel, token: gr.
         try:
             await cancel_answer(session, conv_id)
             await session.delete_conversation(conv_id)
-            show(request, None)
-            return {**p.opened(None, [], {}), p.ticket: None, p.listing: await listing(session, query, None)}
+            return {**p.opened(None, [], {}), p.ticket: show(request, None), p.textbox: waiting(),
+                    p.listing: await listing(session, query, None)}
         except SessionEnded as exc:
             return {ended: exc.message}
         except ApiError as exc:
             gr.Warning(exc.message)
             return {ended: gr.skip()}
 
-    p.delete.click(delete, inputs=[token, p.conv, p.search], outputs=open_outputs, cancels=streaming, **quiet)
-    return enter, open_outputs
+    then_follow(p.delete.click(delete, inputs=[token, p.conv, p.search], outputs=open_outputs, cancels=answers, **quiet))
+
+    async def stop(token_: str | None, conv_id: str | None) -> gr.Textbox:
+        await cancel_answer(client.with_key(token_), conv_id)
+        return ready()
+
+    p.textbox.stop(stop, inputs=[token, p.conv], outputs=[p.textbox], cancels=[*answers, *followers], **quiet)
 
 
 async def cancel_answer(session: HearthClient, conv_id: str | None) -> None:

@@ -9,7 +9,6 @@ both at once. With auth off the page goes straight to the chat.
 """
 
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,7 +16,7 @@ import gradio as gr
 from gradio.blocks import Block
 
 from ui.batches import BatchTab
-from ui.chat import FOLD_ON_PHONE, ChatPanel, cancel_answer
+from ui.chat import ChatPanel, cancel_answer
 from ui.client import ApiError, HearthClient, Session
 from ui.status import StatusTab
 
@@ -116,8 +115,8 @@ class Page:
                 self.sign_out: gr.Button(visible=session.auth)}
 
 
-def wire_signin(app: gr.Blocks, client: HearthClient, page: Page, enter: Callable[..., Any], enter_outputs: list[Block]) -> None:
-    """`enter` runs once signed in, with the token, the browser's saved conversation and `signed_in`."""
+def wire_signin(app: gr.Blocks, client: HearthClient, page: Page) -> list[Any]:
+    """Returns the events after which the page may be signed in (`signed_in` says whether it is)."""
     outputs, form = page.outputs(), page.signin
 
     async def check_api(saved: dict[str, str | None] | None) -> Updates:
@@ -154,11 +153,8 @@ def wire_signin(app: gr.Blocks, client: HearthClient, page: Page, enter: Callabl
         return page.show_form(f"⚠️ {message}") if message else {page.ended: gr.skip()}  # {} reads as no outputs
 
     quiet: dict[str, Any] = {"outputs": outputs, "show_progress": "hidden", "api_visibility": "private"}
-    then_enter: dict[str, Any] = {"fn": enter, "inputs": [page.token, page.chat.saved_conv, page.signed_in],
-                                  "outputs": enter_outputs, "show_progress": "hidden", "api_visibility": "private"}
-    app.load(check_api, inputs=[page.saved_token], **quiet).then(**then_enter).then(None, js=FOLD_ON_PHONE)
-    form.retry.click(check_api, inputs=[page.saved_token], **quiet).then(**then_enter).then(None, js=FOLD_ON_PHONE)
-    gr.on([form.submit.click, form.secret.submit, form.username.submit], sign_in,
-          inputs=[form.username, form.secret], **quiet).then(**then_enter).then(None, js=FOLD_ON_PHONE)
     page.sign_out.click(sign_out, inputs=[page.token, page.chat.conv], js=PRESS_STOP, **quiet)
     page.ended.change(session_ended, inputs=[page.ended], **quiet)
+    return [app.load(check_api, inputs=[page.saved_token], **quiet),
+            form.retry.click(check_api, inputs=[page.saved_token], **quiet),
+            gr.on([form.submit.click, form.secret.submit, form.username.submit], sign_in, inputs=[form.username, form.secret], **quiet)]
