@@ -2,6 +2,9 @@
 
 Every api process runs the loop; a lease in Redis (a key with a TTL, renewed each round by its
 holder) lets one of them act, and another takes over within a few rounds when the holder stops.
+The holder waits for the next round on `NUDGE_KEY` rather than sleeping: whatever makes work for
+it (a job to file, a batch created or cancelled) pushes there, so a batch starts and ends, and a
+conversation's answer is filed, without waiting out the interval.
 """
 
 import asyncio
@@ -14,6 +17,7 @@ from redis.asyncio import Redis as AsyncRedis
 from redis.exceptions import RedisError
 
 from api.background import running
+from hearth.contract import NUDGE_KEY
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +38,14 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
 Round = Callable[[], Awaitable[None]]
 
 
+async def nudge(redis: AsyncRedis) -> None:
+    """Starts the housekeeping round now (see the module's doc); one pending nudge is enough."""
+    async with redis.pipeline(transaction=True) as pipe:
+        pipe.lpush(NUDGE_KEY, 1)
+        pipe.ltrim(NUDGE_KEY, 0, 0)
+        await pipe.execute()
+
+
 @asynccontextmanager
 async def housekeeping(redis: AsyncRedis, rounds: Sequence[Round], interval_s: float) -> AsyncIterator[None]:
     """Runs each of `rounds` every `interval_s` while this process holds the lease, for as long
@@ -47,6 +59,8 @@ async def housekeeping(redis: AsyncRedis, rounds: Sequence[Round], interval_s: f
                 if await redis.eval(_TAKE_LUA, 1, LEASE_KEY, token, ttl_ms):
                     for round_ in rounds:
                         await round_()
+                    await redis.blpop([NUDGE_KEY], timeout=interval_s)  # the interval, or less when nudged
+                    continue
             except RedisError as exc:
                 log.warning("housekeeping round failed: %s", exc)
             except Exception:

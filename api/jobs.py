@@ -22,6 +22,7 @@ from hearth.contract import (
     CANCEL_CHANNEL,
     FINAL_EVENTS,
     GENERATE_FUNC,
+    METRICS_KEY,
     START_ID,
     ErrorCode,
     ErrorEvent,
@@ -47,6 +48,7 @@ from hearth.contract import (
 )
 from hearth.lifecycle import JobStatus, apply_events_args, redis_seconds
 from hearth.logs import bind
+from hearth.metrics import ModelCounter, model_field
 from hearth.redis_client import stream_entries, text, text_hash
 
 log = logging.getLogger(__name__)
@@ -148,7 +150,8 @@ class JobService:
     async def wait_estimate(self, queue: str, position: int) -> float | None:
         """Seconds until the job at `position` starts: the remaining tokens of the jobs running
         on the workers that serve the queue's model and the budgets of the jobs ahead, at those
-        workers' recent speed; None before any speed is known."""
+        workers' recent speed, plus a load when none of them holds the model now; None before
+        any speed is known."""
         model = queue.partition(":")[2]
         workers = [w for w in await live_workers(self._redis) if model == ANY_MODEL or model in w.serves()]
         speed = sum(w.tps for w in workers)
@@ -160,7 +163,15 @@ class JobService:
         for rq_id in ahead:
             pipe.hget(job_key(job_of(text(rq_id))), "max_tokens")
         budgets = [int(b or 0) or default for b in await pipe.execute()]
-        return (sum(w.remaining for w in workers) + sum(budgets)) / speed
+        loaded = model == ANY_MODEL or any(model in w.loaded_models() for w in workers)
+        return (sum(w.remaining for w in workers) + sum(budgets)) / speed + (0.0 if loaded else await self._load_s(model))
+
+    async def _load_s(self, model: str) -> float:
+        """How long `model` took to load on average, as workers counted it (0 before its first
+        load: a loading event tells the waiting job when it starts)."""
+        loads, seconds = await self._redis.hmget(
+            METRICS_KEY, [model_field(ModelCounter.LOADS, model), model_field(ModelCounter.LOAD_SECONDS, model)])
+        return float(seconds) / int(loads) if loads and int(loads) and seconds else 0.0
 
     async def _retry_after(self, queue: str, position: int) -> int:
         eta = await self.wait_estimate(queue, position)

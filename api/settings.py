@@ -17,7 +17,7 @@ class ApiSettings(CommonSettings):
     default_model: str = Field("", description="Model that answers requests naming no served model; empty: those get 404 `model_not_found`.")
     model_memory_s: int = Field(86400, ge=0, description="How long a model stays routable after its last worker went away: requests for it wait for a worker instead of getting 404.")
     sse_ping_s: int = Field(15, ge=1, description="Keep-alive comment interval on idle event streams.")
-    housekeeping_interval_s: float = Field(0.5, gt=0, le=5, description="How often one api process looks for jobs of dead workers and chats past their queue deadline, and moves batches on.")
+    housekeeping_interval_s: float = Field(0.5, gt=0, le=5, description="Longest time between two rounds of the one api process that looks for jobs of dead workers and chats past their queue deadline, files answers and moves batches on (a round also starts at once when such work arrives).")
     batch_line_retries: int = Field(2, ge=0, le=10, description="Times a batch line is run again after its worker died; then it fails.")
     batch_slice: int = Field(2, ge=1, le=100, description="Batch lines waiting in each model's batch queue at once; the rest wait in Redis, fed in as lines finish.")
     batch_max_file_bytes: int = Field(32 * 2**20, ge=1024, description="Largest batch input file accepted (413 above).")

@@ -7,6 +7,7 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Sequence
 from functools import cached_property
 from pathlib import Path
 from types import TracebackType
@@ -44,6 +45,15 @@ def process_cpu_seconds(pid: int) -> float:
         return 0.0
     fields = stat[stat.rindex(")") + 2 :].split()  # after "pid (comm) "; utime, stime are fields 14, 15
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def end_tokens(model_path: str) -> dict[int, float]:
+    """A logit bias banning every end-of-generation token of the model (EOS, <|im_end|>…)."""
+    llama = load_vocab(model_path)
+    vocab = llama._model.vocab
+    eog = [t for t in range(llama.n_vocab()) if llama_cpp.llama_vocab_is_eog(vocab, t)]
+    assert llama.token_eos() in eog, "the model's EOS is not an end-of-generation token"
+    return {t: BAN for t in eog}
 
 
 class Rig:
@@ -87,10 +97,10 @@ class Rig:
         assert self._stack is not None, "use Rig as a context manager"
         return self._stack
 
-    def swap_worker(self, **env: str) -> None:
-        """Replace the worker with one started with `env` on top of the bench's settings."""
+    def swap_worker(self, unset: Sequence[str] = (), **env: str) -> None:
+        """Replace the worker with one started with `env` on top of the bench's settings, less `unset`."""
         self.stack.workers[0].stop()
-        fresh = self.stack.start_worker(wait=True, **env)
+        fresh = self.stack.start_worker(wait=True, unset=unset, **env)
         self.stack.workers[:] = [fresh]
 
     @property
@@ -127,12 +137,7 @@ class Rig:
 
     @cached_property
     def eog_ban(self) -> dict[int, float]:
-        """A logit bias banning every end-of-generation token of the model (EOS, <|im_end|>…)."""
-        llama = load_vocab(self.settings.model_path)
-        vocab = llama._model.vocab
-        eog = [t for t in range(llama.n_vocab()) if llama_cpp.llama_vocab_is_eog(vocab, t)]
-        assert llama.token_eos() in eog, "the model's EOS is not an end-of-generation token"
-        return {t: BAN for t in eog}
+        return end_tokens(self.settings.model_path)
 
     def cpu_seconds(self) -> dict[str, float]:
         """CPU time used so far (user + system, all threads) by each process of the bench."""

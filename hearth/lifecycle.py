@@ -11,7 +11,8 @@ Times are Redis's (`TIME`), never a host's own: a worker on another machine with
 is neither declared dead nor allowed to start a job past its deadline. A job's hash (written at
 enqueue, see `hearth.contract.JOB_KEY`) holds `status`, `<status>_at` times, the running
 `worker`, the `not_after` start deadline and, for jobs whose end somebody must act on (a batch
-line, a conversation turn), a `sink`: their ids go onto `ENDED_KEY` as they end.
+line, a conversation turn), a `sink`: their ids go onto `ENDED_KEY` as they end, and
+`NUDGE_KEY` wakes the api's housekeeping to file them.
 """
 
 import json
@@ -23,6 +24,7 @@ from pydantic import BaseModel
 
 from hearth.contract import (
     ENDED_KEY,
+    NUDGE_KEY,
     RUNNING_KEY,
     DoneEvent,
     ErrorCode,
@@ -100,6 +102,8 @@ local function apply(new, event)
       if opts.count then redis.call('HINCRBY', job, opts.count, 1) end
     elseif new ~= 'queued' and new ~= 'running' and redis.call('HEXISTS', job, 'sink') == 1 then
       redis.call('RPUSH', KEYS[5], opts.id)
+      redis.call('LPUSH', KEYS[6], 1)
+      redis.call('LTRIM', KEYS[6], 0, 0)
     end
   end
   if not lines then
@@ -137,7 +141,7 @@ return n
 # out events. Returns the status the job is in afterwards (or false when it is gone).
 START_LUA = _PRELUDE + """
 local not_after = tonumber(redis.call('HGET', job, 'not_after') or '')
-if redis.call('EXISTS', KEYS[6]) == 1 then
+if redis.call('EXISTS', KEYS[7]) == 1 then
   apply('running', ARGV[2]); apply('cancelled', ARGV[3])
 elseif not_after and tonumber(now) > not_after then
   apply('running', ARGV[2]); apply('timed_out', ARGV[4])
@@ -150,7 +154,7 @@ return redis.call('HGET', job, 'status')
 
 
 def _keys(job_id: str) -> list[str]:
-    return [job_key(job_id), events_key(job_id), live_channel(job_id), RUNNING_KEY, ENDED_KEY]
+    return [job_key(job_id), events_key(job_id), live_channel(job_id), RUNNING_KEY, ENDED_KEY, NUDGE_KEY]
 
 
 def _options(job_id: str, ttl_s: int, worker: str = "", push: tuple[str, str] | None = None, count: str = "") -> str:
@@ -177,7 +181,7 @@ def apply_events_args(
     for event in events:
         status = status_of(event)
         keys_and_args += ["" if status is None else status.value, event.model_dump_json()]
-    return (APPLY_EVENTS_LUA, 5, *keys_and_args)
+    return (APPLY_EVENTS_LUA, 6, *keys_and_args)
 
 
 def start_args(job_id: str, worker: str, ttl_s: int, timed_out_message: str) -> EvalArgs:
@@ -188,7 +192,7 @@ def start_args(job_id: str, worker: str, ttl_s: int, timed_out_message: str) -> 
         ErrorEvent(code=ErrorCode.TIMEOUT, message=timed_out_message),
     ]
     keys_and_args = [*_keys(job_id), cancel_key(job_id), _options(job_id, ttl_s, worker), *(e.model_dump_json() for e in events)]
-    return (START_LUA, 6, *keys_and_args)
+    return (START_LUA, 7, *keys_and_args)
 
 
 def redis_seconds(time_reply: tuple[int, int] | list[int]) -> float:

@@ -7,7 +7,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Sequence
 from pathlib import Path
 
 import httpx
@@ -114,9 +114,11 @@ class Stack:
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.api_port}/v1"
 
-    def start_worker(self, wait: bool = True, **env: str) -> Process:
+    def start_worker(self, wait: bool = True, unset: Sequence[str] = (), **env: str) -> Process:
+        """A worker with the stack's settings, `env` on top, less the variables named in `unset`."""
         name = f"test-worker-{len(self.workers)}-{time.monotonic_ns()}"
-        proc = Process("worker", [sys.executable, "-m", "worker"], {**self.env, "WORKER_NAME": name, **env}, self.log_dir)
+        given = {k: v for k, v in {**self.env, "WORKER_NAME": name, **env}.items() if k not in unset}
+        proc = Process("worker", [sys.executable, "-m", "worker"], given, self.log_dir)
         self.workers.append(proc)
         if wait:
             wait_for(lambda: bool(self.redis.exists(f"hearth:worker:{name}")), 60, "the worker's model", proc)

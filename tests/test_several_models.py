@@ -9,6 +9,8 @@ from typing import Any
 
 import httpx
 
+from hearth.contract import METRICS_KEY
+from hearth.metrics import ModelCounter, model_field
 from tests.chats import BackgroundChat, chat_body
 from tests.stack import BUSY, MODEL, Process, Stack, wait_for
 from tests.test_metrics import scrape, value
@@ -87,6 +89,26 @@ def test_two_models_asked_in_turn_are_served_in_runs_of_swap_after_jobs(make_sta
     # what is left. 3 swaps, where taking the jobs in the order asked would swap 5 times.
     assert order == [MODEL, MODEL, MISTRAL, MISTRAL, MODEL, MISTRAL]
     assert len(worker_lines(worker, "model loaded")) == 4  # at start, then per swap
+
+
+def test_the_wait_for_a_model_no_worker_holds_counts_its_load(make_stack, mistral_tiny: str) -> None:
+    s, _ = two_model_stack(make_stack, mistral_tiny)
+    assert ask(s, MODEL).join().error is None  # the worker knows its speed now
+    # As if Mistral were a big model on a slow disk: its two loads so far took 300 s.
+    s.redis.hset(METRICS_KEY, mapping={model_field(ModelCounter.LOADS, MISTRAL): 2, model_field(ModelCounter.LOAD_SECONDS, MISTRAL): 300})
+    busy = BackgroundChat(s, {**BUSY, "model": MODEL, "max_tokens": 400, "stream": True})
+    busy.wait_for_text()
+    waiting = {model: ask(s, model) for model in (MISTRAL, MODEL)}
+    def estimates(chat: BackgroundChat) -> list[float]:
+        return [e["eta_s"] for e in chat.events if e["type"] == "queued" and e["eta_s"] is not None]
+
+    for chat in waiting.values():
+        chat.wait("an estimate", lambda: bool(estimates(chat)))  # noqa: B023 -- called before the loop moves on
+    eta = {model: estimates(chat)[0] for model, chat in waiting.items()}
+    busy.cancel()
+    assert eta[MISTRAL] >= 150 > eta[MODEL]  # SmolLM2 is in memory: its wait is the busy chat's tokens alone
+    for chat in waiting.values():
+        assert chat.join().error is None
 
 
 def first_with_jobs(turns: Turns, loaded: list[str], waiting: set[str]) -> str:

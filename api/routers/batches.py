@@ -6,8 +6,9 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from api.batches import ENDPOINTS, BatchInfo, BatchStore, window_seconds
-from api.dependencies import Batches, CurrentUser, Files, Settings
+from api.dependencies import Batches, CurrentUser, Files, RedisDep, Settings
 from api.errors import HearthError, error_responses
+from api.housekeeping import nudge
 
 router = APIRouter(prefix="/v1/batches", tags=["batches"], responses=error_responses(400, 401, 404, 413, 500, 503))
 
@@ -37,7 +38,8 @@ async def _owned(batches: BatchStore, batch_id: str, owner: str) -> BatchInfo:
 
 
 @router.post("")
-async def create_batch(body: BatchRequest, user: CurrentUser, batches: Batches, files: Files, settings: Settings) -> dict[str, object]:
+async def create_batch(body: BatchRequest, user: CurrentUser, batches: Batches, files: Files, settings: Settings,
+                       redis: RedisDep) -> dict[str, object]:
     if body.endpoint not in ENDPOINTS:
         raise HearthError(400, f"Hearth runs batches of {' and '.join(ENDPOINTS)} only.", param="endpoint")
     window_s = window_seconds(body.completion_window, settings.batch_longest_window_s)
@@ -45,6 +47,7 @@ async def create_batch(body: BatchRequest, user: CurrentUser, batches: Batches, 
     if source is None or source.purpose != "batch":
         raise HearthError(400, f"No batch input file {body.input_file_id!r}: upload one with purpose 'batch'.", param="input_file_id")
     batch = await batches.create(user.name, body.endpoint, body.input_file_id, body.completion_window, window_s, body.metadata)
+    await nudge(redis)  # validated and fed now, not at the next round
     return batch.dump()
 
 
@@ -64,8 +67,9 @@ async def retrieve_batch(batch_id: str, user: CurrentUser, batches: Batches) -> 
 
 
 @router.post("/{batch_id}/cancel")
-async def cancel_batch(batch_id: str, user: CurrentUser, batches: Batches) -> dict[str, object]:
+async def cancel_batch(batch_id: str, user: CurrentUser, batches: Batches, redis: RedisDep) -> dict[str, object]:
     """Answers at once in `cancelling`; the batch runner stops its lines and ends it."""
     await _owned(batches, batch_id, user.name)
     await batches.move(batch_id, "cancelling", "validating", "in_progress")
+    await nudge(redis)
     return (await _owned(batches, batch_id, user.name)).dump()
