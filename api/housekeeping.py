@@ -2,9 +2,9 @@
 
 Every api process runs the loop; a lease in Redis (a key with a TTL, renewed each round by its
 holder) lets one of them act, and another takes over within a few rounds when the holder stops.
-The holder waits for the next round on `NUDGE_KEY` rather than sleeping: whatever makes work for
-it (a job to file, a batch created or cancelled) pushes there, so a batch starts and ends, and a
-conversation's answer is filed, without waiting out the interval.
+Between rounds the holder watches `NUDGE_KEY`: whatever makes work for it (a job to file, a
+batch created or cancelled) pushes there, so a batch starts and ends, and a conversation's
+answer is filed, without waiting out the interval.
 """
 
 import asyncio
@@ -22,6 +22,7 @@ from hearth.contract import NUDGE_KEY
 log = logging.getLogger(__name__)
 
 LEASE_KEY = "hearth:housekeeping:lease"
+NUDGE_POLL_S = 0.02
 
 # Take or keep the lease: ours if free or already ours. KEYS: the lease; ARGV: token, TTL (ms).
 _TAKE_LUA = """
@@ -46,6 +47,16 @@ async def nudge(redis: AsyncRedis) -> None:
         await pipe.execute()
 
 
+async def until_nudged(redis: AsyncRedis, longest_s: float) -> None:
+    """Returns when nudged, or after `longest_s`. Polls rather than blocking in BLPOP: a blocked
+    read that is cancelled (the api stopping) can swallow the cancellation in redis-py 8 on
+    Python 3.11, and the api would never stop; an LPOP every few ms costs Redis nothing."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + longest_s
+    while not await redis.lpop(NUDGE_KEY) and loop.time() < deadline:
+        await asyncio.sleep(min(NUDGE_POLL_S, max(0.0, deadline - loop.time())))
+
+
 @asynccontextmanager
 async def housekeeping(redis: AsyncRedis, rounds: Sequence[Round], interval_s: float) -> AsyncIterator[None]:
     """Runs each of `rounds` every `interval_s` while this process holds the lease, for as long
@@ -59,7 +70,7 @@ async def housekeeping(redis: AsyncRedis, rounds: Sequence[Round], interval_s: f
                 if await redis.eval(_TAKE_LUA, 1, LEASE_KEY, token, ttl_ms):
                     for round_ in rounds:
                         await round_()
-                    await redis.blpop([NUDGE_KEY], timeout=interval_s)  # the interval, or less when nudged
+                    await until_nudged(redis, interval_s)
                     continue
             except RedisError as exc:
                 log.warning("housekeeping round failed: %s", exc)

@@ -16,10 +16,15 @@ def items(client: openai.OpenAI, conv_id: str) -> list[Any]:
     return list(client.conversations.items.list(conv_id, order="asc"))
 
 
+def streamed_turn(conv_id: str, question: str, max_tokens: int) -> dict[str, Any]:
+    """A streamed chat turn stored in `conv_id`, its answer never ended early by the model."""
+    return {"model": "any", "messages": [{"role": "user", "content": question}], "max_tokens": max_tokens,
+            "logit_bias": NO_END, "stream": True, "conversation": conv_id}
+
+
 def test_a_turn_is_stored_whole_once_even_when_the_client_leaves_mid_answer(stack: Stack, client: openai.OpenAI) -> None:
     conv = client.conversations.create()
-    body = {"model": "any", "messages": [{"role": "user", "content": "Tell me about boats."}], "max_tokens": 60,
-            "logit_bias": NO_END, "stream": True, "conversation": conv.id}
+    body = streamed_turn(conv.id, "Tell me about boats.", 60)
     with httpx.stream("POST", f"{stack.base_url}/chat/completions", json=body, timeout=60) as r:
         job_id = r.headers["X-Job-Id"]
         for line in r.iter_lines():
@@ -36,8 +41,7 @@ def test_a_turn_is_stored_whole_once_even_when_the_client_leaves_mid_answer(stac
 
 def test_the_conversation_names_its_answer_in_progress_and_takes_no_second_question_meanwhile(stack: Stack, client: openai.OpenAI) -> None:
     conv = client.conversations.create()
-    body = {"model": "any", "messages": [{"role": "user", "content": "Tell me about ships."}], "max_tokens": 40,
-            "logit_bias": NO_END, "stream": True, "conversation": conv.id}
+    body = streamed_turn(conv.id, "Tell me about ships.", 40)
     with httpx.stream("POST", f"{stack.base_url}/chat/completions", json=body, timeout=60) as r:
         job_id = r.headers["X-Job-Id"]
         assert client.conversations.retrieve(conv.id).model_extra["hearth_job_id"] == job_id
