@@ -126,6 +126,7 @@ async def build_status(redis: AsyncRedis, viewer: User) -> dict[str, object]:
                     for w in workers],
         "recent": [r.model_dump(mode="json") for r in records[:RECENT_SHOWN]],
         "series": {
+            "sample_s": SAMPLE_S,
             "queue_depth": [json.loads(raw) for raw in depth_raw],
             "jobs": [{"t": r.finished_at, "outcome": r.outcome.value, "queue_wait_s": r.queue_wait_s, "ttft_s": r.ttft_s,
                       "tokens_per_s": r.tokens_per_s} for r in hour],

@@ -6,16 +6,20 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from datetime import datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Error as PlaywrightError
 from rq.job import Job
 
 from hearth.contract import RQ_SERIALIZER
 from tests.sse import job_events
 from tests.stack import ROOT, Process, RedisServer, Stack, add_user, free_port, serve, wait_for
+from ui.status import SPAN_S
 
 pytestmark = pytest.mark.browser
 
@@ -109,8 +113,8 @@ def new_page(browser: Browser) -> Iterator[Callable[..., Page]]:
     """Opens a page in a browser context of its own: its own cookies and storage, its own ui session."""
     contexts = []
 
-    def open_(url: str, width: int = 1000, height: int = 800) -> Page:
-        context = browser.new_context(viewport={"width": width, "height": height})
+    def open_(url: str, width: int = 1000, height: int = 800, timezone: str | None = None) -> Page:
+        context = browser.new_context(viewport={"width": width, "height": height}, timezone_id=timezone)
         contexts.append(context)
         page = context.new_page()
         page.set_default_timeout(30_000)
@@ -506,6 +510,62 @@ def test_batch_tab_runs_a_prompt_file_and_offers_the_answers(ui: Ui, stack: Stac
     assert body["request_counts"] == {"total": 3, "completed": 3, "failed": 0}
     answers = httpx.get(f"{stack.base_url}/files/{body['output_file_id']}/content", timeout=5).text.splitlines()
     assert sorted(json.loads(a)["custom_id"] for a in answers) == ["line-1", "line-3", "line-4"]
+
+
+# Each Vega plot of the Status tab (drawn as SVG), by its title: axis titles and labels, legend
+# entries, and how many points it draws.
+STATUS_PLOTS = """() => Object.fromEntries([...document.querySelectorAll('#hearth-main svg')]
+  .filter(svg => svg.querySelector('.role-title-text')).map(svg => {
+    const texts = selector => [...svg.querySelectorAll(selector)].map(t => t.textContent);
+    return [texts('.role-title-text text')[0], {
+      axes: texts('.role-axis-title text'),
+      x: texts('.role-axis[aria-label^="X-axis"] .role-axis-label text'),
+      y: texts('.role-axis[aria-label^="Y-axis"] .role-axis-label text'),
+      legend: svg.querySelector('.role-legend')?.getAttribute('aria-label'),  // names each entry in full
+      entries: texts('.role-legend-label text'),
+      points: svg.querySelectorAll('.mark-symbol path').length}];
+  }))"""
+DEPTH, SPEED, FIRST = "Waiting jobs (last hour)", "Generation speed (last hour)", "Time to first token (last hour)"
+
+
+def afternoon_zone() -> ZoneInfo:
+    """A time zone where it is afternoon now: there a 12-hour clock would read 01:15, not 13:15,
+    and the last hour does not cross midnight."""
+    zones = ("America/Los_Angeles", "America/New_York", "Europe/Berlin", "Asia/Kolkata", "Asia/Tokyo", "Pacific/Auckland")
+    return next(zone for zone in map(ZoneInfo, zones) if 13 <= datetime.now(zone).hour <= 22)
+
+
+def test_status_plots_name_their_units_queues_and_local_times(ui: Ui, stack: Stack, new_page: Callable[..., Page], log_dir: Path) -> None:
+    chat = {"messages": [{"role": "user", "content": "Say hi."}], "max_tokens": 4}
+    assert httpx.post(f"{stack.base_url}/chat/completions", json=chat, timeout=REPLY_S).status_code == 200
+    zone = afternoon_zone()
+    page = new_page(ui.url, timezone=zone.key)  # the browser draws times in its own zone
+    page.get_by_role("tab", name="Status").click()
+    try:
+        page.wait_for_function(f"() => {{ const plots = ({STATUS_PLOTS})(); return plots['{SPEED}']?.points > 0 "
+                               f"&& plots['{DEPTH}']?.entries.length > 1; }}", timeout=30_000)
+    except PlaywrightError as exc:  # say what the plots showed instead
+        raise AssertionError(f"{exc}\nthe plots: {page.evaluate(STATUS_PLOTS)}") from None
+    finally:
+        page.screenshot(path=str(log_dir / "ui-status.png"))
+    plots = page.evaluate(STATUS_PLOTS)
+    status = httpx.get(f"{stack.base_url}/status", timeout=10).json()
+
+    # Each axis names its unit; the queues' legend lists them by name, single series have none.
+    assert {title: plot["axes"] for title, plot in plots.items()} == {
+        DEPTH: ["local time", "jobs waiting"], SPEED: ["local time", "tokens/s"], FIRST: ["local time", "seconds"]}
+    queues = list(status["queues"])
+    assert plots[DEPTH]["legend"].endswith(f" {len(queues)} values: {', '.join(queues)}") and len(plots[DEPTH]["entries"]) == len(queues)
+    assert plots[SPEED]["legend"] is plots[FIRST]["legend"] is None
+    for title, field in ((SPEED, "tokens_per_s"), (FIRST, "ttft_s")):  # a point per job measured
+        assert plots[title]["points"] == sum(job[field] is not None for job in status["series"]["jobs"]) > 0
+    # Times are the browser's local time on a 24-hour clock, over the last hour.
+    now = time.time()
+    first, last = (datetime.fromtimestamp(t, zone).strftime("%H:%M") for t in (now - SPAN_S - 60, now + 120))
+    for title, plot in plots.items():
+        assert plot["y"], f"{title}: no y labels"
+        assert plot["x"] and all(re.fullmatch(r"\d\d:\d\d", x) and first <= x <= last for x in plot["x"]), (
+            f"{title}: x labels {plot['x']}, expected {first}..{last} ({zone.key})")
 
 
 # Conversations: the sidebar, and nothing lost on a reload or a switch.

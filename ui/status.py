@@ -13,13 +13,20 @@ import pandas as pd
 from ui.client import ApiError, HearthClient
 
 REFRESH_S = 5.0
+SPAN_S = 3600  # the plots show the last hour (what the api keeps)
+# The api samples queue depth every `series.sample_s`; a slot or two can be skipped (its loop
+# sleeps after the work), more missing means no api sampled: the line breaks there.
+GAP_SAMPLES = 3
 TAB = "Status"
 CLOSED = "Open this tab to see the queue."
 
 QUEUE_COLUMNS = ["position", "queue", "user", "waiting (s)", "job"]
 RECENT_COLUMNS = ["finished", "user", "outcome", "queue wait (s)", "first token (s)", "tokens/s", "prompt tokens", "cached", "completion tokens", "job"]
+# Local time (the browser's) on a 24-hour clock.
+TIME_AXIS: dict[str, Any] = {"x_title": "local time", "x_axis_format": "%H:%M", "height": 220}
 Status = dict[str, Any]
-Views = tuple[str, pd.DataFrame, pd.DataFrame, pd.DataFrame, pd.DataFrame, pd.DataFrame]
+Plots = tuple[gr.LinePlot, gr.ScatterPlot, gr.ScatterPlot]
+Views = tuple[str, pd.DataFrame, pd.DataFrame, gr.LinePlot, gr.ScatterPlot, gr.ScatterPlot]
 
 
 def _clock(unix: float | None) -> str:
@@ -31,7 +38,9 @@ def _num(value: float | None, digits: int = 1) -> float | None:
 
 
 def _times(values: list[float]) -> pd.Series:
-    return pd.to_datetime(pd.Series(values, dtype="float64"), unit="s")  # UTC; the browser shows local time
+    # Instants (UTC); Gradio sends them as epoch ms and the browser's Vega draws them in its local
+    # time, the household's. A naive local time would be shifted twice.
+    return pd.to_datetime(pd.Series(values, dtype="float64"), unit="s", utc=True)
 
 
 def summary(status: Status) -> str:
@@ -65,13 +74,19 @@ def recent_table(status: Status) -> pd.DataFrame:
 
 
 def depth_series(status: Status) -> pd.DataFrame:
-    samples = status["series"]["queue_depth"]
+    """Waiting jobs per queue; where no api sampled for `GAP_SAMPLES` periods (none ran), a row
+    without a value in the middle of the gap breaks each queue's line there."""
+    series = status["series"]
+    gap_s = GAP_SAMPLES * series["sample_s"]
     queues = list(status["queues"])
-    return pd.DataFrame({
-        "time": _times([s["t"] for s in samples for _ in queues]),
-        "queue": [q for _ in samples for q in queues],
-        "waiting": [s.get(q, 0) for s in samples for q in queues],
-    })
+    rows: list[tuple[float, str, float | None]] = []
+    for before, sample in zip([None, *series["queue_depth"]], series["queue_depth"]):
+        if before is not None and sample["t"] - before["t"] > gap_s:
+            rows += [((before["t"] + sample["t"]) / 2, q, None) for q in queues]
+        rows += [(sample["t"], q, sample.get(q, 0)) for q in queues]
+    frame = pd.DataFrame(rows, columns=["time", "queue", "waiting"]).astype({"queue": "string", "waiting": "float64"})
+    frame["time"] = _times(frame["time"].tolist())
+    return frame
 
 
 def job_series(status: Status, field: str, column: str) -> pd.DataFrame:
@@ -79,14 +94,31 @@ def job_series(status: Status, field: str, column: str) -> pd.DataFrame:
     return pd.DataFrame({"time": _times([p["t"] for p in points]), column: [float(p[field]) for p in points]})
 
 
+def _top(values: pd.Series, least: float) -> float:
+    """The top of a y axis from zero: a margin above the highest mark, which Vega would clip."""
+    return max([least, *(1.1 * values.dropna())])
+
+
+def plots(status: Status) -> Plots:
+    """The plots over the whole last hour, whatever the data covers, so that the time axis reads
+    the same each time. A new span also makes Gradio redraw a plot rather than only swap its data,
+    which keeps the legend's queues those of the data."""
+    span = [status["now"] - SPAN_S, status["now"] + SPAN_S / 60]  # a margin: Vega clips a mark on the edge
+    depth = depth_series(status)
+    speed, first = job_series(status, "tokens_per_s", "tokens/s"), job_series(status, "ttft_s", "seconds")
+    # Vega draws about one tick per 40 px: on a 0..4 scale or more, the ticks are whole jobs.
+    return (gr.LinePlot(depth, x_lim=span, y_lim=[0, _top(depth["waiting"], 4)]),
+            gr.ScatterPlot(speed, x_lim=span, y_lim=[0, _top(speed["tokens/s"], 1)]),
+            gr.ScatterPlot(first, x_lim=span, y_lim=[0, _top(first["seconds"], 1)]))
+
+
 def views(status: Status) -> Views:
-    return (summary(status), queue_table(status), recent_table(status), depth_series(status),
-            job_series(status, "tokens_per_s", "tokens/s"), job_series(status, "ttft_s", "seconds"))
+    return (summary(status), queue_table(status), recent_table(status), *plots(status))
 
 
 def empty_views(message: str) -> Views:
-    nothing: Status = {"workers": [], "queues": {}, "running": [], "queued": [], "recent": [],
-                       "series": {"queue_depth": [], "jobs": []}}
+    nothing: Status = {"now": time.time(), "workers": [], "queues": {}, "running": [], "queued": [], "recent": [],
+                       "series": {"queue_depth": [], "jobs": [], "sample_s": 0}}
     return (message, *views(nothing)[1:])
 
 
@@ -115,10 +147,13 @@ def status_tab(client: HearthClient, api_key: gr.State, tabs: gr.Tabs) -> Status
     """The tab, added inside `tabs` (being built); it polls only while it is the open one."""
     with gr.Tab(TAB) as tab:
         overview = gr.Markdown(CLOSED)
+        # A line for the sampled queue depth, full width for its legend (a queue a line); a point per
+        # job for what is measured once a job (a line between two jobs would invent the speed in between).
+        depth = gr.LinePlot(x="time", y="waiting", color="queue", title="Waiting jobs (last hour)",
+                            y_title="jobs waiting", color_title="queue", **TIME_AXIS)
         with gr.Row():
-            depth = gr.LinePlot(x="time", y="waiting", color="queue", title="Waiting jobs (last hour)", height=220)
-            speed = gr.LinePlot(x="time", y="tokens/s", title="Generation speed, tokens/s", height=220)
-            first = gr.LinePlot(x="time", y="seconds", title="Time to first token, s", height=220)
+            speed = gr.ScatterPlot(x="time", y="tokens/s", title="Generation speed (last hour)", y_title="tokens/s", **TIME_AXIS)
+            first = gr.ScatterPlot(x="time", y="seconds", title="Time to first token (last hour)", y_title="seconds", **TIME_AXIS)
         queue = gr.Dataframe(value=pd.DataFrame(columns=QUEUE_COLUMNS), label="Queue", interactive=False)
         recent = gr.Dataframe(value=pd.DataFrame(columns=RECENT_COLUMNS), label="Recent jobs", interactive=False)
         timer = gr.Timer(REFRESH_S, active=False)
