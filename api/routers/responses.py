@@ -38,8 +38,9 @@ SSE: dict[int | str, dict[str, Any]] = {200: {"description": "A `response`, or w
 CANCEL_WAIT_S = 5.0  # a cancelled job ends within a token; the answer shows it ended
 
 
-def _not_found(resp_id: str, param: str = "response_id") -> HearthError:
-    return HearthError(404, f"No response {resp_id!r}.", "not_found_error", "response_not_found", param)
+def _not_found(resp_id: str, param: str = "response_id", why: str = "") -> HearthError:
+    message = f"The response {resp_id!r} {why}." if why else f"No response {resp_id!r}."
+    return HearthError(404, message, "not_found_error", "response_not_found", param)
 
 
 async def _record(store: ResponseStore, user: User, resp_id: str, param: str = "response_id") -> StoredResponse:
@@ -59,7 +60,7 @@ async def _current(jobs: JobService, record: StoredResponse) -> dict[str, Any]:
     job = await jobs.get(record.job_id)
     answer = await jobs.answer(record.job_id)
     if job is None or (answer.final is None and job.status not in (JobStatus.QUEUED, JobStatus.RUNNING)):
-        raise HearthError(404, f"The response {record.id!r} has expired.", "not_found_error", "response_not_found", "response_id")
+        raise _not_found(record.id, why="has expired")
     if answer.final is not None:
         return ended(record, answer.text, answer.final)
     return response_object(record, job.status, answer.text, None)
@@ -176,7 +177,7 @@ async def get_response(
         return JSONResponse(await _current(jobs, record))
     job = await jobs.get(record.job_id)
     if job is None and record.outcome is None:
-        raise HearthError(404, f"The response {record.id!r} has expired.", "not_found_error", "response_not_found", "response_id")
+        raise _not_found(record.id, why="has expired")
     after = -1 if starting_after is None else starting_after
     return EventSourceResponse(_stream(jobs, job, record, after, lambda: bool(request.app.state.draining), False),
                                ping=settings.sse_ping_s, headers={"X-Job-Id": record.job_id})
