@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 BIG_PRESET = "mistral-7b"
 BENCH_USER = "bench-models"
 PROMPT = "Write a short note about the weather."
+OTHER_PROMPT = "Write a short note about the harbour."  # as long: the loaded run's prompt is not in the cache
 
 
 @dataclass(frozen=True)
@@ -37,7 +38,7 @@ class Served:
     load_s: float  # the worker's own count of the swap's load (hearth_model_load_seconds)
     rss_mb: float  # the worker's resident memory with this model loaded (the other unloaded)
     swapped: Run  # the first request, which waited for the swap
-    warm: Run  # the same request again, the model loaded
+    warm: Run  # as long a request, the model loaded
     local: Run | None  # in-process, same body
 
 
@@ -51,8 +52,8 @@ def rss_mb(pid: int) -> float:
     return kb / 1024 if kb is not None else float("nan")
 
 
-def body(model: str, tokens: int, seed: int, path: Path) -> dict[str, Any]:
-    return {"model": model, "messages": [{"role": "user", "content": PROMPT}], "max_tokens": tokens, "temperature": 0.0,
+def body(model: str, tokens: int, seed: int, path: Path, prompt: str = PROMPT) -> dict[str, Any]:
+    return {"model": model, "messages": [{"role": "user", "content": prompt}], "max_tokens": tokens, "temperature": 0.0,
             "seed": seed, "logit_bias": {str(t): b for t, b in end_tokens(str(path)).items()}}
 
 
@@ -68,16 +69,19 @@ class ModelsResult:
             local = f"{s.local.decode_tps:.2f}" if s.local else "-"
             ratio = f"{s.warm.decode_tps / s.local.decode_tps:.3f}" if s.local else "-"
             rows.append([s.model, f"{s.load_s:.2f}", f"{s.rss_mb:.0f}", f"{1000 * s.swapped.ttft_s:.0f}",
-                         f"{1000 * s.warm.ttft_s:.0f}", f"{swap_ms:.0f}", f"{s.warm.decode_tps:.2f}", local, ratio])
+                         f"{1000 * s.warm.ttft_s:.0f}", f"{swap_ms:.0f}", f"{s.swapped.prompt_tokens}/{s.swapped.cached_tokens}, "
+                         f"{s.warm.prompt_tokens}/{s.warm.cached_tokens}", f"{s.warm.decode_tps:.2f}", local, ratio])
         return table(
             f"models: one worker, two models, a memory budget that holds one (MODEL_MEMORY_BUDGET_MB=0); "
             f"{self.tokens} tokens per request, end tokens banned, temperature 0",
             ["model", "load s", "worker RSS MB", "TTFT swapping in ms", "TTFT loaded ms", "swap cost ms",
-             "tok/s stack", "tok/s in-process", "ratio"],
+             "prompt/cached", "tok/s stack", "tok/s in-process", "ratio"],
             rows,
             ["load s: the worker's hearth_model_load_seconds for that swap (unloading the other model is in the "
-             "swap cost, not here); swap cost: first token swapping in minus first token loaded; RSS counts the "
-             "model's pages the worker has touched (llama.cpp maps the file)"],
+             "swap cost, not here); swap cost: first token swapping in minus first token of an as long prompt, loaded (prompt/cached tokens of the two); RSS counts the "
+             "model's pages the worker has touched (llama.cpp maps the file)",
+             *(f"{s.model} swapping in, where the first token's time went: "
+               + ", ".join(f"{name} {ms:.0f} ms" for name, ms in s.swapped.phases_ms.items()) for s in self.served)],
         )
 
 
@@ -113,7 +117,7 @@ def run(rig: Rig, tokens: int, seed: int) -> ModelsResult:
             load_s = _wait_loaded(rig, model_id, before)
             rss = rss_mb(rig.stack.workers[0].popen.pid)
             log.info("models: %s, loaded", model_id)
-            warm = through_stack(rig, client, request)
+            warm = through_stack(rig, client, body(model_id, tokens, seed, path, OTHER_PROMPT))
             served.append(Served(model_id, load_s, rss, swapped, warm, None))
     finally:
         client.close()

@@ -109,9 +109,9 @@ class Engine:
         self.cache = StateCache(self.llama, settings.state_cache_mb * 2**20)
         self.grammars = Grammars(vocab)
         # llama.cpp maps the file and reads each page on first use: one token evaluated now
-        # touches every layer's weights, so a load costs what it really costs here (the
-        # `loading` event's wait, the load metric, the wait estimates) and not in the first
-        # answer (a 7B-shaped model from a warm page cache: 0.9 s to load, 8.5 s more to page in).
+        # touches every layer's weights, so reading them (from disk, at its speed, when the page
+        # cache does not hold them) counts in the load (the `loading` event's wait, the load
+        # metric, the wait estimates), not in the first answer's silence.
         self.llama.eval([max(self.llama.token_bos(), 0)])
         self.llama.reset()
 
