@@ -21,7 +21,7 @@ CASES: dict[str, Callable[[Rig, argparse.Namespace], str]] = {
     "load": lambda rig, a: load.run(rig, a.users, a.chats, a.max_tokens, a.seed).render(),
     "context": lambda rig, a: context.run(rig, a.turns, a.max_tokens, a.seed).render(),
     "batch": lambda rig, a: batch.run(rig, a.lines, a.line_tokens, a.seed).render(),
-    "models": lambda rig, a: models.run(rig, a.model_tokens, a.seed).render(),  # last: it replaces the worker
+    "models": lambda rig, a: models.run(rig, a.model_tokens, a.seed, a.other_model).render(),  # last: it replaces the worker
 }
 
 
@@ -68,6 +68,8 @@ def parser() -> argparse.ArgumentParser:
     m = p.add_argument_group("models")
     m.add_argument("--model-tokens", type=at_least(2), default=16,
                    help="completion tokens per request; the 7B-shaped model makes about 2 a second on 2 cores (default: %(default)s)")
+    m.add_argument("--other-model", choices=PRESETS, default="mistral-7b",
+                   help="shapes of the model served beside the bench's own (default: %(default)s)")
     return p
 
 

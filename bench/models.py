@@ -26,7 +26,6 @@ from worker.settings import WorkerSettings
 
 log = logging.getLogger(__name__)
 
-BIG_PRESET = "mistral-7b"
 BENCH_USER = "bench-models"
 PROMPT = "Write a short note about the weather."
 OTHER_PROMPT = "Write a short note about the harbour."  # as long: the loaded run's prompt is not in the cache
@@ -100,8 +99,9 @@ def _wait_loaded(rig: Rig, model: str, before: float, timeout: float = 600) -> f
     return seconds
 
 
-def run(rig: Rig, tokens: int, seed: int) -> ModelsResult:
-    big = cached_shaped_gguf(BIG_PRESET)
+def run(rig: Rig, tokens: int, seed: int, preset: str) -> ModelsResult:
+    """`preset`: the shapes of the other model (tools/shaped_gguf.py)."""
+    big = cached_shaped_gguf(preset)
     small = Path(rig.settings.model_path)
     log.info("models: a worker with %s and %s, a budget for one", small.name, big.name)
     rig.swap_worker(unset=("MODEL_PATH", "MODEL_NAME"), MODELS=f"{small},{big}", MODEL_MEMORY_BUDGET_MB="0")

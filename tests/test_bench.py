@@ -9,7 +9,8 @@ import pytest
 
 from tests.stack import ROOT
 
-SMALLEST = ["--rounds", "1", "--tokens", "16", "--users", "2", "--chats", "1", "--max-tokens", "8", "--turns", "2"]
+SMALLEST = ["--rounds", "1", "--tokens", "16", "--users", "2", "--chats", "1", "--max-tokens", "8", "--turns", "2",
+            "--lines", "2", "--line-tokens", "8", "--model-tokens", "4", "--other-model", "mistral-tiny"]
 
 
 def number(pattern: str, text: str) -> float:
@@ -49,6 +50,14 @@ def test_bench_runs_every_case_and_prints_its_numbers() -> None:
     prompt, cache_on, cache_off = map(int, turn.groups())
     assert 0 < cache_on < cache_off <= prompt, turn.group(0)
     assert re.search(r"^last turn: cache on evaluates \d+ of \d+ prompt tokens, cache off \d+", out, re.MULTILINE), out
+
+    assert re.search(r"^batch \(completed\)\s+[\d.]+\s+\d+$", out, re.MULTILINE), out
+    assert number(r"^ratio batch/in-process: ([\d.]+)", out) > 0
+
+    # Both models loaded in turn on one worker: each row has its load time and the worker's memory.
+    for model in ("mistral-tiny-shaped", "SmolLM2"):
+        row = re.search(rf"^{model}\S*\s+([\d.]+)\s+(\d+)\s+(\d+)\s+(\d+)\s", out, re.MULTILINE)
+        assert row and all(float(v) > 0 for v in row.groups()), f"no {model} row in:\n{out}"
 
 
 def test_bench_rejects_an_unknown_case() -> None:
