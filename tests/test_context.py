@@ -125,12 +125,13 @@ def test_explicit_max_tokens_that_cannot_fit_is_400(small_window: Stack) -> None
     assert r.status_code == 400 and r.json()["error"]["code"] == "context_length_exceeded"
 
 
-def test_forty_turns_in_a_512_window(small_window: Stack, smol_512: Prompter) -> None:
+def test_twenty_long_turns_in_a_512_window(small_window: Stack, smol_512: Prompter) -> None:
     client = openai.OpenAI(base_url=small_window.base_url, api_key="x", max_retries=0, timeout=120)
     history = [{"role": "system", "content": SYSTEM}]
     trims = 0
-    for turn in range(40):
-        history.append({"role": "user", "content": f"Turn {turn}: name an animal and say one thing about it."})
+    for turn in range(20):  # about 55 tokens a turn: the window is full from the ninth on
+        history.append({"role": "user", "content": f"Turn {turn}: name an animal, say one thing about it, where it lives, "
+                                                    "what it eats and how long it usually lives in the wild."})
         raw = client.chat.completions.with_raw_response.create(model="any", messages=history, max_tokens=24, seed=turn)
         completion = raw.parse()
         answer = completion.choices[0].message.content or ""
@@ -146,7 +147,7 @@ def test_forty_turns_in_a_512_window(small_window: Stack, smol_512: Prompter) ->
             assert text_of(smol_512, plan.tokens).startswith(f"<|im_start|>system\n{SYSTEM}<|im_end|>")
             assert completion.usage.prompt_tokens == len(plan.tokens)
         history.append({"role": "assistant", "content": answer})
-    assert trims > 15, trims
+    assert trims >= 10, trims
 
 
 def test_stream_reports_trimming_as_a_comment_event(small_window: Stack) -> None:
