@@ -86,7 +86,9 @@ def create_app(settings: ApiSettings) -> FastAPI:
     app.openapi = lambda: honest_openapi(app)  # type: ignore[method-assign]  # FastAPI's documented way to replace the schema
     # An upload's multipart body is its file plus a little framing; the files router then
     # refuses a file over BATCH_MAX_FILE_BYTES itself, with a message that says so.
-    uploads = {"/v1/files": settings.batch_max_file_bytes + UPLOAD_FRAMING_BYTES}
+    # An export file brought back is one JSON body, larger than a chat's.
+    uploads = {"/v1/files": settings.batch_max_file_bytes + UPLOAD_FRAMING_BYTES,
+               "/v1/conversations/import": settings.conversation_import_bytes}
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes, paths=uploads)
     app.add_middleware(RequestContextMiddleware)  # outside the limit: a 413 is logged with its request id
     origins = [o.strip() for o in settings.cors_origins.split(",") if o.strip()]

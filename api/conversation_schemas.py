@@ -108,6 +108,11 @@ class UpdateConversation(BaseModel):
     metadata: Metadata | None  # required, as OpenAI's; null clears it
 
 
+class ConversationDefaults(BaseModel):
+    object: Literal["hearth.conversation_defaults"] = "hearth.conversation_defaults"
+    metadata: Metadata
+
+
 class CreateItems(BaseModel):
     model_config = ConfigDict(extra="ignore")
 

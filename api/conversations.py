@@ -35,6 +35,7 @@ ITEMS_KEY = CONVERSATION_KEY + ":items"  # hash: item id -> MessageItem JSON
 ORDER_KEY = CONVERSATION_KEY + ":order"  # sorted set: item id by position
 ANSWERS_KEY = CONVERSATION_KEY + ":answers"  # hash: job id -> id of the answer recorded for it
 INDEX_KEY = "hearth:convs:{owner}"  # sorted set: the owner's conversation ids by last activity (ms)
+DEFAULTS_KEY = INDEX_KEY + ":defaults"  # string: the metadata JSON the owner's new chats start with
 
 TITLE_CHARS = 60  # a title is the first user message's start: what a sidebar row shows
 SCAN_CHUNK = 50  # conversations read per round trip while searching or exporting
@@ -374,13 +375,21 @@ class ConversationStore:
                                        metadata=conv.metadata, activity_ms=conv.last_active_ms or _now_ms()) or 0
         return len(new), added
 
+    async def defaults(self, owner: str) -> dict[str, str]:
+        """The metadata the owner's new chats start with (their settings: a chat app's to read)."""
+        stored = await self._redis.get(DEFAULTS_KEY.format(owner=owner))
+        return json.loads(stored) if stored else {}
+
+    async def set_defaults(self, owner: str, metadata: dict[str, str]) -> None:
+        await self._redis.set(DEFAULTS_KEY.format(owner=owner), json.dumps(metadata))
+
     async def delete_owner(self, owner: str) -> int:
-        """Deletes every conversation of `owner` (their account is being deleted)."""
+        """Deletes every conversation of `owner`, and their defaults (their account is being deleted)."""
         index = INDEX_KEY.format(owner=owner)
         ids = members(await self._redis.zrange(index, 0, -1))
         async with self._redis.pipeline(transaction=False) as pipe:
             for conv_id in ids:
                 pipe.delete(*self._keys(owner, conv_id))
-            pipe.delete(index)
+            pipe.delete(index, DEFAULTS_KEY.format(owner=owner))
             await pipe.execute()
         return len(ids)

@@ -28,6 +28,7 @@ class ApiSettings(CommonSettings):
     conversations_per_user: int = Field(1000, ge=1, description="Conversations one user may keep on the server; creating or importing more gets 400.")
     conversation_items: int = Field(2000, ge=1, description="Messages one conversation may hold; adding more gets 400 (an answer to an accepted message is always kept).")
     conversation_text_chars: int = Field(100_000, ge=1, description="Longest text of one stored message, in characters; longer gets 400.")
+    conversation_import_bytes: int = Field(64 * 2**20, ge=1024, description="Largest body of a conversation import (an export file), in bytes; 413 above. Its own bound: one user's export outgrows `MAX_BODY_BYTES`.")
     # Limits on what one request may ask: refused (400/413) before anything is queued.
     max_body_bytes: int = Field(1_048_576, ge=1024, description="Largest request body in bytes; a larger one gets 413 while it is read, before it is parsed.")
     max_messages: int = Field(2048, ge=1, description="Most messages in one chat request.")

@@ -3,6 +3,7 @@ Hearth's list, search, export and import, privacy between users, caps, and persi
 
 import asyncio
 import itertools
+import json
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -180,6 +181,7 @@ def test_revoking_a_user_deletes_their_conversations(secured: Stack) -> None:
     for n in range(3):
         carol.conversations.create(items=[say("user", f"note {n}")])
     assert len(listed(carol).data) == 3
+    carol.post("/conversations/defaults", body={"metadata": {"system": "Be brief."}}, cast_to=object)
     revoke = [sys.executable, "-m", "api.cli", "users", "revoke", name]
     subprocess.run(revoke, env=secured.env, cwd=ROOT, capture_output=True, text=True, check=True)
     assert secured.redis.keys(f"*{name}*") == []  # nothing of theirs is left in Redis
@@ -215,6 +217,42 @@ def test_export_and_import_are_idempotent(secured: Stack) -> None:
     assert other.post("/conversations/import", body=exported, cast_to=object)["created"] == 2
     client.conversations.delete(first.id)
     assert other.conversations.retrieve(first.id).id == first.id
+
+
+def test_an_export_larger_than_a_request_body_imports(secured: Stack) -> None:
+    _, client = new_user(secured)
+    long = "x" * ApiSettings().conversation_text_chars
+    for n in range(11):
+        client.conversations.create(items=[say("user", f"{n} {long}"[: len(long)])])
+    exported = client.get("/conversations/export", cast_to=object)
+    body = json.dumps(exported).encode()
+    assert len(body) > ApiSettings().max_body_bytes
+    _, other = new_user(secured)
+    r = httpx.post(f"{secured.base_url}/conversations/import", content=body,
+                   headers={"Authorization": f"Bearer {other.api_key}", "Content-Type": "application/json"}, timeout=60)
+    assert r.status_code == 200 and r.json()["created"] == 11, r.text
+    too_big = httpx.post(f"{secured.base_url}/conversations", content=body,
+                         headers={"Authorization": f"Bearer {other.api_key}", "Content-Type": "application/json"})
+    assert too_big.status_code == 413  # the bound of every other body stands
+
+
+def test_defaults_for_new_chats_are_the_owners_own(secured: Stack) -> None:
+    _, ann = new_user(secured)
+    _, ben = new_user(secured)
+    assert ann.get("/conversations/defaults", cast_to=object) == {"object": "hearth.conversation_defaults", "metadata": {}}
+    chosen = {"system": "Answer in French.", "temperature": "0.2"}
+    saved = ann.post("/conversations/defaults", body={"metadata": chosen}, cast_to=object)
+    assert saved == {"object": "hearth.conversation_defaults", "metadata": chosen}
+    assert ann.get("/conversations/defaults", cast_to=object)["metadata"] == chosen
+    assert ben.get("/conversations/defaults", cast_to=object)["metadata"] == {}
+    assert ann.conversations.create().metadata == {}  # a client's new conversation is as it asks
+    for bad in ({"metadata": {"k": "v" * 513}}, {"metadata": {f"k{n}": "v" for n in range(17)}}, {}):
+        with pytest.raises(openai.BadRequestError) as err:
+            ann.post("/conversations/defaults", body=bad, cast_to=object)
+        assert err.value.param is not None and err.value.param.startswith("metadata"), err.value.body
+    assert ann.get("/conversations/defaults", cast_to=object)["metadata"] == chosen
+    ann.post("/conversations/defaults", body={"metadata": {}}, cast_to=object)
+    assert ann.get("/conversations/defaults", cast_to=object)["metadata"] == {}
 
 
 def test_bounds_get_openai_shaped_400s(secured: Stack) -> None:

@@ -4,6 +4,7 @@ import json
 import re
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from datetime import datetime
@@ -11,6 +12,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import httpx
+import openai
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 from playwright.sync_api import Error as PlaywrightError
@@ -62,9 +64,15 @@ RECORD_GROWTH = """() => {
 
 class Ui:
     def __init__(self, env: dict[str, str], log_dir: Path):
-        port = free_port()
-        self.url = f"http://127.0.0.1:{port}/"
-        self.proc = Process("ui", [sys.executable, "-m", "ui"], {**env, "UI_PORT": str(port), "LOG_FORMAT": "json"}, log_dir)
+        """A ui process; its state (its key for what browsers keep) in a temporary folder, not the repository's `.hearth`."""
+        self.port, self.data, self.log_dir = free_port(), Path(tempfile.mkdtemp(prefix="hearth-ui-")), log_dir
+        self.url = f"http://127.0.0.1:{self.port}/"
+        self.env = {**env, "UI_PORT": str(self.port), "LOG_FORMAT": "json", "HEARTH_DATA": str(self.data),
+                    "GRADIO_TEMP_DIR": str(self.data / "gradio")}
+        self.start()
+
+    def start(self) -> None:
+        self.proc = Process("ui", [sys.executable, "-m", "ui"], self.env, self.log_dir)
         wait_for(lambda: httpx.get(self.url).status_code == 200, 60, "the ui", self.proc)
 
     def log_lines(self) -> list[dict[str, object]]:
@@ -239,9 +247,13 @@ def test_waiting_request_shows_its_place_in_line(ui: Ui, stack: Stack, open_page
     with httpx.stream("POST", f"{stack.base_url}/chat/completions", json=body, timeout=60) as blocker:
         lines = blocker.iter_lines()
         first_token(lines)  # the worker is busy with the blocker now
-        send(page, "Hello!")
+        ahead = {**body, "max_tokens": 4}
+        with httpx.stream("POST", f"{stack.base_url}/chat/completions", json=ahead, timeout=60):  # queued once its headers are in
+            send(page, "Hello!")
+            expect(page.locator(BOT).last).to_contain_text("You are #2 in line", timeout=30_000)
+            page.screenshot(path=str(log_dir / "ui-chat-queued.png"))
+        # The one ahead left (its stream closed, the api cancelled it): one place up.
         expect(page.locator(BOT).last).to_contain_text("You are #1 in line", timeout=30_000)
-        page.screenshot(path=str(log_dir / "ui-chat-queued.png"))
     # Closing the blocker's stream makes the api cancel it; the waiting reply then starts.
     expect(page.locator(BOT).filter(has_text="You are #1 in line")).to_have_count(0, timeout=60_000)
     wait_for(lambda: ui.replies_ended() > ended, REPLY_S, "the reply to end", ui.proc)
@@ -745,3 +757,147 @@ def test_rename_search_delete_and_nobody_else_sees_them(secured: Stack, secured_
     expect(page.locator(BOT)).to_have_count(0)
     assert api(secured, key, f"/conversations/{fruit['id']}").status_code == 404
     no_error_details(page)
+
+
+EXPORT_ALL, EXPORT_CHAT, IMPORT, IMPORTED = "#hearth-export-all", "#hearth-export-chat", "#hearth-import", "#hearth-import-result"
+SYSTEM_PROMPT = "#hearth-system textarea"
+
+
+def all_chats(page: Page) -> None:
+    """Opens the sidebar's "All chats" section (export, import) if it is closed."""
+    if not page.locator(EXPORT_ALL).is_visible():
+        page.locator("#hearth-all-chats").get_by_text("All chats").click()
+    expect(page.locator(EXPORT_ALL)).to_be_visible()
+
+
+def download(page: Page, button: str, folder: Path) -> Path:
+    with page.expect_download() as got:
+        page.click(button)
+    saved = folder / got.value.suggested_filename
+    got.value.save_as(saved)
+    return saved
+
+
+def upload(page: Page, path: Path) -> None:
+    with page.expect_file_chooser() as chooser:
+        page.click(IMPORT)
+    chooser.value.set_files(path)
+
+
+def test_defaults_for_new_chats_and_export_then_import(secured: Stack, secured_ui: Ui, new_page: Callable[..., Page],
+                                                       tmp_path: Path) -> None:
+    key = add_user(secured, "noor")
+    noor = openai.OpenAI(base_url=secured.base_url, api_key=key, max_retries=0, timeout=30)
+    said = [{"type": "message", "role": "user", "content": "What is *AOF*?"},
+            {"type": "message", "role": "assistant", "content": "Redis's append-only file."}]
+    aof = noor.conversations.create(items=said)  # type: ignore[arg-type]
+    picnic = noor.conversations.create(items=[{"type": "message", "role": "user", "content": "Plan a picnic."}],
+                                       metadata={"title": "Picnic"})
+    page = new_page(secured_ui.url)
+    sign_in(page, "noor", key)
+    signed_in(page, "noor")
+    expect(page.locator(ROWS)).to_have_count(2)
+
+    # The settings of the open (new) chat become noor's defaults: every new chat starts with
+    # them, on any device; a conversation keeps its own.
+    this_chat(page)
+    page.fill(SYSTEM_PROMPT, "Answer like a pirate.")
+    page.fill(MAX_TOKENS, "64")
+    page.click("#hearth-save-defaults")
+    expect(page.locator(TOAST)).to_contain_text("New chats will start with these settings.")
+    assert api(secured, key, "/conversations/defaults").json()["metadata"] == {"system": "Answer like a pirate.", "max_tokens": "64"}
+    row(page, "Picnic").click()
+    expect(page.locator(CHATBOT)).to_contain_text("Plan a picnic.")
+    expect(page.locator(SYSTEM_PROMPT)).to_have_value("")
+    page.click(NEW_CHAT)
+    expect(page.locator(SYSTEM_PROMPT)).to_have_value("Answer like a pirate.")
+    expect(page.locator(MAX_TOKENS)).to_have_value("64")
+    laptop = new_page(secured_ui.url)
+    sign_in(laptop, "noor", key)
+    signed_in(laptop, "noor")
+    this_chat(laptop)
+    expect(laptop.locator(SYSTEM_PROMPT)).to_have_value("Answer like a pirate.")
+
+    # Export all (the file import takes) and one chat as Markdown, saved by the browser.
+    all_chats(page)
+    exported = download(page, EXPORT_ALL, tmp_path)
+    assert exported.name == "hearth-conversations.json"
+    assert [c["id"] for c in json.loads(exported.read_text())["conversations"]] == [picnic.id, aof.id]
+    row(page, "AOF").click()
+    expect(page.locator(CHATBOT)).to_contain_text("append-only file")
+    this_chat(page)
+    markdown = download(page, EXPORT_CHAT, tmp_path)
+    assert markdown.name == "What is AOF.md"
+    assert markdown.read_text().startswith("# What is *AOF*?\n") and "Redis's append-only file." in markdown.read_text()
+
+    # Deleted, then brought back by importing the export; importing it again adds nothing.
+    page.click("#hearth-delete")
+    expect(page.locator(ROWS)).to_have_count(1)
+    all_chats(page)
+    upload(page, exported)
+    expect(page.locator(IMPORTED)).to_have_text("Imported 2 conversations: 1 new, 2 messages added.")
+    expect(page.locator(ROWS)).to_have_count(2)
+    row(page, "AOF").click()
+    expect(page.locator(CHATBOT)).to_contain_text("append-only file")
+    upload(page, exported)
+    expect(page.locator(IMPORTED)).to_have_text("Imported 2 conversations: 0 new, 0 messages added.")
+    expect(page.locator(ROWS)).to_have_count(2)
+    assert [i["content"][0]["text"] for i in stored(secured, key, aof.id)] == [m["content"] for m in said]  # type: ignore[index]
+
+    not_an_export = tmp_path / "notes.json"
+    not_an_export.write_text('{"notes": ["milk"]}')
+    upload(page, not_an_export)
+    expect(page.locator(IMPORTED)).to_contain_text("⚠️")
+    expect(page.locator(ROWS)).to_have_count(2)
+    expect(page.locator(TOAST)).to_have_count(0, timeout=30_000)  # the defaults' note has gone, and no other came
+    no_error_details(page)
+    kept = [p for p in secured_ui.data.rglob("*") if p.is_file() and p.name != "ui-session-secret"]
+    assert not any(b"append-only" in p.read_bytes() for p in kept), kept  # the ui's disk keeps nobody's chats
+
+
+@pytest.mark.timeout(600)  # its own Redis, worker, api and ui, each started twice; two replies
+def test_restarting_redis_api_worker_and_ui_loses_no_conversation(log_dir: Path, new_page: Callable[..., Page]) -> None:
+    own = RedisServer(log_dir)
+    stack = Stack(own, 0, log_dir, AUTH="on", DEFAULT_MAX_TOKENS="16")
+    ui: Ui | None = None
+    try:
+        stack.start_worker()
+        stack.start_api()
+        ui = Ui(stack.env, log_dir)
+        key = add_user(stack, "ines")
+        page = new_page(ui.url)
+        sign_in(page, "ines", key)
+        signed_in(page, "ines")
+        ask(page, ui, "Name a bird.")
+        [conv] = api(stack, key, "/conversations").json()["data"]
+        wait_for(lambda: len(stored(stack, key, conv["id"])) == 2, 30, "the answer to be stored")
+        before = stored(stack, key, conv["id"])
+
+        ui.proc.stop()
+        stack.stop()
+        own.stop()  # Redis writes its append-only file as it goes: a stop loses nothing
+        own.start()
+        stack.start_api()
+        stack.start_worker()
+        ui.start()
+
+        page.reload()
+        signed_in(page, "ines")  # the session (in Redis) and the ui's key to the browser's copy outlived it
+        expect(row(page, "Name a bird.")).to_have_count(1)
+        wait_for(lambda: shows_the_end_of(page, before[1]["content"][0]["text"]), 30, "the open conversation, open again")  # type: ignore[index]
+        assert stored(stack, key, conv["id"]) == before
+
+        again = new_page(ui.url)  # another browser signs in anew and finds it too, and goes on with it
+        sign_in(again, "ines", key)
+        signed_in(again, "ines")
+        row(again, "Name a bird.").click()
+        expect(again.locator(CHATBOT)).to_contain_text("Name a bird.")
+        ask(again, ui, "And a fish?")
+        wait_for(lambda: len(stored(stack, key, conv["id"])) == 4, 30, "the new turn to be stored")
+        assert stored(stack, key, conv["id"])[:2] == before
+        no_error_details(again)
+    finally:
+        if ui is not None:
+            ui.proc.stop()
+        stack.stop()
+        own.stop()

@@ -22,11 +22,12 @@ CSS = """
 """
 
 
-def build_app(client: HearthClient) -> gr.Blocks:
+def build_app(client: HearthClient, secret: str) -> gr.Blocks:
+    """`secret` encrypts what the browser keeps for a reload (`gr.BrowserState`)."""
     with gr.Blocks(title="Hearth", analytics_enabled=False, fill_height=True) as app:
         token = gr.State(None)  # this browser session's token from the sign-in; None with auth off
         ended = gr.State(None)
-        saved_token = gr.BrowserState(None, storage_key="hearth-session")
+        saved_token = gr.BrowserState(None, storage_key="hearth-session", secret=secret)
         signed_in = gr.State(False)
         form = signin_form()
         sidebar = chat_sidebar()
@@ -36,7 +37,7 @@ def build_app(client: HearthClient) -> gr.Blocks:
                 sign_out = gr.Button("Sign out", size="sm", scale=0, min_width=100, visible=False, elem_id="hearth-sign-out")
             with gr.Tabs(elem_classes="hearth-tabs") as tabs:
                 with gr.Tab("Chat", id="chat", scale=1):
-                    chat = chat_panel(sidebar)
+                    chat = chat_panel(sidebar, secret)
                 batches = batch_tab(client, token, tabs)
                 status = status_tab(client, token, tabs)
         page = Page(token, saved_token, signed_in, ended, form, main, who, sign_out, chat, tabs, status, batches)

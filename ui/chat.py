@@ -14,10 +14,13 @@ follower of one showing must not outlive the next). Stop cancels both kinds of s
 job (closing a stream never does: the answer goes on and is stored, so a reload finds it).
 """
 
+import json
 import logging
+import re
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import gradio as gr
@@ -47,6 +50,32 @@ FOLD_ON_PHONE = """() => {
     if (bar?.classList.contains('open') === false || ++tries > 40) clearInterval(watch);
   }, 50);
 }"""
+
+
+# An export reaches the browser as {name, type, text} in a hidden textbox; this saves it as a
+# file there (nothing is written on the ui's disk) and empties the textbox.
+SAVE_DOWNLOAD = """(file) => {
+  if (!file) return '';
+  const {name, type, text} = JSON.parse(file);
+  const link = document.createElement('a');
+  link.href = URL.createObjectURL(new Blob([text], {type}));
+  link.download = name;
+  document.body.appendChild(link);
+  link.click();
+  link.remove();
+  setTimeout(() => URL.revokeObjectURL(link.href), 60000);
+  return '';
+}"""
+
+
+def download(name: str, media_type: str, content: bytes) -> str:
+    """What SAVE_DOWNLOAD takes."""
+    return json.dumps({"name": name, "type": media_type, "text": content.decode()})
+
+
+def file_name(title: str) -> str:
+    """A conversation's title as a file name any system takes."""
+    return re.sub(r"[^\w\- ]+", "", title).strip()[:60] or "conversation"
 
 
 def title_of(conv: dict[str, Any]) -> str:
@@ -109,6 +138,12 @@ class ChatPanel:
     system: gr.Textbox
     temperature: gr.Number
     max_tokens: gr.Number
+    save_defaults: gr.Button
+    export_chat: gr.Button
+    export_all: gr.Button
+    importer: gr.UploadButton
+    import_result: gr.Markdown
+    download: gr.Textbox  # hidden: a file for the browser to save (see SAVE_DOWNLOAD)
     chatbot: gr.Chatbot
     textbox: gr.Textbox
 
@@ -117,7 +152,7 @@ class ChatPanel:
 
     def outputs(self) -> list[Block]:
         return [self.conv, self.saved_conv, self.ticket, self.sidebar, self.search, self.listing, self.title, *self.settings(),
-                self.chatbot, self.textbox]
+                self.import_result, self.chatbot, self.textbox]
 
     def opened(self, conv_id: str | None, shown: list[Message], metadata: dict[str, str]) -> Updates:
         return {self.conv: conv_id, self.saved_conv: conv_id, self.chatbot: shown,
@@ -127,7 +162,7 @@ class ChatPanel:
 
     def reset(self) -> Updates:
         """Nothing of the last user stays on the page (the browser's `saved_conv` is the page's to keep or forget)."""
-        cleared: Updates = {**self.opened(None, [], {}), self.listing: gr.Radio(choices=[], value=None), self.search: "",
+        cleared: Updates = {**self.opened(None, [], {}), self.listing: gr.Radio(choices=[], value=None), self.search: "", self.import_result: "",
                    self.textbox: waiting(), self.sidebar: gr.Sidebar(visible=False), self.ticket: None}
         del cleared[self.saved_conv]
         return cleared
@@ -147,7 +182,8 @@ def ready(value: str | None = None) -> gr.Textbox:
     return gr.Textbox(value=value, submit_btn=True, stop_btn=False, interactive=True)
 
 
-def chat_sidebar() -> tuple[gr.Sidebar, gr.Button, gr.Textbox, gr.Radio, gr.Textbox, gr.Button, gr.Button, list[Block]]:
+def chat_sidebar() -> dict[str, Block]:
+    """The sidebar's parts, by their `ChatPanel` names (added where the page is being built)."""
     with gr.Sidebar(label="Conversations", open=True, visible=False, elem_id="hearth-sidebar") as sidebar:
         new = gr.Button("New chat", variant="primary", size="sm", elem_id="hearth-new-chat")
         search = gr.Textbox(placeholder="Search conversations", show_label=False, max_lines=1, elem_id="hearth-search")
@@ -162,21 +198,31 @@ def chat_sidebar() -> tuple[gr.Sidebar, gr.Button, gr.Textbox, gr.Radio, gr.Text
                                     value=None, elem_id="hearth-temperature")
             max_tokens = gr.Number(label="Longest answer, in tokens (empty: the server's default)", minimum=1, precision=0,
                                    value=None, elem_id="hearth-max-tokens")
-    return sidebar, new, search, listing, title, rename, delete, [system, temperature, max_tokens]
+            with gr.Row():
+                save_defaults = gr.Button("Use for new chats", size="sm", elem_id="hearth-save-defaults")
+                export_chat = gr.Button("Export (Markdown)", size="sm", elem_id="hearth-export-chat")
+        with gr.Accordion("All chats", open=False, elem_id="hearth-all-chats"):
+            with gr.Row():
+                export_all = gr.Button("Export (JSON)", size="sm", elem_id="hearth-export-all")
+                importer = gr.UploadButton("Import (JSON)", size="sm", file_types=[".json"], elem_id="hearth-import")
+            import_result = gr.Markdown("", elem_id="hearth-import-result")
+        download = gr.Textbox(visible="hidden", elem_id="hearth-download")
+    return {"sidebar": sidebar, "new": new, "search": search, "listing": listing, "title": title, "rename": rename,
+            "delete": delete, "system": system, "temperature": temperature, "max_tokens": max_tokens,
+            "save_defaults": save_defaults, "export_chat": export_chat, "export_all": export_all, "importer": importer,
+            "import_result": import_result, "download": download}
 
 
-def chat_panel(sidebar_parts: tuple[Any, ...]) -> ChatPanel:
+def chat_panel(sidebar: dict[str, Block], secret: str) -> ChatPanel:
     """The chat itself (added where the page is being built); the sidebar made by `chat_sidebar`."""
-    sidebar, new, search, listing, title, rename, delete, (system, temperature, max_tokens) = sidebar_parts
     chatbot = gr.Chatbot(label="Hearth", scale=1, autoscroll=True, editable="user", buttons=["copy"],
                          elem_id="hearth-chatbot", height="60vh")
     # Not editable until the signed-in chat is shown (its follower makes it ready): text typed
     # before would be cleared by that, or sent into the chat being replaced.
     textbox = gr.Textbox(placeholder="Message Hearth", show_label=False, submit_btn=True, stop_btn=False,
                          max_lines=8, autofocus=True, interactive=False, elem_id="hearth-input")
-    return ChatPanel(gr.State(None), gr.BrowserState(None, storage_key="hearth-conversation"), gr.State(None),
-                     gr.State(""), sidebar, new, search, listing, title, rename, delete, system, temperature, max_tokens,
-                     chatbot, textbox)
+    return ChatPanel(conv=gr.State(None), saved_conv=gr.BrowserState(None, storage_key="hearth-conversation", secret=secret),
+                     ticket=gr.State(None), asked=gr.State(""), chatbot=chatbot, textbox=textbox, **sidebar)  # type: ignore[arg-type]
 
 
 def wire_chat(app: gr.Blocks, client: HearthClient, panel: ChatPanel, token: gr.State, ended: gr.State,
@@ -317,9 +363,9 @@ def wire_chat(app: gr.Blocks, client: HearthClient, panel: ChatPanel, token: gr.
     async def open_(token_: str | None, conv_id: str | None, request: gr.Request) -> Updates:
         """Shows conversation `conv_id` (None: a new chat); its follower makes the input ready."""
         ticket = show(request, conv_id)
-        if conv_id is None:
-            return {**p.opened(None, [], {}), p.ticket: ticket, p.textbox: waiting()}
         session = client.with_key(token_)
+        if conv_id is None:
+            return {**p.opened(None, [], await new_chat_settings(session)), p.ticket: ticket, p.textbox: waiting()}
         try:
             items, conv = await session.items(conv_id), await session.conversation(conv_id)
         except SessionEnded as exc:
@@ -334,10 +380,10 @@ def wire_chat(app: gr.Blocks, client: HearthClient, panel: ChatPanel, token: gr.
     opened.then(None, js=FOLD_ON_PHONE)
     then_follow(opened)
 
-    async def new_chat(request: gr.Request) -> Updates:
-        return await open_(None, None, request)
+    async def new_chat(token_: str | None, request: gr.Request) -> Updates:
+        return await open_(token_, None, request)
 
-    opened = p.new.click(new_chat, outputs=open_outputs, cancels=answers, **quiet)
+    opened = p.new.click(new_chat, inputs=[token], outputs=open_outputs, cancels=answers, **quiet)
     opened.then(None, js=FOLD_ON_PHONE)
     then_follow(opened)
 
@@ -410,8 +456,7 @@ def wire_chat(app: gr.Blocks, client: HearthClient, panel: ChatPanel, token: gr.
         try:
             await cancel_answer(session, conv_id)
             await session.delete_conversation(conv_id)
-            return {**p.opened(None, [], {}), p.ticket: show(request, None), p.textbox: waiting(),
-                    p.listing: await listing(session, query, None)}
+            return {**await open_(token_, None, request), p.listing: await listing(session, query, None)}
         except SessionEnded as exc:
             return {ended: exc.message}
         except ApiError as exc:
@@ -420,11 +465,79 @@ def wire_chat(app: gr.Blocks, client: HearthClient, panel: ChatPanel, token: gr.
 
     then_follow(p.delete.click(delete, inputs=[token, p.conv, p.search], outputs=open_outputs, cancels=answers, **quiet))
 
+    async def save_defaults(token_: str | None, system: str, temperature: float | None, max_tokens: float | None) -> Updates:
+        try:
+            await client.with_key(token_).set_chat_defaults(settings_metadata(system, temperature, max_tokens))
+        except SessionEnded as exc:
+            return {ended: exc.message}
+        except ApiError as exc:
+            gr.Warning(exc.message)
+            return {ended: gr.skip()}
+        gr.Info("New chats will start with these settings.")
+        return {ended: gr.skip()}
+
+    p.save_defaults.click(save_defaults, inputs=[token, *p.settings()], outputs=[ended], **quiet)
+
+    async def export(token_: str | None, name: str, media_type: str, fetch: Callable[[HearthClient], Awaitable[bytes]]) -> Updates:
+        try:
+            return {p.download: download(name, media_type, await fetch(client.with_key(token_)))}
+        except SessionEnded as exc:
+            return {ended: exc.message}
+        except ApiError as exc:
+            gr.Warning(exc.message)
+            return {ended: gr.skip()}
+
+    async def export_all(token_: str | None) -> Updates:
+        """Every conversation, as the JSON file that import takes."""
+        return await export(token_, "hearth-conversations.json", "application/json", lambda s: s.export_all())
+
+    async def export_chat(token_: str | None, conv_id: str | None, title: str) -> Updates:
+        if conv_id is None:
+            gr.Info("This chat is empty: nothing to export yet.")
+            return {ended: gr.skip()}
+        return await export(token_, f"{file_name(title)}.md", "text/markdown", lambda s: s.export_markdown(conv_id))
+
+    for exporting in (p.export_all.click(export_all, inputs=[token], outputs=[p.download, ended], **quiet),
+                      p.export_chat.click(export_chat, inputs=[token, p.conv, p.title], outputs=[p.download, ended], **quiet)):
+        exporting.then(None, inputs=[p.download], outputs=[p.download], js=SAVE_DOWNLOAD, **quiet)
+
+    async def import_(token_: str | None, path: str | None, query: str, chosen: str | None) -> Updates:
+        if path is None:
+            return {ended: gr.skip()}
+        exported = Path(path).read_bytes()
+        Path(path).unlink(missing_ok=True)  # the ui keeps nobody's conversations on its disk
+        session = client.with_key(token_)
+        try:
+            result = await session.import_conversations(exported)
+            found = await listing(session, query, chosen)
+        except SessionEnded as exc:
+            return {ended: exc.message}
+        except ApiError as exc:
+            return {p.import_result: f"⚠️ {exc.message}", p.importer: None}
+        return {p.import_result: imported_line(result), p.listing: found, p.importer: None}
+
+    p.importer.upload(import_, inputs=[token, p.importer, p.search, p.conv], outputs=[p.import_result, p.listing, p.importer, ended], **quiet)
+
     async def stop(token_: str | None, conv_id: str | None) -> gr.Textbox:
         await cancel_answer(client.with_key(token_), conv_id)
         return ready()
 
     p.textbox.stop(stop, inputs=[token, p.conv], outputs=[p.textbox], cancels=[*answers, *followers], **quiet)
+
+
+async def new_chat_settings(session: HearthClient) -> dict[str, str]:
+    """The user's defaults for a new chat; none when the api cannot say (opening it says why)."""
+    try:
+        defaults = await session.chat_defaults()
+    except ApiError:
+        return {}
+    return {k: v for k, v in defaults.items() if k in (SYSTEM_KEY, TEMPERATURE_KEY, MAX_TOKENS_KEY)}
+
+
+def imported_line(result: dict[str, Any]) -> str:
+    count = result["conversations"]
+    return (f"Imported {count} conversation{'s' * (count != 1)}: {result['created']} new, "
+            f"{result['items_added']} message{'s' * (result['items_added'] != 1)} added.")
 
 
 async def cancel_answer(session: HearthClient, conv_id: str | None) -> None:

@@ -20,6 +20,7 @@ CONNECT_TIMEOUT_S = 5.0
 READ_TIMEOUT_S = 60.0
 CANCEL_TIMEOUT_S = 5.0
 STATUS_TIMEOUT_S = 5.0
+TRANSFER_TIMEOUT_S = 120.0  # an export or import of every conversation, or a batch's results
 
 HEARTH_COMMENT = "hearth "  # SSE comment lines `: hearth {json}` carry Hearth's events
 
@@ -116,6 +117,13 @@ def _error_message(body: Any) -> tuple[str | None, str | None]:
         return None, None
     message, code = error.get("message"), error.get("code")
     return (message if isinstance(message, str) and message else None), (code if isinstance(code, str) else None)
+
+
+def _json_of(response: httpx.Response) -> Any:
+    try:
+        return response.json()
+    except ValueError:
+        return None
 
 
 def error_for_status(response: httpx.Response, body: Any) -> ApiError:
@@ -326,19 +334,27 @@ class HearthClient:
         except httpx.HTTPError as exc:
             log.warning("job cancel failed", extra={"job_id": job_id, "error": type(exc).__name__})
 
-    async def _call(self, method: str, path: str, **kwargs: Any) -> tuple[httpx.Response, Any]:
+    async def _call(self, method: str, path: str, timeout: float = STATUS_TIMEOUT_S, **kwargs: Any) -> tuple[httpx.Response, Any]:
         """One short api call; a failure to connect or to read its JSON is an `ApiError`."""
+        response = await self._request(method, path, timeout, **kwargs)
+        body = _json_of(response)
+        if body is None and response.status_code == 200:
+            raise ApiError(UNREADABLE, "bad_answer")
+        return response, body
+
+    async def _request(self, method: str, path: str, timeout: float, **kwargs: Any) -> httpx.Response:
         try:
-            response = await self._http.request(method, f"{self._base}{path}", timeout=STATUS_TIMEOUT_S, **kwargs)
+            return await self._http.request(method, f"{self._base}{path}", timeout=timeout, **kwargs)
         except httpx.HTTPError as exc:
             log.warning("api unreachable", extra={"url": self._base, "error": type(exc).__name__})
             raise ApiError(UNREACHABLE, "api_unreachable") from None
-        try:
-            return response, response.json()
-        except ValueError:
-            if response.status_code == 200:
-                raise ApiError(UNREADABLE, "bad_answer") from None
-            return response, None
+
+    async def _content(self, path: str, **params: str) -> bytes:
+        """A download (a file, an export): its bytes, whatever their type."""
+        response = await self._request("GET", path, TRANSFER_TIMEOUT_S, headers=self._headers(), params=params)
+        if response.status_code != 200:
+            raise error_for_status(response, _json_of(response))
+        return response.content
 
     async def login(self, username: str, secret: str, address: str | None = None) -> Session:
         """`POST /v1/login` with a password or an API key. Neither is ever logged. `address`
@@ -381,7 +397,7 @@ class HearthClient:
         return body
 
     async def _json(self, method: str, path: str, **kwargs: Any) -> Any:
-        response, body = await self._call(method, path, headers=self._headers(), **kwargs)
+        response, body = await self._call(method, path, headers={**self._headers(), **kwargs.pop("headers", {})}, **kwargs)
         if response.status_code != 200:
             raise error_for_status(response, body)
         return body
@@ -403,15 +419,7 @@ class HearthClient:
         return await self._json("GET", f"/batches/{batch_id}")
 
     async def file_content(self, file_id: str | None) -> bytes:
-        if not file_id:
-            return b""
-        try:
-            response = await self._http.get(f"{self._base}/files/{file_id}/content", headers=self._headers(), timeout=STATUS_TIMEOUT_S)
-        except httpx.HTTPError:
-            raise ApiError(UNREACHABLE, "api_unreachable") from None
-        if response.status_code != 200:
-            raise error_for_status(response, None)
-        return response.content
+        return await self._content(f"/files/{file_id}/content") if file_id else b""
 
     # Conversations (`/v1/conversations`): the chat page's sidebar and its turns.
 
@@ -432,6 +440,25 @@ class HearthClient:
 
     async def delete_conversation(self, conv_id: str) -> None:
         await self._json("DELETE", f"/conversations/{conv_id}")
+
+    async def chat_defaults(self) -> dict[str, str]:
+        """The metadata (settings) this user's new chats start with."""
+        return (await self._json("GET", "/conversations/defaults"))["metadata"]
+
+    async def set_chat_defaults(self, metadata: dict[str, str]) -> None:
+        await self._json("POST", "/conversations/defaults", json={"metadata": metadata})
+
+    async def export_all(self) -> bytes:
+        """Every conversation of this user with its messages: the export file."""
+        return await self._content("/conversations/export")
+
+    async def export_markdown(self, conv_id: str) -> bytes:
+        return await self._content(f"/conversations/{conv_id}/export", format="markdown")
+
+    async def import_conversations(self, exported: bytes) -> dict[str, Any]:
+        """An export file brought back; what is here already is not added twice."""
+        return await self._json("POST", "/conversations/import", content=exported, timeout=TRANSFER_TIMEOUT_S,
+                                headers={"Content-Type": "application/json"})
 
     async def items(self, conv_id: str) -> list[dict[str, Any]]:
         """Every message of the conversation, oldest first."""

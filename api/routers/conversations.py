@@ -7,7 +7,14 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse, PlainTextResponse
 
-from api.conversation_schemas import ConversationExport, CreateConversation, CreateItems, UpdateConversation, cursor_page
+from api.conversation_schemas import (
+    ConversationDefaults,
+    ConversationExport,
+    CreateConversation,
+    CreateItems,
+    UpdateConversation,
+    cursor_page,
+)
 from api.dependencies import Conversations, CurrentUser
 from api.errors import error_responses
 
@@ -44,6 +51,20 @@ async def export_conversations(store: Conversations, user: CurrentUser) -> JSONR
 async def import_conversations(body: ConversationExport, store: Conversations, user: CurrentUser) -> dict[str, object]:
     created, added = await store.import_(user.name, body.conversations)
     return {"object": "hearth.conversation_import", "conversations": len(body.conversations), "created": created, "items_added": added}
+
+
+@router.get("/defaults")
+async def get_defaults(store: Conversations, user: CurrentUser) -> ConversationDefaults:
+    """Hearth's own: the metadata the caller's new chats start with (a chat app's settings,
+    such as its system prompt); the server applies none of it by itself."""
+    return ConversationDefaults(metadata=await store.defaults(user.name))
+
+
+@router.post("/defaults")
+async def set_defaults(body: ConversationDefaults, store: Conversations, user: CurrentUser) -> ConversationDefaults:
+    """Replaces the caller's defaults (as `metadata` is replaced on a conversation)."""
+    await store.set_defaults(user.name, body.metadata)
+    return body
 
 
 @router.get("/{conversation_id}")
