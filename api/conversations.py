@@ -29,7 +29,8 @@ from api.errors import HearthError
 from api.settings import ApiSettings
 from hearth.redis_client import members, text
 
-# hash: created_at (s), metadata (JSON), seq (last item position), answering (the job writing its answer)
+# hash: created_at (s), metadata (JSON), seq (last item position), answering (the job writing its answer),
+# answering_ms (when it was marked)
 CONVERSATION_KEY = "hearth:conv:{owner}:{id}"
 ITEMS_KEY = CONVERSATION_KEY + ":items"  # hash: item id -> MessageItem JSON
 ORDER_KEY = CONVERSATION_KEY + ":order"  # sorted set: item id by position
@@ -42,17 +43,21 @@ SCAN_CHUNK = 50  # conversations read per round trip while searching or exportin
 
 # Adds items to a conversation (creating it first when asked), checking every cap before
 # writing anything. Items already present (by id) and a job already answered add nothing.
+# A question that starts a job's answer marks that job in the same step, and only while no
+# other answer is marked: two turns sent at once cannot both be taken.
 # KEYS: conversation, items, order, answers, index. ARGV: conversation id, create (1/0),
 # created_at, metadata JSON, max conversations, max items (0: no cap), job id, title,
-# activity ms, activity mode (top: now, above every other; keep: as given, or later), then
-# item id and item JSON pairs.
+# activity ms, activity mode (top: now, above every other; keep: as given, or later), job id
+# to mark as answering (or ''; marked at the activity ms, a question's being now), then item id
+# and item JSON pairs.
 _WRITE_LUA = f"""
 local exists = redis.call('EXISTS', KEYS[1]) == 1
 if not exists and ARGV[2] ~= '1' then return {{'missing'}} end
+if ARGV[11] ~= '' and redis.call('HEXISTS', KEYS[1], 'answering') == 1 then return {{'busy'}} end
 if ARGV[7] ~= '' and redis.call('HEXISTS', KEYS[4], ARGV[7]) == 1 then return {{'ok', 0}} end
 if not exists and redis.call('ZCARD', KEYS[5]) >= tonumber(ARGV[5]) then return {{'too_many_conversations'}} end
 local new = {{}}
-for i = 11, #ARGV, 2 do
+for i = 12, #ARGV, 2 do
   if redis.call('HEXISTS', KEYS[2], ARGV[i]) == 0 then new[#new + 1] = i end
 end
 local max = tonumber(ARGV[6])
@@ -63,6 +68,7 @@ for _, i in ipairs(new) do
   redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1])
 end
 if ARGV[7] ~= '' and #new > 0 then redis.call('HSET', KEYS[4], ARGV[7], ARGV[new[1]]) end
+if ARGV[11] ~= '' then redis.call('HSET', KEYS[1], 'answering', ARGV[11], 'answering_ms', ARGV[9]) end
 if ARGV[8] ~= '' then
   local meta = cjson.decode(redis.call('HGET', KEYS[1], 'metadata'))
   local n = 0
@@ -109,18 +115,9 @@ redis.call('HSET', KEYS[1], 'metadata', ARGV[1])
 return 1
 """
 
-
-# KEYS: conversation. ARGV: job id. Marks the conversation's answer in progress, unless the
-# conversation was deleted meanwhile (HSET alone would bring back a husk of it).
-_MARK_LUA = """
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-redis.call('HSET', KEYS[1], 'answering', ARGV[1])
-return 1
-"""
-
 # KEYS: conversation. ARGV: job id. Clears the mark, if it is still this job's.
 _UNMARK_LUA = """
-if redis.call('HGET', KEYS[1], 'answering') == ARGV[1] then redis.call('HDEL', KEYS[1], 'answering') end
+if redis.call('HGET', KEYS[1], 'answering') == ARGV[1] then redis.call('HDEL', KEYS[1], 'answering', 'answering_ms') end
 return 0
 """
 
@@ -155,7 +152,6 @@ class ConversationStore:
         self._write_script = redis.register_script(_WRITE_LUA)
         self._items_script = redis.register_script(_ITEMS_LUA)
         self._update_script = redis.register_script(_UPDATE_LUA)
-        self._mark_script = redis.register_script(_MARK_LUA)
         self._unmark_script = redis.register_script(_UNMARK_LUA)
 
     @staticmethod
@@ -174,13 +170,14 @@ class ConversationStore:
     async def _write(
         self, owner: str, conv_id: str, items: Sequence[MessageItem], *, create: bool = False, created_at: int = 0,
         metadata: dict[str, str] | None = None, job_id: str = "", item_cap: bool = True, activity_ms: int = 0,
+        answering: str = "",
     ) -> int | None:
         """Runs the write script; the number of items added, or None when the conversation is absent."""
         keys = [*self._keys(owner, conv_id), INDEX_KEY.format(owner=owner)]
         args: list[str | int] = [
             conv_id, int(create), created_at, json.dumps(metadata or {}), self._max_conversations,
             self._max_items if item_cap else 0, job_id, "" if activity_ms else _title(items),
-            activity_ms or _now_ms(), "keep" if activity_ms else "top",
+            activity_ms or _now_ms(), "keep" if activity_ms else "top", answering,
         ]
         for item in items:
             args += [item.id, item.model_dump_json()]
@@ -192,6 +189,9 @@ class ConversationStore:
             raise _too_many("conversations per user", self._max_conversations, None)
         if outcome == "too_many_items":
             raise _too_many("messages per conversation", self._max_items, "items")
+        if outcome == "busy":
+            raise HearthError(409, "An answer is still being written in this conversation; wait for it or stop it.",
+                              code="conversation_busy", param="conversation")
         return int(result[1])
 
     async def create(self, owner: str, metadata: dict[str, str] | None, items: Sequence[MessageItem]) -> Conversation:
@@ -222,12 +222,14 @@ class ConversationStore:
         if not deleted:
             raise _not_found(conv_id)
 
-    async def add_items(self, owner: str, conv_id: str, items: Sequence[MessageItem]) -> list[MessageItem]:
+    async def add_items(self, owner: str, conv_id: str, items: Sequence[MessageItem], answering: str = "") -> list[MessageItem]:
         """Appends messages (a chat's new user turn, or the client's own items): 400 past the
         caps, 404 if the conversation is absent. The first user message names the conversation
-        unless it has a title."""
+        unless it has a title. A turn's question also marks `answering`, the job that writes its
+        answer (see `Conversation.hearth_job_id`), in the same step: 409 `conversation_busy`, and
+        nothing stored, while another answer is in progress."""
         self.check_items(items)
-        if await self._write(owner, conv_id, items) is None:
+        if await self._write(owner, conv_id, items, answering=answering) is None:
             raise _not_found(conv_id)
         return list(items)
 
@@ -239,9 +241,11 @@ class ConversationStore:
         added = await self._write(owner, conv_id, [item], job_id=job_id, item_cap=False)
         return item if added else None
 
-    async def answering(self, owner: str, conv_id: str, job_id: str) -> None:
-        """Marks job `job_id` as writing the conversation's answer (see `Conversation.hearth_job_id`)."""
-        await self._mark_script(keys=self._keys(owner, conv_id)[:1], args=[job_id])
+    async def answering(self, owner: str, conv_id: str) -> tuple[str, float] | None:
+        """The job marked as writing the conversation's answer, and how long ago (s) it was
+        marked; None when no answer is in progress (or there is no such conversation)."""
+        job_id, marked_ms = await self._redis.hmget(self._keys(owner, conv_id)[0], ["answering", "answering_ms"])
+        return (text(job_id), (_now_ms() - int(marked_ms or 0)) / 1000) if job_id else None
 
     async def answered(self, owner: str, conv_id: str, job_id: str) -> None:
         """Job `job_id`'s answer is filed (or there was none): no answer is in progress now."""

@@ -1,12 +1,18 @@
 """Chat turns stored in a conversation by the api itself (`conversation` on a chat completion)."""
 
+import asyncio
 import json
+import time
 from typing import Any
 
 import httpx
 import openai
 import pytest
+from openai.types.chat import ChatCompletion
 
+from api.auth import LOCAL_USER
+from api.conversations import CONVERSATION_KEY
+from api.routers.chat import QUEUEING_S
 from tests.chats import NO_END
 from tests.sse import job_events
 from tests.stack import INTERACTIVE, Stack, add_user, wait_for
@@ -51,6 +57,43 @@ def test_the_conversation_names_its_answer_in_progress_and_takes_no_second_quest
         assert busy.value.body["param"] == "conversation"
     wait_for(lambda: client.conversations.retrieve(conv.id).model_extra["hearth_job_id"] is None, 120, "the answer to be filed")
     assert [i.role for i in items(client, conv.id)] == ["user", "assistant"]  # the refused question was not stored
+
+
+async def turns_at_once(base_url: str, conv_id: str, count: int) -> list[ChatCompletion | BaseException]:
+    """`count` turns sent to `conv_id` together, each on its own connection. The answer taken
+    is long enough to be still running when the others arrive, however slow the machine."""
+    async with openai.AsyncOpenAI(base_url=base_url, api_key="unused", max_retries=0, timeout=60) as client:
+        return await asyncio.gather(*(client.chat.completions.create(
+            model="any", messages=[{"role": "user", "content": f"Question {n}?"}], max_tokens=30, logit_bias=NO_END,
+            extra_body={"conversation": conv_id}) for n in range(count)), return_exceptions=True)
+
+
+def test_of_turns_sent_at_once_to_an_idle_conversation_one_is_taken_and_the_others_are_busy(stack: Stack, client: openai.OpenAI) -> None:
+    conv = client.conversations.create()
+    outcomes = asyncio.run(turns_at_once(stack.base_url, conv.id, 6))
+    taken = [o for o in outcomes if isinstance(o, ChatCompletion)]
+    busy = [o for o in outcomes if isinstance(o, openai.ConflictError)]
+    assert (len(taken), len(busy)) == (1, 5), outcomes
+    assert all((b.body["code"], b.body["param"]) == ("conversation_busy", "conversation") for b in busy)
+    wait_for(lambda: client.conversations.retrieve(conv.id).model_extra["hearth_job_id"] is None, 60, "the answer to be filed")
+    question, answer = items(client, conv.id)  # the refused questions were not stored
+    assert question.role == "user" and question.content[0].text in {f"Question {n}?" for n in range(6)}
+    assert answer.role == "assistant" and answer.content[0].text == taken[0].choices[0].message.content
+
+
+def test_a_mark_whose_job_was_never_queued_keeps_the_conversation_busy_only_for_a_while(stack: Stack, client: openai.OpenAI) -> None:
+    conv = client.conversations.create()
+    key = CONVERSATION_KEY.format(owner=LOCAL_USER.name, id=conv.id)
+    now_ms = time.time_ns() // 1_000_000
+    stack.redis.hset(key, mapping={"answering": "never-queued", "answering_ms": now_ms})  # its api stopped before queueing
+    turn = {"model": "any", "messages": [{"role": "user", "content": "Hello?"}], "max_tokens": 4, "logit_bias": NO_END,
+            "extra_body": {"conversation": conv.id}}
+    with pytest.raises(openai.ConflictError):  # as far as anyone can tell, its job is on its way
+        client.chat.completions.create(**turn)
+    stack.redis.hset(key, "answering_ms", now_ms - (QUEUEING_S + 1) * 1000)
+    done = client.chat.completions.create(**turn)
+    wait_for(lambda: client.conversations.retrieve(conv.id).model_extra["hearth_job_id"] is None, 60, "the answer to be filed")
+    assert [(i.role, i.content[0].text) for i in items(client, conv.id)] == [("user", "Hello?"), ("assistant", done.choices[0].message.content)]
 
 
 def test_a_non_streamed_turn_returns_the_completion_and_stores_it(client: openai.OpenAI) -> None:

@@ -20,6 +20,10 @@ from api.schemas import ChatCompletionRequest
 from hearth.contract import DoneEvent, ErrorEvent, TokenEvent
 from hearth.lifecycle import TERMINAL
 
+# A turn's job is queued moments after its conversation is marked: a marked job missing for
+# longer never will be (its api stopped between the two), and must not keep the conversation busy.
+QUEUEING_S = 60
+
 router = APIRouter(prefix="/v1", tags=["chat"], responses=error_responses(400, 401, 404, 409, 413, 429, 500, 503))
 
 
@@ -56,23 +60,25 @@ async def _stream(
 async def _store_question(body: ChatCompletionRequest, conversations: ConversationStore, jobs: JobService, owner: str,
                           job_id: str) -> MessageItem | None:
     """The turn's question, stored in its conversation (the caller's own, else 404) before
-    it is queued, with `job_id` marked as writing its answer; None for a plain OpenAI call."""
+    it is queued, with `job_id` marked as writing its answer; None for a plain OpenAI call.
+    409 `conversation_busy` while another answer is being written there."""
     if body.conversation is None:
         return None
     last = body.messages[-1]
     if last.role != "user":
         raise HearthError(400, "A turn stored in a conversation ends with the user's message.", param="messages")
-    pending = (await conversations.get(owner, body.conversation)).hearth_job_id
-    if pending:
+    mark = await conversations.answering(owner, body.conversation)
+    if mark is not None:
+        pending, marked_s = mark
         job = await jobs.get(pending)
-        if job is not None and job.status not in TERMINAL:
-            raise HearthError(409, "An answer is still being written in this conversation; wait for it or stop it.",
-                              code="conversation_busy", param="conversation")
-        # Ended but not filed yet (housekeeping files it within a round): file it now, so
-        # that it comes before this question.
-        await file_answer(jobs, conversations, owner, body.conversation, pending)
-    [asked] = await conversations.add_items(owner, body.conversation, [message("user", last.text())])
-    await conversations.answering(owner, body.conversation, job_id)
+        ended = job.status in TERMINAL if job is not None else marked_s > QUEUEING_S
+        if ended:
+            # Ended (or never queued) but not filed yet (housekeeping files it within a round):
+            # file it now, so that it comes before this question. Filing clears its mark.
+            await file_answer(jobs, conversations, owner, body.conversation, pending)
+    # A mark still there (an answer being written or about to be queued, or another turn
+    # taken meanwhile) makes this 409.
+    [asked] = await conversations.add_items(owner, body.conversation, [message("user", last.text())], answering=job_id)
     return asked
 
 
