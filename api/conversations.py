@@ -48,8 +48,8 @@ SCAN_CHUNK = 50  # conversations read per round trip while searching or exportin
 # KEYS: conversation, items, order, answers, index. ARGV: conversation id, create (1/0),
 # created_at, metadata JSON, max conversations, max items (0: no cap), job id, title,
 # activity ms, activity mode (top: now, above every other; keep: as given, or later), job id
-# to mark as answering (or ''; marked at the activity ms, a question's being now), then item id
-# and item JSON pairs.
+# to mark as answering (or ''; marked with Redis's time: api processes on several machines
+# need not agree on theirs), then item id and item JSON pairs.
 _WRITE_LUA = f"""
 local exists = redis.call('EXISTS', KEYS[1]) == 1
 if not exists and ARGV[2] ~= '1' then return {{'missing'}} end
@@ -68,7 +68,10 @@ for _, i in ipairs(new) do
   redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1])
 end
 if ARGV[7] ~= '' and #new > 0 then redis.call('HSET', KEYS[4], ARGV[7], ARGV[new[1]]) end
-if ARGV[11] ~= '' then redis.call('HSET', KEYS[1], 'answering', ARGV[11], 'answering_ms', ARGV[9]) end
+if ARGV[11] ~= '' then
+  local now = redis.call('TIME')
+  redis.call('HSET', KEYS[1], 'answering', ARGV[11], 'answering_ms', now[1] * 1000 + math.floor(now[2] / 1000))
+end
 if ARGV[8] ~= '' then
   local meta = cjson.decode(redis.call('HGET', KEYS[1], 'metadata'))
   local n = 0
@@ -244,8 +247,11 @@ class ConversationStore:
     async def answering(self, owner: str, conv_id: str) -> tuple[str, float] | None:
         """The job marked as writing the conversation's answer, and how long ago (s) it was
         marked; None when no answer is in progress (or there is no such conversation)."""
-        job_id, marked_ms = await self._redis.hmget(self._keys(owner, conv_id)[0], ["answering", "answering_ms"])
-        return (text(job_id), (_now_ms() - int(marked_ms or 0)) / 1000) if job_id else None
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.hmget(self._keys(owner, conv_id)[0], ["answering", "answering_ms"])
+            pipe.time()  # the clock the mark was set by
+            (job_id, marked_ms), (seconds, micros) = await pipe.execute()
+        return (text(job_id), seconds + micros / 1e6 - int(marked_ms or 0) / 1000) if job_id else None
 
     async def answered(self, owner: str, conv_id: str, job_id: str) -> None:
         """Job `job_id`'s answer is filed (or there was none): no answer is in progress now."""

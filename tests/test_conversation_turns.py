@@ -2,7 +2,6 @@
 
 import asyncio
 import json
-import time
 from typing import Any
 
 import httpx
@@ -84,7 +83,8 @@ def test_of_turns_sent_at_once_to_an_idle_conversation_one_is_taken_and_the_othe
 def test_a_mark_whose_job_was_never_queued_keeps_the_conversation_busy_only_for_a_while(stack: Stack, client: openai.OpenAI) -> None:
     conv = client.conversations.create()
     key = CONVERSATION_KEY.format(owner=LOCAL_USER.name, id=conv.id)
-    now_ms = time.time_ns() // 1_000_000
+    seconds, micros = stack.redis.time()  # marks are timed by Redis's clock
+    now_ms = seconds * 1000 + micros // 1000
     stack.redis.hset(key, mapping={"answering": "never-queued", "answering_ms": now_ms})  # its api stopped before queueing
     turn = {"model": "any", "messages": [{"role": "user", "content": "Hello?"}], "max_tokens": 4, "logit_bias": NO_END,
             "extra_body": {"conversation": conv.id}}

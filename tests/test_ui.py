@@ -790,7 +790,7 @@ def test_defaults_for_new_chats_and_export_then_import(secured: Stack, secured_u
     noor = openai.OpenAI(base_url=secured.base_url, api_key=key, max_retries=0, timeout=30)
     said = [{"type": "message", "role": "user", "content": "What is *AOF*?"},
             {"type": "message", "role": "assistant", "content": "Redis's append-only file."}]
-    aof = noor.conversations.create(items=said)  # type: ignore[arg-type]
+    aof = noor.conversations.create(items=said)
     picnic = noor.conversations.create(items=[{"type": "message", "role": "user", "content": "Plan a picnic."}],
                                        metadata={"title": "Picnic"})
     page = new_page(secured_ui.url)
@@ -842,7 +842,7 @@ def test_defaults_for_new_chats_and_export_then_import(secured: Stack, secured_u
     upload(page, exported)
     expect(page.locator(IMPORTED)).to_have_text("Imported 2 conversations: 0 new, 0 messages added.")
     expect(page.locator(ROWS)).to_have_count(2)
-    assert [i["content"][0]["text"] for i in stored(secured, key, aof.id)] == [m["content"] for m in said]  # type: ignore[index]
+    assert [i["content"][0]["text"] for i in stored(secured, key, aof.id)] == [m["content"] for m in said]
 
     not_an_export = tmp_path / "notes.json"
     not_an_export.write_text('{"notes": ["milk"]}')
@@ -884,7 +884,7 @@ def test_restarting_redis_api_worker_and_ui_loses_no_conversation(log_dir: Path,
         page.reload()
         signed_in(page, "ines")  # the session (in Redis) and the ui's key to the browser's copy outlived it
         expect(row(page, "Name a bird.")).to_have_count(1)
-        wait_for(lambda: shows_the_end_of(page, before[1]["content"][0]["text"]), 30, "the open conversation, open again")  # type: ignore[index]
+        wait_for(lambda: shows_the_end_of(page, before[1]["content"][0]["text"]), 30, "the open conversation, open again")
         assert stored(stack, key, conv["id"]) == before
 
         again = new_page(ui.url)  # another browser signs in anew and finds it too, and goes on with it
