@@ -253,6 +253,13 @@ class ConversationStore:
             (job_id, marked_ms), (seconds, micros) = await pipe.execute()
         return (text(job_id), seconds + micros / 1e6 - int(marked_ms or 0) / 1000) if job_id else None
 
+    async def withdraw(self, owner: str, conv_id: str, asked: Sequence[MessageItem], job_id: str) -> None:
+        """A turn that never happened (its job was refused a place in the queue): its messages
+        and its mark go."""
+        for item in asked:
+            await self.delete_item(owner, conv_id, item.id)
+        await self.answered(owner, conv_id, job_id)
+
     async def answered(self, owner: str, conv_id: str, job_id: str) -> None:
         """Job `job_id`'s answer is filed (or there was none): no answer is in progress now."""
         await self._unmark_script(keys=self._keys(owner, conv_id)[:1], args=[job_id])

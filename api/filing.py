@@ -17,11 +17,15 @@ from api.conversations import ConversationStore
 from api.jobs import JobService
 from api.responses import Outcome, ResponseStore
 from hearth.contract import ENDED_KEY, DoneEvent, Sink, job_key
+from hearth.lifecycle import TERMINAL
 from hearth.redis_client import text, text_hash
 
 log = logging.getLogger(__name__)
 
 PER_ROUND = 200  # ended jobs filed per round
+# A turn's job is queued moments after its conversation is marked: a marked job missing for
+# longer never will be (its api stopped between the two), and must not keep the conversation busy.
+QUEUEING_S = 60
 
 
 async def file_answer(jobs: JobService, conversations: ConversationStore, owner: str, conv_id: str, job_id: str) -> None:
@@ -33,6 +37,20 @@ async def file_answer(jobs: JobService, conversations: ConversationStore, owner:
         status: Status = "completed" if isinstance(answer.final, DoneEvent) else "incomplete"
         await conversations.record_answer(owner, conv_id, job_id, answer.text, status)
     await conversations.answered(owner, conv_id, job_id)
+
+
+async def settle(jobs: JobService, conversations: ConversationStore, owner: str, conv_id: str) -> None:
+    """Before a new turn in a conversation (a chat turn, a response): an answer that ended, or
+    whose job was never queued, but is not filed yet (housekeeping files it within a round) is
+    filed now, so that it comes before the new question and in the history it continues. An
+    answer still on its way is left marked: the turn's write refuses it (409)."""
+    mark = await conversations.answering(owner, conv_id)
+    if mark is None:
+        return
+    pending, marked_s = mark
+    job = await jobs.get(pending)
+    if (job.status in TERMINAL) if job is not None else marked_s > QUEUEING_S:
+        await file_answer(jobs, conversations, owner, conv_id, pending)
 
 
 class Filing:

@@ -11,7 +11,7 @@ from openai.types.chat import ChatCompletion
 
 from api.auth import LOCAL_USER
 from api.conversations import CONVERSATION_KEY
-from api.routers.chat import QUEUEING_S
+from api.filing import QUEUEING_S
 from tests.chats import NO_END
 from tests.sse import job_events
 from tests.stack import INTERACTIVE, Stack, add_user, wait_for

@@ -138,6 +138,26 @@ def test_conversation_keeps_both_turns(stack: Stack, client: openai.OpenAI) -> N
     assert second.usage.input_tokens >= alone.usage.input_tokens + first.usage.output_tokens + 4
 
 
+def test_a_conversation_takes_one_answer_at_a_time_from_responses_and_chats(stack: Stack, client: openai.OpenAI) -> None:
+    running, started = stream_in_background(stack, BUSY)  # the worker is busy: the first answer waits
+    assert started.wait(120)
+    conv = client.conversations.create()
+    first = client.responses.create(model="any", input="Is the sky blue?", max_output_tokens=8, background=True, conversation=conv.id)
+    for turn in (lambda: client.responses.create(model="any", input="And the sea?", max_output_tokens=4, conversation=conv.id),
+                 lambda: client.chat.completions.create(model="any", messages=[{"role": "user", "content": "And the sea?"}],
+                                                        max_tokens=4, extra_body={"conversation": conv.id})):
+        with pytest.raises(openai.ConflictError) as busy:
+            turn()
+        assert busy.value.code == "conversation_busy"
+    httpx.post(f"{stack.base_url}/jobs/{running['id']}/cancel").raise_for_status()
+    wait_for(lambda: client.responses.retrieve(first.id).status in ("completed", "incomplete"), 120, "the first answer")
+    then = client.responses.create(model="any", input="And the sea?", max_output_tokens=4, conversation=conv.id)
+    wait_for(lambda: len(client.conversations.items.list(conv.id).data) == 4, 30, "the second answer to be filed")
+    turns = [(i.role, i.content[0].text) for i in client.conversations.items.list(conv.id, order="asc").data]
+    assert turns == [("user", "Is the sky blue?"), ("assistant", client.responses.retrieve(first.id).output_text),
+                     ("user", "And the sea?"), ("assistant", then.output_text)]
+
+
 def test_a_dropped_stream_resumes_with_every_delta_once(stack: Stack, client: openai.OpenAI) -> None:
     seen = []
     with client.responses.create(model="any", input=STORY, max_output_tokens=60, stream=True) as stream:

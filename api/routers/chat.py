@@ -14,15 +14,10 @@ from api.conversation_schemas import MessageItem, message
 from api.conversations import ConversationStore
 from api.dependencies import Conversations, CurrentUser, Jobs, RedisDep, Settings
 from api.errors import HearthError, error_responses
-from api.filing import file_answer
+from api.filing import settle
 from api.jobs import JobInfo, JobService
 from api.schemas import ChatCompletionRequest
 from hearth.contract import DoneEvent, ErrorEvent, TokenEvent
-from hearth.lifecycle import TERMINAL
-
-# A turn's job is queued moments after its conversation is marked: a marked job missing for
-# longer never will be (its api stopped between the two), and must not keep the conversation busy.
-QUEUEING_S = 60
 
 router = APIRouter(prefix="/v1", tags=["chat"], responses=error_responses(400, 401, 404, 409, 413, 429, 500, 503))
 
@@ -67,17 +62,7 @@ async def _store_question(body: ChatCompletionRequest, conversations: Conversati
     last = body.messages[-1]
     if last.role != "user":
         raise HearthError(400, "A turn stored in a conversation ends with the user's message.", param="messages")
-    mark = await conversations.answering(owner, body.conversation)
-    if mark is not None:
-        pending, marked_s = mark
-        job = await jobs.get(pending)
-        ended = job.status in TERMINAL if job is not None else marked_s > QUEUEING_S
-        if ended:
-            # Ended (or never queued) but not filed yet (housekeeping files it within a round):
-            # file it now, so that it comes before this question. Filing clears its mark.
-            await file_answer(jobs, conversations, owner, body.conversation, pending)
-    # A mark still there (an answer being written or about to be queued, or another turn
-    # taken meanwhile) makes this 409.
+    await settle(jobs, conversations, owner, body.conversation)
     [asked] = await conversations.add_items(owner, body.conversation, [message("user", last.text())], answering=job_id)
     return asked
 
@@ -95,8 +80,7 @@ async def create_chat_completion(
         job = await queue_chat(jobs, chat, user.name, body.conversation)
     except HearthError:
         if asked is not None and body.conversation is not None:
-            await conversations.delete_item(user.name, body.conversation, asked.id)  # the turn never happened
-            await conversations.answered(user.name, body.conversation, chat.payload.job_id)
+            await conversations.withdraw(user.name, body.conversation, [asked], chat.payload.job_id)
         raise
     headers = {"X-Job-Id": job.id}
     if body.stream:

@@ -25,6 +25,7 @@ from api.dependencies import (
     Settings,
 )
 from api.errors import HearthError, error_responses
+from api.filing import settle
 from api.jobs import JobInfo, JobService
 from api.response_objects import ResponseEvents, ended, response_object
 from api.response_schemas import ResponseCreateRequest, as_responses_error
@@ -135,24 +136,28 @@ async def create_response(
 ) -> JSONResponse | EventSourceResponse:
     if body.background and not body.store:
         raise HearthError(400, "A background response must be stored: background needs store true.", param="background")
+    conv_id = body.conversation_id
+    if conv_id is not None:
+        await settle(jobs, conversations, user.name, conv_id)
     history = await _history(body, store, jobs, conversations, user)
     try:
         chat = await prepare_chat(body.to_chat(history), user.name, jobs, redis, settings)
     except HearthError as exc:
         raise as_responses_error(exc) from None
-    conv_id = body.conversation_id
     record = body.stored(chat.payload.job_id, int(time.time()), chat.payload.model, history)
+    # In a conversation, its input and the mark of the answer on its way are one write, as a
+    # chat turn's (409 while another answer is being written there).
+    asked = await conversations.add_items(user.name, conv_id, record.input, answering=record.job_id) if conv_id is not None else []
     if body.store:
         await store.create(user.name, record)
-    asked = await conversations.add_items(user.name, conv_id, record.input) if conv_id is not None else []
     try:
         # A stored response's outcome is filed by its record (and from there into its
         # conversation); an unstored one in a conversation is filed as a chat turn is.
         job = await queue_chat(jobs, chat, user.name, None if body.store else conv_id, Sink.RESPONSE if body.store else None)
     except HearthError:
         await store.delete(user.name, record.job_id)
-        for item in asked:
-            await conversations.delete_item(user.name, conv_id or "", item.id)  # the turn never happened
+        if conv_id is not None:
+            await conversations.withdraw(user.name, conv_id, asked, record.job_id)
         raise
     headers = {"X-Job-Id": job.id}
     if body.stream:
