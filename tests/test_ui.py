@@ -2,6 +2,7 @@
 
 import json
 import re
+import signal
 import subprocess
 import sys
 import tempfile
@@ -18,7 +19,7 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 from playwright.sync_api import Error as PlaywrightError
 from rq.job import Job
 
-from hearth.contract import RQ_SERIALIZER
+from hearth.contract import RQ_SERIALIZER, events_key
 from tests.sse import job_events
 from tests.stack import ROOT, Process, RedisServer, Stack, add_user, free_port, serve, wait_for
 from ui.status import SPAN_S
@@ -292,7 +293,7 @@ def no_error_details(page: Page) -> None:
 
 def test_api_down_shows_a_clear_message(make_stack: Callable[..., Stack], log_dir: Path,
                                         new_page: Callable[[str], Page]) -> None:
-    stack = make_stack()  # auth off; its api starts later, and no worker is needed
+    stack = make_stack(MAX_WAITING_PER_USER="1")  # auth off; its api starts later; no worker: what is queued waits
     ui = Ui(stack.env, log_dir)
     try:
         # At page load the ui asks the api whether to sign in; it is down: say so, offer a retry.
@@ -307,6 +308,15 @@ def test_api_down_shows_a_clear_message(make_stack: Callable[..., Stack], log_di
         page.click(RETRY)  # auth is off: straight to the chat
         expect(page.locator(TEXTBOX)).to_be_visible(timeout=15_000)
         assert page.locator(SIGNIN).count() == 0
+
+        # One chat of this user already waits: the next is refused (429), and the page says when to try again.
+        waiting = {"model": "any", "messages": [{"role": "user", "content": "Hi"}], "stream": True, "max_tokens": 4}
+        with httpx.stream("POST", f"{stack.base_url}/chat/completions", json=waiting, timeout=30) as queued:
+            assert queued.status_code == 200
+            send(page, "Hello?")
+            expect(page.locator(BOT).last).to_contain_text(re.compile(r"Hearth is busy right now\. Try again in \d+ s\."))
+            expect(page.locator(SUBMIT)).to_be_visible(timeout=10_000)
+        no_error_details(page)
 
         stack.api.stop()
         started = time.monotonic()
@@ -855,8 +865,8 @@ def test_defaults_for_new_chats_and_export_then_import(secured: Stack, secured_u
     assert not any(b"append-only" in p.read_bytes() for p in kept), kept  # the ui's disk keeps nobody's chats
 
 
-@pytest.mark.timeout(600)  # its own Redis, worker, api and ui, each started twice; two replies
-def test_restarting_redis_api_worker_and_ui_loses_no_conversation(log_dir: Path, new_page: Callable[..., Page]) -> None:
+@pytest.mark.timeout(600)  # its own Redis, worker, api and ui, each started twice; four replies
+def test_restarting_everything_or_losing_a_worker_loses_no_conversation(log_dir: Path, new_page: Callable[..., Page]) -> None:
     own = RedisServer(log_dir)
     stack = Stack(own, 0, log_dir, AUTH="on", DEFAULT_MAX_TOKENS="16")
     ui: Ui | None = None
@@ -895,6 +905,23 @@ def test_restarting_redis_api_worker_and_ui_loses_no_conversation(log_dir: Path,
         ask(again, ui, "And a fish?")
         wait_for(lambda: len(stored(stack, key, conv["id"])) == 4, 30, "the new turn to be stored")
         assert stored(stack, key, conv["id"])[:2] == before
+
+        # The worker dies mid-answer: the page says so in words, the answer is kept as far as it
+        # got, and a worker started again serves the next turn.
+        this_chat(again)
+        again.fill(MAX_TOKENS, "400")
+        known = len(ui.job_ids())
+        send(again, "Write a very long story about a dragon who guards a library, in many chapters.")
+        job_id = wait_job_id(ui, known)
+        wait_for(lambda: any(json.loads(f[b"event"])["type"] == "token" for _, f in stack.redis.xrange(events_key(job_id))),
+                 60, "the answer's first words")
+        stack.workers[-1].stop(signal.SIGKILL)
+        expect(again.locator(BOT).last).to_contain_text("The worker serving this request stopped; please retry.", timeout=30_000)
+        wait_for(lambda: len(stored(stack, key, conv["id"])) == 6, 30, "the answer so far to be stored")
+        assert stored(stack, key, conv["id"])[5]["status"] == "incomplete"
+        stack.start_worker()
+        ask(again, ui, "Are you back?")
+        wait_for(lambda: len(stored(stack, key, conv["id"])) == 8, 30, "the next turn to be stored")
         no_error_details(again)
     finally:
         if ui is not None:
