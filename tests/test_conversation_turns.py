@@ -2,6 +2,7 @@
 
 import asyncio
 import json
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -13,8 +14,8 @@ from api.auth import LOCAL_USER
 from api.conversations import CONVERSATION_KEY
 from api.filing import QUEUEING_S
 from tests.chats import NO_END
-from tests.sse import job_events
-from tests.stack import INTERACTIVE, Stack, add_user, wait_for
+from tests.sse import job_events, stream_in_background
+from tests.stack import BUSY, INTERACTIVE, Stack, add_user, wait_for
 
 
 def items(client: openai.OpenAI, conv_id: str) -> list[Any]:
@@ -58,18 +59,26 @@ def test_the_conversation_names_its_answer_in_progress_and_takes_no_second_quest
     assert [i.role for i in items(client, conv.id)] == ["user", "assistant"]  # the refused question was not stored
 
 
-async def turns_at_once(base_url: str, conv_id: str, count: int) -> list[ChatCompletion | BaseException]:
-    """`count` turns sent to `conv_id` together, each on its own connection. The answer taken
-    is long enough to be still running when the others arrive, however slow the machine."""
-    async with openai.AsyncOpenAI(base_url=base_url, api_key="unused", max_retries=0, timeout=60) as client:
-        return await asyncio.gather(*(client.chat.completions.create(
-            model="any", messages=[{"role": "user", "content": f"Question {n}?"}], max_tokens=30, logit_bias=NO_END,
-            extra_body={"conversation": conv_id}) for n in range(count)), return_exceptions=True)
+async def turns_at_once(base_url: str, conv_id: str, count: int, free_the_worker: Callable[[], object]) -> list[ChatCompletion | BaseException]:
+    """`count` turns sent to `conv_id` together, each on its own connection, while the worker
+    is busy with something else: the one taken waits in line until all others are answered
+    (or a deadline passes), whatever the machine's speed; then the worker is freed for it."""
+    async with openai.AsyncOpenAI(base_url=base_url, api_key="unused", max_retries=0, timeout=120) as client:
+        turns = [asyncio.create_task(client.chat.completions.create(
+            model="any", messages=[{"role": "user", "content": f"Question {n}?"}], max_tokens=8, logit_bias=NO_END,
+            extra_body={"conversation": conv_id})) for n in range(count)]
+        deadline = asyncio.get_running_loop().time() + 60
+        while sum(t.done() for t in turns) < count - 1 and asyncio.get_running_loop().time() < deadline:
+            await asyncio.wait(turns, timeout=0.1, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.to_thread(free_the_worker)
+        return await asyncio.gather(*turns, return_exceptions=True)
 
 
 def test_of_turns_sent_at_once_to_an_idle_conversation_one_is_taken_and_the_others_are_busy(stack: Stack, client: openai.OpenAI) -> None:
+    running, started = stream_in_background(stack, BUSY)
+    assert started.wait(120)
     conv = client.conversations.create()
-    outcomes = asyncio.run(turns_at_once(stack.base_url, conv.id, 6))
+    outcomes = asyncio.run(turns_at_once(stack.base_url, conv.id, 6, lambda: httpx.post(f"{stack.base_url}/jobs/{running['id']}/cancel")))
     taken = [o for o in outcomes if isinstance(o, ChatCompletion)]
     busy = [o for o in outcomes if isinstance(o, openai.ConflictError)]
     assert (len(taken), len(busy)) == (1, 5), outcomes

@@ -276,6 +276,7 @@ def test_bounds_get_openai_shaped_400s(secured: Stack) -> None:
         lambda: listed(client, limit=0),
         lambda: client.post("/conversations/import", body={"conversations": [{"id": "x:y", "created_at": 1, "metadata": {}}]}, cast_to=object),
         lambda: client.post("/conversations/import", body={"object": "something else", "conversations": []}, cast_to=object),
+        lambda: client.post("/conversations/import", body={"conversations": [{"id": "defaults", "created_at": 1, "metadata": {}}]}, cast_to=object),
     ]
     for n, call in enumerate(bad):
         with pytest.raises(openai.BadRequestError) as err:

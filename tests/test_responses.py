@@ -15,6 +15,7 @@ from pydantic import BaseModel
 
 from api.response_schemas import IGNORED, REFUSED, ResponseCreateRequest
 from tests.batches import file_lines, run_batch, wait_status
+from tests.chats import NO_END
 from tests.sse import read_sse, stream_in_background
 from tests.stack import BUSY, INTERACTIVE, ROOT, RedisServer, Stack, add_user, wait_for
 
@@ -156,6 +157,22 @@ def test_a_conversation_takes_one_answer_at_a_time_from_responses_and_chats(stac
     turns = [(i.role, i.content[0].text) for i in client.conversations.items.list(conv.id, order="asc").data]
     assert turns == [("user", "Is the sky blue?"), ("assistant", client.responses.retrieve(first.id).output_text),
                      ("user", "And the sea?"), ("assistant", then.output_text)]
+
+
+def test_deleting_a_response_on_its_way_frees_its_conversation(stack: Stack, client: openai.OpenAI) -> None:
+    running, started = stream_in_background(stack, BUSY)  # the worker is busy: the response waits
+    assert started.wait(120)
+    conv = client.conversations.create()
+    pending = client.responses.create(model="any", input="Is the sky blue?", max_output_tokens=8, background=True, conversation=conv.id)
+    assert client.conversations.retrieve(conv.id).model_extra["hearth_job_id"] is not None
+    client.responses.delete(pending.id)
+    assert client.conversations.retrieve(conv.id).model_extra["hearth_job_id"] is None
+    httpx.post(f"{stack.base_url}/jobs/{running['id']}/cancel").raise_for_status()
+    chat = client.chat.completions.create(model="any", messages=[{"role": "user", "content": "And the sea?"}], max_tokens=4,
+                                          logit_bias=NO_END, extra_body={"conversation": conv.id})
+    wait_for(lambda: client.conversations.retrieve(conv.id).model_extra["hearth_job_id"] is None, 30, "the chat's answer to be filed")
+    turns = [(i.role, i.content[0].text) for i in client.conversations.items.list(conv.id, order="asc").data]
+    assert turns == [("user", "Is the sky blue?"), ("user", "And the sea?"), ("assistant", chat.choices[0].message.content)]
 
 
 def test_a_dropped_stream_resumes_with_every_delta_once(stack: Stack, client: openai.OpenAI) -> None:

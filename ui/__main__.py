@@ -11,7 +11,7 @@ from types import FrameType
 from hearth.logs import setup_logging
 from ui.app import CSS, build_app
 from ui.client import HearthClient, new_http_client
-from ui.settings import UiSettings, browser_secret
+from ui.settings import UiSettings, browser_key
 
 log = logging.getLogger("ui")
 
@@ -24,7 +24,7 @@ def main() -> None:
     settings = UiSettings()
     setup_logging("ui", settings)
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per api call is noise
-    app = build_app(HearthClient(new_http_client(), settings.api_base()), browser_secret(settings))
+    app = build_app(HearthClient(new_http_client(), settings.api_base()), browser_key())
     app.launch(
         server_name=settings.host, server_port=settings.ui_port, ssr_mode=False, css=CSS,
         quiet=True, show_error=False, prevent_thread_lock=True,

@@ -22,12 +22,17 @@ CSS = """
 """
 
 
-def build_app(client: HearthClient, secret: str) -> gr.Blocks:
-    """`secret` encrypts what the browser keeps for a reload (`gr.BrowserState`)."""
-    with gr.Blocks(title="Hearth", analytics_enabled=False, fill_height=True) as app:
+# Files Gradio keeps in its cache (uploads, a batch's answers offered for download) are
+# deleted once older than this, checked as often: nobody's data stays on the ui's disk.
+CACHE_LIFE_S = 7200
+
+
+def build_app(client: HearthClient, browser_key: str) -> gr.Blocks:
+    """`browser_key`: the key of what the browser keeps for a reload (`ui.settings.browser_key`)."""
+    with gr.Blocks(title="Hearth", analytics_enabled=False, fill_height=True, delete_cache=(CACHE_LIFE_S, CACHE_LIFE_S)) as app:
         token = gr.State(None)  # this browser session's token from the sign-in; None with auth off
         ended = gr.State(None)
-        saved_token = gr.BrowserState(None, storage_key="hearth-session", secret=secret)
+        saved_token = gr.BrowserState(None, storage_key="hearth-session", secret=browser_key)
         signed_in = gr.State(False)
         form = signin_form()
         sidebar = chat_sidebar()
@@ -37,7 +42,7 @@ def build_app(client: HearthClient, secret: str) -> gr.Blocks:
                 sign_out = gr.Button("Sign out", size="sm", scale=0, min_width=100, visible=False, elem_id="hearth-sign-out")
             with gr.Tabs(elem_classes="hearth-tabs") as tabs:
                 with gr.Tab("Chat", id="chat", scale=1):
-                    chat = chat_panel(sidebar, secret)
+                    chat = chat_panel(sidebar, browser_key)
                 batches = batch_tab(client, token, tabs)
                 status = status_tab(client, token, tabs)
         page = Page(token, saved_token, signed_in, ended, form, main, who, sign_out, chat, tabs, status, batches)

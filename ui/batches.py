@@ -1,6 +1,7 @@
 """The Batch tab: upload a file of prompts, follow one's batches as they run, cancel one, and
 download its answers as JSONL or CSV. Everything goes through the api's Files and Batches API."""
 
+import shutil
 import tempfile
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -113,27 +114,34 @@ def batch_tab(client: HearthClient, api_key: gr.State, tabs: gr.Tabs) -> BatchTa
             return f"⚠️ {exc.message}"
         return f"Cancelling {batch_id}: finished answers are kept."
 
-    async def download_answers(batch_id: str | None, key: str | None) -> tuple[Any, str]:
+    async def download_answers(batch_id: str | None, key: str | None) -> tuple[Any, str, str | None]:
+        """The answers as files for the page (Gradio copies them into its cache, which it empties
+        by age: `ui.app.CACHE_LIFE_S`); the folder they are written to is removed next."""
         if not batch_id:
-            return gr.skip(), "Choose a batch first."
+            return gr.skip(), "Choose a batch first.", None
         session = client.with_key(key)
         try:
             batch = await session.batch(batch_id)
             if batch["status"] not in ENDED:
-                return gr.skip(), f"{batch_id} is still {batch['status']}; its answers come when it ends."
+                return gr.skip(), f"{batch_id} is still {batch['status']}; its answers come when it ends.", None
             sent = await session.file_content(batch["input_file_id"])
             answers, errors = await session.file_content(batch["output_file_id"]), await session.file_content(batch["error_file_id"])
         except ApiError as exc:
-            return gr.skip(), f"⚠️ {exc.message}"
+            return gr.skip(), f"⚠️ {exc.message}", None
         folder = Path(tempfile.mkdtemp(prefix="hearth-batch-"))
         jsonl, csv = folder / f"{batch_id}.jsonl", folder / f"{batch_id}.csv"
         jsonl.write_bytes(answers + errors)
         csv.write_text(answers_csv(sent, answers, errors))
-        return [str(jsonl), str(csv)], ""
+        return [str(jsonl), str(csv)], "", str(folder)
+
+    def remove(folder: str | None) -> None:
+        if folder:
+            shutil.rmtree(folder, ignore_errors=True)
 
     start.click(run_batch, inputs=[upload, system, max_tokens, api_key], outputs=[table, message, chosen])
     cancel.click(cancel_batch, inputs=[chosen, api_key], outputs=message)
-    download.click(download_answers, inputs=[chosen, api_key], outputs=[files, message])
+    written = gr.State(None)
+    download.click(download_answers, inputs=[chosen, api_key], outputs=[files, message, written]).then(remove, inputs=[written])
     timer.tick(refresh, inputs=[api_key, chosen], outputs=outputs, show_progress="hidden")
 
     async def on_tab(event: gr.SelectData, key: str | None, current: str | None) -> tuple[Any, ...]:

@@ -14,6 +14,7 @@ follower of one showing must not outlive the next). Stop cancels both kinds of s
 job (closing a stream never does: the answer goes on and is stored, so a reload finds it).
 """
 
+import asyncio
 import json
 import logging
 import re
@@ -53,7 +54,8 @@ FOLD_ON_PHONE = """() => {
 
 
 # An export reaches the browser as {name, type, text} in a hidden textbox; this saves it as a
-# file there (nothing is written on the ui's disk) and empties the textbox.
+# file there (nothing is written on the ui's disk) and empties the textbox (the ui's copy of
+# its value is emptied by the step after).
 SAVE_DOWNLOAD = """(file) => {
   if (!file) return '';
   const {name, type, text} = JSON.parse(file);
@@ -152,7 +154,7 @@ class ChatPanel:
 
     def outputs(self) -> list[Block]:
         return [self.conv, self.saved_conv, self.ticket, self.sidebar, self.search, self.listing, self.title, *self.settings(),
-                self.import_result, self.chatbot, self.textbox]
+                self.import_result, self.download, self.chatbot, self.textbox]
 
     def opened(self, conv_id: str | None, shown: list[Message], metadata: dict[str, str]) -> Updates:
         return {self.conv: conv_id, self.saved_conv: conv_id, self.chatbot: shown,
@@ -162,7 +164,8 @@ class ChatPanel:
 
     def reset(self) -> Updates:
         """Nothing of the last user stays on the page (the browser's `saved_conv` is the page's to keep or forget)."""
-        cleared: Updates = {**self.opened(None, [], {}), self.listing: gr.Radio(choices=[], value=None), self.search: "", self.import_result: "",
+        cleared: Updates = {**self.opened(None, [], {}), self.listing: gr.Radio(choices=[], value=None), self.search: "",
+                            self.import_result: "", self.download: "",
                    self.textbox: waiting(), self.sidebar: gr.Sidebar(visible=False), self.ticket: None}
         del cleared[self.saved_conv]
         return cleared
@@ -213,7 +216,7 @@ def chat_sidebar() -> dict[str, Block]:
             "import_result": import_result, "download": download}
 
 
-def chat_panel(sidebar: dict[str, Block], secret: str) -> ChatPanel:
+def chat_panel(sidebar: dict[str, Block], browser_key: str) -> ChatPanel:
     """The chat itself (added where the page is being built); the sidebar made by `chat_sidebar`."""
     chatbot = gr.Chatbot(label="Hearth", scale=1, autoscroll=True, editable="user", buttons=["copy"],
                          elem_id="hearth-chatbot", height="60vh")
@@ -221,7 +224,7 @@ def chat_panel(sidebar: dict[str, Block], secret: str) -> ChatPanel:
     # before would be cleared by that, or sent into the chat being replaced.
     textbox = gr.Textbox(placeholder="Message Hearth", show_label=False, submit_btn=True, stop_btn=False,
                          max_lines=8, autofocus=True, interactive=False, elem_id="hearth-input")
-    return ChatPanel(conv=gr.State(None), saved_conv=gr.BrowserState(None, storage_key="hearth-conversation", secret=secret),
+    return ChatPanel(conv=gr.State(None), saved_conv=gr.BrowserState(None, storage_key="hearth-conversation", secret=browser_key),
                      ticket=gr.State(None), asked=gr.State(""), chatbot=chatbot, textbox=textbox, **sidebar)  # type: ignore[arg-type]
 
 
@@ -364,9 +367,9 @@ def wire_chat(app: gr.Blocks, client: HearthClient, panel: ChatPanel, token: gr.
         """Shows conversation `conv_id` (None: a new chat); its follower makes the input ready."""
         ticket = show(request, conv_id)
         session = client.with_key(token_)
-        if conv_id is None:
-            return {**p.opened(None, [], await new_chat_settings(session)), p.ticket: ticket, p.textbox: waiting()}
         try:
+            if conv_id is None:
+                return {**p.opened(None, [], await new_chat_settings(session)), p.ticket: ticket, p.textbox: waiting()}
             items, conv = await session.items(conv_id), await session.conversation(conv_id)
         except SessionEnded as exc:
             return {ended: exc.message}
@@ -499,12 +502,13 @@ def wire_chat(app: gr.Blocks, client: HearthClient, panel: ChatPanel, token: gr.
 
     for exporting in (p.export_all.click(export_all, inputs=[token], outputs=[p.download, ended], **quiet),
                       p.export_chat.click(export_chat, inputs=[token, p.conv, p.title], outputs=[p.download, ended], **quiet)):
-        exporting.then(None, inputs=[p.download], outputs=[p.download], js=SAVE_DOWNLOAD, **quiet)
+        saved = exporting.then(None, inputs=[p.download], outputs=[p.download], js=SAVE_DOWNLOAD, **quiet)
+        saved.then(lambda: "", outputs=[p.download], queue=False, **quiet)
 
     async def import_(token_: str | None, path: str | None, query: str, chosen: str | None) -> Updates:
         if path is None:
             return {ended: gr.skip()}
-        exported = Path(path).read_bytes()
+        exported = await asyncio.to_thread(Path(path).read_bytes)
         Path(path).unlink(missing_ok=True)  # the ui keeps nobody's conversations on its disk
         session = client.with_key(token_)
         try:
@@ -513,7 +517,7 @@ def wire_chat(app: gr.Blocks, client: HearthClient, panel: ChatPanel, token: gr.
         except SessionEnded as exc:
             return {ended: exc.message}
         except ApiError as exc:
-            return {p.import_result: f"⚠️ {exc.message}", p.importer: None}
+            return {p.import_result: f"⚠️ Nothing was imported from this file: {exc.message}", p.importer: None}
         return {p.import_result: imported_line(result), p.listing: found, p.importer: None}
 
     p.importer.upload(import_, inputs=[token, p.importer, p.search, p.conv], outputs=[p.import_result, p.listing, p.importer, ended], **quiet)
@@ -526,9 +530,12 @@ def wire_chat(app: gr.Blocks, client: HearthClient, panel: ChatPanel, token: gr.
 
 
 async def new_chat_settings(session: HearthClient) -> dict[str, str]:
-    """The user's defaults for a new chat; none when the api cannot say (opening it says why)."""
+    """The user's defaults for a new chat; none when the api cannot say (the chat then takes
+    the server's); SessionEnded when the session has."""
     try:
         defaults = await session.chat_defaults()
+    except SessionEnded:
+        raise
     except ApiError:
         return {}
     return {k: v for k, v in defaults.items() if k in (SYSTEM_KEY, TEMPERATURE_KEY, MAX_TOKENS_KEY)}

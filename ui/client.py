@@ -335,7 +335,7 @@ class HearthClient:
             log.warning("job cancel failed", extra={"job_id": job_id, "error": type(exc).__name__})
 
     async def _call(self, method: str, path: str, timeout: float = STATUS_TIMEOUT_S, **kwargs: Any) -> tuple[httpx.Response, Any]:
-        """One short api call; a failure to connect or to read its JSON is an `ApiError`."""
+        """One api call answered with JSON; a failure to connect or to read its JSON is an `ApiError`."""
         response = await self._request(method, path, timeout, **kwargs)
         body = _json_of(response)
         if body is None and response.status_code == 200:

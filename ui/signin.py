@@ -1,11 +1,12 @@
 """Sign-in: a user name and an API key or password become this browser session's token.
 
 The token lives in a `gr.State` (in the ui process, per browser session) and, so that a reload
-keeps one signed in, in the browser's storage (`gr.BrowserState`, encrypted with the ui's key,
-which outlives a restart of the ui: `ui.settings.browser_secret`): only the session token, never the API key or password, until Sign out or the
-session's expiry (the api then refuses it, and the page asks again). Whether to ask at all is
-the api's answer when the page loads (`GET /v1/me`), not the ui's start-up: `make run` starts
-both at once. With auth off the page goes straight to the chat.
+keeps one signed in, in the browser's storage (`gr.BrowserState`, scrambled with a key that the
+page itself has, kept across restarts of the ui: `ui.settings.browser_key`). Only the session
+token, never the API key or password, and only until Sign out or the session's expiry (the
+api then refuses it, and the page asks again): the session is what protects it. Whether to
+ask at all is the api's answer when the page loads (`GET /v1/me`), not the ui's start-up:
+`make run` starts both at once. With auth off the page goes straight to the chat.
 """
 
 import logging

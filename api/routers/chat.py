@@ -78,7 +78,7 @@ async def create_chat_completion(
     asked = await _store_question(body, conversations, jobs, user.name, chat.payload.job_id)
     try:
         job = await queue_chat(jobs, chat, user.name, body.conversation)
-    except HearthError:
+    except Exception:  # refused a place in the queue, or Redis failed: the turn never happened
         if asked is not None and body.conversation is not None:
             await conversations.withdraw(user.name, body.conversation, [asked], chat.payload.job_id)
         raise

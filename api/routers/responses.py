@@ -129,7 +129,7 @@ async def _stream(jobs: JobService, job: JobInfo | None, record: StoredResponse,
             await asyncio.shield(jobs.cancel(job))
 
 
-@router.post("", response_model=None, responses={**SSE, **error_responses(429)})
+@router.post("", response_model=None, responses={**SSE, **error_responses(409, 429)})
 async def create_response(
     body: ResponseCreateRequest, request: Request, jobs: Jobs, user: CurrentUser, redis: RedisDep, settings: Settings,
     conversations: Conversations, store: Responses,
@@ -148,13 +148,13 @@ async def create_response(
     # In a conversation, its input and the mark of the answer on its way are one write, as a
     # chat turn's (409 while another answer is being written there).
     asked = await conversations.add_items(user.name, conv_id, record.input, answering=record.job_id) if conv_id is not None else []
-    if body.store:
-        await store.create(user.name, record)
     try:
+        if body.store:
+            await store.create(user.name, record)
         # A stored response's outcome is filed by its record (and from there into its
         # conversation); an unstored one in a conversation is filed as a chat turn is.
         job = await queue_chat(jobs, chat, user.name, None if body.store else conv_id, Sink.RESPONSE if body.store else None)
-    except HearthError:
+    except Exception:  # refused a place in the queue, or Redis failed: the turn never happened
         await store.delete(user.name, record.job_id)
         if conv_id is not None:
             await conversations.withdraw(user.name, conv_id, asked, record.job_id)
@@ -213,12 +213,14 @@ async def cancel_response(response_id: str, jobs: Jobs, user: CurrentUser, store
 
 
 @router.delete("/{response_id}")
-async def delete_response(response_id: str, jobs: Jobs, user: CurrentUser, store: Responses) -> dict[str, Any]:
+async def delete_response(response_id: str, jobs: Jobs, user: CurrentUser, store: Responses, conversations: Conversations) -> dict[str, Any]:
     """Deletes the stored response; one still queued or running is cancelled first, as nobody could see its answer."""
     record = await _record(store, user, response_id)
     await _stop(jobs, record)
     if not await store.delete(user.name, record.job_id):
         raise _not_found(response_id)
+    if record.conversation is not None:  # its answer will not be filed there: the conversation is free
+        await conversations.answered(user.name, record.conversation, record.job_id)
     return {"id": record.id, "object": "response", "deleted": True}
 
 
