@@ -567,27 +567,28 @@ def afternoon_zone() -> ZoneInfo:
 def test_status_plots_name_their_units_queues_and_local_times(ui: Ui, stack: Stack, new_page: Callable[..., Page], log_dir: Path) -> None:
     chat = {"messages": [{"role": "user", "content": "Say hi."}], "max_tokens": 4}
     assert httpx.post(f"{stack.base_url}/chat/completions", json=chat, timeout=REPLY_S).status_code == 200
+    queues = list(httpx.get(f"{stack.base_url}/status", timeout=10).json()["queues"])
     zone = afternoon_zone()
     page = new_page(ui.url, timezone=zone.key)  # the browser draws times in its own zone
     page.get_by_role("tab", name="Status").click()
+    # The plots are redrawn at each refresh: one snapshot, taken once every queue is in the legend.
+    legend_end = f" {len(queues)} values: {', '.join(queues)}"
     try:
-        page.wait_for_function(f"() => {{ const plots = ({STATUS_PLOTS})(); return plots['{SPEED}']?.points > 0 "
-                               f"&& plots['{DEPTH}']?.entries.length > 1; }}", timeout=30_000)
+        plots = page.wait_for_function(
+            f"() => {{ const plots = ({STATUS_PLOTS})(); return plots['{SPEED}']?.points > 0 && plots['{DEPTH}']?.legend?.endsWith("
+            f"{json.dumps(legend_end)}) && plots['{DEPTH}'].entries.length === {len(queues)} && plots; }}", timeout=30_000).json_value()
     except PlaywrightError as exc:  # say what the plots showed instead
-        raise AssertionError(f"{exc}\nthe plots: {page.evaluate(STATUS_PLOTS)}") from None
+        raise AssertionError(f"{exc}\nthe plots: {page.evaluate(STATUS_PLOTS)}, expected the queues {queues}") from None
     finally:
         page.screenshot(path=str(log_dir / "ui-status.png"))
-    plots = page.evaluate(STATUS_PLOTS)
-    status = httpx.get(f"{stack.base_url}/status", timeout=10).json()
 
-    # Each axis names its unit; the queues' legend lists them by name, single series have none.
+    # Each axis names its unit; the queues' legend lists them by name (above), single series have none.
     assert {title: plot["axes"] for title, plot in plots.items()} == {
         DEPTH: ["local time", "jobs waiting"], SPEED: ["local time", "tokens/s"], FIRST: ["local time", "seconds"]}
-    queues = list(status["queues"])
-    assert plots[DEPTH]["legend"].endswith(f" {len(queues)} values: {', '.join(queues)}") and len(plots[DEPTH]["entries"]) == len(queues)
     assert plots[SPEED]["legend"] is plots[FIRST]["legend"] is None
+    jobs = httpx.get(f"{stack.base_url}/status", timeout=10).json()["series"]["jobs"]  # all ended before the snapshot
     for title, field in ((SPEED, "tokens_per_s"), (FIRST, "ttft_s")):  # a point per job measured
-        assert plots[title]["points"] == sum(job[field] is not None for job in status["series"]["jobs"]) > 0
+        assert plots[title]["points"] == sum(job[field] is not None for job in jobs) > 0
     # Times are the browser's local time on a 24-hour clock, over the last hour.
     now = time.time()
     first, last = (datetime.fromtimestamp(t, zone).strftime("%H:%M") for t in (now - SPAN_S - 60, now + 120))
