@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 NEW_CHAT = "New chat"
 STOPPED = "This answer was stopped before it was finished."
 SYSTEM_KEY, TEMPERATURE_KEY, MAX_TOKENS_KEY = "system", "temperature", "max_tokens"  # per-conversation settings in its metadata
+SETTINGS_KEYS = (SYSTEM_KEY, TEMPERATURE_KEY, MAX_TOKENS_KEY)
 SYSTEM_CHARS = 512  # a metadata value's bound (OpenAI's)
 
 Updates = dict[Block, Any]
@@ -421,19 +422,27 @@ def wire_chat(app: gr.Blocks, client: HearthClient, panel: ChatPanel, token: gr.
     gr.on([p.search.submit, p.search.change], search, inputs=[token, p.search, p.conv], outputs=[p.listing],
           trigger_mode="always_last", **quiet)
 
-    async def rename(token_: str | None, conv_id: str | None, title: str, query: str) -> Updates:
-        if conv_id is None or not title.strip():
-            return {ended: gr.skip()}
-        session = client.with_key(token_)
+    async def warned(work: Awaitable[Updates]) -> Updates:
+        """`work`'s updates; a session that ended signs the page out, any other refusal shows as a warning."""
         try:
-            conv = await session.conversation(conv_id)
-            await session.set_metadata(conv_id, {**conv.get("metadata", {}), "title": title.strip()[:SYSTEM_CHARS]})
-            return {p.listing: await listing(session, query, conv_id)}
+            return await work
         except SessionEnded as exc:
             return {ended: exc.message}
         except ApiError as exc:
             gr.Warning(exc.message)
             return {ended: gr.skip()}
+
+    async def rename(token_: str | None, conv_id: str | None, title: str, query: str) -> Updates:
+        if conv_id is None or not title.strip():
+            return {ended: gr.skip()}
+        session = client.with_key(token_)
+
+        async def renamed() -> Updates:
+            conv = await session.conversation(conv_id)
+            await session.set_metadata(conv_id, {**conv.get("metadata", {}), "title": title.strip()[:SYSTEM_CHARS]})
+            return {p.listing: await listing(session, query, conv_id)}
+
+        return await warned(renamed())
 
     gr.on([p.rename.click, p.title.submit], rename, inputs=[token, p.conv, p.title, p.search], outputs=[p.listing, ended], **quiet)
 
@@ -445,7 +454,7 @@ def wire_chat(app: gr.Blocks, client: HearthClient, panel: ChatPanel, token: gr.
         session = client.with_key(token_)
         try:
             metadata = (await session.conversation(conv_id)).get("metadata", {})
-            kept = {k: v for k, v in metadata.items() if k not in (SYSTEM_KEY, TEMPERATURE_KEY, MAX_TOKENS_KEY)}
+            kept = {k: v for k, v in metadata.items() if k not in SETTINGS_KEYS}
             await session.set_metadata(conv_id, {**kept, **settings_metadata(system, temperature, max_tokens)})
         except ApiError as exc:
             gr.Warning(exc.message)
@@ -456,39 +465,31 @@ def wire_chat(app: gr.Blocks, client: HearthClient, panel: ChatPanel, token: gr.
         if conv_id is None:
             return {ended: gr.skip()}
         session = client.with_key(token_)
-        try:
+
+        async def deleted() -> Updates:
             await cancel_answer(session, conv_id)
             await session.delete_conversation(conv_id)
             return {**await open_(token_, None, request), p.listing: await listing(session, query, None)}
-        except SessionEnded as exc:
-            return {ended: exc.message}
-        except ApiError as exc:
-            gr.Warning(exc.message)
-            return {ended: gr.skip()}
+
+        return await warned(deleted())
 
     then_follow(p.delete.click(delete, inputs=[token, p.conv, p.search], outputs=open_outputs, cancels=answers, **quiet))
 
     async def save_defaults(token_: str | None, system: str, temperature: float | None, max_tokens: float | None) -> Updates:
-        try:
+        async def saved() -> Updates:
             await client.with_key(token_).set_chat_defaults(settings_metadata(system, temperature, max_tokens))
-        except SessionEnded as exc:
-            return {ended: exc.message}
-        except ApiError as exc:
-            gr.Warning(exc.message)
+            gr.Info("New chats will start with these settings.")
             return {ended: gr.skip()}
-        gr.Info("New chats will start with these settings.")
-        return {ended: gr.skip()}
+
+        return await warned(saved())
 
     p.save_defaults.click(save_defaults, inputs=[token, *p.settings()], outputs=[ended], **quiet)
 
     async def export(token_: str | None, name: str, media_type: str, fetch: Callable[[HearthClient], Awaitable[bytes]]) -> Updates:
-        try:
+        async def exported() -> Updates:
             return {p.download: download(name, media_type, await fetch(client.with_key(token_)))}
-        except SessionEnded as exc:
-            return {ended: exc.message}
-        except ApiError as exc:
-            gr.Warning(exc.message)
-            return {ended: gr.skip()}
+
+        return await warned(exported())
 
     async def export_all(token_: str | None) -> Updates:
         """Every conversation, as the JSON file that import takes."""
@@ -538,7 +539,7 @@ async def new_chat_settings(session: HearthClient) -> dict[str, str]:
         raise
     except ApiError:
         return {}
-    return {k: v for k, v in defaults.items() if k in (SYSTEM_KEY, TEMPERATURE_KEY, MAX_TOKENS_KEY)}
+    return {k: v for k, v in defaults.items() if k in SETTINGS_KEYS}
 
 
 def imported_line(result: dict[str, Any]) -> str:
