@@ -8,24 +8,34 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from redis.exceptions import RedisError
 
-from api.auth import BOOTSTRAP_ADMIN, AuthError, UserStore
-from api.batch_runner import BatchRunner
-from api.batches import BatchStore
+from api.accounts import router as accounts
+from api.accounts.signin_throttle import SignInThrottle
+from api.accounts.users import BOOTSTRAP_ADMIN, AuthError, UserStore
+from api.batches import router as batches
+from api.batches.runner import BatchRunner
+from api.batches.store import BatchStore
 from api.body_limit import BodyLimitMiddleware
-from api.conversations import ConversationStore
+from api.chat import router as chat
+from api.conversations import router as conversations
+from api.conversations.store import ConversationStore
 from api.errors import install_error_handlers
-from api.files import FileStore
-from api.filing import Filing
-from api.housekeeping import housekeeping
-from api.jobs import JobService
+from api.files import router as files
+from api.files.store import FileStore
+from api.health import router as health
+from api.jobs import router as jobs
+from api.jobs.filing import Filing
+from api.jobs.housekeeping import housekeeping
+from api.jobs.reaper import Reaper
+from api.jobs.service import JobService
+from api.metrics import router as metrics
 from api.middleware import RequestContextMiddleware
+from api.models import router as models
 from api.openapi import honest_openapi
-from api.reaper import Reaper
-from api.responses import ResponseStore
-from api.routers import auth, batches, chat, conversations, files, health, jobs, metrics, models, responses, status
+from api.responses import router as responses
+from api.responses.store import ResponseStore
 from api.settings import ApiSettings
-from api.signin_throttle import SignInThrottle
-from api.status import queue_sampler
+from api.status import router as status
+from api.status.board import queue_sampler
 from hearth.redis_client import connect, connect_async
 
 log = logging.getLogger(__name__)
@@ -94,6 +104,6 @@ def create_app(settings: ApiSettings) -> FastAPI:
     origins = [o.strip() for o in settings.cors_origins.split(",") if o.strip()]
     if origins:  # off unless configured: browsers on other sites may not call the api
         app.add_middleware(CORSMiddleware, allow_origins=origins, allow_methods=["*"], allow_headers=["*"], expose_headers=["X-Job-Id", "X-Request-ID"])
-    for module in (health, auth, models, chat, responses, jobs, conversations, files, batches, metrics, status):
+    for module in (health, accounts, models, chat, responses, jobs, conversations, files, batches, metrics, status):
         app.include_router(module.router)
     return app

@@ -9,15 +9,15 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from redis.asyncio import Redis as AsyncRedis
 
-from api.auth import LOCAL_USER, User, UserStore
-from api.batches import BatchStore
-from api.conversations import ConversationStore
+from api.accounts.signin_throttle import SignInThrottle
+from api.accounts.users import LOCAL_USER, User, UserStore
+from api.batches.store import BatchStore
+from api.conversations.store import ConversationStore
 from api.errors import HearthError
-from api.files import FileStore
-from api.jobs import JobService
-from api.responses import ResponseStore
+from api.files.store import FileStore
+from api.jobs.service import JobService
+from api.responses.store import ResponseStore
 from api.settings import ApiSettings
-from api.signin_throttle import SignInThrottle
 from hearth.logs import bind
 
 

@@ -18,7 +18,7 @@ from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.errors import internal_error
-from api.metrics import count_rejected
+from api.metrics.exposition import count_rejected
 from hearth.logs import bind, unbind
 
 log = logging.getLogger(__name__)

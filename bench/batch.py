@@ -11,7 +11,7 @@ from typing import Any
 
 import openai
 
-from api.schemas import ChatCompletionRequest
+from api.chat.schemas import ChatCompletionRequest
 from bench.report import median, table, verdict
 from bench.rig import Rig
 

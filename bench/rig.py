@@ -17,7 +17,7 @@ import redis
 from redis.asyncio import Redis as AsyncRedis
 from rq.job import Job, JobStatus
 
-from api.auth import UserStore
+from api.accounts.users import UserStore
 from api.settings import ApiSettings
 from hearth.contract import RQ_SERIALIZER
 from tests.stack import RedisServer, Stack

@@ -24,7 +24,7 @@ from typing import Any
 import openai
 from rq.job import Job
 
-from api.schemas import ChatCompletionRequest
+from api.chat.schemas import ChatCompletionRequest
 from bench.report import median, table, verdict
 from bench.rig import Rig
 from hearth.contract import RQ_SERIALIZER, EventType, decode_event, events_key

@@ -3,7 +3,7 @@
 import argparse
 import sys
 
-from api import cli as users
+from api.accounts import cli as users
 from cli import batch
 
 

@@ -60,7 +60,7 @@ GENERATE_FUNC = "worker.tasks.generate"
 
 JOB_KEY = "hearth:job:{job_id}"  # hash written at enqueue: owner, model, created, queue, status (hearth.lifecycle)
 RUNNING_KEY = "hearth:running"  # hash: running job id -> its worker (the reaper's round)
-ENDED_KEY = "hearth:ended"  # list: ended jobs with a `sink`, for the api to file (api.filing)
+ENDED_KEY = "hearth:ended"  # list: ended jobs with a `sink`, for the api to file (api.jobs.filing)
 # list of at most one item, pushed when there is housekeeping to do (a job to file, a batch
 # created or cancelled): the api's round starts at once instead of at its next interval
 NUDGE_KEY = "hearth:housekeeping:nudge"

@@ -1,5 +1,5 @@
 """Which messages of a chat are never left out to fit the context window: the worker trims by
-this rule (worker.context) and the api bounds a chat's size by it (api.workers)."""
+this rule (worker.context) and the api bounds a chat's size by it (api.models.workers)."""
 
 from collections.abc import Sequence
 

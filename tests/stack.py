@@ -153,7 +153,7 @@ def serve(redis_server: RedisServer, log_dir: Path, **env: str) -> Generator[Sta
 
 def add_user(stack: Stack, name: str, admin: bool = False) -> str:
     """`hearth users add NAME`, as an operator runs it; returns the printed API key."""
-    args = [sys.executable, "-m", "api.cli", "users", "add", name] + (["--admin"] if admin else [])
+    args = [sys.executable, "-m", "api.accounts.cli", "users", "add", name] + (["--admin"] if admin else [])
     out = subprocess.run(args, env=stack.env, cwd=ROOT, capture_output=True, text=True, check=True).stdout
     return out.strip().splitlines()[-1]
 

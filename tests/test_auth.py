@@ -19,7 +19,7 @@ def secured(redis_server, log_dir):
 
 
 def cli(stack: Stack, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "api.cli", "users", *args], env=stack.env, cwd=ROOT,
+    return subprocess.run([sys.executable, "-m", "api.accounts.cli", "users", *args], env=stack.env, cwd=ROOT,
                           capture_output=True, text=True, input=stdin)
 
 

@@ -5,7 +5,7 @@ import httpx
 import openai
 import pytest
 
-from api.workers import WorkerInfo
+from api.models.workers import WorkerInfo
 from hearth.contract import Message
 from hearth.trimming import never_dropped
 from tests.stack import INTERACTIVE, Stack, serve

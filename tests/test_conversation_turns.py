@@ -10,9 +10,9 @@ import openai
 import pytest
 from openai.types.chat import ChatCompletion
 
-from api.auth import LOCAL_USER
-from api.conversations import CONVERSATION_KEY
-from api.filing import QUEUEING_S
+from api.accounts.users import LOCAL_USER
+from api.conversations.store import CONVERSATION_KEY
+from api.jobs.filing import QUEUEING_S
 from tests.chats import NO_END
 from tests.sse import job_events, stream_in_background
 from tests.stack import BUSY, INTERACTIVE, Stack, add_user, wait_for

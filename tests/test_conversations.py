@@ -15,8 +15,8 @@ from openai.pagination import SyncConversationCursorPage
 from openai.types.conversations import Conversation, Message
 from redis.asyncio import Redis as AsyncRedis
 
-from api.conversation_schemas import message
-from api.conversations import ConversationStore
+from api.conversations.schemas import message
+from api.conversations.store import ConversationStore
 from api.settings import ApiSettings
 from tests.stack import ROOT, RedisServer, Stack, add_user
 
@@ -182,7 +182,7 @@ def test_revoking_a_user_deletes_their_conversations(secured: Stack) -> None:
         carol.conversations.create(items=[say("user", f"note {n}")])
     assert len(listed(carol).data) == 3
     carol.post("/conversations/defaults", body={"metadata": {"system": "Be brief."}}, cast_to=object)
-    revoke = [sys.executable, "-m", "api.cli", "users", "revoke", name]
+    revoke = [sys.executable, "-m", "api.accounts.cli", "users", "revoke", name]
     subprocess.run(revoke, env=secured.env, cwd=ROOT, capture_output=True, text=True, check=True)
     assert secured.redis.keys(f"*{name}*") == []  # nothing of theirs is left in Redis
     again = as_user(secured, add_user(secured, name))  # the same name later starts empty

@@ -6,7 +6,7 @@ import asyncio
 from redis import Redis
 from redis.asyncio import Redis as AsyncRedis
 
-from api.housekeeping import housekeeping, nudge
+from api.jobs.housekeeping import housekeeping, nudge
 from hearth.contract import NUDGE_KEY, DoneEvent, StartedEvent, Usage, job_key
 from hearth.lifecycle import JobStatus, apply_events_args
 from tests.stack import RedisServer, unused_db

@@ -13,7 +13,7 @@ import pytest
 from openai.types.responses.response_create_params import ResponseCreateParamsBase
 from pydantic import BaseModel
 
-from api.response_schemas import IGNORED, REFUSED, ResponseCreateRequest
+from api.responses.schemas import IGNORED, REFUSED, ResponseCreateRequest
 from tests.batches import file_lines, run_batch, wait_status
 from tests.chats import NO_END
 from tests.sse import read_sse, stream_in_background

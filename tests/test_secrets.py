@@ -25,7 +25,7 @@ def bearer(key: str) -> dict[str, str]:
 
 
 def passwd(stack: Stack, name: str, password: str) -> None:
-    subprocess.run([sys.executable, "-m", "api.cli", "users", "passwd", name], env=stack.env, cwd=ROOT,
+    subprocess.run([sys.executable, "-m", "api.accounts.cli", "users", "passwd", name], env=stack.env, cwd=ROOT,
                    input=f"{password}\n", text=True, capture_output=True, check=True)
 
 

@@ -12,7 +12,7 @@ import httpx
 from gradio_client import Client
 from redis.asyncio import Redis as AsyncRedis
 
-from api.auth import UserStore
+from api.accounts.users import UserStore
 from tests.chats import BackgroundChat, chat_body
 from tests.stack import BATCH, INTERACTIVE, Process, Stack, free_port, wait_for
 

@@ -13,7 +13,7 @@ import pytest
 from openai.types.chat.completion_create_params import CompletionCreateParamsBase
 from pydantic import BaseModel, Field
 
-from api.schemas import IGNORED, REFUSED, ChatCompletionRequest
+from api.chat.schemas import IGNORED, REFUSED, ChatCompletionRequest
 from tests.batches import file_lines, pause_a_line, request_line, run_batch, wait_status
 from tests.stack import ROOT, Stack, wait_for
 

@@ -356,7 +356,7 @@ def secured_ui(secured: Stack, log_dir: Path) -> Iterator[Ui]:
 
 def users(stack: Stack, *args: str, stdin: str | None = None) -> None:
     """`hearth users ARGS`, as an operator runs it (`passwd` reads the password from stdin)."""
-    subprocess.run([sys.executable, "-m", "api.cli", "users", *args], env=stack.env, cwd=ROOT,
+    subprocess.run([sys.executable, "-m", "api.accounts.cli", "users", *args], env=stack.env, cwd=ROOT,
                    capture_output=True, text=True, input=stdin, check=True)
 
 

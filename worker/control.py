@@ -17,7 +17,7 @@ log = logging.getLogger(__name__)
 # The index entry's score is when the heartbeat expires, in Redis's time: the reaper compares it
 # with the same clock, so a worker whose host clock is off is neither reaped early nor kept.
 # The models it serves are marked as seen now in the registry of models (KEYS[2]), which the
-# api routes by while their workers are away (api.routing).
+# api routes by while their workers are away (api.models.routing).
 # KEYS: the worker index, the model registry; ARGV: ttl, worker name, its models...
 _RENEW_LUA = """
 local t = redis.call('TIME')

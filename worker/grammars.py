@@ -1,7 +1,7 @@
 """Grammars that make the model answer with JSON matching a schema, built once per distinct
 schema and kept (least recently used dropped first).
 
-The api sends only schemas it checked (`api.structured`), reduced to what the grammar
+The api sends only schemas it checked (`api.chat.structured`), reduced to what the grammar
 enforces. They are converted by llama-cpp-python's converter with two fixes that keep the
 JSON valid: its string characters admit raw control characters (a newline inside a string,
 which JSON forbids), and its literals leave backslashes unescaped, so an enum value or

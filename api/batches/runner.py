@@ -1,0 +1,244 @@
+"""Runs batches: reads their input files, feeds their lines to each model's batch queue a few
+at a time, files each line's result once, and ends them (completed, cancelled, expired).
+
+One api process at a time does this (the housekeeping lease, api.jobs.housekeeping). Everything it
+works from is in Redis, so another api process takes over where it stopped. Lines are fed in
+bounded slices (`BATCH_SLICE` per model queue), round-robin across users, so memory and Redis
+keys grow with the slice, not with the file, and several people's batches share the machine.
+Batch lines are preemptible: a chat for their model pauses the running line (worker.runner),
+so a batch never delays a chat by more than a token.
+"""
+
+import itertools
+import json
+import logging
+import secrets
+import time
+from typing import Any
+
+from redis import Redis
+from redis.asyncio import Redis as AsyncRedis
+from starlette.concurrency import run_in_threadpool
+
+from api.batches.store import ERRORS_SHOWN, BatchInfo, BatchStore, LineError, PendingLine, keys, read_lines
+from api.chat.limits import check_for_worker, check_request
+from api.chat.schemas import ChatCompletionRequest
+from api.errors import HearthError
+from api.files.store import FileStore
+from api.jobs.queueing import queue_key
+from api.jobs.service import JobService
+from api.models.routing import model_map
+from api.responses.objects import ended
+from api.responses.store import StoredResponse
+from api.settings import ApiSettings
+from hearth.contract import (
+    GENERATE_FUNC,
+    ErrorCode,
+    ErrorEvent,
+    QueueKind,
+    Sink,
+    events_key,
+    job_key,
+    queue_name,
+)
+from hearth.lifecycle import JobStatus, redis_seconds
+from hearth.requeue import rq_queue
+
+log = logging.getLogger(__name__)
+
+EXPIRED = ("batch_expired", "The batch's completion window ended before this line ran.")
+CANCELLED = ("batch_cancelled", "The batch was cancelled before this line finished.")
+
+
+class BatchRunner:
+    def __init__(self, redis: AsyncRedis, rq_redis: Redis, store: BatchStore, files: FileStore, jobs: JobService, settings: ApiSettings):
+        self._redis, self._rq_redis, self._store, self._files, self._jobs = redis, rq_redis, store, files, jobs
+        self._settings = settings
+        self._turns = itertools.count()  # feeds so far
+        self._served: dict[str, int] = {}  # owner -> the feed that last served them
+
+    async def tick(self) -> None:
+        now = redis_seconds(await self._redis.time())
+        feedable: list[BatchInfo] = []
+        for batch_id in await self._store.active():
+            batch = await self._store.get(batch_id)
+            if batch is None:
+                continue
+            if batch.status == "validating":
+                batch = await self._validate(batch)
+            if batch.status == "in_progress" and now > float(batch.fields["expires_at"]):
+                await self._store.set(batch.id, expiring="1")
+                batch = await self._end_lines(batch, *EXPIRED)
+            if batch.status == "cancelling":
+                batch = await self._end_lines(batch, *CANCELLED)
+            if batch.status in ("in_progress", "finalizing", "cancelling") and await self._store.counts(batch.id) == (0, 0):
+                await self._finish(batch, now)
+            elif batch.status == "in_progress":
+                feedable.append(batch)
+        await self._feed(feedable)
+
+    async def _validate(self, batch: BatchInfo) -> BatchInfo:
+        data = await self._files.content(batch.owner, batch.fields["input_file_id"])
+        models = await model_map(self._redis, self._settings)
+
+        def model_of(name: str) -> str:
+            return models.route(name).queue_model
+
+        def check(body: ChatCompletionRequest) -> None:
+            check_request(body, self._settings)
+            route = models.route(body.model)
+            if route.worker:
+                check_for_worker(body, route.worker)
+
+        good, bad = await run_in_threadpool(read_lines, data or b"", batch.owner, batch.fields["endpoint"], model_of, check)
+        await self._store.add_lines(batch.id, good, bad)
+        if not good:
+            reason = "The input file has no lines that can run." if data else "The input file is gone."
+            await self._store.set(batch.id, errors=_errors(bad, reason))
+            await self._store.move(batch.id, "failed", "validating")
+            await self._store.close(batch.id)
+            log.info("batch failed validation", extra={"batch_id": batch.id, "errors": len(bad)})
+            return await self._reload(batch)
+        for error in bad:
+            await self._store.file(batch.id, error.line, "errors", _error_line(error.custom_id, error.code, error.message))
+        await self._store.move(batch.id, "in_progress", "validating")
+        log.info("batch started", extra={"batch_id": batch.id, "lines": len(good), "invalid_lines": len(bad)})
+        return await self._reload(batch)
+
+    async def _reload(self, batch: BatchInfo) -> BatchInfo:
+        return await self._store.get(batch.id) or batch
+
+    async def _end_lines(self, batch: BatchInfo, code: str, message: str) -> BatchInfo:
+        """Cancel or expire: lines not yet queued end now; queued or running ones are
+        cancelled (an expiring batch lets a running line finish) and filed as they end."""
+        for line in await self._store.take_pending(batch.id):
+            await self._store.file(batch.id, line.index, "errors", _error_line(line.custom_id, code, message))
+        expiring = code == EXPIRED[0]
+        for job_id in await self._store.inflight(batch.id):
+            job = await self._jobs.get(job_id)
+            if job is None:
+                await self._redis.srem(keys(batch.id)["inflight"], job_id)
+            elif job.status == JobStatus.QUEUED or not expiring:
+                await self._jobs.cancel(job)
+        if expiring:
+            await self._store.move(batch.id, "finalizing", "in_progress")
+        return await self._reload(batch)
+
+    async def _finish(self, batch: BatchInfo, now: float) -> None:
+        """Every line is filed: write the output and error files and end the batch."""
+        if batch.status == "in_progress":
+            await self._store.move(batch.id, "finalizing", "in_progress")
+        batch = await self._reload(batch)
+        output, errors = await self._store.results(batch.id)
+        fields: dict[str, str | int] = {}
+        for name, lines in (("output", output), ("error", errors)):
+            if lines:
+                data = b"".join(line + b"\n" for line in lines)
+                info = await self._files.create(batch.owner, f"{batch.id}_{name}.jsonl", "batch_output", data)
+                fields[f"{name}_file_id"] = info.id
+        if fields:
+            await self._store.set(batch.id, **fields)
+        final = {"cancelling": "cancelled"}.get(batch.status) or ("expired" if batch.fields.get("expiring") else "completed")
+        await self._store.move(batch.id, final, "finalizing", "cancelling")
+        await self._store.close(batch.id)
+        log.info("batch %s", final, extra={"batch_id": batch.id})
+
+    async def file(self, job_id: str, fields: dict[str, str]) -> None:
+        """File an ended line's result in its batch, once (api.jobs.filing calls this), and drop
+        the line's job: its result is all that is kept."""
+        batch = await self._store.get(fields["batch"])
+        kind, line, tokens = await self._result(job_id, fields, batch)
+        await self._store.file(fields["batch"], int(fields["line"]), kind, line, tokens, job_id)
+        await self._redis.delete(job_key(job_id), events_key(job_id))
+
+    async def _result(self, job_id: str, fields: dict[str, str], batch: BatchInfo | None) -> tuple[str, dict[str, Any], tuple[int, int]]:
+        """A line's output or error file line, from its job's events."""
+        answer = await self._jobs.answer(job_id)
+        custom_id = fields["custom_id"]
+        final = answer.final
+        if isinstance(final, ErrorEvent) and batch is not None:
+            # Lines the batch's end stopped (withdrawn, or refused at start past the window).
+            expiring = bool(batch.fields.get("expiring"))
+            if final.code == ErrorCode.CANCELLED or (final.code == ErrorCode.TIMEOUT and expiring):
+                code, message = (EXPIRED if expiring else CANCELLED)
+                return "errors", _error_line(custom_id, code, message), (0, 0)
+        try:
+            body = answer.completion(job_id, int(fields["created"]), fields["model"])
+        except HearthError as exc:
+            return "errors", _response_line(job_id, custom_id, exc.status, exc.body()), (0, 0)
+        except ValueError:
+            return "errors", _error_line(custom_id, "internal_error", "The line ended without an answer."), (0, 0)
+        usage = body["usage"]
+        if "response" in fields:  # a /v1/responses line answers with a `response`
+            assert answer.final is not None
+            body = ended(StoredResponse.model_validate_json(fields["response"]), answer.text, answer.final)
+        return "output", _response_line(job_id, custom_id, 200, body), (usage["prompt_tokens"], usage["completion_tokens"])
+
+    async def _feed(self, batches: list[BatchInfo]) -> None:
+        """Top up each model's batch queue to `BATCH_SLICE` lines, one line at a time to the
+        user served longest ago (a user new to the round first)."""
+        by_owner: dict[str, list[BatchInfo]] = {}
+        for batch in batches:
+            by_owner.setdefault(batch.owner, []).append(batch)
+        room: dict[str, int] = {}
+        while await self._feed_one(by_owner, room):
+            pass
+
+    async def _feed_one(self, by_owner: dict[str, list[BatchInfo]], room: dict[str, int]) -> bool:
+        for owner in sorted(by_owner, key=lambda o: self._served.get(o, -1)):
+            for batch in by_owner[owner]:
+                line = await self._store.next_pending(batch.id)
+                if line is None:
+                    continue
+                queue = queue_name(QueueKind.BATCH, line.payload.model)
+                if queue not in room:
+                    room[queue] = self._settings.batch_slice - int(await self._redis.llen(queue_key(queue)))
+                if room[queue] > 0 and await run_in_threadpool(self._enqueue, batch, line, queue):
+                    room[queue] -= 1
+                    self._served[owner] = next(self._turns)
+                    return True
+        return False
+
+    def _enqueue(self, batch: BatchInfo, line: PendingLine, queue_name_: str) -> bool:
+        """Move the batch's next line from its pending list into the queue as a job, in one
+        transaction (watched: if anything else took the line, nothing happens)."""
+        k = keys(batch.id)
+        payload = line.payload
+        s = self._settings
+        queue = rq_queue(queue_name_, self._rq_redis)
+        with self._rq_redis.pipeline() as pipe:
+            pipe.watch(k["pending"])
+            head = pipe.lindex(k["pending"], 0)
+            if head is None or PendingLine.model_validate_json(head).index != line.index:
+                return False
+            pipe.multi()
+            pipe.lpop(k["pending"])
+            pipe.hset(job_key(payload.job_id), mapping={
+                "owner": batch.owner, "model": payload.model, "created": int(time.time()), "queue": queue_name_,
+                "status": JobStatus.QUEUED.value, "not_after": batch.fields["expires_at"], "max_tokens": payload.params.max_tokens or 0,
+                "sink": Sink.BATCH.value, "batch": batch.id, "custom_id": line.custom_id, "line": line.index,
+                **({"response": line.response.model_dump_json()} if line.response else {}),
+            })
+            pipe.expire(job_key(payload.job_id), s.job_ttl_s)
+            pipe.sadd(k["inflight"], payload.job_id)
+            queue.enqueue_many([queue.prepare_data(
+                GENERATE_FUNC, args=(payload.model_dump(),), job_id=payload.job_id, timeout=-1,
+                result_ttl=s.job_ttl_s, failure_ttl=s.job_ttl_s, description=f"batch line {payload.job_id}",
+            )], pipeline=pipe)
+            pipe.execute()
+        return True
+
+
+def _error_line(custom_id: str | None, code: str, message: str) -> dict[str, Any]:
+    return {"id": f"batch_req_{secrets.token_hex(12)}", "custom_id": custom_id, "response": None,
+            "error": {"code": code, "message": message}}
+
+
+def _response_line(job_id: str, custom_id: str, status: int, body: dict[str, Any]) -> dict[str, Any]:
+    return {"id": f"batch_req_{job_id}", "custom_id": custom_id,
+            "response": {"status_code": status, "request_id": job_id, "body": body}, "error": None}
+
+
+def _errors(bad: list[LineError], reason: str) -> str:
+    shown = [e.model_dump(exclude={"custom_id"}) for e in bad[:ERRORS_SHOWN]]
+    return json.dumps(shown or [{"code": "empty_file", "line": None, "message": reason, "param": None}])

@@ -1,0 +1,37 @@
+"""The operator's limits on one chat request (settings), and what the chosen worker can take:
+checked after parsing, before anything is queued, each refusal a 400 naming the field."""
+
+from api.chat.schemas import ChatCompletionRequest
+from api.chat.structured import grammar_schema
+from api.errors import HearthError
+from api.models.workers import WorkerInfo
+from api.settings import ApiSettings
+
+
+def _refuse(param: str, message: str) -> HearthError:
+    return HearthError(400, f"{param}: {message}", param=param)
+
+
+def check_request(body: ChatCompletionRequest, settings: ApiSettings) -> None:
+    if len(body.messages) > settings.max_messages:
+        raise _refuse("messages", f"at most {settings.max_messages} messages are allowed, got {len(body.messages)}.")
+    for i, message in enumerate(body.messages):
+        if len(message.text()) > settings.max_message_chars:
+            raise _refuse(f"messages.{i}.content", f"a message may have at most {settings.max_message_chars} characters.")
+    for stop in body.stops():
+        if len(stop) > settings.max_stop_chars:
+            raise _refuse("stop", f"a stop string may have at most {settings.max_stop_chars} characters.")
+    if len(body.logit_bias or {}) > settings.max_logit_bias:
+        raise _refuse("logit_bias", f"at most {settings.max_logit_bias} token ids may be biased.")
+    # A schema that cannot be enforced is refused here, before anything is queued.
+    if grammar_schema(body.response_format) is not None and body.stops():
+        raise _refuse("stop", "stop strings cannot be combined with a JSON response_format: one could cut the JSON "
+                              "short. The answer ends when its JSON is complete.")
+
+
+def check_for_worker(body: ChatCompletionRequest, worker: WorkerInfo) -> None:
+    """Token ids exist only within the model's vocabulary (unknown, 0, for a worker too old
+    to publish it)."""
+    outside = [key for key in body.logit_bias or {} if int(key) >= worker.n_vocab > 0]
+    if outside:
+        raise _refuse("logit_bias", f"token id {outside[0]} is outside the model's vocabulary of {worker.n_vocab} tokens.")

@@ -1,0 +1,1 @@
+"""Files (OpenAI's Files API): uploads, batch outputs and their store."""

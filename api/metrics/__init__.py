@@ -1,0 +1,1 @@
+"""`GET /metrics`: Prometheus metrics built from what every process recorded in Redis."""

@@ -1,0 +1,242 @@
+"""`/v1/responses`: OpenAI's Responses API. Each response is a Hearth chat job (api.chat.service),
+rendered as Responses objects and events (api.responses.objects); stored ones are kept in
+api.responses.store and can be fetched, resumed, cancelled and deleted by their owner."""
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import JSONResponse
+from sse_starlette import EventSourceResponse, ServerSentEvent
+
+from api.accounts.users import User
+from api.chat.service import prepare_chat, queue_chat, wait_for_answer
+from api.conversations.schemas import MessageItem, cursor_page
+from api.conversations.store import ConversationStore
+from api.dependencies import (
+    Conversations,
+    CurrentUser,
+    Jobs,
+    RedisDep,
+    Responses,
+    Settings,
+)
+from api.errors import HearthError, error_responses
+from api.jobs.filing import settle
+from api.jobs.service import JobInfo, JobService
+from api.responses.objects import ResponseEvents, ended, response_object
+from api.responses.schemas import ResponseCreateRequest, as_responses_error
+from api.responses.store import ResponseStore, StoredResponse, job_id_of
+from hearth.contract import FINAL_EVENTS, START_ID, Event, Message, Sink
+from hearth.lifecycle import JobStatus
+from hearth.logs import bind
+
+router = APIRouter(prefix="/v1/responses", tags=["responses"], responses=error_responses(400, 401, 404, 413, 500, 503))
+SSE: dict[int | str, dict[str, Any]] = {200: {"description": "A `response`, or with `stream` its events as server-sent events.", "content": {"text/event-stream": {}}}}
+CANCEL_WAIT_S = 5.0  # a cancelled job ends within a token; the answer shows it ended
+
+
+def _not_found(resp_id: str, param: str = "response_id", why: str = "") -> HearthError:
+    message = f"The response {resp_id!r} {why}." if why else f"No response {resp_id!r}."
+    return HearthError(404, message, "not_found_error", "response_not_found", param)
+
+
+async def _record(store: ResponseStore, user: User, resp_id: str, param: str = "response_id") -> StoredResponse:
+    """The caller's own stored response (another user's is as good as absent)."""
+    job_id = job_id_of(resp_id)
+    record = None if job_id is None else await store.get(user.name, job_id)
+    if record is None:
+        raise _not_found(resp_id, param)
+    bind(job_id=record.job_id)
+    return record
+
+
+async def _current(jobs: JobService, record: StoredResponse) -> dict[str, Any]:
+    """The response as it stands: the job's status and answer while it lives, else its filed outcome."""
+    if record.outcome is not None:
+        return ended(record, record.outcome.text, record.outcome.final)
+    job = await jobs.get(record.job_id)
+    answer = await jobs.answer(record.job_id)
+    if job is None or (answer.final is None and job.status not in (JobStatus.QUEUED, JobStatus.RUNNING)):
+        raise _not_found(record.id, why="has expired")
+    if answer.final is not None:
+        return ended(record, answer.text, answer.final)
+    return response_object(record, job.status, answer.text, None)
+
+
+async def _history(body: ResponseCreateRequest, store: ResponseStore, jobs: JobService, conversations: ConversationStore, user: User) -> list[Message]:
+    """The turns the new input continues: a previous response's, or a conversation's."""
+    if body.previous_response_id is not None:
+        previous = await _record(store, user, body.previous_response_id, "previous_response_id")  # its 404 first
+        if body.conversation is not None:
+            raise HearthError(400, "previous_response_id and conversation cannot be used together.", param="previous_response_id")
+        answer = await _current(jobs, previous)
+        if answer["status"] in ("queued", "in_progress"):
+            raise HearthError(400, f"The response {previous.id!r} has not finished yet.", param="previous_response_id")
+        text = "".join(part["text"] for item in answer["output"] for part in item["content"])
+        return previous.turns(text)
+    conv_id = body.conversation_id
+    if conv_id is None:
+        return []
+    return [Message(role=role, content=text) for role, text in await conversations.history(user.name, conv_id)]
+
+
+async def _stream(jobs: JobService, job: JobInfo | None, record: StoredResponse, after: int, draining: Callable[[], bool],
+                  cancel_on_leave: bool) -> AsyncIterator[dict[str, str] | ServerSentEvent]:
+    """The response's events numbered above `after`. What the job's log holds already goes
+    one log entry per event, never coalesced: whatever event a client saw last ended at an
+    entry, so resuming after its number (here, or in the client's helper, which reads the
+    stream again and skips what it saw) repeats and misses nothing. The rest follows live;
+    queue position and trimming go as SSE comments, which OpenAI clients skip."""
+    events = ResponseEvents(record)
+
+    def shown(numbered: list[tuple[int, dict[str, Any]]]) -> list[dict[str, str]]:
+        return [{"event": e["type"], "data": json.dumps(e)} for n, e in numbered if n > after]
+
+    def sent(event: Event) -> list[dict[str, str] | ServerSentEvent]:
+        numbered = events.add(event)
+        return [*shown(numbered)] if numbered else [ServerSentEvent(comment=f"hearth {event.model_dump_json()}")]
+
+    finished = False
+    try:
+        for message in shown(events.created()):
+            yield message
+        if job is None:  # the job's log expired: replay the filed outcome
+            assert record.outcome is not None
+            finished = True
+            for message in shown(events.replay(record.outcome.text, record.outcome.final)):
+                yield message
+            return
+        logged = await jobs.log(job.id)
+        for _, event in logged:
+            for item in sent(event):
+                yield item
+            if event.type in FINAL_EVENTS:
+                finished = True
+                return
+        async for _, event in jobs.events(job, logged[-1][0] if logged else START_ID):
+            finished = event.type in FINAL_EVENTS
+            for item in sent(event):
+                yield item
+    finally:
+        # A client that leaves a response nobody stores frees the worker (not when the api
+        # itself is stopping). A stored one goes on: its outcome is filed, and the client can
+        # resume with `starting_after`.
+        if job is not None and cancel_on_leave and not finished and not draining():
+            await asyncio.shield(jobs.cancel(job))
+
+
+@router.post("", response_model=None, responses={**SSE, **error_responses(409, 429)})
+async def create_response(
+    body: ResponseCreateRequest, request: Request, jobs: Jobs, user: CurrentUser, redis: RedisDep, settings: Settings,
+    conversations: Conversations, store: Responses,
+) -> JSONResponse | EventSourceResponse:
+    if body.background and not body.store:
+        raise HearthError(400, "A background response must be stored: background needs store true.", param="background")
+    conv_id = body.conversation_id
+    if conv_id is not None:
+        await settle(jobs, conversations, user.name, conv_id)
+    history = await _history(body, store, jobs, conversations, user)
+    try:
+        chat = await prepare_chat(body.to_chat(history), user.name, jobs, redis, settings)
+    except HearthError as exc:
+        raise as_responses_error(exc) from None
+    record = body.stored(chat.payload.job_id, int(time.time()), chat.payload.model, history)
+    # In a conversation, its input and the mark of the answer on its way are one write, as a
+    # chat turn's (409 while another answer is being written there).
+    asked = await conversations.add_items(user.name, conv_id, record.input, answering=record.job_id) if conv_id is not None else []
+    try:
+        if body.store:
+            await store.create(user.name, record)
+        # A stored response's outcome is filed by its record (and from there into its
+        # conversation); an unstored one in a conversation is filed as a chat turn is.
+        job = await queue_chat(jobs, chat, user.name, None if body.store else conv_id, Sink.RESPONSE if body.store else None)
+    except Exception:  # refused a place in the queue, or Redis failed: the turn never happened
+        await store.delete(user.name, record.job_id)
+        if conv_id is not None:
+            await conversations.withdraw(user.name, conv_id, asked, record.job_id)
+        raise
+    headers = {"X-Job-Id": job.id}
+    if body.stream:
+        return EventSourceResponse(_stream(jobs, job, record, -1, lambda: bool(request.app.state.draining), job.sink is None),
+                                   ping=settings.sse_ping_s, headers=headers)
+    if body.background:
+        return JSONResponse(response_object(record, JobStatus.QUEUED, "", None), headers=headers)
+    answer = await wait_for_answer(jobs, job, request, settings.poll_s)
+    assert answer.final is not None
+    return JSONResponse(ended(record, answer.text, answer.final), headers=headers)
+
+
+@router.get("/{response_id}", response_model=None, responses=SSE)
+async def get_response(
+    response_id: str, request: Request, jobs: Jobs, user: CurrentUser, store: Responses, settings: Settings,
+    stream: bool = False,
+    starting_after: Annotated[int | None, Query(ge=-1, le=2**53, description="With `stream`, resume after this event's `sequence_number`.")] = None,
+) -> JSONResponse | EventSourceResponse:
+    """The stored response; with `stream=true`, its events again (from `starting_after`)."""
+    record = await _record(store, user, response_id)
+    if not stream:
+        return JSONResponse(await _current(jobs, record))
+    job = await jobs.get(record.job_id)
+    if job is None and record.outcome is None:
+        raise _not_found(record.id, why="has expired")
+    after = -1 if starting_after is None else starting_after
+    return EventSourceResponse(_stream(jobs, job, record, after, lambda: bool(request.app.state.draining), False),
+                               ping=settings.sse_ping_s, headers={"X-Job-Id": record.job_id})
+
+
+async def _stop(jobs: JobService, record: StoredResponse) -> JobInfo | None:
+    """Cancels the response's job if it is still queued or running; that job, else None."""
+    job = await jobs.get(record.job_id)
+    if job is None or job.status not in (JobStatus.QUEUED, JobStatus.RUNNING):
+        return None
+    await jobs.cancel(job)
+    return job
+
+
+@router.post("/{response_id}/cancel")
+async def cancel_response(response_id: str, jobs: Jobs, user: CurrentUser, store: Responses) -> dict[str, Any]:
+    """Stops a queued or running response (it ends `cancelled`); an ended one is returned as it is."""
+    record = await _record(store, user, response_id)
+    job = await _stop(jobs, record)
+    if job is not None:
+        try:
+            async with asyncio.timeout(CANCEL_WAIT_S):
+                async for _ in jobs.events(job):
+                    pass
+        except TimeoutError:
+            pass  # still stopping: the answer shows it in progress
+    return await _current(jobs, record)
+
+
+@router.delete("/{response_id}")
+async def delete_response(response_id: str, jobs: Jobs, user: CurrentUser, store: Responses, conversations: Conversations) -> dict[str, Any]:
+    """Deletes the stored response; one still queued or running is cancelled first, as nobody could see its answer."""
+    record = await _record(store, user, response_id)
+    await _stop(jobs, record)
+    if not await store.delete(user.name, record.job_id):
+        raise _not_found(response_id)
+    if record.conversation is not None:  # its answer will not be filed there: the conversation is free
+        await conversations.answered(user.name, record.conversation, record.job_id)
+    return {"id": record.id, "object": "response", "deleted": True}
+
+
+@router.get("/{response_id}/input_items")
+async def list_input_items(
+    response_id: str, user: CurrentUser, store: Responses,
+    after: Annotated[str | None, Query(description="The id of the last item of the previous page.")] = None,
+    limit: Annotated[int, Query(ge=1, le=100, description="Page size, 1 to 100.")] = 20,
+    order: Literal["asc", "desc"] = "desc",
+) -> dict[str, object]:
+    """The response's own input messages (OpenAI's `ResponseItemList`), newest first by default."""
+    record = await _record(store, user, response_id)
+    items: list[MessageItem] = record.input if order == "asc" else record.input[::-1]
+    if after is not None:
+        ids = [item.id for item in items]
+        if after not in ids:
+            raise HearthError(400, f"No item {after!r} in response {response_id!r}.", param="after")
+        items = items[ids.index(after) + 1:]
+    return cursor_page(items[:limit], len(items) > limit)
