@@ -58,7 +58,7 @@ RQ_SERIALIZER = "json"  # RQ's JSONSerializer: job arguments and results as JSON
 # Import path of the job function; the api enqueues it by name and never imports the worker.
 GENERATE_FUNC = "worker.tasks.generate"
 
-JOB_KEY = "hearth:job:{job_id}"  # hash written at enqueue: owner, model, created, queue, status (hearth.lifecycle)
+JOB_KEY = "hearth:job:{job_id}"  # hash: the job's record (hearth.job_record.JobRecord); its status is hearth.lifecycle's
 RUNNING_KEY = "hearth:running"  # hash: running job id -> its worker (the reaper's round)
 ENDED_KEY = "hearth:ended"  # list: ended jobs with a `sink`, for the api to file (api.jobs.filing)
 # list of at most one item, pushed when there is housekeeping to do (a job to file, a batch
@@ -76,7 +76,7 @@ MODELS_KEY = "hearth:models"  # sorted set: model -> Redis time a worker last sa
 # Observability (hearth/metrics.py writes them, the api's /metrics and /v1/status read them).
 METRICS_KEY = "hearth:metrics"  # hash: counters and histogram buckets of every process
 USER_TOKENS_KEY = "hearth:metrics:user_tokens"  # hash: "<kind>:<user>" -> tokens
-RECENT_JOBS_KEY = "hearth:status:jobs"  # sorted set: JobRecord JSON by finish time, capped
+RECENT_JOBS_KEY = "hearth:status:jobs"  # sorted set: FinishedJob JSON by finish time, capped
 QUEUE_DEPTH_KEY = "hearth:status:queue_depth"  # sorted set: depth samples by time, last hour
 
 def job_key(job_id: str) -> str:

@@ -9,7 +9,7 @@ ended job is never resurrected (a late event for it is refused, not appended).
 
 Times are Redis's (`TIME`), never a host's own: a worker on another machine with a skewed clock
 is neither declared dead nor allowed to start a job past its deadline. A job's hash (written at
-enqueue, see `hearth.contract.JOB_KEY`) holds `status`, `<status>_at` times, the running
+enqueue, see `hearth.job_record.JobRecord`) holds `status`, `<status>_at` times, the running
 `worker`, the `not_after` start deadline and, for jobs whose end somebody must act on (a batch
 line, a conversation turn), a `sink`: their ids go onto `ENDED_KEY` as they end, and
 `NUDGE_KEY` wakes the api's housekeeping to file them.

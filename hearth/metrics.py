@@ -3,7 +3,7 @@
 Counters and histogram buckets live in one Redis hash (`METRICS_KEY`) and are only ever
 incremented (HINCRBY, HINCRBYFLOAT), so any number of processes add to them without
 coordination; the api turns them into Prometheus metrics at scrape time. Every finished job
-also leaves a `JobRecord` in a capped sorted set (`RECENT_JOBS_KEY`), which feeds the status
+also leaves a `FinishedJob` in a capped sorted set (`RECENT_JOBS_KEY`), which feeds the status
 page's recent jobs and its plots. The functions here only queue commands on a pipeline, sync
 (the worker) or asyncio (the api), so the caller decides what else goes out with them.
 """
@@ -14,7 +14,8 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel
 
-from hearth.contract import METRICS_KEY, RECENT_JOBS_KEY, USER_TOKENS_KEY
+from hearth.contract import METRICS_KEY, RECENT_JOBS_KEY, USER_TOKENS_KEY, DoneEvent, ErrorEvent
+from hearth.lifecycle import status_of
 
 RECENT_KEEP = 1000  # job records kept: the recent-jobs list and the last hour's plots
 
@@ -25,6 +26,13 @@ class Outcome(StrEnum):
     FAILED = "failed"
     TIMED_OUT = "timed_out"
     REJECTED = "rejected"  # refused with 429 before it became a job (counted by the api)
+
+
+def outcome_of(final: DoneEvent | ErrorEvent) -> Outcome:
+    """How a job that ended with `final` counts: its status (hearth.lifecycle owns the mapping)."""
+    status = status_of(final)
+    assert status is not None
+    return Outcome(status.value)
 
 
 class Histogram(StrEnum):
@@ -44,7 +52,6 @@ BUCKETS: dict[Histogram, tuple[float, ...]] = {
 PROMPT_EVALUATED = "prompt_tokens:evaluated"
 PROMPT_CACHED = "prompt_tokens:cached"
 TOKENS_PREDICTED = "tokens_predicted"
-USER_KINDS = ("prompt", "completion")
 
 
 class ModelCounter(StrEnum):
@@ -97,7 +104,7 @@ def observe(pipe: Pipe, histogram: Histogram, value: float) -> None:
     pipe.hincrbyfloat(METRICS_KEY, sum_field(histogram), value)
 
 
-class JobRecord(BaseModel):
+class FinishedJob(BaseModel):
     """One finished job, as the status page lists it. Times are unix seconds."""
 
     id: str
@@ -117,7 +124,7 @@ class JobRecord(BaseModel):
     completion_tokens: int = 0  # tokens sent, whatever the outcome
 
 
-def record_job(pipe: Pipe, record: JobRecord) -> None:
+def record_job(pipe: Pipe, record: FinishedJob) -> None:
     """Queue on `pipe` everything a finished job adds: counters, histograms, per-user tokens,
     and its record among the recent jobs."""
     pipe.hincrby(METRICS_KEY, jobs_field(record.outcome), 1)

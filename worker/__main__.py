@@ -11,9 +11,9 @@ from rq import Queue, SimpleWorker
 from rq.job import Job
 
 from hearth.contract import ANY_MODEL, RQ_SERIALIZER, model_queues, queue_model
+from hearth.job_record import rq_queue, save_attempt
 from hearth.logs import setup_logging
 from hearth.redis_client import connect
-from hearth.requeue import rq_queue, save_attempt
 from worker.control import CancelListener, Heartbeat
 from worker.engine import Engine
 from worker.fit_check import FitChecker

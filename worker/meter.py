@@ -20,12 +20,11 @@ from rq.job import Job
 from hearth.contract import DoneEvent, ErrorCode, ErrorEvent, Event, TokenEvent
 from hearth.lifecycle import JobStatus
 from hearth.logs import log_context
-from hearth.metrics import JobRecord, Outcome, record_job
+from hearth.metrics import FinishedJob, Outcome, outcome_of, record_job
 from worker.events import Commands, EventWriter
 
 log = logging.getLogger(__name__)
 
-_OUTCOMES = {ErrorCode.CANCELLED: Outcome.CANCELLED, ErrorCode.TIMEOUT: Outcome.TIMED_OUT}  # else failed
 _ENDED_AT_START = {JobStatus.CANCELLED: ErrorCode.CANCELLED, JobStatus.TIMED_OUT: ErrorCode.TIMEOUT}
 
 
@@ -50,16 +49,15 @@ class _Track:
             return None
         return (tokens - self.first_tokens) / (now - self.first_token_at)
 
-    def record(self, final: DoneEvent | ErrorEvent, worker: str, now: float) -> JobRecord:
+    def record(self, final: DoneEvent | ErrorEvent, worker: str, now: float) -> FinishedJob:
+        outcome = outcome_of(final)
         if isinstance(final, DoneEvent):
-            outcome = Outcome.COMPLETED
             usage = final.usage
             prompt, cached, completion = usage.prompt_tokens, usage.prompt_tokens_details.cached_tokens, usage.completion_tokens
         else:
-            outcome = _OUTCOMES.get(final.code, Outcome.FAILED)
             prompt, cached, completion = 0, 0, self.tokens
         since = partial(_since, self.enqueued_at)
-        return JobRecord(
+        return FinishedJob(
             id=self.job_id, user=self.user, queue=self.queue, model=self.model, outcome=outcome, worker=worker,
             enqueued_at=self.enqueued_at, started_at=self.started_at, finished_at=now,
             queue_wait_s=since(self.started_at), ttft_s=since(self.first_token_at),
@@ -131,7 +129,7 @@ class JobMeter(EventWriter):
                 pipe.execute()
         return status
 
-    def _log_end(self, record: JobRecord, track: _Track) -> None:
+    def _log_end(self, record: FinishedJob, track: _Track) -> None:
         log.info("job %s", record.outcome.value, extra={
             "outcome": record.outcome.value, "queue_wait_s": _round(record.queue_wait_s), "ttft_s": _round(record.ttft_s),
             "tokens_per_s": _round(record.tokens_per_s), "prompt_tokens": record.prompt_tokens,

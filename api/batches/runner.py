@@ -32,17 +32,15 @@ from api.responses.objects import ended
 from api.responses.store import StoredResponse
 from api.settings import ApiSettings
 from hearth.contract import (
-    GENERATE_FUNC,
     ErrorCode,
     ErrorEvent,
     QueueKind,
     Sink,
     events_key,
-    job_key,
     queue_name,
 )
+from hearth.job_record import JobRecord, rq_job, rq_queue
 from hearth.lifecycle import JobStatus, redis_seconds
-from hearth.requeue import rq_queue
 
 log = logging.getLogger(__name__)
 
@@ -143,18 +141,20 @@ class BatchRunner:
         await self._store.close(batch.id)
         log.info("batch %s", final, extra={"batch_id": batch.id})
 
-    async def file(self, job_id: str, fields: dict[str, str]) -> None:
+    async def file(self, job: JobRecord) -> None:
         """File an ended line's result in its batch, once (api.jobs.filing calls this), and drop
         the line's job: its result is all that is kept."""
-        batch = await self._store.get(fields["batch"])
-        kind, line, tokens = await self._result(job_id, fields, batch)
-        await self._store.file(fields["batch"], int(fields["line"]), kind, line, tokens, job_id)
-        await self._redis.delete(job_key(job_id), events_key(job_id))
+        assert job.batch is not None and job.line is not None
+        batch = await self._store.get(job.batch)
+        kind, line, tokens = await self._result(job, batch)
+        await self._store.file(job.batch, job.line, kind, line, tokens, job.id)
+        await self._redis.delete(job.key, events_key(job.id))
 
-    async def _result(self, job_id: str, fields: dict[str, str], batch: BatchInfo | None) -> tuple[str, dict[str, Any], tuple[int, int]]:
+    async def _result(self, job: JobRecord, batch: BatchInfo | None) -> tuple[str, dict[str, Any], tuple[int, int]]:
         """A line's output or error file line, from its job's events."""
+        job_id = job.id
         answer = await self._jobs.answer(job_id)
-        custom_id = fields["custom_id"]
+        custom_id = job.custom_id or ""
         final = answer.final
         if isinstance(final, ErrorEvent) and batch is not None:
             # Lines the batch's end stopped (withdrawn, or refused at start past the window).
@@ -163,15 +163,15 @@ class BatchRunner:
                 code, message = (EXPIRED if expiring else CANCELLED)
                 return "errors", _error_line(custom_id, code, message), (0, 0)
         try:
-            body = answer.completion(job_id, int(fields["created"]), fields["model"])
+            body = answer.completion(job_id, job.created, job.model)
         except HearthError as exc:
             return "errors", _response_line(job_id, custom_id, exc.status, exc.body()), (0, 0)
         except ValueError:
             return "errors", _error_line(custom_id, "internal_error", "The line ended without an answer."), (0, 0)
         usage = body["usage"]
-        if "response" in fields:  # a /v1/responses line answers with a `response`
+        if job.response is not None:  # a /v1/responses line answers with a `response`
             assert answer.final is not None
-            body = ended(StoredResponse.model_validate_json(fields["response"]), answer.text, answer.final)
+            body = ended(StoredResponse.model_validate_json(job.response), answer.text, answer.final)
         return "output", _response_line(job_id, custom_id, 200, body), (usage["prompt_tokens"], usage["completion_tokens"])
 
     async def _feed(self, batches: list[BatchInfo]) -> None:
@@ -213,18 +213,16 @@ class BatchRunner:
                 return False
             pipe.multi()
             pipe.lpop(k["pending"])
-            pipe.hset(job_key(payload.job_id), mapping={
-                "owner": batch.owner, "model": payload.model, "created": int(time.time()), "queue": queue_name_,
-                "status": JobStatus.QUEUED.value, "not_after": batch.fields["expires_at"], "max_tokens": payload.params.max_tokens or 0,
-                "sink": Sink.BATCH.value, "batch": batch.id, "custom_id": line.custom_id, "line": line.index,
-                **({"response": line.response.model_dump_json()} if line.response else {}),
-            })
-            pipe.expire(job_key(payload.job_id), s.job_ttl_s)
+            record = JobRecord(
+                id=payload.job_id, owner=batch.owner, model=payload.model, created=int(time.time()), queue=queue_name_,
+                not_after=float(batch.fields["expires_at"]), max_tokens=payload.params.max_tokens or 0, sink=Sink.BATCH,
+                batch=batch.id, custom_id=line.custom_id, line=line.index,
+                response=line.response.model_dump_json() if line.response else None,
+            )
+            pipe.hset(record.key, mapping=record.fields())
+            pipe.expire(record.key, s.job_ttl_s)
             pipe.sadd(k["inflight"], payload.job_id)
-            queue.enqueue_many([queue.prepare_data(
-                GENERATE_FUNC, args=(payload.model_dump(),), job_id=payload.job_id, timeout=-1,
-                result_ttl=s.job_ttl_s, failure_ttl=s.job_ttl_s, description=f"batch line {payload.job_id}",
-            )], pipeline=pipe)
+            queue.enqueue_job(rq_job(queue, payload, s.job_ttl_s), pipeline=pipe)
             pipe.execute()
         return True
 

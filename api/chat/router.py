@@ -16,14 +16,15 @@ from api.conversations.store import ConversationStore
 from api.dependencies import Conversations, CurrentUser, Jobs, RedisDep, Settings
 from api.errors import HearthError, error_responses
 from api.jobs.filing import settle
-from api.jobs.service import JobInfo, JobService
+from api.jobs.service import JobService
 from hearth.contract import DoneEvent, ErrorEvent, TokenEvent
+from hearth.job_record import JobRecord
 
 router = APIRouter(prefix="/v1", tags=["chat"], responses=error_responses(400, 401, 404, 409, 413, 429, 500, 503))
 
 
 async def _stream(
-    jobs: JobService, job: JobInfo, include_usage: bool, draining: Callable[[], bool]
+    jobs: JobService, job: JobRecord, include_usage: bool, draining: Callable[[], bool]
 ) -> AsyncIterator[dict[str, str] | ServerSentEvent]:
     """OpenAI chunks; Hearth's own events (queue position, trimming) go as SSE comments,
     which OpenAI clients skip. Ends with `[DONE]`, or with an error object on failure."""

@@ -12,10 +12,11 @@ from api.chat.limits import check_for_worker, check_request
 from api.chat.rendering import Answer
 from api.chat.schemas import ChatCompletionRequest
 from api.errors import HearthError
-from api.jobs.service import JobInfo, JobService, QueueFull
+from api.jobs.service import JobService, QueueFull
 from api.models.routing import model_map
 from api.settings import ApiSettings
 from hearth.contract import JobPayload, Sink
+from hearth.job_record import JobRecord
 
 
 @dataclass(frozen=True)
@@ -42,7 +43,7 @@ async def prepare_chat(body: ChatCompletionRequest, owner: str, jobs: JobService
 
 
 async def queue_chat(jobs: JobService, chat: PreparedChat, owner: str, conversation: str | None = None,
-                     sink: Sink | None = None) -> JobInfo:
+                     sink: Sink | None = None) -> JobRecord:
     """Admits the job in its fair place (api.jobs.queueing), or 429 with Retry-After."""
     try:
         return await jobs.submit(chat.payload, owner, chat.queue_model, conversation, sink)
@@ -51,7 +52,7 @@ async def queue_chat(jobs: JobService, chat: PreparedChat, owner: str, conversat
                           headers={"Retry-After": str(exc.retry_after_s)}) from None
 
 
-async def wait_for_answer(jobs: JobService, job: JobInfo, request: Request, poll_s: float) -> Answer:
+async def wait_for_answer(jobs: JobService, job: JobRecord, request: Request, poll_s: float) -> Answer:
     """The job's whole answer, for a non-streaming client. One that leaves cancels its job,
     unless the job's result is filed (a conversation's turn, a stored response): that goes on."""
     answer = Answer()

@@ -16,9 +16,10 @@ from api.conversations.schemas import Status
 from api.conversations.store import ConversationStore
 from api.jobs.service import JobService
 from api.responses.store import Outcome, ResponseStore
-from hearth.contract import ENDED_KEY, DoneEvent, Sink, job_key
+from hearth.contract import ENDED_KEY, DoneEvent, Sink
+from hearth.job_record import JobRecord
 from hearth.lifecycle import TERMINAL
-from hearth.redis_client import text, text_hash
+from hearth.redis_client import text
 
 log = logging.getLogger(__name__)
 
@@ -62,23 +63,24 @@ class Filing:
     async def tick(self) -> None:
         for raw in await self._redis.lrange(ENDED_KEY, 0, PER_ROUND - 1):
             job_id = text(raw)
-            fields = text_hash(await self._redis.hgetall(job_key(job_id)))
-            sink = fields.get("sink")
-            if sink == Sink.BATCH:
-                await self._batches.file(job_id, fields)
-            elif sink == Sink.CONVERSATION:
-                await file_answer(self._jobs, self._conversations, fields["owner"], fields["conversation"], job_id)
-            elif sink == Sink.RESPONSE:
-                await self._response(job_id, fields)
+            job = await self._jobs.get(job_id)
+            if job is None:
+                pass  # expired before it was filed: nothing left to file
+            elif job.sink == Sink.BATCH:
+                await self._batches.file(job)
+            elif job.sink == Sink.CONVERSATION and job.conversation is not None:
+                await file_answer(self._jobs, self._conversations, job.owner, job.conversation, job_id)
+            elif job.sink == Sink.RESPONSE:
+                await self._response(job)
             await self._redis.lrem(ENDED_KEY, 0, job_id)
 
-    async def _response(self, job_id: str, fields: dict[str, str]) -> None:
+    async def _response(self, job: JobRecord) -> None:
         """The outcome into the response's record, so it outlives the job's log; a response
         deleted meanwhile stays deleted. A response in a conversation adds its answer there."""
-        record = await self._responses.get(fields["owner"], job_id)
-        answer = await self._jobs.answer(job_id)
+        record = await self._responses.get(job.owner, job.id)
+        answer = await self._jobs.answer(job.id)
         if record is None or answer.final is None:
             return
-        await self._responses.file(fields["owner"], job_id, Outcome(text=answer.text, final=answer.final))
+        await self._responses.file(job.owner, job.id, Outcome(text=answer.text, final=answer.final))
         if record.conversation is not None:
-            await file_answer(self._jobs, self._conversations, fields["owner"], record.conversation, job_id)
+            await file_answer(self._jobs, self._conversations, job.owner, record.conversation, job.id)

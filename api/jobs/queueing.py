@@ -17,6 +17,7 @@ from rq import Queue
 from rq.job import Job
 
 from hearth.contract import JOB_KEY, RQ_SERIALIZER, QueueKind, job_key, queue_name
+from hearth.job_record import JobRecord
 from hearth.redis_client import text
 
 _OWNER_PREFIX = JOB_KEY.format(job_id="")
@@ -76,14 +77,10 @@ REJECTED_QUEUE_FULL = -2
 
 @dataclass(frozen=True)
 class Admission:
-    fields: dict[str, str | int]  # Hearth's job hash (its owner among them), written only if admitted
+    record: JobRecord  # written only if admitted
     ttl_s: int
     max_wait_s: int
     preempt_channel: str
-
-    @property
-    def owner(self) -> str:
-        return str(self.fields["owner"])
 
 
 class FairQueue(Queue):
@@ -107,8 +104,8 @@ class FairQueue(Queue):
         admission = self._admissions.get(job_id)
         if pipeline is None or admission is None:
             raise ValueError("FairQueue pushes only through admit()")
-        fields = [item for pair in admission.fields.items() for item in pair]
+        fields = [item for pair in admission.record.fields().items() for item in pair]
         # EVAL, not a registered Script: a pipeline with scripts asks SCRIPT EXISTS first, an
         # extra round trip per request.
-        pipeline.eval(_FAIR_INSERT, 3, self.key, job_key(job_id), admission.preempt_channel, job_id, admission.owner,
+        pipeline.eval(_FAIR_INSERT, 3, self.key, job_key(job_id), admission.preempt_channel, job_id, admission.record.owner,
                       self._per_user, self._total, _OWNER_PREFIX, admission.ttl_s, admission.max_wait_s, *fields)

@@ -20,7 +20,7 @@ from rq.job import Job
 from starlette.concurrency import run_in_threadpool
 
 from api.jobs.queueing import known_queues, queue_key
-from api.jobs.service import JobInfo, JobService
+from api.jobs.service import JobService
 from api.settings import ApiSettings
 from hearth.contract import (
     RQ_SERIALIZER,
@@ -31,17 +31,13 @@ from hearth.contract import (
     JobPayload,
     QueueKind,
     RequeuedEvent,
-    job_key,
     job_of,
 )
+from hearth.job_record import JobRecord, read_field, save_attempt
 from hearth.lifecycle import apply_events_args, redis_seconds
 from hearth.redis_client import text, texts
-from hearth.requeue import save_attempt
 
 log = logging.getLogger(__name__)
-
-RETRIES_FIELD = "retries"  # job hash: times a batch line was requeued after losing its worker
-
 
 class Reaper:
     def __init__(self, redis: AsyncRedis, rq_redis: Redis, jobs: JobService, settings: ApiSettings):
@@ -67,7 +63,7 @@ class Reaper:
         if job is None:  # expired meanwhile
             await self._redis.hdel(RUNNING_KEY, job_id)
             return
-        retries = int(await self._redis.hget(job_key(job_id), RETRIES_FIELD) or 0)
+        retries = job.retries
         batch = job.queue.startswith(QueueKind.BATCH.value)
         if batch and retries < self._settings.batch_line_retries and await self._requeue(job):
             log.warning("worker %s lost: batch line requeued", worker, extra={"job_id": job_id, "retries": retries + 1})
@@ -77,20 +73,20 @@ class Reaper:
         if await self._jobs.end(job_id, ErrorEvent(code=ErrorCode.WORKER_LOST, message=message)):
             log.warning("worker %s lost: job ended", worker, extra={"job_id": job_id})
 
-    async def _requeue(self, job: JobInfo) -> bool:
+    async def _requeue(self, job: JobRecord) -> bool:
         """A new attempt, from the start: the model state of the old one died with its worker.
         False if the old attempt's arguments are gone (it cannot run again)."""
         ttl = self._settings.job_ttl_s
         push = await run_in_threadpool(self._save_attempt, job)
         if push is None:
             return False
-        args = apply_events_args(job.id, [RequeuedEvent(reason="worker_lost")], ttl, push=push, count=RETRIES_FIELD)
+        args = apply_events_args(job.id, [RequeuedEvent(reason="worker_lost")], ttl, push=push, count="retries")
         await self._redis.eval(*args)
         return True
 
-    def _save_attempt(self, job: JobInfo) -> tuple[str, str] | None:
+    def _save_attempt(self, job: JobRecord) -> tuple[str, str] | None:
         try:
-            old = Job.fetch(job.rq_id, connection=self._rq_redis, serializer=RQ_SERIALIZER)
+            old = Job.fetch(job.attempt, connection=self._rq_redis, serializer=RQ_SERIALIZER)
         except NoSuchJobError:
             return None
         payload = JobPayload.model_validate(old.args[0]).model_copy(update={"resume": None})
@@ -100,11 +96,8 @@ class Reaper:
         ids = texts(await self._redis.lrange(queue_key(queue), 0, -1))
         if not ids:
             return
-        pipe = self._redis.pipeline(transaction=False)
-        for rq_id in ids:
-            pipe.hget(job_key(job_of(rq_id)), "not_after")
         wait = self._settings.max_queue_wait_s
-        for rq_id, not_after in zip(ids, await pipe.execute()):
+        for rq_id, not_after in zip(ids, await read_field(self._redis, [job_of(rq_id) for rq_id in ids], "not_after")):
             if not_after is not None and float(not_after) < now:
                 job = await self._jobs.get(job_of(rq_id))
                 if job is not None:

@@ -9,15 +9,16 @@ from sse_starlette import EventSourceResponse
 from api.accounts.users import User
 from api.dependencies import CurrentUser, Jobs, Settings
 from api.errors import HearthError, error_responses
-from api.jobs.service import JobInfo, JobService, dump
+from api.jobs.service import JobService, dump
 from hearth.contract import START_ID
+from hearth.job_record import JobRecord
 from hearth.logs import bind
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=error_responses(400, 401, 404, 413, 500, 503))
 EVENT_ID = r"\d{1,19}-\d{1,19}"  # a stream id, as sent in each event's `id` (two numbers below 2**64)
 
 
-async def _owned(jobs: JobService, job_id: str, user: User) -> JobInfo:
+async def _owned(jobs: JobService, job_id: str, user: User) -> JobRecord:
     job = await jobs.get(job_id)
     if job is None or not (job.owner == user.name or user.is_admin):  # another's job is as good as absent
         raise HearthError(404, f"No job {job_id!r}.", "not_found_error", "job_not_found", "job_id")
@@ -38,7 +39,7 @@ async def cancel_job(job_id: str, jobs: Jobs, user: CurrentUser) -> dict[str, ob
     return dump(await _owned(jobs, job_id, user))
 
 
-async def _events(jobs: JobService, job: JobInfo, after: str) -> AsyncIterator[dict[str, str]]:
+async def _events(jobs: JobService, job: JobRecord, after: str) -> AsyncIterator[dict[str, str]]:
     async for event_id, event in jobs.events(job, after):
         message = {"event": event.type.value, "data": event.model_dump_json()}
         if event_id is not None:  # queued events are not in the log, so not resumable

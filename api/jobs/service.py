@@ -4,7 +4,6 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 
 from redis import Redis
 from redis.asyncio import Redis as AsyncRedis
@@ -21,7 +20,6 @@ from hearth.contract import (
     ANY_MODEL,
     CANCEL_CHANNEL,
     FINAL_EVENTS,
-    GENERATE_FUNC,
     METRICS_KEY,
     START_ID,
     ErrorCode,
@@ -40,41 +38,21 @@ from hearth.contract import (
     decode_live,
     events_key,
     fit_key,
-    job_key,
     job_of,
     preempt_channel,
     queue_name,
     stream_id,
 )
-from hearth.lifecycle import JobStatus, apply_events_args, redis_seconds
+from hearth.job_record import JobRecord, read_field, read_record, rq_job
+from hearth.lifecycle import apply_events_args, redis_seconds
 from hearth.logs import bind
 from hearth.metrics import ModelCounter, model_field
-from hearth.redis_client import stream_entries, text, text_hash
+from hearth.redis_client import stream_entries, text
 
 log = logging.getLogger(__name__)
 
 LOG_PAGE = 1000  # entries per read of a job's log
 ETA_FLOOR_S = 0.1  # the estimates' resolution
-
-
-@dataclass(frozen=True)
-class JobInfo:
-    id: str
-    owner: str
-    model: str
-    created: int
-    queue: str
-    status: JobStatus
-    rq_id: str  # the RQ job of its current attempt (the job id, for a chat)
-    conversation: str | None = None  # the conversation its answer is stored in
-    sink: Sink | None = None  # where its result is filed when it ends: such a job outlives its client
-
-    @classmethod
-    def of(cls, job_id: str, fields: dict[str, str]) -> "JobInfo":
-        sink = fields.get("sink")
-        return cls(job_id, fields["owner"], fields["model"], int(fields["created"]), fields["queue"],
-                   JobStatus(fields["status"]), fields.get("rq_id", job_id), fields.get("conversation"),
-                   None if sink is None else Sink(sink))
 
 
 class QueueFull(Exception):
@@ -89,21 +67,17 @@ class JobService:
         self._queues: dict[str, FairQueue] = {}  # reused: RQ caches the server version per queue
 
     async def submit(self, payload: JobPayload, owner: str, queue_model: str, conversation: str | None = None,
-                     sink: Sink | None = None) -> JobInfo:
+                     sink: Sink | None = None) -> JobRecord:
         """Queue the chat in its fair place among `queue_model`'s, or raise QueueFull (its
         owner's or everyone's cap). With `conversation`, its answer is stored there when it
         ends (api.jobs.filing), whoever is watching; `sink` files it elsewhere (a stored response)."""
         s = self._settings
         queue = queue_name(QueueKind.INTERACTIVE, queue_model)
-        created = int(time.time())
-        fields: dict[str, str | int] = {"owner": owner, "model": payload.model, "created": created, "queue": queue,
-                                        "max_tokens": payload.params.max_tokens or 0}
         if conversation is not None:
-            fields["conversation"] = conversation
             sink = sink or Sink.CONVERSATION
-        if sink is not None:
-            fields["sink"] = sink.value
-        admission = Admission(fields, s.job_ttl_s, s.max_queue_wait_s, preempt_channel(queue_model))
+        record = JobRecord(id=payload.job_id, owner=owner, model=payload.model, created=int(time.time()), queue=queue,
+                           max_tokens=payload.params.max_tokens or 0, sink=sink, conversation=conversation)
+        admission = Admission(record, s.job_ttl_s, s.max_queue_wait_s, preempt_channel(queue_model))
         verdict = await run_in_threadpool(self._enqueue, payload, queue, admission)
         if verdict == REJECTED_USER_CAP:
             mine = [i + 1 for i, owner_ in enumerate(await self._owners(queue)) if owner_ == owner]
@@ -115,24 +89,14 @@ class JobService:
             raise QueueFull(f"Hearth is busy: {s.max_queued} requests are already waiting.", await self._retry_after(queue, 1))
         bind(job_id=payload.job_id)  # the rest of this request's log lines name its job
         log.info("job queued", extra={"queue": queue, "position": verdict})
-        return JobInfo(payload.job_id, owner, payload.model, created, queue, JobStatus.QUEUED, payload.job_id, conversation, sink)
+        return record
 
     def _enqueue(self, payload: JobPayload, queue_name_: str, admission: Admission) -> int:
         s = self._settings
         queue = self._queues.get(queue_name_)
         if queue is None:
             queue = self._queues[queue_name_] = FairQueue(queue_name_, self._rq_redis, s.max_waiting_per_user, s.max_queued)
-        job = queue.create_job(
-            GENERATE_FUNC,
-            args=(payload.model_dump(),),
-            job_id=payload.job_id,
-            description=f"chat {payload.job_id}",  # RQ logs the description; the default shows the messages
-            # The worker ends over-long generations itself, between two tokens; RQ's timer
-            # would interrupt it anywhere, without telling the client.
-            timeout=-1,
-            result_ttl=s.job_ttl_s,
-            failure_ttl=s.job_ttl_s,
-        )
+        job = rq_job(queue, payload, s.job_ttl_s)
         pipe = self._rq_redis.pipeline()
         queue.admit(job, admission, pipe)
         verdict = int(pipe.execute()[-1])
@@ -142,10 +106,7 @@ class JobService:
 
     async def _owners(self, queue: str) -> list[str]:
         ids = await self._redis.lrange(queue_key(queue), 0, -1)
-        pipe = self._redis.pipeline(transaction=False)
-        for rq_id in ids:
-            pipe.hget(job_key(job_of(text(rq_id))), "owner")
-        return [(o or b"").decode() for o in await pipe.execute()]
+        return [owner or "" for owner in await read_field(self._redis, [job_of(text(rq_id)) for rq_id in ids], "owner")]
 
     async def wait_estimate(self, queue: str, position: int) -> float | None:
         """Seconds until the job at `position` starts: the remaining tokens of the jobs running
@@ -159,10 +120,7 @@ class JobService:
             return None
         default = max((w.default_max_tokens for w in workers), default=0)
         ahead = await self._redis.lrange(queue_key(queue), 0, position - 2)
-        pipe = self._redis.pipeline(transaction=False)
-        for rq_id in ahead:
-            pipe.hget(job_key(job_of(text(rq_id))), "max_tokens")
-        budgets = [int(b or 0) or default for b in await pipe.execute()]
+        budgets = [int(b or 0) or default for b in await read_field(self._redis, [job_of(text(rq_id)) for rq_id in ahead], "max_tokens")]
         loaded = model == ANY_MODEL or any(model in w.loaded_models() for w in workers)
         return (sum(w.remaining for w in workers) + sum(budgets)) / speed + (0.0 if loaded else await self._load_s(model))
 
@@ -188,29 +146,26 @@ class JobService:
         popped = await self._redis.blpop([reply_to], timeout=wait)
         return None if popped is None else FitReply.model_validate_json(popped[1])
 
-    async def get(self, job_id: str) -> JobInfo | None:
-        fields = await self._redis.hgetall(job_key(job_id))
-        if not fields:
-            return None
-        return JobInfo.of(job_id, text_hash(fields))
+    async def get(self, job_id: str) -> JobRecord | None:
+        return await read_record(self._redis, job_id)
 
-    async def position(self, job: JobInfo) -> int | None:
+    async def position(self, job: JobRecord) -> int | None:
         """1 = next to run; None once the job has left the queue."""
-        index = await self._redis.lpos(queue_key(job.queue), job.rq_id)
+        index = await self._redis.lpos(queue_key(job.queue), job.attempt)
         return index + 1 if isinstance(index, int) else None  # a list only comes with COUNT
 
-    async def cancel(self, job: JobInfo) -> None:
+    async def cancel(self, job: JobRecord) -> None:
         """Remove a queued job, or flag a running one; the worker stops it within a token."""
         await self._redis.set(cancel_key(job.id), 1, ex=self._settings.job_ttl_s)
         if not await self.withdraw(job, ErrorEvent(code=ErrorCode.CANCELLED, message="The request was cancelled.")):
             await self._redis.publish(CANCEL_CHANNEL, job.id)
 
-    async def withdraw(self, job: JobInfo, reason: ErrorEvent) -> bool:
+    async def withdraw(self, job: JobRecord, reason: ErrorEvent) -> bool:
         """Take a job out of its queue before any worker has it, ending it with `reason`."""
-        if not await self._redis.lrem(queue_key(job.queue), 0, job.rq_id):
+        if not await self._redis.lrem(queue_key(job.queue), 0, job.attempt):
             return False
         await self.end(job.id, reason)
-        await self._redis.delete(Job.key_for(job.rq_id))  # RQ's copy: no worker will ever read it
+        await self._redis.delete(Job.key_for(job.attempt))  # RQ's copy: no worker will ever read it
         return True
 
     async def end(self, job_id: str, event: ErrorEvent) -> bool:
@@ -221,7 +176,7 @@ class JobService:
             await record_ended_by_api(self._redis, job_id, event)
         return bool(ended)
 
-    async def _waiting(self, job: JobInfo, shown: QueuedEvent | None) -> QueuedEvent | None:
+    async def _waiting(self, job: JobRecord, shown: QueuedEvent | None) -> QueuedEvent | None:
         """A fresh `queued` event if the job still waits and its place or estimate changed."""
         position = await self.position(job)
         if position is None:
@@ -234,7 +189,7 @@ class JobService:
             return QueuedEvent(position=position, eta_s=eta)
         return None
 
-    async def events(self, job: JobInfo, after: str = START_ID) -> AsyncIterator[tuple[str | None, Event]]:
+    async def events(self, job: JobRecord, after: str = START_ID) -> AsyncIterator[tuple[str | None, Event]]:
         """Every event of `job` after stream id `after`, as (id, event), until the final one.
 
         Tokens that arrived together are coalesced into one event (id = the last one's), so a
@@ -300,7 +255,7 @@ class JobService:
             after = entries[-1][0]
 
 
-def dump(info: JobInfo) -> dict[str, object]:
+def dump(info: JobRecord) -> dict[str, object]:
     return {"id": info.id, "object": "hearth.job", "status": info.status.value, "model": info.model,
             "created_at": info.created, "queue": info.queue}
 

@@ -20,8 +20,8 @@ from redis.asyncio import Redis as AsyncRedis
 from api.jobs.queueing import known_queues, queue_key
 from api.models.workers import WorkerInfo, live_workers
 from hearth import metrics as m
-from hearth.contract import ANY_MODEL, METRICS_KEY, USER_TOKENS_KEY, ErrorCode, ErrorEvent, job_key
-from hearth.redis_client import text_hash
+from hearth.contract import ANY_MODEL, METRICS_KEY, USER_TOKENS_KEY, ErrorEvent
+from hearth.job_record import read_record
 
 _MODEL_HELP = {
     m.ModelCounter.LOADS: "Times a worker loaded the model (at start, or for a job that asked for it).",
@@ -140,16 +140,12 @@ async def count_rejected(redis: AsyncRedis) -> None:
     await pipe.execute()
 
 
-_ENDED_BY_API = {ErrorCode.CANCELLED: m.Outcome.CANCELLED, ErrorCode.TIMEOUT: m.Outcome.TIMED_OUT}  # else failed
-
-
 async def record_ended_by_api(redis: AsyncRedis, job_id: str, event: ErrorEvent) -> None:
     """Count a job that the api ended itself (taken out of the queue, or its worker lost);
     the caller's end was the one that took (hearth.lifecycle), so it is counted once."""
-    meta = text_hash(await redis.hgetall(job_key(job_id)))
-    created = float(meta["created"]) if meta.get("created") else None
-    record = m.JobRecord(id=job_id, user=meta.get("owner", ""), queue=meta.get("queue", ""), model=meta.get("model", ""),
-                         outcome=_ENDED_BY_API.get(event.code, m.Outcome.FAILED), enqueued_at=created, finished_at=time.time())
+    job = await read_record(redis, job_id)
+    record = m.FinishedJob(id=job_id, user=job.owner if job else "", queue=job.queue if job else "", model=job.model if job else "",
+                           outcome=m.outcome_of(event), enqueued_at=job.created if job else None, finished_at=time.time())
     pipe = redis.pipeline(transaction=False)
     m.record_job(pipe, record)
     await pipe.execute()

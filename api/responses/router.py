@@ -26,11 +26,12 @@ from api.dependencies import (
 )
 from api.errors import HearthError, error_responses
 from api.jobs.filing import settle
-from api.jobs.service import JobInfo, JobService
+from api.jobs.service import JobService
 from api.responses.objects import ResponseEvents, ended, response_object
 from api.responses.schemas import ResponseCreateRequest, as_responses_error
 from api.responses.store import ResponseStore, StoredResponse, job_id_of
 from hearth.contract import FINAL_EVENTS, START_ID, Event, Message, Sink
+from hearth.job_record import JobRecord
 from hearth.lifecycle import JobStatus
 from hearth.logs import bind
 
@@ -84,7 +85,7 @@ async def _history(body: ResponseCreateRequest, store: ResponseStore, jobs: JobS
     return [Message(role=role, content=text) for role, text in await conversations.history(user.name, conv_id)]
 
 
-async def _stream(jobs: JobService, job: JobInfo | None, record: StoredResponse, after: int, draining: Callable[[], bool],
+async def _stream(jobs: JobService, job: JobRecord | None, record: StoredResponse, after: int, draining: Callable[[], bool],
                   cancel_on_leave: bool) -> AsyncIterator[dict[str, str] | ServerSentEvent]:
     """The response's events numbered above `after`. What the job's log holds already goes
     one log entry per event, never coalesced: whatever event a client saw last ended at an
@@ -188,7 +189,7 @@ async def get_response(
                                ping=settings.sse_ping_s, headers={"X-Job-Id": record.job_id})
 
 
-async def _stop(jobs: JobService, record: StoredResponse) -> JobInfo | None:
+async def _stop(jobs: JobService, record: StoredResponse) -> JobRecord | None:
     """Cancels the response's job if it is still queued or running; that job, else None."""
     job = await jobs.get(record.job_id)
     if job is None or job.status not in (JobStatus.QUEUED, JobStatus.RUNNING):

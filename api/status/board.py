@@ -5,7 +5,7 @@ own, plus what names nobody: the queue lengths and the running job's speed.
 Queue depth is sampled by every api process every `SAMPLE_S` seconds into one slot per
 period, so several api processes agree instead of adding up, and the plot keeps going when no
 worker is up (which is when the queue grows). Per-job series come from the job records the
-worker writes (`hearth.metrics.JobRecord`).
+worker writes (`hearth.metrics.FinishedJob`).
 """
 
 import asyncio
@@ -24,9 +24,9 @@ from api.background import running
 from api.jobs.queueing import known_queues, queue_key
 from api.metrics.exposition import queue_depths
 from api.models.workers import live_workers
-from hearth.contract import QUEUE_DEPTH_KEY, RECENT_JOBS_KEY, job_key, job_of
-from hearth.metrics import JobRecord
-from hearth.redis_client import text
+from hearth.contract import QUEUE_DEPTH_KEY, RECENT_JOBS_KEY, job_of
+from hearth.job_record import read_field
+from hearth.metrics import FinishedJob
 
 log = logging.getLogger(__name__)
 
@@ -66,10 +66,6 @@ async def queue_sampler(redis: AsyncRedis) -> AsyncIterator[None]:
         yield
 
 
-def _decode(value: bytes | str | None) -> str | None:
-    return None if value is None else text(value)
-
-
 async def build_status(redis: AsyncRedis, viewer: User) -> dict[str, object]:
     now = time.time()
 
@@ -85,15 +81,12 @@ async def build_status(redis: AsyncRedis, viewer: User) -> dict[str, object]:
     pipe.zrangebyscore(QUEUE_DEPTH_KEY, now - HISTORY_S, "+inf")
     *waiting, recent_raw, depth_raw = await pipe.execute()
 
-    pipe = redis.pipeline(transaction=False)
-    for ids in waiting:
-        for job_id in ids:
-            pipe.hmget(job_key(job_of(job_id.decode())), "owner", "created")
-    metas = iter(await pipe.execute())
+    waiting_ids = [job_of(job_id.decode()) for ids in waiting for job_id in ids]
+    metas = zip(await read_field(redis, waiting_ids, "owner"), await read_field(redis, waiting_ids, "created"))
     queued: list[dict[str, object]] = []
     for queue, ids in zip(queues, waiting):
         for position, raw_id in enumerate(ids, 1):
-            owner, created = map(_decode, next(metas))
+            owner, created = next(metas)
             if sees(owner):
                 queued.append({"id": job_of(raw_id.decode()), "user": owner, "queue": queue, "position": position,
                                "waiting_s": round(now - float(created), 1) if created else None})
@@ -102,7 +95,7 @@ async def build_status(redis: AsyncRedis, viewer: User) -> dict[str, object]:
     for w in workers:
         if w.state != "busy" or not w.job:
             continue
-        owner = _decode(await redis.hget(job_key(w.job), "owner"))
+        [owner] = await read_field(redis, [w.job], "owner")
         started = w.job_started_at
         entry: dict[str, Any] = {"id": None, "user": None, "worker": w.name, "model": w.model, "tokens": w.job_tokens,
                                  "tokens_per_s": w.job_tokens_per_s, "started_at": started,
@@ -111,7 +104,7 @@ async def build_status(redis: AsyncRedis, viewer: User) -> dict[str, object]:
             entry.update(id=w.job, user=owner)
         running.append(entry)
 
-    records = [r for r in (JobRecord.model_validate_json(raw) for raw in recent_raw) if sees(r.user)]
+    records = [r for r in (FinishedJob.model_validate_json(raw) for raw in recent_raw) if sees(r.user)]
     hour = [r for r in reversed(records) if r.finished_at >= now - HISTORY_S]
     return {
         "object": "hearth.status",
