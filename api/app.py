@@ -18,6 +18,7 @@ from api.body_limit import BodyLimitMiddleware
 from api.chat import router as chat
 from api.conversations import router as conversations
 from api.conversations.store import ConversationStore
+from api.conversations.turns import TurnService
 from api.errors import install_error_handlers
 from api.files import router as files
 from api.files.store import FileStore
@@ -73,7 +74,8 @@ def create_app(settings: ApiSettings) -> FastAPI:
         app.state.settings, app.state.redis = settings, redis
         app.state.jobs = JobService(redis, rq_redis, settings)
         app.state.conversations = ConversationStore(redis, settings)
-        app.state.users = UserStore(redis, on_revoke=[app.state.conversations.delete_owner])
+        app.state.turns = TurnService(app.state.jobs, app.state.conversations, settings.turn_queueing_s)
+        app.state.users = UserStore(redis, [app.state.conversations.delete_owner], settings.session_ttl_s)
         app.state.responses = ResponseStore(redis, settings.response_retention_s)
         app.state.files = FileStore(redis, settings.file_retention_s)
         app.state.batches = BatchStore(redis, settings.file_retention_s)
@@ -82,7 +84,7 @@ def create_app(settings: ApiSettings) -> FastAPI:
         try:
             reaper = Reaper(redis, rq_redis, app.state.jobs, settings)
             runner = BatchRunner(redis, rq_redis, app.state.batches, app.state.files, app.state.jobs, settings)
-            filing = Filing(redis, app.state.jobs, runner, app.state.conversations, app.state.responses)
+            filing = Filing(redis, app.state.jobs, runner, app.state.turns, app.state.responses)
             rounds = [reaper.sweep, filing.tick, runner.tick]
             async with queue_sampler(redis), housekeeping(redis, rounds, settings.housekeeping_interval_s):
                 yield

@@ -13,6 +13,7 @@ from api.accounts.signin_throttle import SignInThrottle
 from api.accounts.users import LOCAL_USER, User, UserStore
 from api.batches.store import BatchStore
 from api.conversations.store import ConversationStore
+from api.conversations.turns import TurnService
 from api.errors import HearthError
 from api.files.store import FileStore
 from api.jobs.service import JobService
@@ -47,6 +48,10 @@ async def get_users(request: Request) -> UserStore:
 
 async def get_conversations(request: Request) -> ConversationStore:
     return request.app.state.conversations  # type: ignore[no-any-return]  # Starlette types app.state as Any
+
+
+async def get_turns(request: Request) -> TurnService:
+    return request.app.state.turns  # type: ignore[no-any-return]  # Starlette types app.state as Any
 
 
 async def get_responses(request: Request) -> ResponseStore:
@@ -94,6 +99,7 @@ Users = Annotated[UserStore, Depends(get_users)]
 Files = Annotated[FileStore, Depends(get_files)]
 Batches = Annotated[BatchStore, Depends(get_batches)]
 Conversations = Annotated[ConversationStore, Depends(get_conversations)]
+Turns = Annotated[TurnService, Depends(get_turns)]
 Responses = Annotated[ResponseStore, Depends(get_responses)]
 SignIns = Annotated[SignInThrottle, Depends(get_signins)]
 CurrentUser = Annotated[User, Depends(get_user)]

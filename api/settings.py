@@ -28,6 +28,7 @@ class ApiSettings(CommonSettings):
     conversations_per_user: int = Field(1000, ge=1, description="Conversations one user may keep on the server; creating or importing more gets 400.")
     conversation_items: int = Field(2000, ge=1, description="Messages one conversation may hold; adding more gets 400 (an answer to an accepted message is always kept).")
     conversation_text_chars: int = Field(100_000, ge=1, description="Longest text of one stored message, in characters; longer gets 400.")
+    turn_queueing_s: int = Field(60, ge=5, le=3600, description="How long a conversation stays busy for an answer whose job has not been queued yet; a job missing for longer never will be (its api stopped between storing the question and queueing), and the conversation is freed.")
     conversation_import_bytes: int = Field(64 * 2**20, ge=1024, description="Largest body of a conversation import (an export file), in bytes; 413 above. Its own bound: one user's export outgrows `MAX_BODY_BYTES`.")
     # Limits on what one request may ask: refused (400/413) before anything is queued.
     max_body_bytes: int = Field(1_048_576, ge=1024, description="Largest request body in bytes; a larger one gets 413 while it is read, before it is parsed.")
@@ -37,6 +38,7 @@ class ApiSettings(CommonSettings):
     max_logit_bias: int = Field(300, ge=1, description="Most `logit_bias` entries in one request.")
     # Secrets and the network.
     login_max_failures: int = Field(5, ge=1, description="Failed ui sign-ins allowed per user name and per address within `LOGIN_LOCKOUT_S`; then 429 with Retry-After.")
+    session_ttl_s: int = Field(7 * 86400, ge=60, description="How long a ui sign-in (session token) lasts.")
     login_lockout_s: int = Field(300, ge=1, description="Window over which failed sign-ins are counted, and how long a locked sign-in waits.")
     metrics_token: str = Field("", description="Bearer token that lets a scraper see `/metrics` per user (an admin's key does too); empty: admins only.")
     cors_origins: str = Field("", description="Comma-separated browser origins allowed to call the api (CORS); empty: none.")

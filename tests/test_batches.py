@@ -331,3 +331,15 @@ def test_completion_window_with_a_non_ascii_digit_is_400_not_500(stack: Stack) -
         r = httpx.post(f"{stack.base_url}/batches", headers=key, timeout=30,
                        json={"input_file_id": "file-x", "endpoint": "/v1/chat/completions", "completion_window": window})
         assert r.status_code == 400 and r.json()["error"]["param"] == "completion_window", (window, r.text)
+
+
+def test_batch_metadata_has_openais_bounds(stack: Stack) -> None:
+    """16 pairs, keys of at most 64 characters, values of at most 512: the conversations' bounds,
+    declared once (api.conversations.schemas.Metadata)."""
+    key = {"Authorization": "Bearer unused"}
+    body = {"input_file_id": "file-x", "endpoint": "/v1/chat/completions", "completion_window": "24h"}
+    for metadata in ({str(i): "v" for i in range(17)}, {"k" * 65: "v"}, {"k": "v" * 513}):
+        r = httpx.post(f"{stack.base_url}/batches", headers=key, timeout=30, json={**body, "metadata": metadata})
+        assert r.status_code == 400 and r.json()["error"]["param"].startswith("metadata"), r.text
+    r = httpx.post(f"{stack.base_url}/batches", headers=key, timeout=30, json={**body, "metadata": {"k" * 64: "v" * 512}})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "input_file_id", r.text  # within bounds: on to the missing file

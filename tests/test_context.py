@@ -5,8 +5,8 @@ import httpx
 import openai
 import pytest
 
-from api.models.workers import WorkerInfo
 from hearth.contract import Message
+from hearth.heartbeat import WorkerInfo
 from hearth.trimming import never_dropped
 from tests.stack import INTERACTIVE, Stack, serve
 from worker.context import ContextOverflow
@@ -190,7 +190,7 @@ def test_byte_bound_never_undercounts_a_prompt(model: str, mistral_tiny: str) ->
         [Message(role="assistant", content=texts[2]), Message(role="user", content=texts[3])],
         [Message(role="system", content=texts[4])],
     ]
-    worker = WorkerInfo("w", "m", 8192, "idle", None, 0.0, 0, 512, base, per_message, 0, None, None)
+    worker = WorkerInfo(name="w", model="m", n_ctx=8192, state="idle", default_max_tokens=512, prompt_overhead=base, message_overhead=per_message)
     for chat in chats:
         # The whole chat, and the part that trimming never drops, each bounded from above.
         for part in (chat, [chat[i] for i in never_dropped([m.role for m in chat])]):
@@ -234,8 +234,8 @@ def test_byte_bound_of_a_trimmed_chat_never_hides_an_overflow() -> None:
     with pytest.raises(ContextOverflow):
         prompter.plan(history, max_tokens=None)
     base, per_message = prompter.overheads()
-    worker = WorkerInfo("w", "m", n_ctx, "idle", None, 0.0, 0, 512, base, per_message, 0, None, None)
+    worker = WorkerInfo(name="w", model="m", n_ctx=n_ctx, state="idle", default_max_tokens=512, prompt_overhead=base, message_overhead=per_message)
     assert not worker.surely_fits(history, max_tokens=None)
     # With room to spare beside the kept messages, the long history needs no count.
-    roomy = WorkerInfo("w", "m", 8192, "idle", None, 0.0, 0, 512, base, per_message, 0, None, None)
+    roomy = WorkerInfo(name="w", model="m", n_ctx=8192, state="idle", default_max_tokens=512, prompt_overhead=base, message_overhead=per_message)
     assert roomy.prompt_bound(history) > 8192 and roomy.surely_fits(history, max_tokens=None)

@@ -12,7 +12,7 @@ from openai.types.chat import ChatCompletion
 
 from api.accounts.users import LOCAL_USER
 from api.conversations.store import CONVERSATION_KEY
-from api.jobs.filing import QUEUEING_S
+from api.settings import ApiSettings
 from tests.chats import NO_END
 from tests.sse import job_events, stream_in_background
 from tests.stack import BUSY, INTERACTIVE, Stack, add_user, wait_for
@@ -99,7 +99,7 @@ def test_a_mark_whose_job_was_never_queued_keeps_the_conversation_busy_only_for_
             "extra_body": {"conversation": conv.id}}
     with pytest.raises(openai.ConflictError):  # as far as anyone can tell, its job is on its way
         client.chat.completions.create(**turn)
-    stack.redis.hset(key, "answering_ms", now_ms - (QUEUEING_S + 1) * 1000)
+    stack.redis.hset(key, "answering_ms", now_ms - (ApiSettings().turn_queueing_s + 1) * 1000)
     done = client.chat.completions.create(**turn)
     wait_for(lambda: client.conversations.retrieve(conv.id).model_extra["hearth_job_id"] is None, 60, "the answer to be filed")
     assert [(i.role, i.content[0].text) for i in items(client, conv.id)] == [("user", "Hello?"), ("assistant", done.choices[0].message.content)]

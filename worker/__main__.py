@@ -11,6 +11,7 @@ from rq import Queue, SimpleWorker
 from rq.job import Job
 
 from hearth.contract import ANY_MODEL, RQ_SERIALIZER, model_queues, queue_model
+from hearth.heartbeat import WorkerInfo
 from hearth.job_record import rq_queue, save_attempt
 from hearth.logs import setup_logging
 from hearth.redis_client import connect
@@ -101,7 +102,7 @@ def main() -> None:
     meter = JobMeter(redis, settings.job_ttl_s, settings.event_interval_ms / 1000, settings.worker_name, settings.log_prompts)
     runner = JobRunner(settings.worker_name, pool, meter, CancelListener(redis, models),
                        lambda queue, payload: save_attempt(rq_redis, queue, payload, settings.job_ttl_s))
-    heartbeat = Heartbeat(redis, settings.worker_name, models, lambda: {**runner.info(), **meter.live()}, settings.heartbeat_interval_s, settings.heartbeat_ttl_s)
+    heartbeat = Heartbeat(redis, settings.worker_name, models, lambda: WorkerInfo.model_validate({**runner.info(), **meter.live()}), settings.heartbeat_interval_s, settings.heartbeat_ttl_s)
     wait_for_redis(redis)
     heartbeat.start()
     worker = HearthWorker(

@@ -1,6 +1,5 @@
 """The worker's two background threads: a liveness heartbeat and a cancel listener."""
 
-import json
 import logging
 import threading
 import time
@@ -10,6 +9,7 @@ from redis import Redis
 from redis.exceptions import RedisError
 
 from hearth.contract import ANY_MODEL, CANCEL_CHANNEL, MODELS_KEY, WORKERS_KEY, preempt_channel, worker_key
+from hearth.heartbeat import WorkerInfo
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +32,7 @@ class Heartbeat:
     heartbeat while a job runs, and RQ notices a dead worker only after minutes; this key
     expires `ttl_s` after the process stops, which is how the api tells a waiting client."""
 
-    def __init__(self, redis: Redis, name: str, models: list[str], info: Callable[[], dict[str, object]], interval_s: float, ttl_s: int):
+    def __init__(self, redis: Redis, name: str, models: list[str], info: Callable[[], WorkerInfo], interval_s: float, ttl_s: int):
         self._redis, self._name, self._key, self._info = redis, name, worker_key(name), info
         self._models = models
         self._interval, self._ttl = interval_s, ttl_s
@@ -44,9 +44,8 @@ class Heartbeat:
         self._thread.start()
 
     def beat(self) -> None:
-        fields = {k: json.dumps(v) for k, v in self._info().items()}
         pipe = self._redis.pipeline()
-        pipe.hset(self._key, mapping=fields)  # type: ignore[arg-type]  # redis-py's mapping keys are invariant: it refuses a dict[str, ...]
+        pipe.hset(self._key, mapping=self._info().fields())
         pipe.expire(self._key, self._ttl)
         pipe.eval(_RENEW_LUA, 2, WORKERS_KEY, MODELS_KEY, self._ttl, self._name, *self._models)
         pipe.execute()

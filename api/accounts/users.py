@@ -28,7 +28,6 @@ USERS_KEY = "hearth:users"  # hash: name -> JSON {role, created, password}
 API_KEYS_KEY = "hearth:api_keys"  # hash: sha256(key) -> name
 SESSION_KEY = "hearth:session:{digest}"  # string: name, expires
 KEY_PREFIX = "hk-"
-SESSION_TTL_S = 7 * 24 * 3600
 BOOTSTRAP_ADMIN = "admin"
 
 # The user behind a token (an API key's or a session's digest) and its record, in the one
@@ -81,9 +80,10 @@ def _password_matches(password: str, stored: str) -> bool:
 
 
 class UserStore:
-    def __init__(self, redis: AsyncRedis, on_revoke: Sequence[Callable[[str], Awaitable[object]]] = ()):
-        """`on_revoke`: what else to delete with a user (their conversations), given its name."""
-        self._redis = redis
+    def __init__(self, redis: AsyncRedis, on_revoke: Sequence[Callable[[str], Awaitable[object]]] = (), session_ttl_s: int = 7 * 86400):
+        """`on_revoke`: what else to delete with a user (their conversations), given its name;
+        `session_ttl_s`: how long a sign-in lasts (`SESSION_TTL_S`)."""
+        self._redis, self._session_ttl_s = redis, session_ttl_s
         self._on_revoke = on_revoke
 
     async def _record(self, name: str) -> dict[str, str] | None:
@@ -162,5 +162,5 @@ class UserStore:
         if record is None or not (by_key or by_password):
             raise AuthError("Unknown user or wrong password.")
         token = secrets.token_urlsafe(32)
-        await self._redis.set(SESSION_KEY.format(digest=_digest(token)), name, ex=SESSION_TTL_S)
+        await self._redis.set(SESSION_KEY.format(digest=_digest(token)), name, ex=self._session_ttl_s)
         return token

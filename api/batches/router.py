@@ -1,11 +1,12 @@
-"""`/v1/batches`: run a file of chat requests in the background (api.batches.runner)."""
+"""`/v1/batches`: run a file of requests (chat completions or responses) in the background (api.batches.runner)."""
 
 from typing import Annotated
 
 from fastapi import APIRouter, Query
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
-from api.batches.store import ENDPOINTS, BatchInfo, BatchStore, window_seconds
+from api.batches.store import ENDPOINTS, BatchInfo, BatchStatus, BatchStore, window_seconds
+from api.conversations.schemas import Metadata
 from api.dependencies import Batches, CurrentUser, Files, RedisDep, Settings
 from api.errors import HearthError, error_responses
 from api.jobs.housekeeping import nudge
@@ -19,15 +20,8 @@ class BatchRequest(BaseModel):
     input_file_id: str
     endpoint: Annotated[str, Field(json_schema_extra={"enum": list(ENDPOINTS)})]  # checked by create_batch, with its own message
     completion_window: str
-    metadata: dict[str, str] | None = None
+    metadata: Metadata | None = None  # OpenAI's bounds, as a conversation's
     output_expires_after: dict[str, object] | None = None
-
-    @field_validator("metadata")
-    @classmethod
-    def _bounded(cls, metadata: dict[str, str] | None) -> dict[str, str] | None:
-        if metadata is not None and (len(metadata) > 16 or any(len(k) > 64 or len(v) > 512 for k, v in metadata.items())):
-            raise ValueError("at most 16 pairs, keys of at most 64 characters, values of at most 512")
-        return metadata
 
 
 async def _owned(batches: BatchStore, batch_id: str, owner: str) -> BatchInfo:
@@ -70,6 +64,6 @@ async def retrieve_batch(batch_id: str, user: CurrentUser, batches: Batches) -> 
 async def cancel_batch(batch_id: str, user: CurrentUser, batches: Batches, redis: RedisDep) -> dict[str, object]:
     """Answers at once in `cancelling`; the batch runner stops its lines and ends it."""
     await _owned(batches, batch_id, user.name)
-    await batches.move(batch_id, "cancelling", "validating", "in_progress")
+    await batches.move(batch_id, BatchStatus.CANCELLING, BatchStatus.VALIDATING, BatchStatus.IN_PROGRESS)
     await nudge(redis)
     return (await _owned(batches, batch_id, user.name)).dump()

@@ -18,9 +18,10 @@ from typing import Any
 
 from redis import Redis
 from redis.asyncio import Redis as AsyncRedis
+from redis.client import Pipeline
 from starlette.concurrency import run_in_threadpool
 
-from api.batches.store import ERRORS_SHOWN, BatchInfo, BatchStore, LineError, PendingLine, keys, read_lines
+from api.batches.store import ERRORS_SHOWN, BatchInfo, BatchStatus, BatchStore, LineError, PendingLine, queue_line, read_lines
 from api.chat.limits import check_for_worker, check_request
 from api.chat.schemas import ChatCompletionRequest
 from api.errors import HearthError
@@ -62,16 +63,16 @@ class BatchRunner:
             batch = await self._store.get(batch_id)
             if batch is None:
                 continue
-            if batch.status == "validating":
+            if batch.status == BatchStatus.VALIDATING:
                 batch = await self._validate(batch)
-            if batch.status == "in_progress" and now > float(batch.fields["expires_at"]):
+            if batch.status == BatchStatus.IN_PROGRESS and now > float(batch.fields["expires_at"]):
                 await self._store.set(batch.id, expiring="1")
                 batch = await self._end_lines(batch, *EXPIRED)
-            if batch.status == "cancelling":
+            if batch.status == BatchStatus.CANCELLING:
                 batch = await self._end_lines(batch, *CANCELLED)
-            if batch.status in ("in_progress", "finalizing", "cancelling") and await self._store.counts(batch.id) == (0, 0):
+            if batch.status in (BatchStatus.IN_PROGRESS, BatchStatus.FINALIZING, BatchStatus.CANCELLING) and await self._store.counts(batch.id) == (0, 0):
                 await self._finish(batch, now)
-            elif batch.status == "in_progress":
+            elif batch.status == BatchStatus.IN_PROGRESS:
                 feedable.append(batch)
         await self._feed(feedable)
 
@@ -93,13 +94,13 @@ class BatchRunner:
         if not good:
             reason = "The input file has no lines that can run." if data else "The input file is gone."
             await self._store.set(batch.id, errors=_errors(bad, reason))
-            await self._store.move(batch.id, "failed", "validating")
+            await self._store.move(batch.id, BatchStatus.FAILED, BatchStatus.VALIDATING)
             await self._store.close(batch.id)
             log.info("batch failed validation", extra={"batch_id": batch.id, "errors": len(bad)})
             return await self._reload(batch)
         for error in bad:
             await self._store.file(batch.id, error.line, "errors", _error_line(error.custom_id, error.code, error.message))
-        await self._store.move(batch.id, "in_progress", "validating")
+        await self._store.move(batch.id, BatchStatus.IN_PROGRESS, BatchStatus.VALIDATING)
         log.info("batch started", extra={"batch_id": batch.id, "lines": len(good), "invalid_lines": len(bad)})
         return await self._reload(batch)
 
@@ -115,17 +116,17 @@ class BatchRunner:
         for job_id in await self._store.inflight(batch.id):
             job = await self._jobs.get(job_id)
             if job is None:
-                await self._redis.srem(keys(batch.id)["inflight"], job_id)
+                await self._store.forget_inflight(batch.id, job_id)
             elif job.status == JobStatus.QUEUED or not expiring:
                 await self._jobs.cancel(job)
         if expiring:
-            await self._store.move(batch.id, "finalizing", "in_progress")
+            await self._store.move(batch.id, BatchStatus.FINALIZING, BatchStatus.IN_PROGRESS)
         return await self._reload(batch)
 
     async def _finish(self, batch: BatchInfo, now: float) -> None:
         """Every line is filed: write the output and error files and end the batch."""
-        if batch.status == "in_progress":
-            await self._store.move(batch.id, "finalizing", "in_progress")
+        if batch.status == BatchStatus.IN_PROGRESS:
+            await self._store.move(batch.id, BatchStatus.FINALIZING, BatchStatus.IN_PROGRESS)
         batch = await self._reload(batch)
         output, errors = await self._store.results(batch.id)
         fields: dict[str, str | int] = {}
@@ -136,8 +137,8 @@ class BatchRunner:
                 fields[f"{name}_file_id"] = info.id
         if fields:
             await self._store.set(batch.id, **fields)
-        final = {"cancelling": "cancelled"}.get(batch.status) or ("expired" if batch.fields.get("expiring") else "completed")
-        await self._store.move(batch.id, final, "finalizing", "cancelling")
+        final = {BatchStatus.CANCELLING: BatchStatus.CANCELLED}.get(batch.status) or (BatchStatus.EXPIRED if batch.fields.get("expiring") else BatchStatus.COMPLETED)
+        await self._store.move(batch.id, final, BatchStatus.FINALIZING, BatchStatus.CANCELLING)
         await self._store.close(batch.id)
         log.info("batch %s", final, extra={"batch_id": batch.id})
 
@@ -200,31 +201,22 @@ class BatchRunner:
         return False
 
     def _enqueue(self, batch: BatchInfo, line: PendingLine, queue_name_: str) -> bool:
-        """Move the batch's next line from its pending list into the queue as a job, in one
-        transaction (watched: if anything else took the line, nothing happens)."""
-        k = keys(batch.id)
-        payload = line.payload
-        s = self._settings
+        """Queue the batch's next line as a job (its record and its RQ job)."""
+        payload, ttl_s = line.payload, self._settings.job_ttl_s
         queue = rq_queue(queue_name_, self._rq_redis)
-        with self._rq_redis.pipeline() as pipe:
-            pipe.watch(k["pending"])
-            head = pipe.lindex(k["pending"], 0)
-            if head is None or PendingLine.model_validate_json(head).index != line.index:
-                return False
-            pipe.multi()
-            pipe.lpop(k["pending"])
-            record = JobRecord(
-                id=payload.job_id, owner=batch.owner, model=payload.model, created=int(time.time()), queue=queue_name_,
-                not_after=float(batch.fields["expires_at"]), max_tokens=payload.params.max_tokens or 0, sink=Sink.BATCH,
-                batch=batch.id, custom_id=line.custom_id, line=line.index,
-                response=line.response.model_dump_json() if line.response else None,
-            )
+        record = JobRecord(
+            id=payload.job_id, owner=batch.owner, model=payload.model, created=int(time.time()), queue=queue_name_,
+            not_after=float(batch.fields["expires_at"]), max_tokens=payload.params.max_tokens or 0, sink=Sink.BATCH,
+            batch=batch.id, custom_id=line.custom_id, line=line.index,
+            response=line.response.model_dump_json() if line.response else None,
+        )
+
+        def enqueue(pipe: Pipeline) -> None:
             pipe.hset(record.key, mapping=record.fields())
-            pipe.expire(record.key, s.job_ttl_s)
-            pipe.sadd(k["inflight"], payload.job_id)
-            queue.enqueue_job(rq_job(queue, payload, s.job_ttl_s), pipeline=pipe)
-            pipe.execute()
-        return True
+            pipe.expire(record.key, ttl_s)
+            queue.enqueue_job(rq_job(queue, payload, ttl_s), pipeline=pipe)
+
+        return queue_line(self._rq_redis, batch.id, line, enqueue)
 
 
 def _error_line(custom_id: str | None, code: str, message: str) -> dict[str, Any]:

@@ -13,10 +13,13 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
+from redis import Redis
 from redis.asyncio import Redis as AsyncRedis
+from redis.client import Pipeline
 
 from api.chat.schemas import ChatCompletionRequest
 from api.errors import HearthError
@@ -37,12 +40,25 @@ ACTIVE_KEY = "hearth:batches:active"  # sorted set: batch id -> created_at, unti
 CHAT_ENDPOINT, RESPONSES_ENDPOINT = "/v1/chat/completions", "/v1/responses"
 ENDPOINTS = (CHAT_ENDPOINT, RESPONSES_ENDPOINT)
 NOT_IN_BATCH = ("stream", "background", "previous_response_id", "conversation")  # Responses fields a line cannot use
-ACTIVE = ("validating", "in_progress", "finalizing", "cancelling")
 ERRORS_SHOWN = 100  # line errors listed in the batch object's `errors`
 _TIMES = ("in_progress_at", "expires_at", "finalizing_at", "completed_at", "failed_at", "expired_at",
           "cancelling_at", "cancelled_at")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _WINDOW = re.compile(r"([0-9]{1,12})([smhd])")
+
+
+class BatchStatus(StrEnum):
+    """OpenAI's batch statuses: validating -> in_progress -> finalizing -> completed, or failed
+    (the input file), expired (its window), cancelling -> cancelled."""
+
+    VALIDATING = "validating"
+    IN_PROGRESS = "in_progress"
+    FINALIZING = "finalizing"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    EXPIRED = "expired"
+    CANCELLING = "cancelling"
+    CANCELLED = "cancelled"
 
 
 def keys(batch_id: str) -> dict[str, str]:
@@ -76,6 +92,24 @@ class LineError(BaseModel):
     code: str
     message: str
     param: str | None = None
+
+
+def queue_line(redis: Redis, batch_id: str, line: PendingLine, enqueue: Callable[[Pipeline], None]) -> bool:
+    """Move `line`, the batch's next, from its pending list into a queue, in one transaction
+    that `enqueue` adds the line's job to; watched: if anything else took the line meanwhile,
+    nothing happens (False)."""
+    k = keys(batch_id)
+    with redis.pipeline() as pipe:
+        pipe.watch(k["pending"])
+        head = pipe.lindex(k["pending"], 0)
+        if head is None or PendingLine.model_validate_json(head).index != line.index:
+            return False
+        pipe.multi()
+        pipe.lpop(k["pending"])
+        pipe.sadd(k["inflight"], line.payload.job_id)
+        enqueue(pipe)
+        pipe.execute()
+    return True
 
 
 def _chat_of(endpoint: str, body: Any) -> tuple[ChatCompletionRequest, ResponseCreateRequest | None]:
@@ -144,8 +178,8 @@ class BatchInfo:
     fields: dict[str, str]
 
     @property
-    def status(self) -> str:
-        return self.fields["status"]
+    def status(self) -> BatchStatus:
+        return BatchStatus(self.fields["status"])
 
     def time(self, name: str) -> int | None:
         value = self.fields.get(name)
@@ -208,7 +242,7 @@ class BatchStore:
         now = int(time.time())
         t = await self._redis.time()
         fields = {"owner": owner, "endpoint": endpoint, "input_file_id": input_file_id, "completion_window": window,
-                  "status": "validating", "created_at": str(now), "expires_at": str(int(t[0]) + window_s),
+                  "status": BatchStatus.VALIDATING.value, "created_at": str(now), "expires_at": str(int(t[0]) + window_s),
                   "metadata": json.dumps(metadata), "total": "0", "completed": "0", "failed": "0"}
         pipe = self._redis.pipeline(transaction=True)
         pipe.hset(keys(batch_id)["batch"], mapping=fields)  # type: ignore[arg-type]  # redis-py's mapping keys are invariant: it refuses a dict[str, ...]
@@ -247,7 +281,7 @@ class BatchStore:
     async def active(self) -> list[str]:
         return members(await self._redis.zrange(ACTIVE_KEY, 0, -1))
 
-    async def move(self, batch_id: str, to: str, *sources: str) -> bool:
+    async def move(self, batch_id: str, to: BatchStatus, *sources: BatchStatus) -> bool:
         return bool(await self._redis.eval(_MOVE_LUA, 1, keys(batch_id)["batch"], to, *sources))
 
     async def set(self, batch_id: str, **fields: str | int) -> None:
@@ -290,6 +324,10 @@ class BatchStore:
         pipe.scard(k["inflight"])
         pending, inflight = await pipe.execute()
         return int(pending), int(inflight)
+
+    async def forget_inflight(self, batch_id: str, job_id: str) -> None:
+        """A line's job that expired before it was filed is no longer waited for."""
+        await self._redis.srem(keys(batch_id)["inflight"], job_id)
 
     async def inflight(self, batch_id: str) -> list[str]:
         return texts(await self._redis.smembers(keys(batch_id)["inflight"]))

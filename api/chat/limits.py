@@ -4,8 +4,8 @@ checked after parsing, before anything is queued, each refusal a 400 naming the 
 from api.chat.schemas import ChatCompletionRequest
 from api.chat.structured import grammar_schema
 from api.errors import HearthError
-from api.models.workers import WorkerInfo
 from api.settings import ApiSettings
+from hearth.heartbeat import WorkerInfo
 
 
 def _refuse(param: str, message: str) -> HearthError:

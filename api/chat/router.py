@@ -1,6 +1,5 @@
 """`POST /v1/chat/completions`: one RQ job per request, streamed back as OpenAI chunks."""
 
-import asyncio
 import json
 from collections.abc import AsyncIterator, Callable
 
@@ -12,10 +11,9 @@ from api.chat import rendering as fmt
 from api.chat.schemas import ChatCompletionRequest
 from api.chat.service import prepare_chat, queue_chat, wait_for_answer
 from api.conversations.schemas import MessageItem, message
-from api.conversations.store import ConversationStore
-from api.dependencies import Conversations, CurrentUser, Jobs, RedisDep, Settings
+from api.conversations.turns import TurnService
+from api.dependencies import CurrentUser, Jobs, RedisDep, Settings, Turns
 from api.errors import HearthError, error_responses
-from api.jobs.filing import settle
 from api.jobs.service import JobService
 from hearth.contract import DoneEvent, ErrorEvent, TokenEvent
 from hearth.job_record import JobRecord
@@ -46,26 +44,20 @@ async def _stream(
             else:
                 yield ServerSentEvent(comment=f"hearth {event.model_dump_json()}")
     finally:
-        # The client went away: free the worker for someone who is waiting. (Not when the
-        # api itself is stopping, nor for a job whose result is filed (a conversation's turn):
-        # the job goes on, its answer is stored, and the client can re-attach.)
-        if not finished and not draining() and job.sink is None:
-            await asyncio.shield(jobs.cancel(job))
+        if not finished and not draining():  # the client left (not the api stopping)
+            await jobs.left(job)
 
 
-async def _store_question(body: ChatCompletionRequest, conversations: ConversationStore, jobs: JobService, owner: str,
-                          job_id: str) -> MessageItem | None:
-    """The turn's question, stored in its conversation (the caller's own, else 404) before
-    it is queued, with `job_id` marked as writing its answer; None for a plain OpenAI call.
-    409 `conversation_busy` while another answer is being written there."""
+async def _question(body: ChatCompletionRequest, turns: TurnService, owner: str) -> list[MessageItem]:
+    """A turn stored in a conversation (Hearth's `conversation`): its question, the request's
+    last message, after the conversation's previous answer is settled; none for a plain call."""
     if body.conversation is None:
-        return None
+        return []
     last = body.messages[-1]
     if last.role != "user":
         raise HearthError(400, "A turn stored in a conversation ends with the user's message.", param="messages")
-    await settle(jobs, conversations, owner, body.conversation)
-    [asked] = await conversations.add_items(owner, body.conversation, [message("user", last.text())], answering=job_id)
-    return asked
+    await turns.settle(owner, body.conversation)
+    return [message("user", last.text())]
 
 
 @router.post("/chat/completions", response_model=None,
@@ -73,16 +65,12 @@ async def _store_question(body: ChatCompletionRequest, conversations: Conversati
                               "content": {"text/event-stream": {}}}})
 async def create_chat_completion(
     body: ChatCompletionRequest, request: Request, jobs: Jobs, user: CurrentUser, redis: RedisDep, settings: Settings,
-    conversations: Conversations,
+    turns: Turns,
 ) -> JSONResponse | EventSourceResponse:
     chat = await prepare_chat(body, user.name, jobs, redis, settings)
-    asked = await _store_question(body, conversations, jobs, user.name, chat.payload.job_id)
-    try:
+    question = await _question(body, turns, user.name)
+    async with turns.taking(user.name, body.conversation, question, chat.payload.job_id):
         job = await queue_chat(jobs, chat, user.name, body.conversation)
-    except Exception:  # refused a place in the queue, or Redis failed: the turn never happened
-        if asked is not None and body.conversation is not None:
-            await conversations.withdraw(user.name, body.conversation, [asked], chat.payload.job_id)
-        raise
     headers = {"X-Job-Id": job.id}
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)

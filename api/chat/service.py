@@ -53,8 +53,8 @@ async def queue_chat(jobs: JobService, chat: PreparedChat, owner: str, conversat
 
 
 async def wait_for_answer(jobs: JobService, job: JobRecord, request: Request, poll_s: float) -> Answer:
-    """The job's whole answer, for a non-streaming client. One that leaves cancels its job,
-    unless the job's result is filed (a conversation's turn, a stored response): that goes on."""
+    """The job's whole answer, for a non-streaming client; one that leaves is told to the job
+    service (JobService.left)."""
     answer = Answer()
 
     async def collect() -> None:
@@ -65,13 +65,13 @@ async def wait_for_answer(jobs: JobService, job: JobRecord, request: Request, po
 
     collecting = asyncio.ensure_future(collect())
     try:
-        cancelled = False
+        left = False
         # A non-streaming client is only seen leaving by polling; its job's cancelled event
         # then ends `collect`.
         while not (await asyncio.wait({collecting}, timeout=poll_s))[0]:
-            if not cancelled and job.sink is None and await request.is_disconnected():
-                cancelled = True
-                await jobs.cancel(job)
+            if not left and await request.is_disconnected():
+                left = True
+                await jobs.left(job)
         collecting.result()
         return answer
     finally:

@@ -1,5 +1,6 @@
 """Jobs as the api sees them: enqueue, read status, cancel, and follow their event streams."""
 
+import asyncio
 import logging
 import time
 import uuid
@@ -159,6 +160,13 @@ class JobService:
         await self._redis.set(cancel_key(job.id), 1, ex=self._settings.job_ttl_s)
         if not await self.withdraw(job, ErrorEvent(code=ErrorCode.CANCELLED, message="The request was cancelled.")):
             await self._redis.publish(CANCEL_CHANNEL, job.id)
+
+    async def left(self, job: JobRecord) -> None:
+        """The client waiting for `job` went away before its end: free the worker for someone
+        who is waiting, unless the job's result is filed (a conversation's turn, a stored
+        response): that goes on, its answer is kept, and the client can re-attach."""
+        if job.sink is None:
+            await asyncio.shield(self.cancel(job))
 
     async def withdraw(self, job: JobRecord, reason: ErrorEvent) -> bool:
         """Take a job out of its queue before any worker has it, ending it with `reason`."""

@@ -18,9 +18,10 @@ from prometheus_client.registry import Collector
 from redis.asyncio import Redis as AsyncRedis
 
 from api.jobs.queueing import known_queues, queue_key
-from api.models.workers import WorkerInfo, live_workers
+from api.models.workers import live_workers
 from hearth import metrics as m
 from hearth.contract import ANY_MODEL, METRICS_KEY, USER_TOKENS_KEY, ErrorEvent
+from hearth.heartbeat import WorkerInfo
 from hearth.job_record import read_record
 
 _MODEL_HELP = {

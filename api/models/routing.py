@@ -16,7 +16,8 @@ from redis.asyncio import Redis as AsyncRedis
 
 from api.errors import HearthError
 from api.settings import ApiSettings
-from api.models.workers import WorkerInfo, live_workers
+from api.models.workers import live_workers
+from hearth.heartbeat import WorkerInfo
 from hearth.contract import ANY_MODEL, MODELS_KEY
 
 UNNAMED = "default"  # the job's model while no worker has ever said what it serves

@@ -23,9 +23,9 @@ from api.dependencies import (
     RedisDep,
     Responses,
     Settings,
+    Turns,
 )
 from api.errors import HearthError, error_responses
-from api.jobs.filing import settle
 from api.jobs.service import JobService
 from api.responses.objects import ResponseEvents, ended, response_object
 from api.responses.schemas import ResponseCreateRequest, as_responses_error
@@ -85,8 +85,8 @@ async def _history(body: ResponseCreateRequest, store: ResponseStore, jobs: JobS
     return [Message(role=role, content=text) for role, text in await conversations.history(user.name, conv_id)]
 
 
-async def _stream(jobs: JobService, job: JobRecord | None, record: StoredResponse, after: int, draining: Callable[[], bool],
-                  cancel_on_leave: bool) -> AsyncIterator[dict[str, str] | ServerSentEvent]:
+async def _stream(jobs: JobService, job: JobRecord | None, record: StoredResponse, after: int,
+                  draining: Callable[[], bool]) -> AsyncIterator[dict[str, str] | ServerSentEvent]:
     """The response's events numbered above `after`. What the job's log holds already goes
     one log entry per event, never coalesced: whatever event a client saw last ended at an
     entry, so resuming after its number (here, or in the client's helper, which reads the
@@ -123,46 +123,41 @@ async def _stream(jobs: JobService, job: JobRecord | None, record: StoredRespons
             for item in sent(event):
                 yield item
     finally:
-        # A client that leaves a response nobody stores frees the worker (not when the api
-        # itself is stopping). A stored one goes on: its outcome is filed, and the client can
-        # resume with `starting_after`.
-        if job is not None and cancel_on_leave and not finished and not draining():
-            await asyncio.shield(jobs.cancel(job))
+        # The client left (not the api stopping). A stored response goes on: its outcome is
+        # filed, and the client can resume with `starting_after`.
+        if job is not None and not finished and not draining():
+            await jobs.left(job)
 
 
 @router.post("", response_model=None, responses={**SSE, **error_responses(409, 429)})
 async def create_response(
     body: ResponseCreateRequest, request: Request, jobs: Jobs, user: CurrentUser, redis: RedisDep, settings: Settings,
-    conversations: Conversations, store: Responses,
+    conversations: Conversations, turns: Turns, store: Responses,
 ) -> JSONResponse | EventSourceResponse:
     if body.background and not body.store:
         raise HearthError(400, "A background response must be stored: background needs store true.", param="background")
     conv_id = body.conversation_id
     if conv_id is not None:
-        await settle(jobs, conversations, user.name, conv_id)
+        await turns.settle(user.name, conv_id)
     history = await _history(body, store, jobs, conversations, user)
     try:
         chat = await prepare_chat(body.to_chat(history), user.name, jobs, redis, settings)
     except HearthError as exc:
         raise as_responses_error(exc) from None
     record = body.stored(chat.payload.job_id, int(time.time()), chat.payload.model, history)
-    # In a conversation, its input and the mark of the answer on its way are one write, as a
-    # chat turn's (409 while another answer is being written there).
-    asked = await conversations.add_items(user.name, conv_id, record.input, answering=record.job_id) if conv_id is not None else []
-    try:
-        if body.store:
-            await store.create(user.name, record)
-        # A stored response's outcome is filed by its record (and from there into its
-        # conversation); an unstored one in a conversation is filed as a chat turn is.
-        job = await queue_chat(jobs, chat, user.name, None if body.store else conv_id, Sink.RESPONSE if body.store else None)
-    except Exception:  # refused a place in the queue, or Redis failed: the turn never happened
-        await store.delete(user.name, record.job_id)
-        if conv_id is not None:
-            await conversations.withdraw(user.name, conv_id, asked, record.job_id)
-        raise
+    async with turns.taking(user.name, conv_id, record.input, record.job_id):
+        try:
+            if body.store:
+                await store.create(user.name, record)
+            # A stored response's outcome is filed by its record (and from there into its
+            # conversation); an unstored one in a conversation is filed as a chat turn is.
+            job = await queue_chat(jobs, chat, user.name, None if body.store else conv_id, Sink.RESPONSE if body.store else None)
+        except Exception:  # refused a place in the queue, or Redis failed: nothing was stored
+            await store.delete(user.name, record.job_id)
+            raise
     headers = {"X-Job-Id": job.id}
     if body.stream:
-        return EventSourceResponse(_stream(jobs, job, record, -1, lambda: bool(request.app.state.draining), job.sink is None),
+        return EventSourceResponse(_stream(jobs, job, record, -1, lambda: bool(request.app.state.draining)),
                                    ping=settings.sse_ping_s, headers=headers)
     if body.background:
         return JSONResponse(response_object(record, JobStatus.QUEUED, "", None), headers=headers)
@@ -185,7 +180,7 @@ async def get_response(
     if job is None and record.outcome is None:
         raise _not_found(record.id, why="has expired")
     after = -1 if starting_after is None else starting_after
-    return EventSourceResponse(_stream(jobs, job, record, after, lambda: bool(request.app.state.draining), False),
+    return EventSourceResponse(_stream(jobs, job, record, after, lambda: bool(request.app.state.draining)),
                                ping=settings.sse_ping_s, headers={"X-Job-Id": record.job_id})
 
 
@@ -214,14 +209,14 @@ async def cancel_response(response_id: str, jobs: Jobs, user: CurrentUser, store
 
 
 @router.delete("/{response_id}")
-async def delete_response(response_id: str, jobs: Jobs, user: CurrentUser, store: Responses, conversations: Conversations) -> dict[str, Any]:
+async def delete_response(response_id: str, jobs: Jobs, user: CurrentUser, store: Responses, turns: Turns) -> dict[str, Any]:
     """Deletes the stored response; one still queued or running is cancelled first, as nobody could see its answer."""
     record = await _record(store, user, response_id)
     await _stop(jobs, record)
     if not await store.delete(user.name, record.job_id):
         raise _not_found(response_id)
     if record.conversation is not None:  # its answer will not be filed there: the conversation is free
-        await conversations.answered(user.name, record.conversation, record.job_id)
+        await turns.release(user.name, record.conversation, record.job_id)
     return {"id": record.id, "object": "response", "deleted": True}
 
 
