@@ -19,8 +19,8 @@ from rq.job import Job, JobStatus
 
 from api.auth import UserStore
 from api.settings import ApiSettings
+from devstack import RedisServer, Stack
 from hearth.contract import RQ_SERIALIZER
-from tests.stack import RedisServer, Stack
 from worker.engine import Engine
 from worker.models import catalog, load_vocab
 from worker.settings import WorkerSettings
@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 
 # The processes get every setting of the bench's WorkerSettings and ApiSettings (so the
 # in-process Engine built from the same object is a like-for-like baseline, and the api runs
-# as in production: auth on, production caps and heartbeat, which tests.stack relaxes for
+# as in production: auth on, production caps and heartbeat, which devstack relaxes for
 # tests); only what tells processes apart is left to the Stack.
 PER_PROCESS = ("redis_url", "api_port", "worker_name")
 BAN = -100.0  # the most negative logit bias OpenAI's api accepts

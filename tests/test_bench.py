@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from tests.stack import ROOT
+from devstack import ROOT
 
 SMALLEST = ["--rounds", "1", "--tokens", "16", "--users", "2", "--chats", "1", "--max-tokens", "8", "--turns", "2",
             "--lines", "2", "--line-tokens", "8", "--model-tokens", "4", "--other-model", "mistral-tiny"]

@@ -6,9 +6,9 @@ import openai
 import pytest
 
 from api.workers import WorkerInfo
+from devstack import INTERACTIVE, Stack, serve
 from hearth.contract import Message
 from hearth.trimming import never_dropped
-from tests.stack import INTERACTIVE, Stack, serve
 from worker.context import ContextOverflow
 from worker.models import load_vocab
 from worker.prompter import Prompter
