@@ -7,7 +7,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from functools import cached_property
 from pathlib import Path
 from types import TracebackType
@@ -139,11 +139,14 @@ class Rig:
     def eog_ban(self) -> dict[int, float]:
         return end_tokens(self.settings.model_path)
 
-    def cpu_seconds(self) -> dict[str, float]:
-        """CPU time used so far (user + system, all threads) by each process of the bench."""
-        procs = {"worker": self.stack.workers[0].popen.pid, "api": self.stack.api.popen.pid if self.stack.api else 0,
-                 "redis": self._redis_server.proc.popen.pid if self._redis_server else 0, "bench": os.getpid()}
-        return {name: process_cpu_seconds(pid) for name, pid in procs.items()}
+    def pids(self) -> dict[str, int]:
+        """Each process of the bench by name; `bench` is this one (the client, the in-process model)."""
+        return {"worker": self.stack.workers[0].popen.pid, "api": self.stack.api.popen.pid if self.stack.api else 0,
+                "redis": self._redis_server.proc.popen.pid if self._redis_server else 0, "bench": os.getpid()}
+
+    def cpu_seconds(self, pids: Mapping[str, int] | None = None) -> dict[str, float]:
+        """CPU time used so far (user + system, all threads) by each of `pids` (default: `pids()`)."""
+        return {name: process_cpu_seconds(pid) for name, pid in (pids or self.pids()).items()}
 
     def wait_idle(self, job_id: str, timeout: float = 30) -> None:
         """Return once the worker has finished `job_id`'s bookkeeping."""
