@@ -8,7 +8,7 @@ import sys
 from collections.abc import Callable
 
 from api.settings import ApiSettings
-from bench import batch, context, grammar, load, models, stream
+from bench import batch, context, grammar, idle, load, models, stream
 from bench.rig import Rig
 from hearth.logs import setup_logging
 from hearth.settings import CommonSettings
@@ -16,6 +16,7 @@ from tools.shaped_gguf import PRESETS, cached_shaped_gguf
 from worker.settings import WorkerSettings
 
 CASES: dict[str, Callable[[Rig, argparse.Namespace], str]] = {
+    "idle": lambda rig, a: idle.run(rig, a.idle_seconds, a.requests).render(),  # first: nothing else has run yet
     "stream": lambda rig, a: stream.run(rig, a.rounds, a.tokens, a.seed).render(),
     "grammar": lambda rig, a: grammar.run(rig, a.rounds, a.tokens, a.seed).render(),
     "load": lambda rig, a: load.run(rig, a.users, a.chats, a.max_tokens, a.seed).render(),
@@ -53,6 +54,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=1234, help="sampling seed (default: %(default)s)")
     p.add_argument("--shaped", choices=PRESETS, help="serve a random-weight model of this preset's shapes instead of MODEL_PATH "
                                                      "(made once by tools/shaped_gguf.py, kept in ~/.cache/hearth/models)")
+    i = p.add_argument_group("idle")
+    i.add_argument("--idle-seconds", type=at_least(1), default=30, help="seconds without traffic measured (default: %(default)s)")
+    i.add_argument("--requests", type=at_least(1), default=3, help="chats and one-line batches timed after it (default: %(default)s)")
     s = p.add_argument_group("stream and grammar")
     s.add_argument("--rounds", type=at_least(1), default=5, help="measured rounds per side, after a warm-up (default: %(default)s)")
     s.add_argument("--tokens", type=at_least(2), default=200, help="completion tokens per stream, at least 2 (default: %(default)s)")

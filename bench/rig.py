@@ -7,7 +7,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from functools import cached_property
 from pathlib import Path
 from types import TracebackType
@@ -19,8 +19,8 @@ from rq.job import Job, JobStatus
 
 from api.accounts.users import UserStore
 from api.settings import ApiSettings
+from devstack import RedisServer, Stack
 from hearth.contract import RQ_SERIALIZER
-from tests.stack import RedisServer, Stack
 from worker.engine import Engine
 from worker.models import catalog, load_vocab
 from worker.settings import WorkerSettings
@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 
 # The processes get every setting of the bench's WorkerSettings and ApiSettings (so the
 # in-process Engine built from the same object is a like-for-like baseline, and the api runs
-# as in production: auth on, production caps and heartbeat, which tests.stack relaxes for
+# as in production: auth on, production caps and heartbeat, which devstack relaxes for
 # tests); only what tells processes apart is left to the Stack.
 PER_PROCESS = ("redis_url", "api_port", "worker_name")
 BAN = -100.0  # the most negative logit bias OpenAI's api accepts
@@ -139,11 +139,14 @@ class Rig:
     def eog_ban(self) -> dict[int, float]:
         return end_tokens(self.settings.model_path)
 
-    def cpu_seconds(self) -> dict[str, float]:
-        """CPU time used so far (user + system, all threads) by each process of the bench."""
-        procs = {"worker": self.stack.workers[0].popen.pid, "api": self.stack.api.popen.pid if self.stack.api else 0,
-                 "redis": self._redis_server.proc.popen.pid if self._redis_server else 0, "bench": os.getpid()}
-        return {name: process_cpu_seconds(pid) for name, pid in procs.items()}
+    def pids(self) -> dict[str, int]:
+        """Each process of the bench by name; `bench` is this one (the client, the in-process model)."""
+        return {"worker": self.stack.workers[0].popen.pid, "api": self.stack.api.popen.pid if self.stack.api else 0,
+                "redis": self._redis_server.proc.popen.pid if self._redis_server else 0, "bench": os.getpid()}
+
+    def cpu_seconds(self, pids: Mapping[str, int] | None = None) -> dict[str, float]:
+        """CPU time used so far (user + system, all threads) by each of `pids` (default: `pids()`)."""
+        return {name: process_cpu_seconds(pid) for name, pid in (pids or self.pids()).items()}
 
     def wait_idle(self, job_id: str, timeout: float = 30) -> None:
         """Return once the worker has finished `job_id`'s bookkeeping."""

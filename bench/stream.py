@@ -62,17 +62,17 @@ PHASES = {
 }
 
 
-def _utc(moment: datetime | None) -> float:
+def utc_seconds(moment: datetime | None) -> float:
     assert moment is not None
     return moment.replace(tzinfo=UTC).timestamp()
 
 
-def _phases(rig: Rig, job_id: str, sent: float, first: float) -> dict[str, float]:
+def ttft_phases(rig: Rig, job_id: str, sent: float, first: float) -> dict[str, float]:
     """`sent` and `first` are wall-clock (time.time()) like the Redis timestamps."""
     job = Job.fetch(job_id, connection=rig.redis, serializer=RQ_SERIALIZER)
     first_token = next(int(entry_id.split(b"-")[0]) / 1000 for entry_id, fields in stream_entries(rig.redis.xrange(events_key(job_id)))
                        if decode_event(fields).type == EventType.TOKEN)
-    points = [sent, _utc(job.enqueued_at), _utc(job.started_at), first_token, first]
+    points = [sent, utc_seconds(job.enqueued_at), utc_seconds(job.started_at), first_token, first]
     return {name: 1000 * (b - a) for name, a, b in zip(PHASES, points, points[1:])}
 
 
@@ -143,7 +143,7 @@ def through_stack(rig: Rig, client: openai.OpenAI, body: dict[str, Any]) -> Run:
         raise RuntimeError("the stream ended without usage")
     rig.wait_idle(job_id)  # the worker is back on an empty queue before in-process runs
     cpu = _used(cpu, rig.cpu_seconds())
-    phases = _phases(rig, job_id, sent_wall, first_wall)
+    phases = ttft_phases(rig, job_id, sent_wall, first_wall)
     rig.settle()
     cached = usage.prompt_tokens_details.cached_tokens if usage.prompt_tokens_details else 0
     return Run(first - start, _decode_tps(usage.completion_tokens, first, last), end - start,

@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 from tqdm import tqdm
 
-from cli.prompts import PromptOptions, answers_csv, batch_input
+from hearth.batch_files import PromptOptions, answers_csv, batch_input
 
 POLL_S = 2.0
 ENDED = ("completed", "failed", "expired", "cancelled")

@@ -10,10 +10,10 @@ import sys
 import tempfile
 from pathlib import Path
 
+from devstack import RedisServer, serve
 from hearth.logs import setup_logging
 from hearth.settings import CommonSettings
 from soak.run import soak
-from tests.stack import RedisServer, serve
 
 # Short lives for jobs, files and batches (their minimums), so the soak can watch its keys go.
 TTL_S = 60

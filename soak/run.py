@@ -7,10 +7,10 @@ from dataclasses import dataclass, field
 
 import httpx
 
+from devstack import Stack, add_user
 from soak.ledger import Ledger
 from soak.residue import KeyCount, leftover, persistent_keys, rss_mib, wait_for_baseline, without_ttl
 from soak.traffic import DEADLINE_S, Person
-from tests.stack import Stack, add_user
 
 RSS_TOLERANCE = 0.10  # of the warmed-up level
 PROCESS_KEYS = {"rq:clean_groups"}  # RQ's workers take it, with a TTL, to clean their registries now and then

@@ -8,8 +8,8 @@ from typing import Any
 
 import openai
 
+from devstack import Stack, wait_for
 from tests.sse import Sse, job_events
-from tests.stack import Stack, wait_for
 
 
 def request_line(custom_id: str, content: str, max_tokens: int = 8, **body: Any) -> dict[str, Any]:

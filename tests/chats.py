@@ -7,10 +7,13 @@ from typing import Any
 
 import httpx
 
+from devstack import Stack
 from tests.sse import read_sse
-from tests.stack import Stack
 
 NO_END = {"0": -100, "1": -100, "2": -100}  # SmolLM2's end-of-text and turn tokens: answers run to max_tokens
+# A chat that keeps the worker busy until cancelled (minutes): SmolLM2's end tokens are banned.
+BUSY = {"model": "any", "messages": [{"role": "user", "content": "Tell me a very long story."}],
+        "max_tokens": 6000, "logit_bias": {"0": -100, "2": -100}}
 
 
 def chat_body(content: str, max_tokens: int, **extra: Any) -> dict[str, Any]:

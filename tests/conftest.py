@@ -4,7 +4,7 @@ from pathlib import Path
 import openai
 import pytest
 
-from tests.stack import RedisServer, Stack, serve
+from devstack import RedisServer, Stack, serve
 from tools.shaped_gguf import write_shaped_gguf
 
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import httpx
 
-from tests.stack import Stack, wait_for
+from devstack import Stack, wait_for
 
 
 @dataclass

@@ -8,7 +8,7 @@ import httpx
 import openai
 import pytest
 
-from tests.stack import ROOT, Stack, add_user, serve, wait_for
+from devstack import ROOT, Stack, add_user, serve, wait_for
 
 HELLO = [{"role": "user", "content": "Say hi."}]
 

@@ -10,10 +10,10 @@ import httpx
 import openai
 import pytest
 
+from devstack import BATCH, RedisServer, Stack, add_user, wait_for
 from hearth.contract import ATTEMPT_SEPARATOR
 from tests.batches import file_lines, jsonl, pause_a_line, request_line, run_batch, wait_status
 from tests.chats import NO_END
-from tests.stack import BATCH, RedisServer, Stack, add_user, wait_for
 
 QUESTIONS = ["What is 2+2?", "Name a colour.", "Say hello.", "What is the capital of France?"]
 

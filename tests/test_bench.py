@@ -7,9 +7,9 @@ import sys
 
 import pytest
 
-from tests.stack import ROOT
+from devstack import ROOT
 
-SMALLEST = ["--rounds", "1", "--tokens", "16", "--users", "2", "--chats", "1", "--max-tokens", "8", "--turns", "2",
+SMALLEST = ["--idle-seconds", "2", "--requests", "1", "--rounds", "1", "--tokens", "16", "--users", "2", "--chats", "1", "--max-tokens", "8", "--turns", "2",
             "--lines", "2", "--line-tokens", "8", "--model-tokens", "4", "--other-model", "mistral-tiny"]
 
 
@@ -24,6 +24,15 @@ def test_bench_runs_every_case_and_prints_its_numbers() -> None:
     done = subprocess.run([sys.executable, "-m", "bench", *SMALLEST], cwd=ROOT, capture_output=True, text=True, timeout=600)
     out = done.stdout
     assert done.returncode == 0, f"{out}\n{done.stderr}"
+
+    # Idle: every process's share of a core, their sum against the target, and how fast work starts.
+    for process in ("worker", "api", "redis", "ui"):
+        assert number(rf"^{process}\s+[\d.]+\s+([\d.]+)$", out) >= 0
+    idle = re.search(r"^idle stack: ([\d.]+) % of one core\s+target <= ([\d.]+) %\s+(OK|MISSED)$", out, re.MULTILINE)
+    assert idle, out
+    assert idle.group(3) == ("OK" if float(idle.group(1)) <= float(idle.group(2)) else "MISSED"), idle.group(0)
+    for phase in ("chat: request sent", "chat: queued", "batch: created", "batch: its line ended"):
+        assert number(rf"^{phase}.*?\s(-?[\d.]+)\s+-?\d+$", out) >= 0, phase  # its median, then each request's value
 
     assert number(r"^in-process \(Engine\)\s+([\d.]+)\s", out) > 0  # tok/s
     assert number(r"^stack \(openai client\)\s+([\d.]+)\s", out) > 0

@@ -2,8 +2,9 @@
 
 import httpx
 
+from devstack import INTERACTIVE, Stack, wait_for
+from tests.chats import BUSY
 from tests.sse import job_events, stream_in_background
-from tests.stack import BUSY, INTERACTIVE, Stack, wait_for
 
 
 def ms(event_id: str) -> int:

@@ -5,7 +5,7 @@ import time
 import httpx
 import openai
 
-from tests.stack import Stack
+from devstack import Stack
 
 PROMPT = [{"role": "user", "content": "Write a short poem about a cat."}]
 

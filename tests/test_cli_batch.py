@@ -9,8 +9,8 @@ from pathlib import Path
 
 import httpx
 
+from devstack import ROOT, Stack, wait_for
 from tests.chats import NO_END
-from tests.stack import ROOT, Stack, wait_for
 
 
 def hearth(stack: Stack, *args: str) -> list[str]:

@@ -6,8 +6,8 @@ from concurrent.futures import ThreadPoolExecutor
 import openai
 import pytest
 
+from devstack import Stack
 from tests.sse import job_events
-from tests.stack import Stack
 
 
 def ask(client: openai.OpenAI, i: int) -> tuple[str, str, int]:

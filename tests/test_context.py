@@ -5,10 +5,10 @@ import httpx
 import openai
 import pytest
 
+from devstack import INTERACTIVE, Stack, serve
 from hearth.contract import Message
 from hearth.heartbeat import WorkerInfo
 from hearth.trimming import never_dropped
-from tests.stack import INTERACTIVE, Stack, serve
 from worker.context import ContextOverflow
 from worker.models import load_vocab
 from worker.prompter import Prompter

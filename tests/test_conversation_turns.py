@@ -13,9 +13,9 @@ from openai.types.chat import ChatCompletion
 from api.accounts.users import LOCAL_USER
 from api.conversations.store import CONVERSATION_KEY
 from api.settings import ApiSettings
-from tests.chats import NO_END
+from devstack import INTERACTIVE, Stack, add_user, wait_for
+from tests.chats import BUSY, NO_END
 from tests.sse import job_events, stream_in_background
-from tests.stack import BUSY, INTERACTIVE, Stack, add_user, wait_for
 
 
 def items(client: openai.OpenAI, conv_id: str) -> list[Any]:

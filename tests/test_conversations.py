@@ -18,7 +18,7 @@ from redis.asyncio import Redis as AsyncRedis
 from api.conversations.schemas import message
 from api.conversations.store import ConversationStore
 from api.settings import ApiSettings
-from tests.stack import ROOT, RedisServer, Stack, add_user
+from devstack import ROOT, RedisServer, Stack, add_user
 
 _names = itertools.count()
 

@@ -6,9 +6,9 @@ import httpx
 import openai
 import pytest
 
+from devstack import Stack, free_port
 from hearth.contract import ANY_MODEL
 from tests.sse import read_sse
-from tests.stack import Stack, free_port
 
 GOOD = {"model": "any", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}
 

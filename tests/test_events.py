@@ -7,9 +7,9 @@ import threading
 
 import httpx
 
+from devstack import Stack, wait_for
 from hearth.contract import START_ID, decode_live, events_key, live_channel, stream_id
 from tests.sse import job_events, read_sse
-from tests.stack import Stack, wait_for
 
 LONG = {"model": "any", "messages": [{"role": "user", "content": "Tell me a long story about a dragon."}],
         "max_tokens": 120, "stream": True, "seed": 3}

@@ -6,8 +6,9 @@ import time
 import httpx
 import pytest
 
+from devstack import RedisServer, Stack, wait_for
+from tests.chats import BUSY
 from tests.sse import job_events, read_sse, stream_in_background
-from tests.stack import BUSY, RedisServer, Stack, wait_for
 
 
 def test_killed_worker_fails_its_job_fast_and_a_new_worker_serves_the_queue(make_stack) -> None:

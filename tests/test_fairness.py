@@ -8,8 +8,9 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import openai
 
+from devstack import INTERACTIVE, Stack, add_user, wait_for
+from tests.chats import BUSY
 from tests.sse import read_sse, stream_in_background
-from tests.stack import BUSY, INTERACTIVE, Stack, add_user, wait_for
 
 
 def auth(key: str) -> dict[str, str]:

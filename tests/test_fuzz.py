@@ -25,7 +25,7 @@ from schemathesis.hooks import HookContext
 
 from api.app import create_app
 from api.settings import ApiSettings
-from tests.stack import RedisServer, Stack, add_user, serve
+from devstack import RedisServer, Stack, add_user, serve
 
 EXAMPLES = 25  # per operation: about two minutes on 2 cores
 REQUEST_TIMEOUT_S = 30  # a hung connection fails its case instead of the whole run

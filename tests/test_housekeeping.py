@@ -7,9 +7,9 @@ from redis import Redis
 from redis.asyncio import Redis as AsyncRedis
 
 from api.jobs.housekeeping import housekeeping, nudge
+from devstack import RedisServer, unused_db
 from hearth.contract import NUDGE_KEY, DoneEvent, StartedEvent, Usage, job_key
 from hearth.lifecycle import JobStatus, apply_events_args
-from tests.stack import RedisServer, unused_db
 
 # Far longer than the test waits: a second round within the deadline can only be the nudge's.
 INTERVAL_S = 3600

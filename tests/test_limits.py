@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.stack import Stack, serve, wait_for
+from devstack import Stack, serve, wait_for
 
 HI = [{"role": "user", "content": "hi"}]
 GOOD = {"model": "any", "messages": HI, "max_tokens": 2}

@@ -14,9 +14,9 @@ import pytest
 from fastapi import FastAPI
 
 from api.middleware import RequestContextMiddleware
+from devstack import Process, Stack
 from hearth.logs import ContextFilter, JsonFormatter, TextFormatter, log_context
 from tests.chats import NO_END, BackgroundChat, chat_body
-from tests.stack import Process, Stack
 
 SECRET = "periwinkle-quokka-5318"  # only ever in the messages
 

@@ -7,9 +7,9 @@ import httpx
 import openai
 from prometheus_client.parser import text_string_to_metric_families
 
+from devstack import BATCH, INTERACTIVE, Stack, wait_for
 from tests.chats import BackgroundChat, chat_body
 from tests.sse import job_events
-from tests.stack import BATCH, INTERACTIVE, Stack, wait_for
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 HISTOGRAMS = ("hearth_queue_wait_seconds", "hearth_time_to_first_token_seconds", "hearth_generation_tokens_per_second")

@@ -8,9 +8,9 @@ import httpx
 import openai
 import pytest
 
+from devstack import MODEL, Stack, wait_for
 from tests.chats import BackgroundChat
 from tests.sse import read_sse
-from tests.stack import MODEL, Stack, wait_for
 
 ASK = [{"role": "user", "content": "Say hi."}]
 

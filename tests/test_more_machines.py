@@ -10,10 +10,10 @@ import httpx
 import pytest
 import redis
 
+from devstack import MODEL, ROOT, Process, RedisServer, Stack, wait_for
 from hearth.redis_client import redacted
 from hearth.redis_server import server_args
 from hearth.supervise import write_conf
-from tests.stack import MODEL, ROOT, Process, RedisServer, Stack, wait_for
 from worker.settings import embedded_model_path
 
 PASSWORD = "s3cret-pw"

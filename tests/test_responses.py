@@ -14,10 +14,10 @@ from openai.types.responses.response_create_params import ResponseCreateParamsBa
 from pydantic import BaseModel
 
 from api.responses.schemas import IGNORED, REFUSED, ResponseCreateRequest
+from devstack import INTERACTIVE, ROOT, RedisServer, Stack, add_user, wait_for
 from tests.batches import file_lines, run_batch, wait_status
-from tests.chats import NO_END
+from tests.chats import BUSY, NO_END
 from tests.sse import read_sse, stream_in_background
-from tests.stack import BUSY, INTERACTIVE, ROOT, RedisServer, Stack, add_user, wait_for
 
 STORY = "Tell me a long story about a dragon."
 OPENING = ["response.created", "response.in_progress", "response.output_item.added", "response.content_part.added"]

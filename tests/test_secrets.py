@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.stack import ROOT, Stack, add_user, serve
+from devstack import ROOT, Stack, add_user, serve
 
 METRICS_TOKEN = "scrape-me-5b1f0c7e2d"
 HELLO = [{"role": "user", "content": "Say hi."}]

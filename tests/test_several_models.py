@@ -9,10 +9,10 @@ from typing import Any
 
 import httpx
 
+from devstack import MODEL, Process, Stack, wait_for
 from hearth.contract import METRICS_KEY
 from hearth.metrics import ModelCounter, model_field
-from tests.chats import BackgroundChat, chat_body
-from tests.stack import BUSY, MODEL, Process, Stack, wait_for
+from tests.chats import BUSY, BackgroundChat, chat_body
 from tests.test_metrics import scrape, value
 from worker.settings import embedded_model_path
 from worker.turns import Turns

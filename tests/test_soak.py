@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from devstack import RedisServer, Stack, serve
 from soak.__main__ import STACK, TTL_S
 from soak.run import RSS_TOLERANCE, soak
-from tests.stack import RedisServer, Stack, serve
 
 
 @pytest.fixture

@@ -13,8 +13,8 @@ from gradio_client import Client
 from redis.asyncio import Redis as AsyncRedis
 
 from api.accounts.users import UserStore
+from devstack import BATCH, INTERACTIVE, Process, Stack, free_port, wait_for
 from tests.chats import BackgroundChat, chat_body
-from tests.stack import BATCH, INTERACTIVE, Process, Stack, free_port, wait_for
 
 
 def add_users(redis_url: str, **admin: bool) -> dict[str, str]:

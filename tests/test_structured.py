@@ -14,8 +14,8 @@ from openai.types.chat.completion_create_params import CompletionCreateParamsBas
 from pydantic import BaseModel, Field
 
 from api.chat.schemas import IGNORED, REFUSED, ChatCompletionRequest
+from devstack import ROOT, Stack, wait_for
 from tests.batches import file_lines, pause_a_line, request_line, run_batch, wait_status
-from tests.stack import ROOT, Stack, wait_for
 
 PARAM = "response_format.json_schema.schema"
 

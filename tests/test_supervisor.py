@@ -14,9 +14,9 @@ import httpx
 import pytest
 import redis
 
+from devstack import ROOT, RedisServer, free_port, unused_db, wait_for
 from hearth.contract import WORKERS_KEY, worker_key
 from hearth.supervise import read_procfile, selected, supervisord_args, write_conf
-from tests.stack import ROOT, RedisServer, free_port, unused_db, wait_for
 
 KILLED = "exited: worker (terminated by SIGKILL; not expected)"
 

@@ -2,11 +2,9 @@
 
 import json
 import re
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from datetime import datetime
@@ -20,9 +18,9 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 from playwright.sync_api import Error as PlaywrightError
 from rq.job import Job
 
+from devstack import ROOT, RedisServer, Stack, UiServer, add_user, serve, wait_for
 from hearth.contract import RQ_SERIALIZER, events_key
 from tests.sse import job_events
-from tests.stack import ROOT, Process, RedisServer, Stack, add_user, free_port, serve, wait_for
 from ui.settings import KEY_FILE
 from ui.status import SPAN_S
 
@@ -65,33 +63,8 @@ RECORD_GROWTH = """() => {
 }"""
 
 
-class Ui:
-    def __init__(self, env: dict[str, str], log_dir: Path):
-        """A ui process; its state (its key for what browsers keep) in a temporary folder, not the repository's `.hearth`."""
-        self.port, self.data, self.log_dir = free_port(), Path(tempfile.mkdtemp(prefix="hearth-ui-")), log_dir
-        self.url = f"http://127.0.0.1:{self.port}/"
-        self.env = {**env, "UI_PORT": str(self.port), "LOG_FORMAT": "json", "HEARTH_DATA": str(self.data),
-                    "GRADIO_TEMP_DIR": str(self.data / "gradio")}
-        self.start()
-
-    def start(self) -> None:
-        self.proc = Process("ui", [sys.executable, "-m", "ui"], self.env, self.log_dir)
-        wait_for(lambda: httpx.get(self.url).status_code == 200, 60, "the ui", self.proc)
-
-    def stop(self) -> None:
-        self.proc.stop()
-        shutil.rmtree(self.data, ignore_errors=True)
-
-    def log_lines(self) -> list[dict[str, object]]:
-        lines = []
-        for line in self.proc.log().splitlines():
-            try:
-                record = json.loads(line)
-            except ValueError:
-                continue  # Gradio's own output, if any
-            if isinstance(record, dict):
-                lines.append(record)
-        return lines
+class Ui(UiServer):
+    """The ui process, and what its log says it did."""
 
     def job_ids(self) -> list[str]:
         """Jobs the ui started, oldest first (it logs each one's id, never the content)."""

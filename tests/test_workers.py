@@ -12,8 +12,8 @@ from pathlib import Path
 import httpx
 import openai
 
+from devstack import MODEL, Process, Stack, wait_for
 from tests.chats import NO_END, BackgroundChat, chat_body
-from tests.stack import MODEL, Process, Stack, wait_for
 from tests.test_batches import request_line, run_batch, wait_status
 
 SKEWED_CLOCK = Path(__file__).parent / "skewed_clock"  # its sitecustomize shifts time.time()

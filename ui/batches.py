@@ -11,7 +11,7 @@ from typing import Any
 import gradio as gr
 import pandas as pd
 
-from cli.prompts import PromptOptions, answers_csv, batch_input
+from hearth.batch_files import PromptOptions, answers_csv, batch_input
 from ui.client import ApiError, HearthClient
 
 TAB = "Batch"

@@ -1,7 +1,11 @@
-"""Real processes for integration tests: redis-server, the worker, the api, the ui."""
+"""The development stack: real redis-server, worker, api and ui processes, started and stopped
+from Python for the tests, the bench and the soak (never for production: `make run` supervises
+those)."""
 
 import itertools
+import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -15,7 +19,7 @@ import redis
 
 from hearth.redis_server import server_args
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parent
 MODEL = "SmolLM2-135M-Instruct.Q4_1"  # the embedded model's id
 INTERACTIVE = f"interactive:{MODEL}"  # its queues
 BATCH = f"batch:{MODEL}"
@@ -139,6 +143,37 @@ class Stack:
             proc.stop(timeout=5)
 
 
+
+class UiServer:
+    """A ui process talking to the api of `env` (a `Stack.env`); its state (its key for what
+    browsers keep, Gradio's cache) in a temporary folder, not the repository's `.hearth`."""
+
+    def __init__(self, env: dict[str, str], log_dir: Path):
+        self.port, self.data, self.log_dir = free_port(), Path(tempfile.mkdtemp(prefix="hearth-ui-")), log_dir
+        self.url = f"http://127.0.0.1:{self.port}/"
+        self.env = {**env, "UI_PORT": str(self.port), "LOG_FORMAT": "json", "HEARTH_DATA": str(self.data),
+                    "GRADIO_TEMP_DIR": str(self.data / "gradio")}
+        self.start()
+
+    def start(self) -> None:
+        self.proc = Process("ui", [sys.executable, "-m", "ui"], self.env, self.log_dir)
+        wait_for(lambda: httpx.get(self.url).status_code == 200, 60, "the ui", self.proc)
+
+    def stop(self) -> None:
+        self.proc.stop()
+        shutil.rmtree(self.data, ignore_errors=True)
+
+    def log_lines(self) -> list[dict[str, object]]:
+        lines = []
+        for line in self.proc.log().splitlines():
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue  # Gradio's own output, if any
+            if isinstance(record, dict):
+                lines.append(record)
+        return lines
+
 def serve(redis_server: RedisServer, log_dir: Path, **env: str) -> Generator[Stack]:
     """A stack with its worker and api up until the generator is closed: the body of a
     module- or session-scoped fixture (`yield from serve(...)`)."""
@@ -157,7 +192,3 @@ def add_user(stack: Stack, name: str, admin: bool = False) -> str:
     out = subprocess.run(args, env=stack.env, cwd=ROOT, capture_output=True, text=True, check=True).stdout
     return out.strip().splitlines()[-1]
 
-
-# A chat that keeps the worker busy until cancelled (minutes): SmolLM2's end tokens are banned.
-BUSY = {"model": "any", "messages": [{"role": "user", "content": "Tell me a very long story."}],
-        "max_tokens": 6000, "logit_bias": {"0": -100, "2": -100}}
