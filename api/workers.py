@@ -35,6 +35,9 @@ class WorkerInfo:
     # it swaps); `model`, whose window, vocabulary and template overheads the fields above
     # describe, is the one it used last. None from a worker too old to say: it holds `model`.
     loaded: list[str] | None = None
+    # Saved model states (worker.state_cache): bytes in memory and in its STATE_DIR; 0 from an older worker.
+    state_memory_bytes: int = 0
+    state_disk_bytes: int = 0
 
     def serves(self) -> dict[str, int]:
         return self.models or {self.model: self.n_ctx}
@@ -84,5 +87,6 @@ async def live_workers(redis: AsyncRedis) -> list[WorkerInfo]:
                 fields["job_tokens"], fields["job_tokens_per_s"], fields["job_started_at"],
                 fields.get("n_vocab", 0), fields.get("models", {}), fields.get("host", ""),
                 fields.get("threads", 0), fields.get("gpu_layers", 0), fields.get("loaded"),
+                fields.get("state_memory_bytes", 0), fields.get("state_disk_bytes", 0),
             ))
     return sorted(workers, key=lambda w: w.name)

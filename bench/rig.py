@@ -133,7 +133,7 @@ class Rig:
         """The in-process baseline: built from the settings the worker was started with."""
         log.info("loading the model in-process")
         (model,) = catalog(self.settings).values()
-        return Engine(self.settings, model)
+        return Engine(self.settings, model, None)
 
     @cached_property
     def eog_ban(self) -> dict[int, float]:
