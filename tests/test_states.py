@@ -3,16 +3,20 @@ worker restarts or its model is swapped out and back, a damaged or foreign state
 never restored (and a damaged one is removed), and the folder stays within its bound."""
 
 import json
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
 import openai
 
 from hearth.contract import METRICS_KEY
 from hearth.metrics import StateCounter
+from tests.batches import request_line, run_batch, wait_status
 from tests.stack import MODEL, Process, Stack, wait_for
 from tests.test_metrics import scrape, value
+from ui.status import summary
 from worker import state_file
 from worker.settings import embedded_model_path
 
@@ -75,6 +79,11 @@ def test_a_restarted_worker_restores_the_conversation_from_disk(make_stack) -> N
     assert value(metrics, "hearth_state_restores_total", tier="disk") == 1
     assert value(metrics, "hearth_state_misses_total") >= 1  # the first turn found nothing
     assert value(metrics, "hearth_state_bytes", worker=restarted.env["WORKER_NAME"], tier="disk") > 0
+    # The status page shows each worker's states in memory and on disk.
+    status = httpx.get(f"{s.base_url}/status", timeout=30).json()
+    (shown,) = status["workers"]
+    assert shown["state_disk_bytes"] > 0 and shown["state_memory_bytes"] >= 0
+    assert re.search(r"saved states [\d.]+ MiB in memory, [1-9][\d.]* MiB on disk", summary(status))
 
 
 def flip_data_byte(path: Path) -> None:
@@ -95,7 +104,9 @@ def flip_token(path: Path) -> None:
     path.write_bytes(bytes(raw))
 
 
-def test_a_damaged_state_file_is_removed_and_the_turn_answered_from_scratch(make_stack) -> None:
+def saved_conversation(make_stack: Callable[..., Stack]) -> tuple[Stack, list[dict[str, str]], Path]:
+    """A stack whose worker answered a first turn, saved its state and stopped: the history
+    for the next turn and the state's file."""
     s = make_stack()
     worker = s.start_worker()
     s.start_api()
@@ -103,6 +114,11 @@ def test_a_damaged_state_file_is_removed_and_the_turn_answered_from_scratch(make
     wait_for(saved(worker, 1), 30, "the first turn's state on disk", worker)
     worker.stop()
     (path,) = state_files(s)
+    return s, history, path
+
+
+def test_a_damaged_state_file_is_removed_and_the_turn_answered_from_scratch(make_stack) -> None:
+    s, history, path = saved_conversation(make_stack)
     whole = path.read_bytes()
     for damage in (truncate, flip_data_byte, flip_token):
         path.write_bytes(whole)
@@ -124,13 +140,7 @@ def test_a_damaged_state_file_is_removed_and_the_turn_answered_from_scratch(make
 def test_another_models_state_is_never_restored(make_stack) -> None:
     """A whole, valid state of another model file, under the name this conversation's own
     would have: never restored into this one."""
-    s = make_stack()
-    worker = s.start_worker()
-    s.start_api()
-    history, _ = first_turn(s)
-    wait_for(saved(worker, 1), 30, "the first turn's state on disk", worker)
-    worker.stop()
-    (path,) = state_files(s)
+    s, history, path = saved_conversation(make_stack)
     header, data = state_file.read(path, state_file.model_identity(Path(embedded_model_path())))
     foreign = state_file.write(s.states, bytes(32), header.tokens, data)  # the same bytes, said to be another model's
     path.unlink()
@@ -195,3 +205,17 @@ def test_many_conversations_share_one_saved_system_prompt(make_stack) -> None:
     assert done.usage is not None and done.usage.prompt_tokens_details is not None
     assert (done.usage.prompt_tokens_details.cached_tokens or 0) > len(system) // 6  # the system prompt, at least
     assert lines(restarted, "state restored")[0]["source"] == "disk"
+
+
+def test_a_batch_line_leaves_no_state_on_disk_and_a_chat_after_it_does(make_stack) -> None:
+    """A night's batch must not evict the household's conversations from the disk."""
+    s = make_stack()
+    worker = s.start_worker()
+    s.start_api()
+    client = client_of(s)
+    batch = run_batch(client, [request_line("line", QUESTION, max_tokens=2)])
+    assert wait_status(client, batch, ("completed",)).request_counts.completed == 1
+    _, prompt = first_turn(s)
+    # States are written in order: had the line's been saved, it would be logged before the chat's.
+    wait_for(lambda: any(line["tokens"] > prompt for line in lines(worker, "state saved")), 30, "the chat's state on disk", worker)
+    assert len(lines(worker, "state saved")) == 1 and len(state_files(s)) == 1

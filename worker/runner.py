@@ -134,17 +134,20 @@ class JobRunner:
                 prompt_tokens_details=PromptTokensDetails(cached_tokens=min(gen.cached_tokens, len(fitted.tokens))),
             )
             emit(DoneEvent(finish_reason=gen.finish_reason, usage=usage), partial(record_state_reuse, source=gen.reuse.source))
-            engine.keep_state()  # after the answer's end went out: its reader never waits for the copy
+            if not payload.preemptible:  # a batch line's state is seldom asked for again: it would evict the chats'
+                engine.keep_state()  # after the answer's end went out: its reader never waits for the copy
             return {"finish_reason": gen.finish_reason, "usage": usage.model_dump()}
         except Paused as paused:
-            engine.keep_state()  # its resumption, here or on this worker's successor, starts from it
+            if self._shutting_down.is_set():  # for this worker's successor (a chat's pause leaves it in the memory cache)
+                engine.keep_state()
             try:
                 return self._pause(payload, resumed + paused.tokens, queue_name(QueueKind.BATCH, model))
             except Exception:
                 emit(ErrorEvent(code=ErrorCode.INTERNAL, message="The request could not be paused and was ended."))
                 raise
         except Cancelled:
-            engine.keep_state()  # the next turn (or a retry on this worker's successor) starts from it
+            if not payload.preemptible:
+                engine.keep_state()  # the next turn (or a retry on this worker's successor) starts from it
             if self._shutting_down.is_set():
                 emit(ErrorEvent(code=ErrorCode.WORKER_LOST, message="The worker shut down; please retry."))
             else:
