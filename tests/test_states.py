@@ -219,3 +219,19 @@ def test_a_batch_line_leaves_no_state_on_disk_and_a_chat_after_it_does(make_stac
     # States are written in order: had the line's been saved, it would be logged before the chat's.
     wait_for(lambda: any(line["tokens"] > prompt for line in lines(worker, "state saved")), 30, "the chat's state on disk", worker)
     assert len(lines(worker, "state saved")) == 1 and len(state_files(s)) == 1
+
+
+def test_workers_sharing_a_folder_restore_each_others_states(make_stack) -> None:
+    """Two workers on one machine with one STATE_DIR: the turn after one of them stops is
+    taken by the other, which restores the state the first saved after it had started."""
+    s = make_stack()
+    workers = [s.start_worker(), s.start_worker()]
+    s.start_api()
+    history, first_prompt = first_turn(s)
+    wait_for(lambda: any(lines(w, "state saved") for w in workers), 30, "the first turn's state on disk")
+    (first,) = [w for w in workers if lines(w, "state saved")]
+    first.stop()
+    (other,) = [w for w in workers if w is not first]
+    _, prompt, cached = next_turn(s, history)
+    assert first_prompt < cached < prompt
+    assert lines(other, "state restored")[0]["source"] == "disk"

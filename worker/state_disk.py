@@ -4,8 +4,8 @@ unloading of a model.
 
 Each file holds one token sequence's state of one model (worker.state_file). The folder is
 the truth: the index (each file's model and tokens) is rebuilt by reading the headers at
-start and brought up to date before each eviction, so several workers on one machine may
-share a folder. Writes go through a background thread, a bounded queue of them: the job
+start and brought up to date before each lookup and eviction, so several workers on one
+machine may share a folder, and each restores the others' states. Writes go through a background thread, a bounded queue of them: the job
 that made a state never waits for the disk. A longer state of a conversation replaces the
 shorter ones it extends (restoring it serves their prefixes too); beyond the bound, the least
 recently used files go first (a file's modification time is touched when it is restored).
@@ -64,7 +64,9 @@ class StateDisk:
 
     def best(self, model: bytes, tokens: np.ndarray) -> tuple[str, int]:
         """The file of `model` sharing the longest prefix with `tokens`, and that length
-        ("", 0 when none)."""
+        ("", 0 when none). The folder is read first (a listing: a millisecond for hundreds of
+        files), so another worker's states count as soon as they are written."""
+        self._sync()
         with self._cond:
             entries = [(name, e.tokens) for name, e in self._index.items() if e.model == model]
         return max(((name, common_prefix(held, tokens)) for name, held in entries), key=lambda x: x[1], default=("", 0))
