@@ -17,7 +17,7 @@ from worker.grammars import Grammars
 from worker.models import ModelFile
 from worker.prompter import Prompter
 from worker.settings import WorkerSettings
-from worker.state_cache import Reuse, StateCache
+from worker.state_cache import Source, StateCache
 from worker.state_disk import StateDisk, common_prefix
 from worker.stops import StopMatcher
 
@@ -50,7 +50,7 @@ class Generation:
     cached_tokens: int
     completion_tokens: int
     tokens: list[int]  # the answer's tokens
-    reuse: Reuse  # where the prompt's prefix came from
+    reuse: Source  # where the prompt's prefix came from
 
 
 def _logit_bias(bias: dict[int, float], n_vocab: int) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:

@@ -133,7 +133,7 @@ class JobRunner:
                 total_tokens=len(fitted.tokens) + len(resumed) + gen.completion_tokens,
                 prompt_tokens_details=PromptTokensDetails(cached_tokens=min(gen.cached_tokens, len(fitted.tokens))),
             )
-            emit(DoneEvent(finish_reason=gen.finish_reason, usage=usage), partial(record_state_reuse, source=gen.reuse.source))
+            emit(DoneEvent(finish_reason=gen.finish_reason, usage=usage), partial(record_state_reuse, source=gen.reuse))
             if not payload.preemptible:  # a batch line's state is seldom asked for again: it would evict the chats'
                 engine.keep_state()  # after the answer's end went out: its reader never waits for the copy
             return {"finish_reason": gen.finish_reason, "usage": usage.model_dump()}

@@ -19,7 +19,6 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Literal
 
 import llama_cpp
@@ -33,16 +32,9 @@ log = logging.getLogger(__name__)
 SEQ = 0  # llama-cpp-python runs everything as sequence 0
 MIN_TOKENS = 32  # shorter states are cheaper to recompute than to keep
 
+# Where a job's prompt prefix came from: the state the model held (`live`), one restored from
+# `memory` or `disk`, or `none` (fewer than MIN_TOKENS reused: a miss).
 Source = Literal["live", "memory", "disk", "none"]
-
-
-@dataclass(frozen=True)
-class Reuse:
-    """Where a job's prompt prefix came from: the state the model held (`live`), one restored
-    from `memory` or `disk`, or `none` (fewer than MIN_TOKENS reused: a miss)."""
-
-    source: Source
-    tokens: int
 
 
 class StateCache:
@@ -58,7 +50,7 @@ class StateCache:
     def _live(self) -> np.ndarray:
         return np.array(self._llama.input_ids[: self._llama.n_tokens], dtype=np.int32)
 
-    def prepare(self, prompt: list[int]) -> Reuse:
+    def prepare(self, prompt: list[int]) -> Source:
         """Make the live state the best available prefix of `prompt`."""
         tokens = np.array(prompt, dtype=np.int32)
         live = self._live()
@@ -75,9 +67,9 @@ class StateCache:
         ]
         for hit, source, restore in sorted(tries, key=lambda t: -t[0]):
             if hit > live_hit and hit >= MIN_TOKENS and restore():
-                return Reuse(source, min(hit, len(tokens) - 1))
+                return source
         live_hit = common_prefix(self._live(), tokens)  # a refused restore leaves nothing live
-        return Reuse("live" if live_hit >= MIN_TOKENS else "none", live_hit)
+        return "live" if live_hit >= MIN_TOKENS else "none"
 
     def keep(self) -> None:
         """After a job: the live state to disk, in the background, unless it is there already."""
