@@ -9,7 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import openai
+import pytest
 
 from hearth.contract import METRICS_KEY
 from hearth.metrics import StateCounter
@@ -235,3 +237,15 @@ def test_workers_sharing_a_folder_restore_each_others_states(make_stack) -> None
     _, prompt, cached = next_turn(s, history)
     assert first_prompt < cached < prompt
     assert lines(other, "state restored")[0]["source"] == "disk"
+
+
+@pytest.mark.parametrize(("constant", "other", "reason"), [("ENGINE_TAG", bytes(32), "another llama.cpp"), ("VERSION", 99, "format version 99")])
+def test_a_state_of_another_format_or_llama_cpp_is_unusable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                           constant: str, other: object, reason: str) -> None:
+    tokens = np.arange(40, dtype=np.int32)
+    with monkeypatch.context() as patched:  # as another version of Hearth or llama.cpp would write it
+        patched.setattr(state_file, constant, other)
+        path = state_file.write(tmp_path, b"m" * 32, tokens, b"state")
+    with pytest.raises(state_file.Unusable, match=reason):
+        state_file.read_header(path)
+    assert state_file.read(state_file.write(tmp_path, b"m" * 32, tokens, b"state"), b"m" * 32)[1] == b"state"
