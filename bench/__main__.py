@@ -8,7 +8,7 @@ import sys
 from collections.abc import Callable
 
 from api.settings import ApiSettings
-from bench import batch, context, grammar, idle, load, models, stream
+from bench import batch, context, grammar, idle, load, models, states, stream
 from bench.rig import Rig
 from hearth.logs import setup_logging
 from hearth.settings import CommonSettings
@@ -22,6 +22,7 @@ CASES: dict[str, Callable[[Rig, argparse.Namespace], str]] = {
     "load": lambda rig, a: load.run(rig, a.users, a.chats, a.max_tokens, a.seed).render(),
     "context": lambda rig, a: context.run(rig, a.turns, a.max_tokens, a.seed).render(),
     "batch": lambda rig, a: batch.run(rig, a.lines, a.line_tokens, a.seed).render(),
+    "states": lambda rig, a: states.run(rig, a.history_tokens, a.seed).render(),
     "models": lambda rig, a: models.run(rig, a.model_tokens, a.seed, a.other_model).render(),  # last: it replaces the worker
 }
 
@@ -69,6 +70,9 @@ def parser() -> argparse.ArgumentParser:
     b = p.add_argument_group("batch")
     b.add_argument("--lines", type=at_least(1), default=6, help="batch lines (default: %(default)s)")
     b.add_argument("--line-tokens", type=at_least(1), default=64, help="completion tokens per line (default: %(default)s)")
+    t = p.add_argument_group("states")
+    t.add_argument("--history-tokens", type=at_least(64), default=1500,
+                   help="prompt tokens of the conversation whose next turn is measured (default: %(default)s)")
     m = p.add_argument_group("models")
     m.add_argument("--model-tokens", type=at_least(2), default=16,
                    help="completion tokens per request; the 7B-shaped model makes about 2 a second on 2 cores (default: %(default)s)")

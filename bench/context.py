@@ -1,5 +1,5 @@
 """Interleaved users: three conversations growing turn by turn, alternating on one worker,
-with the worker's state cache on and then off (STATE_CACHE_MB=0).
+with the worker's state cache on and then off (STATE_CACHE_MB=0, STATE_DISK_MB=0).
 
 With the cache, each turn should evaluate about the size of its new message whatever the
 history; without it, the other conversations overwrote the model's state in between, so each
@@ -83,7 +83,7 @@ def run(rig: Rig, turns: int, max_tokens: int, seed: int) -> ContextResult:
     keys = rig.api_keys(list(USERS))
     rig.swap_worker()  # a fresh worker: no state from the cases before
     on = asyncio.run(_conversations(rig, keys, turns, max_tokens, seed))
-    rig.swap_worker(STATE_CACHE_MB="0")
+    rig.swap_worker(STATE_CACHE_MB="0", STATE_DISK_MB="0")
     off = asyncio.run(_conversations(rig, keys, turns, max_tokens, seed))
     rig.swap_worker()
     return ContextResult(on, off)

@@ -123,6 +123,6 @@ def run(rig: Rig, tokens: int, seed: int, preset: str) -> ModelsResult:
         client.close()
     log.info("models: %s in-process", big.stem)  # after the swap back: the worker holds the small one
     settings = WorkerSettings(model_path=str(big))
-    engine = Engine(settings, catalog(settings)[big.stem])
+    engine = Engine(settings, catalog(settings)[big.stem], None)
     served[0] = replace(served[0], local=in_process(rig, body(big.stem, tokens, seed, big), engine))
     return ModelsResult(tokens, served)

@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 # in-process Engine built from the same object is a like-for-like baseline, and the api runs
 # as in production: auth on, production caps and heartbeat, which devstack relaxes for
 # tests); only what tells processes apart is left to the Stack.
-PER_PROCESS = ("redis_url", "api_port", "worker_name")
+PER_PROCESS = ("redis_url", "api_port", "worker_name", "state_dir")
 BAN = -100.0  # the most negative logit bias OpenAI's api accepts
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 SETTLE_S = 0.25  # after a measurement: llama.cpp threads and the worker's bookkeeping go quiet
@@ -97,9 +97,13 @@ class Rig:
         assert self._stack is not None, "use Rig as a context manager"
         return self._stack
 
-    def swap_worker(self, unset: Sequence[str] = (), **env: str) -> None:
-        """Replace the worker with one started with `env` on top of the bench's settings, less `unset`."""
+    def swap_worker(self, unset: Sequence[str] = (), keep_states: bool = False, **env: str) -> None:
+        """Replace the worker with one started with `env` on top of the bench's settings, less
+        `unset`; with the model states the one before saved on disk if `keep_states`, else none."""
         self.stack.workers[0].stop()
+        if not keep_states:
+            shutil.rmtree(self.stack.states)
+            self.stack.states.mkdir()
         fresh = self.stack.start_worker(wait=True, unset=unset, **env)
         self.stack.workers[:] = [fresh]
 
@@ -133,7 +137,7 @@ class Rig:
         """The in-process baseline: built from the settings the worker was started with."""
         log.info("loading the model in-process")
         (model,) = catalog(self.settings).values()
-        return Engine(self.settings, model)
+        return Engine(self.settings, model, None)
 
     @cached_property
     def eog_ban(self) -> dict[int, float]:

@@ -42,6 +42,9 @@ class WorkerInfo(BaseModel):
     # swaps). None from a worker too old to say: it holds `model`.
     loaded: list[str] | None = None
     grammars_built: int = 0  # grammars built since it started
+    # Saved model states (worker.state_cache): bytes in memory and in its STATE_DIR.
+    state_memory_bytes: int = 0
+    state_disk_bytes: int = 0
 
     def fields(self) -> dict[FieldT, EncodableT]:
         return {name: json.dumps(value) for name, value in self.model_dump(mode="json", exclude={"name"}).items()}

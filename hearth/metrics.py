@@ -62,6 +62,15 @@ class ModelCounter(StrEnum):
     LOAD_SECONDS = "model_load_seconds"
 
 
+class StateCounter(StrEnum):
+    """Saved model states (worker.state_cache): per job, whether its prompt's prefix was
+    restored from memory or disk, or nothing reusable was found (a miss)."""
+
+    RESTORES_MEMORY = "state_restores:memory"
+    RESTORES_DISK = "state_restores:disk"
+    MISSES = "state_misses"
+
+
 def model_field(counter: ModelCounter, model: str) -> str:
     return f"{counter.value}:{model}"
 
@@ -153,6 +162,14 @@ def record_load(pipe: Pipe, model: str, seconds: float) -> None:
 
 def record_unload(pipe: Pipe, model: str) -> None:
     pipe.hincrby(METRICS_KEY, model_field(ModelCounter.UNLOADS, model), 1)
+
+
+def record_state_reuse(pipe: Pipe, source: str) -> None:
+    """One job's reuse of a saved state: `memory`, `disk`, `none` (a miss) or `live` (the
+    state the model held: not counted)."""
+    counter = {"memory": StateCounter.RESTORES_MEMORY, "disk": StateCounter.RESTORES_DISK, "none": StateCounter.MISSES}.get(source)
+    if counter is not None:
+        pipe.hincrby(METRICS_KEY, counter.value, 1)
 
 
 def count_rejected(pipe: Pipe) -> None:

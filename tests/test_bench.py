@@ -10,7 +10,7 @@ import pytest
 from devstack import ROOT
 
 SMALLEST = ["--idle-seconds", "2", "--requests", "1", "--rounds", "1", "--tokens", "16", "--users", "2", "--chats", "1", "--max-tokens", "8", "--turns", "2",
-            "--lines", "2", "--line-tokens", "8", "--model-tokens", "4", "--other-model", "mistral-tiny"]
+            "--lines", "2", "--line-tokens", "8", "--history-tokens", "64", "--model-tokens", "4", "--other-model", "mistral-tiny"]
 
 
 def number(pattern: str, text: str) -> float:
@@ -62,6 +62,17 @@ def test_bench_runs_every_case_and_prints_its_numbers() -> None:
 
     assert re.search(r"^batch \(completed\)\s+[\d.]+\s+\d+$", out, re.MULTILINE), out
     assert number(r"^ratio batch/in-process: ([\d.]+)", out) > 0
+
+    # A conversation's next turn restores its history from memory, from disk after a swap and
+    # after a restart; on another worker's disk and with nothing saved, it is evaluated in full.
+    for label, restored in (("a) in the worker's memory", True), ("b) on disk, after a worker restart", True),
+                            ("c) on disk, after a swap away and back", True), ("d) on another worker's disk", False),
+                            ("e) nothing saved", False)):
+        row = re.search(rf"^{re.escape(label)}\s+(\d+)\s+(\d+)\s+(\d+)$", out, re.MULTILINE)
+        assert row, f"no {label!r} row in:\n{out}"
+        ttft_ms, prompt, cached = map(int, row.groups())
+        assert ttft_ms > 0 and (64 <= cached < prompt if restored else cached == 0), row.group(0)
+    assert re.search(r"^restores \(worker logs, 3\): median [\d.]+ MiB for \d+ tokens, \d+ ms$", out, re.MULTILINE), out
 
     # Both models loaded in turn on one worker: each row has its load time and the worker's memory.
     for model in ("mistral-tiny-shaped", "SmolLM2"):

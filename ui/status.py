@@ -43,6 +43,10 @@ def _times(values: list[float]) -> pd.Series:
     return pd.to_datetime(pd.Series(values, dtype="float64"), unit="s", utc=True)
 
 
+def _mib(n: int) -> str:
+    return f"{n / 2**20:.1f} MiB"
+
+
 def summary(status: Status) -> str:
     workers = status["workers"]
     busy = sum(w["state"] == "busy" for w in workers)
@@ -53,7 +57,8 @@ def summary(status: Status) -> str:
         loaded = w.get("loaded", [w["model"]])  # in bold: held in memory now
         models = ", ".join(f"**{m}**" if m in loaded else m for m in w.get("models") or [w["model"]])
         gpu = f", {w['gpu_layers']} GPU layers" if w.get("gpu_layers") else ""
-        lines.append(f"**Worker** {w['name']} on {w.get('host') or '?'}: {models}; {w.get('threads', '?')} threads{gpu}; {w['state']}")
+        states = f"; saved states {_mib(w.get('state_memory_bytes', 0))} in memory, {_mib(w.get('state_disk_bytes', 0))} on disk"
+        lines.append(f"**Worker** {w['name']} on {w.get('host') or '?'}: {models}; {w.get('threads', '?')} threads{gpu}; {w['state']}{states}")
     for job in status["running"]:
         who = f"job `{job['id'][:8]}` ({job['user']})" if job["id"] else "another user's job"
         speed = f"{job['tokens_per_s']:.1f} tokens/s" if job["tokens_per_s"] is not None else "reading the prompt"

@@ -3,6 +3,7 @@
 import logging
 import time
 from contextlib import suppress
+from pathlib import Path
 from typing import Any
 
 from redis import Redis
@@ -24,6 +25,7 @@ from worker.pool import ModelPool
 from worker.prompter import Prompter
 from worker.runner import JobRunner
 from worker.settings import WorkerSettings
+from worker.state_disk import StateDisk
 from worker.tasks import current_runner
 from worker.turns import Turns
 
@@ -96,12 +98,13 @@ def main() -> None:
     rq_redis = connect(settings.redis_url)
     files = catalog(settings)
     models = list(files)
-    pool = ModelPool(files, settings.model_memory_budget_mb * 2**20, lambda file: Engine(settings, file), redis)
+    disk = StateDisk(Path(settings.state_dir), settings.state_disk_mb * 2**20) if settings.state_disk_mb else None
+    pool = ModelPool(files, settings.model_memory_budget_mb * 2**20, lambda file: Engine(settings, file, disk), redis)
     log.info("serving %d model(s)", len(models), extra={"models": {m.id: m.n_ctx for m in files.values()}})
     FitChecker(redis, {m.id: Prompter(m.vocab, m.n_ctx, settings.default_max_tokens) for m in files.values()})
     meter = JobMeter(redis, settings.job_ttl_s, settings.event_interval_ms / 1000, settings.worker_name, settings.log_prompts)
     runner = JobRunner(settings.worker_name, pool, meter, CancelListener(redis, models),
-                       lambda queue, payload: save_attempt(rq_redis, queue, payload, settings.job_ttl_s))
+                       lambda queue, payload: save_attempt(rq_redis, queue, payload, settings.job_ttl_s), disk)
     heartbeat = Heartbeat(redis, settings.worker_name, models, lambda: WorkerInfo.model_validate({**runner.info(), **meter.live()}), settings.heartbeat_interval_s, settings.heartbeat_ttl_s)
     wait_for_redis(redis)
     heartbeat.start()
@@ -133,6 +136,8 @@ def main() -> None:
                 worker.register_death()  # type: ignore[no-untyped-call]  # RQ's Worker method is untyped
     finally:
         heartbeat.stop()
+        if disk is not None:
+            disk.close()  # the last job's state, for this worker's successor
 
 
 if __name__ == "__main__":

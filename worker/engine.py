@@ -17,7 +17,8 @@ from worker.grammars import Grammars
 from worker.models import ModelFile
 from worker.prompter import Prompter
 from worker.settings import WorkerSettings
-from worker.state_cache import StateCache, common_prefix
+from worker.state_cache import Source, StateCache
+from worker.state_disk import StateDisk, common_prefix
 from worker.stops import StopMatcher
 
 log = logging.getLogger(__name__)
@@ -49,6 +50,7 @@ class Generation:
     cached_tokens: int
     completion_tokens: int
     tokens: list[int]  # the answer's tokens
+    reuse: Source  # where the prompt's prefix came from
 
 
 def _logit_bias(bias: dict[int, float], n_vocab: int) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
@@ -88,7 +90,7 @@ class Engine:
     """One loaded model, with its own state cache: a saved state is only ever restored into
     the model that made it."""
 
-    def __init__(self, settings: WorkerSettings, model: ModelFile):
+    def __init__(self, settings: WorkerSettings, model: ModelFile, disk: StateDisk | None):
         self.llama = Llama(
             model_path=str(model.path),
             n_ctx=model.n_ctx,
@@ -106,7 +108,7 @@ class Engine:
         self._is_eog: Callable[[int], bool] = lambda token: bool(llama_cpp.llama_vocab_is_eog(vocab, token))
         self.prompter = Prompter(self.llama, self.n_ctx, settings.default_max_tokens)
         self.overheads = self.prompter.overheads()
-        self.cache = StateCache(self.llama, settings.state_cache_mb * 2**20)
+        self.cache = StateCache(self.llama, settings.state_cache_mb * 2**20, model.identity, disk)
         self.grammars = Grammars(vocab)
         # llama.cpp maps the file and reads each page on first use: one token evaluated now
         # touches every layer's weights, so reading them (from disk, at its speed, when the page
@@ -116,15 +118,16 @@ class Engine:
         self.llama.reset()
 
     def close(self) -> None:
-        """Free the weights, the context and the saved states now, not when the GC gets to it:
-        the next model is loaded into the memory this one frees."""
+        """Free the weights, the context and the states saved in memory now, not when the GC
+        gets to it: the next model is loaded into the memory this one frees (the states on
+        disk stay, for when it is loaded again)."""
         self.cache.clear()
         self.llama.close()
 
     def cached_prefix(self, tokens: list[int]) -> int:
         """How many leading `tokens` the current model state already holds."""
-        held = self.llama.input_ids[: self.llama.n_tokens].tolist()
-        return min(common_prefix(held, tokens), len(tokens) - 1)  # the last one is re-evaluated for logits
+        held = self.llama.input_ids[: self.llama.n_tokens]
+        return min(common_prefix(held, np.array(tokens, dtype=held.dtype)), len(tokens) - 1)  # the last one is re-evaluated for logits
 
     def generate(
         self,
@@ -142,7 +145,7 @@ class Engine:
         `time.monotonic()` value. When `preempt` is set, raise Paused at the next clean point.
         `answered`: the answer tokens that end `tokens`, when resuming a paused generation."""
         s = self.settings
-        self.cache.prepare(tokens)
+        reuse = self.cache.prepare(tokens)
         cached = self.cached_prefix(tokens)
         # llama.cpp's sampler takes a 32-bit seed; OpenAI's is any int64.
         self.llama.set_seed(params.seed % 2**32 if params.seed is not None else random.getrandbits(32))
@@ -198,4 +201,9 @@ class Engine:
                 break
         if not hit_stop:  # no stop string completed: what was held back is answer text
             send(stops.flush() + decoder.decode(b"", final=True))
-        return Generation("".join(parts), finish, len(tokens), cached, len(produced), produced)
+        return Generation("".join(parts), finish, len(tokens), cached, len(produced), produced, reuse)
+
+    def keep_state(self) -> None:
+        """After a job: its state is saved (to disk, in the background) for the conversation's
+        next turn, here or after a restart."""
+        self.cache.keep()

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from functools import partial
 
 from redis import Redis
+from redis.client import Pipeline
 from rq.job import Job
 
 from hearth.contract import DoneEvent, ErrorCode, ErrorEvent, Event, TokenEvent
@@ -111,7 +112,7 @@ class JobMeter(EventWriter):
             if record.tokens_per_s:
                 self._tps = record.tokens_per_s if not self._tps else 0.7 * self._tps + 0.3 * record.tokens_per_s
             self._log_end(record, track)
-            super().emit(job_id, event, partial(record_job, record=record))
+            super().emit(job_id, event, partial(_both, before, partial(record_job, record=record)))
             return
         super().emit(job_id, event, before)
 
@@ -149,6 +150,12 @@ class JobMeter(EventWriter):
             "job_tokens": track.tokens if track else 0,
             "job_tokens_per_s": _round(track.speed(track.tokens, now)) if track else None,
         }
+
+
+def _both(first: Commands | None, then: Commands, pipe: Pipeline) -> None:
+    if first is not None:
+        first(pipe)
+    then(pipe)
 
 
 def _round(value: float | None) -> float | None:

@@ -8,6 +8,7 @@ from llama_cpp import Llama
 from llama_cpp._utils import suppress_stdout_stderr
 
 from worker.settings import N_CTX_CAP, WorkerSettings
+from worker.state_file import model_identity
 
 KV_BYTES = 2  # llama.cpp's default KV cache type is f16
 
@@ -25,6 +26,7 @@ class ModelFile:
     n_ctx: int  # the window it is loaded with
     cost_bytes: int  # estimated memory once loaded: weights + KV cache
     vocab: Llama  # tokenizer and metadata (vocab-only): counts prompts without loading the weights
+    identity: bytes  # the file's (worker.state_file): saved states are only restored into the file that made them
 
     @classmethod
     def read(cls, path: Path, model_id: str, n_ctx: int) -> "ModelFile":
@@ -35,7 +37,7 @@ class ModelFile:
         arch = meta.get("general.architecture", "")
         window = n_ctx or min(int(meta.get(f"{arch}.context_length", N_CTX_CAP)), N_CTX_CAP)
         return cls(model_id or path.name.removesuffix(".gguf"), path, window,
-                   path.stat().st_size + kv_bytes(meta, window), vocab)
+                   path.stat().st_size + kv_bytes(meta, window), vocab, model_identity(path))
 
 
 def kv_bytes(meta: dict[str, str], n_ctx: int) -> int:

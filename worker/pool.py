@@ -35,6 +35,12 @@ class ModelPool:
         with self._lock:
             return list(reversed(self._loaded))
 
+    @property
+    def state_memory_bytes(self) -> int:
+        """Memory the loaded models' saved states take."""
+        with self._lock:
+            return sum(engine.cache.size for engine in self._loaded.values())
+
     def get(self, model: str, loading: Callable[[], None] = lambda: None) -> Engine:
         """`model`'s engine, loaded first if it is not (calling `loading` before); it becomes
         the current one."""

@@ -25,12 +25,14 @@ from hearth.contract import (
 )
 from hearth.lifecycle import JobStatus
 from hearth.logs import log_context
+from hearth.metrics import record_state_reuse
 from worker.context import ContextOverflow
 from worker.control import CancelListener
 from worker.engine import Cancelled, Paused, TimedOut
 from worker.events import EventWriter
 from worker.grammars import GrammarError
 from worker.pool import ModelPool
+from worker.state_disk import StateDisk
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +43,9 @@ SaveAttempt = Callable[[str, JobPayload], tuple[str, str]]
 
 
 class JobRunner:
-    def __init__(self, name: str, pool: ModelPool, writer: EventWriter, cancels: CancelListener, save_attempt: SaveAttempt):
-        self.name, self.pool, self._writer, self._cancels = name, pool, writer, cancels
+    def __init__(self, name: str, pool: ModelPool, writer: EventWriter, cancels: CancelListener, save_attempt: SaveAttempt,
+                 disk: StateDisk | None):
+        self.name, self.pool, self._writer, self._cancels, self._disk = name, pool, writer, cancels, disk
         self._save_attempt = save_attempt
         self.current_job: str | None = None
         self._preemptible = False  # the running job gives way (a batch line)
@@ -70,6 +73,8 @@ class JobRunner:
             "prompt_overhead": engine.overheads[0],
             "message_overhead": engine.overheads[1],
             "grammars_built": engine.grammars.built,
+            "state_memory_bytes": self.pool.state_memory_bytes,
+            "state_disk_bytes": self._disk.size if self._disk else 0,
         }
 
     def model_of(self, payload: JobPayload) -> str:
@@ -128,15 +133,21 @@ class JobRunner:
                 total_tokens=len(fitted.tokens) + len(resumed) + gen.completion_tokens,
                 prompt_tokens_details=PromptTokensDetails(cached_tokens=min(gen.cached_tokens, len(fitted.tokens))),
             )
-            emit(DoneEvent(finish_reason=gen.finish_reason, usage=usage))
+            emit(DoneEvent(finish_reason=gen.finish_reason, usage=usage), partial(record_state_reuse, source=gen.reuse))
+            if not payload.preemptible:  # a batch line's state is seldom asked for again: it would evict the chats'
+                engine.keep_state()  # after the answer's end went out: its reader never waits for the copy
             return {"finish_reason": gen.finish_reason, "usage": usage.model_dump()}
         except Paused as paused:
+            if self._shutting_down.is_set():  # for this worker's successor (a chat's pause leaves it in the memory cache)
+                engine.keep_state()
             try:
                 return self._pause(payload, resumed + paused.tokens, queue_name(QueueKind.BATCH, model))
             except Exception:
                 emit(ErrorEvent(code=ErrorCode.INTERNAL, message="The request could not be paused and was ended."))
                 raise
         except Cancelled:
+            if not payload.preemptible:
+                engine.keep_state()  # the next turn (or a retry on this worker's successor) starts from it
             if self._shutting_down.is_set():
                 emit(ErrorEvent(code=ErrorCode.WORKER_LOST, message="The worker shut down; please retry."))
             else:

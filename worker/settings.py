@@ -8,7 +8,7 @@ from pathlib import Path
 
 from pydantic import Field, model_validator
 
-from hearth.settings import CommonSettings
+from hearth.settings import CommonSettings, data_dir
 
 EMBEDDED_MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 N_CTX_CAP = 8192  # default cap on the trained context: Mistral 7B's 32k would cost 4 GiB of KV
@@ -35,6 +35,9 @@ class WorkerSettings(CommonSettings):
     n_gpu_layers: int = Field(0, description="Layers offloaded to a GPU (-1 = all); needs a GPU build of llama-cpp-python.")
     default_max_tokens: int = Field(512, ge=1, description="max_tokens for requests that give none (clamped to fit the window).")
     state_cache_mb: int = Field(1024, ge=0, description="Memory for saved model states of recent conversations, so a returning chat skips its history (0 = off).")
+    state_dir: str = Field(default_factory=lambda: str(data_dir() / "states"),
+                           description="Folder of the model states saved on disk (default `.hearth/states`, under `HEARTH_DATA`): they outlive a restart of the worker and the unloading of a model.")
+    state_disk_mb: int = Field(4096, ge=0, description="Disk for saved model states in `STATE_DIR`; the least recently used go first (0 = no disk tier).")
     temperature: float = Field(0.7, ge=0, le=2, description="Default sampling temperature.")
     top_p: float = Field(0.95, gt=0, le=1, description="Default nucleus sampling.")
     top_k: int = Field(40, ge=0, description="Top-k sampling (0 = off).")

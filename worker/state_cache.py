@@ -2,87 +2,126 @@
 
 One worker serves several people whose chats interleave; llama.cpp keeps the state of only
 one token sequence. Before a job would overwrite the live state, that state is copied out
-(only the sequence's KV: a few tens of KB per token, not the whole context), keyed by its
-tokens; a job whose prompt extends a saved sequence further than the live one gets it copied
-back. Least recently used entries go first when the byte budget is exceeded.
+(only the sequence's KV: a few tens of KB per token, not the whole context) into memory,
+keyed by its tokens. After each job the live state also goes to disk (worker.state_disk,
+written in the background), where it outlives the worker and this model's unloading. A job
+whose prompt shares a longer prefix with a saved sequence than with the live one gets the
+best of them copied back, from memory if it holds as much, else from disk. Least recently
+used entries go first when a tier's byte budget is exceeded.
 
-Saving happens only when the live state is about to be replaced, so one person chatting
-alone never pays for a copy.
+A saved sequence serves any prompt that starts like it, not only its continuations: many
+conversations that open with the same system prompt all restore it from whichever of them
+was saved.
 """
 
 import ctypes
 import logging
+import time
 from collections import OrderedDict
+from collections.abc import Callable
+from typing import Literal
 
 import llama_cpp
+import numpy as np
 from llama_cpp import Llama
+
+from worker.state_disk import StateDisk, common_prefix
 
 log = logging.getLogger(__name__)
 
 SEQ = 0  # llama-cpp-python runs everything as sequence 0
 MIN_TOKENS = 32  # shorter states are cheaper to recompute than to keep
 
-
-def common_prefix(a: tuple[int, ...] | list[int], b: list[int]) -> int:
-    n = 0
-    for x, y in zip(a, b):
-        if x != y:
-            break
-        n += 1
-    return n
+# Where a job's prompt prefix came from: the state the model held (`live`), one restored from
+# `memory` or `disk`, or `none` (fewer than MIN_TOKENS reused: a miss).
+Source = Literal["live", "memory", "disk", "none"]
 
 
 class StateCache:
-    def __init__(self, llama: Llama, budget_bytes: int):
-        self._llama, self._budget = llama, budget_bytes
-        self._entries: OrderedDict[tuple[int, ...], bytes] = OrderedDict()
-
-    @property
-    def size(self) -> int:
-        return sum(len(v) for v in self._entries.values())
+    def __init__(self, llama: Llama, budget_bytes: int, model: bytes, disk: StateDisk | None):
+        self._llama, self._budget, self._model, self._disk = llama, budget_bytes, model, disk
+        self._entries: OrderedDict[bytes, tuple[np.ndarray, bytes]] = OrderedDict()  # tokens' bytes -> (tokens, state)
+        self.size = 0  # bytes held; kept as a number, which the heartbeat's thread reads
 
     def clear(self) -> None:
         self._entries.clear()
+        self.size = 0
 
-    def _live(self) -> tuple[int, ...]:
-        return tuple(int(t) for t in self._llama.input_ids[: self._llama.n_tokens])
+    def _live(self) -> np.ndarray:
+        return np.array(self._llama.input_ids[: self._llama.n_tokens], dtype=np.int32)
 
-    def prepare(self, tokens: list[int]) -> None:
-        """Make the live state the best available prefix of `tokens`."""
-        if self._budget <= 0:
-            return
+    def prepare(self, prompt: list[int]) -> Source:
+        """Make the live state the best available prefix of `prompt`."""
+        tokens = np.array(prompt, dtype=np.int32)
         live = self._live()
         live_hit = common_prefix(live, tokens)
-        if live_hit < len(live) and len(live) >= MIN_TOKENS:
+        if self._budget > 0 and live_hit < len(live) and len(live) >= MIN_TOKENS:
             self._save(live)
-        best = max(self._entries, key=lambda key: common_prefix(key, tokens), default=None)
-        if best is not None and common_prefix(best, tokens) > live_hit:
-            self._load(best)
+        memory_key, memory_hit = max(((key, common_prefix(held, tokens)) for key, (held, _) in self._entries.items()),
+                                     key=lambda x: x[1], default=(b"", 0))
+        disk_name, disk_hit = self._disk.best(self._model, tokens) if self._disk else ("", 0)
+        # The longest first; memory first when it holds as much (no disk read).
+        tries: list[tuple[int, Source, Callable[[], bool]]] = [
+            (memory_hit, "memory", lambda: self._restore_memory(memory_key)),
+            (disk_hit, "disk", lambda: self._restore_disk(disk_name)),
+        ]
+        for hit, source, restore in sorted(tries, key=lambda t: -t[0]):
+            if hit > live_hit and hit >= MIN_TOKENS and restore():
+                return source
+        live_hit = common_prefix(self._live(), tokens)  # a refused restore leaves nothing live
+        return "live" if live_hit >= MIN_TOKENS else "none"
 
-    def _save(self, key: tuple[int, ...]) -> None:
+    def keep(self) -> None:
+        """After a job: the live state to disk, in the background, unless it is there already."""
+        if self._disk is None:
+            return
+        live = self._live()
+        if len(live) >= MIN_TOKENS and not self._disk.holds(self._model, live):
+            self._disk.save(self._model, live, self._copy())
+
+    def _copy(self) -> bytes:
         ctx = self._llama._ctx.ctx
         size = llama_cpp.llama_state_seq_get_size(ctx, SEQ)
-        if size > self._budget:
-            return
         buf = (ctypes.c_uint8 * size)()
         written = llama_cpp.llama_state_seq_get_data(ctx, buf, size, SEQ)
-        # A longer conversation supersedes the saved states it extends.
-        for old in [k for k in self._entries if k == key[: len(k)]]:
-            del self._entries[old]
-        self._entries[key] = bytes(buf)[:written]
-        while self.size > self._budget:
-            self._entries.popitem(last=False)
-        log.debug("state cache: saved %d tokens (%d bytes, %d entries)", len(key), written, len(self._entries))
+        return ctypes.string_at(buf, written)
 
-    def _load(self, key: tuple[int, ...]) -> None:
-        data = self._entries[key]
+    def _save(self, key: np.ndarray) -> None:
+        data = self._copy()
+        if len(data) > self._budget:
+            return
+        # A longer conversation supersedes the saved states it extends.
+        for old in [k for k, (held, _) in self._entries.items() if len(held) <= len(key) and common_prefix(held, key) == len(held)]:
+            self.size -= len(self._entries.pop(old)[1])
+        self._entries[key.tobytes()] = (key, data)
+        self.size += len(data)
+        while self.size > self._budget:
+            self.size -= len(self._entries.popitem(last=False)[1][1])
+        log.debug("state cache: saved %d tokens (%d bytes, %d entries)", len(key), len(data), len(self._entries))
+
+    def _restore_memory(self, key: bytes) -> bool:
         self._entries.move_to_end(key)
+        tokens, data = self._entries[key]
+        return self._set(tokens, data, "memory", time.monotonic())
+
+    def _restore_disk(self, name: str) -> bool:
+        assert self._disk is not None
+        started = time.monotonic()
+        loaded = self._disk.load(name, self._model)
+        return loaded is not None and self._set(*loaded, "disk", started)
+
+    def _set(self, tokens: np.ndarray, data: bytes, source: str, started: float) -> bool:
         llama = self._llama
         llama._ctx.kv_cache_clear()
         buf = (ctypes.c_uint8 * len(data)).from_buffer_copy(data)
-        if llama_cpp.llama_state_seq_set_data(llama._ctx.ctx, buf, len(data), SEQ) != len(data):
+        if len(tokens) > llama.n_ctx() or llama_cpp.llama_state_seq_set_data(llama._ctx.ctx, buf, len(data), SEQ) != len(data):
+            llama._ctx.kv_cache_clear()
             llama.n_tokens = 0  # the live state is unusable: start from scratch
-            return
-        llama.input_ids[: len(key)] = key
-        llama.n_tokens = len(key)
-        log.debug("state cache: restored %d tokens", len(key))
+            log.warning("saved state refused by llama.cpp", extra={"source": source, "tokens": len(tokens)})
+            return False
+        llama.input_ids[: len(tokens)] = tokens
+        llama.n_tokens = len(tokens)
+        llama._requires_eval = True  # the logits are not the restored sequence's: evaluate again before sampling
+        log.info("state restored", extra={"source": source, "tokens": len(tokens), "bytes": len(data),
+                                          "restore_s": round(time.monotonic() - started, 3)})
+        return True

@@ -90,6 +90,11 @@ class SnapshotCollector(Collector):
         for w in s.workers:
             per_worker.add_metric([w.name], int(w.state == "busy"))
         yield per_worker
+        states = GaugeMetricFamily("hearth_state_bytes", "Saved model states a worker holds, in memory or on its disk.", labels=["worker", "tier"])
+        for w in s.workers:
+            states.add_metric([w.name, "memory"], w.state_memory_bytes)
+            states.add_metric([w.name, "disk"], w.state_disk_bytes)
+        yield states
         info = InfoMetricFamily("hearth_model", "Models that live workers have loaded, with their context size.")
         for model, n_ctx in sorted({(model, w.serves()[model]) for w in s.workers for model in w.loaded_models()}):
             info.add_metric([], {"model": model, "n_ctx": str(n_ctx)})
@@ -103,6 +108,12 @@ class SnapshotCollector(Collector):
                     family.add_metric([key.removeprefix(prefix)], value)
             yield family
 
+        restores = CounterMetricFamily("hearth_state_restores", "Jobs whose prompt's start was restored from a saved model state, by where it was kept.", labels=["tier"])
+        restores.add_metric(["memory"], get(m.StateCounter.RESTORES_MEMORY, 0))
+        restores.add_metric(["disk"], get(m.StateCounter.RESTORES_DISK, 0))
+        yield restores
+        yield CounterMetricFamily("hearth_state_misses", "Jobs that found no saved state covering the start of their prompt (it was evaluated in full).",
+                                  value=get(m.StateCounter.MISSES, 0))
         jobs = CounterMetricFamily("hearth_jobs", "Jobs by how they ended; rejected = refused with 429.", labels=["outcome"])
         for outcome in m.Outcome:
             jobs.add_metric([outcome.value], get(m.jobs_field(outcome), 0))

@@ -115,7 +115,8 @@ async def build_status(redis: AsyncRedis, viewer: User) -> dict[str, object]:
         "queued": queued,
         "running": running,
         "workers": [{"name": w.name, "host": w.host, "model": w.model, "models": sorted(w.serves()), "loaded": w.loaded_models(), "n_ctx": w.n_ctx,
-                     "threads": w.threads, "gpu_layers": w.gpu_layers, "state": w.state}
+                     "threads": w.threads, "gpu_layers": w.gpu_layers, "state": w.state,
+                     "state_memory_bytes": w.state_memory_bytes, "state_disk_bytes": w.state_disk_bytes}
                     for w in workers],
         "recent": [r.model_dump(mode="json") for r in records[:RECENT_SHOWN]],
         "series": {

@@ -1,0 +1,194 @@
+"""Saved model states on disk (`STATE_DIR`, bounded by `STATE_DISK_MB`): the tier under each
+model's memory cache (worker.state_cache), which survives a restart of the worker and the
+unloading of a model.
+
+Each file holds one token sequence's state of one model (worker.state_file). The folder is
+the truth: the index (each file's model and tokens) is rebuilt by reading the headers at
+start and brought up to date before each lookup and eviction, so several workers on one
+machine may share a folder, and each restores the others' states. Writes go through a background thread, a bounded queue of them: the job
+that made a state never waits for the disk. A longer state of a conversation replaces the
+shorter ones it extends (restoring it serves their prefixes too); beyond the bound, the least
+recently used files go first (a file's modification time is touched when it is restored).
+"""
+
+import logging
+import os
+import threading
+import time
+from collections import deque
+from contextlib import suppress
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from worker import state_file
+from worker.state_file import Unusable
+
+log = logging.getLogger(__name__)
+
+MAX_PENDING = 2  # states waiting to be written; a newer one displaces the oldest
+STALE_TMP_S = 600  # a `.tmp` this old was left by a crash (a live write takes seconds)
+
+
+def common_prefix(a: np.ndarray, b: np.ndarray) -> int:
+    n = min(len(a), len(b))
+    differ = np.flatnonzero(a[:n] != b[:n])
+    return int(differ[0]) if differ.size else n
+
+
+@dataclass(frozen=True)
+class _Entry:
+    model: bytes
+    tokens: np.ndarray
+    size: int
+
+
+class StateDisk:
+    def __init__(self, folder: Path, budget_bytes: int):
+        folder.mkdir(parents=True, exist_ok=True)
+        self.folder, self._budget = folder, budget_bytes
+        self._index: dict[str, _Entry] = {}  # file name -> what it holds
+        self._pending: deque[tuple[bytes, np.ndarray, bytes]] = deque()
+        self._writing = False
+        self._closed = False
+        self._cond = threading.Condition()
+        self._sync()
+        self._thread = threading.Thread(target=self._run, name="state-writer", daemon=True)
+        self._thread.start()
+
+    @property
+    def size(self) -> int:
+        with self._cond:
+            return sum(e.size for e in self._index.values())
+
+    def best(self, model: bytes, tokens: np.ndarray) -> tuple[str, int]:
+        """The file of `model` sharing the longest prefix with `tokens`, and that length
+        ("", 0 when none). The folder is read first (a listing: a millisecond for hundreds of
+        files), so another worker's states count as soon as they are written."""
+        self._sync()
+        with self._cond:
+            entries = [(name, e.tokens) for name, e in self._index.items() if e.model == model]
+        return max(((name, common_prefix(held, tokens)) for name, held in entries), key=lambda x: x[1], default=("", 0))
+
+    def holds(self, model: bytes, tokens: np.ndarray) -> bool:
+        with self._cond:
+            return state_file.file_name(model, tokens) in self._index
+
+    def load(self, name: str, model: bytes) -> tuple[np.ndarray, bytes] | None:
+        """The tokens and state data in file `name`, checked; None (the file removed) if it
+        is not a whole state of `model`."""
+        path = self.folder / name
+        try:
+            header, data = state_file.read(path, model)
+        except Unusable as exc:
+            self._drop(name, str(exc))
+            return None
+        with suppress(OSError):  # removed meanwhile by another worker's eviction: the data is read
+            os.utime(path)  # recently used: evicted last
+        return header.tokens, data
+
+    def save(self, model: bytes, tokens: np.ndarray, data: bytes) -> None:
+        """Queue a state to be written; returns at once."""
+        if len(data) > self._budget:
+            return
+        with self._cond:
+            if len(self._pending) >= MAX_PENDING:
+                self._pending.popleft()
+                log.info("state write skipped: the disk is behind")
+            self._pending.append((model, tokens, data))
+            self._cond.notify_all()
+
+    def close(self, timeout_s: float = 30) -> None:
+        """Write what is queued (up to `timeout_s`), then stop the writer."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        self._thread.join(timeout_s)
+
+    def flush(self) -> None:
+        """Block until every queued state is written."""
+        with self._cond:
+            self._cond.wait_for(lambda: not self._pending and not self._writing)
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                self._cond.wait_for(lambda: self._pending or self._closed)
+                if not self._pending:
+                    return
+                model, tokens, data = self._pending.popleft()
+                self._writing = True
+            try:
+                self._write(model, tokens, data)
+            except OSError as exc:  # a full or read-only disk costs the saving, never a job
+                log.warning("could not write a saved state: %s", exc.strerror)
+            finally:
+                with self._cond:
+                    self._writing = False
+                    self._cond.notify_all()
+
+    def _write(self, model: bytes, tokens: np.ndarray, data: bytes) -> None:
+        started = time.monotonic()
+        path = state_file.write(self.folder, model, tokens, data)
+        with self._cond:
+            superseded = [name for name, e in self._index.items()
+                          if e.model == model and len(e.tokens) < len(tokens) and common_prefix(e.tokens, tokens) == len(e.tokens)]
+            self._index[path.name] = _Entry(model, tokens, path.stat().st_size)
+        for name in superseded:
+            self._remove(name)
+        self._evict()
+        log.info("state saved", extra={"tokens": len(tokens), "bytes": len(data), "save_s": round(time.monotonic() - started, 3)})
+
+    def _sync(self) -> dict[str, float]:
+        """Bring the index up to date with the folder (other workers may share it); each
+        state file's modification time."""
+        seen: dict[str, float] = {}
+        now = time.time()
+        with os.scandir(self.folder) as it:
+            for item in it:
+                try:
+                    mtime = item.stat().st_mtime
+                except OSError:
+                    continue
+                if item.name.endswith(state_file.TMP_SUFFIX):
+                    if now - mtime > STALE_TMP_S:
+                        Path(item.path).unlink(missing_ok=True)
+                    continue
+                if item.name.endswith(state_file.SUFFIX):
+                    seen[item.name] = mtime
+        with self._cond:
+            for gone in self._index.keys() - seen.keys():
+                del self._index[gone]
+            unknown = [name for name in seen if name not in self._index]
+        for name in unknown:
+            try:
+                header = state_file.read_header(self.folder / name)
+            except Unusable as exc:
+                self._drop(name, str(exc))
+                del seen[name]
+                continue
+            with self._cond:
+                self._index[name] = _Entry(header.model, header.tokens, header.file_size)
+        return seen
+
+    def _evict(self) -> None:
+        """Remove the least recently used files until the rest fit the budget."""
+        mtimes = self._sync()
+        with self._cond:
+            sizes = {name: e.size for name, e in self._index.items()}
+        total = sum(sizes.values())
+        for name in sorted(sizes, key=lambda n: mtimes.get(n, 0.0)):
+            if total <= self._budget:
+                break
+            total -= sizes[name]
+            self._remove(name)
+
+    def _drop(self, name: str, reason: str) -> None:
+        log.warning("saved state ignored and removed", extra={"file": name, "reason": reason})
+        self._remove(name)
+
+    def _remove(self, name: str) -> None:
+        with self._cond:
+            self._index.pop(name, None)
+        (self.folder / name).unlink(missing_ok=True)
