@@ -9,6 +9,7 @@ from api.batches import ENDPOINTS, BatchInfo, BatchStore, window_seconds
 from api.dependencies import Batches, CurrentUser, Files, RedisDep, Settings
 from api.errors import HearthError, error_responses
 from api.housekeeping import nudge
+from hearth.metadata import METADATA_KEY_CHARS, METADATA_PAIRS, METADATA_VALUE_CHARS
 
 router = APIRouter(prefix="/v1/batches", tags=["batches"], responses=error_responses(400, 401, 404, 413, 500, 503))
 
@@ -25,8 +26,10 @@ class BatchRequest(BaseModel):
     @field_validator("metadata")
     @classmethod
     def _bounded(cls, metadata: dict[str, str] | None) -> dict[str, str] | None:
-        if metadata is not None and (len(metadata) > 16 or any(len(k) > 64 or len(v) > 512 for k, v in metadata.items())):
-            raise ValueError("at most 16 pairs, keys of at most 64 characters, values of at most 512")
+        if metadata is not None and (len(metadata) > METADATA_PAIRS or any(
+                len(k) > METADATA_KEY_CHARS or len(v) > METADATA_VALUE_CHARS for k, v in metadata.items())):
+            raise ValueError(f"at most {METADATA_PAIRS} pairs, keys of at most {METADATA_KEY_CHARS} characters, "
+                             f"values of at most {METADATA_VALUE_CHARS}")
         return metadata
 
 
