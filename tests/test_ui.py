@@ -1000,6 +1000,12 @@ def test_untrusted_text_fetches_nothing_and_shows_images_as_links(ui: Ui, stack:
             assert message.locator(FETCHERS).count() == 0, message.inner_html()
         page.screenshot(path=str(log_dir / "ui-untrusted-text.png"), full_page=True)
 
+        # A question shown while its answer streams (the same rendering as a streamed answer's).
+        page.click(NEW_CHAT)
+        asked = leak_url(listener.base, "ASKED")
+        ask(page, ui, f"Say yes to ![q]({asked}) and <img src='{asked}-HTML'>.")
+        expect(page.locator('[data-testid="user"]').last.get_by_role("link", name=f"🖼 q: {asked}", exact=True)).to_be_visible()
+
         # One request the test makes from the page, after all the page did: once it has arrived,
         # any request for a message's address would have too.
         page.evaluate(f"fetch('{listener.base}/control', {{mode: 'no-cors'}}).catch(() => null)")

@@ -40,7 +40,7 @@ from ui.chat_session import (
     turn_params,
 )
 from ui.client import ApiError, HearthClient, SessionEnded
-from ui.reply import followed_reply, is_note, new_reply, note, to_openai
+from ui.reply import Message, followed_reply, is_note, new_reply, note, to_openai
 
 log = logging.getLogger(__name__)
 
@@ -162,24 +162,20 @@ class ChatController:
 
     async def answer(self, token: str | None, chat: ChatSession, query: str, system: str, temperature: float | None,
                      max_tokens: float | None) -> AsyncIterator[Updates]:
-        """Sends what was taken after the chat shown (which is the truth: after a regenerate or an
-        edit, stored messages past it are deleted first) and writes the answer out as it streams."""
-        asked, shown, conv_id = chat.asked, chat.messages, chat.conv_id
+        """Sends what was taken after the chat shown and writes the answer out as it streams."""
+        asked, shown = chat.asked, chat.messages
         if not asked.strip():
             yield {self.p.chatbot: on_page(shown)}
             return
         session = self.client.with_key(token)
         turn = chat.messages = [*shown, {"role": "user", "content": asked}]
         yield {self.p.chatbot: on_page(turn)}
+        conv_id = chat.conv_id
         try:
+            conv_id = await self.turn_in(session, chat, turn, settings_metadata(system, temperature, max_tokens))
             if conv_id is None:
-                conv_id = (await session.new_conversation(settings_metadata(system, temperature, max_tokens)))["id"]
-                if not chat.shows(None):
-                    return
-                chat.show(conv_id, turn)
-                yield {self.p.chatbot: on_page(turn), self.p.saved_conv: conv_id}
-            else:
-                await drop_after(session, conv_id, len(to_openai(shown, "")) - 1)
+                return
+            yield {self.p.chatbot: on_page(turn), self.p.saved_conv: conv_id}
             async for messages in new_reply(session, turn_messages(system, shown, asked), conv_id,
                                             **turn_params(temperature, max_tokens)):
                 if not chat.shows(conv_id):
@@ -193,6 +189,19 @@ class ChatController:
             if chat.shows(conv_id):
                 chat.messages = [*turn, note(f"⚠️ {exc.message}")]
                 yield {self.p.chatbot: on_page(chat.messages)}
+
+    async def turn_in(self, session: HearthClient, chat: ChatSession, turn: list[Message], settings: dict[str, str]) -> str | None:
+        """The conversation that `turn` goes on: a new chat's is created (with its settings); in an
+        open one, stored messages past those shown (after a regenerate or an edit: the chat shown
+        is the truth) are deleted first. None when the page shows another chat by then."""
+        if chat.conv_id is not None:
+            await drop_after(session, chat.conv_id, len(to_openai(turn[:-1], "")) - 1)  # the messages before the question
+            return chat.conv_id
+        conv_id: str = (await session.new_conversation(settings))["id"]
+        if not chat.shows(None):
+            return None
+        chat.show(conv_id, turn)
+        return conv_id
 
     async def refreshed(self, session: HearthClient, query: str, conv_id: str) -> gr.Radio:
         """The listing after an answer: a new title, this one on top."""
