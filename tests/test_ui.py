@@ -25,7 +25,8 @@ from rq.job import Job
 from hearth.contract import RQ_SERIALIZER, events_key
 from tests.hostile import hostile_text, leak_url
 from tests.sse import job_events
-from tests.stack import ROOT, Process, RedisServer, Stack, add_user, free_port, serve, wait_for
+from tests.stack import MODEL, ROOT, Process, RedisServer, Stack, add_user, free_port, serve, wait_for
+from tests.test_several_models import MISTRAL, answered_by, two_model_stack
 from ui.settings import KEY_FILE
 from ui.status import SPAN_S
 
@@ -1013,3 +1014,47 @@ def test_untrusted_text_fetches_nothing_and_shows_images_as_links(ui: Ui, stack:
         assert listener.paths == ["/control"]
         assert [url for url in requested if url.startswith(listener.base)] == [f"{listener.base}/control"]
         no_error_details(page)
+
+
+# The model picker: the models workers serve, which answer at once, and a conversation's choice kept.
+
+MODEL_PICKER = "#hearth-model input"
+
+
+@pytest.mark.timeout(600)  # its own stack and ui; two replies, one model loaded on the way
+def test_a_conversation_on_a_second_model_keeps_its_choice(make_stack: Callable[..., Stack], mistral_tiny: str,
+                                                           new_page: Callable[..., Page], log_dir: Path) -> None:
+    s, worker = two_model_stack(make_stack, mistral_tiny)
+    models_ui = Ui(s.env, log_dir)
+    try:
+        page = new_page(models_ui.url)
+        page.wait_for_selector(TEXTBOX)
+        this_chat(page)
+        expect(page.locator(MODEL_PICKER)).to_have_value("The server's default")
+        page.locator(MODEL_PICKER).click()
+        expect(page.get_by_role("option")).to_contain_text(["The server's default", f"{MODEL} · loaded", f"{MISTRAL} · loads first"])
+        page.get_by_role("option", name=f"{MISTRAL} · loads first").click()
+        expect(page.locator(MODEL_PICKER)).to_have_value(f"{MISTRAL} · loads first")
+        page.screenshot(path=str(log_dir / "ui-model-picker.png"), full_page=True)
+
+        job_id = ask(page, models_ui, "Say hi.")
+        assert answered_by(worker, job_id) == MISTRAL
+        [conv] = httpx.get(f"{s.base_url}/conversations", timeout=10).json()["data"]
+        assert conv["metadata"]["model"] == MISTRAL
+        expect(page.locator(MODEL_PICKER)).to_have_value(f"{MISTRAL} · loaded")  # SmolLM2 made room for it
+
+        # The person's default for new chats; a conversation keeps its own.
+        page.click("#hearth-save-defaults")
+        expect(page.locator(TOAST)).to_contain_text("New chats will start with these settings.")
+        assert httpx.get(f"{s.base_url}/conversations/defaults", timeout=10).json()["metadata"] == {"model": MISTRAL}
+        page.click(NEW_CHAT)
+        expect(page.locator(MODEL_PICKER)).to_have_value(f"{MISTRAL} · loaded")
+        page.locator(MODEL_PICKER).click()
+        page.get_by_role("option", name=f"{MODEL} · loads first").click()
+        job_id = ask(page, models_ui, "Say hi again.")
+        assert answered_by(worker, job_id) == MODEL
+        row(page, "Say hi.").first.click()
+        expect(page.locator(MODEL_PICKER)).to_have_value(re.compile(f"^{MISTRAL} · loads first"))  # its own, unloaded again
+        no_error_details(page, notes=("New chats will start with these settings.",))
+    finally:
+        models_ui.stop()

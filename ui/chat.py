@@ -28,11 +28,12 @@ from typing import Any
 import gradio as gr
 
 from hearth.metadata import METADATA_VALUE_CHARS
-from ui.chat_layout import FOLD_ON_PHONE, SAVE_DOWNLOAD, ChatPanel, Updates, busy, on_page, ready
+from ui.chat_layout import FOLD_ON_PHONE, SAVE_DOWNLOAD, ChatPanel, Updates, busy, on_page, picker, ready
 from ui.chat_session import (
     SETTINGS_KEYS,
     TITLE_KEY,
     ChatSession,
+    model_choice,
     settings_metadata,
     shown_items,
     title_of,
@@ -65,6 +66,16 @@ class ChatController:
     async def listing(self, session: HearthClient, query: str | None, chosen: str | None) -> gr.Radio:
         return gr.Radio(choices=await self.choices(session, query), value=chosen)
 
+    async def served(self, session: HearthClient) -> list[tuple[str, str]]:
+        """The models to choose from; none when the api cannot say now (the picker keeps the
+        server's default); SessionEnded when the session has."""
+        try:
+            return [model_choice(m) for m in await session.models()]
+        except SessionEnded:
+            raise
+        except ApiError:
+            return []
+
     # Showing a conversation, and following its answer under way
 
     async def open(self, token: str | None, chat: ChatSession, conv_id: str | None) -> Updates:
@@ -77,16 +88,17 @@ class ChatController:
             else:
                 items, conv = await session.items(conv_id), await session.conversation(conv_id)
                 metadata = conv.get("metadata", {})
+            served = await self.served(session)
         except SessionEnded as exc:
             return {self.ended: exc.message}
         except ApiError as exc:
             log.info("conversation not opened", extra={"code": exc.code})
             chat.show(None, [note(f"⚠️ {exc.message}")])
-            return self.p.opened(chat, {})
+            return self.p.opened(chat, {}, [])
         if not chat.current(ticket):
             return self.nothing()  # another one was opened meanwhile
         chat.messages = [] if conv_id is None else shown_items(items)
-        return self.p.opened(chat, metadata)
+        return self.p.opened(chat, metadata, served)
 
     async def new_chat(self, token: str | None, chat: ChatSession) -> Updates:
         return await self.open(token, chat, None)
@@ -160,8 +172,8 @@ class ChatController:
         chat.messages = chat.messages[:index]
         return {self.p.chatbot: on_page(chat.messages), self.p.textbox: busy()}
 
-    async def answer(self, token: str | None, chat: ChatSession, query: str, system: str, temperature: float | None,
-                     max_tokens: float | None) -> AsyncIterator[Updates]:
+    async def answer(self, token: str | None, chat: ChatSession, query: str, model: str | None, system: str,
+                     temperature: float | None, max_tokens: float | None) -> AsyncIterator[Updates]:
         """Sends what was taken after the chat shown and writes the answer out as it streams."""
         asked, shown = chat.asked, chat.messages
         if not asked.strip():
@@ -172,17 +184,18 @@ class ChatController:
         yield {self.p.chatbot: on_page(turn)}
         conv_id = chat.conv_id
         try:
-            conv_id = await self.turn_in(session, chat, turn, settings_metadata(system, temperature, max_tokens))
+            conv_id = await self.turn_in(session, chat, turn, settings_metadata(model, system, temperature, max_tokens))
             if conv_id is None:
                 return
             yield {self.p.chatbot: on_page(turn), self.p.saved_conv: conv_id}
             async for messages in new_reply(session, turn_messages(system, shown, asked), conv_id,
-                                            **turn_params(temperature, max_tokens)):
+                                            **turn_params(model, temperature, max_tokens)):
                 if not chat.shows(conv_id):
                     return  # the answer goes on, and is stored
                 chat.messages = [*turn, *messages]
                 yield {self.p.chatbot: on_page(chat.messages)}
-            yield {self.p.chatbot: on_page(chat.messages), self.p.listing: await self.refreshed(session, query, conv_id)}
+            yield {self.p.chatbot: on_page(chat.messages), self.p.listing: await self.refreshed(session, query, conv_id),
+                   self.p.model: picker(await self.served(session))}  # the model used is loaded now
         except SessionEnded as exc:
             yield {self.p.chatbot: [note(f"⚠️ {exc.message}")], self.ended: exc.message}
         except ApiError as exc:
@@ -246,8 +259,8 @@ class ChatController:
 
         return await self.warned(renamed())
 
-    async def save_settings(self, token: str | None, chat: ChatSession, system: str, temperature: float | None,
-                            max_tokens: float | None) -> None:
+    async def save_settings(self, token: str | None, chat: ChatSession, model: str | None, system: str,
+                            temperature: float | None, max_tokens: float | None) -> None:
         """Kept in the open conversation's metadata (a new chat takes them when it is created)."""
         if chat.conv_id is None:
             return
@@ -255,7 +268,7 @@ class ChatController:
         try:
             metadata = (await session.conversation(chat.conv_id)).get("metadata", {})
             kept = {k: v for k, v in metadata.items() if k not in SETTINGS_KEYS}
-            await session.set_metadata(chat.conv_id, {**kept, **settings_metadata(system, temperature, max_tokens)})
+            await session.set_metadata(chat.conv_id, {**kept, **settings_metadata(model, system, temperature, max_tokens)})
         except ApiError as exc:
             gr.Warning(exc.message)
 
@@ -272,9 +285,10 @@ class ChatController:
 
         return await self.warned(deleted())
 
-    async def save_defaults(self, token: str | None, system: str, temperature: float | None, max_tokens: float | None) -> Updates:
+    async def save_defaults(self, token: str | None, model: str | None, system: str, temperature: float | None,
+                            max_tokens: float | None) -> Updates:
         async def saved() -> Updates:
-            await self.client.with_key(token).set_chat_defaults(settings_metadata(system, temperature, max_tokens))
+            await self.client.with_key(token).set_chat_defaults(settings_metadata(model, system, temperature, max_tokens))
             gr.Info("New chats will start with these settings.")
             return self.nothing()
 
@@ -323,7 +337,7 @@ def wire_chat(client: HearthClient, panel: ChatPanel, token: gr.State, ended: gr
     for trigger, take, inputs in ((p.textbox.submit, c.take, [p.textbox]), (p.chatbot.retry, c.take_last, []),
                                   (p.chatbot.edit, c.take_edit, [])):
         taken = trigger(take, inputs=[p.session, *inputs], outputs=[p.chatbot, p.textbox, ended], queue=False, **QUIET)
-        answers.append(taken.success(c.answer, inputs=[*chat, p.search, *p.settings()], outputs=[p.chatbot, p.saved_conv, p.listing, ended],
+        answers.append(taken.success(c.answer, inputs=[*chat, p.search, *p.settings()], outputs=[p.chatbot, p.saved_conv, p.listing, p.model, ended],
                                      concurrency_limit=concurrency, **QUIET))
     for event in answers:
         event.then(ready, outputs=[p.textbox], queue=False, **QUIET)
@@ -343,7 +357,7 @@ def wire_chat(client: HearthClient, panel: ChatPanel, token: gr.State, ended: gr
     gr.on([p.search.submit, p.search.change], c.search, inputs=[*chat, p.search], outputs=[p.listing],
           trigger_mode="always_last", **QUIET)
     gr.on([p.rename.click, p.title.submit], c.rename, inputs=[*chat, p.title, p.search], outputs=[p.listing, ended], **QUIET)
-    gr.on([p.system.blur, p.temperature.blur, p.max_tokens.blur], c.save_settings, inputs=[*chat, *p.settings()], **QUIET)
+    gr.on([p.model.input, p.system.blur, p.temperature.blur, p.max_tokens.blur], c.save_settings, inputs=[*chat, *p.settings()], **QUIET)
     p.save_defaults.click(c.save_defaults, inputs=[token, *p.settings()], outputs=[ended], **QUIET)
     for exporting in (p.export_all.click(c.export_all, inputs=[token], outputs=[p.download, ended], **QUIET),
                       p.export_chat.click(c.export_chat, inputs=[*chat, p.title], outputs=[p.download, ended], **QUIET)):

@@ -7,7 +7,7 @@ import gradio as gr
 from gradio.blocks import Block
 
 from hearth.metadata import METADATA_VALUE_CHARS
-from ui.chat_session import MAX_TOKENS_KEY, SYSTEM_KEY, TEMPERATURE_KEY, TITLE_KEY, ChatSession, number
+from ui.chat_session import DEFAULT_MODEL, MAX_TOKENS_KEY, MODEL_KEY, SYSTEM_KEY, TEMPERATURE_KEY, TITLE_KEY, ChatSession, number
 from ui.reply import Message
 from ui.untrusted import defused
 
@@ -57,6 +57,15 @@ def ready(value: str | None = None) -> gr.Textbox:
     return gr.Textbox(value=value, submit_btn=True, stop_btn=False, interactive=True)
 
 
+def picker(served: list[tuple[str, str]], chosen: str | None = None) -> gr.Dropdown:
+    """The model picker's choices (`served`: `model_choice`s), and `chosen` if given; a chosen
+    model no worker serves now stays, said to be so."""
+    choices = [(DEFAULT_MODEL, ""), *served]
+    if chosen and chosen not in [value for _, value in served]:
+        choices.append((f"{chosen} · not served now", chosen))
+    return gr.Dropdown(choices=choices) if chosen is None else gr.Dropdown(choices=choices, value=chosen)
+
+
 def on_page(messages: list[Message]) -> list[Message]:
     """Messages as the chatbot gets them: their text defused (ui.untrusted), never as written."""
     return [{**m, "content": defused(m["content"])} if isinstance(m.get("content"), str) else m for m in messages]
@@ -73,6 +82,7 @@ class ChatPanel:
     title: gr.Textbox
     rename: gr.Button
     delete: gr.Button
+    model: gr.Dropdown
     system: gr.Textbox
     temperature: gr.Number
     max_tokens: gr.Number
@@ -86,22 +96,23 @@ class ChatPanel:
     textbox: gr.Textbox
 
     def settings(self) -> list[Block]:
-        return [self.system, self.temperature, self.max_tokens]
+        return [self.model, self.system, self.temperature, self.max_tokens]
 
     def outputs(self) -> list[Block]:
         return [self.saved_conv, self.sidebar, self.search, self.listing, self.title, *self.settings(),
                 self.import_result, self.download, self.chatbot, self.textbox]
 
-    def opened(self, chat: ChatSession, metadata: dict[str, str]) -> Updates:
-        """The page showing `chat`'s conversation, with its settings; the input waits for its follower."""
+    def opened(self, chat: ChatSession, metadata: dict[str, str], served: list[tuple[str, str]]) -> Updates:
+        """The page showing `chat`'s conversation, with its settings (`served`: the models to choose
+        from); the input waits for its follower."""
         return {self.saved_conv: chat.conv_id, self.chatbot: on_page(chat.messages), self.listing: gr.Radio(value=chat.conv_id),
-                self.title: metadata.get(TITLE_KEY, ""), self.system: metadata.get(SYSTEM_KEY, ""),
+                self.title: metadata.get(TITLE_KEY, ""), self.model: picker(served, metadata.get(MODEL_KEY, "")), self.system: metadata.get(SYSTEM_KEY, ""),
                 self.temperature: number(metadata, TEMPERATURE_KEY), self.max_tokens: number(metadata, MAX_TOKENS_KEY),
                 self.textbox: waiting()}
 
     def reset(self) -> Updates:
         """Nothing of the last user stays on the page (the browser's `saved_conv` is the page's to keep or forget)."""
-        cleared: Updates = {**self.opened(ChatSession(), {}), self.listing: gr.Radio(choices=[], value=None), self.search: "",
+        cleared: Updates = {**self.opened(ChatSession(), {}, []), self.listing: gr.Radio(choices=[], value=None), self.search: "",
                             self.import_result: "", self.download: "", self.sidebar: gr.Sidebar(visible=False)}
         del cleared[self.saved_conv]
         return cleared
@@ -118,6 +129,7 @@ def chat_sidebar() -> dict[str, Block]:
             with gr.Row():
                 rename = gr.Button("Rename", size="sm", elem_id="hearth-rename")
                 delete = gr.Button("Delete", size="sm", variant="stop", elem_id="hearth-delete")
+            model = gr.Dropdown(label="Model", choices=[(DEFAULT_MODEL, "")], value="", elem_id="hearth-model")
             system = gr.Textbox(label="System prompt", lines=2, max_length=METADATA_VALUE_CHARS, elem_id="hearth-system")
             temperature = gr.Number(label="Temperature (empty: the server's default)", minimum=0, maximum=2, step=0.1,
                                     value=None, elem_id="hearth-temperature")
@@ -133,7 +145,7 @@ def chat_sidebar() -> dict[str, Block]:
             import_result = gr.Markdown("", elem_id="hearth-import-result")
         download = gr.Textbox(visible="hidden", elem_id="hearth-download")
     return {"sidebar": sidebar, "new": new, "search": search, "listing": listing, "title": title, "rename": rename,
-            "delete": delete, "system": system, "temperature": temperature, "max_tokens": max_tokens,
+            "delete": delete, "model": model, "system": system, "temperature": temperature, "max_tokens": max_tokens,
             "save_defaults": save_defaults, "export_chat": export_chat, "export_all": export_all, "importer": importer,
             "import_result": import_result, "download": download}
 

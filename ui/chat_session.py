@@ -8,9 +8,10 @@ from hearth.metadata import METADATA_VALUE_CHARS
 from ui.reply import Message, note, to_openai
 
 NEW_CHAT = "New chat"
+DEFAULT_MODEL = "The server's default"
 STOPPED = "This answer was stopped before it was finished."
-TITLE_KEY, SYSTEM_KEY, TEMPERATURE_KEY, MAX_TOKENS_KEY = "title", "system", "temperature", "max_tokens"
-SETTINGS_KEYS = (SYSTEM_KEY, TEMPERATURE_KEY, MAX_TOKENS_KEY)  # a conversation's chat settings, in its metadata
+TITLE_KEY, MODEL_KEY, SYSTEM_KEY, TEMPERATURE_KEY, MAX_TOKENS_KEY = "title", "model", "system", "temperature", "max_tokens"
+SETTINGS_KEYS = (MODEL_KEY, SYSTEM_KEY, TEMPERATURE_KEY, MAX_TOKENS_KEY)  # a conversation's chat settings, in its metadata
 
 
 @dataclass
@@ -57,15 +58,15 @@ def shown_items(items: list[dict[str, Any]]) -> list[Message]:
     return shown
 
 
-def settings_metadata(system: str | None, temperature: float | None, max_tokens: float | None) -> dict[str, str]:
+def settings_metadata(model: str | None, system: str | None, temperature: float | None, max_tokens: float | None) -> dict[str, str]:
     """The chat's settings as metadata values (strings); unset ones are left out."""
-    meta = {SYSTEM_KEY: (system or "").strip()[:METADATA_VALUE_CHARS], TEMPERATURE_KEY: "" if temperature is None else f"{temperature:g}",
-            MAX_TOKENS_KEY: "" if not max_tokens else str(int(max_tokens))}
+    meta = {MODEL_KEY: (model or "")[:METADATA_VALUE_CHARS], SYSTEM_KEY: (system or "").strip()[:METADATA_VALUE_CHARS],
+            TEMPERATURE_KEY: "" if temperature is None else f"{temperature:g}", MAX_TOKENS_KEY: "" if not max_tokens else str(int(max_tokens))}
     return {k: v for k, v in meta.items() if v}
 
 
-def turn_params(temperature: float | None, max_tokens: float | None) -> dict[str, Any]:
-    params: dict[str, Any] = {}
+def turn_params(model: str | None, temperature: float | None, max_tokens: float | None) -> dict[str, Any]:
+    params: dict[str, Any] = {"model": model} if model else {}
     if temperature is not None:
         params["temperature"] = float(temperature)
     if max_tokens:
@@ -76,6 +77,15 @@ def turn_params(temperature: float | None, max_tokens: float | None) -> dict[str
 def turn_messages(system: str | None, shown: list[Message], asked: str) -> list[dict[str, str]]:
     prompt = [{"role": "system", "content": system.strip()}] if system and system.strip() else []
     return prompt + to_openai(shown, asked)
+
+
+def model_choice(model: dict[str, Any]) -> tuple[str, str]:
+    """A served model as the picker shows it: whether it answers at once, or loads first (and for how long)."""
+    if model.get("loaded"):
+        return f"{model['id']} · loaded", str(model["id"])
+    load_s = model.get("load_s")
+    wait = "" if load_s is None else f" (about {max(1, round(load_s))} s)"
+    return f"{model['id']} · loads first{wait}", str(model["id"])
 
 
 def number(metadata: dict[str, str], key: str) -> float | None:
