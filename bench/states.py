@@ -20,8 +20,8 @@ import httpx
 from bench.report import median, table, verdict
 from bench.rig import Rig, end_tokens
 from bench.sse import ChatTiming, stream_chat
-from hearth.contract import Message
 from devstack import Process
+from hearth.contract import Message
 from tools.shaped_gguf import cached_shaped_gguf
 from worker.models import load_vocab
 from worker.prompter import Prompter

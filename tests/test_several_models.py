@@ -93,9 +93,12 @@ def test_two_models_asked_in_turn_are_served_in_runs_of_swap_after_jobs(make_sta
 
 def test_the_wait_for_a_model_no_worker_holds_counts_its_load(make_stack, mistral_tiny: str) -> None:
     s, _ = two_model_stack(make_stack, mistral_tiny)
+    assert {m["id"]: m["load_s"] for m in httpx.get(f"{s.base_url}/models", timeout=10).json()["data"]}[MISTRAL] is None  # never loaded yet
     assert ask(s, MODEL).join().error is None  # the worker knows its speed now
     # As if Mistral were a big model on a slow disk: its two loads so far took 300 s.
     s.redis.hset(METRICS_KEY, mapping={model_field(ModelCounter.LOADS, MISTRAL): 2, model_field(ModelCounter.LOAD_SECONDS, MISTRAL): 300})
+    load_s = {m["id"]: m["load_s"] for m in httpx.get(f"{s.base_url}/models", timeout=10).json()["data"]}
+    assert load_s[MISTRAL] == 150 and load_s[MODEL] > 0  # what /v1/models says a chat page waits for it
     busy = BackgroundChat(s, {**BUSY, "model": MODEL, "max_tokens": 400, "stream": True})
     busy.wait_for_text()
     waiting = {model: ask(s, model) for model in (MISTRAL, MODEL)}

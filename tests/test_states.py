@@ -13,10 +13,10 @@ import numpy as np
 import openai
 import pytest
 
+from devstack import MODEL, Process, Stack, wait_for
 from hearth.contract import METRICS_KEY
 from hearth.metrics import StateCounter
 from tests.batches import request_line, run_batch, wait_status
-from devstack import MODEL, Process, Stack, wait_for
 from tests.test_metrics import scrape, value
 from ui.status import summary
 from worker import state_file

@@ -5,9 +5,11 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -18,9 +20,11 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 from playwright.sync_api import Error as PlaywrightError
 from rq.job import Job
 
-from devstack import ROOT, RedisServer, Stack, UiServer, add_user, serve, wait_for
+from devstack import MODEL, ROOT, RedisServer, Stack, UiServer, add_user, free_port, serve, wait_for
 from hearth.contract import RQ_SERIALIZER, events_key
+from tests.hostile import hostile_text, leak_url
 from tests.sse import job_events
+from tests.test_several_models import MISTRAL, answered_by, two_model_stack
 from ui.settings import KEY_FILE
 from ui.status import SPAN_S
 
@@ -909,3 +913,121 @@ def test_restarting_everything_or_losing_a_worker_loses_no_conversation(log_dir:
             ui.stop()
         stack.stop()
         own.stop()
+
+
+# Untrusted text: a message shows, it makes the browser fetch nothing.
+
+class Listener:
+    """A real address a leaked conversation would reach: records the path of every request."""
+
+    def __init__(self) -> None:
+        paths: list[str] = []
+        self.paths = paths
+
+        class Record(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                paths.append(self.path)
+                self.send_response(204)
+                self.send_header("Access-Control-Allow-Origin", "*")
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", free_port()), Record)
+        self.base = f"http://127.0.0.1:{self.server.server_port}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self) -> "Listener":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+# What a message may make on the page: nothing that fetches (Gradio's own buttons are outside the messages).
+FETCHERS = "img, iframe, video, audio, source, picture, object, embed, link, meta, style, input, image, frame"
+
+
+def test_untrusted_text_fetches_nothing_and_shows_images_as_links(ui: Ui, stack: Stack, open_page: Callable[[str], Page],
+                                                                  log_dir: Path) -> None:
+    with Listener() as listener:
+        text = hostile_text(listener.base)
+        items = [{"type": "message", "role": "user", "content": text},
+                 {"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": text, "annotations": []}]}]
+        title = f"Hostile <img src='{leak_url(listener.base, 'TITLE')}'>"
+        created = httpx.post(f"{stack.base_url}/conversations", json={"items": items, "metadata": {"title": title}}, timeout=10)
+        assert created.status_code == 200, created.text
+        page = open_page(ui.url)
+        requested: list[str] = []
+        page.on("request", lambda request: requested.append(request.url))
+        row(page, "Hostile").click()
+
+        md_image = leak_url(listener.base, "MD")
+        for message in (page.locator('[data-testid="user"]').last, page.locator(BOT).last):
+            link = message.get_by_role("link", name=f"🖼 t: {md_image}", exact=True)
+            expect(link).to_be_visible()  # the image, as a link showing its address
+            expect(link).to_have_attribute("href", md_image)
+            expect(message).to_contain_text(f"<img src='{leak_url(listener.base, 'HTML')}'>")  # raw HTML, as its text
+            assert message.locator(FETCHERS).count() == 0, message.inner_html()
+        page.screenshot(path=str(log_dir / "ui-untrusted-text.png"), full_page=True)
+
+        # A question shown while its answer streams (the same rendering as a streamed answer's).
+        page.click(NEW_CHAT)
+        asked = leak_url(listener.base, "ASKED")
+        ask(page, ui, f"Say yes to ![q]({asked}) and <img src='{asked}-HTML'>.")
+        expect(page.locator('[data-testid="user"]').last.get_by_role("link", name=f"🖼 q: {asked}", exact=True)).to_be_visible()
+
+        # One request the test makes from the page, after all the page did: once it has arrived,
+        # any request for a message's address would have too.
+        page.evaluate(f"fetch('{listener.base}/control', {{mode: 'no-cors'}}).catch(() => null)")
+        wait_for(lambda: "/control" in listener.paths, 30, "the page's control request to reach the listener")
+        assert listener.paths == ["/control"]
+        assert [url for url in requested if url.startswith(listener.base)] == [f"{listener.base}/control"]
+        no_error_details(page)
+
+
+# The model picker: the models workers serve, which answer at once, and a conversation's choice kept.
+
+MODEL_PICKER = "#hearth-model input"
+
+
+@pytest.mark.timeout(600)  # its own stack and ui; two replies, one model loaded on the way
+def test_a_conversation_on_a_second_model_keeps_its_choice(make_stack: Callable[..., Stack], mistral_tiny: str,
+                                                           new_page: Callable[..., Page], log_dir: Path) -> None:
+    s, worker = two_model_stack(make_stack, mistral_tiny)
+    models_ui = Ui(s.env, log_dir)
+    try:
+        page = new_page(models_ui.url)
+        page.wait_for_selector(TEXTBOX)
+        this_chat(page)
+        expect(page.locator(MODEL_PICKER)).to_have_value("The server's default")
+        page.locator(MODEL_PICKER).click()
+        expect(page.get_by_role("option")).to_contain_text(["The server's default", f"{MODEL} · loaded", f"{MISTRAL} · loads first"])
+        page.get_by_role("option", name=f"{MISTRAL} · loads first").click()
+        expect(page.locator(MODEL_PICKER)).to_have_value(f"{MISTRAL} · loads first")
+        page.screenshot(path=str(log_dir / "ui-model-picker.png"), full_page=True)
+
+        job_id = ask(page, models_ui, "Say hi.")
+        assert answered_by(worker, job_id) == MISTRAL
+        [conv] = httpx.get(f"{s.base_url}/conversations", timeout=10).json()["data"]
+        assert conv["metadata"]["model"] == MISTRAL
+        expect(page.locator(MODEL_PICKER)).to_have_value(f"{MISTRAL} · loaded")  # SmolLM2 made room for it
+
+        # The person's default for new chats; a conversation keeps its own.
+        page.click("#hearth-save-defaults")
+        expect(page.locator(TOAST)).to_contain_text("New chats will start with these settings.")
+        assert httpx.get(f"{s.base_url}/conversations/defaults", timeout=10).json()["metadata"] == {"model": MISTRAL}
+        page.click(NEW_CHAT)
+        expect(page.locator(MODEL_PICKER)).to_have_value(f"{MISTRAL} · loaded")
+        page.locator(MODEL_PICKER).click()
+        page.get_by_role("option", name=f"{MODEL} · loads first").click()
+        job_id = ask(page, models_ui, "Say hi again.")
+        assert answered_by(worker, job_id) == MODEL
+        row(page, "Say hi.").first.click()
+        expect(page.locator(MODEL_PICKER)).to_have_value(re.compile(f"^{MISTRAL} · loads first"))  # its own, unloaded again
+        no_error_details(page, notes=("New chats will start with these settings.",))
+    finally:
+        models_ui.stop()

@@ -3,15 +3,11 @@
 import gradio as gr
 
 from ui.batches import batch_tab
-from ui.chat import chat_panel, chat_sidebar, wire_chat
+from ui.chat import wire_chat
+from ui.chat_layout import chat_panel, chat_sidebar
 from ui.client import HearthClient
 from ui.signin import Page, signin_form, wire_signin
 from ui.status import status_tab
-
-# Replies running at once through this ui. Each is an open HTTP stream waiting on the api's own
-# queue, so the bound only guards the ui process; Gradio's default of 1 would make users wait
-# here, invisible to the api's queue and its "you are #N in line".
-CONCURRENCY_LIMIT = 64
 
 # Passed to `launch(css=...)`: Gradio's tabs do not fill a `fill_height` page by themselves,
 # and the chat should keep the whole height; the sign-in form is a narrow centred column.
@@ -27,8 +23,9 @@ CSS = """
 CACHE_LIFE_S = 7200
 
 
-def build_app(client: HearthClient, browser_key: str) -> gr.Blocks:
-    """`browser_key`: the key of what the browser keeps for a reload (`ui.settings.browser_key`)."""
+def build_app(client: HearthClient, browser_key: str, concurrency: int) -> gr.Blocks:
+    """`browser_key`: the key of what the browser keeps for a reload (`ui.settings.browser_key`);
+    `concurrency`: the events (replies) run at once (`UiSettings.ui_concurrency`)."""
     with gr.Blocks(title="Hearth", analytics_enabled=False, fill_height=True, delete_cache=(CACHE_LIFE_S, CACHE_LIFE_S)) as app:
         token = gr.State(None)  # this browser session's token from the sign-in; None with auth off
         ended = gr.State(None)
@@ -46,6 +43,6 @@ def build_app(client: HearthClient, browser_key: str) -> gr.Blocks:
                 batches = batch_tab(client, token, tabs)
                 status = status_tab(client, token, tabs)
         page = Page(token, saved_token, signed_in, ended, form, main, who, sign_out, chat, tabs, status, batches)
-        wire_chat(app, client, chat, token, ended, signed_in, wire_signin(app, client, page), CONCURRENCY_LIMIT)
-    app.queue(default_concurrency_limit=CONCURRENCY_LIMIT)
+        wire_chat(client, chat, token, ended, signed_in, wire_signin(app, client, page), concurrency)
+    app.queue(default_concurrency_limit=concurrency)
     return app

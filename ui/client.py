@@ -441,6 +441,10 @@ class HearthClient:
     async def delete_conversation(self, conv_id: str) -> None:
         await self._json("DELETE", f"/conversations/{conv_id}")
 
+    async def models(self) -> list[dict[str, Any]]:
+        """`/v1/models`: each model a worker serves, whether one holds it `loaded`, and its `load_s`."""
+        return list((await self._json("GET", "/models"))["data"])
+
     async def chat_defaults(self) -> dict[str, str]:
         """The metadata (settings) this user's new chats start with."""
         return (await self._json("GET", "/conversations/defaults"))["metadata"]

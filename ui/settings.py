@@ -13,6 +13,9 @@ KEY_FILE = "ui-browser-key"
 
 class UiSettings(CommonSettings):
     api_url: str = Field("", description="Base URL of the api as the ui reaches it; default `http://HOST:API_PORT/v1`.")
+    # Each reply is an open HTTP stream waiting on the api's own queue, so this only guards the
+    # ui process; Gradio's default of 1 would make users wait here, unseen by the api's queue.
+    ui_concurrency: int = Field(64, ge=1, le=10000, description="Replies (and other chat-page events) the ui runs at once; more wait in the ui.")
 
     def api_base(self) -> str:
         host = "127.0.0.1" if self.host == "0.0.0.0" else self.host

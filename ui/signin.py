@@ -17,7 +17,9 @@ import gradio as gr
 from gradio.blocks import Block
 
 from ui.batches import BatchTab
-from ui.chat import ChatPanel, cancel_answer
+from ui.chat import cancel_answer
+from ui.chat_layout import ChatPanel
+from ui.chat_session import ChatSession
 from ui.client import ApiError, HearthClient, Session
 from ui.status import StatusTab
 
@@ -94,8 +96,9 @@ class Page:
                 f.username, f.secret, self.main, self.who, self.sign_out, *self.chat.outputs(),
                 self.tabs, self.status.timer, *self.status.outputs, self.batches.timer, self.batches.table, *self.batches.notes]
 
-    def _forget(self) -> Updates:
+    def _forget(self, chat: ChatSession) -> Updates:
         """No token, an empty chat and status: nothing of the last user stays on the page."""
+        chat.forget()
         return {self.token: None, self.saved_token: {}, self.signed_in: False, self.ended: None, self.signin.secret: "",
                 **self.chat.reset(), self.tabs: gr.Tabs(selected="chat"), **self.status.reset(), **self.batches.reset()}
 
@@ -104,12 +107,12 @@ class Page:
                 self.signin.retry: gr.Button(visible=True), self.signin.form: gr.Column(visible=False),
                 self.main: gr.Column(visible=False)}
 
-    def show_form(self, message: str) -> Updates:
-        return {**self._forget(), self.chat.saved_conv: None, self.signin.gate: gr.Column(visible=False), self.signin.form: gr.Column(visible=True),
+    def show_form(self, chat: ChatSession, message: str) -> Updates:
+        return {**self._forget(chat), self.chat.saved_conv: None, self.signin.gate: gr.Column(visible=False), self.signin.form: gr.Column(visible=True),
                 self.signin.message: message, self.main: gr.Column(visible=False)}
 
-    def show_chat(self, session: Session) -> Updates:
-        return {**self._forget(), self.token: session.token, self.saved_token: {"token": session.token}, self.signed_in: True,
+    def show_chat(self, chat: ChatSession, session: Session) -> Updates:
+        return {**self._forget(chat), self.token: session.token, self.saved_token: {"token": session.token}, self.signed_in: True,
                 self.signin.gate: gr.Column(visible=False),
                 self.signin.form: gr.Column(visible=False), self.signin.message: "",
                 self.main: gr.Column(visible=True), self.who: signed_in_line(session.user) if session.auth else "",
@@ -120,7 +123,7 @@ def wire_signin(app: gr.Blocks, client: HearthClient, page: Page) -> list[Any]:
     """Returns the events after which the page may be signed in (`signed_in` says whether it is)."""
     outputs, form = page.outputs(), page.signin
 
-    async def check_api(saved: dict[str, str | None] | None) -> Updates:
+    async def check_api(saved: dict[str, str | None] | None, chat: ChatSession) -> Updates:
         """On page load (and Try again): the session kept by the browser if the api still takes
         it, else sign in; straight to the chat when auth is off."""
         try:
@@ -128,10 +131,10 @@ def wire_signin(app: gr.Blocks, client: HearthClient, page: Page) -> list[Any]:
         except ApiError as exc:
             return page.show_gate(f"⚠️ {exc.message}")
         if session is None or (session.auth and session.token is None):
-            return page.show_form("")
-        return page.show_chat(session)
+            return page.show_form(chat, "")
+        return page.show_chat(chat, session)
 
-    async def sign_in(username: str, secret: str, request: gr.Request) -> Updates:
+    async def sign_in(username: str, secret: str, chat: ChatSession, request: gr.Request) -> Updates:
         username = username.strip()
         if not username or not secret:
             return {form.message: f"⚠️ {MISSING}"}
@@ -141,21 +144,22 @@ def wire_signin(app: gr.Blocks, client: HearthClient, page: Page) -> list[Any]:
             log.info("sign-in refused", extra={"code": exc.code})  # never the name typed: it may be a password
             return {form.message: f"⚠️ {exc.message}", form.secret: ""}
         log.info("signed in", extra={"user": session.user})
-        return page.show_chat(session)
+        return page.show_chat(chat, session)
 
-    async def sign_out(token: str | None, conv_id: str | None) -> Updates:
+    async def sign_out(token: str | None, chat: ChatSession) -> Updates:
         if token is not None:
             session = client.with_key(token)
-            await cancel_answer(session, conv_id)  # a reply still under way would keep the worker busy
+            await cancel_answer(session, chat.conv_id)  # a reply still under way would keep the worker busy
             await session.logout()
-        return {**page.show_form(SIGNED_OUT), form.username: ""}
+        return {**page.show_form(chat, SIGNED_OUT), form.username: ""}
 
-    def session_ended(message: str | None) -> Updates:
-        return page.show_form(f"⚠️ {message}") if message else {page.ended: gr.skip()}  # {} reads as no outputs
+    def session_ended(message: str | None, chat: ChatSession) -> Updates:
+        return page.show_form(chat, f"⚠️ {message}") if message else {page.ended: gr.skip()}  # {} reads as no outputs
 
     quiet: dict[str, Any] = {"outputs": outputs, "show_progress": "hidden", "api_visibility": "private"}
-    page.sign_out.click(sign_out, inputs=[page.token, page.chat.conv], js=PRESS_STOP, **quiet)
-    page.ended.change(session_ended, inputs=[page.ended], **quiet)
-    return [app.load(check_api, inputs=[page.saved_token], **quiet),
-            form.retry.click(check_api, inputs=[page.saved_token], **quiet),
-            gr.on([form.submit.click, form.secret.submit, form.username.submit], sign_in, inputs=[form.username, form.secret], **quiet)]
+    chat = page.chat.session
+    page.sign_out.click(sign_out, inputs=[page.token, chat], js=PRESS_STOP, **quiet)
+    page.ended.change(session_ended, inputs=[page.ended, chat], **quiet)
+    return [app.load(check_api, inputs=[page.saved_token, chat], **quiet),
+            form.retry.click(check_api, inputs=[page.saved_token, chat], **quiet),
+            gr.on([form.submit.click, form.secret.submit, form.username.submit], sign_in, inputs=[form.username, form.secret, chat], **quiet)]

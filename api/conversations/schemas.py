@@ -1,6 +1,6 @@
 """Conversation objects and request bodies, shaped as the openai package's
 `types/conversations` (Hearth keeps text messages only). Bounds that are OpenAI's own are
-constants here; the per-user caps are settings (api.settings)."""
+constants here (metadata's in hearth.metadata, which the ui shares); the per-user caps are settings (api.settings)."""
 
 import secrets
 from datetime import UTC, datetime
@@ -8,8 +8,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
+from hearth.metadata import METADATA_KEY_CHARS, METADATA_PAIRS, METADATA_VALUE_CHARS
+
 MAX_ITEMS_PER_REQUEST = 20  # OpenAI's bound for create and items.create
-METADATA_PAIRS, METADATA_KEY_CHARS, METADATA_VALUE_CHARS = 16, 64, 512
 TITLE_KEY = "title"  # the metadata key a chat app shows as the conversation's name
 ID_PATTERN = r"^[A-Za-z0-9_-]{1,80}$"  # ids become parts of Redis keys: no ':', no glob characters
 ROUTE_NAMES = frozenset({"defaults", "export", "import"})  # paths beside `/v1/conversations/{id}`: never an id

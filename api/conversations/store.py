@@ -16,7 +16,6 @@ from redis.asyncio import Redis as AsyncRedis
 
 from api.conversations.schemas import (
     ID_PATTERN,
-    METADATA_PAIRS,
     TITLE_KEY,
     Conversation,
     ExportedConversation,
@@ -27,6 +26,7 @@ from api.conversations.schemas import (
 )
 from api.errors import HearthError
 from api.settings import ApiSettings
+from hearth.metadata import METADATA_PAIRS
 from hearth.redis_client import members, text
 
 # hash: created_at (s), metadata (JSON), seq (last item position), answering (the job writing its answer),

@@ -123,14 +123,14 @@ class JobService:
         ahead = await self._redis.lrange(queue_key(queue), 0, position - 2)
         budgets = [int(b or 0) or default for b in await read_field(self._redis, [job_of(text(rq_id)) for rq_id in ahead], "max_tokens")]
         loaded = model == ANY_MODEL or any(model in w.loaded_models() for w in workers)
-        return (sum(w.remaining for w in workers) + sum(budgets)) / speed + (0.0 if loaded else await self._load_s(model))
+        return (sum(w.remaining for w in workers) + sum(budgets)) / speed + (0.0 if loaded else await self.load_s(model) or 0.0)
 
-    async def _load_s(self, model: str) -> float:
-        """How long `model` took to load on average, as workers counted it (0 before its first
+    async def load_s(self, model: str) -> float | None:
+        """How long `model` took to load on average, as workers counted it (None before its first
         load: a loading event tells the waiting job when it starts)."""
         loads, seconds = await self._redis.hmget(
             METRICS_KEY, [model_field(ModelCounter.LOADS, model), model_field(ModelCounter.LOAD_SECONDS, model)])
-        return float(seconds) / int(loads) if loads and int(loads) and seconds else 0.0
+        return float(seconds) / int(loads) if loads and int(loads) and seconds else None
 
     async def _retry_after(self, queue: str, position: int) -> int:
         eta = await self.wait_estimate(queue, position)

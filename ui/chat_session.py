@@ -1,0 +1,95 @@
+"""One browser session's chat, and what a conversation's stored record means to the page."""
+
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from hearth.metadata import METADATA_VALUE_CHARS
+from ui.reply import Message, note, to_openai
+
+NEW_CHAT = "New chat"
+DEFAULT_MODEL = "The server's default"
+STOPPED = "This answer was stopped before it was finished."
+TITLE_KEY, MODEL_KEY, SYSTEM_KEY, TEMPERATURE_KEY, MAX_TOKENS_KEY = "title", "model", "system", "temperature", "max_tokens"
+SETTINGS_KEYS = (MODEL_KEY, SYSTEM_KEY, TEMPERATURE_KEY, MAX_TOKENS_KEY)  # a conversation's chat settings, in its metadata
+
+
+@dataclass
+class ChatSession:
+    """What one browser session's chat shows. Gradio keeps one per session (a `gr.State`) and
+    hands every event of that session the same object: handlers change it in place and never
+    replace it, so a reply streaming in one event sees what another event opened meanwhile."""
+
+    conv_id: str | None = None  # the open conversation; None for a new chat not sent yet
+    ticket: str = ""  # this showing of it: a follower of an earlier showing steps aside
+    messages: list[Message] = field(default_factory=list)  # the chat as written (the page shows it defused)
+    asked: str = ""  # the message being sent
+
+    def show(self, conv_id: str | None, messages: list[Message]) -> str:
+        """Now showing `conv_id`; returns this showing's ticket."""
+        self.conv_id, self.messages, self.ticket = conv_id, messages, uuid.uuid4().hex
+        return self.ticket
+
+    def shows(self, conv_id: str | None) -> bool:
+        return self.conv_id == conv_id
+
+    def current(self, ticket: str) -> bool:
+        return self.ticket == ticket
+
+    def forget(self) -> None:
+        """Signed out: nothing of the last user stays, and whatever streamed for them steps aside."""
+        self.show(None, [])
+        self.asked = ""
+
+
+def title_of(conv: dict[str, Any]) -> str:
+    return str(conv.get("metadata", {}).get(TITLE_KEY) or NEW_CHAT)
+
+
+def shown_items(items: list[dict[str, Any]]) -> list[Message]:
+    """Stored messages as the chat shows them; an answer cut short says so."""
+    shown: list[Message] = []
+    for item in items:
+        if item.get("type") != "message" or item.get("role") not in ("user", "assistant"):
+            continue
+        shown.append({"role": item["role"], "content": "\n".join(p.get("text", "") for p in item.get("content", []))})
+        if item["role"] == "assistant" and item.get("status") == "incomplete":
+            shown.append(note(f"ℹ️ {STOPPED}"))
+    return shown
+
+
+def settings_metadata(model: str | None, system: str | None, temperature: float | None, max_tokens: float | None) -> dict[str, str]:
+    """The chat's settings as metadata values (strings); unset ones are left out."""
+    meta = {MODEL_KEY: (model or "")[:METADATA_VALUE_CHARS], SYSTEM_KEY: (system or "").strip()[:METADATA_VALUE_CHARS],
+            TEMPERATURE_KEY: "" if temperature is None else f"{temperature:g}", MAX_TOKENS_KEY: "" if not max_tokens else str(int(max_tokens))}
+    return {k: v for k, v in meta.items() if v}
+
+
+def turn_params(model: str | None, temperature: float | None, max_tokens: float | None) -> dict[str, Any]:
+    params: dict[str, Any] = {"model": model} if model else {}
+    if temperature is not None:
+        params["temperature"] = float(temperature)
+    if max_tokens:
+        params["max_tokens"] = int(max_tokens)
+    return params
+
+
+def turn_messages(system: str | None, shown: list[Message], asked: str) -> list[dict[str, str]]:
+    prompt = [{"role": "system", "content": system.strip()}] if system and system.strip() else []
+    return prompt + to_openai(shown, asked)
+
+
+def model_choice(model: dict[str, Any]) -> tuple[str, str]:
+    """A served model as the picker shows it: whether it answers at once, or loads first (and for how long)."""
+    if model.get("loaded"):
+        return f"{model['id']} · loaded", str(model["id"])
+    load_s = model.get("load_s")
+    wait = "" if load_s is None else f" (about {max(1, round(load_s))} s)"
+    return f"{model['id']} · loads first{wait}", str(model["id"])
+
+
+def number(metadata: dict[str, str], key: str) -> float | None:
+    try:
+        return float(metadata[key])
+    except (KeyError, ValueError):
+        return None
