@@ -13,7 +13,7 @@ from api.chat.schemas import ChatCompletionRequest
 from api.chat.service import prepare_chat, queue_chat, wait_for_answer
 from api.conversations.schemas import MessageItem, message
 from api.conversations.store import ConversationStore
-from api.dependencies import Conversations, CurrentUser, Jobs, RedisDep, Settings
+from api.dependencies import Conversations, CurrentUser, Jobs, QuotaCheck, RedisDep, Settings
 from api.errors import HearthError, error_responses
 from api.jobs.filing import settle
 from api.jobs.service import JobInfo, JobService
@@ -72,12 +72,12 @@ async def _store_question(body: ChatCompletionRequest, conversations: Conversati
                               "content": {"text/event-stream": {}}}})
 async def create_chat_completion(
     body: ChatCompletionRequest, request: Request, jobs: Jobs, user: CurrentUser, redis: RedisDep, settings: Settings,
-    conversations: Conversations,
+    conversations: Conversations, quota: QuotaCheck,
 ) -> JSONResponse | EventSourceResponse:
     chat = await prepare_chat(body, user.name, jobs, redis, settings)
     asked = await _store_question(body, conversations, jobs, user.name, chat.payload.job_id)
     try:
-        job = await queue_chat(jobs, chat, user.name, body.conversation)
+        job = await queue_chat(jobs, quota, chat, user.name, body.conversation)
     except Exception:  # refused a place in the queue, or Redis failed: the turn never happened
         if asked is not None and body.conversation is not None:
             await conversations.withdraw(user.name, body.conversation, [asked], chat.payload.job_id)
