@@ -31,7 +31,7 @@ def cli(stack: Stack, *args: str, stdin: str | None = None) -> subprocess.Comple
                           capture_output=True, text=True, input=stdin)
 
 
-ADMIN_ROUTES = (("GET", "/admin/users", None), ("POST", "/admin/users", {"name": "x"}),
+ADMIN_ROUTES: tuple[tuple[str, str, dict[str, object] | None], ...] = (("GET", "/admin/users", None), ("POST", "/admin/users", {"name": "x"}),
                 ("PUT", "/admin/users/boss/password", {"password": "long enough"}),
                 ("POST", "/admin/users/boss/password/reset", None), ("PUT", "/admin/users/boss/role", {"role": "user"}),
                 ("POST", "/admin/users/boss/keys", {}), ("GET", "/admin/users/boss/revocation", None),
