@@ -1,7 +1,10 @@
-"""The page: sign-in, then the Chat (conversations kept by the api), Batch and Status tabs."""
+"""The page: sign-in, then the Chat (conversations kept by the api), Batch, Status and Account
+tabs, and for admins the Admin tab."""
 
 import gradio as gr
 
+from ui.account import account_tab, watch_session
+from ui.admin import admin_tab
 from ui.batches import batch_tab
 from ui.chat import chat_panel, chat_sidebar, wire_chat
 from ui.client import HearthClient
@@ -45,7 +48,10 @@ def build_app(client: HearthClient, browser_key: str) -> gr.Blocks:
                     chat = chat_panel(sidebar, browser_key)
                 batches = batch_tab(client, token, tabs)
                 status = status_tab(client, token, tabs)
-        page = Page(token, saved_token, signed_in, ended, form, main, who, sign_out, chat, tabs, status, batches)
+                account = account_tab(client, token, ended, tabs)
+                admin = admin_tab(client, token, ended, tabs)
+        watch_session(client, token, ended)
+        page = Page(token, saved_token, signed_in, ended, form, main, who, sign_out, chat, tabs, status, batches, admin, account)
         wire_chat(app, client, chat, token, ended, signed_in, wire_signin(app, client, page), CONCURRENCY_LIMIT)
     app.queue(default_concurrency_limit=CONCURRENCY_LIMIT)
     return app

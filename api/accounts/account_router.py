@@ -30,7 +30,7 @@ async def list_keys(user: CurrentUser, accounts: Accounts) -> dict[str, object]:
     return {"object": "list", "data": [key_object(k) for k in await accounts.users.keys(user.name)]}
 
 
-@router.post("/keys", status_code=201)
+@router.post("/keys")
 async def create_key(body: NewKey, user: CurrentUser, accounts: Accounts) -> dict[str, object]:
     """The key is in this answer, and nowhere else ever."""
     key, info = await accounts.new_key(user, user.name, body.name)

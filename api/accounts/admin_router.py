@@ -54,7 +54,7 @@ async def list_people(admin: Admin, accounts: Accounts) -> dict[str, object]:
     return {"object": "list", "data": [person(info, today) for info, today in await accounts.people()]}
 
 
-@router.post("", status_code=201)
+@router.post("")
 async def add_person(body: NewPerson, admin: Admin, accounts: Accounts) -> dict[str, object]:
     """Their first API key is in this answer, and nowhere else ever."""
     key = await accounts.add(admin, body.name, body.admin)
@@ -79,7 +79,7 @@ async def set_role(name: Name, body: RoleChange, admin: Admin, accounts: Account
     return {"name": name, "role": body.role}
 
 
-@router.post("/{name}/keys", status_code=201)
+@router.post("/{name}/keys")
 async def new_key(name: Name, body: NewKey, admin: Admin, accounts: Accounts) -> dict[str, object]:
     key, info = await accounts.new_key(admin, name, body.name)
     return {**key_object(info), "key": key}
