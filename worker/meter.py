@@ -16,6 +16,7 @@ from functools import partial
 
 from redis import Redis
 from redis.client import Pipeline
+from redis.exceptions import RedisError
 from rq.job import Job
 
 from hearth import usage
@@ -137,7 +138,10 @@ class JobMeter(EventWriter):
     def _record(self, pipe: Pipeline, record: JobRecord) -> None:
         """The job's metrics and its owner's usage, dated by Redis's clock (hearth.usage)."""
         record_job(pipe, record)
-        moment = self._clock.at(self._redis.time())
+        try:
+            moment = self._clock.at(self._redis.time())
+        except RedisError:  # this write fails too and is retried (worker.events), asking Redis again
+            moment = self._clock.at((int(time.time()), 0))
         usage.count(pipe, record.user, record.model, moment, usage.job_counts(record.prompt_tokens, record.cached_tokens, record.completion_tokens))
 
     def _log_end(self, record: JobRecord, track: _Track) -> None:
