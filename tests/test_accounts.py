@@ -7,19 +7,8 @@ import subprocess
 import sys
 
 import httpx
-import pytest
 
-from tests.stack import ROOT, Stack, add_user, serve, wait_for
-
-
-@pytest.fixture(scope="module")
-def secured(redis_server, log_dir):
-    yield from serve(redis_server, log_dir, AUTH="on")
-
-
-@pytest.fixture(scope="module")
-def boss(secured: Stack) -> str:
-    return add_user(secured, "boss", admin=True)
+from tests.stack import ROOT, Stack, add_user, wait_for
 
 
 def api(stack: Stack, key: str) -> httpx.Client:

@@ -13,20 +13,10 @@ import pytest
 import redis
 
 from tests.batches import request_line, run_batch, wait_status
-from tests.stack import BUSY, MODEL, Stack, add_user, serve, wait_for
+from tests.stack import BUSY, MODEL, Stack, add_user, wait_for
 from tests.test_accounts import api, cli
 
 HELLO = [{"role": "user", "content": "Say hi."}]
-
-
-@pytest.fixture(scope="module")
-def secured(redis_server, log_dir):
-    yield from serve(redis_server, log_dir, AUTH="on")
-
-
-@pytest.fixture(scope="module")
-def boss(secured: Stack) -> str:
-    return add_user(secured, "boss", admin=True)
 
 
 def chat(stack: Stack, key: str, max_tokens: int = 4) -> httpx.Response:
