@@ -153,6 +153,7 @@ class BatchRunner:
         kind, line, tokens = await self._result(job_id, fields, batch)
         await self._store.file(fields["batch"], int(fields["line"]), kind, line, tokens, job_id)
         await self._redis.delete(job_key(job_id), events_key(job_id))
+        await self._quota.release(fields["owner"], job_id)  # its job is gone: no status says it ended
 
     async def _result(self, job_id: str, fields: dict[str, str], batch: BatchInfo | None) -> tuple[str, dict[str, Any], tuple[int, int]]:
         """A line's output or error file line, from its job's events."""

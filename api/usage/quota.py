@@ -7,8 +7,10 @@ What a job holds while it waits or runs: its `max_tokens` (or `QUOTA_HOLD_TOKENS
 none) against the token limits, and one place against `jobs_at_once`. A job is admitted while
 used + held stays under each limit; once it ends, its worker has counted what it really used
 (hearth.usage) and its hold lapses. An answer already running when its owner crosses a limit
-finishes: the limit refuses the next request, it never cuts one short. Holds need no release
-on any path: the script drops those whose job has ended or is gone.
+finishes: the limit refuses the next request, it never cuts one short. A hold needs no release
+where its job ends: the script drops those whose job has ended (or is gone, after a grace for a
+job being queued); a batch line, whose job is deleted once its result is filed, and a job the
+queue refused release theirs.
 """
 
 import logging
