@@ -37,6 +37,8 @@ from api.openapi import honest_openapi
 from api.responses import router as responses
 from api.responses.store import ResponseStore
 from api.settings import ApiSettings
+from api.sharing import router as sharing
+from api.sharing.store import ShareStore
 from api.status import router as status
 from api.status.board import queue_sampler
 from api.usage import router as usage
@@ -84,7 +86,8 @@ def create_app(settings: ApiSettings) -> FastAPI:
         app.state.usage = UsageStore(redis, UsageClock(settings.usage_timezone, settings.usage_clock_offset_s))
         app.state.quotas = QuotaStore(redis)
         app.state.quota_gate = QuotaGate(redis, app.state.quotas, app.state.usage, settings.quota_hold_tokens, settings.job_ttl_s)
-        app.state.accounts = AccountService(app.state.users, app.state.conversations, app.state.usage)
+        app.state.shares = ShareStore(redis)
+        app.state.accounts = AccountService(app.state.users, app.state.conversations, app.state.usage, app.state.shares)
         app.state.responses = ResponseStore(redis, settings.response_retention_s)
         app.state.files = FileStore(redis, settings.file_retention_s)
         app.state.batches = BatchStore(redis, settings.file_retention_s)
@@ -121,6 +124,6 @@ def create_app(settings: ApiSettings) -> FastAPI:
     origins = [o.strip() for o in settings.cors_origins.split(",") if o.strip()]
     if origins:  # off unless configured: browsers on other sites may not call the api
         app.add_middleware(CORSMiddleware, allow_origins=origins, allow_methods=["*"], allow_headers=["*"], expose_headers=["X-Job-Id", "X-Request-ID"])
-    for module in (health, accounts, account_router, admin_router, usage, models, chat, responses, jobs, conversations, files, batches, metrics, status):
+    for module in (health, accounts, account_router, admin_router, usage, sharing, models, chat, responses, jobs, conversations, files, batches, metrics, status):
         app.include_router(module.router)
     return app

@@ -19,6 +19,7 @@ from api.files.store import FileStore
 from api.jobs.service import JobService
 from api.responses.store import ResponseStore
 from api.settings import ApiSettings
+from api.sharing.store import ShareStore
 from api.usage.quota import QuotaGate
 from api.usage.store import QuotaStore, UsageStore
 from hearth.logs import bind
@@ -72,6 +73,10 @@ async def get_quota_gate(request: Request) -> QuotaGate:
     return request.app.state.quota_gate  # type: ignore[no-any-return]  # Starlette types app.state as Any
 
 
+async def get_shares(request: Request) -> ShareStore:
+    return request.app.state.shares  # type: ignore[no-any-return]  # Starlette types app.state as Any
+
+
 async def get_accounts(request: Request) -> AccountService:
     return request.app.state.accounts  # type: ignore[no-any-return]  # Starlette types app.state as Any
 
@@ -120,6 +125,7 @@ Usage = Annotated[UsageStore, Depends(get_usage)]
 Quotas = Annotated[QuotaStore, Depends(get_quotas)]
 QuotaCheck = Annotated[QuotaGate, Depends(get_quota_gate)]
 Accounts = Annotated[AccountService, Depends(get_accounts)]
+Shares = Annotated[ShareStore, Depends(get_shares)]
 
 
 async def get_admin(user: CurrentUser) -> User:

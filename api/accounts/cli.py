@@ -14,6 +14,7 @@ from api.accounts.service import CLI_ACTOR, AccountService
 from api.accounts.users import AuthError, NoSuchUser, UserStore
 from api.conversations.store import ConversationStore
 from api.settings import ApiSettings
+from api.sharing.store import ShareStore
 from api.usage.store import DEFAULT, Quota, QuotaStore, UsageStore
 from hearth.redis_client import connect_async, redacted
 from hearth.usage import UsageClock
@@ -99,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
         redis = connect_async(settings.redis_url)
         try:
             usage = UsageStore(redis, UsageClock(settings.usage_timezone, settings.usage_clock_offset_s))
-            accounts = AccountService(UserStore(redis), ConversationStore(redis, settings), usage)
+            accounts = AccountService(UserStore(redis), ConversationStore(redis, settings), usage, ShareStore(redis))
             return await _run(args, accounts, QuotaStore(redis))
         finally:
             await redis.aclose()

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from api.accounts.users import AuthError, KeyInfo, NoSuchUser, Role, User, UserInfo, UserStore
 from api.conversations.store import ConversationStore
+from api.sharing.store import ShareStore
 from api.usage.store import UsageStore
 
 log = logging.getLogger(__name__)
@@ -28,8 +29,8 @@ class Revocation:
 
 
 class AccountService:
-    def __init__(self, users: UserStore, conversations: ConversationStore, usage: UsageStore):
-        self.users, self._conversations, self._usage = users, conversations, usage
+    def __init__(self, users: UserStore, conversations: ConversationStore, usage: UsageStore, shares: ShareStore):
+        self.users, self._conversations, self._usage, self._shares = users, conversations, usage, shares
 
     @staticmethod
     def _log(actor: User, action: str, target: str, **details: object) -> None:
@@ -78,13 +79,14 @@ class AccountService:
 
     async def revoke(self, actor: User, name: str) -> Revocation:
         """Delete a person with their keys, sessions (their open pages sign out), conversations,
-        usage and quota."""
+        shares, usage and quota."""
         if actor.name == name:
             raise AuthError("You cannot revoke yourself; ask another admin.", 409, "revoke_self")
         await self._keep_an_admin(name, "revoke the last admin")
         sessions = await self.users.sessions(name)
         keys = await self.users.delete(name)
         conversations = await self._conversations.delete_owner(name)
+        await self._shares.forget_user(name)  # what they shared and what was shared with them
         usage = await self._usage.forget(name)
         self._log(actor, "revoke", name, keys=keys, conversations=conversations)
         return Revocation(name, keys, sessions, conversations, usage, True)
