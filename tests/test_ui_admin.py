@@ -1,6 +1,7 @@
-"""The Admin tab and the Account tab in a real browser: an admin adds a person whose key,
+"""The Admin, Account and Shared tabs in a real browser: an admin adds a person whose key,
 shown once, signs them in in a second browser; revoking them, after the page says what that
-deletes, signs their page out. A person's own keys, password, usage and sessions."""
+deletes, signs their page out. A person's own keys, password, usage and sessions. A
+conversation shared with another person, read and continued as their own copy."""
 
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -123,3 +124,37 @@ def page_key_options(stack: Stack, key: str) -> list[str]:
     """The Account tab's labels of the person's keys: "name (id)"."""
     keys = httpx.get(f"{stack.base_url}/account/keys", headers={"Authorization": f"Bearer {key}"}).json()["data"]
     return [f"{k['name'] or '(unnamed)'} ({k['id']})" for k in keys]
+
+
+def test_shared_tab_shares_a_conversation_that_the_other_reads_and_copies(secured: Stack, secured_ui: Ui,
+                                                                           new_page: Callable[[str], Page], log_dir: Path) -> None:  # noqa: F811
+    hana, ivo = add_user(secured, "hana"), add_user(secured, "ivo")
+    made = httpx.post(f"{secured.base_url}/conversations", headers={"Authorization": f"Bearer {hana}"},
+                      json={"metadata": {"title": "Soup"}, "items": [{"type": "message", "role": "user", "content": "Our soup recipe?"}]})
+    conv = made.json()["id"]
+    owner = new_page(secured_ui.url)
+    sign_in(owner, "hana", hana)
+    signed_in(owner, "hana")
+    open_tab(owner, "Shared")
+    choose(owner, "#hearth-shared-mine", "Soup")
+    expect(owner.locator("#hearth-shared-grantees")).to_have_text("Not shared.")
+    owner.fill("#hearth-shared-with input", "ivo")
+    owner.click("#hearth-shared-share")
+    expect(owner.locator("#hearth-shared-grantees")).to_have_text("Shared with ivo.")
+
+    reader = new_page(secured_ui.url)
+    sign_in(reader, "ivo", ivo)
+    signed_in(reader, "ivo")
+    open_tab(reader, "Shared")
+    choose(reader, "#hearth-shared-chosen", "Soup — hana's")
+    expect(reader.locator("#hearth-shared-reading")).to_contain_text("Our soup recipe?")
+    reader.screenshot(path=str(log_dir / "ui-shared.png"), full_page=True)
+    reader.click("#hearth-shared-fork")
+    expect(reader.locator("#hearth-shared-message")).to_contain_text("is now among your chats")
+    mine = httpx.get(f"{secured.base_url}/conversations", headers={"Authorization": f"Bearer {ivo}"}).json()["data"]
+    assert [c["metadata"] for c in mine] == [{"title": "Soup", "forked_from": f"hana/{conv}"}]
+
+    owner.click("#hearth-shared-stop")
+    expect(owner.locator("#hearth-shared-grantees")).to_have_text("Not shared.")
+    assert httpx.get(f"{secured.base_url}/shared", headers={"Authorization": f"Bearer {ivo}"}).json()["data"] == []
+    no_error_details(reader)

@@ -1,5 +1,5 @@
-"""The page: sign-in, then the Chat (conversations kept by the api), Batch, Status and Account
-tabs, and for admins the Admin tab."""
+"""The page: sign-in, then the Chat (conversations kept by the api), Batch, Status, Shared,
+Account and Admin (admins' contents) tabs."""
 
 import gradio as gr
 
@@ -8,6 +8,7 @@ from ui.admin import admin_tab
 from ui.batches import batch_tab
 from ui.chat import chat_panel, chat_sidebar, wire_chat
 from ui.client import HearthClient
+from ui.shared import shared_tab
 from ui.signin import Page, signin_form, wire_signin
 from ui.status import status_tab
 
@@ -48,10 +49,11 @@ def build_app(client: HearthClient, browser_key: str) -> gr.Blocks:
                     chat = chat_panel(sidebar, browser_key)
                 batches = batch_tab(client, token, tabs)
                 status = status_tab(client, token, tabs)
+                shared = shared_tab(client, token, ended, tabs)
                 account = account_tab(client, token, ended, tabs)
                 admin = admin_tab(client, token, ended, tabs)
         watch_session(client, token, ended)
-        page = Page(token, saved_token, signed_in, ended, form, main, who, sign_out, chat, tabs, status, batches, admin, account)
+        page = Page(token, saved_token, signed_in, ended, form, main, who, sign_out, chat, tabs, status, batches, admin, account, shared)
         wire_chat(app, client, chat, token, ended, signed_in, wire_signin(app, client, page), CONCURRENCY_LIMIT)
     app.queue(default_concurrency_limit=CONCURRENCY_LIMIT)
     return app

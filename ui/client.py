@@ -528,3 +528,26 @@ class HearthClient:
 
     async def sign_out_everywhere(self) -> int:
         return int((await self._json("POST", "/account/sign-out-everywhere"))["sessions_ended"])
+
+    # Sharing (`/v1/conversations/{id}/shares`, `/v1/shared…`).
+
+    async def shared(self) -> list[dict[str, Any]]:
+        """Conversations others shared with this session's person, each with its `owner`."""
+        return (await self._json("GET", "/shared"))["data"]
+
+    async def shared_conversation(self, owner: str, conv_id: str) -> dict[str, Any]:
+        """One of them with its messages (read-only)."""
+        return await self._json("GET", f"/shared/{owner}/{conv_id}")
+
+    async def fork(self, owner: str, conv_id: str) -> dict[str, Any]:
+        """A copy of one of them among one's own conversations."""
+        return await self._json("POST", f"/shared/{owner}/{conv_id}/fork")
+
+    async def shares(self, conv_id: str) -> list[str]:
+        return (await self._json("GET", f"/conversations/{conv_id}/shares"))["data"]
+
+    async def share(self, conv_id: str, grantee: str) -> list[str]:
+        return (await self._json("POST", f"/conversations/{conv_id}/shares", json={"with": grantee}))["data"]
+
+    async def unshare(self, conv_id: str, grantee: str) -> list[str]:
+        return (await self._json("DELETE", f"/conversations/{conv_id}/shares/{grantee}"))["data"]

@@ -21,6 +21,7 @@ from ui.admin import AdminTab
 from ui.batches import BatchTab
 from ui.chat import ChatPanel, cancel_answer
 from ui.client import ApiError, HearthClient, Session
+from ui.shared import SharedTab
 from ui.status import StatusTab
 
 log = logging.getLogger(__name__)
@@ -91,19 +92,20 @@ class Page:
     batches: BatchTab
     admin: AdminTab  # shown to admins only
     account: AccountTab
+    shared: SharedTab
 
     def outputs(self) -> list[Block]:
         f = self.signin
         return [self.token, self.saved_token, self.signed_in, self.ended, f.gate, f.gate_text, f.retry, f.form, f.message,
                 f.username, f.secret, self.main, self.who, self.sign_out, *self.chat.outputs(),
                 self.tabs, self.status.timer, *self.status.outputs, self.batches.timer, self.batches.table, *self.batches.notes,
-                *self.admin.outputs(), *self.account.outputs()]
+                *self.admin.outputs(), *self.account.outputs(), *self.shared.outputs()]
 
     def _forget(self) -> Updates:
         """No token, an empty chat and status: nothing of the last user stays on the page."""
         return {self.token: None, self.saved_token: {}, self.signed_in: False, self.ended: None, self.signin.secret: "",
                 **self.chat.reset(), self.tabs: gr.Tabs(selected="chat"), **self.status.reset(), **self.batches.reset(),
-                **self.admin.reset(), **self.account.reset()}
+                **self.admin.reset(), **self.account.reset(), **self.shared.reset()}
 
     def show_gate(self, text: str) -> Updates:
         return {self.signin.gate: gr.Column(visible=True), self.signin.gate_text: text,
