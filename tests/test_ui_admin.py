@@ -64,8 +64,23 @@ def test_admin_adds_a_person_who_signs_in_elsewhere_and_is_revoked(secured: Stac
     expect(pia.locator("#hearth-admin-add")).to_be_hidden()
     assert httpx.get(f"{secured.base_url}/admin/users", headers={"Authorization": f"Bearer {key}"}).status_code == 403
 
+    # Limits: hers, then everyone's default; choosing someone shows their own.
+    choose(admin, "#hearth-admin-chosen", "pia")
+    admin.fill("#hearth-admin-tokens_per_day input", "5000")
+    admin.click("#hearth-admin-set-limits")
+    expect(admin.locator("#hearth-admin-message")).to_have_text("Limits set for pia.")
+    choose(admin, "#hearth-admin-chosen", "Everyone (default limits)")
+    expect(admin.locator("#hearth-admin-tokens_per_day input")).to_have_value("")
+    admin.fill("#hearth-admin-jobs_at_once input", "3")
+    admin.click("#hearth-admin-set-limits")
+    expect(admin.locator("#hearth-admin-message")).to_have_text("Default limits set for everyone.")
+    quotas = httpx.get(f"{secured.base_url}/admin/quotas", headers={"Authorization": f"Bearer {root}"}).json()
+    assert quotas["default"]["jobs_at_once"] == 3 and quotas["people"]["pia"]["tokens_per_day"] == 5000
+    assert httpx.put(f"{secured.base_url}/admin/quotas/default", json={}, headers={"Authorization": f"Bearer {root}"}).status_code == 200
+
     # Revoke: what it deletes is said first, then it happens and her page signs out by itself.
     choose(admin, "#hearth-admin-chosen", "pia")
+    expect(admin.locator("#hearth-admin-tokens_per_day input")).to_have_value("5000")
     admin.click("#hearth-admin-revoke")
     expect(admin.locator("#hearth-admin-preview")).to_contain_text("Revoking pia deletes 1 API key(s), signs out 1 open session(s)")
     assert httpx.get(f"{secured.base_url}/me", headers={"Authorization": f"Bearer {key}"}).status_code == 200  # not yet

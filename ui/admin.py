@@ -10,9 +10,10 @@ import gradio as gr
 from gradio.blocks import Block
 
 from ui.account import ago, markdown_table, refused, shown_once
-from ui.client import HearthClient
+from ui.client import ApiError, HearthClient
 
 TAB = "Admin"
+DEFAULT = "*"  # the Person list's entry for everyone's default limits
 OTHERS = "Only an admin manages people here: ask yours to add someone or to change a limit."
 COLUMNS = ["name", "role", "keys", "last seen", "requests today", "tokens today", "password"]
 LIMITS = (("tokens_per_day", "Tokens per day"), ("tokens_per_month", "Tokens per month"),
@@ -82,7 +83,7 @@ def admin_tab(client: HearthClient, token: gr.State, ended: gr.State, tabs: gr.T
                 make_admin = gr.Button("Make admin", elem_id="hearth-admin-make-admin")
                 make_user = gr.Button("Make user", elem_id="hearth-admin-make-user")
             with gr.Row():
-                limits = [gr.Textbox(label=f"{label} (empty: the default's)", max_lines=1, elem_id=f"hearth-admin-{name}")
+                limits = [gr.Textbox(label=f"{label} (empty: none; a person's: the default's)", max_lines=1, elem_id=f"hearth-admin-{name}")
                           for name, label in LIMITS]
             set_limits = gr.Button("Set limits", elem_id="hearth-admin-set-limits")
             revoke = gr.Button("Revoke…", variant="stop", elem_id="hearth-admin-revoke")
@@ -94,7 +95,8 @@ def admin_tab(client: HearthClient, token: gr.State, ended: gr.State, tabs: gr.T
     async def listed(session: HearthClient, keep: str | None = None) -> Updates:
         people = await session.people()
         names = [p["name"] for p in people]
-        return {table: people_table(people), chosen: gr.Dropdown(choices=names, value=keep if keep in names else None),
+        choices = [("Everyone (default limits)", DEFAULT), *((n, n) for n in names)]
+        return {table: people_table(people), chosen: gr.Dropdown(choices=choices, value=keep if keep in [DEFAULT, *names] else None),
                 preview: "", confirm: gr.Button(visible=False)}
 
     async def on_tab(event: gr.SelectData, key: str | None, person: str | None) -> Updates:
@@ -118,7 +120,7 @@ def admin_tab(client: HearthClient, token: gr.State, ended: gr.State, tabs: gr.T
                             lambda s: s.add_person(name, admin), shows=f"{name}'s API key (shown only now)")
 
     def needs_person(person: str | None) -> Updates | None:
-        return None if person else {message: "Choose a person first."}
+        return None if person and person != DEFAULT else {message: "Choose a person first."}
 
     async def set_pw(person: str | None, new: str, key: str | None) -> Updates:
         return needs_person(person) or {**await acting(key, person, f"Password set for {person}.", lambda s: s.set_password(person, new)),
@@ -133,10 +135,26 @@ def admin_tab(client: HearthClient, token: gr.State, ended: gr.State, tabs: gr.T
         return needs_person(person) or await acting(key, person, f"{person} is now {what}.", lambda s: s.set_role(person, admin))
 
     async def set_quota(person: str | None, key: str | None, *values: str) -> Updates:
+        if not person:
+            return {message: "Choose a person, or everyone, first."}
         if not all(v.strip().isdigit() for v in values if v.strip()):
-            return {message: "⚠️ A limit is a whole number, or empty for the default's."}
+            return {message: "⚠️ A limit is a whole number, or empty for none (a person's: the default's)."}
         quota = {name: int(value) if value.strip() else None for (name, _), value in zip(LIMITS, values)}
-        return needs_person(person) or await acting(key, person, f"Limits set for {person}.", lambda s: s.set_quota(person, quota))
+        if person == DEFAULT:
+            return await acting(key, person, "Default limits set for everyone.", lambda s: s.set_default_quota(quota))
+        return await acting(key, person, f"Limits set for {person}.", lambda s: s.set_quota(person, quota))
+
+    async def limits_of(person: str | None, key: str | None) -> tuple[Any, ...]:
+        """The chosen one's own limits in the boxes (empty: none of their own); the revoke
+        preview of someone else goes."""
+        quota: dict[str, Any] = {}
+        if person:
+            try:
+                every = await client.with_key(key).quotas()
+            except ApiError:
+                every = {"default": {}, "people": {}}
+            quota = every["default"] if person == DEFAULT else every["people"].get(person, {})
+        return ("", gr.Button(visible=False), *("" if quota.get(name) is None else str(quota[name]) for name, _ in LIMITS))
 
     async def preview_revoke(person: str | None, key: str | None) -> Updates:
         async def work() -> Updates:
@@ -163,5 +181,5 @@ def admin_tab(client: HearthClient, token: gr.State, ended: gr.State, tabs: gr.T
     set_limits.click(set_quota, inputs=[chosen, token, *limits], **quiet)
     revoke.click(preview_revoke, inputs=[chosen, token], **quiet)
     confirm.click(confirm_revoke, inputs=[chosen, token], **quiet)
-    chosen.change(lambda: ("", gr.Button(visible=False)), outputs=[preview, confirm], show_progress="hidden", api_visibility="private")
+    chosen.change(limits_of, inputs=[chosen, token], outputs=[preview, confirm, *limits], show_progress="hidden", api_visibility="private")
     return view

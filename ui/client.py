@@ -509,6 +509,13 @@ class HearthClient:
     async def set_quota(self, name: str, quota: dict[str, int | None]) -> None:
         await self._json("PUT", f"/admin/users/{name}/quota", json=quota)
 
+    async def quotas(self) -> dict[str, Any]:
+        """Everyone's default limits and each person's own."""
+        return await self._json("GET", "/admin/quotas")
+
+    async def set_default_quota(self, quota: dict[str, int | None]) -> None:
+        await self._json("PUT", "/admin/quotas/default", json=quota)
+
     async def usage(self) -> dict[str, Any]:
         """This session's usage today, this week and this month, with its quota and what is left."""
         return await self._json("GET", "/usage")
