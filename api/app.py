@@ -4,11 +4,14 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse
 from redis.exceptions import RedisError
 
+from api.accounts import account_router, admin_router
 from api.accounts import router as accounts
+from api.accounts.service import AccountService
 from api.accounts.signin_throttle import SignInThrottle
 from api.accounts.users import BOOTSTRAP_ADMIN, AuthError, UserStore
 from api.batches import router as batches
@@ -19,7 +22,7 @@ from api.chat import router as chat
 from api.conversations import router as conversations
 from api.conversations.store import ConversationStore
 from api.conversations.turns import TurnService
-from api.errors import install_error_handlers
+from api.errors import HearthError, install_error_handlers
 from api.files import router as files
 from api.files.store import FileStore
 from api.health import router as health
@@ -35,9 +38,15 @@ from api.openapi import honest_openapi
 from api.responses import router as responses
 from api.responses.store import ResponseStore
 from api.settings import ApiSettings
+from api.sharing import router as sharing
+from api.sharing.store import ShareStore
 from api.status import router as status
 from api.status.board import queue_sampler
+from api.usage import router as usage
+from api.usage.quota import QuotaGate
+from api.usage.store import QuotaStore, UsageStore
 from hearth.redis_client import connect, connect_async
+from hearth.usage import UsageClock
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +84,12 @@ def create_app(settings: ApiSettings) -> FastAPI:
         app.state.jobs = JobService(redis, rq_redis, settings)
         app.state.conversations = ConversationStore(redis, settings)
         app.state.turns = TurnService(app.state.jobs, app.state.conversations, settings.turn_queueing_s)
-        app.state.users = UserStore(redis, [app.state.conversations.delete_owner], settings.session_ttl_s)
+        app.state.users = UserStore(redis, settings.session_ttl_s)
+        app.state.usage = UsageStore(redis, UsageClock(settings.usage_timezone, settings.usage_clock_offset_s))
+        app.state.quotas = QuotaStore(redis)
+        app.state.quota_gate = QuotaGate(redis, app.state.quotas, app.state.usage, settings.quota_hold_tokens, settings.job_ttl_s)
+        app.state.shares = ShareStore(redis)
+        app.state.accounts = AccountService(app.state.users, app.state.conversations, app.state.usage, app.state.shares)
         app.state.responses = ResponseStore(redis, settings.response_retention_s)
         app.state.files = FileStore(redis, settings.file_retention_s)
         app.state.batches = BatchStore(redis, settings.file_retention_s)
@@ -83,7 +97,7 @@ def create_app(settings: ApiSettings) -> FastAPI:
         await announce(settings, app.state.users)
         try:
             reaper = Reaper(redis, rq_redis, app.state.jobs, settings)
-            runner = BatchRunner(redis, rq_redis, app.state.batches, app.state.files, app.state.jobs, settings)
+            runner = BatchRunner(redis, rq_redis, app.state.batches, app.state.files, app.state.jobs, app.state.quota_gate, settings)
             filing = Filing(redis, app.state.jobs, runner, app.state.turns, app.state.responses)
             rounds = [reaper.sweep, filing.tick, runner.tick]
             async with queue_sampler(redis), housekeeping(redis, rounds, settings.housekeeping_interval_s):
@@ -95,6 +109,12 @@ def create_app(settings: ApiSettings) -> FastAPI:
     app = FastAPI(title="Hearth", version="0.1.0", lifespan=lifespan)
     app.state.draining = False  # set when the server is asked to stop: see api.__main__
     install_error_handlers(app)
+
+    @app.exception_handler(AuthError)
+    async def refused(_: Request, exc: AuthError) -> JSONResponse:
+        kind = {403: "permission_error", 404: "not_found_error"}.get(exc.status, "invalid_request_error")
+        return HearthError(exc.status, str(exc), kind, exc.code).response()
+
     app.openapi = lambda: honest_openapi(app)  # type: ignore[method-assign]  # FastAPI's documented way to replace the schema
     # An upload's multipart body is its file plus a little framing; the files router then
     # refuses a file over BATCH_MAX_FILE_BYTES itself, with a message that says so.
@@ -106,6 +126,6 @@ def create_app(settings: ApiSettings) -> FastAPI:
     origins = [o.strip() for o in settings.cors_origins.split(",") if o.strip()]
     if origins:  # off unless configured: browsers on other sites may not call the api
         app.add_middleware(CORSMiddleware, allow_origins=origins, allow_methods=["*"], allow_headers=["*"], expose_headers=["X-Job-Id", "X-Request-ID"])
-    for module in (health, accounts, models, chat, responses, jobs, conversations, files, batches, metrics, status):
+    for module in (health, accounts, account_router, admin_router, usage, sharing, models, chat, responses, jobs, conversations, files, batches, metrics, status):
         app.include_router(module.router)
     return app

@@ -9,6 +9,7 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from redis.asyncio import Redis as AsyncRedis
 
+from api.accounts.service import AccountService
 from api.accounts.signin_throttle import SignInThrottle
 from api.accounts.users import LOCAL_USER, User, UserStore
 from api.batches.store import BatchStore
@@ -19,6 +20,9 @@ from api.files.store import FileStore
 from api.jobs.service import JobService
 from api.responses.store import ResponseStore
 from api.settings import ApiSettings
+from api.sharing.store import ShareStore
+from api.usage.quota import QuotaGate
+from api.usage.store import QuotaStore, UsageStore
 from hearth.logs import bind
 
 
@@ -62,6 +66,26 @@ async def get_signins(request: Request) -> SignInThrottle:
     return request.app.state.signins  # type: ignore[no-any-return]  # Starlette types app.state as Any
 
 
+async def get_usage(request: Request) -> UsageStore:
+    return request.app.state.usage  # type: ignore[no-any-return]  # Starlette types app.state as Any
+
+
+async def get_quotas(request: Request) -> QuotaStore:
+    return request.app.state.quotas  # type: ignore[no-any-return]  # Starlette types app.state as Any
+
+
+async def get_quota_gate(request: Request) -> QuotaGate:
+    return request.app.state.quota_gate  # type: ignore[no-any-return]  # Starlette types app.state as Any
+
+
+async def get_shares(request: Request) -> ShareStore:
+    return request.app.state.shares  # type: ignore[no-any-return]  # Starlette types app.state as Any
+
+
+async def get_accounts(request: Request) -> AccountService:
+    return request.app.state.accounts  # type: ignore[no-any-return]  # Starlette types app.state as Any
+
+
 # Declares the scheme in the OpenAPI schema; the 401s are Hearth's own (auto_error=False).
 _BEARER = HTTPBearer(auto_error=False, description="A Hearth API key, or a ui session token from `POST /v1/login`.")
 
@@ -103,3 +127,18 @@ Turns = Annotated[TurnService, Depends(get_turns)]
 Responses = Annotated[ResponseStore, Depends(get_responses)]
 SignIns = Annotated[SignInThrottle, Depends(get_signins)]
 CurrentUser = Annotated[User, Depends(get_user)]
+Usage = Annotated[UsageStore, Depends(get_usage)]
+Quotas = Annotated[QuotaStore, Depends(get_quotas)]
+QuotaCheck = Annotated[QuotaGate, Depends(get_quota_gate)]
+Accounts = Annotated[AccountService, Depends(get_accounts)]
+Shares = Annotated[ShareStore, Depends(get_shares)]
+
+
+async def get_admin(user: CurrentUser) -> User:
+    """The caller, who must be an admin (403 otherwise: these routes exist for everyone to see)."""
+    if not user.is_admin:
+        raise HearthError(403, "Only an admin may do this.", "permission_error", "admin_only")
+    return user
+
+
+Admin = Annotated[User, Depends(get_admin)]

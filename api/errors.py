@@ -54,10 +54,11 @@ class ErrorResponse(BaseModel):
 _MEANINGS = {
     400: "Invalid request: the message names the field (`param`).",
     401: "Missing or incorrect API key.",
+    403: "Not allowed: an admin's route, or a wrong current password.",
     404: "No such model, or no such object (or another user's).",
-    409: "The conversation is busy: an answer is still being written in it.",
+    409: "The conversation is busy (an answer is still being written in it), or an account change that would leave Hearth without an admin.",
     413: "Request body too large.",
-    429: "Too many requests waiting, or too many failed sign-ins; see `Retry-After`.",
+    429: "Too many requests waiting, a quota reached (`quota_exceeded`), or too many failed sign-ins; see `Retry-After`.",
     500: "Unexpected failure; the message quotes the request id.",
     503: "Redis is unreachable; try again shortly.",
 }

@@ -12,6 +12,7 @@ class ApiSettings(CommonSettings):
     max_queue_wait_s: int = Field(600, ge=1, description="Longest a job may wait for a worker; then it ends with a `timeout` error.")
     fit_check_s: float = Field(2.0, gt=0, le=4, description="How long to wait for a worker to count a prompt before queueing it.")
     poll_s: float = Field(1.0, gt=0, le=4, description="How often a waiting stream re-checks queue position and worker liveness.")
+    quota_hold_tokens: int = Field(512, ge=1, description="Tokens a request that sets no `max_tokens` holds against its owner's token quota while it waits or runs (it then counts what it used).")
     # Routing by `model` (api.models.routing).
     model_aliases: str = Field("", description="Other names for served models, `alias=model,...` (e.g. `gpt-4o-mini=SmolLM2-135M-Instruct.Q4_1`).")
     default_model: str = Field("", description="Model that answers requests naming no served model; empty: those get 404 `model_not_found`.")

@@ -7,13 +7,19 @@ from api.accounts import cli as users
 from cli import batch
 
 
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="hearth", description="Hearth from a terminal.")
+    groups = top.add_subparsers(dest="group", required=True, metavar="COMMAND")
+    users.add_arguments(groups.add_parser("users", help="people, their API keys, roles and quotas (where REDIS_URL reaches Hearth's Redis)",
+                                          description="Manage Hearth's users, API keys and quotas."))
+    batch.add_arguments(groups.add_parser("batch", help="run a file of prompts as a batch (through the api, with your key)",
+                                          description="Run a file of prompts as a batch."))
+    return top
+
+
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["batch"]:
-        parser = argparse.ArgumentParser(prog="hearth batch", description="Run a file of prompts as a batch.")
-        batch.add_arguments(parser)
-        return batch.run(parser.parse_args(argv[1:]))
-    return users.main(argv)
+    args = parser().parse_args(argv)
+    return batch.run(args) if args.group == "batch" else users.run(args)
 
 
 if __name__ == "__main__":

@@ -3,8 +3,9 @@
 import os
 from collections.abc import Mapping
 from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -24,6 +25,17 @@ class CommonSettings(BaseSettings):
     job_ttl_s: int = Field(86400, ge=60, description="How long a job's status, result and replayable events are kept.")
     log_format: str = Field("json", pattern="^(json|text)$", description="`json` lines, or `text` for humans.")
     log_prompts: bool = Field(False, description="Log message content. Off: privacy is the point.")
+    usage_timezone: str = Field("UTC", description="Timezone whose midnight ends a day of usage and quotas (e.g. `Europe/Paris`); days are read off Redis's clock.")
+    usage_clock_offset_s: float = Field(0.0, ge=-86400 * 400, le=86400 * 400, description="Seconds added to Redis's clock when dating usage. Only for tests that cross a midnight; leave 0.")
+
+    @field_validator("usage_timezone")
+    @classmethod
+    def _zone_exists(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"no timezone {value!r} (an IANA name such as `Europe/Paris`)") from None
+        return value
 
 
 def data_dir(env: Mapping[str, str] = os.environ) -> Path:

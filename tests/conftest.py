@@ -4,7 +4,7 @@ from pathlib import Path
 import openai
 import pytest
 
-from devstack import RedisServer, Stack, serve
+from devstack import RedisServer, Stack, add_user, serve
 from tools.shaped_gguf import write_shaped_gguf
 
 
@@ -24,6 +24,18 @@ def redis_server(log_dir: Path) -> Iterator[RedisServer]:
 def stack(redis_server: RedisServer, log_dir: Path) -> Iterator[Stack]:
     """The default stack shared by most tests: one worker, one api, SmolLM2."""
     yield from serve(redis_server, log_dir)
+
+
+@pytest.fixture(scope="module")
+def secured(redis_server: RedisServer, log_dir: Path) -> Iterator[Stack]:
+    """A stack with accounts on, one per test module (people made in one module stay there)."""
+    yield from serve(redis_server, log_dir, AUTH="on")
+
+
+@pytest.fixture(scope="module")
+def boss(secured: Stack) -> str:
+    """The key of an admin of `secured`."""
+    return add_user(secured, "boss", admin=True)
 
 
 @pytest.fixture

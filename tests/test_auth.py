@@ -66,7 +66,7 @@ def test_cli_lists_by_name_and_revokes(secured: Stack) -> None:
     key = add_user(secured, "carol")
     assert as_user(secured, key).models.list().data
     listing = cli(secured, "list").stdout
-    assert re.search(r"^carol\tuser\t1 key\(s\)$", listing, re.M) and "hk-" not in listing
+    assert re.search(r"^carol\tuser\t1 key\(s\)\tlast seen \S+ \S+\t0 tokens today$", listing, re.M) and "hk-" not in listing
     assert cli(secured, "add", "carol").returncode == 1  # no duplicate names
     assert cli(secured, "revoke", "carol").returncode == 0
     with pytest.raises(openai.AuthenticationError):

@@ -1,11 +1,15 @@
-"""The page: sign-in, then the Chat (conversations kept by the api), Batch and Status tabs."""
+"""The page: sign-in, then the Chat (conversations kept by the api), Batch, Status, Shared,
+Account and Admin (admins' contents) tabs."""
 
 import gradio as gr
 
+from ui.account import account_tab, watch_session
+from ui.admin import admin_tab
 from ui.batches import batch_tab
 from ui.chat import wire_chat
 from ui.chat_layout import chat_panel, chat_sidebar
 from ui.client import HearthClient
+from ui.shared import shared_tab
 from ui.signin import Page, signin_form, wire_signin
 from ui.status import status_tab
 
@@ -42,7 +46,11 @@ def build_app(client: HearthClient, browser_key: str, concurrency: int) -> gr.Bl
                     chat = chat_panel(sidebar, browser_key)
                 batches = batch_tab(client, token, tabs)
                 status = status_tab(client, token, tabs)
-        page = Page(token, saved_token, signed_in, ended, form, main, who, sign_out, chat, tabs, status, batches)
+                shared = shared_tab(client, token, ended, tabs)
+                account = account_tab(client, token, ended, tabs)
+                admin = admin_tab(client, token, ended, tabs)
+        watch_session(client, token, ended)
+        page = Page(token, saved_token, signed_in, ended, form, main, who, sign_out, chat, tabs, status, batches, admin, account, shared)
         wire_chat(client, chat, token, ended, signed_in, wire_signin(app, client, page), concurrency)
     app.queue(default_concurrency_limit=concurrency)
     return app

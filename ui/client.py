@@ -130,12 +130,16 @@ def error_for_status(response: httpx.Response, body: Any) -> ApiError:
     """The user's view of an error response (the api's messages are written for users)."""
     message, code = _error_message(body)
     status = response.status_code
+    if status == 429 and code == "quota_exceeded" and message:
+        return ApiError(message, code, _retry_after(response))  # which limit, and when it resets
     if status == 429:
         retry = _retry_after(response)
         wait = f"Try again in {retry:.0f} s." if retry is not None else "Try again in a moment."
         return ApiError(f"Hearth is busy right now. {wait}", code or "rate_limited", retry)
-    if status in (401, 403):
+    if status == 401:
         return SessionEnded(SESSION_ENDED, code or "unauthorized")
+    if status == 403:  # signed in, but not allowed this (an admin's route; a wrong current password)
+        return ApiError(message or "You are not allowed to do this.", code or "forbidden")
     if status in (502, 503, 504):
         detail = f" ({message})" if message else ""
         return ApiError(f"Hearth can't take requests right now{detail}. Try again shortly.", code or "unavailable", _retry_after(response))
@@ -478,3 +482,83 @@ class HearthClient:
 
     async def delete_item(self, conv_id: str, item_id: str) -> None:
         await self._json("DELETE", f"/conversations/{conv_id}/items/{item_id}")
+
+    # People and accounts (`/v1/admin/…`, admins only; `/v1/account/…` and `/v1/usage`, everyone's own).
+
+    async def people(self) -> list[dict[str, Any]]:
+        """Everyone, with their role, keys, last request and usage today."""
+        return (await self._json("GET", "/admin/users"))["data"]
+
+    async def add_person(self, name: str, admin: bool) -> str:
+        """Their first API key: shown once."""
+        return str((await self._json("POST", "/admin/users", json={"name": name, "admin": admin}))["key"])
+
+    async def set_password(self, name: str, password: str) -> None:
+        await self._json("PUT", f"/admin/users/{name}/password", json={"password": password})
+
+    async def reset_password(self, name: str) -> str:
+        """A new random password: shown once."""
+        return str((await self._json("POST", f"/admin/users/{name}/password/reset"))["password"])
+
+    async def set_role(self, name: str, admin: bool) -> None:
+        await self._json("PUT", f"/admin/users/{name}/role", json={"role": "admin" if admin else "user"})
+
+    async def revocation(self, name: str) -> dict[str, Any]:
+        """What revoking `name` would delete; nothing is deleted."""
+        return await self._json("GET", f"/admin/users/{name}/revocation")
+
+    async def revoke(self, name: str) -> dict[str, Any]:
+        return await self._json("DELETE", f"/admin/users/{name}")
+
+    async def set_quota(self, name: str, quota: dict[str, int | None]) -> None:
+        await self._json("PUT", f"/admin/users/{name}/quota", json=quota)
+
+    async def quotas(self) -> dict[str, Any]:
+        """Everyone's default limits and each person's own."""
+        return await self._json("GET", "/admin/quotas")
+
+    async def set_default_quota(self, quota: dict[str, int | None]) -> None:
+        await self._json("PUT", "/admin/quotas/default", json=quota)
+
+    async def usage(self) -> dict[str, Any]:
+        """This session's usage today, this week and this month, with its quota and what is left."""
+        return await self._json("GET", "/usage")
+
+    async def my_keys(self) -> list[dict[str, Any]]:
+        return (await self._json("GET", "/account/keys"))["data"]
+
+    async def create_key(self, name: str) -> str:
+        """A new API key: shown once."""
+        return str((await self._json("POST", "/account/keys", json={"name": name}))["key"])
+
+    async def revoke_key(self, key_id: str) -> None:
+        await self._json("DELETE", f"/account/keys/{key_id}")
+
+    async def change_password(self, current: str, new: str) -> None:
+        await self._json("PUT", "/account/password", json={"current": current, "new": new})
+
+    async def sign_out_everywhere(self) -> int:
+        return int((await self._json("POST", "/account/sign-out-everywhere"))["sessions_ended"])
+
+    # Sharing (`/v1/conversations/{id}/shares`, `/v1/shared…`).
+
+    async def shared(self) -> list[dict[str, Any]]:
+        """Conversations others shared with this session's person, each with its `owner`."""
+        return (await self._json("GET", "/shared"))["data"]
+
+    async def shared_conversation(self, owner: str, conv_id: str) -> dict[str, Any]:
+        """One of them with its messages (read-only)."""
+        return await self._json("GET", f"/shared/{owner}/{conv_id}")
+
+    async def fork(self, owner: str, conv_id: str) -> dict[str, Any]:
+        """A copy of one of them among one's own conversations."""
+        return await self._json("POST", f"/shared/{owner}/{conv_id}/fork")
+
+    async def shares(self, conv_id: str) -> list[str]:
+        return (await self._json("GET", f"/conversations/{conv_id}/shares"))["data"]
+
+    async def share(self, conv_id: str, grantee: str) -> list[str]:
+        return (await self._json("POST", f"/conversations/{conv_id}/shares", json={"with": grantee}))["data"]
+
+    async def unshare(self, conv_id: str, grantee: str) -> list[str]:
+        return (await self._json("DELETE", f"/conversations/{conv_id}/shares/{grantee}"))["data"]

@@ -16,11 +16,14 @@ from typing import Any
 import gradio as gr
 from gradio.blocks import Block
 
+from ui.account import AccountTab
+from ui.admin import AdminTab
 from ui.batches import BatchTab
 from ui.chat import cancel_answer
 from ui.chat_layout import ChatPanel
 from ui.chat_session import ChatSession
 from ui.client import ApiError, HearthClient, Session
+from ui.shared import SharedTab
 from ui.status import StatusTab
 
 log = logging.getLogger(__name__)
@@ -89,18 +92,23 @@ class Page:
     tabs: gr.Tabs
     status: StatusTab
     batches: BatchTab
+    admin: AdminTab  # shown to admins only
+    account: AccountTab
+    shared: SharedTab
 
     def outputs(self) -> list[Block]:
         f = self.signin
         return [self.token, self.saved_token, self.signed_in, self.ended, f.gate, f.gate_text, f.retry, f.form, f.message,
                 f.username, f.secret, self.main, self.who, self.sign_out, *self.chat.outputs(),
-                self.tabs, self.status.timer, *self.status.outputs, self.batches.timer, self.batches.table, *self.batches.notes]
+                self.tabs, self.status.timer, *self.status.outputs, self.batches.timer, self.batches.table, *self.batches.notes,
+                *self.admin.outputs(), *self.account.outputs(), *self.shared.outputs()]
 
     def _forget(self, chat: ChatSession) -> Updates:
         """No token, an empty chat and status: nothing of the last user stays on the page."""
         chat.forget()
         return {self.token: None, self.saved_token: {}, self.signed_in: False, self.ended: None, self.signin.secret: "",
-                **self.chat.reset(), self.tabs: gr.Tabs(selected="chat"), **self.status.reset(), **self.batches.reset()}
+                **self.chat.reset(), self.tabs: gr.Tabs(selected="chat"), **self.status.reset(), **self.batches.reset(),
+                **self.admin.reset(), **self.account.reset(), **self.shared.reset()}
 
     def show_gate(self, text: str) -> Updates:
         return {self.signin.gate: gr.Column(visible=True), self.signin.gate_text: text,
@@ -116,7 +124,7 @@ class Page:
                 self.signin.gate: gr.Column(visible=False),
                 self.signin.form: gr.Column(visible=False), self.signin.message: "",
                 self.main: gr.Column(visible=True), self.who: signed_in_line(session.user) if session.auth else "",
-                self.sign_out: gr.Button(visible=session.auth)}
+                self.sign_out: gr.Button(visible=session.auth), **self.admin.shown(session.auth and session.role == "admin")}
 
 
 def wire_signin(app: gr.Blocks, client: HearthClient, page: Page) -> list[Any]:

@@ -16,6 +16,7 @@ from hearth.heartbeat import WorkerInfo
 from hearth.job_record import rq_queue, save_attempt
 from hearth.logs import setup_logging
 from hearth.redis_client import connect
+from hearth.usage import UsageClock
 from worker.control import CancelListener, Heartbeat
 from worker.engine import Engine
 from worker.fit_check import FitChecker
@@ -102,7 +103,8 @@ def main() -> None:
     pool = ModelPool(files, settings.model_memory_budget_mb * 2**20, lambda file: Engine(settings, file, disk), redis)
     log.info("serving %d model(s)", len(models), extra={"models": {m.id: m.n_ctx for m in files.values()}})
     FitChecker(redis, {m.id: Prompter(m.vocab, m.n_ctx, settings.default_max_tokens) for m in files.values()})
-    meter = JobMeter(redis, settings.job_ttl_s, settings.event_interval_ms / 1000, settings.worker_name, settings.log_prompts)
+    meter = JobMeter(redis, settings.job_ttl_s, settings.event_interval_ms / 1000, settings.worker_name, settings.log_prompts,
+                     UsageClock(settings.usage_timezone, settings.usage_clock_offset_s))
     runner = JobRunner(settings.worker_name, pool, meter, CancelListener(redis, models),
                        lambda queue, payload: save_attempt(rq_redis, queue, payload, settings.job_ttl_s), disk)
     heartbeat = Heartbeat(redis, settings.worker_name, models, lambda: WorkerInfo.model_validate({**runner.info(), **meter.live()}), settings.heartbeat_interval_s, settings.heartbeat_ttl_s)

@@ -16,12 +16,15 @@ from functools import partial
 
 from redis import Redis
 from redis.client import Pipeline
+from redis.exceptions import RedisError
 from rq.job import Job
 
+from hearth import usage
 from hearth.contract import DoneEvent, ErrorCode, ErrorEvent, Event, TokenEvent
 from hearth.lifecycle import JobStatus
 from hearth.logs import log_context
 from hearth.metrics import FinishedJob, Outcome, outcome_of, record_job
+from hearth.usage import UsageClock
 from worker.events import Commands, EventWriter
 
 log = logging.getLogger(__name__)
@@ -72,9 +75,9 @@ def _since(start: float | None, end: float | None) -> float | None:
 
 
 class JobMeter(EventWriter):
-    def __init__(self, redis: Redis, ttl_s: int, interval_s: float, worker_name: str, log_prompts: bool):
+    def __init__(self, redis: Redis, ttl_s: int, interval_s: float, worker_name: str, log_prompts: bool, clock: UsageClock):
         super().__init__(redis, ttl_s, interval_s)
-        self._worker, self._log_prompts = worker_name, log_prompts
+        self._worker, self._log_prompts, self._clock = worker_name, log_prompts, clock
         self._track: _Track | None = None
         self._tps = 0.0  # moving average of completed jobs' speed, for the api's wait estimates
 
@@ -112,7 +115,7 @@ class JobMeter(EventWriter):
             if record.tokens_per_s:
                 self._tps = record.tokens_per_s if not self._tps else 0.7 * self._tps + 0.3 * record.tokens_per_s
             self._log_end(record, track)
-            super().emit(job_id, event, partial(_both, before, partial(record_job, record=record)))
+            super().emit(job_id, event, partial(_both, before, partial(self._record, record=record)))
             return
         super().emit(job_id, event, before)
 
@@ -126,9 +129,18 @@ class JobMeter(EventWriter):
                 record = track.record(final, self._worker, track.started_at)
                 self._log_end(record, track)
                 pipe = self._redis.pipeline(transaction=False)
-                record_job(pipe, record)
+                self._record(pipe, record)
                 pipe.execute()
         return status
+
+    def _record(self, pipe: Pipeline, record: FinishedJob) -> None:
+        """The job's metrics and its owner's usage, dated by Redis's clock (hearth.usage)."""
+        record_job(pipe, record)
+        try:
+            moment = self._clock.at(self._redis.time())
+        except RedisError:  # this write fails too and is retried (worker.events), asking Redis again
+            moment = self._clock.at((int(time.time()), 0))
+        usage.count(pipe, record.user, record.model, moment, usage.job_counts(record.prompt_tokens, record.cached_tokens, record.completion_tokens))
 
     def _log_end(self, record: FinishedJob, track: _Track) -> None:
         log.info("job %s", record.outcome.value, extra={

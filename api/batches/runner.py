@@ -32,6 +32,7 @@ from api.models.routing import model_map
 from api.responses.objects import ended
 from api.responses.store import StoredResponse
 from api.settings import ApiSettings
+from api.usage.quota import QuotaExceeded, QuotaGate
 from hearth.contract import (
     ErrorCode,
     ErrorEvent,
@@ -50,8 +51,10 @@ CANCELLED = ("batch_cancelled", "The batch was cancelled before this line finish
 
 
 class BatchRunner:
-    def __init__(self, redis: AsyncRedis, rq_redis: Redis, store: BatchStore, files: FileStore, jobs: JobService, settings: ApiSettings):
+    def __init__(self, redis: AsyncRedis, rq_redis: Redis, store: BatchStore, files: FileStore, jobs: JobService, quota: QuotaGate,
+                 settings: ApiSettings):
         self._redis, self._rq_redis, self._store, self._files, self._jobs = redis, rq_redis, store, files, jobs
+        self._quota = quota
         self._settings = settings
         self._turns = itertools.count()  # feeds so far
         self._served: dict[str, int] = {}  # owner -> the feed that last served them
@@ -150,6 +153,7 @@ class BatchRunner:
         kind, line, tokens = await self._result(job, batch)
         await self._store.file(job.batch, job.line, kind, line, tokens, job.id)
         await self._redis.delete(job.key, events_key(job.id))
+        await self._quota.release(job.owner, job.id)  # its job is gone: no status says it ended
 
     async def _result(self, job: JobRecord, batch: BatchInfo | None) -> tuple[str, dict[str, Any], tuple[int, int]]:
         """A line's output or error file line, from its job's events."""
@@ -194,11 +198,34 @@ class BatchRunner:
                 queue = queue_name(QueueKind.BATCH, line.payload.model)
                 if queue not in room:
                     room[queue] = self._settings.batch_slice - int(await self._redis.llen(queue_key(queue)))
-                if room[queue] > 0 and await run_in_threadpool(self._enqueue, batch, line, queue):
+                if room[queue] <= 0:
+                    continue
+                if not await self._within_quota(batch, line):
+                    del by_owner[owner]  # their other batches wait too
+                    break
+                if await run_in_threadpool(self._enqueue, batch, line, queue):
                     room[queue] -= 1
                     self._served[owner] = next(self._turns)
                     return True
+                await self._quota.release(owner, line.payload.job_id)
         return False
+
+    async def _within_quota(self, batch: BatchInfo, line: PendingLine) -> bool:
+        """Whether the line fits its owner's quota (api.usage.quota; it then holds its share).
+        One that does not waits in the pending list, with the rest of the batch, until the
+        limit resets or is raised: a batch pauses at its owner's quota, its lines do not fail."""
+        payload = line.payload
+        try:
+            await self._quota.admit(batch.owner, payload.job_id, payload.model, payload.params.max_tokens, batch_line=True)
+        except QuotaExceeded as exc:
+            until = "" if exc.resets_at is None else exc.resets_at.isoformat()
+            if batch.fields.get("quota_paused_until") != until:
+                await self._store.set(batch.id, quota_paused_until=until)
+                log.info("batch paused at its owner's quota", extra={"batch_id": batch.id, "limit": exc.limit})
+            return False
+        if "quota_paused_until" in batch.fields:
+            await self._store.unset(batch.id, "quota_paused_until")
+        return True
 
     def _enqueue(self, batch: BatchInfo, line: PendingLine, queue_name_: str) -> bool:
         """Queue the batch's next line as a job (its record and its RQ job)."""

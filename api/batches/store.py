@@ -198,6 +198,8 @@ class BatchInfo:
             "errors": {"object": "list", "data": errors} if errors else None,
             "created_at": int(f["created_at"]), **{name: self.time(name) for name in _TIMES},
             "request_counts": counts, "metadata": json.loads(f.get("metadata") or "null"),
+            # Hearth's: the owner's quota holds its remaining lines back, until this time if it says.
+            "quota_paused": "quota_paused_until" in f, "quota_paused_until": f.get("quota_paused_until") or None,
             "usage": {"input_tokens": tokens_in, "output_tokens": tokens_out, "total_tokens": tokens_in + tokens_out,
                       "input_tokens_details": {"cached_tokens": 0}, "output_tokens_details": {"reasoning_tokens": 0}},
         }
@@ -286,6 +288,9 @@ class BatchStore:
 
     async def set(self, batch_id: str, **fields: str | int) -> None:
         await self._redis.hset(keys(batch_id)["batch"], mapping=fields)  # type: ignore[arg-type]  # redis-py's mapping keys are invariant: it refuses a dict[str, ...]
+
+    async def unset(self, batch_id: str, *names: str) -> None:
+        await self._redis.hdel(keys(batch_id)["batch"], *names)
 
     async def add_lines(self, batch_id: str, good: list[PendingLine], errors: list[LineError]) -> None:
         """The valid lines to run, and the line errors to show, at validation."""

@@ -12,7 +12,7 @@ from api.chat.schemas import ChatCompletionRequest
 from api.chat.service import prepare_chat, queue_chat, wait_for_answer
 from api.conversations.schemas import MessageItem, message
 from api.conversations.turns import TurnService
-from api.dependencies import CurrentUser, Jobs, RedisDep, Settings, Turns
+from api.dependencies import CurrentUser, Jobs, QuotaCheck, RedisDep, Settings, Turns
 from api.errors import HearthError, error_responses
 from api.jobs.service import JobService
 from hearth.contract import DoneEvent, ErrorEvent, TokenEvent
@@ -65,12 +65,12 @@ async def _question(body: ChatCompletionRequest, turns: TurnService, owner: str)
                               "content": {"text/event-stream": {}}}})
 async def create_chat_completion(
     body: ChatCompletionRequest, request: Request, jobs: Jobs, user: CurrentUser, redis: RedisDep, settings: Settings,
-    turns: Turns,
+    turns: Turns, quota: QuotaCheck,
 ) -> JSONResponse | EventSourceResponse:
     chat = await prepare_chat(body, user.name, jobs, redis, settings)
     question = await _question(body, turns, user.name)
     async with turns.taking(user.name, body.conversation, question, chat.payload.job_id):
-        job = await queue_chat(jobs, chat, user.name, body.conversation)
+        job = await queue_chat(jobs, quota, chat, user.name, body.conversation)
     headers = {"X-Job-Id": job.id}
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)

@@ -15,6 +15,7 @@ from api.errors import HearthError
 from api.jobs.service import JobService, QueueFull
 from api.models.routing import model_map
 from api.settings import ApiSettings
+from api.usage.quota import QuotaGate
 from hearth.contract import JobPayload, Sink
 from hearth.job_record import JobRecord
 
@@ -42,12 +43,16 @@ async def prepare_chat(body: ChatCompletionRequest, owner: str, jobs: JobService
     return PreparedChat(payload, route.queue_model)
 
 
-async def queue_chat(jobs: JobService, chat: PreparedChat, owner: str, conversation: str | None = None,
+async def queue_chat(jobs: JobService, quota: QuotaGate, chat: PreparedChat, owner: str, conversation: str | None = None,
                      sink: Sink | None = None) -> JobRecord:
-    """Admits the job in its fair place (api.jobs.queueing), or 429 with Retry-After."""
+    """Admits the job within its owner's quota (api.usage.quota) and in its fair place
+    (api.jobs.queueing), or 429 with Retry-After."""
+    payload = chat.payload
+    await quota.admit(owner, payload.job_id, payload.model, payload.params.max_tokens)
     try:
-        return await jobs.submit(chat.payload, owner, chat.queue_model, conversation, sink)
+        return await jobs.submit(payload, owner, chat.queue_model, conversation, sink)
     except QueueFull as exc:
+        await quota.release(owner, payload.job_id)
         raise HearthError(429, str(exc), "rate_limit_error", "rate_limit_exceeded",
                           headers={"Retry-After": str(exc.retry_after_s)}) from None
 

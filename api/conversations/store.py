@@ -400,6 +400,10 @@ class ConversationStore:
     async def set_defaults(self, owner: str, metadata: dict[str, str]) -> None:
         await self._redis.set(DEFAULTS_KEY.format(owner=owner), json.dumps(metadata))
 
+    async def count_owner(self, owner: str) -> int:
+        """How many conversations `owner` keeps (what revoking them would delete)."""
+        return int(await self._redis.zcard(INDEX_KEY.format(owner=owner)))
+
     async def delete_owner(self, owner: str) -> int:
         """Deletes every conversation of `owner`, and their defaults (their account is being deleted)."""
         index = INDEX_KEY.format(owner=owner)

@@ -20,6 +20,7 @@ from api.dependencies import (
     Conversations,
     CurrentUser,
     Jobs,
+    QuotaCheck,
     RedisDep,
     Responses,
     Settings,
@@ -132,7 +133,7 @@ async def _stream(jobs: JobService, job: JobRecord | None, record: StoredRespons
 @router.post("", response_model=None, responses={**SSE, **error_responses(409, 429)})
 async def create_response(
     body: ResponseCreateRequest, request: Request, jobs: Jobs, user: CurrentUser, redis: RedisDep, settings: Settings,
-    conversations: Conversations, turns: Turns, store: Responses,
+    conversations: Conversations, turns: Turns, store: Responses, quota: QuotaCheck,
 ) -> JSONResponse | EventSourceResponse:
     if body.background and not body.store:
         raise HearthError(400, "A background response must be stored: background needs store true.", param="background")
@@ -151,7 +152,7 @@ async def create_response(
                 await store.create(user.name, record)
             # A stored response's outcome is filed by its record (and from there into its
             # conversation); an unstored one in a conversation is filed as a chat turn is.
-            job = await queue_chat(jobs, chat, user.name, None if body.store else conv_id, Sink.RESPONSE if body.store else None)
+            job = await queue_chat(jobs, quota, chat, user.name, None if body.store else conv_id, Sink.RESPONSE if body.store else None)
         except Exception:  # refused a place in the queue, or Redis failed: nothing was stored
             await store.delete(user.name, record.job_id)
             raise

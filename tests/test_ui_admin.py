@@ -1,0 +1,175 @@
+"""The Admin, Account and Shared tabs in a real browser: an admin adds a person whose key,
+shown once, signs them in in a second browser; revoking them, after the page says what that
+deletes, signs their page out. A person's own keys, password, usage and sessions. A
+conversation shared with another person, read and continued as their own copy."""
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from playwright.sync_api import Page, expect
+
+from devstack import RedisServer, Stack, add_user, serve
+from tests.test_ui import SIGNIN, SIGNIN_MESSAGE, Ui, browser, new_page, no_error_details, sign_in, signed_in, users  # noqa: F401  # fixtures
+
+pytestmark = pytest.mark.browser
+
+
+@pytest.fixture(scope="module")
+def secured(redis_server: RedisServer, log_dir: Path) -> Iterator[Stack]:
+    yield from serve(redis_server, log_dir, AUTH="on", DEFAULT_MAX_TOKENS="8")
+
+
+@pytest.fixture(scope="module")
+def secured_ui(secured: Stack, log_dir: Path) -> Iterator[Ui]:
+    u = Ui(secured.env, log_dir)
+    yield u
+    u.stop()
+
+
+def choose(page: Page, dropdown: str, option: str) -> None:
+    page.click(f"{dropdown} input")
+    page.get_by_role("option", name=option, exact=True).click()
+
+
+def open_tab(page: Page, name: str) -> None:
+    page.get_by_role("tab", name=name).click()
+
+
+def test_admin_adds_a_person_who_signs_in_elsewhere_and_is_revoked(secured: Stack, secured_ui: Ui,
+                                                                   new_page: Callable[[str], Page], log_dir: Path) -> None:  # noqa: F811
+    root = add_user(secured, "root", admin=True)
+    admin = new_page(secured_ui.url)
+    sign_in(admin, "root", root)
+    signed_in(admin, "root")
+    open_tab(admin, "Admin")
+    expect(admin.locator("#hearth-admin-people")).to_contain_text("root")
+    admin.fill("#hearth-admin-new-name input", "pia")
+    admin.click("#hearth-admin-add")
+    expect(admin.locator("#hearth-admin-message")).to_contain_text("Added pia")
+    secret = admin.locator("#hearth-admin-secret")
+    key = secret.locator("input, textarea").first.input_value()
+    assert key.startswith("hk-")
+    expect(secret.get_by_role("button", name="Copy")).to_be_visible()  # the copy button beside the key
+    expect(admin.locator("#hearth-admin-people")).to_contain_text("pia")
+    admin.screenshot(path=str(log_dir / "ui-admin-added.png"), full_page=True)
+
+    # A second browser: pia signs in with the key shown once; she has no Admin tab.
+    pia = new_page(secured_ui.url)
+    sign_in(pia, "pia", key)
+    signed_in(pia, "pia")
+    open_tab(pia, "Admin")
+    expect(pia.locator("#hearth-admin-others")).to_contain_text("Only an admin manages people here")
+    expect(pia.locator("#hearth-admin-add")).to_be_hidden()
+    assert httpx.get(f"{secured.base_url}/admin/users", headers={"Authorization": f"Bearer {key}"}).status_code == 403
+
+    # Limits: hers, then everyone's default; choosing someone shows their own.
+    choose(admin, "#hearth-admin-chosen", "pia")
+    admin.fill("#hearth-admin-tokens_per_day input", "5000")
+    admin.click("#hearth-admin-set-limits")
+    expect(admin.locator("#hearth-admin-message")).to_have_text("Limits set for pia.")
+    choose(admin, "#hearth-admin-chosen", "Everyone (default limits)")
+    expect(admin.locator("#hearth-admin-tokens_per_day input")).to_have_value("")
+    admin.fill("#hearth-admin-jobs_at_once input", "3")
+    admin.click("#hearth-admin-set-limits")
+    expect(admin.locator("#hearth-admin-message")).to_have_text("Default limits set for everyone.")
+    quotas = httpx.get(f"{secured.base_url}/admin/quotas", headers={"Authorization": f"Bearer {root}"}).json()
+    assert quotas["default"]["jobs_at_once"] == 3 and quotas["people"]["pia"]["tokens_per_day"] == 5000
+    assert httpx.put(f"{secured.base_url}/admin/quotas/default", json={}, headers={"Authorization": f"Bearer {root}"}).status_code == 200
+
+    # Revoke: what it deletes is said first, then it happens and her page signs out by itself.
+    choose(admin, "#hearth-admin-chosen", "pia")
+    expect(admin.locator("#hearth-admin-tokens_per_day input")).to_have_value("5000")
+    admin.click("#hearth-admin-revoke")
+    expect(admin.locator("#hearth-admin-preview")).to_contain_text("Revoking pia deletes 1 API key(s), signs out 1 open session(s)")
+    assert httpx.get(f"{secured.base_url}/me", headers={"Authorization": f"Bearer {key}"}).status_code == 200  # not yet
+    admin.screenshot(path=str(log_dir / "ui-admin-revoke-preview.png"), full_page=True)
+    admin.click("#hearth-admin-confirm")
+    expect(admin.locator("#hearth-admin-message")).to_contain_text("Revoked pia")
+    expect(admin.locator("#hearth-admin-people")).not_to_contain_text("pia")
+    expect(pia.locator(SIGNIN_MESSAGE)).to_contain_text("Your session has ended", timeout=30_000)
+    no_error_details(admin)
+
+
+def test_account_tab_shows_usage_and_manages_keys_password_and_sessions(secured: Stack, secured_ui: Ui,
+                                                                        new_page: Callable[[str], Page], log_dir: Path) -> None:  # noqa: F811
+    key = add_user(secured, "quinn")
+    users(secured, "quota", "quinn", "--tokens-per-day", "100000")
+    other = new_page(secured_ui.url)  # a second session, to be signed out with this one
+    sign_in(other, "quinn", key)
+    signed_in(other, "quinn")
+    page = new_page(secured_ui.url)
+    sign_in(page, "quinn", key)
+    signed_in(page, "quinn")
+    open_tab(page, "Account")
+    usage = page.locator("#hearth-account-usage")
+    expect(usage).to_contain_text("Today")
+    expect(usage).to_contain_text("100000 of 100000 tokens today left")
+    expect(page.locator("#hearth-account-keys")).to_contain_text("first key")
+
+    page.fill("#hearth-account-key-name input", "laptop")
+    page.click("#hearth-account-create-key")
+    expect(page.locator("#hearth-account-keys")).to_contain_text("laptop")
+    new_key = page.locator("#hearth-account-new-key").locator("input, textarea").first.input_value()
+    assert new_key.startswith("hk-")
+    assert httpx.get(f"{secured.base_url}/me", headers={"Authorization": f"Bearer {new_key}"}).status_code == 200
+    page.screenshot(path=str(log_dir / "ui-account.png"), full_page=True)
+    choose(page, "#hearth-account-key-choice", next(o for o in page_key_options(secured, key) if o.startswith("laptop")))
+    page.click("#hearth-account-revoke-key")
+    expect(page.locator("#hearth-account-message")).to_contain_text("revoked")
+    assert httpx.get(f"{secured.base_url}/me", headers={"Authorization": f"Bearer {new_key}"}).status_code == 401
+
+    page.fill("#hearth-account-new input", "short")
+    page.click("#hearth-account-change-password")
+    expect(page.locator("#hearth-account-message")).to_contain_text("at least 8 characters")
+    page.fill("#hearth-account-new input", "quinn's new password")
+    page.click("#hearth-account-change-password")
+    expect(page.locator("#hearth-account-message")).to_have_text("Password changed.")
+    assert httpx.post(f"{secured.base_url}/login", json={"username": "quinn", "password": "quinn's new password"}).status_code == 200
+
+    page.click("#hearth-account-sign-out-everywhere")
+    expect(page.locator(SIGNIN_MESSAGE)).to_contain_text("signed out everywhere")
+    expect(other.locator(SIGNIN)).to_be_visible(timeout=30_000)  # the other browser, on its next check
+    assert httpx.get(f"{secured.base_url}/me", headers={"Authorization": f"Bearer {key}"}).status_code == 200  # keys stay
+    no_error_details(page)
+
+
+def page_key_options(stack: Stack, key: str) -> list[str]:
+    """The Account tab's labels of the person's keys: "name (id)"."""
+    keys = httpx.get(f"{stack.base_url}/account/keys", headers={"Authorization": f"Bearer {key}"}).json()["data"]
+    return [f"{k['name'] or '(unnamed)'} ({k['id']})" for k in keys]
+
+
+def test_shared_tab_shares_a_conversation_that_the_other_reads_and_copies(secured: Stack, secured_ui: Ui,
+                                                                           new_page: Callable[[str], Page], log_dir: Path) -> None:  # noqa: F811
+    hana, ivo = add_user(secured, "hana"), add_user(secured, "ivo")
+    made = httpx.post(f"{secured.base_url}/conversations", headers={"Authorization": f"Bearer {hana}"},
+                      json={"metadata": {"title": "Soup"}, "items": [{"type": "message", "role": "user", "content": "Our soup recipe?"}]})
+    conv = made.json()["id"]
+    owner = new_page(secured_ui.url)
+    sign_in(owner, "hana", hana)
+    signed_in(owner, "hana")
+    open_tab(owner, "Shared")
+    choose(owner, "#hearth-shared-mine", "Soup")
+    expect(owner.locator("#hearth-shared-grantees")).to_have_text("Not shared.")
+    owner.fill("#hearth-shared-with input", "ivo")
+    owner.click("#hearth-shared-share")
+    expect(owner.locator("#hearth-shared-grantees")).to_have_text("Shared with ivo.")
+
+    reader = new_page(secured_ui.url)
+    sign_in(reader, "ivo", ivo)
+    signed_in(reader, "ivo")
+    open_tab(reader, "Shared")
+    choose(reader, "#hearth-shared-chosen", "Soup — hana's")
+    expect(reader.locator("#hearth-shared-reading")).to_contain_text("Our soup recipe?")
+    reader.screenshot(path=str(log_dir / "ui-shared.png"), full_page=True)
+    reader.click("#hearth-shared-fork")
+    expect(reader.locator("#hearth-shared-message")).to_contain_text("is now among your chats")
+    mine = httpx.get(f"{secured.base_url}/conversations", headers={"Authorization": f"Bearer {ivo}"}).json()["data"]
+    assert [c["metadata"] for c in mine] == [{"title": "Soup", "forked_from": f"hana/{conv}"}]
+
+    owner.click("#hearth-shared-stop")
+    expect(owner.locator("#hearth-shared-grantees")).to_have_text("Not shared.")
+    assert httpx.get(f"{secured.base_url}/shared", headers={"Authorization": f"Bearer {ivo}"}).json()["data"] == []
+    no_error_details(reader)
