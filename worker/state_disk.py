@@ -69,7 +69,10 @@ class StateDisk:
         self._sync()
         with self._cond:
             entries = [(name, e.tokens) for name, e in self._index.items() if e.model == model]
-        return max(((name, common_prefix(held, tokens)) for name, held in entries), key=lambda x: x[1], default=("", 0))
+        # Of as long matches, the shortest state: the least to read (a shared system prompt
+        # is in every conversation that starts with it).
+        best = max(((name, common_prefix(held, tokens), -len(held)) for name, held in entries), key=lambda x: x[1:], default=("", 0, 0))
+        return best[0], best[1]
 
     def holds(self, model: bytes, tokens: np.ndarray) -> bool:
         with self._cond:
