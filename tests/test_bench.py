@@ -19,9 +19,9 @@ def number(pattern: str, text: str) -> float:
     return float(match.group(1))
 
 
-@pytest.mark.timeout(660)  # seconds alone, minutes on a machine that others share
+@pytest.mark.timeout(960)  # seconds alone, minutes on a machine that others share
 def test_bench_runs_every_case_and_prints_its_numbers() -> None:
-    done = subprocess.run([sys.executable, "-m", "bench", *SMALLEST], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    done = subprocess.run([sys.executable, "-m", "bench", *SMALLEST], cwd=ROOT, capture_output=True, text=True, timeout=900)
     out = done.stdout
     assert done.returncode == 0, f"{out}\n{done.stderr}"
 

@@ -4,6 +4,7 @@ never restored (and a damaged one is removed), and the folder stays within its b
 
 import json
 import re
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -249,3 +250,13 @@ def test_a_state_of_another_format_or_llama_cpp_is_unusable(tmp_path: Path, monk
     with pytest.raises(state_file.Unusable, match=reason):
         state_file.read_header(path)
     assert state_file.read(state_file.write(tmp_path, b"m" * 32, tokens, b"state"), b"m" * 32)[1] == b"state"
+
+
+def test_a_removed_folder_costs_its_states_never_a_turn(make_stack) -> None:
+    s = make_stack()
+    worker = s.start_worker()
+    s.start_api()
+    shutil.rmtree(s.states)  # by hand, while the worker runs
+    first_turn(s)
+    wait_for(saved(worker, 1), 30, "the turn's state, in the folder made again", worker)
+    assert len(state_files(s)) == 1

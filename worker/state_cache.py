@@ -3,8 +3,9 @@
 One worker serves several people whose chats interleave; llama.cpp keeps the state of only
 one token sequence. Before a job would overwrite the live state, that state is copied out
 (only the sequence's KV: a few tens of KB per token, not the whole context) into memory,
-keyed by its tokens. After each job the live state also goes to disk (worker.state_disk,
-written in the background), where it outlives the worker and this model's unloading. A job
+keyed by its tokens. After each chat the live state is copied out at once, into memory and
+to disk (worker.state_disk, written in the background), where it outlives the worker and
+this model's unloading. A job
 whose prompt shares a longer prefix with a saved sequence than with the live one gets the
 best of them copied back, from memory if it holds as much, else from disk. Least recently
 used entries go first when a tier's byte budget is exceeded.
@@ -55,8 +56,8 @@ class StateCache:
         tokens = np.array(prompt, dtype=np.int32)
         live = self._live()
         live_hit = common_prefix(live, tokens)
-        if self._budget > 0 and live_hit < len(live) and len(live) >= MIN_TOKENS:
-            self._save(live)
+        if self._budget > 0 and live_hit < len(live) and len(live) >= MIN_TOKENS and live.tobytes() not in self._entries:
+            self._put(live, self._copy())
         memory_key, memory_hit = max(((key, common_prefix(held, tokens)) for key, (held, _) in self._entries.items()),
                                      key=lambda x: x[1], default=(b"", 0))
         disk_name, disk_hit = self._disk.best(self._model, tokens) if self._disk else ("", 0)
@@ -77,7 +78,9 @@ class StateCache:
             return
         live = self._live()
         if len(live) >= MIN_TOKENS and not self._disk.holds(self._model, live):
-            self._disk.save(self._model, live, self._copy())
+            data = self._copy()
+            self._disk.save(self._model, live, data)
+            self._put(live, data)  # the same bytes: the next job that replaces it need not copy it again
 
     def _copy(self) -> bytes:
         ctx = self._llama._ctx.ctx
@@ -86,8 +89,7 @@ class StateCache:
         written = llama_cpp.llama_state_seq_get_data(ctx, buf, size, SEQ)
         return ctypes.string_at(buf, written)
 
-    def _save(self, key: np.ndarray) -> None:
-        data = self._copy()
+    def _put(self, key: np.ndarray, data: bytes) -> None:
         if len(data) > self._budget:
             return
         # A longer conversation supersedes the saved states it extends.

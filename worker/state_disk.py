@@ -69,7 +69,10 @@ class StateDisk:
         self._sync()
         with self._cond:
             entries = [(name, e.tokens) for name, e in self._index.items() if e.model == model]
-        return max(((name, common_prefix(held, tokens)) for name, held in entries), key=lambda x: x[1], default=("", 0))
+        # Of as long matches, the shortest state: the least to read (a shared system prompt
+        # is in every conversation that starts with it).
+        best = max(((name, common_prefix(held, tokens), -len(held)) for name, held in entries), key=lambda x: x[1:], default=("", 0, 0))
+        return best[0], best[1]
 
     def holds(self, model: bytes, tokens: np.ndarray) -> bool:
         with self._cond:
@@ -130,6 +133,7 @@ class StateDisk:
 
     def _write(self, model: bytes, tokens: np.ndarray, data: bytes) -> None:
         started = time.monotonic()
+        self.folder.mkdir(parents=True, exist_ok=True)  # removed meanwhile (by hand): made again
         path = state_file.write(self.folder, model, tokens, data)
         with self._cond:
             superseded = [name for name, e in self._index.items()
@@ -145,18 +149,22 @@ class StateDisk:
         state file's modification time."""
         seen: dict[str, float] = {}
         now = time.time()
-        with os.scandir(self.folder) as it:
-            for item in it:
-                try:
-                    mtime = item.stat().st_mtime
-                except OSError:
-                    continue
-                if item.name.endswith(state_file.TMP_SUFFIX):
-                    if now - mtime > STALE_TMP_S:
-                        Path(item.path).unlink(missing_ok=True)
-                    continue
-                if item.name.endswith(state_file.SUFFIX):
-                    seen[item.name] = mtime
+        try:
+            items = list(os.scandir(self.folder))
+        except OSError as exc:  # the folder removed or unreadable: no states, never a failed job
+            log.warning("cannot read the saved states' folder: %s", exc.strerror)
+            items = []
+        for item in items:
+            try:
+                mtime = item.stat().st_mtime
+            except OSError:
+                continue
+            if item.name.endswith(state_file.TMP_SUFFIX):
+                if now - mtime > STALE_TMP_S:
+                    Path(item.path).unlink(missing_ok=True)
+                continue
+            if item.name.endswith(state_file.SUFFIX):
+                seen[item.name] = mtime
         with self._cond:
             for gone in self._index.keys() - seen.keys():
                 del self._index[gone]

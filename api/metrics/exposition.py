@@ -108,11 +108,11 @@ class SnapshotCollector(Collector):
                     family.add_metric([key.removeprefix(prefix)], value)
             yield family
 
-        restores = CounterMetricFamily("hearth_state_restores", "Jobs whose prompt's start was restored from a saved model state, by where it was kept.", labels=["tier"])
+        restores = CounterMetricFamily("hearth_state_restores", "Completed jobs whose prompt's start was restored from a saved model state, by where it was kept.", labels=["tier"])
         restores.add_metric(["memory"], get(m.StateCounter.RESTORES_MEMORY, 0))
         restores.add_metric(["disk"], get(m.StateCounter.RESTORES_DISK, 0))
         yield restores
-        yield CounterMetricFamily("hearth_state_misses", "Jobs that found no saved state covering the start of their prompt (it was evaluated in full).",
+        yield CounterMetricFamily("hearth_state_misses", "Completed jobs that found no saved state covering the start of their prompt (it was evaluated in full).",
                                   value=get(m.StateCounter.MISSES, 0))
         jobs = CounterMetricFamily("hearth_jobs", "Jobs by how they ended; rejected = refused with 429.", labels=["outcome"])
         for outcome in m.Outcome:
