@@ -5,6 +5,7 @@ import gradio as gr
 from ui.batches import batch_tab
 from ui.chat import chat_panel, chat_sidebar, wire_chat
 from ui.client import HearthClient
+from ui.idle_queue import IdleQueue
 from ui.signin import Page, signin_form, wire_signin
 from ui.status import status_tab
 
@@ -48,4 +49,5 @@ def build_app(client: HearthClient, browser_key: str) -> gr.Blocks:
         page = Page(token, saved_token, signed_in, ended, form, main, who, sign_out, chat, tabs, status, batches)
         wire_chat(app, client, chat, token, ended, signed_in, wire_signin(app, client, page), CONCURRENCY_LIMIT)
     app.queue(default_concurrency_limit=CONCURRENCY_LIMIT)
+    app._queue = IdleQueue.replacing(app._queue)  # Gradio's own polls every millisecond, work or not
     return app
