@@ -18,6 +18,7 @@ from api.filing import settle
 from api.jobs import JobInfo, JobService
 from api.schemas import ChatCompletionRequest
 from hearth.contract import DoneEvent, ErrorEvent, TokenEvent
+from hearth.sse import hearth_comment
 
 router = APIRouter(prefix="/v1", tags=["chat"], responses=error_responses(400, 401, 404, 409, 413, 429, 500, 503))
 
@@ -43,7 +44,7 @@ async def _stream(
                 finished = True
                 yield {"data": json.dumps(fmt.error_of(event).body())}
             else:
-                yield ServerSentEvent(comment=f"hearth {event.model_dump_json()}")
+                yield ServerSentEvent(comment=hearth_comment(event))
     finally:
         # The client went away: free the worker for someone who is waiting. (Not when the
         # api itself is stopping, nor for a job whose result is filed (a conversation's turn):

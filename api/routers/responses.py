@@ -33,6 +33,7 @@ from api.responses import ResponseStore, StoredResponse, job_id_of
 from hearth.contract import FINAL_EVENTS, START_ID, Event, Message, Sink
 from hearth.lifecycle import JobStatus
 from hearth.logs import bind
+from hearth.sse import hearth_comment
 
 router = APIRouter(prefix="/v1/responses", tags=["responses"], responses=error_responses(400, 401, 404, 413, 500, 503))
 SSE: dict[int | str, dict[str, Any]] = {200: {"description": "A `response`, or with `stream` its events as server-sent events.", "content": {"text/event-stream": {}}}}
@@ -98,7 +99,7 @@ async def _stream(jobs: JobService, job: JobInfo | None, record: StoredResponse,
 
     def sent(event: Event) -> list[dict[str, str] | ServerSentEvent]:
         numbered = events.add(event)
-        return [*shown(numbered)] if numbered else [ServerSentEvent(comment=f"hearth {event.model_dump_json()}")]
+        return [*shown(numbered)] if numbered else [ServerSentEvent(comment=hearth_comment(event))]
 
     finished = False
     try:
