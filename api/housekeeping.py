@@ -26,6 +26,7 @@ LEASE_KEY = "hearth:housekeeping:lease"
 # The longest single BLPOP: well below redis-py's 5 s socket timeout, and a bound on how long a
 # read goes on after its task was cancelled (see `stop_if_cancelled`).
 BLOCK_S = 1.0
+SHORTEST_S = 0.01  # Redis reads a BLPOP timeout under 1 ms as 0, which blocks until a push
 
 # Take or keep the lease: ours if free or already ours. KEYS: the lease; ARGV: token, TTL (ms).
 _TAKE_LUA = """
@@ -55,7 +56,7 @@ async def until_nudged(waiter: AsyncRedis, longest_s: float) -> None:
     connection of its own: a BLPOP holds its connection while it waits."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + longest_s
-    while (left := deadline - loop.time()) > 0:
+    while (left := deadline - loop.time()) >= SHORTEST_S:
         if await waiter.blpop([NUDGE_KEY], timeout=min(left, BLOCK_S)):
             return
         stop_if_cancelled()
