@@ -10,6 +10,7 @@ Gradio 6.31's, with only their sleeps replaced (check them again when Gradio mov
 
 import asyncio
 import time
+from contextlib import suppress
 from typing import Any
 
 from gradio.queueing import Event, Queue
@@ -49,8 +50,9 @@ class IdleQueue(Queue):
     def close(self) -> None:
         """Called from another thread (`Blocks.close`): the loops are woken in theirs, to end."""
         super().close()
-        if self._loop is not None and not self._loop.is_closed():
-            self._loop.call_soon_threadsafe(self._wake)
+        if self._loop is not None:
+            with suppress(RuntimeError):  # that loop has already ended: nothing waits
+                self._loop.call_soon_threadsafe(self._wake)
 
     async def _until_changed(self) -> None:
         await self._changed.wait()
