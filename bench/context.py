@@ -13,7 +13,7 @@ import httpx
 
 from bench.report import median, table
 from bench.rig import Rig
-from bench.sse import ChatTiming, stream_chat
+from bench.timed_chat import ChatTiming, stream_chat
 
 USERS = ("ada", "ben", "cy")
 TOPICS = ("gardening", "bread baking", "bicycle repair")

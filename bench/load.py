@@ -16,7 +16,7 @@ import httpx
 
 from bench.report import percentile, table
 from bench.rig import Rig
-from bench.sse import ChatTiming, stream_chat
+from bench.timed_chat import ChatTiming, stream_chat
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ import httpx
 
 from bench.report import median, table, verdict
 from bench.rig import Rig, end_tokens
-from bench.sse import ChatTiming, stream_chat
+from bench.timed_chat import ChatTiming, stream_chat
 from devstack import Process
 from hearth.contract import Message
 from tools.shaped_gguf import cached_shaped_gguf

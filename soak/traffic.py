@@ -5,12 +5,12 @@ import json
 import random
 import threading
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any
 
 import httpx
 
+from hearth.sse import read_sse
 from soak.ledger import Ledger
 
 DEADLINE_S = 120  # per request, and for a job or batch to reach the state it must reach
@@ -24,31 +24,6 @@ class Unexpected(Exception):
 
 class Entered(Exception):
     """Stops an action whose request was already entered as unaccounted."""
-
-
-@dataclass
-class Sse:
-    event: str
-    data: str
-    id: str | None
-
-
-def read_sse(response: httpx.Response) -> Iterator[Sse]:
-    event, data, event_id = "message", "", None
-    for line in response.iter_lines():
-        if line == "":
-            if data:
-                yield Sse(event, data, event_id)
-            event, data, event_id = "message", "", None
-        elif not line.startswith(":"):
-            name, _, value = line.partition(":")
-            value = value.removeprefix(" ")
-            if name == "data":
-                data = f"{data}\n{value}" if data else value
-            elif name == "event":
-                event = value
-            elif name == "id":
-                event_id = value
 
 
 def error_code(response: httpx.Response) -> str:
@@ -140,7 +115,9 @@ class Person:
                     self._settle(r, {429: "rejected: 429"})
                     return "", "", "rejected"
                 job_id = r.headers["x-job-id"]
-                for sse in read_sse(r):
+                for sse in read_sse(r.iter_lines()):
+                    if not sse.data:  # keep-alive pings, Hearth's comments
+                        continue
                     if sse.data == "[DONE]":
                         end = "done"
                         break
@@ -229,7 +206,7 @@ class Person:
                 if r.status_code != 200:
                     r.read()
                     self._settle(r, {})
-                for sse in read_sse(r):
+                for sse in read_sse(r.iter_lines()):
                     last_id = sse.id or last_id
                     if sse.event == "token":
                         text += json.loads(sse.data)["text"]

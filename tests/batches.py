@@ -9,7 +9,8 @@ from typing import Any
 import openai
 
 from devstack import Stack, wait_for
-from tests.sse import Sse, job_events
+from hearth.sse import SseEvent
+from tests.sse import job_events
 
 
 def request_line(custom_id: str, content: str, max_tokens: int = 8, **body: Any) -> dict[str, Any]:
@@ -47,7 +48,7 @@ def file_lines(client: openai.OpenAI, file_id: str | None) -> list[dict[str, Any
 @dataclass
 class PausedRun:
     batch: Any  # the batch, completed
-    followed: list[Sse]  # the line's events, as they came (its log is dropped once it is filed)
+    followed: list[SseEvent]  # the line's events, as they came (its log is dropped once it is filed)
     chat_id: str  # the chat that paused it
 
 
@@ -62,7 +63,7 @@ def pause_a_line(stack: Stack, client: openai.OpenAI, batch_id: str, min_events:
     wait_for(lambda: line_job() is not None, 60, "the line to start")
     line = line_job()
     assert line is not None
-    followed: list[Sse] = []
+    followed: list[SseEvent] = []
     follower = threading.Thread(target=lambda: followed.extend(job_events(stack.base_url, line, timeout=240)))
     follower.start()
     wait_for(lambda: len(stack.redis.xrange(f"hearth:job:{line}:events")) > min_events, 60, "the line's first tokens")

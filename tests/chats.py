@@ -1,6 +1,5 @@
 """A streaming chat read in a background thread, for tests that act while it runs or waits."""
 
-import json
 import threading
 import time
 from typing import Any
@@ -8,7 +7,8 @@ from typing import Any
 import httpx
 
 from devstack import Stack
-from tests.sse import read_sse
+from hearth.contract import QueuedEvent
+from hearth.sse import read_sse
 
 NO_END = {"0": -100, "1": -100, "2": -100}  # SmolLM2's end-of-text and turn tokens: answers run to max_tokens
 # A chat that keeps the worker busy until cancelled (minutes): SmolLM2's end tokens are banned.
@@ -45,13 +45,11 @@ class BackgroundChat:
             with httpx.stream("POST", self._url, json=self._body, headers=self._headers, timeout=300) as r:
                 self.status, self.job_id, self.request_id = r.status_code, r.headers.get("x-job-id"), r.headers.get("x-request-id")
                 self._answered.set()
-                for sse in read_sse(r):
-                    for comment in sse.comments:
-                        if comment.startswith("hearth "):
-                            event = json.loads(comment.removeprefix("hearth "))
-                            self.events.append(event)
-                            if event["type"] == "queued":
-                                self.positions.append(event["position"])
+                for sse in read_sse(r.iter_lines()):
+                    for event in sse.hearth_events():
+                        self.events.append(event.model_dump(mode="json"))
+                        if isinstance(event, QueuedEvent):
+                            self.positions.append(event.position)
                     if not sse.data or sse.data == "[DONE]":
                         continue
                     chunk = sse.json()

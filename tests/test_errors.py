@@ -8,7 +8,7 @@ import pytest
 
 from devstack import Stack, free_port
 from hearth.contract import ANY_MODEL
-from tests.sse import read_sse
+from hearth.sse import read_sse
 
 GOOD = {"model": "any", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}
 
@@ -76,7 +76,7 @@ def test_without_a_worker_the_job_waits_and_readyz_says_why(make_stack) -> None:
     assert ready.status_code == 503 and "No worker" in ready.json()["reason"]
     with httpx.stream("POST", f"{s.base_url}/chat/completions", json={**GOOD, "stream": True}, timeout=120) as r:
         job_id = r.headers["x-job-id"]
-        events = read_sse(r)
+        events = read_sse(r.iter_lines())
         # The stream tells its client where it waits (an SSE comment the openai client skips).
         waiting = next(e for e in events if any('"type":"queued"' in c for c in e.comments))
         assert '"position":1' in waiting.comments[0]

@@ -9,7 +9,8 @@ import httpx
 
 from devstack import Stack, wait_for
 from hearth.contract import START_ID, decode_live, events_key, live_channel, stream_id
-from tests.sse import job_events, read_sse
+from hearth.sse import read_sse
+from tests.sse import job_events
 
 LONG = {"model": "any", "messages": [{"role": "user", "content": "Tell me a long story about a dragon."}],
         "max_tokens": 120, "stream": True, "seed": 3}
@@ -29,7 +30,7 @@ def start_stream(stack: Stack, body: dict) -> tuple[str, list[str], threading.Th
         with httpx.stream("POST", f"{stack.base_url}/chat/completions", json=body, timeout=120) as r:
             job["id"] = r.headers["x-job-id"]
             ready.set()
-            for sse in read_sse(r):
+            for sse in read_sse(r.iter_lines()):
                 if sse.data and sse.data != "[DONE]":
                     delta = sse.json()["choices"][0]["delta"] if sse.json().get("choices") else {}
                     if delta.get("content"):

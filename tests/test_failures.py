@@ -7,8 +7,9 @@ import httpx
 import pytest
 
 from devstack import RedisServer, Stack, wait_for
+from hearth.sse import read_sse
 from tests.chats import BUSY
-from tests.sse import job_events, read_sse, stream_in_background
+from tests.sse import job_events, stream_in_background
 
 
 def test_killed_worker_fails_its_job_fast_and_a_new_worker_serves_the_queue(make_stack) -> None:
@@ -67,7 +68,7 @@ def test_api_restart_mid_stream_resumes_from_last_event_id(make_stack) -> None:
     before: list = []
     # Follow the job's own stream for a while, then lose the api under it.
     with httpx.stream("GET", f"{s.base_url}/jobs/{job_id}/events", timeout=60) as r:
-        for sse in read_sse(r):
+        for sse in read_sse(r.iter_lines()):
             if sse.data:
                 before.append(sse)
             if sum(e.event == "token" for e in before) >= 3:

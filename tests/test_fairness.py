@@ -9,8 +9,10 @@ import httpx
 import openai
 
 from devstack import INTERACTIVE, Stack, add_user, wait_for
+from hearth.contract import QueuedEvent
+from hearth.sse import read_sse
 from tests.chats import BUSY
-from tests.sse import read_sse, stream_in_background
+from tests.sse import stream_in_background
 
 
 def auth(key: str) -> dict[str, str]:
@@ -55,7 +57,7 @@ def test_five_users_three_requests_each_are_served_round_robin(make_stack) -> No
         r = httpx.get(f"{s.base_url}/jobs/{job_id}", headers=auth(keys[name]))
         assert r.json()["status"] == "completed" and text
         with httpx.stream("GET", f"{s.base_url}/jobs/{job_id}/events", headers=auth(keys[name]), timeout=30) as resp:
-            first = next(sse for sse in read_sse(resp) if sse.event == "started")
+            first = next(sse for sse in read_sse(resp.iter_lines()) if sse.event == "started")
         started.append((first.id, name))
     order = [name for _, name in sorted(started, key=lambda x: tuple(map(int, x[0].split("-"))))]
     for round_ in range(3):
@@ -123,11 +125,10 @@ def test_queue_position_and_estimate_count_down(make_stack) -> None:
     last = responses[-1]
     positions: list[tuple[int, float | None]] = []
     text = ""
-    for sse in read_sse(last):
-        for comment in sse.comments:
-            if comment.startswith("hearth ") and '"queued"' in comment:
-                event = json.loads(comment.removeprefix("hearth "))
-                positions.append((event["position"], event["eta_s"]))
+    for sse in read_sse(last.iter_lines()):
+        for event in sse.hearth_events():
+            if isinstance(event, QueuedEvent):
+                positions.append((event.position, event.eta_s))
                 if len(positions) == 1:  # the last stream has seen where it starts: let the line move
                     cancel(s, "unused", blocker)
         if sse.data and sse.data != "[DONE]":

@@ -9,8 +9,8 @@ import openai
 import pytest
 
 from devstack import MODEL, Stack, wait_for
+from hearth.sse import read_sse
 from tests.chats import BackgroundChat
-from tests.sse import read_sse
 
 ASK = [{"role": "user", "content": "Say hi."}]
 
@@ -117,7 +117,7 @@ def test_requests_wait_for_the_first_worker_then_for_their_models_worker(make_st
 
 def first_queued_event(s: Stack, job_id: str) -> dict[str, Any]:
     with httpx.stream("GET", f"{s.base_url}/jobs/{job_id}/events", timeout=30) as r:
-        return next(sse.json() for sse in read_sse(r) if sse.event == "queued")
+        return next(sse.json() for sse in read_sse(r.iter_lines()) if sse.event == "queued")
 
 
 def test_each_model_answers_its_own_and_waits_estimates_and_caps_are_per_model(make_stack, mistral_tiny: str) -> None:

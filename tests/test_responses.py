@@ -15,9 +15,11 @@ from pydantic import BaseModel
 
 from api.responses.schemas import IGNORED, REFUSED, ResponseCreateRequest
 from devstack import INTERACTIVE, ROOT, RedisServer, Stack, add_user, wait_for
+from hearth.contract import QueuedEvent
+from hearth.sse import read_sse
 from tests.batches import file_lines, run_batch, wait_status
 from tests.chats import BUSY, NO_END
-from tests.sse import read_sse, stream_in_background
+from tests.sse import stream_in_background
 
 STORY = "Tell me a long story about a dragon."
 OPENING = ["response.created", "response.in_progress", "response.output_item.added", "response.content_part.added"]
@@ -101,12 +103,12 @@ def test_background_is_queued_then_runs_to_completion(stack: Stack, client: open
     assert client.responses.retrieve(response.id).status == "queued"
     seen = []  # its stream, read raw: the queue position rides as SSE comments, which clients skip
     with httpx.stream("GET", f"{stack.base_url}/responses/{response.id}", params={"stream": "true"}, timeout=60) as r:
-        for sse in read_sse(r):
+        for sse in read_sse(r.iter_lines()):
             seen.append(sse)
-            if any(c.startswith("hearth ") for c in sse.comments) and "freed" not in running:
+            if sse.hearth_events() and "freed" not in running:
                 running["freed"] = httpx.post(f"{stack.base_url}/jobs/{running['id']}/cancel").raise_for_status()
-    waiting = [json.loads(c.removeprefix("hearth ")) for s in seen for c in s.comments if c.startswith("hearth ")]
-    assert waiting[0]["type"] == "queued" and waiting[0]["position"] == 1
+    waiting = [event for s in seen for event in s.hearth_events()]
+    assert isinstance(waiting[0], QueuedEvent) and waiting[0].position == 1
     types = [s.event for s in seen if s.data]
     assert types[:2] == ["response.created", "response.in_progress"] and types[-1] == "response.completed"
     done = client.responses.retrieve(response.id)

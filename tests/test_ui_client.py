@@ -8,21 +8,18 @@ from typing import Any
 import httpx
 import pytest
 
+from hearth.contract import ContextTrimmedEvent, LoadingEvent, QueuedEvent, StartedEvent
 from ui.client import (
     CUT_OFF,
     SESSION_ENDED,
     UNREACHABLE,
     UNREADABLE,
     ApiError,
-    ContextTrimmed,
     Delta,
     Finished,
     HearthClient,
-    Loading,
-    Queued,
     Session,
     SessionEnded,
-    Started,
     error_for_status,
     parse_session,
 )
@@ -100,7 +97,7 @@ def error_of(api: Api) -> ApiError:
 
 def test_stream_yields_tokens_and_hearth_events_in_order() -> None:
     api = Api(sse(GOOD_STREAM))
-    assert events_of(api) == [Queued(2, 40.0), Started("w1"), Loading("mistral-7b"), ContextTrimmed(3, 812), Delta("Hel"), Delta("lo"), Finished("stop")]
+    assert events_of(api) == [QueuedEvent(position=2, eta_s=40.0), StartedEvent(worker="w1"), LoadingEvent(model="mistral-7b"), ContextTrimmedEvent(messages=3, tokens=812), Delta("Hel"), Delta("lo"), Finished("stop")]
     sent = json.loads(api.requests[0].content)
     assert sent == {"messages": [{"role": "user", "content": "hi"}], "stream": True}
 
@@ -210,13 +207,13 @@ def test_queue_and_trim_wording() -> None:
 
 def test_reply_view_replaces_the_waiting_line_and_keeps_notes_apart() -> None:
     view = ReplyView()
-    assert view.apply(Queued(2, None))
+    assert view.apply(QueuedEvent(position=2, eta_s=None))
     assert [m["metadata"]["title"] for m in view.messages()] == ["You are #2 in line"]
-    assert view.apply(Started("w"))
+    assert view.apply(StartedEvent(worker="w"))
     assert view.messages() == []
-    assert view.apply(Loading("mistral-7b"))
+    assert view.apply(LoadingEvent(model="mistral-7b"))
     assert [m["metadata"]["title"] for m in view.messages()] == ["Loading mistral-7b…"]
-    assert view.apply(ContextTrimmed(3, 812))
+    assert view.apply(ContextTrimmedEvent(messages=3, tokens=812))
     assert view.apply(Delta("Hi"))
     assert not view.apply(Finished("stop"))
     shown = view.messages()
@@ -315,7 +312,7 @@ def test_a_followed_job_reads_as_the_same_events_as_a_chat() -> None:
 
     parts = [job("queued", {"type": "queued", "position": 1, "eta_s": None}, None), ": ping\r\n\r\n",
              job("started", {"type": "started", "worker": "w1"}), job("token", {"type": "token", "text": "Hi", "tokens": 1}),
-             job("done", {"type": "done", "finish_reason": "length", "usage": {}})]
+             job("done", {"type": "done", "finish_reason": "length", "usage": {"prompt_tokens": 5, "completion_tokens": 1, "total_tokens": 6}})]
     api = Api(sse(parts))
 
     async def run() -> list[object]:
@@ -325,7 +322,7 @@ def test_a_followed_job_reads_as_the_same_events_as_a_chat() -> None:
         finally:
             await stream.aclose()
 
-    assert asyncio.run(run()) == [Queued(1, None), Started("w1"), Delta("Hi"), Finished("length")]
+    assert asyncio.run(run()) == [QueuedEvent(position=1, eta_s=None), StartedEvent(worker="w1"), Delta("Hi"), Finished("length")]
     assert api.requests[0].url.path == f"/v1/jobs/{JOB}/events"
 
     failed = Api(sse([job("error", {"type": "error", "code": "cancelled", "message": "The request was cancelled."})]))

@@ -9,6 +9,7 @@ from ui.batches import batch_tab
 from ui.chat import wire_chat
 from ui.chat_layout import chat_panel, chat_sidebar
 from ui.client import HearthClient
+from ui.idle_queue import IdleQueue
 from ui.shared import shared_tab
 from ui.signin import Page, signin_form, wire_signin
 from ui.status import status_tab
@@ -53,4 +54,5 @@ def build_app(client: HearthClient, browser_key: str, concurrency: int) -> gr.Bl
         page = Page(token, saved_token, signed_in, ended, form, main, who, sign_out, chat, tabs, status, batches, admin, account, shared)
         wire_chat(client, chat, token, ended, signed_in, wire_signin(app, client, page), concurrency)
     app.queue(default_concurrency_limit=concurrency)
+    app._queue = IdleQueue.replacing(app._queue)  # Gradio's own polls every millisecond, work or not
     return app

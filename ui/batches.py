@@ -88,6 +88,9 @@ def batch_tab(client: HearthClient, api_key: gr.State, tabs: gr.Tabs) -> BatchTa
             download = gr.Button("Download answers", elem_id="hearth-batch-download")
         files = gr.File(label="Answers", file_count="multiple", interactive=False, elem_id="hearth-batch-results")
         timer = gr.Timer(REFRESH_S, active=False)
+        # Inside the tab: a component made between two tabs counts as a child of the tab bar,
+        # whose next tab then registered at the wrong place and showed twice ("Status, Status").
+        written = gr.State(None)
 
     refresh = make_refresh(client)
     outputs = [table, polling, chosen]
@@ -140,7 +143,6 @@ def batch_tab(client: HearthClient, api_key: gr.State, tabs: gr.Tabs) -> BatchTa
 
     start.click(run_batch, inputs=[upload, system, max_tokens, api_key], outputs=[table, message, chosen])
     cancel.click(cancel_batch, inputs=[chosen, api_key], outputs=message)
-    written = gr.State(None)
     download.click(download_answers, inputs=[chosen, api_key], outputs=[files, message, written]).then(remove, inputs=[written])
     timer.tick(refresh, inputs=[api_key, chosen], outputs=outputs, show_progress="hidden")
 

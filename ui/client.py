@@ -12,6 +12,18 @@ from typing import Any
 
 import httpx
 
+from hearth.contract import (
+    ContextTrimmedEvent,
+    DoneEvent,
+    ErrorEvent,
+    Event,
+    LoadingEvent,
+    QueuedEvent,
+    StartedEvent,
+    TokenEvent,
+)
+from hearth.sse import SseEvent, aread_sse, comment_event, parse_event
+
 log = logging.getLogger(__name__)
 
 # The api pings idle streams every SSE_PING_S (15 s by default); several missed pings mean
@@ -22,8 +34,6 @@ CANCEL_TIMEOUT_S = 5.0
 STATUS_TIMEOUT_S = 5.0
 TRANSFER_TIMEOUT_S = 120.0  # an export or import of every conversation, or a batch's results
 
-HEARTH_COMMENT = "hearth "  # SSE comment lines `: hearth {json}` carry Hearth's events
-
 UNREACHABLE = "Hearth's server can't be reached right now. It may be stopped or restarting; try again in a moment."
 CUT_OFF = "The connection to Hearth's server was lost before the reply was finished. Try again."
 UNREADABLE = "Hearth's server sent an answer the chat could not read. Try again."
@@ -32,29 +42,9 @@ WRONG_LOGIN = "Unknown user or wrong password."
 
 
 @dataclass(frozen=True)
-class Queued:
-    position: int  # 1 = next to run
-    eta_s: float | None
-
-
-@dataclass(frozen=True)
-class Started:
-    worker: str
-
-
-@dataclass(frozen=True)
-class Loading:
-    model: str  # the worker loads it before answering
-
-
-@dataclass(frozen=True)
-class ContextTrimmed:
-    messages: int
-    tokens: int
-
-
-@dataclass(frozen=True)
 class Delta:
+    """More of the reply's text (a chat chunk's content, or a job's token event)."""
+
     text: str
 
 
@@ -63,7 +53,9 @@ class Finished:
     finish_reason: str | None  # "stop", or "length" when the reply hit its token limit
 
 
-ChatEvent = Queued | Started | Loading | ContextTrimmed | Delta | Finished
+# What a reply shows while it waits (the contract's own events, as the api sends them), then its text and end.
+WaitEvent = QueuedEvent | StartedEvent | LoadingEvent | ContextTrimmedEvent
+ChatEvent = WaitEvent | Delta | Finished
 
 
 class ApiError(Exception):
@@ -156,32 +148,19 @@ class _EventStream:
         self.job_id: str | None = response.headers.get("x-job-id")
         self.finished = False  # saw the job's end: nothing more will come
 
-    async def _fields(self) -> AsyncIterator[tuple[str, str]]:
-        """("comment", text) for each comment line, (event name or "message", data) for each event."""
-        name, data = "message", []
+    async def _events(self) -> AsyncIterator[SseEvent]:
+        """The stream's events (hearth.sse), until the job's end or the stream's."""
         try:
-            async for line in self._response.aiter_lines():
-                if line.startswith(":"):
-                    yield "comment", line[1:].lstrip()
-                elif line.startswith("event:"):
-                    name = line[6:].strip()
-                elif line.startswith("data:"):
-                    value = line[5:]
-                    data.append(value[1:] if value.startswith(" ") else value)
-                elif not line and data:  # a blank line ends an SSE event
-                    payload, data, kind = "\n".join(data), [], name
-                    name = "message"
-                    yield kind, payload
-                    if self.finished:
-                        return
+            async for sse in aread_sse(self._response.aiter_lines()):
+                yield sse
+                if self.finished:
+                    return
         except httpx.TimeoutException as exc:
             log.warning("api stream timed out", extra={"job_id": self.job_id, "error": type(exc).__name__})
             raise ApiError(CUT_OFF, "timeout") from None
         except httpx.HTTPError as exc:
             log.warning("api stream broke", extra={"job_id": self.job_id, "error": type(exc).__name__})
             raise ApiError(CUT_OFF, "connection_lost") from None
-        if data:
-            yield name, "\n".join(data)
         if not self.finished:
             raise ApiError(CUT_OFF, "connection_lost")
 
@@ -189,39 +168,28 @@ class _EventStream:
         await self._response.aclose()
 
 
-def _hearth_event(event: dict[str, Any]) -> ChatEvent | None:
-    """Hearth's waiting and prompt events, as the chat stream's comments and the job's events carry them."""
-    kind = event.get("type")
-    if kind == "queued":
-        return Queued(int(event["position"]), None if event.get("eta_s") is None else float(event["eta_s"]))
-    if kind == "started":
-        return Started(str(event.get("worker", "")))
-    if kind == "loading":
-        return Loading(str(event["model"]))
-    if kind == "context_trimmed":
-        return ContextTrimmed(int(event["messages"]), int(event["tokens"]))
-    return None  # unknown event types are for newer uis
+def _wait_event(event: Event | None) -> WaitEvent | None:
+    """The events a reply shows while it waits; None for the others (and for types this ui
+    does not know: they are for newer uis)."""
+    return event if isinstance(event, QueuedEvent | StartedEvent | LoadingEvent | ContextTrimmedEvent) else None
 
 
 class ChatStream(_EventStream):
     """One streaming chat completion: `job_id` names its job; iterate `events()`, then `aclose()`."""
 
     async def events(self) -> AsyncIterator[ChatEvent]:
-        async for kind, text in self._fields():
-            if kind == "comment":
-                event = self._comment(text)
-                if event is not None:
-                    yield event
-            else:
-                for event in self._data(text):
+        async for sse in self._events():
+            for comment in sse.comments:  # Hearth's events; keep-alive pings
+                if (waiting := self._comment(comment)) is not None:
+                    yield waiting
+            if sse.data:
+                for event in self._data(sse.data):
                     yield event
 
-    def _comment(self, text: str) -> ChatEvent | None:
-        if not text.startswith(HEARTH_COMMENT):
-            return None  # keep-alive pings and other comments
+    def _comment(self, text: str) -> WaitEvent | None:
         try:
-            return _hearth_event(json.loads(text[len(HEARTH_COMMENT):]))
-        except (ValueError, KeyError, TypeError, AttributeError):
+            return _wait_event(comment_event(text))
+        except ValueError:
             log.warning("unreadable hearth event ignored", extra={"job_id": self.job_id})
         return None
 
@@ -258,25 +226,23 @@ class JobStream(_EventStream):
     (after a reload, or back in its conversation), as the same events as a chat stream."""
 
     async def events(self) -> AsyncIterator[ChatEvent]:
-        async for kind, text in self._fields():
-            if kind == "comment":
+        async for sse in self._events():
+            if not sse.data:
                 continue  # keep-alive pings
             try:
-                event = json.loads(text)
-                if kind == "token":
-                    yield Delta(str(event["text"]))
-                elif kind == "done":
-                    self.finished = True
-                    yield Finished(str(event["finish_reason"]))
-                elif kind == "error":
-                    self.finished = True
-                    raise ApiError(str(event["message"]), str(event["code"]))
-                else:
-                    hearth = _hearth_event(event)
-                    if hearth is not None:
-                        yield hearth
-            except (ValueError, KeyError, TypeError, AttributeError):
+                event = parse_event(sse.data)
+            except ValueError:
                 raise ApiError(UNREADABLE, "bad_stream") from None
+            if isinstance(event, TokenEvent):
+                yield Delta(event.text)
+            elif isinstance(event, DoneEvent):
+                self.finished = True
+                yield Finished(event.finish_reason)
+            elif isinstance(event, ErrorEvent):
+                self.finished = True
+                raise ApiError(event.message, event.code.value)
+            elif (waiting := _wait_event(event)) is not None:
+                yield waiting
 
 
 class HearthClient:

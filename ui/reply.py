@@ -9,7 +9,8 @@ from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ui.client import ApiError, ChatEvent, ContextTrimmed, Delta, Finished, HearthClient, Loading, Queued, SessionEnded, Started
+from hearth.contract import ContextTrimmedEvent, LoadingEvent, QueuedEvent, StartedEvent
+from ui.client import ApiError, ChatEvent, Delta, Finished, HearthClient, SessionEnded
 
 log = logging.getLogger(__name__)
 
@@ -87,15 +88,15 @@ class ReplyView:
 
     def apply(self, event: ChatEvent) -> bool:
         """Take in one event; True when the page should be updated."""
-        if isinstance(event, Queued):
+        if isinstance(event, QueuedEvent):
             self.waiting = queue_line(event.position, event.eta_s)
-        elif isinstance(event, Started):
+        elif isinstance(event, StartedEvent):
             if self.waiting is None:
                 return False
             self.waiting = None
-        elif isinstance(event, Loading):
+        elif isinstance(event, LoadingEvent):
             self.waiting = f"Loading {event.model}…"
-        elif isinstance(event, ContextTrimmed):
+        elif isinstance(event, ContextTrimmedEvent):
             self.before.append(f"ℹ️ {trimmed_line(event.messages)}")
         elif isinstance(event, Delta):
             self.waiting = None

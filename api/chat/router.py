@@ -17,6 +17,7 @@ from api.errors import HearthError, error_responses
 from api.jobs.service import JobService
 from hearth.contract import DoneEvent, ErrorEvent, TokenEvent
 from hearth.job_record import JobRecord
+from hearth.sse import hearth_comment
 
 router = APIRouter(prefix="/v1", tags=["chat"], responses=error_responses(400, 401, 404, 409, 413, 429, 500, 503))
 
@@ -42,7 +43,7 @@ async def _stream(
                 finished = True
                 yield {"data": json.dumps(fmt.error_of(event).body())}
             else:
-                yield ServerSentEvent(comment=f"hearth {event.model_dump_json()}")
+                yield ServerSentEvent(comment=hearth_comment(event))
     finally:
         if not finished and not draining():  # the client left (not the api stopping)
             await jobs.left(job)

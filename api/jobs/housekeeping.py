@@ -2,9 +2,10 @@
 
 Every api process runs the loop; a lease in Redis (a key with a TTL, renewed each round by its
 holder) lets one of them act, and another takes over within a few rounds when the holder stops.
-Between rounds the holder watches `NUDGE_KEY`: whatever makes work for it (a job to file, a
-batch created or cancelled) pushes there, so a batch starts and ends, and a conversation's
-answer is filed, without waiting out the interval.
+Between rounds the holder blocks on `NUDGE_KEY` (BLPOP, on a connection of its own): whatever
+makes work for it (a job to file, a batch created or cancelled) pushes there, so a batch starts
+and ends, and a conversation's answer is filed, without waiting out the interval, and an idle
+api does nothing in between.
 """
 
 import asyncio
@@ -16,13 +17,16 @@ from contextlib import asynccontextmanager, suppress
 from redis.asyncio import Redis as AsyncRedis
 from redis.exceptions import RedisError
 
-from api.background import running
+from api.background import running, stop_if_cancelled
 from hearth.contract import NUDGE_KEY
 
 log = logging.getLogger(__name__)
 
 LEASE_KEY = "hearth:housekeeping:lease"
-NUDGE_POLL_S = 0.02
+# The longest single BLPOP: well below redis-py's 5 s socket timeout, and a bound on how long a
+# read goes on after its task was cancelled (see `stop_if_cancelled`).
+BLOCK_S = 1.0
+SHORTEST_S = 0.01  # Redis reads a BLPOP timeout under 1 ms as 0, which blocks until a push
 
 # Take or keep the lease: ours if free or already ours. KEYS: the lease; ARGV: token, TTL (ms).
 _TAKE_LUA = """
@@ -47,14 +51,15 @@ async def nudge(redis: AsyncRedis) -> None:
         await pipe.execute()
 
 
-async def until_nudged(redis: AsyncRedis, longest_s: float) -> None:
-    """Returns when nudged, or after `longest_s`. Polls rather than blocking in BLPOP: a blocked
-    read that is cancelled (the api stopping) can swallow the cancellation in redis-py 8 on
-    Python 3.11, and the api would never stop; an LPOP every few ms costs Redis nothing."""
+async def until_nudged(waiter: AsyncRedis, longest_s: float) -> None:
+    """Returns when nudged, or after `longest_s`, blocked in Redis meanwhile. `waiter` is a
+    connection of its own: a BLPOP holds its connection while it waits."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + longest_s
-    while not await redis.lpop(NUDGE_KEY) and loop.time() < deadline:
-        await asyncio.sleep(min(NUDGE_POLL_S, max(0.0, deadline - loop.time())))
+    while (left := deadline - loop.time()) >= SHORTEST_S:
+        if await waiter.blpop([NUDGE_KEY], timeout=min(left, BLOCK_S)):
+            return
+        stop_if_cancelled()
 
 
 @asynccontextmanager
@@ -63,14 +68,16 @@ async def housekeeping(redis: AsyncRedis, rounds: Sequence[Round], interval_s: f
     as the block runs. A failing round is logged and tried again next time."""
     token = secrets.token_hex(8)
     ttl_ms = int(interval_s * 3000)  # three missed renewals and another process takes over
+    waiter = redis.client()  # one connection of the pool, kept for the BLPOPs
 
     async def run() -> None:
         while True:
+            stop_if_cancelled()
             try:
                 if await redis.eval(_TAKE_LUA, 1, LEASE_KEY, token, ttl_ms):
                     for round_ in rounds:
                         await round_()
-                    await until_nudged(redis, interval_s)
+                    await until_nudged(waiter, interval_s)
                     continue
             except RedisError as exc:
                 log.warning("housekeeping round failed: %s", exc)
@@ -82,5 +89,6 @@ async def housekeeping(redis: AsyncRedis, rounds: Sequence[Round], interval_s: f
         async with running("housekeeping", run):
             yield
     finally:
+        await waiter.aclose()
         with suppress(RedisError):
             await redis.eval(_RELEASE_LUA, 1, LEASE_KEY, token)

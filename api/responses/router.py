@@ -35,6 +35,7 @@ from hearth.contract import FINAL_EVENTS, START_ID, Event, Message, Sink
 from hearth.job_record import JobRecord
 from hearth.lifecycle import JobStatus
 from hearth.logs import bind
+from hearth.sse import hearth_comment
 
 router = APIRouter(prefix="/v1/responses", tags=["responses"], responses=error_responses(400, 401, 404, 413, 500, 503))
 SSE: dict[int | str, dict[str, Any]] = {200: {"description": "A `response`, or with `stream` its events as server-sent events.", "content": {"text/event-stream": {}}}}
@@ -100,7 +101,7 @@ async def _stream(jobs: JobService, job: JobRecord | None, record: StoredRespons
 
     def sent(event: Event) -> list[dict[str, str] | ServerSentEvent]:
         numbered = events.add(event)
-        return [*shown(numbered)] if numbered else [ServerSentEvent(comment=f"hearth {event.model_dump_json()}")]
+        return [*shown(numbered)] if numbered else [ServerSentEvent(comment=hearth_comment(event))]
 
     finished = False
     try:

@@ -20,7 +20,7 @@ from redis.asyncio import Redis as AsyncRedis
 from redis.exceptions import RedisError
 
 from api.accounts.users import User
-from api.background import running
+from api.background import running, stop_if_cancelled
 from api.jobs.queueing import known_queues, queue_key
 from api.metrics.exposition import queue_depths
 from api.models.workers import live_workers
@@ -60,6 +60,7 @@ async def queue_sampler(redis: AsyncRedis) -> AsyncIterator[None]:
                 if not failing:  # once per outage, not every period
                     log.warning("queue depth sampling failed: %s", exc)
                 failing = True
+            stop_if_cancelled()
             await asyncio.sleep(SAMPLE_S)
 
     async with running("queue-depth-sampler", run):

@@ -1,4 +1,4 @@
-"""A streaming chat read line by line, so Hearth's SSE comments (`: hearth {json}`), which
+"""A streaming chat read event by event, so Hearth's SSE comments (`: hearth {json}`), which
 the openai client skips, give the moment a job left the queue."""
 
 import json
@@ -8,7 +8,8 @@ from typing import Any
 
 import httpx
 
-HEARTH_COMMENT = ": hearth "
+from hearth.contract import Event, QueuedEvent, StartedEvent
+from hearth.sse import aread_sse
 
 
 @dataclass
@@ -33,12 +34,11 @@ class ChatTiming:
         return "".join(self.parts)
 
 
-def _on_comment(timing: ChatTiming, comment: str, now: float) -> None:
-    event = json.loads(comment.removeprefix(HEARTH_COMMENT))
-    if event["type"] == "started":
+def _on_hearth(timing: ChatTiming, event: Event, now: float) -> None:
+    if isinstance(event, StartedEvent):
         timing.started = now
-    elif event["type"] == "queued":
-        timing.max_position = max(timing.max_position, int(event["position"]))
+    elif isinstance(event, QueuedEvent):
+        timing.max_position = max(timing.max_position, event.position)
 
 
 def _on_data(timing: ChatTiming, data: str, now: float) -> None:
@@ -71,12 +71,12 @@ async def stream_chat(client: httpx.AsyncClient, base_url: str, api_key: str, bo
                 await response.aread()
                 timing.error = f"HTTP {response.status_code}"
                 return timing
-            async for line in response.aiter_lines():
+            async for sse in aread_sse(response.aiter_lines()):
                 now = time.perf_counter()
-                if line.startswith(HEARTH_COMMENT):
-                    _on_comment(timing, line, now)
-                elif line.startswith("data:"):
-                    _on_data(timing, line.removeprefix("data:").strip(), now)
+                for event in sse.hearth_events():
+                    _on_hearth(timing, event, now)
+                if sse.data:
+                    _on_data(timing, sse.data, now)
     except httpx.HTTPError as exc:
         timing.error = type(exc).__name__
     if timing.done is None and timing.error is None:
