@@ -1003,6 +1003,7 @@ def test_untrusted_text_fetches_nothing_and_shows_images_as_links(ui: Ui, stack:
 
         # A question shown while its answer streams (the same rendering as a streamed answer's).
         page.click(NEW_CHAT)
+        expect(page.locator(BOT)).to_have_count(0)  # the new chat shown (its input is ready after)
         asked = leak_url(listener.base, "ASKED")
         ask(page, ui, f"Say yes to ![q]({asked}) and <img src='{asked}-HTML'>.")
         expect(page.locator('[data-testid="user"]').last.get_by_role("link", name=f"🖼 q: {asked}", exact=True)).to_be_visible()
