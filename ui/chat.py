@@ -194,8 +194,7 @@ class ChatController:
                     return  # the answer goes on, and is stored
                 chat.messages = [*turn, *messages]
                 yield {self.p.chatbot: on_page(chat.messages)}
-            yield {self.p.chatbot: on_page(chat.messages), self.p.listing: await self.refreshed(session, query, conv_id),
-                   self.p.model: picker(await self.served(session))}  # the model used is loaded now
+            yield {self.p.chatbot: on_page(chat.messages), **await self.refreshed(session, query, conv_id)}
         except SessionEnded as exc:
             yield {self.p.chatbot: [note(f"⚠️ {exc.message}")], self.ended: exc.message}
         except ApiError as exc:
@@ -216,12 +215,14 @@ class ChatController:
         chat.show(conv_id, turn)
         return conv_id
 
-    async def refreshed(self, session: HearthClient, query: str, conv_id: str) -> gr.Radio:
-        """The listing after an answer: a new title, this one on top."""
+    async def refreshed(self, session: HearthClient, query: str, conv_id: str) -> Updates:
+        """After an answer: the listing (a new title, this one on top) and the picker (the model
+        used is loaded now). Cosmetic: a refusal (after Sign out the token is gone already) skips them."""
         try:
-            return await self.listing(session, query, conv_id)
+            return {self.p.listing: await self.listing(session, query, conv_id),
+                    self.p.model: picker([model_choice(m) for m in await session.models()])}
         except ApiError:
-            return gr.skip()  # cosmetic; and after Sign out the token is gone already
+            return {}
 
     async def stop(self, token: str | None, chat: ChatSession) -> gr.Textbox:
         await cancel_answer(self.client.with_key(token), chat.conv_id)
