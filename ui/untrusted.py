@@ -107,5 +107,6 @@ def _span_end(text: str, start: int) -> int:
 
 def _as_link(alt: str, address: str) -> str:
     address = address.removeprefix("<").removesuffix(">")
-    label, shown = _line(alt).strip() or "image", _MARKUP.sub(r"\\\1", address)
-    return f"[🖼 {label}: {shown}](<{address}>)"
+    label, shown = _line(alt).strip(), _MARKUP.sub(r"\\\1", address)
+    named = f'Image "{label}"' if label else "Image"
+    return f"[{named}: {shown}](<{address}>)"
