@@ -991,7 +991,7 @@ def test_untrusted_text_fetches_nothing_and_shows_images_as_links(ui: Ui, stack:
 
         md_image = leak_url(listener.base, "MD")
         for message in (page.locator('[data-testid="user"]').last, page.locator(BOT).last):
-            link = message.get_by_role("link", name=f"🖼 t: {md_image}", exact=True)
+            link = message.get_by_role("link", name=f'Image "t": {md_image}', exact=True)
             expect(link).to_be_visible()  # the image, as a link showing its address
             expect(link).to_have_attribute("href", md_image)
             expect(message).to_contain_text(f"<img src='{leak_url(listener.base, 'HTML')}'>")  # raw HTML, as its text
@@ -1000,9 +1000,10 @@ def test_untrusted_text_fetches_nothing_and_shows_images_as_links(ui: Ui, stack:
 
         # A question shown while its answer streams (the same rendering as a streamed answer's).
         page.click(NEW_CHAT)
+        expect(page.locator(BOT)).to_have_count(0)  # the new chat shown (its input is ready after)
         asked = leak_url(listener.base, "ASKED")
         ask(page, ui, f"Say yes to ![q]({asked}) and <img src='{asked}-HTML'>.")
-        expect(page.locator('[data-testid="user"]').last.get_by_role("link", name=f"🖼 q: {asked}", exact=True)).to_be_visible()
+        expect(page.locator('[data-testid="user"]').last.get_by_role("link", name=f'Image "q": {asked}', exact=True)).to_be_visible()
 
         # One request the test makes from the page, after all the page did: once it has arrived,
         # any request for a message's address would have too.

@@ -57,7 +57,7 @@ def test_the_unfused_message_would_fetch() -> None:
 
 def test_an_image_becomes_a_link_showing_its_address() -> None:
     html = rendered(defused("Look: ![a cat](http://example.invalid/cat.png?x=1_2)"))
-    assert '<a href="http://example.invalid/cat.png?x=1_2">🖼 a cat: http://example.invalid/cat.png?x=1_2</a>' in html
+    assert '<a href="http://example.invalid/cat.png?x=1_2">Image &quot;a cat&quot;: http://example.invalid/cat.png?x=1_2</a>' in html
     assert "<img" not in html
 
 

@@ -138,13 +138,13 @@ class ChatController:
         if not job_id or not shown or shown[-1]["role"] != "user" or not chat.current(ticket):
             return  # none, filed between the two reads (the items have it), or another one is open now
         chat.messages = shown
-        yield {self.p.textbox: busy(), self.p.chatbot: on_page(shown)}  # every yield names the chatbot: Gradio streams a generator's outputs as diffs
+        yield {self.p.textbox: busy(), self.p.chatbot: on_page(chat)}  # every yield names the chatbot: Gradio streams a generator's outputs as diffs
         try:
             async for messages in followed_reply(session, job_id):
                 if not chat.current(ticket):
                     return
                 chat.messages = [*shown, *messages]
-                yield {self.p.chatbot: on_page(chat.messages)}
+                yield {self.p.chatbot: on_page(chat)}
         except SessionEnded as exc:
             yield {self.p.chatbot: [note(f"⚠️ {exc.message}")], self.ended: exc.message}
 
@@ -170,38 +170,37 @@ class ChatController:
 
     def shown_up_to(self, chat: ChatSession, index: int) -> Updates:
         chat.messages = chat.messages[:index]
-        return {self.p.chatbot: on_page(chat.messages), self.p.textbox: busy()}
+        return {self.p.chatbot: on_page(chat), self.p.textbox: busy()}
 
     async def answer(self, token: str | None, chat: ChatSession, query: str, model: str | None, system: str,
                      temperature: float | None, max_tokens: float | None) -> AsyncIterator[Updates]:
         """Sends what was taken after the chat shown and writes the answer out as it streams."""
         asked, shown = chat.asked, chat.messages
         if not asked.strip():
-            yield {self.p.chatbot: on_page(shown)}
+            yield {self.p.chatbot: on_page(chat)}
             return
         session = self.client.with_key(token)
         turn = chat.messages = [*shown, {"role": "user", "content": asked}]
-        yield {self.p.chatbot: on_page(turn)}
+        yield {self.p.chatbot: on_page(chat)}
         conv_id = chat.conv_id
         try:
             conv_id = await self.turn_in(session, chat, turn, settings_metadata(model, system, temperature, max_tokens))
             if conv_id is None:
                 return
-            yield {self.p.chatbot: on_page(turn), self.p.saved_conv: conv_id}
+            yield {self.p.chatbot: on_page(chat), self.p.saved_conv: conv_id}
             async for messages in new_reply(session, turn_messages(system, shown, asked), conv_id,
                                             **turn_params(model, temperature, max_tokens)):
                 if not chat.shows(conv_id):
                     return  # the answer goes on, and is stored
                 chat.messages = [*turn, *messages]
-                yield {self.p.chatbot: on_page(chat.messages)}
-            yield {self.p.chatbot: on_page(chat.messages), self.p.listing: await self.refreshed(session, query, conv_id),
-                   self.p.model: picker(await self.served(session))}  # the model used is loaded now
+                yield {self.p.chatbot: on_page(chat)}
+            yield {self.p.chatbot: on_page(chat), **await self.refreshed(session, query, conv_id)}
         except SessionEnded as exc:
             yield {self.p.chatbot: [note(f"⚠️ {exc.message}")], self.ended: exc.message}
         except ApiError as exc:
             if chat.shows(conv_id):
                 chat.messages = [*turn, note(f"⚠️ {exc.message}")]
-                yield {self.p.chatbot: on_page(chat.messages)}
+                yield {self.p.chatbot: on_page(chat)}
 
     async def turn_in(self, session: HearthClient, chat: ChatSession, turn: list[Message], settings: dict[str, str]) -> str | None:
         """The conversation that `turn` goes on: a new chat's is created (with its settings); in an
@@ -216,12 +215,14 @@ class ChatController:
         chat.show(conv_id, turn)
         return conv_id
 
-    async def refreshed(self, session: HearthClient, query: str, conv_id: str) -> gr.Radio:
-        """The listing after an answer: a new title, this one on top."""
+    async def refreshed(self, session: HearthClient, query: str, conv_id: str) -> Updates:
+        """After an answer: the listing (a new title, this one on top) and the picker (the model
+        used is loaded now). Cosmetic: a refusal (after Sign out the token is gone already) skips them."""
         try:
-            return await self.listing(session, query, conv_id)
+            return {self.p.listing: await self.listing(session, query, conv_id),
+                    self.p.model: picker([model_choice(m) for m in await session.models()])}
         except ApiError:
-            return gr.skip()  # cosmetic; and after Sign out the token is gone already
+            return {}
 
     async def stop(self, token: str | None, chat: ChatSession) -> gr.Textbox:
         await cancel_answer(self.client.with_key(token), chat.conv_id)

@@ -66,9 +66,13 @@ def picker(served: list[tuple[str, str]], chosen: str | None = None) -> gr.Dropd
     return gr.Dropdown(choices=choices) if chosen is None else gr.Dropdown(choices=choices, value=chosen)
 
 
-def on_page(messages: list[Message]) -> list[Message]:
-    """Messages as the chatbot gets them: their text defused (ui.untrusted), never as written."""
-    return [{**m, "content": defused(m["content"])} if isinstance(m.get("content"), str) else m for m in messages]
+def on_page(chat: ChatSession) -> list[Message]:
+    """The chat's messages as the chatbot gets them: their text defused (ui.untrusted), never as
+    written. A streaming answer sends them all again for each token, so those before the last
+    (which grows) are defused once per showing."""
+    last = len(chat.messages) - 1
+    return [{**m, "content": defused(m["content"]) if n == last else chat.defused(m["content"])}
+            if isinstance(m.get("content"), str) else m for n, m in enumerate(chat.messages)]
 
 
 @dataclass(frozen=True)
@@ -105,7 +109,7 @@ class ChatPanel:
     def opened(self, chat: ChatSession, metadata: dict[str, str], served: list[tuple[str, str]]) -> Updates:
         """The page showing `chat`'s conversation, with its settings (`served`: the models to choose
         from); the input waits for its follower."""
-        return {self.saved_conv: chat.conv_id, self.chatbot: on_page(chat.messages), self.listing: gr.Radio(value=chat.conv_id),
+        return {self.saved_conv: chat.conv_id, self.chatbot: on_page(chat), self.listing: gr.Radio(value=chat.conv_id),
                 self.title: metadata.get(TITLE_KEY, ""), self.model: picker(served, metadata.get(MODEL_KEY, "")), self.system: metadata.get(SYSTEM_KEY, ""),
                 self.temperature: number(metadata, TEMPERATURE_KEY), self.max_tokens: number(metadata, MAX_TOKENS_KEY),
                 self.textbox: waiting()}

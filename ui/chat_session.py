@@ -6,6 +6,7 @@ from typing import Any
 
 from hearth.metadata import METADATA_VALUE_CHARS
 from ui.reply import Message, note, to_openai
+from ui.untrusted import defused
 
 NEW_CHAT = "New chat"
 DEFAULT_MODEL = "The server's default"
@@ -24,11 +25,18 @@ class ChatSession:
     ticket: str = ""  # this showing of it: a follower of an earlier showing steps aside
     messages: list[Message] = field(default_factory=list)  # the chat as written (the page shows it defused)
     asked: str = ""  # the message being sent
+    shown_as: dict[str, str] = field(default_factory=dict, repr=False)  # messages' text as the page shows it, this showing
 
     def show(self, conv_id: str | None, messages: list[Message]) -> str:
         """Now showing `conv_id`; returns this showing's ticket."""
-        self.conv_id, self.messages, self.ticket = conv_id, messages, uuid.uuid4().hex
+        self.conv_id, self.messages, self.ticket, self.shown_as = conv_id, messages, uuid.uuid4().hex, {}
         return self.ticket
+
+    def defused(self, text: str) -> str:
+        """`text` as the page shows it (ui.untrusted), made once for this showing."""
+        if text not in self.shown_as:
+            self.shown_as[text] = defused(text)
+        return self.shown_as[text]
 
     def shows(self, conv_id: str | None) -> bool:
         return self.conv_id == conv_id

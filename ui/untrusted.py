@@ -43,8 +43,10 @@ class ContentSecurityPolicy:
 
 
 _PARSER = MarkdownIt("commonmark").enable(["table", "strikethrough"])
+_PARSER.core.ruler.enableOnly(["normalize", "block"])  # where code blocks are is all it is asked
 _CODE_BLOCKS = ("fence", "code_block")
 _JOINER = "\u2060"
+_SPECIAL = re.compile(r"[\\`<!]")  # where a line may need more than copying
 _TAG = re.compile(r"<(?=[A-Za-z/!?])")  # an element, a closing tag, a comment or a declaration
 _AUTOLINK = re.compile(r"<[A-Za-z][A-Za-z0-9+.\-]{1,31}:[^<>\x00-\x20]*>")  # a link: fetched only if followed
 _IMAGE = re.compile(r"""!\[([^\[\]\n]*)\]\(\s*(<[^<>\n]*>|[^\s()<>]+)(?:\s+(?:"[^"\n]*"|'[^'\n]*'|\([^()\n]*\)))?\s*\)""")
@@ -64,7 +66,9 @@ def defused(markdown: str) -> str:
 
 def _line(text: str) -> str:
     out, i = [], 0
-    while i < len(text):
+    while (special := _SPECIAL.search(text, i)) is not None:
+        out.append(text[i:special.start()])
+        i = special.start()
         if text[i] == "\\" and i + 1 < len(text) and text[i + 1] in string.punctuation:
             out.append(text[i:i + 2])
             i += 2
@@ -87,6 +91,7 @@ def _line(text: str) -> str:
         else:
             out.append(text[i])
             i += 1
+    out.append(text[i:])
     return "".join(out)
 
 
@@ -102,5 +107,6 @@ def _span_end(text: str, start: int) -> int:
 
 def _as_link(alt: str, address: str) -> str:
     address = address.removeprefix("<").removesuffix(">")
-    label, shown = _line(alt).strip() or "image", _MARKUP.sub(r"\\\1", address)
-    return f"[🖼 {label}: {shown}](<{address}>)"
+    label, shown = _line(alt).strip(), _MARKUP.sub(r"\\\1", address)
+    named = f'Image "{label}"' if label else "Image"
+    return f"[{named}: {shown}](<{address}>)"
