@@ -93,9 +93,15 @@ def grammar_schema(response_format: TextFormat | JsonObjectFormat | JsonSchemaFo
     if isinstance(response_format, JsonObjectFormat):
         return dict(JSON_OBJECT)
     try:
-        return _Reducer().reduce_root(response_format.json_schema.schema_)
+        return enforced_schema(response_format.json_schema.schema_)
     except Unsupported as exc:
         raise HearthError(400, f"{PARAM}: {exc}", param=PARAM) from None
+
+
+def enforced_schema(schema: dict[str, Any]) -> dict[str, Any]:
+    """`schema` reduced to what the grammar enforces; raises Unsupported naming the first
+    construct that cannot be enforced (a response_format's schema, a function's parameters)."""
+    return _Reducer().reduce_root(schema)
 
 
 class _Reducer:
