@@ -8,7 +8,7 @@ import sys
 from collections.abc import Callable
 
 from api.settings import ApiSettings
-from bench import batch, context, grammar, load, models, stream
+from bench import batch, context, grammar, load, models, stream, tool_calls
 from bench.rig import Rig
 from hearth.logs import setup_logging
 from hearth.settings import CommonSettings
@@ -18,6 +18,7 @@ from worker.settings import WorkerSettings
 CASES: dict[str, Callable[[Rig, argparse.Namespace], str]] = {
     "stream": lambda rig, a: stream.run(rig, a.rounds, a.tokens, a.seed).render(),
     "grammar": lambda rig, a: grammar.run(rig, a.rounds, a.tokens, a.seed).render(),
+    "tools": lambda rig, a: tool_calls.run(rig, a.tool_requests, a.seed).render(),
     "load": lambda rig, a: load.run(rig, a.users, a.chats, a.max_tokens, a.seed).render(),
     "context": lambda rig, a: context.run(rig, a.turns, a.max_tokens, a.seed).render(),
     "batch": lambda rig, a: batch.run(rig, a.lines, a.line_tokens, a.seed).render(),
@@ -56,6 +57,8 @@ def parser() -> argparse.ArgumentParser:
     s = p.add_argument_group("stream and grammar")
     s.add_argument("--rounds", type=at_least(1), default=5, help="measured rounds per side, after a warm-up (default: %(default)s)")
     s.add_argument("--tokens", type=at_least(2), default=200, help="completion tokens per stream, at least 2 (default: %(default)s)")
+    t = p.add_argument_group("tools")
+    t.add_argument("--tool-requests", type=at_least(1), default=200, help="tool-call requests, each also run without tools (default: %(default)s)")
     g = p.add_argument_group("load")
     g.add_argument("--users", type=at_least(1), default=8, help="simulated users (default: %(default)s)")
     g.add_argument("--chats", type=at_least(1), default=3, help="chats per user, one after another (default: %(default)s)")

@@ -8,7 +8,7 @@ SmolLM2-135M is tiny: these check the shape and validity of calls, not whether t
 """
 
 import json
-from typing import Any
+from typing import Annotated, Any
 
 import jsonschema
 import openai
@@ -189,3 +189,27 @@ def test_bad_tool_input_is_400_naming_it_and_nothing_is_queued(
     assert refused.value.param == param
     assert words in refused.value.message
     assert queued(stack) == before
+
+
+def test_the_openai_agents_sdk_runs_a_function_tool_against_hearth(stack: Stack) -> None:
+    """The OpenAI Agents SDK, unchanged, over chat completions: its tool is called with valid
+    arguments and its run completes (`required` then stop on the tool's output: SmolLM2 is
+    too small to be trusted to decide)."""
+    from agents import Agent, ModelSettings, OpenAIChatCompletionsModel, Runner, function_tool, set_tracing_disabled
+
+    set_tracing_disabled(True)
+    cities: list[str] = []
+
+    @function_tool
+    def get_weather(city: Annotated[str, Field(max_length=30)]) -> str:
+        """The weather in a city now."""
+        cities.append(city)
+        return f"It is sunny in {city}."
+
+    client = openai.AsyncOpenAI(base_url=stack.base_url, api_key="unused", max_retries=0, timeout=120)
+    agent = Agent(name="Assistant", instructions="Answer with the weather tool.", tools=[get_weather],
+                  model=OpenAIChatCompletionsModel(model="any", openai_client=client),
+                  model_settings=ModelSettings(tool_choice="required", max_tokens=60), tool_use_behavior="stop_on_first_tool")
+    result = Runner.run_sync(agent, "What is the weather in Paris?")
+    assert len(cities) == 1 and isinstance(cities[0], str) and len(cities[0]) <= 30
+    assert result.final_output == f"It is sunny in {cities[0]}."
