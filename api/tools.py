@@ -29,18 +29,25 @@ class FunctionDef(BaseModel):
     strict: bool | None = None  # every accepted schema is enforced, strict or not
 
 
+def functions_only(message: str) -> Any:
+    """The validator of a `type` that must be `function`, refusing others with `message`
+    (formatted with the type given): as a literal's error it would not name the type."""
+
+    def check(cls: type, kind: Any) -> Any:
+        if kind != "function":
+            raise ValueError(message.format(kind=kind))
+        return kind
+
+    return field_validator("type", mode="before")(classmethod(check))
+
+
 class FunctionTool(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     type: Literal["function"]
     function: FunctionDef
 
-    @field_validator("type", mode="before")
-    @classmethod
-    def _functions_only(cls, kind: Any) -> Any:
-        if kind != "function":
-            raise ValueError(f"tools of type {kind!r} are not supported: Hearth runs `function` tools only")
-        return kind
+    _functions_only = functions_only("tools of type {kind!r} are not supported: Hearth runs `function` tools only")
 
 
 class FunctionName(BaseModel):
@@ -51,12 +58,7 @@ class NamedToolChoice(BaseModel):
     type: Literal["function"]
     function: FunctionName
 
-    @field_validator("type", mode="before")
-    @classmethod
-    def _functions_only(cls, kind: Any) -> Any:
-        if kind != "function":
-            raise ValueError(f"a tool_choice of type {kind!r} is not supported: name a function, or use none, auto or required")
-        return kind
+    _functions_only = functions_only("a tool_choice of type {kind!r} is not supported: name a function, or use none, auto or required")
 
 
 ToolChoice = Literal["none", "auto", "required"] | NamedToolChoice

@@ -15,8 +15,10 @@ import openai
 import pytest
 from pydantic import BaseModel, Field
 
+from hearth.contract import ToolCallEvent
 from tests.batches import file_lines, request_line, run_batch, wait_status
 from tests.stack import Stack
+from worker.tool_calls import SEPARATOR, CallParser, call_text
 
 WEATHER = {
     "type": "object",
@@ -213,3 +215,20 @@ def test_the_openai_agents_sdk_runs_a_function_tool_against_hearth(stack: Stack)
     result = Runner.run_sync(agent, "What is the weather in Paris?")
     assert len(cities) == 1 and isinstance(cities[0], str) and len(cities[0]) <= 30
     assert result.final_output == f"It is sunny in {cities[0]}."
+
+
+@pytest.mark.parametrize("piece", [1, 3, 7, 1000])
+def test_several_calls_become_events_whatever_pieces_the_text_comes_in(piece: int) -> None:
+    """The worker's reading of its grammar's output: ids, names, then the arguments whole,
+    and every token counted once, however the text is cut into tokens."""
+    arguments = ['{"city": "Par}is \\" {", "unit": "celsius"}', '{ "zone": "UTC" } ']
+    text = SEPARATOR.join(call_text(name, a) for name, a in zip(["get_weather", "get_time"], arguments))
+    parser = CallParser("job")
+    pieces = [text[i:i + piece] for i in range(0, len(text), piece)]
+    events = [e for p in pieces for e in parser.feed(p, 1)] + parser.finish()
+    assert [(e.id, e.name) for e in events if isinstance(e, ToolCallEvent) and e.id] == [
+        ("call_job_0", "get_weather"), ("call_job_1", "get_time")]
+    for index, expected in enumerate(arguments):
+        joined = "".join(e.arguments for e in events if isinstance(e, ToolCallEvent) and e.index == index)
+        assert joined == expected.rstrip()  # a space after the object belongs to the block
+    assert sum(e.tokens for e in events) == len(pieces)
