@@ -11,9 +11,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from api.structured import ResponseFormat, grammar_schema
+from api.text import Text as Text  # re-exported: other request schemas take it from here
+from api.text import valid_unicode
 from api.tools import CallFunction, CallIn, FunctionCallChoice, FunctionDef, FunctionTool, ToolChoice, history, tool_use
 from hearth.contract import Message, SamplingParams, ToolUse
 
@@ -23,17 +25,6 @@ NAME_CHARS = 256  # model and user names
 MAX_STOPS = 4  # OpenAI's
 
 
-def valid_unicode(text: str) -> str:
-    """JSON may escape a lone surrogate ("\\ud800"): no text, and it cannot be encoded for
-    Redis or the tokenizer. Refused here, naming the field, rather than failing later."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        raise ValueError("contains a lone surrogate escape (such as \\ud800), which is not valid Unicode text") from None
-    return text
-
-
-Text = Annotated[str, AfterValidator(valid_unicode)]
 
 
 @dataclass(frozen=True)
@@ -88,9 +79,9 @@ class ChatMessage(BaseModel):
     role: Literal["system", "developer", "user", "assistant", "tool", "function"]
     content: str | list[TextPart] | None = None
     tool_calls: list[CallIn] | None = None  # an assistant's calls
-    tool_call_id: str | None = None  # a tool message: the call it answers
+    tool_call_id: Text | None = None  # a tool message: the call it answers
     function_call: CallFunction | None = None  # legacy: an assistant's one call
-    name: str | None = None  # legacy: the function a `function` message answers
+    name: Text | None = None  # legacy: the function a `function` message answers
 
     @field_validator("content", mode="before")
     @classmethod

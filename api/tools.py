@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from api.errors import HearthError
 from api.structured import Unsupported, enforced_schema
+from api.text import Text
 from hearth.contract import FunctionSpec, Message, ToolCall, ToolUse
 
 NAME_PATTERN = r"^[a-zA-Z0-9_-]{1,64}$"
@@ -24,7 +25,7 @@ class FunctionDef(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     name: Annotated[str, Field(pattern=NAME_PATTERN)]
-    description: Annotated[str, Field(max_length=MAX_DESCRIPTION)] | None = None
+    description: Annotated[Text, Field(max_length=MAX_DESCRIPTION)] | None = None
     parameters: dict[str, Any] | None = None
     strict: bool | None = None  # every accepted schema is enforced, strict or not
 
@@ -68,8 +69,8 @@ FunctionCallChoice = Literal["none", "auto"] | FunctionName
 class CallFunction(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
-    name: str
-    arguments: str
+    name: Text
+    arguments: Text
 
 
 class CallIn(BaseModel):
@@ -77,7 +78,7 @@ class CallIn(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    id: str
+    id: Text
     type: Literal["function"] = "function"
     function: CallFunction
 

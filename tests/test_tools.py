@@ -8,6 +8,8 @@ SmolLM2-135M is tiny: these check the shape and validity of calls, not whether t
 """
 
 import json
+from collections.abc import Callable
+from pathlib import Path
 from typing import Annotated, Any
 
 import jsonschema
@@ -181,6 +183,7 @@ def nested(depth: int) -> dict[str, Any]:
     ({"tool_choice": "required"}, "tool_choice", "needs tools"),
     ({"tools": [function()], "stop": ["x"]}, "stop", "tools"),
     ({"tools": [function()], "functions": [{"name": "g"}]}, "functions", "not both"),
+    ({"tools": [function()], "extra_body": {"conversation": "conv_nobody"}}, "tools", "conversation"),
     ({"messages": [*ASK, {"role": "tool", "tool_call_id": "call_nobody", "content": "42"}]}, "messages.1.tool_call_id", "call_nobody"),
 ])
 def test_bad_tool_input_is_400_naming_it_and_nothing_is_queued(
@@ -232,3 +235,20 @@ def test_several_calls_become_events_whatever_pieces_the_text_comes_in(piece: in
         joined = "".join(e.arguments for e in events if isinstance(e, ToolCallEvent) and e.index == index)
         assert joined == expected.rstrip()  # a space after the object belongs to the block
     assert sum(e.tokens for e in events) == len(pieces)
+
+
+def test_a_mistral_template_carries_tools_calls_and_results(make_stack: Callable[..., Stack], mistral_tiny: str) -> None:
+    """Mistral Instruct's template knows neither system nor tool roles: the generic format
+    reaches it folded into user turns, and the random-weight model's calls are still valid
+    (the grammar allows nothing else)."""
+    s = make_stack(DEFAULT_MODEL="")
+    s.start_api()
+    s.start_worker(MODEL_PATH=mistral_tiny, N_CTX="2048")
+    client = openai.OpenAI(base_url=s.base_url, api_key="unused", max_retries=0, timeout=120)
+    model = Path(mistral_tiny).stem
+    reply = client.chat.completions.create(model=model, messages=ASK, tools=TOOLS, tool_choice="required", max_tokens=150)
+    valid_calls(reply.choices[0].message.tool_calls)
+    results = [{"role": "tool", "tool_call_id": c.id, "content": run_tool(c)} for c in reply.choices[0].message.tool_calls or []]
+    history = [{"role": "system", "content": "Be brief."}, *ASK, reply.choices[0].message.model_dump(exclude_none=True), *results]
+    final = client.chat.completions.create(model=model, messages=history, tools=TOOLS, tool_choice="none", max_tokens=5)
+    assert final.choices[0].finish_reason in ("stop", "length")  # the template took the history
