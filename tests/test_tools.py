@@ -182,6 +182,7 @@ def nested(depth: int) -> dict[str, Any]:
     ({"tools": [function()], "tool_choice": {"type": "function", "function": {"name": "g"}}}, "tool_choice", "'g'"),
     ({"tool_choice": "required"}, "tool_choice", "needs tools"),
     ({"tools": [function()], "stop": ["x"]}, "stop", "tools"),
+    ({"tools": [function()], "response_format": {"type": "json_object"}}, "response_format", "tools"),
     ({"tools": [function()], "functions": [{"name": "g"}]}, "functions", "not both"),
     ({"tools": [function()], "extra_body": {"conversation": "conv_nobody"}}, "tools", "conversation"),
     ({"messages": [*ASK, {"role": "tool", "tool_call_id": "call_nobody", "content": "42"}]}, "messages.1.tool_call_id", "call_nobody"),
