@@ -8,7 +8,7 @@ import sys
 from collections.abc import Callable
 
 from api.settings import ApiSettings
-from bench import batch, context, grammar, idle, load, models, states, stream
+from bench import batch, context, grammar, idle, load, models, states, stream, tool_calls
 from bench.rig import Rig
 from hearth.logs import setup_logging
 from hearth.settings import CommonSettings
@@ -19,6 +19,7 @@ CASES: dict[str, Callable[[Rig, argparse.Namespace], str]] = {
     "idle": lambda rig, a: idle.run(rig, a.idle_seconds, a.requests).render(),  # first: nothing else has run yet
     "stream": lambda rig, a: stream.run(rig, a.rounds, a.tokens, a.seed).render(),
     "grammar": lambda rig, a: grammar.run(rig, a.rounds, a.tokens, a.seed).render(),
+    "tools": lambda rig, a: tool_calls.run(rig, a.tool_requests, a.seed).render(),
     "load": lambda rig, a: load.run(rig, a.users, a.chats, a.max_tokens, a.seed).render(),
     "context": lambda rig, a: context.run(rig, a.turns, a.max_tokens, a.seed).render(),
     "batch": lambda rig, a: batch.run(rig, a.lines, a.line_tokens, a.seed).render(),
@@ -61,6 +62,8 @@ def parser() -> argparse.ArgumentParser:
     s = p.add_argument_group("stream and grammar")
     s.add_argument("--rounds", type=at_least(1), default=5, help="measured rounds per side, after a warm-up (default: %(default)s)")
     s.add_argument("--tokens", type=at_least(2), default=200, help="completion tokens per stream, at least 2 (default: %(default)s)")
+    t = p.add_argument_group("tools")
+    t.add_argument("--tool-requests", type=at_least(1), default=200, help="tool-call requests, each also run without tools (default: %(default)s)")
     g = p.add_argument_group("load")
     g.add_argument("--users", type=at_least(1), default=8, help="simulated users (default: %(default)s)")
     g.add_argument("--chats", type=at_least(1), default=3, help="chats per user, one after another (default: %(default)s)")

@@ -1,6 +1,6 @@
 """`grammar`: what a `response_format` JSON schema costs the model. The same chat generated
 in-process (as `stream` does it, through `worker.engine.Engine`) as free text and under a
-schema's grammar, which llama.cpp applies to every candidate token before sampling.
+schema's grammar (checked against the sampled token first: worker.sampling).
 
 The schema asks for a hundred records, far more than the bench's token count, so both sides
 generate exactly `tokens` tokens (end of generation is banned, and the grammar could not end

@@ -106,13 +106,13 @@ def in_process(rig: Rig, body: dict[str, Any], engine: Engine | None = None) -> 
         last = time.perf_counter()
         first = first or last
 
-    params = request.sampling()
+    params, tools = request.sampling(), request.tool_use()
     cpu = rig.cpu_seconds()
     start = time.perf_counter()
     # What worker.runner.JobRunner.run does around the model, minus its Redis events.
-    fitted = engine.prompter.plan(request.contract_messages(), params.max_tokens)
+    fitted = engine.prompter.plan(request.contract_messages(), params.max_tokens, tools)
     gen = engine.generate(fitted.tokens, fitted.max_tokens, params, on_text, threading.Event(),
-                          time.monotonic() + engine.settings.job_timeout_s)
+                          time.monotonic() + engine.settings.job_timeout_s, tools=tools)
     end = time.perf_counter()
     cpu = _used(cpu, rig.cpu_seconds())
     rig.settle()  # llama.cpp's threads go idle before the stack's turn

@@ -115,9 +115,40 @@ def fit_key(model: str) -> str:
     return FIT_KEY.format(model=model)
 
 
+class ToolCall(BaseModel):
+    """A function call the assistant made: `arguments` is its JSON text, as the model wrote it."""
+
+    id: str
+    name: str
+    arguments: str
+
+
 class Message(BaseModel):
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str
+    tool_calls: list[ToolCall] = []  # an assistant's calls (its content may be empty)
+    tool_call_id: str | None = None  # a tool message: the call it answers (its id in an earlier tool_calls)
+
+
+class FunctionSpec(BaseModel):
+    """A function the model may call: `parameters` as the caller wrote them (shown to the
+    model), `enforced` the same schema checked and reduced by the api to what the grammar
+    enforces (api.chat.structured), always an object schema."""
+
+    name: str
+    description: str = ""
+    parameters: dict[str, Any]
+    enforced: dict[str, Any]
+
+
+class ToolUse(BaseModel):
+    """The functions offered to the model and how it must use them: `auto` answers in text or
+    calls, `required` calls (one of `functions`; the api narrows them to the one a named
+    `tool_choice` asks for), `parallel` allows several calls in one answer."""
+
+    functions: list[FunctionSpec]
+    mode: Literal["auto", "required"] = "auto"
+    parallel: bool = True
 
 
 class SamplingParams(BaseModel):
@@ -154,6 +185,7 @@ class JobPayload(BaseModel):
     user: str | None = None
     preemptible: bool = False  # a batch line: pauses when a chat arrives for its model
     resume: Resume | None = None
+    tools: ToolUse | None = None  # functions the answer may call (None: a text answer)
 
 
 class FitRequest(BaseModel):
@@ -164,6 +196,7 @@ class FitRequest(BaseModel):
     expires_at: float  # Redis time (hearth.lifecycle); a worker skips requests nobody waits for any more
     messages: list[Message]
     max_tokens: int | None = None
+    tools: ToolUse | None = None  # described in the prompt, so they count
 
 
 class FitReply(BaseModel):
@@ -190,6 +223,7 @@ class EventType(StrEnum):
     LOADING = "loading"
     CONTEXT_TRIMMED = "context_trimmed"
     TOKEN = "token"
+    TOOL_CALL = "tool_call"
     REQUEUED = "requeued"
     DONE = "done"
     ERROR = "error"
@@ -229,6 +263,21 @@ class TokenEvent(BaseModel):
     tokens: int = 1
 
 
+class ToolCallEvent(BaseModel):
+    """Part of a function call in the answer, as its tokens come: the first part of call
+    `index` has its `id` and `name`; each part carries the next piece of its JSON `arguments`."""
+
+    type: Literal[EventType.TOOL_CALL] = EventType.TOOL_CALL
+    index: int
+    id: str | None = None
+    name: str | None = None
+    arguments: str = ""
+    tokens: int = 0
+
+
+ANSWER_EVENTS = (TokenEvent, ToolCallEvent)  # the answer's own output, as it is generated
+
+
 class RequeuedEvent(BaseModel):
     """A batch line back in its queue: paused for a chat (it resumes where it stopped), or its
     worker was lost (it starts again, up to a bound)."""
@@ -240,7 +289,7 @@ class RequeuedEvent(BaseModel):
 
 class DoneEvent(BaseModel):
     type: Literal[EventType.DONE] = EventType.DONE
-    finish_reason: Literal["stop", "length"]
+    finish_reason: Literal["stop", "length", "tool_calls"]
     usage: Usage
 
 
@@ -259,7 +308,8 @@ class ErrorEvent(BaseModel):
 
 
 Event = Annotated[
-    QueuedEvent | StartedEvent | LoadingEvent | ContextTrimmedEvent | TokenEvent | RequeuedEvent | DoneEvent | ErrorEvent,
+    QueuedEvent | StartedEvent | LoadingEvent | ContextTrimmedEvent | TokenEvent | ToolCallEvent | RequeuedEvent | DoneEvent
+    | ErrorEvent,
     Field(discriminator="type"),
 ]
 FINAL_EVENTS = (EventType.DONE, EventType.ERROR)
@@ -289,13 +339,16 @@ def stream_id(entry_id: str) -> tuple[int, int]:
 
 
 def coalesce(entries: list[tuple[K, Event]]) -> list[tuple[K, Event]]:
-    """Consecutive token events merged into one, under the key (id) of the last: nothing
-    dropped, fewer entries and messages, so whoever fell behind catches up in large steps."""
+    """Consecutive token events merged into one (and consecutive parts of one call's
+    arguments), under the key (id) of the last: nothing dropped, fewer entries and messages,
+    so whoever fell behind catches up in large steps."""
     out: list[tuple[K, Event]] = []
     for entry_id, event in entries:
         last = out[-1][1] if out else None
         if isinstance(event, TokenEvent) and isinstance(last, TokenEvent):
             out[-1] = (entry_id, TokenEvent(text=last.text + event.text, tokens=last.tokens + event.tokens))
+        elif isinstance(event, ToolCallEvent) and isinstance(last, ToolCallEvent) and event.index == last.index and event.id is None:
+            out[-1] = (entry_id, last.model_copy(update={"arguments": last.arguments + event.arguments, "tokens": last.tokens + event.tokens}))
         else:
             out.append((entry_id, event))
     return out

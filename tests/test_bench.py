@@ -10,7 +10,7 @@ import pytest
 from devstack import ROOT
 
 SMALLEST = ["--idle-seconds", "2", "--requests", "1", "--rounds", "1", "--tokens", "16", "--users", "2", "--chats", "1", "--max-tokens", "8", "--turns", "2",
-            "--lines", "2", "--line-tokens", "8", "--history-tokens", "64", "--model-tokens", "4", "--other-model", "mistral-tiny"]
+            "--lines", "2", "--line-tokens", "8", "--history-tokens", "64", "--tool-requests", "2", "--model-tokens", "4", "--other-model", "mistral-tiny"]
 
 
 def number(pattern: str, text: str) -> float:
@@ -48,6 +48,9 @@ def test_bench_runs_every_case_and_prints_its_numbers() -> None:
 
     assert re.search(r"^json_schema\s+[\d.]+\s+[\d.]+\s+16\s", out, re.MULTILINE), out  # as many tokens as free text
     assert number(r"^ratio json_schema/free tok/s: ([\d.]+)", out) > 0
+
+    assert re.search(r"^valid arguments: 100\.0 % \(2/2 requests", out, re.MULTILINE), out
+    assert number(r"^ratio tools/free tok/s: ([\d.]+)", out) > 0
 
     assert re.search(r"^2 users at once\s+2/0\s", out, re.MULTILINE), out  # completed/failed
     assert number(r"^2 users at once(?:\s+\S+){6}\s+([\d.]+)$", out) > 0  # completion tok/s

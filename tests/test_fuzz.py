@@ -37,9 +37,13 @@ MAX_TOKENS = 4
 # window depend on settings and on the model a worker loaded; an uploaded `file` must be
 # JSONL, which a multipart schema cannot say. Likewise a response's `input` past the window and
 # its `previous_response_id` (it must exist; so must the caller's own response it names), and
-# `background` without `store`: a pair of fields the body's JSON schema cannot relate.
+# `background` without `store`: a pair of fields the body's JSON schema cannot relate. So are a
+# chat's tools and what they exclude or must match: a `tool_choice` (`function_call`) naming a
+# function offered, function names unique, `tools` or `functions` but not both, no `stop` nor
+# JSON `response_format` beside them (a schema that cannot say "unique" or "one of those").
 STATEFUL_PARAMS = {"after", "input_file_id", "completion_window", "logit_bias", "messages", "file", "input",
-                   "previous_response_id", "background"}
+                   "previous_response_id", "background", "tools", "functions", "tool_choice", "function_call", "stop",
+                   "response_format"}
 # The fuzzer's API key, set by `fuzz_key` once the stack has added its user: schemathesis asks
 # its auth provider at generation time, where fixtures cannot reach.
 ACCOUNT: dict[str, str] = {}

@@ -12,10 +12,11 @@ import llama_cpp
 import numpy as np
 from llama_cpp import Llama, LogitsProcessorList
 
-from hearth.contract import SamplingParams
+from hearth.contract import SamplingParams, ToolUse
 from worker.grammars import Grammars
 from worker.models import ModelFile
 from worker.prompter import Prompter
+from worker.sampling import grammar_checked_llama
 from worker.settings import WorkerSettings
 from worker.state_cache import Source, StateCache
 from worker.state_disk import StateDisk, common_prefix
@@ -91,7 +92,7 @@ class Engine:
     the model that made it."""
 
     def __init__(self, settings: WorkerSettings, model: ModelFile, disk: StateDisk | None):
-        self.llama = Llama(
+        self.llama = grammar_checked_llama(
             model_path=str(model.path),
             n_ctx=model.n_ctx,
             n_threads=settings.n_threads,
@@ -139,21 +140,24 @@ class Engine:
         deadline: float,
         preempt: threading.Event | None = None,
         answered: list[int] | None = None,
+        tools: ToolUse | None = None,
     ) -> Generation:
         """Run one completion of `tokens`, calling `on_text(text, n_tokens)` as text is ready.
         The caller has checked that `max_tokens` fits in the window; `deadline` is a
         `time.monotonic()` value. When `preempt` is set, raise Paused at the next clean point.
-        `answered`: the answer tokens that end `tokens`, when resuming a paused generation."""
+        `answered`: the answer tokens that end `tokens`, when resuming a paused generation.
+        `tools`: the answer is text or calls as worker.tool_calls spells them (its grammar)."""
         s = self.settings
         reuse = self.cache.prepare(tokens)
         cached = self.cached_prefix(tokens)
         # llama.cpp's sampler takes a 32-bit seed; OpenAI's is any int64.
         self.llama.set_seed(params.seed % 2**32 if params.seed is not None else random.getrandbits(32))
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        grammar = None if params.json_schema is None else self.grammars.get(params.json_schema)
-        # A JSON answer ends where its grammar lets it end, when the JSON is complete: a turn
-        # marker spelled inside one of its strings is text, not an end (and the api refuses
-        # `stop` strings with a schema), so nothing cuts the JSON short but `max_tokens`.
+        grammar = self.grammars.for_tools(tools) if tools else None if params.json_schema is None else self.grammars.get(params.json_schema)
+        # A JSON answer (or a call) ends where its grammar lets it end, when the JSON is
+        # complete: a turn marker spelled inside one of its strings is text, not an end (and the
+        # api refuses `stop` strings with a schema or tools), so nothing cuts the JSON short but
+        # `max_tokens`.
         stops = StopMatcher(params.stop + (self.prompter.template.turn_markers if grammar is None else []))
         parts: list[str] = []
         finish, unsent, hit_stop = "length", 0, False

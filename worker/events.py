@@ -10,7 +10,7 @@ from redis import Redis
 from redis.client import Pipeline
 from redis.exceptions import RedisError
 
-from hearth.contract import FINAL_EVENTS, Event, TokenEvent, coalesce
+from hearth.contract import ANSWER_EVENTS, FINAL_EVENTS, Event, coalesce
 from hearth.lifecycle import JobStatus, apply_events_args, start_args
 
 log = logging.getLogger(__name__)
@@ -49,7 +49,7 @@ class EventWriter:
         the events (a reader woken by the event then sees what they wrote)."""
         now = time.monotonic()
         with self._cond:
-            is_token = isinstance(event, TokenEvent)
+            is_token = isinstance(event, ANSWER_EVENTS)
             if is_token and self._after_token == job_id:
                 due = self._next_at
             elif is_token or getattr(event, "type", None) in FINAL_EVENTS:

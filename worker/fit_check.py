@@ -28,7 +28,7 @@ class FitChecker:
     @staticmethod
     def answer(prompter: Prompter, request: FitRequest) -> FitReply:
         try:
-            fitted = prompter.plan(request.messages, request.max_tokens)
+            fitted = prompter.plan(request.messages, request.max_tokens, request.tools)
         except ContextOverflow as exc:
             return FitReply(fits=False, prompt_tokens=exc.prompt_tokens, n_ctx=exc.n_ctx, message=str(exc))
         return FitReply(fits=True, prompt_tokens=len(fitted.tokens), n_ctx=prompter.n_ctx)

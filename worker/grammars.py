@@ -13,11 +13,15 @@ import logging
 import re
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any
 
 import llama_cpp
 from llama_cpp import LlamaGrammar
 from llama_cpp.llama_grammar import BuiltinRule, SchemaConverter
+
+from hearth.contract import ToolUse
+from worker.tool_calls import ARGUMENTS_KEY, CALL_HEAD, CALL_TAIL, SEPARATOR
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +31,11 @@ CACHED = 32  # distinct schemas kept; a grammar is a few KB of text
 _CHAR = BuiltinRule(r'[^"\\\x7F\x00-\x1F] | "\\" (["\\/bfnrt] | "u" [0-9a-fA-F] [0-9a-fA-F] [0-9a-fA-F] [0-9a-fA-F])', [])
 _LITERAL_ESCAPES = {"\\": "\\\\", '"': '\\"', "\r": "\\r", "\n": "\\n"}
 _LITERAL_ESCAPE_RE = re.compile(r'[\\"\r\n]')
+# A grammar's text in pieces: literals, character classes and repetitions (kept as they are),
+# rule names, anything else.
+_GBNF_PIECE = re.compile(r'"(?:\\.|[^"\\])*"|\[(?:\\.|[^\]\\])*\]|\{[^}]*\}|([a-zA-Z0-9-]+)|.', re.S)
+# A text answer beside calls (`auto`): anything that does not start as a call does.
+_TEXT_RULE = r'text ::= [^<] [^\x00]*'
 
 
 class GrammarError(Exception):
@@ -40,7 +49,11 @@ class _Converter(SchemaConverter):
         return rule_name
 
     def _format_literal(self, literal: str) -> str:
-        return '"' + _LITERAL_ESCAPE_RE.sub(lambda m: _LITERAL_ESCAPES[m.group(0)], literal) + '"'
+        return literal_rule(literal)
+
+
+def literal_rule(literal: str) -> str:
+    return '"' + _LITERAL_ESCAPE_RE.sub(lambda m: _LITERAL_ESCAPES[m.group(0)], literal) + '"'
 
 
 def to_gbnf(schema: dict[str, Any]) -> str:
@@ -49,6 +62,22 @@ def to_gbnf(schema: dict[str, Any]) -> str:
     converter.visit(converter.resolve_refs(json.loads(json.dumps(schema)), "schema"), "")  # type: ignore[no-untyped-call]  # llama-cpp-python's SchemaConverter is untyped
     grammar: str = converter.format_grammar()  # type: ignore[no-untyped-call]  # llama-cpp-python's SchemaConverter is untyped
     return grammar
+
+
+def _prefixed(gbnf: str, prefix: str) -> str:
+    """`gbnf` with `prefix` before each rule name, so several grammars share one text."""
+    return _GBNF_PIECE.sub(lambda m: prefix + m.group(1) if m.group(1) else m.group(0), gbnf)
+
+
+def tools_gbnf(tools: ToolUse) -> str:
+    """Calls as worker.tool_calls spells them, each function's arguments valid against its
+    schema; with `auto`, a text answer instead; with `parallel`, one call or more."""
+    rules = [_prefixed(to_gbnf(f.enforced), f"f{i}-") for i, f in enumerate(tools.functions)]
+    names = " | ".join(f"{literal_rule(json.dumps(f.name) + ARGUMENTS_KEY)} f{i}-root" for i, f in enumerate(tools.functions))
+    calls = f"call ({literal_rule(SEPARATOR)} call)*" if tools.parallel else "call"
+    text = [] if tools.mode == "required" else [_TEXT_RULE]
+    return "\n".join([f"root ::= {' | '.join(['text'] * len(text) + [calls])}", f"call ::= {literal_rule(CALL_HEAD)} ({names}) {literal_rule(CALL_TAIL)}",
+                      *text, *rules])
 
 
 class Grammars:
@@ -60,26 +89,33 @@ class Grammars:
 
     def get(self, schema: dict[str, Any]) -> LlamaGrammar:
         # The key keeps the caller's order of properties: it is the order of the answer's keys.
-        key = json.dumps(schema, separators=(",", ":"), ensure_ascii=False)
+        return self._cached(json.dumps(schema, separators=(",", ":"), ensure_ascii=False), lambda: to_gbnf(schema))
+
+    def for_tools(self, tools: ToolUse) -> LlamaGrammar:
+        # Descriptions and the schemas as shown change the prompt, not the grammar.
+        key = json.dumps([tools.mode, tools.parallel, [(f.name, f.enforced) for f in tools.functions]], separators=(",", ":"), ensure_ascii=False)
+        return self._cached(key, lambda: tools_gbnf(tools))
+
+    def _cached(self, key: str, build: Callable[[], str]) -> LlamaGrammar:
         grammar = self._cache.get(key)
         if grammar is None:
-            grammar = self._cache[key] = self._build(schema)
+            grammar = self._cache[key] = self._build(build)
             if len(self._cache) > self._size:
                 self._cache.popitem(last=False)
         self._cache.move_to_end(key)
         return grammar
 
-    def _build(self, schema: dict[str, Any]) -> LlamaGrammar:
+    def _build(self, build: Callable[[], str]) -> LlamaGrammar:
         started = time.perf_counter()
         try:
-            gbnf = to_gbnf(schema)
+            gbnf = build()
         except Exception as exc:  # the converter asserts and raises on what it cannot handle
-            raise GrammarError("The response_format schema could not be turned into a grammar.") from exc
+            raise GrammarError("The schema could not be turned into a grammar.") from exc
         # llama.cpp parses the grammar again for every generation; a text it cannot parse gives
         # a null sampler, which would crash the process: try it once here.
         sampler = llama_cpp.llama_sampler_init_grammar(self._vocab, gbnf.encode(), b"root")
         if not sampler:
-            raise GrammarError("The response_format schema could not be turned into a grammar.")
+            raise GrammarError("The schema could not be turned into a grammar.")
         llama_cpp.llama_sampler_free(sampler)
         self.built += 1
         log.info("grammar built", extra={"grammar_chars": len(gbnf), "build_ms": round(1000 * (time.perf_counter() - started), 1)})

@@ -20,7 +20,7 @@ from redis.exceptions import RedisError
 from rq.job import Job
 
 from hearth import usage
-from hearth.contract import DoneEvent, ErrorCode, ErrorEvent, Event, TokenEvent
+from hearth.contract import ANSWER_EVENTS, DoneEvent, ErrorCode, ErrorEvent, Event, TokenEvent
 from hearth.lifecycle import JobStatus
 from hearth.logs import log_context
 from hearth.metrics import FinishedJob, Outcome, outcome_of, record_job
@@ -104,11 +104,11 @@ class JobMeter(EventWriter):
             super().emit(job_id, event, before)
             return
         now = time.time()
-        if isinstance(event, TokenEvent):
+        if isinstance(event, ANSWER_EVENTS):
             if track.first_token_at is None:
                 track.first_token_at, track.first_tokens = now, event.tokens
             track.tokens += event.tokens
-            if self._log_prompts:
+            if self._log_prompts and isinstance(event, TokenEvent):
                 track.text.append(event.text)
         elif isinstance(event, (DoneEvent, ErrorEvent)):
             record = track.record(event, self._worker, now)

@@ -10,9 +10,10 @@ from functools import cache
 import llama_cpp
 from llama_cpp import Llama
 
-from hearth.contract import Message
+from hearth.contract import Message, ToolUse
 from worker.context import Counted, Plan, plan
 from worker.prompt import ChatTemplate, Tokenize
+from worker.tool_calls import prompt_messages
 
 SEPARATOR_TOKENS = 4  # margin per message: folded or merged messages are joined with "\n\n"
 
@@ -63,8 +64,10 @@ class Prompter:
         more = len(self.tokens([*empty, Message(role="assistant", content=""), Message(role="user", content="")]))
         return base, max(0, more - base) // 2 + SEPARATOR_TOKENS
 
-    def plan(self, messages: Sequence[Message], max_tokens: int | None) -> Plan:
+    def plan(self, messages: Sequence[Message], max_tokens: int | None, tools: ToolUse | None = None) -> Plan:
+        """The prompt that fits, with `tools` and the history's calls in worker.tool_calls'
+        format (the tools' description is a system message: never left out)."""
         # A plan counts overlapping parts of one chat several times, and a template repeats
         # the same text around every message: each distinct piece is tokenized once.
         memo = cache(self._tokenize)
-        return plan(messages, max_tokens, self._default_max_tokens, self.n_ctx, lambda chat: self._counted(chat, memo))
+        return plan(prompt_messages(messages, tools), max_tokens, self._default_max_tokens, self.n_ctx, lambda chat: self._counted(chat, memo))

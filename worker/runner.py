@@ -33,6 +33,7 @@ from worker.events import EventWriter
 from worker.grammars import GrammarError
 from worker.pool import ModelPool
 from worker.state_disk import StateDisk
+from worker.tool_calls import CallParser
 
 log = logging.getLogger(__name__)
 
@@ -112,19 +113,27 @@ class JobRunner:
         limit = self.pool.current.settings.job_timeout_s
         try:
             engine = self.pool.get(model, loading=lambda: emit(LoadingEvent(model=model)))
-            fitted = engine.prompter.plan(payload.messages, payload.params.max_tokens)
+            fitted = engine.prompter.plan(payload.messages, payload.params.max_tokens, payload.tools)
             if fitted.dropped_messages and not resumed:
                 emit(ContextTrimmedEvent(messages=fitted.dropped_messages, tokens=fitted.dropped_tokens))
             self.remaining = fitted.max_tokens - len(resumed)
 
+            calls = CallParser(job_id) if payload.tools else None
+            if calls and resumed:  # what the paused attempt sent: its events are out already
+                calls.feed(engine.llama.detokenize(resumed).decode(errors="replace"), 0)
+
             def on_text(text: str, n: int) -> None:
                 self.remaining -= n
-                emit(TokenEvent(text=text, tokens=n))
+                for event in calls.feed(text, n) if calls else [TokenEvent(text=text, tokens=n)]:
+                    emit(event)
 
             gen = engine.generate(
                 fitted.tokens + resumed, fitted.max_tokens - len(resumed), payload.params, on_text, cancelled,
-                time.monotonic() + limit, self._cancels.preempt if payload.preemptible else None, resumed,
+                time.monotonic() + limit, self._cancels.preempt if payload.preemptible else None, resumed, payload.tools,
             )
+            for event in calls.finish() if calls else []:
+                emit(event)
+            finish = "tool_calls" if calls and calls.count and gen.finish_reason == "stop" else gen.finish_reason
             if resumed:
                 log.info("job resumed", extra={"resumed_tokens": len(resumed), "evaluated_tokens": gen.prompt_tokens - gen.cached_tokens})
             usage = Usage(
@@ -133,10 +142,10 @@ class JobRunner:
                 total_tokens=len(fitted.tokens) + len(resumed) + gen.completion_tokens,
                 prompt_tokens_details=PromptTokensDetails(cached_tokens=min(gen.cached_tokens, len(fitted.tokens))),
             )
-            emit(DoneEvent(finish_reason=gen.finish_reason, usage=usage), partial(record_state_reuse, source=gen.reuse))
+            emit(DoneEvent(finish_reason=finish, usage=usage), partial(record_state_reuse, source=gen.reuse))
             if not payload.preemptible:  # a batch line's state is seldom asked for again: it would evict the chats'
                 engine.keep_state()  # after the answer's end went out: its reader never waits for the copy
-            return {"finish_reason": gen.finish_reason, "usage": usage.model_dump()}
+            return {"finish_reason": finish, "usage": usage.model_dump()}
         except Paused as paused:
             if self._shutting_down.is_set():  # for this worker's successor (a chat's pause leaves it in the memory cache)
                 engine.keep_state()

@@ -154,6 +154,7 @@ def read_lines(data: bytes, owner: str, endpoint: str, model_of: Callable[[str],
             body, request = _chat_of(endpoint, line.get("body"))
             try:
                 check(body)
+                messages, tools = body.contract_messages(), body.tool_use()
             except HearthError as exc:
                 raise as_responses_error(exc) if request else exc from None
         except ValidationError as exc:
@@ -164,8 +165,8 @@ def read_lines(data: bytes, owner: str, endpoint: str, model_of: Callable[[str],
         except HearthError as exc:
             bad.append(LineError(line=index, custom_id=custom_id, code=exc.code or "invalid_request", message=f"body.{exc.message}", param=exc.param and f"body.{exc.param}"))
             continue
-        payload = JobPayload(job_id=secrets.token_hex(16), messages=body.contract_messages(), params=body.sampling(),
-                             model=model_of(body.model), user=owner, preemptible=True)
+        payload = JobPayload(job_id=secrets.token_hex(16), messages=messages, params=body.sampling(),
+                             model=model_of(body.model), user=owner, preemptible=True, tools=tools)
         response = request.stored(payload.job_id, int(time.time()), payload.model, []) if request else None
         good.append(PendingLine(index=index, custom_id=custom_id, payload=payload, response=response))
     return good, bad

@@ -23,10 +23,22 @@ def check_request(body: ChatCompletionRequest, settings: ApiSettings) -> None:
             raise _refuse("stop", f"a stop string may have at most {settings.max_stop_chars} characters.")
     if len(body.logit_bias or {}) > settings.max_logit_bias:
         raise _refuse("logit_bias", f"at most {settings.max_logit_bias} token ids may be biased.")
+    offered = body.functions if body.legacy_functions else body.tools
+    if len(offered or []) > settings.max_tools:
+        field = "functions" if body.legacy_functions else "tools"
+        raise _refuse(field, f"at most {settings.max_tools} functions may be offered, got {len(offered or [])}.")
     # A schema that cannot be enforced is refused here, before anything is queued.
-    if grammar_schema(body.response_format) is not None and body.stops():
+    structured = grammar_schema(body.response_format) is not None
+    if structured and body.stops():
         raise _refuse("stop", "stop strings cannot be combined with a JSON response_format: one could cut the JSON "
                               "short. The answer ends when its JSON is complete.")
+    if body.tool_use() is not None:
+        if body.stops():
+            raise _refuse("stop", "stop strings cannot be combined with tools: one could cut a call's arguments short.")
+        if structured:
+            raise _refuse("response_format", "a JSON response_format cannot be combined with tools (unless tool_choice is none).")
+        if body.conversation is not None:
+            raise _refuse("tools", "a conversation's turn cannot offer tools yet: conversations store messages, not calls.")
 
 
 def check_for_worker(body: ChatCompletionRequest, worker: WorkerInfo) -> None:

@@ -15,7 +15,7 @@ from api.conversations.turns import TurnService
 from api.dependencies import CurrentUser, Jobs, QuotaCheck, RedisDep, Settings, Turns
 from api.errors import HearthError, error_responses
 from api.jobs.service import JobService
-from hearth.contract import DoneEvent, ErrorEvent, TokenEvent
+from hearth.contract import DoneEvent, ErrorEvent, TokenEvent, ToolCallEvent
 from hearth.job_record import JobRecord
 from hearth.sse import hearth_comment
 
@@ -23,7 +23,7 @@ router = APIRouter(prefix="/v1", tags=["chat"], responses=error_responses(400, 4
 
 
 async def _stream(
-    jobs: JobService, job: JobRecord, include_usage: bool, draining: Callable[[], bool]
+    jobs: JobService, job: JobRecord, include_usage: bool, draining: Callable[[], bool], legacy: bool = False,
 ) -> AsyncIterator[dict[str, str] | ServerSentEvent]:
     """OpenAI chunks; Hearth's own events (queue position, trimming) go as SSE comments,
     which OpenAI clients skip. Ends with `[DONE]`, or with an error object on failure."""
@@ -32,10 +32,14 @@ async def _stream(
         yield {"data": fmt.chunk(job.id, job.created, job.model, {"role": "assistant", "content": ""})}
         async for _, event in jobs.events(job):
             if isinstance(event, TokenEvent):
-                yield {"data": fmt.chunk(job.id, job.created, job.model, {"content": event.text})}
+                if event.text:
+                    yield {"data": fmt.chunk(job.id, job.created, job.model, {"content": event.text})}
+            elif isinstance(event, ToolCallEvent):
+                if event.id is not None or event.arguments:
+                    yield {"data": fmt.chunk(job.id, job.created, job.model, fmt.call_delta(event, legacy))}
             elif isinstance(event, DoneEvent):
                 finished = True
-                yield {"data": fmt.chunk(job.id, job.created, job.model, {}, event.finish_reason)}
+                yield {"data": fmt.chunk(job.id, job.created, job.model, {}, fmt.finish_reason(event, legacy))}
                 if include_usage:
                     yield {"data": fmt.usage_chunk(job.id, job.created, job.model, event)}
                 yield {"data": "[DONE]"}
@@ -75,6 +79,7 @@ async def create_chat_completion(
     headers = {"X-Job-Id": job.id}
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        return EventSourceResponse(_stream(jobs, job, include_usage, lambda: bool(request.app.state.draining)), ping=settings.sse_ping_s, headers=headers)
+        return EventSourceResponse(_stream(jobs, job, include_usage, lambda: bool(request.app.state.draining), body.legacy_functions),
+                                   ping=settings.sse_ping_s, headers=headers)
     answer = await wait_for_answer(jobs, job, request, settings.poll_s)
-    return JSONResponse(answer.completion(job.id, job.created, job.model), headers=headers)
+    return JSONResponse(answer.completion(job.id, job.created, job.model, body.legacy_functions), headers=headers)

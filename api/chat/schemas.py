@@ -11,10 +11,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from api.chat.structured import ResponseFormat, grammar_schema
-from hearth.contract import Message, SamplingParams
+from api.chat.text import Text as Text  # re-exported: other request schemas take it from here
+from api.chat.text import valid_unicode
+from api.chat.tools import CallFunction, CallIn, FunctionCallChoice, FunctionDef, FunctionTool, ToolChoice, history, tool_use
+from hearth.contract import Message, SamplingParams, ToolUse
 
 INT32_MAX = 2**31 - 1  # token counts and ids: llama.cpp's int32
 INT64 = {"ge": -(2**63), "le": 2**63 - 1}  # OpenAI's seed
@@ -22,17 +25,6 @@ NAME_CHARS = 256  # model and user names
 MAX_STOPS = 4  # OpenAI's
 
 
-def valid_unicode(text: str) -> str:
-    """JSON may escape a lone surrogate ("\\ud800"): no text, and it cannot be encoded for
-    Redis or the tokenizer. Refused here, naming the field, rather than failing later."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        raise ValueError("contains a lone surrogate escape (such as \\ud800), which is not valid Unicode text") from None
-    return text
-
-
-Text = Annotated[str, AfterValidator(valid_unicode)]
 
 
 @dataclass(frozen=True)
@@ -61,10 +53,6 @@ def refusing(table: dict[str, Refusal]) -> Any:
 
 REFUSED: dict[str, Refusal] = {
     "n": Refusal("Hearth generates one choice per request; n must be 1", lambda v: v in (None, 1)),
-    "tools": Refusal("tool calling is not supported", empty),
-    "tool_choice": Refusal("tool calling is not supported", lambda v: v in (None, "none", "auto")),
-    "functions": Refusal("function calling is not supported", empty),
-    "function_call": Refusal("function calling is not supported", lambda v: v in (None, "none", "auto")),
     "logprobs": Refusal("log probabilities are not returned", lambda v: v in (None, False)),
     "top_logprobs": Refusal("log probabilities are not returned", lambda v: v in (None, 0)),
     "audio": Refusal("audio output is not supported"),
@@ -76,7 +64,7 @@ REFUSED: dict[str, Refusal] = {
 # only speed (`prediction`), and the answer is what it would be without them.
 IGNORED = frozenset({
     "user", "metadata", "store", "service_tier", "safety_identifier", "prompt_cache_key", "prompt_cache_options",
-    "prompt_cache_retention", "reasoning_effort", "verbosity", "prediction", "parallel_tool_calls",
+    "prompt_cache_retention", "reasoning_effort", "verbosity", "prediction",
 })
 
 
@@ -88,8 +76,12 @@ class TextPart(BaseModel):
 class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
-    role: Literal["system", "developer", "user", "assistant", "tool"]
+    role: Literal["system", "developer", "user", "assistant", "tool", "function"]
     content: str | list[TextPart] | None = None
+    tool_calls: list[CallIn] | None = None  # an assistant's calls
+    tool_call_id: Text | None = None  # a tool message: the call it answers
+    function_call: CallFunction | None = None  # legacy: an assistant's one call
+    name: Text | None = None  # legacy: the function a `function` message answers
 
     @field_validator("content", mode="before")
     @classmethod
@@ -143,12 +135,13 @@ class ChatCompletionRequest(BaseModel):
     # Hearth's own: store this turn (the last user message, then the finished answer) in the
     # caller's conversation, whoever is watching; other servers ignore it.
     conversation: Annotated[Text, Field(max_length=NAME_CHARS)] | None = None
+    tools: list[FunctionTool] | None = None
+    tool_choice: ToolChoice | None = None
+    parallel_tool_calls: bool | None = None
+    functions: list[FunctionDef] | None = None  # legacy: tools of one call
+    function_call: FunctionCallChoice | None = None  # legacy: tool_choice
     # Refused unless harmless (REFUSED); declared so that an error names the field.
     n: Any = None
-    tools: Any = None
-    tool_choice: Any = None
-    functions: Any = None
-    function_call: Any = None
     logprobs: Any = None
     top_logprobs: Any = None
     audio: Any = None
@@ -194,5 +187,27 @@ class ChatCompletionRequest(BaseModel):
             json_schema=grammar_schema(self.response_format),
         )
 
+    def tool_use(self) -> ToolUse | None:
+        return tool_use(self.tools, self.tool_choice, self.parallel_tool_calls, self.functions, self.function_call)
+
+    @property
+    def legacy_functions(self) -> bool:
+        """Answered as the legacy API did: `function_call` rather than `tool_calls`."""
+        return self.functions is not None
+
     def contract_messages(self) -> list[Message]:
-        return [Message(role=m.role, content=m.text()) for m in self.messages]
+        """The messages, legacy `function_call`s and `function` results as calls and tool
+        messages (a result answers the latest call of its function); 400 for a tool message
+        that answers no earlier call."""
+        chat: list[tuple[str, str, list[CallIn], str | None]] = []
+        legacy: dict[str, str] = {}  # function name -> id given to its latest legacy call
+        for i, m in enumerate(self.messages):
+            calls = list(m.tool_calls or [])
+            if m.function_call is not None:
+                legacy[m.function_call.name] = f"call_{i}"
+                calls.append(CallIn(id=f"call_{i}", function=m.function_call))
+            if m.role == "function":
+                chat.append(("tool", m.text(), [], legacy.get(m.name or "")))
+            else:
+                chat.append((m.role, m.text(), calls, m.tool_call_id))
+        return history(chat)

@@ -10,6 +10,7 @@ such as `title` and `description` dropped, a missing `type` made explicit), so t
 grammar cache sees one entry per distinct constraint.
 """
 
+import json
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -93,9 +94,19 @@ def grammar_schema(response_format: TextFormat | JsonObjectFormat | JsonSchemaFo
     if isinstance(response_format, JsonObjectFormat):
         return dict(JSON_OBJECT)
     try:
-        return _Reducer().reduce_root(response_format.json_schema.schema_)
+        return enforced_schema(response_format.json_schema.schema_)
     except Unsupported as exc:
         raise HearthError(400, f"{PARAM}: {exc}", param=PARAM) from None
+
+
+def enforced_schema(schema: dict[str, Any]) -> dict[str, Any]:
+    """`schema` reduced to what the grammar enforces; raises Unsupported naming the first
+    construct that cannot be enforced (a response_format's schema, a function's parameters)."""
+    try:  # a lone surrogate escape in a name or value: no text, it cannot be sent on
+        json.dumps(schema, ensure_ascii=False).encode()
+    except UnicodeEncodeError:
+        raise Unsupported("#", "the schema contains a lone surrogate escape (such as \\ud800), which is not valid Unicode text") from None
+    return _Reducer().reduce_root(schema)
 
 
 class _Reducer:

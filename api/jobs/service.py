@@ -33,6 +33,7 @@ from hearth.contract import (
     QueuedEvent,
     QueueKind,
     Sink,
+    ToolUse,
     cancel_key,
     coalesce,
     decode_event,
@@ -136,13 +137,13 @@ class JobService:
         eta = await self.wait_estimate(queue, position)
         return max(1, round(eta)) if eta is not None else 5
 
-    async def check_fit(self, model: str, messages: list[Message], max_tokens: int | None) -> FitReply | None:
+    async def check_fit(self, model: str, messages: list[Message], max_tokens: int | None, tools: ToolUse | None = None) -> FitReply | None:
         """A worker of `model` counts the prompt with the model's tokenizer; None if none
         answered in time (the worker checks again before it generates)."""
         reply_to = f"hearth:fit:reply:{uuid.uuid4().hex}"
         wait = self._settings.fit_check_s
         expires_at = redis_seconds(await self._redis.time()) + wait
-        request = FitRequest(reply_to=reply_to, expires_at=expires_at, messages=messages, max_tokens=max_tokens)
+        request = FitRequest(reply_to=reply_to, expires_at=expires_at, messages=messages, max_tokens=max_tokens, tools=tools)
         await self._redis.rpush(fit_key(model), request.model_dump_json())
         popped = await self._redis.blpop([reply_to], timeout=wait)
         return None if popped is None else FitReply.model_validate_json(popped[1])

@@ -1,0 +1,147 @@
+"""Hearth's generic format for function calls: how tools and earlier calls are shown to a
+model, how its calls are spelled, and how that text becomes call events as it comes.
+
+A call is written as
+
+    <tool_call>
+    {"name": "get_weather", "arguments": {"city": "Paris"}}
+    </tool_call>
+
+(one block per call, blocks separated by a newline), the format of Hermes and Qwen 2.5 style
+templates. The model does not have to know it: the grammar (worker.grammars.tools_gbnf)
+allows nothing else, with `auto` a text answer that does not start with `<`. The tools are
+described in a system message, earlier calls are shown in the same format and their results
+as `<tool_response>` blocks in user turns, so every chat template can carry them.
+"""
+
+import json
+from collections.abc import Sequence
+
+from hearth.contract import Message, TokenEvent, ToolCallEvent, ToolUse
+
+AnswerEvent = TokenEvent | ToolCallEvent
+
+CALL_HEAD = '<tool_call>\n{"name": '
+ARGUMENTS_KEY = ', "arguments": '
+CALL_TAIL = "}\n</tool_call>"
+SEPARATOR = "\n"
+
+
+def call_text(name: str, arguments: str) -> str:
+    return f"{CALL_HEAD}{json.dumps(name)}{ARGUMENTS_KEY}{arguments}{CALL_TAIL}"
+
+
+def call_id(job_id: str, index: int) -> str:
+    """Unique per answer, and the same in every attempt of a batch line."""
+    return f"call_{job_id}_{index}"
+
+
+def describe(tools: ToolUse) -> str:
+    functions = "\n".join(json.dumps({"name": f.name, "description": f.description, "parameters": f.parameters}, ensure_ascii=False)
+                          for f in tools.functions)
+    how = "You must call a function." if tools.mode == "required" else "If no function is needed, answer in plain text instead."
+    several = " To call several, write one block after another." if tools.parallel else " Call one function at a time."
+    return (
+        "You can call functions. Each is described by a JSON object with its name, description and parameters "
+        f"(a JSON Schema):\n{functions}\n\nTo call a function, answer with only this block:\n"
+        f"{call_text('<function name>', '<its arguments as a JSON object>')}\n{how}{several} "
+        "The results come back in <tool_response> blocks."
+    )
+
+
+def prompt_messages(messages: Sequence[Message], tools: ToolUse | None) -> list[Message]:
+    """Plain messages that show `tools` and the history's calls and results to any template;
+    a chat without either is returned as it is."""
+    if tools is None and not any(m.tool_calls or m.role == "tool" for m in messages):
+        return list(messages)
+    names = {call.id: call.name for m in messages for call in m.tool_calls}
+    out = [Message(role="system", content=describe(tools))] if tools else []
+    for m in messages:
+        if m.tool_calls:
+            calls = SEPARATOR.join(call_text(c.name, c.arguments) for c in m.tool_calls)
+            out.append(Message(role=m.role, content=f"{m.content}\n{calls}" if m.content else calls))
+        elif m.role == "tool":
+            result = json.dumps({"name": names.get(m.tool_call_id or ""), "content": m.content}, ensure_ascii=False)
+            out.append(Message(role="user", content=f"<tool_response>\n{result}\n</tool_response>"))
+        else:
+            out.append(m)
+    return out
+
+
+class CallParser:
+    """The answer's text, fed as it is generated, as events: a text answer as token events,
+    calls as tool call events (the first part of each with its id and name, then its
+    arguments in pieces). The grammar guarantees the shape, so this only follows it."""
+
+    def __init__(self, job_id: str):
+        self._job_id = job_id
+        self._calls: bool | None = None  # decided by the answer's first character
+        self._state = "head"  # head (up to the arguments), arguments, tail (after them)
+        self._buffer = ""
+        self._depth, self._in_string, self._escaped = 0, False, False
+        self._tokens = 0  # tokens fed whose text is in no event yet
+        self.count = 0  # calls begun
+
+    def feed(self, text: str, tokens: int) -> list[AnswerEvent]:
+        self._tokens += tokens
+        if text and self._calls is None:
+            self._calls = text.startswith("<")
+        if not text:
+            return []
+        if not self._calls:
+            return [self._counted(TokenEvent(text=text, tokens=0))]
+        events: list[AnswerEvent] = []
+        arguments = ""
+        for char in text:
+            if self._state == "arguments":
+                arguments += char
+                if self._closes(char):
+                    self._state = "tail"
+            else:
+                self._buffer += char
+                if self._state == "head" and self._buffer.endswith(ARGUMENTS_KEY):
+                    name = json.loads(self._buffer[self._buffer.index(CALL_HEAD) + len(CALL_HEAD): -len(ARGUMENTS_KEY)])
+                    events.append(ToolCallEvent(index=self.count, id=call_id(self._job_id, self.count), name=name))
+                    self.count += 1
+                    self._state, self._buffer = "arguments", ""
+                elif self._state == "tail" and self._buffer.endswith(CALL_TAIL):
+                    self._state, self._buffer = "head", ""
+            if arguments and self._state != "arguments":
+                events.append(ToolCallEvent(index=self.count - 1, arguments=arguments))
+                arguments = ""
+        if arguments:
+            events.append(ToolCallEvent(index=self.count - 1, arguments=arguments))
+        if events:
+            events[0] = self._counted(events[0])
+        return events
+
+    def finish(self) -> list[AnswerEvent]:
+        """What is left to count: tokens whose text made no event (a call's closing lines)."""
+        if not self._tokens:
+            return []
+        if self.count:
+            return [self._counted(ToolCallEvent(index=self.count - 1))]
+        return [self._counted(TokenEvent(text="", tokens=0))]
+
+    def _counted(self, event: AnswerEvent) -> AnswerEvent:
+        counted = event.model_copy(update={"tokens": event.tokens + self._tokens})
+        self._tokens = 0
+        return counted
+
+    def _closes(self, char: str) -> bool:
+        """Follows the arguments' JSON; whether `char` ended its outermost object."""
+        if self._in_string:
+            if self._escaped:
+                self._escaped = False
+            elif char == "\\":
+                self._escaped = True
+            elif char == '"':
+                self._in_string = False
+        elif char == '"':
+            self._in_string = True
+        elif char in "{[":
+            self._depth += 1
+        elif char in "}]":
+            self._depth -= 1
+            return self._depth == 0
+        return False
