@@ -13,6 +13,7 @@ from api.batch_runner import BatchRunner
 from api.batches import BatchStore
 from api.body_limit import BodyLimitMiddleware
 from api.conversations import ConversationStore
+from api.embeddings import router as embeddings
 from api.errors import install_error_handlers
 from api.files import FileStore
 from api.filing import Filing
@@ -94,6 +95,6 @@ def create_app(settings: ApiSettings) -> FastAPI:
     origins = [o.strip() for o in settings.cors_origins.split(",") if o.strip()]
     if origins:  # off unless configured: browsers on other sites may not call the api
         app.add_middleware(CORSMiddleware, allow_origins=origins, allow_methods=["*"], allow_headers=["*"], expose_headers=["X-Job-Id", "X-Request-ID"])
-    for module in (health, auth, models, chat, responses, jobs, conversations, files, batches, metrics, status):
+    for module in (health, auth, models, chat, responses, embeddings, jobs, conversations, files, batches, metrics, status):
         app.include_router(module.router)
     return app

@@ -20,11 +20,24 @@ from redis import Redis
 from redis.asyncio import Redis as AsyncRedis
 from starlette.concurrency import run_in_threadpool
 
-from api.batches import ERRORS_SHOWN, BatchInfo, BatchStore, LineError, PendingLine, keys, read_lines
+from api.batches import (
+    EMBEDDINGS_ENDPOINT,
+    ERRORS_SHOWN,
+    BatchInfo,
+    BatchStore,
+    LineError,
+    PendingLine,
+    chat_lines,
+    keys,
+    read_lines,
+)
+from api.embeddings.schemas import render
+from api.embeddings.service import embedding_lines
 from api.errors import HearthError
 from api.files import FileStore
 from api.jobs import JobService
 from api.limits import check_for_worker, check_request
+from api.openai_format import error_of
 from api.queueing import queue_key
 from api.response_objects import ended
 from api.responses import StoredResponse
@@ -32,17 +45,20 @@ from api.routing import model_map
 from api.schemas import ChatCompletionRequest
 from api.settings import ApiSettings
 from hearth.contract import (
-    GENERATE_FUNC,
+    DoneEvent,
+    EmbeddingPayload,
     ErrorCode,
     ErrorEvent,
+    JobPayload,
     QueueKind,
     Sink,
     events_key,
     job_key,
     queue_name,
+    vectors_key,
 )
 from hearth.lifecycle import JobStatus, redis_seconds
-from hearth.requeue import rq_queue
+from hearth.requeue import job_func, rq_queue
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +95,9 @@ class BatchRunner:
 
     async def _validate(self, batch: BatchInfo) -> BatchInfo:
         data = await self._files.content(batch.owner, batch.fields["input_file_id"])
-        models = await model_map(self._redis, self._settings)
+        endpoint = batch.fields["endpoint"]
+        embeddings = endpoint == EMBEDDINGS_ENDPOINT
+        models = await model_map(self._redis, self._settings, embeddings=embeddings)
 
         def model_of(name: str) -> str:
             return models.route(name).queue_model
@@ -90,7 +108,9 @@ class BatchRunner:
             if route.worker:
                 check_for_worker(body, route.worker)
 
-        good, bad = await run_in_threadpool(read_lines, data or b"", batch.owner, batch.fields["endpoint"], model_of, check)
+        make = (embedding_lines(batch.owner, models, self._settings.embedding_max_inputs) if embeddings
+                else chat_lines(batch.owner, endpoint, model_of, check))
+        good, bad = await run_in_threadpool(read_lines, data or b"", endpoint, make)
         await self._store.add_lines(batch.id, good, bad)
         if not good:
             reason = "The input file has no lines that can run." if data else "The input file is gone."
@@ -149,7 +169,7 @@ class BatchRunner:
         batch = await self._store.get(fields["batch"])
         kind, line, tokens = await self._result(job_id, fields, batch)
         await self._store.file(fields["batch"], int(fields["line"]), kind, line, tokens, job_id)
-        await self._redis.delete(job_key(job_id), events_key(job_id))
+        await self._redis.delete(job_key(job_id), events_key(job_id), vectors_key(job_id))
 
     async def _result(self, job_id: str, fields: dict[str, str], batch: BatchInfo | None) -> tuple[str, dict[str, Any], tuple[int, int]]:
         """A line's output or error file line, from its job's events."""
@@ -163,6 +183,8 @@ class BatchRunner:
                 code, message = (EXPIRED if expiring else CANCELLED)
                 return "errors", _error_line(custom_id, code, message), (0, 0)
         try:
+            if "encoding_format" in fields:  # a /v1/embeddings line answers with its vectors
+                return await self._vectors(job_id, fields, answer.final)
             body = answer.completion(job_id, int(fields["created"]), fields["model"])
         except HearthError as exc:
             return "errors", _response_line(job_id, custom_id, exc.status, exc.body()), (0, 0)
@@ -173,6 +195,18 @@ class BatchRunner:
             assert answer.final is not None
             body = ended(StoredResponse.model_validate_json(fields["response"]), answer.text, answer.final)
         return "output", _response_line(job_id, custom_id, 200, body), (usage["prompt_tokens"], usage["completion_tokens"])
+
+    async def _vectors(self, job_id: str, fields: dict[str, str], final: DoneEvent | ErrorEvent | None) -> tuple[str, dict[str, Any], tuple[int, int]]:
+        if isinstance(final, ErrorEvent):
+            raise error_of(final)
+        if final is None:
+            raise ValueError("the line has not ended")
+        vectors = await self._redis.get(vectors_key(job_id))
+        if not isinstance(vectors, bytes):
+            raise ValueError("the line ended without its vectors")
+        body = await run_in_threadpool(render, vectors, int(fields["inputs"]), fields["model"], final.usage.prompt_tokens,
+                                       fields["encoding_format"])
+        return "output", _response_line(job_id, fields["custom_id"], 200, body), (final.usage.prompt_tokens, 0)
 
     async def _feed(self, batches: list[BatchInfo]) -> None:
         """Top up each model's batch queue to `BATCH_SLICE` lines, one line at a time to the
@@ -215,14 +249,17 @@ class BatchRunner:
             pipe.lpop(k["pending"])
             pipe.hset(job_key(payload.job_id), mapping={
                 "owner": batch.owner, "model": payload.model, "created": int(time.time()), "queue": queue_name_,
-                "status": JobStatus.QUEUED.value, "not_after": batch.fields["expires_at"], "max_tokens": payload.params.max_tokens or 0,
+                "status": JobStatus.QUEUED.value, "not_after": batch.fields["expires_at"],
+                "max_tokens": payload.params.max_tokens or 0 if isinstance(payload, JobPayload) else 0,
                 "sink": Sink.BATCH.value, "batch": batch.id, "custom_id": line.custom_id, "line": line.index,
                 **({"response": line.response.model_dump_json()} if line.response else {}),
+                **({"encoding_format": line.encoding_format, "inputs": len(payload.inputs)}
+                   if line.encoding_format and isinstance(payload, EmbeddingPayload) else {}),
             })
             pipe.expire(job_key(payload.job_id), s.job_ttl_s)
             pipe.sadd(k["inflight"], payload.job_id)
             queue.enqueue_many([queue.prepare_data(
-                GENERATE_FUNC, args=(payload.model_dump(),), job_id=payload.job_id, timeout=-1,
+                job_func(payload), args=(payload.model_dump(),), job_id=payload.job_id, timeout=-1,
                 result_ttl=s.job_ttl_s, failure_ttl=s.job_ttl_s, description=f"batch line {payload.job_id}",
             )], pipeline=pipe)
             pipe.execute()

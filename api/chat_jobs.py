@@ -15,7 +15,7 @@ from api.openai_format import Answer
 from api.routing import model_map
 from api.schemas import ChatCompletionRequest
 from api.settings import ApiSettings
-from hearth.contract import JobPayload, Sink
+from hearth.contract import EmbeddingPayload, JobPayload, Sink
 
 
 @dataclass(frozen=True)
@@ -43,9 +43,14 @@ async def prepare_chat(body: ChatCompletionRequest, owner: str, jobs: JobService
 
 async def queue_chat(jobs: JobService, chat: PreparedChat, owner: str, conversation: str | None = None,
                      sink: Sink | None = None) -> JobInfo:
+    return await queue_job(jobs, chat.payload, owner, chat.queue_model, conversation, sink)
+
+
+async def queue_job(jobs: JobService, payload: JobPayload | EmbeddingPayload, owner: str, queue_model: str,
+                    conversation: str | None = None, sink: Sink | None = None) -> JobInfo:
     """Admits the job in its fair place (api.queueing), or 429 with Retry-After."""
     try:
-        return await jobs.submit(chat.payload, owner, chat.queue_model, conversation, sink)
+        return await jobs.submit(payload, owner, queue_model, conversation, sink)
     except QueueFull as exc:
         raise HearthError(429, str(exc), "rate_limit_error", "rate_limit_exceeded",
                           headers={"Retry-After": str(exc.retry_after_s)}) from None

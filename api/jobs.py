@@ -21,9 +21,9 @@ from hearth.contract import (
     ANY_MODEL,
     CANCEL_CHANNEL,
     FINAL_EVENTS,
-    GENERATE_FUNC,
     METRICS_KEY,
     START_ID,
+    EmbeddingPayload,
     ErrorCode,
     ErrorEvent,
     Event,
@@ -50,6 +50,7 @@ from hearth.lifecycle import JobStatus, apply_events_args, redis_seconds
 from hearth.logs import bind
 from hearth.metrics import ModelCounter, model_field
 from hearth.redis_client import stream_entries, text, text_hash
+from hearth.requeue import job_func
 
 log = logging.getLogger(__name__)
 
@@ -88,22 +89,26 @@ class JobService:
         self._redis, self._rq_redis, self._settings = redis, rq_redis, settings
         self._queues: dict[str, FairQueue] = {}  # reused: RQ caches the server version per queue
 
-    async def submit(self, payload: JobPayload, owner: str, queue_model: str, conversation: str | None = None,
+    async def submit(self, payload: JobPayload | EmbeddingPayload, owner: str, queue_model: str, conversation: str | None = None,
                      sink: Sink | None = None) -> JobInfo:
-        """Queue the chat in its fair place among `queue_model`'s, or raise QueueFull (its
-        owner's or everyone's cap). With `conversation`, its answer is stored there when it
-        ends (api.filing), whoever is watching; `sink` files it elsewhere (a stored response)."""
+        """Queue the chat (or embedding job, in its own queue) in its fair place among
+        `queue_model`'s, or raise QueueFull (its owner's or everyone's cap). With
+        `conversation`, its answer is stored there when it ends (api.filing), whoever is
+        watching; `sink` files it elsewhere (a stored response)."""
         s = self._settings
-        queue = queue_name(QueueKind.INTERACTIVE, queue_model)
+        chat = isinstance(payload, JobPayload)
+        queue = queue_name(QueueKind.INTERACTIVE if chat else QueueKind.EMBEDDING, queue_model)
         created = int(time.time())
+        max_tokens = payload.params.max_tokens or 0 if isinstance(payload, JobPayload) else 0
         fields: dict[str, str | int] = {"owner": owner, "model": payload.model, "created": created, "queue": queue,
-                                        "max_tokens": payload.params.max_tokens or 0}
+                                        "max_tokens": max_tokens}
         if conversation is not None:
             fields["conversation"] = conversation
             sink = sink or Sink.CONVERSATION
         if sink is not None:
             fields["sink"] = sink.value
-        admission = Admission(fields, s.job_ttl_s, s.max_queue_wait_s, preempt_channel(queue_model))
+        # A chat makes a batch line or an embedding job of its model give way; an embedding job waits its turn.
+        admission = Admission(fields, s.job_ttl_s, s.max_queue_wait_s, preempt_channel(queue_model) if chat else "")
         verdict = await run_in_threadpool(self._enqueue, payload, queue, admission)
         if verdict == REJECTED_USER_CAP:
             mine = [i + 1 for i, owner_ in enumerate(await self._owners(queue)) if owner_ == owner]
@@ -117,16 +122,16 @@ class JobService:
         log.info("job queued", extra={"queue": queue, "position": verdict})
         return JobInfo(payload.job_id, owner, payload.model, created, queue, JobStatus.QUEUED, payload.job_id, conversation, sink)
 
-    def _enqueue(self, payload: JobPayload, queue_name_: str, admission: Admission) -> int:
+    def _enqueue(self, payload: JobPayload | EmbeddingPayload, queue_name_: str, admission: Admission) -> int:
         s = self._settings
         queue = self._queues.get(queue_name_)
         if queue is None:
             queue = self._queues[queue_name_] = FairQueue(queue_name_, self._rq_redis, s.max_waiting_per_user, s.max_queued)
         job = queue.create_job(
-            GENERATE_FUNC,
+            job_func(payload),
             args=(payload.model_dump(),),
             job_id=payload.job_id,
-            description=f"chat {payload.job_id}",  # RQ logs the description; the default shows the messages
+            description=f"job {payload.job_id}",  # RQ logs the description; the default shows the messages
             # The worker ends over-long generations itself, between two tokens; RQ's timer
             # would interrupt it anywhere, without telling the client.
             timeout=-1,

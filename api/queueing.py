@@ -38,7 +38,8 @@ def _by_model(queue: str) -> tuple[str, bool]:
     kind, _, model = queue.partition(":")
     return model, kind != QueueKind.INTERACTIVE
 
-# KEYS: the queue list, the new job's Hearth hash, the model's preempt channel. ARGV: job id,
+# KEYS: the queue list, the new job's Hearth hash, the model's preempt channel ('' for a job
+# that pauses nobody: an embedding job). ARGV: job id,
 # its owner, per-user cap, global cap, job hash prefix (every waiting job's owner is in its
 # hash), the hash's TTL, the longest wait (s), then the new hash's fields and values. Admits
 # the job (writes its hash, `queued`, with its start deadline in Redis's time, and tells the
@@ -56,7 +57,7 @@ if mine >= tonumber(ARGV[3]) then return -1 end
 local t = redis.call('TIME')
 redis.call('HSET', KEYS[2], 'status', 'queued', 'not_after', t[1] + tonumber(ARGV[7]), unpack(ARGV, 8))
 redis.call('EXPIRE', KEYS[2], ARGV[6])
-redis.call('PUBLISH', KEYS[3], ARGV[1])
+if KEYS[3] ~= '' then redis.call('PUBLISH', KEYS[3], ARGV[1]) end
 local rounds = {}
 for i, id in ipairs(ids) do
   local round = rounds[owners[i]] or 0

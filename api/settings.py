@@ -35,6 +35,7 @@ class ApiSettings(CommonSettings):
     max_message_chars: int = Field(262_144, ge=1, description="Longest content of one message, in characters.")
     max_stop_chars: int = Field(256, ge=1, description="Longest `stop` string, in characters (at most 4 of them, as at OpenAI).")
     max_logit_bias: int = Field(300, ge=1, description="Most `logit_bias` entries in one request.")
+    embedding_max_inputs: int = Field(2048, ge=1, description="Most inputs in one `/v1/embeddings` request (OpenAI's bound too); each input's length is bounded by the worker's `EMBEDDING_MAX_TOKENS`.")
     # Secrets and the network.
     login_max_failures: int = Field(5, ge=1, description="Failed ui sign-ins allowed per user name and per address within `LOGIN_LOCKOUT_S`; then 429 with Retry-After.")
     login_lockout_s: int = Field(300, ge=1, description="Window over which failed sign-ins are counted, and how long a locked sign-in waits.")

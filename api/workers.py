@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 
 from redis.asyncio import Redis as AsyncRedis
 
-from hearth.contract import WORKERS_KEY, Message, worker_key
+from hearth.contract import WORKERS_KEY, EmbeddingModel, Message, worker_key
 from hearth.trimming import MIN_ANSWER, never_dropped
 
 
@@ -35,6 +35,7 @@ class WorkerInfo:
     # it swaps); `model`, whose window, vocabulary and template overheads the fields above
     # describe, is the one it used last. None from a worker too old to say: it holds `model`.
     loaded: list[str] | None = None
+    embeds: dict[str, EmbeddingModel] = field(default_factory=dict)  # the models it embeds with; none from an older worker
 
     def serves(self) -> dict[str, int]:
         return self.models or {self.model: self.n_ctx}
@@ -84,5 +85,6 @@ async def live_workers(redis: AsyncRedis) -> list[WorkerInfo]:
                 fields["job_tokens"], fields["job_tokens_per_s"], fields["job_started_at"],
                 fields.get("n_vocab", 0), fields.get("models", {}), fields.get("host", ""),
                 fields.get("threads", 0), fields.get("gpu_layers", 0), fields.get("loaded"),
+                {model: EmbeddingModel.model_validate(spec) for model, spec in fields.get("embeds", {}).items()},
             ))
     return sorted(workers, key=lambda w: w.name)

@@ -8,7 +8,7 @@ import sys
 from collections.abc import Callable
 
 from api.settings import ApiSettings
-from bench import batch, context, grammar, load, models, stream
+from bench import batch, context, documents, grammar, load, models, stream
 from bench.rig import Rig
 from hearth.logs import setup_logging
 from hearth.settings import CommonSettings
@@ -21,6 +21,7 @@ CASES: dict[str, Callable[[Rig, argparse.Namespace], str]] = {
     "load": lambda rig, a: load.run(rig, a.users, a.chats, a.max_tokens, a.seed).render(),
     "context": lambda rig, a: context.run(rig, a.turns, a.max_tokens, a.seed).render(),
     "batch": lambda rig, a: batch.run(rig, a.lines, a.line_tokens, a.seed).render(),
+    "documents": lambda rig, a: documents.run(rig, a.inputs, a.rounds, a.seed).render(),
     "models": lambda rig, a: models.run(rig, a.model_tokens, a.seed, a.other_model).render(),  # last: it replaces the worker
 }
 
@@ -53,7 +54,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=1234, help="sampling seed (default: %(default)s)")
     p.add_argument("--shaped", choices=PRESETS, help="serve a random-weight model of this preset's shapes instead of MODEL_PATH "
                                                      "(made once by tools/shaped_gguf.py, kept in ~/.cache/hearth/models)")
-    s = p.add_argument_group("stream and grammar")
+    s = p.add_argument_group("stream, grammar and documents")
     s.add_argument("--rounds", type=at_least(1), default=5, help="measured rounds per side, after a warm-up (default: %(default)s)")
     s.add_argument("--tokens", type=at_least(2), default=200, help="completion tokens per stream, at least 2 (default: %(default)s)")
     g = p.add_argument_group("load")
@@ -65,6 +66,8 @@ def parser() -> argparse.ArgumentParser:
     b = p.add_argument_group("batch")
     b.add_argument("--lines", type=at_least(1), default=6, help="batch lines (default: %(default)s)")
     b.add_argument("--line-tokens", type=at_least(1), default=64, help="completion tokens per line (default: %(default)s)")
+    d = p.add_argument_group("documents")
+    d.add_argument("--inputs", type=at_least(1), default=64, help="texts embedded in one call, each side (default: %(default)s)")
     m = p.add_argument_group("models")
     m.add_argument("--model-tokens", type=at_least(2), default=16,
                    help="completion tokens per request; the 7B-shaped model makes about 2 a second on 2 cores (default: %(default)s)")

@@ -10,21 +10,26 @@ import uuid
 from redis import Redis
 from rq import Queue
 
-from hearth.contract import ATTEMPT_SEPARATOR, GENERATE_FUNC, RQ_SERIALIZER, JobPayload
+from hearth.contract import ATTEMPT_SEPARATOR, EMBED_FUNC, GENERATE_FUNC, RQ_SERIALIZER, EmbeddingPayload, JobPayload
 
 
 def rq_queue(name: str, redis: Redis) -> Queue:
     return Queue(name, connection=redis, serializer=RQ_SERIALIZER)
 
 
-def save_attempt(redis: Redis, queue: str, payload: JobPayload, ttl_s: int) -> tuple[str, str]:
+def job_func(payload: JobPayload | EmbeddingPayload) -> str:
+    """The job function that runs `payload`."""
+    return EMBED_FUNC if isinstance(payload, EmbeddingPayload) else GENERATE_FUNC
+
+
+def save_attempt(redis: Redis, queue: str, payload: JobPayload | EmbeddingPayload, ttl_s: int) -> tuple[str, str]:
     """Save an RQ job for another attempt of `payload`, not yet queued: (queue key, RQ id)."""
     q = rq_queue(queue, redis)
     job = q.create_job(
-        GENERATE_FUNC,
+        job_func(payload),
         args=(payload.model_dump(),),
         job_id=f"{payload.job_id}{ATTEMPT_SEPARATOR}{uuid.uuid4().hex[:8]}",
-        description=f"chat {payload.job_id}",
+        description=f"job {payload.job_id}",
         timeout=-1,
         result_ttl=ttl_s,
         failure_ttl=ttl_s,

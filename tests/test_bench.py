@@ -10,7 +10,7 @@ import pytest
 from tests.stack import ROOT
 
 SMALLEST = ["--rounds", "1", "--tokens", "16", "--users", "2", "--chats", "1", "--max-tokens", "8", "--turns", "2",
-            "--lines", "2", "--line-tokens", "8", "--model-tokens", "4", "--other-model", "mistral-tiny"]
+            "--lines", "2", "--line-tokens", "8", "--inputs", "4", "--model-tokens", "4", "--other-model", "mistral-tiny"]
 
 
 def number(pattern: str, text: str) -> float:
@@ -53,6 +53,10 @@ def test_bench_runs_every_case_and_prints_its_numbers() -> None:
 
     assert re.search(r"^batch \(completed\)\s+[\d.]+\s+\d+$", out, re.MULTILINE), out
     assert number(r"^ratio batch/in-process: ([\d.]+)", out) > 0
+
+    assert number(r"^stack \(/v1/embeddings\)\s+([\d.]+)\s", out) > 0  # inputs/s
+    assert number(r"^ratio stack/in-process inputs/s: ([\d.]+)", out) > 0
+    assert number(r"^least cosine between the two sides' vectors: ([\d.]+)", out) > 0.999  # the same vectors
 
     # Both models loaded in turn on one worker: each row has its load time and the worker's memory.
     for model in ("mistral-tiny-shaped", "SmolLM2"):

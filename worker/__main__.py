@@ -15,6 +15,7 @@ from hearth.logs import setup_logging
 from hearth.redis_client import connect
 from hearth.requeue import rq_queue, save_attempt
 from worker.control import CancelListener, Heartbeat
+from worker.embedder import Embedder, embedding_catalog
 from worker.engine import Engine
 from worker.fit_check import FitChecker
 from worker.meter import JobMeter
@@ -95,24 +96,27 @@ def main() -> None:
     rq_redis = connect(settings.redis_url)
     files = catalog(settings)
     models = list(files)
-    pool = ModelPool(files, settings.model_memory_budget_mb * 2**20, lambda file: Engine(settings, file), redis)
+    embeddings = embedding_catalog(settings.embedding_models, settings.embedding_max_tokens, files)
+    embedding_models = list(embeddings)
+    pool = ModelPool(files, settings.model_memory_budget_mb * 2**20, lambda file: Engine(settings, file), redis, embeddings,
+                     lambda file, spec: Embedder.load(file, spec, settings.n_threads, settings.n_gpu_layers))
     log.info("serving %d model(s)", len(models), extra={"models": {m.id: m.n_ctx for m in files.values()}})
     FitChecker(redis, {m.id: Prompter(m.vocab, m.n_ctx, settings.default_max_tokens) for m in files.values()})
     meter = JobMeter(redis, settings.job_ttl_s, settings.event_interval_ms / 1000, settings.worker_name, settings.log_prompts)
     runner = JobRunner(settings.worker_name, pool, meter, CancelListener(redis, models),
                        lambda queue, payload: save_attempt(rq_redis, queue, payload, settings.job_ttl_s))
-    heartbeat = Heartbeat(redis, settings.worker_name, models, lambda: {**runner.info(), **meter.live()}, settings.heartbeat_interval_s, settings.heartbeat_ttl_s)
+    heartbeat = Heartbeat(redis, settings.worker_name, models, embedding_models, lambda: {**runner.info(), **meter.live()}, settings.heartbeat_interval_s, settings.heartbeat_ttl_s)
     wait_for_redis(redis)
     heartbeat.start()
     worker = HearthWorker(
-        [rq_queue(name, rq_redis) for name in model_queues(models)],  # interactive first
+        [rq_queue(name, rq_redis) for name in model_queues(models, embedding_models)],  # interactive first
         connection=rq_redis,
         serializer=RQ_SERIALIZER,
         name=settings.worker_name,
         runner=runner,
         meter=meter,
         liveness=heartbeat,
-        turns=Turns(models, settings.swap_after_jobs),
+        turns=Turns(models, settings.swap_after_jobs, embedding_models),
     )
     try:
         # RQ's loop rides out Redis outages while it waits for a job, but quits on one that
