@@ -3,7 +3,7 @@
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 from redis import Redis
@@ -23,6 +23,8 @@ from hearth.contract import (
     FINAL_EVENTS,
     METRICS_KEY,
     START_ID,
+    CountReply,
+    CountRequest,
     EmbeddingPayload,
     ErrorCode,
     ErrorEvent,
@@ -36,6 +38,7 @@ from hearth.contract import (
     Sink,
     cancel_key,
     coalesce,
+    count_key,
     decode_event,
     decode_live,
     events_key,
@@ -185,13 +188,25 @@ class JobService:
     async def check_fit(self, model: str, messages: list[Message], max_tokens: int | None) -> FitReply | None:
         """A worker of `model` counts the prompt with the model's tokenizer; None if none
         answered in time (the worker checks again before it generates)."""
+        raw = await self._ask(fit_key(model), lambda reply_to, expires_at: FitRequest(
+            reply_to=reply_to, expires_at=expires_at, messages=messages, max_tokens=max_tokens).model_dump_json())
+        return None if raw is None else FitReply.model_validate_json(raw)
+
+    async def count_tokens(self, model: str, texts: list[str]) -> list[int] | None:
+        """Each text's tokens as a worker that embeds with `model` counts them; None if none
+        answered in time (the worker checks again before it embeds)."""
+        raw = await self._ask(count_key(model), lambda reply_to, expires_at: CountRequest(
+            reply_to=reply_to, expires_at=expires_at, texts=texts).model_dump_json())
+        return None if raw is None else CountReply.model_validate_json(raw).tokens
+
+    async def _ask(self, key: str, request: Callable[[str, float], str]) -> bytes | str | None:
+        """Push `request(reply_to, expires_at)` to a worker's list `key`, and wait for its reply."""
         reply_to = f"hearth:fit:reply:{uuid.uuid4().hex}"
         wait = self._settings.fit_check_s
         expires_at = redis_seconds(await self._redis.time()) + wait
-        request = FitRequest(reply_to=reply_to, expires_at=expires_at, messages=messages, max_tokens=max_tokens)
-        await self._redis.rpush(fit_key(model), request.model_dump_json())
+        await self._redis.rpush(key, request(reply_to, expires_at))
         popped = await self._redis.blpop([reply_to], timeout=wait)
-        return None if popped is None else FitReply.model_validate_json(popped[1])
+        return None if popped is None else popped[1]
 
     async def get(self, job_id: str) -> JobInfo | None:
         fields = await self._redis.hgetall(job_key(job_id))

@@ -80,6 +80,7 @@ LIVE_CHANNEL = "hearth:job:{job_id}:live"  # pub/sub: each append to the log, as
 CANCEL_KEY = "hearth:job:{job_id}:cancel"  # set when a cancel is requested (seen at job start)
 CANCEL_CHANNEL = "hearth:cancel"  # pub/sub: job ids to stop (heard while a job runs)
 FIT_KEY = "hearth:fit:{model}"  # list of FitRequest: does this chat fit the model's window?
+COUNT_KEY = "hearth:count:{model}"  # list of CountRequest: an embeddings request's texts, in the model's tokens
 WORKER_KEY = "hearth:worker:{name}"  # hash, expires unless the worker's heartbeat renews it
 WORKERS_KEY = "hearth:workers"  # sorted set: worker name -> unix time its heartbeat expires
 MODELS_KEY = "hearth:models"  # sorted set: model -> Redis time a worker last said it serves it
@@ -128,6 +129,10 @@ def worker_key(name: str) -> str:
 
 def fit_key(model: str) -> str:
     return FIT_KEY.format(model=model)
+
+
+def count_key(model: str) -> str:
+    return COUNT_KEY.format(model=model)
 
 
 class Message(BaseModel):
@@ -211,6 +216,19 @@ class FitReply(BaseModel):
     prompt_tokens: int
     n_ctx: int
     message: str = ""
+
+
+class CountRequest(BaseModel):
+    """Asked by the api before queueing an embeddings request whose texts might be too long
+    for the model, answered by any worker that embeds with it (as a FitRequest is)."""
+
+    reply_to: str
+    expires_at: float
+    texts: list[str]
+
+
+class CountReply(BaseModel):
+    tokens: list[int]  # each text's, as the model embeds it
 
 
 class PromptTokensDetails(BaseModel):

@@ -4,6 +4,7 @@ embedded chat model) embeds too, mean-pooled. Nothing here asserts what the vect
 
 import base64
 import threading
+from collections.abc import Callable
 
 import httpx
 import numpy as np
@@ -84,6 +85,13 @@ def test_bad_requests_get_400_naming_the_field(client: openai.OpenAI, body: dict
     assert isinstance(error, dict) and error["param"] == param and words in error["message"], error
 
 
+def test_a_text_too_long_is_refused_before_it_is_queued(stack: Stack) -> None:
+    queued = set(stack.redis.scan_iter("hearth:job:*"))
+    response = httpx.post(f"{stack.base_url}/embeddings", json={"model": MODEL, "input": ["fits", "word " * 600]}, timeout=60)
+    assert response.status_code == 400 and response.json()["error"]["param"] == "input.1"
+    assert "x-job-id" not in response.headers and set(stack.redis.scan_iter("hearth:job:*")) == queued
+
+
 def test_an_unknown_name_goes_to_the_default_model_when_it_embeds(stack: Stack) -> None:
     # The stack's DEFAULT_MODEL (SmolLM2) embeds: it answers names it does not know, as for chats.
     response = httpx.post(f"{stack.base_url}/embeddings", json={"model": "text-embedding-3-small", "input": "x"}, timeout=60)
@@ -133,3 +141,25 @@ def test_a_batch_of_embedding_lines(client: openai.OpenAI) -> None:
     assert errors["too-long"]["response"]["status_code"] == 400  # refused by the worker, which counts a text's tokens
     assert "input[1] has 601 tokens" in errors["too-long"]["response"]["body"]["error"]["message"]
     assert batch.usage.input_tokens == floats["usage"]["prompt_tokens"] + b64["usage"]["prompt_tokens"]
+
+
+def test_an_embedding_only_model_embeds_beside_the_chat_model(make_stack: Callable[..., Stack], mistral_tiny: str) -> None:
+    """`EMBEDDING_MODELS` names a GGUF the worker embeds with (loaded for the first embedding
+    job, in the memory budget), and no chat model embeds any more."""
+    s = make_stack(DEFAULT_MODEL="")
+    s.start_api()
+    s.start_worker(EMBEDDING_MODELS=mistral_tiny, MODEL_MEMORY_BUDGET_MB="1024")
+    listed = {m["id"]: m for m in httpx.get(f"{s.base_url}/models", timeout=10).json()["data"]}
+    assert listed[MODEL]["capabilities"] == ["chat"] and listed["mistral-tiny"]["capabilities"] == ["embeddings"]
+    assert not listed["mistral-tiny"]["loaded"] and listed["mistral-tiny"]["dimensions"] > 0
+    client = openai.OpenAI(base_url=s.base_url, api_key="unused", max_retries=0, timeout=120)
+    found = vectors(client.embeddings.create(model="mistral-tiny", input=TEXTS))
+    assert found.shape == (3, listed["mistral-tiny"]["dimensions"]) and np.allclose(np.linalg.norm(found, axis=1), 1, atol=1e-4)
+    with pytest.raises(openai.NotFoundError):
+        client.embeddings.create(model=MODEL, input="x")  # the chat model does not embed here
+    with pytest.raises(openai.NotFoundError):
+        client.chat.completions.create(model="mistral-tiny", messages=[{"role": "user", "content": "hi"}], max_tokens=2)
+    # Both in memory now, and the chat model still answers.
+    wait_for(lambda: {m["id"]: m["loaded"] for m in httpx.get(f"{s.base_url}/models", timeout=10).json()["data"]}
+             == {MODEL: True, "mistral-tiny": True}, 10, "both models to be listed as loaded")
+    assert client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "hi"}], max_tokens=2).choices

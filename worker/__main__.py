@@ -3,6 +3,7 @@
 import logging
 import time
 from contextlib import suppress
+from functools import partial
 from typing import Any
 
 from redis import Redis
@@ -15,7 +16,7 @@ from hearth.logs import setup_logging
 from hearth.redis_client import connect
 from hearth.requeue import rq_queue, save_attempt
 from worker.control import CancelListener, Heartbeat
-from worker.embedder import Embedder, embedding_catalog
+from worker.embedder import Embedder, count_tokens, embedding_catalog
 from worker.engine import Engine
 from worker.fit_check import FitChecker
 from worker.meter import JobMeter
@@ -101,7 +102,8 @@ def main() -> None:
     pool = ModelPool(files, settings.model_memory_budget_mb * 2**20, lambda file: Engine(settings, file), redis, embeddings,
                      lambda file, spec: Embedder.load(file, spec, settings.n_threads, settings.n_gpu_layers))
     log.info("serving %d model(s)", len(models), extra={"models": {m.id: m.n_ctx for m in files.values()}})
-    FitChecker(redis, {m.id: Prompter(m.vocab, m.n_ctx, settings.default_max_tokens) for m in files.values()})
+    FitChecker(redis, {m.id: Prompter(m.vocab, m.n_ctx, settings.default_max_tokens) for m in files.values()},
+               {model: partial(count_tokens, file.vocab._model) for model, (file, _) in embeddings.items()})
     meter = JobMeter(redis, settings.job_ttl_s, settings.event_interval_ms / 1000, settings.worker_name, settings.log_prompts)
     runner = JobRunner(settings.worker_name, pool, meter, CancelListener(redis, models),
                        lambda queue, payload: save_attempt(rq_redis, queue, payload, settings.job_ttl_s))

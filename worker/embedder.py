@@ -84,6 +84,10 @@ def tokenize(vocab: _internals.LlamaModel, text: str) -> list[int]:
         size = -n
 
 
+def count_tokens(vocab: _internals.LlamaModel, text: str) -> int:
+    return len(tokenize(vocab, text))
+
+
 class Embedder:
     """One model's embedding context. Used by the worker's one job thread."""
 

@@ -8,7 +8,7 @@ from starlette.concurrency import run_in_threadpool
 from api.chat_jobs import queue_job, wait_for_answer
 from api.dependencies import CurrentUser, Jobs, RedisDep, Settings
 from api.embeddings.schemas import EmbeddingRequest, render
-from api.embeddings.service import prepare
+from api.embeddings.service import check_lengths, prepare
 from api.errors import error_responses
 from api.openai_format import error_of
 from api.routing import model_map
@@ -21,8 +21,9 @@ router = APIRouter(prefix="/v1", tags=["embeddings"], responses=error_responses(
              responses={200: {"description": "A `list` of `embedding` objects, in the order of the inputs, with `usage`."}})
 async def create_embeddings(body: EmbeddingRequest, request: Request, jobs: Jobs, user: CurrentUser, redis: RedisDep,
                             settings: Settings) -> JSONResponse:
-    payload, queue_model = prepare(body, await model_map(redis, settings, embeddings=True), settings.embedding_max_inputs, user.name)
-    job = await queue_job(jobs, payload, user.name, queue_model)
+    prepared = prepare(body, await model_map(redis, settings, embeddings=True), settings.embedding_max_inputs, user.name)
+    await check_lengths(jobs, prepared)
+    job = await queue_job(jobs, prepared.payload, user.name, prepared.queue_model)
     answer = await wait_for_answer(jobs, job, request, settings.poll_s)
     if isinstance(answer.final, ErrorEvent):
         raise error_of(answer.final)
