@@ -73,7 +73,7 @@ ENDED_KEY = "hearth:ended"  # list: ended jobs with a `sink`, for the api to fil
 NUDGE_KEY = "hearth:housekeeping:nudge"
 PREEMPT_CHANNEL = "hearth:preempt:{model}"  # pub/sub: an interactive job was queued for the model
 EVENTS_KEY = "hearth:job:{job_id}:events"  # Stream: the job's replay log
-# string: an embedding job's vectors, float32 little-endian, input after input, appended as
+# string: an embedding job's vectors, float32 little-endian, input after input, written as
 # they are made (a paused job's are kept); complete once the job's `done` event is in its log
 VECTORS_KEY = "hearth:job:{job_id}:vectors"
 LIVE_CHANNEL = "hearth:job:{job_id}:live"  # pub/sub: each append to the log, as it happens

@@ -3,6 +3,7 @@ embedded chat model) embeds too, mean-pooled. Nothing here asserts what the vect
 135M chat model is no embedding model): their shape, norm, order and determinism only."""
 
 import base64
+import signal
 import threading
 from collections.abc import Callable
 
@@ -163,3 +164,32 @@ def test_an_embedding_only_model_embeds_beside_the_chat_model(make_stack: Callab
     wait_for(lambda: {m["id"]: m["loaded"] for m in httpx.get(f"{s.base_url}/models", timeout=10).json()["data"]}
              == {MODEL: True, "mistral-tiny": True}, 10, "both models to be listed as loaded")
     assert client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "hi"}], max_tokens=2).choices
+
+
+def test_a_client_that_leaves_cancels_its_embedding_job(stack: Stack) -> None:
+    before = set(stack.redis.scan_iter("hearth:job:*"))
+    texts = [f"Sentence number {i} keeps the worker busy for a while." for i in range(400)]
+    with pytest.raises(httpx.ReadTimeout):  # the client gives up and closes its connection
+        httpx.post(f"{stack.base_url}/embeddings", json={"model": MODEL, "input": texts}, timeout=httpx.Timeout(30, read=3))
+    [job] = [k.decode() for k in set(stack.redis.scan_iter("hearth:job:*")) - before if k.count(b":") == 2]
+    wait_for(lambda: stack.redis.hget(job, "status") == b"cancelled", 120, "the embedding job to be cancelled")  # within a pass
+    wait_for(lambda: httpx.get(f"http://127.0.0.1:{stack.api_port}/readyz").json()["busy"] == 0, 30, "an idle worker")
+
+
+def test_an_embedding_line_whose_worker_died_is_run_again_whole(make_stack: Callable[..., Stack]) -> None:
+    s = make_stack()
+    worker = s.start_worker()
+    s.start_api()
+    client = openai.OpenAI(base_url=s.base_url, api_key="unused", max_retries=0, timeout=60)
+    texts = [f"Sentence number {i} keeps the worker busy for a while." for i in range(60)]
+    line = {"custom_id": "many", "method": "POST", "url": "/v1/embeddings", "body": {"model": MODEL, "input": texts}}
+    batch_id = run_batch(client, [line], endpoint="/v1/embeddings")
+    wait_for(lambda: bool(s.redis.hgetall("hearth:running")), 120, "the line to run")
+    worker.stop(signal.SIGKILL)
+    s.start_worker()
+    batch = wait_status(client, batch_id, ("completed", "failed"), 600)
+    assert batch.status == "completed" and batch.request_counts.completed == 1, batch
+    [out] = file_lines(client, batch.output_file_id)
+    found = np.array([item["embedding"] for item in out["response"]["body"]["data"]])
+    assert found.shape == (60, DIMENSIONS) and np.allclose(np.linalg.norm(found, axis=1), 1, atol=1e-4)
+    assert s.api is not None and "batch line requeued" in s.api.log()

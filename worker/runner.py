@@ -205,8 +205,10 @@ class JobRunner:
         done, vectors = payload.done, bytearray()
 
         def keep(pipe: Pipeline) -> None:
+            # At this attempt's place, not appended: an attempt run again (its worker died
+            # after writing) rewrites the same bytes.
             key = vectors_key(job_id)
-            pipe.append(key, bytes(vectors))
+            pipe.setrange(key, payload.done * embedder.spec.dimensions * 4, bytes(vectors))
             pipe.expire(key, ttl)
 
         try:
