@@ -71,7 +71,8 @@ def test_models_say_which_embed(client: openai.OpenAI) -> None:
 @pytest.mark.parametrize(("body", "param", "words"), [
     ({"dimensions": 256}, "dimensions", "576 dimensions"),
     ({"input": ""}, "input", "empty"),
-    ({"input": []}, "input", "empty array"),
+    ({"input": []}, "input", "empty"),
+    ({"input": ["a", ""]}, "input", "input 1 is empty"),
     ({"input": ["a", [1, 2]]}, "input", "all strings"),
     ({"input": [[1, 2], [3, 10**6]]}, "input.1", "vocabulary"),
     ({"input": ["short", "word " * 600]}, "input.1", "input[1] has 601 tokens"),

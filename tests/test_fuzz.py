@@ -37,9 +37,10 @@ MAX_TOKENS = 4
 # window depend on settings and on the model a worker loaded; an uploaded `file` must be
 # JSONL, which a multipart schema cannot say. Likewise a response's `input` past the window and
 # its `previous_response_id` (it must exist; so must the caller's own response it names), and
-# `background` without `store`: a pair of fields the body's JSON schema cannot relate.
+# `background` without `store`: a pair of fields the body's JSON schema cannot relate. An
+# embeddings request's `dimensions` must be its model's, its inputs within the model's length.
 STATEFUL_PARAMS = {"after", "input_file_id", "completion_window", "logit_bias", "messages", "file", "input",
-                   "previous_response_id", "background"}
+                   "previous_response_id", "background", "dimensions"}
 # The fuzzer's API key, set by `fuzz_key` once the stack has added its user: schemathesis asks
 # its auth provider at generation time, where fixtures cannot reach.
 ACCOUNT: dict[str, str] = {}
@@ -48,7 +49,9 @@ ACCOUNT: dict[str, str] = {}
 @pytest.fixture(scope="module")
 def fuzz_stack(redis_server: RedisServer, log_dir: Path) -> Iterator[Stack]:
     # Cases run one at a time, each chat read to its end: one waiting job per user is enough.
-    yield from serve(redis_server, log_dir, AUTH="on", DEFAULT_MAX_TOKENS=str(MAX_TOKENS), MAX_WAITING_PER_USER="1")
+    # Embeddings kept as cheap: a few short inputs per request (more are refused with 400 `input`).
+    yield from serve(redis_server, log_dir, AUTH="on", DEFAULT_MAX_TOKENS=str(MAX_TOKENS), MAX_WAITING_PER_USER="1",
+                     EMBEDDING_MAX_TOKENS="64", EMBEDDING_MAX_INPUTS="8")
 
 
 @pytest.fixture(scope="module")

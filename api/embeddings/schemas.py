@@ -11,13 +11,17 @@ from api.errors import HearthError
 from api.schemas import INT32_MAX, NAME_CHARS, Text, valid_unicode
 from hearth.contract import EmbeddingInput, EmbeddingModel
 
+TokenId = Annotated[int, Field(ge=0, le=INT32_MAX)]
+NotEmpty = Field(min_length=1)
+
 
 class EmbeddingRequest(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     model: Annotated[Text, Field(max_length=NAME_CHARS)]
-    # A text, texts, a token array, or token arrays (OpenAI's four forms).
-    input: str | list[str] | list[Annotated[int, Field(ge=0, le=INT32_MAX)]] | list[list[Annotated[int, Field(ge=0, le=INT32_MAX)]]]
+    # A text, texts, a token array, or token arrays (OpenAI's four forms), none empty.
+    input: (Annotated[str, NotEmpty] | Annotated[list[Annotated[str, NotEmpty]], NotEmpty]
+            | Annotated[list[TokenId], NotEmpty] | Annotated[list[Annotated[list[TokenId], NotEmpty]], NotEmpty])
     encoding_format: Literal["float", "base64"] = "float"
     dimensions: Annotated[int, Field(ge=1)] | None = None
     user: Annotated[Text, Field(max_length=NAME_CHARS)] | None = None  # checked, then ignored
@@ -26,22 +30,22 @@ class EmbeddingRequest(BaseModel):
     @classmethod
     def _one_form(cls, value: Any) -> Any:
         # Named here: as a failed union its error would name one of the union's branches.
+        if value in ("", []):
+            raise ValueError("must not be empty")
         if isinstance(value, list):
-            if not value:
-                raise ValueError("must not be an empty array")
-            kinds = {type(item) for item in value}
-            if len(kinds) > 1:
+            if len({type(item) for item in value}) > 1:
                 raise ValueError("an array of inputs must be all strings, all token ids, or all token arrays")
+            empty = next((i for i, item in enumerate(value) if item in ("", [])), None)
+            if empty is not None:
+                raise ValueError(f"input {empty} is empty: an input is a non-empty string or token array")
         return value
 
     @field_validator("input")
     @classmethod
-    def _not_empty(cls, value: str | list[Any]) -> str | list[Any]:
-        for index, item in enumerate(value if isinstance(value, list) else [value]):
+    def _valid_text(cls, value: str | list[Any]) -> str | list[Any]:
+        for item in value if isinstance(value, list) else [value]:
             if isinstance(item, str):
                 valid_unicode(item)
-            if item in ("", []):
-                raise ValueError(f"input {index} is empty: an input is a non-empty string or token array")
         return value
 
     def inputs(self) -> list[EmbeddingInput]:
