@@ -185,7 +185,7 @@ class JobRunner:
             log.info("job paused for a chat", extra={"completion_tokens": event.kept_tokens, "inputs": event.kept_inputs})
 
     def embed(self, payload: EmbeddingPayload) -> dict[str, Any]:
-        """An embedding job: its inputs in passes of the model, their vectors appended to the
+        """An embedding job: its inputs in passes of the model, their vectors written to the
         job's vectors key. Between two passes it gives way to a waiting chat (or this worker's
         shutdown) as a batch line does: back to the front of its queue with the vectors so far
         kept, so a chat waits for one pass at most."""
@@ -199,7 +199,7 @@ class JobRunner:
         cancelled = self._cancels.watch(job_id)
         if self._writer.start(job_id, self.name, QUEUE_TIMEOUT_MESSAGE) != JobStatus.RUNNING:
             return {"started": False}
-        self.current_job, self._preemptible = job_id, True
+        self.current_job, self._preemptible, self.remaining = job_id, True, 0  # it generates no tokens
         limit, ttl = self.pool.current.settings.job_timeout_s, self.pool.current.settings.job_ttl_s
         deadline = time.monotonic() + limit
         done, vectors = payload.done, bytearray()
