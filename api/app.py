@@ -22,6 +22,7 @@ from api.chat import router as chat
 from api.conversations import router as conversations
 from api.conversations.store import ConversationStore
 from api.conversations.turns import TurnService
+from api.embeddings import router as embeddings
 from api.errors import HearthError, install_error_handlers
 from api.files import router as files
 from api.files.store import FileStore
@@ -126,6 +127,6 @@ def create_app(settings: ApiSettings) -> FastAPI:
     origins = [o.strip() for o in settings.cors_origins.split(",") if o.strip()]
     if origins:  # off unless configured: browsers on other sites may not call the api
         app.add_middleware(CORSMiddleware, allow_origins=origins, allow_methods=["*"], allow_headers=["*"], expose_headers=["X-Job-Id", "X-Request-ID"])
-    for module in (health, accounts, account_router, admin_router, usage, sharing, models, chat, responses, jobs, conversations, files, batches, metrics, status):
+    for module in (health, accounts, account_router, admin_router, usage, sharing, models, chat, responses, embeddings, jobs, conversations, files, batches, metrics, status):
         app.include_router(module.router)
     return app

@@ -38,6 +38,7 @@ class ApiSettings(CommonSettings):
     max_stop_chars: int = Field(256, ge=1, description="Longest `stop` string, in characters (at most 4 of them, as at OpenAI).")
     max_logit_bias: int = Field(300, ge=1, description="Most `logit_bias` entries in one request.")
     max_tools: int = Field(32, ge=1, le=128, description="Most functions offered in one request (`tools`, or the legacy `functions`); each is described in the prompt and adds to the grammar.")
+    embedding_max_inputs: int = Field(2048, ge=1, description="Most inputs in one `/v1/embeddings` request (OpenAI's bound too); each input's length is bounded by the worker's `EMBEDDING_MAX_TOKENS`.")
     # Secrets and the network.
     login_max_failures: int = Field(5, ge=1, description="Failed ui sign-ins allowed per user name and per address within `LOGIN_LOCKOUT_S`; then 429 with Retry-After.")
     session_ttl_s: int = Field(7 * 86400, ge=60, description="How long a ui sign-in (session token) lasts.")

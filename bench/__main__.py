@@ -8,7 +8,7 @@ import sys
 from collections.abc import Callable
 
 from api.settings import ApiSettings
-from bench import batch, context, grammar, idle, load, models, states, stream, tool_calls
+from bench import batch, context, documents, grammar, idle, load, models, states, stream, tool_calls
 from bench.rig import Rig
 from hearth.logs import setup_logging
 from hearth.settings import CommonSettings
@@ -24,6 +24,7 @@ CASES: dict[str, Callable[[Rig, argparse.Namespace], str]] = {
     "context": lambda rig, a: context.run(rig, a.turns, a.max_tokens, a.seed).render(),
     "batch": lambda rig, a: batch.run(rig, a.lines, a.line_tokens, a.seed).render(),
     "states": lambda rig, a: states.run(rig, a.history_tokens, a.seed).render(),
+    "documents": lambda rig, a: documents.run(rig, a.inputs, a.rounds, a.seed).render(),
     "models": lambda rig, a: models.run(rig, a.model_tokens, a.seed, a.other_model).render(),  # last: it replaces the worker
 }
 
@@ -59,7 +60,7 @@ def parser() -> argparse.ArgumentParser:
     i = p.add_argument_group("idle")
     i.add_argument("--idle-seconds", type=at_least(1), default=30, help="seconds without traffic measured (default: %(default)s)")
     i.add_argument("--requests", type=at_least(1), default=3, help="chats and one-line batches timed after it (default: %(default)s)")
-    s = p.add_argument_group("stream and grammar")
+    s = p.add_argument_group("stream, grammar and documents")
     s.add_argument("--rounds", type=at_least(1), default=5, help="measured rounds per side, after a warm-up (default: %(default)s)")
     s.add_argument("--tokens", type=at_least(2), default=200, help="completion tokens per stream, at least 2 (default: %(default)s)")
     t = p.add_argument_group("tools")
@@ -76,6 +77,8 @@ def parser() -> argparse.ArgumentParser:
     t = p.add_argument_group("states")
     t.add_argument("--history-tokens", type=at_least(64), default=1500,
                    help="prompt tokens of the conversation whose next turn is measured (default: %(default)s)")
+    d = p.add_argument_group("documents")
+    d.add_argument("--inputs", type=at_least(1), default=64, help="texts embedded in one call, each side (default: %(default)s)")
     m = p.add_argument_group("models")
     m.add_argument("--model-tokens", type=at_least(2), default=16,
                    help="completion tokens per request; the 7B-shaped model makes about 2 a second on 2 cores (default: %(default)s)")

@@ -19,9 +19,12 @@ from pydantic import BaseModel, Field, TypeAdapter
 
 
 class QueueKind(StrEnum):
-    """Each model has one RQ queue of each kind; its workers read interactive before batch."""
+    """Each model has one RQ queue of each kind; its workers read them in this order: chats,
+    then embeddings (`/v1/embeddings`, which give way to a chat between two passes of the
+    model), then batch lines."""
 
     INTERACTIVE = "interactive"
+    EMBEDDING = "embedding"
     BATCH = "batch"
 
 
@@ -42,10 +45,13 @@ def queue_name(kind: QueueKind, model: str) -> str:
 ANY_MODEL = "*"
 
 
-def model_queues(models: list[str]) -> list[str]:
+def model_queues(models: list[str], embedding_models: list[str]) -> list[str]:
     """A worker's queues, in the order it reads them by default: chats first, its models'
-    (in the order given) before any."""
-    return [queue_name(kind, m) for kind in QueueKind for m in (*models, ANY_MODEL)]
+    (in the order given) before any's. Embedding jobs wait in the queues of the models it
+    embeds with; batch lines (chats or embeddings) in those of either."""
+    by_kind = {QueueKind.INTERACTIVE: models, QueueKind.EMBEDDING: embedding_models,
+               QueueKind.BATCH: [*models, *(m for m in embedding_models if m not in models)]}
+    return [queue_name(kind, m) for kind in QueueKind for m in (*by_kind[kind], ANY_MODEL)]
 
 
 def queue_model(queue: str) -> str:
@@ -55,8 +61,9 @@ def queue_model(queue: str) -> str:
 
 RQ_SERIALIZER = "json"  # RQ's JSONSerializer: job arguments and results as JSON, never pickle
 
-# Import path of the job function; the api enqueues it by name and never imports the worker.
+# Import paths of the job functions; the api enqueues them by name and never imports the worker.
 GENERATE_FUNC = "worker.tasks.generate"
+EMBED_FUNC = "worker.tasks.embed"
 
 JOB_KEY = "hearth:job:{job_id}"  # hash: the job's record (hearth.job_record.JobRecord); its status is hearth.lifecycle's
 RUNNING_KEY = "hearth:running"  # hash: running job id -> its worker (the reaper's round)
@@ -66,13 +73,18 @@ ENDED_KEY = "hearth:ended"  # list: ended jobs with a `sink`, for the api to fil
 NUDGE_KEY = "hearth:housekeeping:nudge"
 PREEMPT_CHANNEL = "hearth:preempt:{model}"  # pub/sub: an interactive job was queued for the model
 EVENTS_KEY = "hearth:job:{job_id}:events"  # Stream: the job's replay log
+# string: an embedding job's vectors, float32 little-endian, input after input, written as
+# they are made (a paused job's are kept); complete once the job's `done` event is in its log
+VECTORS_KEY = "hearth:job:{job_id}:vectors"
 LIVE_CHANNEL = "hearth:job:{job_id}:live"  # pub/sub: each append to the log, as it happens
 CANCEL_KEY = "hearth:job:{job_id}:cancel"  # set when a cancel is requested (seen at job start)
 CANCEL_CHANNEL = "hearth:cancel"  # pub/sub: job ids to stop (heard while a job runs)
 FIT_KEY = "hearth:fit:{model}"  # list of FitRequest: does this chat fit the model's window?
+COUNT_KEY = "hearth:count:{model}"  # list of CountRequest: an embeddings request's texts, in the model's tokens
 WORKER_KEY = "hearth:worker:{name}"  # hash, expires unless the worker's heartbeat renews it
 WORKERS_KEY = "hearth:workers"  # sorted set: worker name -> unix time its heartbeat expires
 MODELS_KEY = "hearth:models"  # sorted set: model -> Redis time a worker last said it serves it
+EMBEDDING_MODELS_KEY = "hearth:embedding_models"  # sorted set: the same, for the models workers embed with
 # Observability (hearth/metrics.py writes them, the api's /metrics and /v1/status read them).
 METRICS_KEY = "hearth:metrics"  # hash: counters and histogram buckets of every process
 USER_TOKENS_KEY = "hearth:metrics:user_tokens"  # hash: "<kind>:<user>" -> tokens
@@ -93,6 +105,10 @@ def job_of(rq_id: str) -> str:
 
 def events_key(job_id: str) -> str:
     return EVENTS_KEY.format(job_id=job_id)
+
+
+def vectors_key(job_id: str) -> str:
+    return VECTORS_KEY.format(job_id=job_id)
 
 
 def live_channel(job_id: str) -> str:
@@ -121,6 +137,10 @@ class ToolCall(BaseModel):
     id: str
     name: str
     arguments: str
+
+
+def count_key(model: str) -> str:
+    return COUNT_KEY.format(model=model)
 
 
 class Message(BaseModel):
@@ -188,6 +208,31 @@ class JobPayload(BaseModel):
     tools: ToolUse | None = None  # functions the answer may call (None: a text answer)
 
 
+EmbeddingInput = str | list[int]  # a text, or the model's token ids
+
+
+class EmbeddingPayload(BaseModel):
+    """The argument of an embedding job (`EMBED_FUNC`): every input of one `/v1/embeddings`
+    request (or batch line), embedded in as few passes of the model as fit. A job that gave way
+    to a chat goes back to its queue with `done` inputs already in its vectors."""
+
+    job_id: str
+    model: str
+    inputs: list[EmbeddingInput]
+    user: str | None = None
+    dimensions: int | None = None  # as asked: refused unless the model's (checked again here, for a job queued unchecked)
+    batch: bool = False  # a batch line: it waits, and goes back when it gives way, in its model's batch queue
+    done: int = 0
+
+
+class EmbeddingModel(BaseModel):
+    """What a worker publishes about a model it embeds with: the api checks a request by it."""
+
+    dimensions: int
+    max_input_tokens: int  # the longest input, in tokens
+    vocabulary: int = 0  # token ids go up to this, exclusive
+
+
 class FitRequest(BaseModel):
     """Asked by the api before queueing, answered by any worker of the model with its own
     tokenizer and template, so an oversized message gets its 400 before it waits in line."""
@@ -204,6 +249,19 @@ class FitReply(BaseModel):
     prompt_tokens: int
     n_ctx: int
     message: str = ""
+
+
+class CountRequest(BaseModel):
+    """Asked by the api before queueing an embeddings request whose texts might be too long
+    for the model, answered by any worker that embeds with it (as a FitRequest is)."""
+
+    reply_to: str
+    expires_at: float
+    texts: list[str]
+
+
+class CountReply(BaseModel):
+    tokens: list[int]  # each text's, as the model embeds it
 
 
 class PromptTokensDetails(BaseModel):
@@ -285,6 +343,7 @@ class RequeuedEvent(BaseModel):
     type: Literal[EventType.REQUEUED] = EventType.REQUEUED
     reason: Literal["paused", "worker_lost"]
     kept_tokens: int = 0  # answer tokens kept (paused), or 0 (it starts over)
+    kept_inputs: int = 0  # an embedding job's inputs whose vectors are kept (paused)
 
 
 class DoneEvent(BaseModel):
@@ -295,6 +354,7 @@ class DoneEvent(BaseModel):
 
 class ErrorCode(StrEnum):
     CONTEXT_LENGTH_EXCEEDED = "context_length_exceeded"
+    INVALID_REQUEST = "invalid_request"  # a request the worker refuses (the api checks before queueing when it can)
     CANCELLED = "cancelled"
     TIMEOUT = "timeout"
     WORKER_LOST = "worker_lost"
@@ -305,6 +365,7 @@ class ErrorEvent(BaseModel):
     type: Literal[EventType.ERROR] = EventType.ERROR
     code: ErrorCode
     message: str
+    param: str | None = None  # the request field at fault, when one is (an embedding input too long)
 
 
 Event = Annotated[

@@ -11,7 +11,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict
 from redis.typing import EncodableT, FieldT
 
-from hearth.contract import Message
+from hearth.contract import EmbeddingModel, Message
 from hearth.trimming import MIN_ANSWER, never_dropped
 
 
@@ -45,6 +45,7 @@ class WorkerInfo(BaseModel):
     # Saved model states (worker.state_cache): bytes in memory and in its STATE_DIR.
     state_memory_bytes: int = 0
     state_disk_bytes: int = 0
+    embeds: dict[str, EmbeddingModel] = {}  # the models it embeds with
 
     def fields(self) -> dict[FieldT, EncodableT]:
         return {name: json.dumps(value) for name, value in self.model_dump(mode="json", exclude={"name"}).items()}

@@ -18,7 +18,16 @@ from redis.typing import EncodableT, FieldT
 from rq import Queue
 from rq.job import Job
 
-from hearth.contract import ATTEMPT_SEPARATOR, GENERATE_FUNC, RQ_SERIALIZER, JobPayload, Sink, job_key
+from hearth.contract import (
+    ATTEMPT_SEPARATOR,
+    EMBED_FUNC,
+    GENERATE_FUNC,
+    RQ_SERIALIZER,
+    EmbeddingPayload,
+    JobPayload,
+    Sink,
+    job_key,
+)
 from hearth.lifecycle import JobStatus
 from hearth.redis_client import text, text_hash
 
@@ -48,6 +57,8 @@ class JobRecord(BaseModel):
     custom_id: str | None = None
     line: int | None = None
     response: str | None = None  # a /v1/responses batch line: its StoredResponse JSON
+    encoding_format: str | None = None  # a /v1/embeddings batch line: how its vectors are written
+    inputs: int | None = None  # and how many it embeds
 
     @property
     def attempt(self) -> str:
@@ -87,11 +98,16 @@ def rq_queue(name: str, redis: Redis) -> Queue:
     return Queue(name, connection=redis, serializer=RQ_SERIALIZER)
 
 
-def rq_job(queue: Queue, payload: JobPayload, ttl_s: int, rq_id: str | None = None) -> Job:
+def job_func(payload: JobPayload | EmbeddingPayload) -> str:
+    """The job function that runs `payload`."""
+    return EMBED_FUNC if isinstance(payload, EmbeddingPayload) else GENERATE_FUNC
+
+
+def rq_job(queue: Queue, payload: JobPayload | EmbeddingPayload, ttl_s: int, rq_id: str | None = None) -> Job:
     """The RQ job of one attempt of `payload` (the job id for a first attempt), not yet saved
     or queued. Its description is what RQ logs: the default would show the messages."""
     return queue.create_job(
-        GENERATE_FUNC,
+        job_func(payload),
         args=(payload.model_dump(),),
         job_id=rq_id or payload.job_id,
         description=f"job {payload.job_id}",
@@ -103,7 +119,7 @@ def rq_job(queue: Queue, payload: JobPayload, ttl_s: int, rq_id: str | None = No
     )
 
 
-def save_attempt(redis: Redis, queue: str, payload: JobPayload, ttl_s: int) -> tuple[str, str]:
+def save_attempt(redis: Redis, queue: str, payload: JobPayload | EmbeddingPayload, ttl_s: int) -> tuple[str, str]:
     """Save the RQ job of another attempt of `payload` (a paused or orphaned batch line), not
     yet queued: (queue key, RQ id). The lifecycle's requeue pushes it, in the same script that
     moves the job back to `queued`; RQ's record of the attempt that stopped stays as RQ left it.

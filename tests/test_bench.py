@@ -10,7 +10,8 @@ import pytest
 from devstack import ROOT
 
 SMALLEST = ["--idle-seconds", "2", "--requests", "1", "--rounds", "1", "--tokens", "16", "--users", "2", "--chats", "1", "--max-tokens", "8", "--turns", "2",
-            "--lines", "2", "--line-tokens", "8", "--history-tokens", "64", "--tool-requests", "2", "--model-tokens", "4", "--other-model", "mistral-tiny"]
+            "--lines", "2", "--line-tokens", "8", "--history-tokens", "64", "--tool-requests", "2", "--inputs", "4", "--model-tokens", "4",
+            "--other-model", "mistral-tiny"]
 
 
 def number(pattern: str, text: str) -> float:
@@ -76,6 +77,9 @@ def test_bench_runs_every_case_and_prints_its_numbers() -> None:
         ttft_ms, prompt, cached = map(int, row.groups())
         assert ttft_ms > 0 and (64 <= cached < prompt if restored else cached == 0), row.group(0)
     assert re.search(r"^restores \(worker logs, 3\): median [\d.]+ MiB for \d+ tokens, \d+ ms$", out, re.MULTILINE), out
+    assert number(r"^stack \(/v1/embeddings\)\s+([\d.]+)\s", out) > 0  # inputs/s
+    assert number(r"^ratio stack/in-process inputs/s: ([\d.]+)", out) > 0
+    assert number(r"^least cosine between the two sides' vectors: ([\d.]+)", out) > 0.999  # the same vectors
 
     # Both models loaded in turn on one worker: each row has its load time and the worker's memory.
     for model in ("mistral-tiny-shaped", "SmolLM2"):

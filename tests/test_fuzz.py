@@ -40,10 +40,11 @@ MAX_TOKENS = 4
 # `background` without `store`: a pair of fields the body's JSON schema cannot relate. So are a
 # chat's tools and what they exclude or must match: a `tool_choice` (`function_call`) naming a
 # function offered, function names unique, `tools` or `functions` but not both, no `stop` nor
-# JSON `response_format` beside them (a schema that cannot say "unique" or "one of those").
+# JSON `response_format` beside them (a schema that cannot say "unique" or "one of those"). An
+# embeddings request's `dimensions` must be its model's, its inputs within the model's length.
 STATEFUL_PARAMS = {"after", "input_file_id", "completion_window", "logit_bias", "messages", "file", "input",
                    "previous_response_id", "background", "tools", "functions", "tool_choice", "function_call", "stop",
-                   "response_format"}
+                   "response_format", "dimensions"}
 # The fuzzer's API key, set by `fuzz_key` once the stack has added its user: schemathesis asks
 # its auth provider at generation time, where fixtures cannot reach.
 ACCOUNT: dict[str, str] = {}
@@ -52,7 +53,9 @@ ACCOUNT: dict[str, str] = {}
 @pytest.fixture(scope="module")
 def fuzz_stack(redis_server: RedisServer, log_dir: Path) -> Iterator[Stack]:
     # Cases run one at a time, each chat read to its end: one waiting job per user is enough.
-    yield from serve(redis_server, log_dir, AUTH="on", DEFAULT_MAX_TOKENS=str(MAX_TOKENS), MAX_WAITING_PER_USER="1")
+    # Embeddings kept as cheap: a few short inputs per request (more are refused with 400 `input`).
+    yield from serve(redis_server, log_dir, AUTH="on", DEFAULT_MAX_TOKENS=str(MAX_TOKENS), MAX_WAITING_PER_USER="1",
+                     EMBEDDING_MAX_TOKENS="64", EMBEDDING_MAX_INPUTS="8")
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ from gradio_client import Client
 from redis.asyncio import Redis as AsyncRedis
 
 from api.accounts.users import UserStore
-from devstack import BATCH, INTERACTIVE, Process, Stack, free_port, wait_for
+from devstack import BATCH, INTERACTIVE, MODEL, Process, Stack, free_port, wait_for
 from tests.chats import BackgroundChat, chat_body
 
 
@@ -76,7 +76,7 @@ def test_status_shows_the_running_and_the_queued_job_to_whom_it_may(make_stack: 
 
         # The admin sees both, with the runner's live speed (from the worker's heartbeat).
         root = poll(stack, keys["root"], lambda s: bool(s["running"]) and s["running"][0]["tokens_per_s"] is not None, "live speed")
-        assert root["admin"] and root["queues"] == {INTERACTIVE: 1, BATCH: 0}
+        assert root["admin"] and root["queues"] == {INTERACTIVE: 1, f"embedding:{MODEL}": 0, BATCH: 0}
         assert [(j["id"], j["user"], j["queue"], j["position"]) for j in root["queued"]] == [(short.job_id, "bob", INTERACTIVE, 1)]
         [running] = root["running"]
         assert (running["id"], running["user"]) == (long.job_id, "alice")
@@ -104,7 +104,7 @@ def test_status_shows_the_running_and_the_queued_job_to_whom_it_may(make_stack: 
         root = poll(stack, keys["root"], lambda s: len(s["recent"]) == 2 and not s["running"], "both jobs to end")
         assert [(r["id"], r["user"], r["outcome"]) for r in root["recent"]] == [
             (short.job_id, "bob", "completed"), (long.job_id, "alice", "cancelled")]
-        assert root["queued"] == [] and root["queues"] == {INTERACTIVE: 0, BATCH: 0}
+        assert root["queued"] == [] and root["queues"] == {INTERACTIVE: 0, f"embedding:{MODEL}": 0, BATCH: 0}
         assert [p["outcome"] for p in root["series"]["jobs"]] == ["cancelled", "completed"]
         assert all(p["ttft_s"] > 0 for p in root["series"]["jobs"])
         assert [r["id"] for r in status(stack, keys["alice"])["recent"]] == [long.job_id]

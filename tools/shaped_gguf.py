@@ -139,8 +139,11 @@ def copy_tokenizer(source: Path, writer: gguf.GGUFWriter) -> int:
     return len(reader.fields[gguf.Keys.Tokenizer.LIST].data)
 
 
-def write_shaped_gguf(out: Path, preset: str, qtype: QType = "Q5_K", tokenizer_from: Path | None = None) -> Path:
-    """Write the model to `out` (streamed: memory holds one tensor at a time) and return it."""
+def write_shaped_gguf(out: Path, preset: str, qtype: QType = "Q5_K", tokenizer_from: Path | None = None,
+                      pooling: gguf.PoolingType | None = None) -> Path:
+    """Write the model to `out` (streamed: memory holds one tensor at a time) and return it.
+    `pooling` names how its embeddings are pooled, as an embedding model's GGUF does (such as
+    Qwen3-Embedding's LAST); a chat model's names none."""
     shape = PRESETS[preset]
     source = tokenizer_from or Path(embedded_model_path())
     writer = gguf.GGUFWriter(out, gguf.MODEL_ARCH_NAMES[gguf.MODEL_ARCH.LLAMA])
@@ -148,6 +151,8 @@ def write_shaped_gguf(out: Path, preset: str, qtype: QType = "Q5_K", tokenizer_f
     writer.add_block_count(shape.n_layer)
     writer.add_context_length(shape.n_ctx)
     writer.add_embedding_length(shape.n_embd)
+    if pooling is not None:
+        writer.add_pooling_type(pooling)
     writer.add_feed_forward_length(shape.n_ff)
     writer.add_head_count(shape.n_head)
     writer.add_head_count_kv(shape.n_head_kv)

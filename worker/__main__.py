@@ -3,6 +3,7 @@
 import logging
 import time
 from contextlib import suppress
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from hearth.logs import setup_logging
 from hearth.redis_client import connect
 from hearth.usage import UsageClock
 from worker.control import CancelListener, Heartbeat
+from worker.embedder import Embedder, count_tokens, embedding_catalog
 from worker.engine import Engine
 from worker.fit_check import FitChecker
 from worker.meter import JobMeter
@@ -100,25 +102,30 @@ def main() -> None:
     files = catalog(settings)
     models = list(files)
     disk = StateDisk(Path(settings.state_dir), settings.state_disk_mb * 2**20) if settings.state_disk_mb else None
-    pool = ModelPool(files, settings.model_memory_budget_mb * 2**20, lambda file: Engine(settings, file, disk), redis)
+    embeddings = embedding_catalog(settings.embedding_models, settings.embedding_max_tokens, files)
+    embedding_models = list(embeddings)
+    pool = ModelPool(files, settings.model_memory_budget_mb * 2**20, lambda file: Engine(settings, file, disk), redis, embeddings,
+                     lambda file, spec: Embedder.load(file, spec, settings.n_threads, settings.n_gpu_layers))
     log.info("serving %d model(s)", len(models), extra={"models": {m.id: m.n_ctx for m in files.values()}})
-    FitChecker(redis, {m.id: Prompter(m.vocab, m.n_ctx, settings.default_max_tokens) for m in files.values()})
+    FitChecker(redis, {m.id: Prompter(m.vocab, m.n_ctx, settings.default_max_tokens) for m in files.values()},
+               {model: partial(count_tokens, file.vocab._model) for model, (file, _) in embeddings.items()})
     meter = JobMeter(redis, settings.job_ttl_s, settings.event_interval_ms / 1000, settings.worker_name, settings.log_prompts,
                      UsageClock(settings.usage_timezone, settings.usage_clock_offset_s))
     runner = JobRunner(settings.worker_name, pool, meter, CancelListener(redis, models),
                        lambda queue, payload: save_attempt(rq_redis, queue, payload, settings.job_ttl_s), disk)
-    heartbeat = Heartbeat(redis, settings.worker_name, models, lambda: WorkerInfo.model_validate({**runner.info(), **meter.live()}), settings.heartbeat_interval_s, settings.heartbeat_ttl_s)
+    heartbeat = Heartbeat(redis, settings.worker_name, models, embedding_models,
+                          lambda: WorkerInfo.model_validate({**runner.info(), **meter.live()}), settings.heartbeat_interval_s, settings.heartbeat_ttl_s)
     wait_for_redis(redis)
     heartbeat.start()
     worker = HearthWorker(
-        [rq_queue(name, rq_redis) for name in model_queues(models)],  # interactive first
+        [rq_queue(name, rq_redis) for name in model_queues(models, embedding_models)],  # interactive first
         connection=rq_redis,
         serializer=RQ_SERIALIZER,
         name=settings.worker_name,
         runner=runner,
         meter=meter,
         liveness=heartbeat,
-        turns=Turns(models, settings.swap_after_jobs),
+        turns=Turns(models, settings.swap_after_jobs, embedding_models),
     )
     try:
         # RQ's loop rides out Redis outages while it waits for a job, but quits on one that

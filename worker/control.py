@@ -8,7 +8,7 @@ from collections.abc import Callable
 from redis import Redis
 from redis.exceptions import RedisError
 
-from hearth.contract import ANY_MODEL, CANCEL_CHANNEL, MODELS_KEY, WORKERS_KEY, preempt_channel, worker_key
+from hearth.contract import ANY_MODEL, CANCEL_CHANNEL, EMBEDDING_MODELS_KEY, MODELS_KEY, WORKERS_KEY, preempt_channel, worker_key
 from hearth.heartbeat import WorkerInfo
 
 log = logging.getLogger(__name__)
@@ -16,14 +16,17 @@ log = logging.getLogger(__name__)
 
 # The index entry's score is when the heartbeat expires, in Redis's time: the reaper compares it
 # with the same clock, so a worker whose host clock is off is neither reaped early nor kept.
-# The models it serves are marked as seen now in the registry of models (KEYS[2]), which the
-# api routes by while their workers are away (api.models.routing).
-# KEYS: the worker index, the model registry; ARGV: ttl, worker name, its models...
+# The models it serves are marked as seen now in the registry of models (KEYS[2]), and those
+# it embeds with in theirs (KEYS[3]), which the api routes by while their workers are away
+# (api.models.routing).
+# KEYS: the worker index, the model registries; ARGV: ttl, worker name, how many models it
+# serves, its models..., the models it embeds with...
 _RENEW_LUA = """
 local t = redis.call('TIME')
 local now = t[1] + t[2] / 1e6
 redis.call('ZADD', KEYS[1], now + tonumber(ARGV[1]), ARGV[2])
-for i = 3, #ARGV do redis.call('ZADD', KEYS[2], now, ARGV[i]) end
+local served = 3 + tonumber(ARGV[3])
+for i = 4, #ARGV do redis.call('ZADD', i <= served and KEYS[2] or KEYS[3], now, ARGV[i]) end
 """
 
 
@@ -32,9 +35,10 @@ class Heartbeat:
     heartbeat while a job runs, and RQ notices a dead worker only after minutes; this key
     expires `ttl_s` after the process stops, which is how the api tells a waiting client."""
 
-    def __init__(self, redis: Redis, name: str, models: list[str], info: Callable[[], WorkerInfo], interval_s: float, ttl_s: int):
+    def __init__(self, redis: Redis, name: str, models: list[str], embedding_models: list[str],
+                 info: Callable[[], WorkerInfo], interval_s: float, ttl_s: int):
         self._redis, self._name, self._key, self._info = redis, name, worker_key(name), info
-        self._models = models
+        self._models, self._embedding_models = models, embedding_models
         self._interval, self._ttl = interval_s, ttl_s
         self._stop, self._wake = threading.Event(), threading.Event()
         self._thread = threading.Thread(target=self._run, name="heartbeat", daemon=True)
@@ -47,7 +51,8 @@ class Heartbeat:
         pipe = self._redis.pipeline()
         pipe.hset(self._key, mapping=self._info().fields())
         pipe.expire(self._key, self._ttl)
-        pipe.eval(_RENEW_LUA, 2, WORKERS_KEY, MODELS_KEY, self._ttl, self._name, *self._models)
+        pipe.eval(_RENEW_LUA, 3, WORKERS_KEY, MODELS_KEY, EMBEDDING_MODELS_KEY, self._ttl, self._name, len(self._models),
+                  *self._models, *self._embedding_models)
         pipe.execute()
 
     def poke(self) -> None:

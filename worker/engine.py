@@ -13,6 +13,7 @@ import numpy as np
 from llama_cpp import Llama, LogitsProcessorList
 
 from hearth.contract import SamplingParams, ToolUse
+from worker.embedder import Embedder, EmbeddingSpec
 from worker.grammars import Grammars
 from worker.models import ModelFile
 from worker.prompter import Prompter
@@ -117,12 +118,21 @@ class Engine:
         # metric, the wait estimates), not in the first answer's silence.
         self.llama.eval([max(self.llama.token_bos(), 0)])
         self.llama.reset()
+        self._embedder: Embedder | None = None
+
+    def embedder(self, spec: EmbeddingSpec) -> Embedder:
+        """This model's embedding context (worker.embedder), made at its first embedding job."""
+        if self._embedder is None:
+            self._embedder = Embedder(self.llama._model, spec, self.settings.n_threads, owns_model=False)
+        return self._embedder
 
     def close(self) -> None:
-        """Free the weights, the context and the states saved in memory now, not when the GC
-        gets to it: the next model is loaded into the memory this one frees (the states on
-        disk stay, for when it is loaded again)."""
+        """Free the weights, the contexts and the states saved in memory now, not when the GC
+        gets to it: the next model is loaded into the memory this one frees (the states on disk
+        stay, for when it is loaded again)."""
         self.cache.clear()
+        if self._embedder is not None:
+            self._embedder.close()
         self.llama.close()
 
     def cached_prefix(self, tokens: list[int]) -> int:

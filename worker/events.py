@@ -76,6 +76,14 @@ class EventWriter:
         self.flush()
         return int(self._redis.eval(*apply_events_args(job_id, events, self._ttl, push=push))) == len(events)
 
+    def write(self, commands: Commands) -> None:
+        """Run `commands` now, after every event emitted before them: what a job makes that is
+        no event (an embedding job's vectors), in Redis before any later event says it is."""
+        self.flush()
+        pipe = self._redis.pipeline(transaction=False)
+        commands(pipe)
+        pipe.execute()
+
     def flush(self) -> None:
         """Block until every event emitted so far is in Redis."""
         with self._cond:

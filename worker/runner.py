@@ -8,9 +8,12 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
+from redis.client import Pipeline
+
 from hearth.contract import (
     ContextTrimmedEvent,
     DoneEvent,
+    EmbeddingPayload,
     ErrorCode,
     ErrorEvent,
     JobPayload,
@@ -22,12 +25,14 @@ from hearth.contract import (
     TokenEvent,
     Usage,
     queue_name,
+    vectors_key,
 )
 from hearth.lifecycle import JobStatus
 from hearth.logs import log_context
 from hearth.metrics import record_state_reuse
 from worker.context import ContextOverflow
 from worker.control import CancelListener
+from worker.embedder import Refused
 from worker.engine import Cancelled, Paused, TimedOut
 from worker.events import EventWriter
 from worker.grammars import GrammarError
@@ -40,7 +45,7 @@ log = logging.getLogger(__name__)
 QUEUE_TIMEOUT_MESSAGE = "The request waited too long in the queue and was dropped."
 
 # Saves the RQ job of a paused job's next attempt in a queue, not yet queued: (queue key, RQ job id).
-SaveAttempt = Callable[[str, JobPayload], tuple[str, str]]
+SaveAttempt = Callable[[str, JobPayload | EmbeddingPayload], tuple[str, str]]
 
 
 class JobRunner:
@@ -76,6 +81,8 @@ class JobRunner:
             "grammars_built": engine.grammars.built,
             "state_memory_bytes": self.pool.state_memory_bytes,
             "state_disk_bytes": self._disk.size if self._disk else 0,
+            # every model it embeds with -> EmbeddingModel (api.embeddings checks requests by it)
+            "embeds": {model: spec.published().model_dump() for model, (_, spec) in self.pool.embeddings.items()},
         }
 
     def model_of(self, payload: JobPayload) -> str:
@@ -157,11 +164,7 @@ class JobRunner:
         except Cancelled:
             if not payload.preemptible:
                 engine.keep_state()  # the next turn (or a retry on this worker's successor) starts from it
-            if self._shutting_down.is_set():
-                emit(ErrorEvent(code=ErrorCode.WORKER_LOST, message="The worker shut down; please retry."))
-            else:
-                emit(ErrorEvent(code=ErrorCode.CANCELLED, message="The request was cancelled."))
-            return {"cancelled": True}
+            return self._cancelled(emit)
         except TimedOut:
             emit(ErrorEvent(code=ErrorCode.TIMEOUT, message=f"The answer took longer than the {limit} s limit and was ended."))
             return {"timed_out": True}
@@ -178,16 +181,88 @@ class JobRunner:
             self._writer.flush()
             self.current_job, self._preemptible = None, False
 
+    def _cancelled(self, emit: Callable[[ErrorEvent], None]) -> dict[str, Any]:
+        if self._shutting_down.is_set():
+            emit(ErrorEvent(code=ErrorCode.WORKER_LOST, message="The worker shut down; please retry."))
+        else:
+            emit(ErrorEvent(code=ErrorCode.CANCELLED, message="The request was cancelled."))
+        return {"cancelled": True}
+
     def _pause(self, payload: JobPayload, tokens: list[int], queue: str) -> dict[str, Any]:
         """Give way to a waiting chat (or this worker's shutdown): the job goes back to the
         front of its queue as a new attempt that resumes from `tokens`, on any worker of the
         model. The model state of prompt + `tokens` stays in this worker's state cache, so
         resuming here evaluates almost nothing again."""
         nxt = payload.model_copy(update={"resume": Resume(tokens=tokens)})
+        self._requeue(nxt, queue, RequeuedEvent(reason="paused", kept_tokens=len(tokens)))
+        return {"paused": True, "completion_tokens": len(tokens)}
+
+    def _requeue(self, nxt: JobPayload | EmbeddingPayload, queue: str, event: RequeuedEvent) -> None:
         push = self._save_attempt(queue, nxt)
-        event = RequeuedEvent(reason="paused", kept_tokens=len(tokens))
-        if not self._writer.apply_now(payload.job_id, [event], push=push):
+        if not self._writer.apply_now(nxt.job_id, [event], push=push):
             log.info("job ended while pausing")  # cancelled meanwhile: the saved attempt never runs
         else:
-            log.info("job paused for a chat", extra={"completion_tokens": len(tokens)})
-        return {"paused": True, "completion_tokens": len(tokens)}
+            log.info("job paused for a chat", extra={"completion_tokens": event.kept_tokens, "inputs": event.kept_inputs})
+
+    def embed(self, payload: EmbeddingPayload) -> dict[str, Any]:
+        """An embedding job: its inputs in passes of the model, their vectors written to the
+        job's vectors key. Between two passes it gives way to a waiting chat (or this worker's
+        shutdown) as a batch line does: back to the front of its queue with the vectors so far
+        kept, so a chat waits for one pass at most."""
+        model = payload.model if payload.model in self.pool.embeddings else next(iter(self.pool.embeddings))
+        with log_context(model=model):
+            return self._embed(payload, model)
+
+    def _embed(self, payload: EmbeddingPayload, model: str) -> dict[str, Any]:
+        job_id = payload.job_id
+        emit = partial(self._writer.emit, job_id)
+        cancelled = self._cancels.watch(job_id)
+        if self._writer.start(job_id, self.name, QUEUE_TIMEOUT_MESSAGE) != JobStatus.RUNNING:
+            return {"started": False}
+        self.current_job, self._preemptible, self.remaining = job_id, True, 0  # it generates no tokens
+        limit, ttl = self.pool.current.settings.job_timeout_s, self.pool.current.settings.job_ttl_s
+        deadline = time.monotonic() + limit
+        done, vectors = payload.done, bytearray()
+
+        def keep(pipe: Pipeline) -> None:
+            # At this attempt's place, not appended: an attempt run again (its worker died
+            # after writing) rewrites the same bytes.
+            key = vectors_key(job_id)
+            pipe.setrange(key, payload.done * embedder.spec.dimensions * 4, bytes(vectors))
+            pipe.expire(key, ttl)
+
+        try:
+            embedder = self.pool.embedder(model, loading=lambda: emit(LoadingEvent(model=model)))
+            inputs = embedder.tokens(payload.inputs, payload.dimensions)
+            for run in embedder.passes(inputs[done:]):
+                if cancelled.is_set():
+                    raise Cancelled()
+                if time.monotonic() > deadline:
+                    raise TimedOut()
+                if self._cancels.preempt.is_set():
+                    self._writer.write(keep)
+                    nxt = payload.model_copy(update={"done": done, "model": model})
+                    kind = QueueKind.BATCH if payload.batch else QueueKind.EMBEDDING
+                    self._requeue(nxt, queue_name(kind, model), RequeuedEvent(reason="paused", kept_inputs=done))
+                    return {"paused": True, "inputs": done}
+                vectors += embedder.embed(run).astype("<f4").tobytes()
+                done += len(run)
+            self._writer.write(keep)
+            tokens = sum(map(len, inputs))
+            emit(DoneEvent(finish_reason="stop", usage=Usage(prompt_tokens=tokens, completion_tokens=0, total_tokens=tokens)))
+            return {"inputs": len(inputs), "usage": {"prompt_tokens": tokens}}
+        except Refused as exc:
+            code = ErrorCode.CONTEXT_LENGTH_EXCEEDED if exc.too_long else ErrorCode.INVALID_REQUEST
+            emit(ErrorEvent(code=code, message=str(exc), param=exc.param))
+            return {"refused": exc.param}
+        except Cancelled:
+            return self._cancelled(emit)
+        except TimedOut:
+            emit(ErrorEvent(code=ErrorCode.TIMEOUT, message=f"The embeddings took longer than the {limit} s limit and were ended."))
+            return {"timed_out": True}
+        except Exception:
+            emit(ErrorEvent(code=ErrorCode.INTERNAL, message="The model failed to embed the input."))
+            raise
+        finally:
+            self._writer.flush()
+            self.current_job, self._preemptible = None, False

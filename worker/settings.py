@@ -29,6 +29,8 @@ class WorkerSettings(CommonSettings):
     models: str = Field("", description="Several models for one worker, instead of `MODEL_PATH`: comma-separated GGUF files and folders (each folder's `*.gguf`). Loaded when a job asks for them, within `MODEL_MEMORY_BUDGET_MB`.")
     model_memory_budget_mb: int = Field(0, ge=0, description="Memory the loaded models may take together (each costs its file size plus its KV cache); the least recently used is unloaded to make room. 0 = one model at a time.")
     swap_after_jobs: int = Field(4, ge=1, description="Jobs the loaded model may take in a row while another model's jobs wait, before the worker turns to that model (and swaps if the budget holds only one).")
+    embedding_models: str = Field("", description="GGUF files and folders to embed with (`/v1/embeddings`), like `MODELS`: any model llama.cpp can embed with (nomic-embed-text, bge, Qwen3-Embedding...), loaded when a job asks for it, within `MODEL_MEMORY_BUDGET_MB`. Empty: the chat models embed.")
+    embedding_max_tokens: int = Field(512, ge=8, description="Longest input one model embeds, in tokens (capped at its trained context): the embedding context's batch, so its memory grows with it.")
     n_ctx: int = Field(0, ge=0, description=f"Context window in tokens; 0 = the model's trained context capped at {N_CTX_CAP}.")
     n_threads: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1, description="CPU threads for generation (default: all cores).")
     n_batch: int = Field(512, ge=1, description="Prompt tokens evaluated per batch.")
@@ -60,10 +62,13 @@ class WorkerSettings(CommonSettings):
 
     def model_paths(self) -> list[Path]:
         """The GGUF files this worker serves, in the order given (a folder's sorted by name)."""
-        if not self.models:
-            return [Path(self.model_path)]
-        paths: list[Path] = []
-        for entry in filter(None, (e.strip() for e in self.models.split(","))):
-            path = Path(entry)
-            paths += sorted(path.glob("*.gguf")) if path.is_dir() else [path]
-        return paths
+        return gguf_paths(self.models) if self.models else [Path(self.model_path)]
+
+
+def gguf_paths(entries: str) -> list[Path]:
+    """Comma-separated GGUF files and folders (each folder's `*.gguf`, sorted by name)."""
+    paths: list[Path] = []
+    for entry in filter(None, (e.strip() for e in entries.split(","))):
+        path = Path(entry)
+        paths += sorted(path.glob("*.gguf")) if path.is_dir() else [path]
+    return paths

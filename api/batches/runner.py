@@ -21,9 +21,23 @@ from redis.asyncio import Redis as AsyncRedis
 from redis.client import Pipeline
 from starlette.concurrency import run_in_threadpool
 
-from api.batches.store import ERRORS_SHOWN, BatchInfo, BatchStatus, BatchStore, LineError, PendingLine, queue_line, read_lines
+from api.batches.store import (
+    EMBEDDINGS_ENDPOINT,
+    ERRORS_SHOWN,
+    BatchInfo,
+    BatchStatus,
+    BatchStore,
+    LineError,
+    PendingLine,
+    chat_lines,
+    queue_line,
+    read_lines,
+)
 from api.chat.limits import check_for_worker, check_request
+from api.chat.rendering import error_of
 from api.chat.schemas import ChatCompletionRequest
+from api.embeddings.schemas import render
+from api.embeddings.service import embedding_lines
 from api.errors import HearthError
 from api.files.store import FileStore
 from api.jobs.queueing import queue_key
@@ -34,12 +48,16 @@ from api.responses.store import StoredResponse
 from api.settings import ApiSettings
 from api.usage.quota import QuotaExceeded, QuotaGate
 from hearth.contract import (
+    DoneEvent,
+    EmbeddingPayload,
     ErrorCode,
     ErrorEvent,
+    JobPayload,
     QueueKind,
     Sink,
     events_key,
     queue_name,
+    vectors_key,
 )
 from hearth.job_record import JobRecord, rq_job, rq_queue
 from hearth.lifecycle import JobStatus, redis_seconds
@@ -81,7 +99,9 @@ class BatchRunner:
 
     async def _validate(self, batch: BatchInfo) -> BatchInfo:
         data = await self._files.content(batch.owner, batch.fields["input_file_id"])
-        models = await model_map(self._redis, self._settings)
+        endpoint = batch.fields["endpoint"]
+        embeddings = endpoint == EMBEDDINGS_ENDPOINT
+        models = await model_map(self._redis, self._settings, embeddings=embeddings)
 
         def model_of(name: str) -> str:
             return models.route(name).queue_model
@@ -92,7 +112,9 @@ class BatchRunner:
             if route.worker:
                 check_for_worker(body, route.worker)
 
-        good, bad = await run_in_threadpool(read_lines, data or b"", batch.owner, batch.fields["endpoint"], model_of, check)
+        make = (embedding_lines(batch.owner, models, self._settings.embedding_max_inputs) if embeddings
+                else chat_lines(batch.owner, endpoint, model_of, check))
+        good, bad = await run_in_threadpool(read_lines, data or b"", endpoint, make)
         await self._store.add_lines(batch.id, good, bad)
         if not good:
             reason = "The input file has no lines that can run." if data else "The input file is gone."
@@ -152,7 +174,7 @@ class BatchRunner:
         batch = await self._store.get(job.batch)
         kind, line, tokens = await self._result(job, batch)
         await self._store.file(job.batch, job.line, kind, line, tokens, job.id)
-        await self._redis.delete(job.key, events_key(job.id))
+        await self._redis.delete(job.key, events_key(job.id), vectors_key(job.id))
         await self._quota.release(job.owner, job.id)  # its job is gone: no status says it ended
 
     async def _result(self, job: JobRecord, batch: BatchInfo | None) -> tuple[str, dict[str, Any], tuple[int, int]]:
@@ -168,6 +190,8 @@ class BatchRunner:
                 code, message = (EXPIRED if expiring else CANCELLED)
                 return "errors", _error_line(custom_id, code, message), (0, 0)
         try:
+            if job.encoding_format is not None:  # a /v1/embeddings line answers with its vectors
+                return await self._vectors(job, answer.final)
             body = answer.completion(job_id, job.created, job.model)
         except HearthError as exc:
             return "errors", _response_line(job_id, custom_id, exc.status, exc.body()), (0, 0)
@@ -178,6 +202,17 @@ class BatchRunner:
             assert answer.final is not None
             body = ended(StoredResponse.model_validate_json(job.response), answer.text, answer.final)
         return "output", _response_line(job_id, custom_id, 200, body), (usage["prompt_tokens"], usage["completion_tokens"])
+
+    async def _vectors(self, job: JobRecord, final: DoneEvent | ErrorEvent | None) -> tuple[str, dict[str, Any], tuple[int, int]]:
+        if isinstance(final, ErrorEvent):
+            raise error_of(final)
+        if final is None:
+            raise ValueError("the line has not ended")
+        vectors = await self._redis.get(vectors_key(job.id))
+        if not isinstance(vectors, bytes) or job.inputs is None or job.encoding_format is None:
+            raise ValueError("the line ended without its vectors")
+        body = await run_in_threadpool(render, vectors, job.inputs, job.model, final.usage.prompt_tokens, job.encoding_format)
+        return "output", _response_line(job.id, job.custom_id or "", 200, body), (final.usage.prompt_tokens, 0)
 
     async def _feed(self, batches: list[BatchInfo]) -> None:
         """Top up each model's batch queue to `BATCH_SLICE` lines, one line at a time to the
@@ -216,7 +251,8 @@ class BatchRunner:
         limit resets or is raised: a batch pauses at its owner's quota, its lines do not fail."""
         payload = line.payload
         try:
-            await self._quota.admit(batch.owner, payload.job_id, payload.model, payload.params.max_tokens, batch_line=True)
+            max_tokens = payload.params.max_tokens if isinstance(payload, JobPayload) else None
+            await self._quota.admit(batch.owner, payload.job_id, payload.model, max_tokens, batch_line=True)
         except QuotaExceeded as exc:
             until = "" if exc.resets_at is None else exc.resets_at.isoformat()
             if batch.fields.get("quota_paused_until") != until:
@@ -233,9 +269,11 @@ class BatchRunner:
         queue = rq_queue(queue_name_, self._rq_redis)
         record = JobRecord(
             id=payload.job_id, owner=batch.owner, model=payload.model, created=int(time.time()), queue=queue_name_,
-            not_after=float(batch.fields["expires_at"]), max_tokens=payload.params.max_tokens or 0, sink=Sink.BATCH,
-            batch=batch.id, custom_id=line.custom_id, line=line.index,
+            not_after=float(batch.fields["expires_at"]), sink=Sink.BATCH, batch=batch.id, custom_id=line.custom_id, line=line.index,
+            max_tokens=payload.params.max_tokens or 0 if isinstance(payload, JobPayload) else 0,
             response=line.response.model_dump_json() if line.response else None,
+            **({"encoding_format": line.encoding_format, "inputs": len(payload.inputs)}
+               if line.encoding_format and isinstance(payload, EmbeddingPayload) else {}),
         )
 
         def enqueue(pipe: Pipeline) -> None:

@@ -25,7 +25,7 @@ from api.chat.schemas import ChatCompletionRequest
 from api.errors import HearthError
 from api.responses.schemas import ResponseCreateRequest, as_responses_error
 from api.responses.store import StoredResponse
-from hearth.contract import JobPayload
+from hearth.contract import EmbeddingPayload, JobPayload
 from hearth.redis_client import members, text_hash, texts
 
 BATCH_KEY = "hearth:batch:{batch_id}"  # hash: the batch object's fields, owner, counters
@@ -37,8 +37,8 @@ ERRORS_KEY = "hearth:batch:{batch_id}:errors"  # list: error file lines
 OWNER_BATCHES_KEY = "hearth:batches:{owner}"  # sorted set: batch id -> created_at
 ACTIVE_KEY = "hearth:batches:active"  # sorted set: batch id -> created_at, until it ends
 
-CHAT_ENDPOINT, RESPONSES_ENDPOINT = "/v1/chat/completions", "/v1/responses"
-ENDPOINTS = (CHAT_ENDPOINT, RESPONSES_ENDPOINT)
+CHAT_ENDPOINT, RESPONSES_ENDPOINT, EMBEDDINGS_ENDPOINT = "/v1/chat/completions", "/v1/responses", "/v1/embeddings"
+ENDPOINTS = (CHAT_ENDPOINT, RESPONSES_ENDPOINT, EMBEDDINGS_ENDPOINT)
 NOT_IN_BATCH = ("stream", "background", "previous_response_id", "conversation")  # Responses fields a line cannot use
 ERRORS_SHOWN = 100  # line errors listed in the batch object's `errors`
 _TIMES = ("in_progress_at", "expires_at", "finalizing_at", "completed_at", "failed_at", "expired_at",
@@ -80,8 +80,9 @@ def window_seconds(window: str, longest_s: int) -> int:
 class PendingLine(BaseModel):
     index: int  # 1-based line number in the input file
     custom_id: str
-    payload: JobPayload
+    payload: JobPayload | EmbeddingPayload
     response: StoredResponse | None = None  # a /v1/responses line: what its output line's `response` is made of
+    encoding_format: str | None = None  # a /v1/embeddings line: how its vectors are written
 
 
 class LineError(BaseModel):
@@ -112,22 +113,39 @@ def queue_line(redis: Redis, batch_id: str, line: PendingLine, enqueue: Callable
     return True
 
 
-def _chat_of(endpoint: str, body: Any) -> tuple[ChatCompletionRequest, ResponseCreateRequest | None]:
-    """A line's body as the chat it queues, and the Responses request it came from, if any."""
-    if endpoint == CHAT_ENDPOINT:
-        return ChatCompletionRequest.model_validate(body), None
-    request = ResponseCreateRequest.model_validate(body)
-    for name in NOT_IN_BATCH:
-        if getattr(request, name) not in (None, False):
-            raise HearthError(400, f"{name}: not available in a batch line.", param=name)
-    return request.to_chat([]), request
+# A line's body as the PendingLine that runs it (index, custom_id given); raises the
+# ValidationError or HearthError an interactive request with the same body would get.
+LineMaker = Callable[[Any, int, str], PendingLine]
 
 
-def read_lines(data: bytes, owner: str, endpoint: str, model_of: Callable[[str], str],
-               check: Callable[[ChatCompletionRequest], None]) -> tuple[list[PendingLine], list[LineError]]:
-    """The runnable lines of a batch input file and the errors of the others. `model_of(name)`
-    gives the model that serves a request naming `name`; `check` raises the HearthError an
-    interactive request with the same body would get (the operator's limits)."""
+def chat_lines(owner: str, endpoint: str, model_of: Callable[[str], str], check: Callable[[ChatCompletionRequest], None]) -> LineMaker:
+    """Lines of chat completions or responses. `model_of(name)` gives the model that serves a
+    request naming `name`; `check` raises what the operator's limits refuse."""
+
+    def make(raw: Any, index: int, custom_id: str) -> PendingLine:
+        if endpoint == CHAT_ENDPOINT:
+            body, request = ChatCompletionRequest.model_validate(raw), None
+        else:
+            request = ResponseCreateRequest.model_validate(raw)
+            for name in NOT_IN_BATCH:
+                if getattr(request, name) not in (None, False):
+                    raise HearthError(400, f"{name}: not available in a batch line.", param=name)
+            body = request.to_chat([])
+        try:
+            check(body)
+            messages, tools = body.contract_messages(), body.tool_use()
+        except HearthError as exc:
+            raise as_responses_error(exc) if request else exc from None
+        payload = JobPayload(job_id=secrets.token_hex(16), messages=messages, params=body.sampling(),
+                             model=model_of(body.model), user=owner, preemptible=True, tools=tools)
+        response = request.stored(payload.job_id, int(time.time()), payload.model, []) if request else None
+        return PendingLine(index=index, custom_id=custom_id, payload=payload, response=response)
+
+    return make
+
+
+def read_lines(data: bytes, endpoint: str, make: LineMaker) -> tuple[list[PendingLine], list[LineError]]:
+    """The runnable lines of a batch input file and the errors of the others."""
     good: list[PendingLine] = []
     bad: list[LineError] = []
     seen: set[str] = set()
@@ -151,24 +169,13 @@ def read_lines(data: bytes, owner: str, endpoint: str, model_of: Callable[[str],
             bad.append(LineError(line=index, custom_id=custom_id, code="invalid_url", message=f"This batch's lines must be POST {endpoint}.", param="url"))
             continue
         try:
-            body, request = _chat_of(endpoint, line.get("body"))
-            try:
-                check(body)
-                messages, tools = body.contract_messages(), body.tool_use()
-            except HearthError as exc:
-                raise as_responses_error(exc) if request else exc from None
+            good.append(make(line.get("body"), index, custom_id))
         except ValidationError as exc:
             first = exc.errors()[0]
             param = ".".join(str(p) for p in first.get("loc", ())) or None
             bad.append(LineError(line=index, custom_id=custom_id, code="invalid_request", message=f"body.{param}: {first.get('msg')}" if param else str(first.get("msg")), param=param and f"body.{param}"))
-            continue
         except HearthError as exc:
             bad.append(LineError(line=index, custom_id=custom_id, code=exc.code or "invalid_request", message=f"body.{exc.message}", param=exc.param and f"body.{exc.param}"))
-            continue
-        payload = JobPayload(job_id=secrets.token_hex(16), messages=messages, params=body.sampling(),
-                             model=model_of(body.model), user=owner, preemptible=True, tools=tools)
-        response = request.stored(payload.job_id, int(time.time()), payload.model, []) if request else None
-        good.append(PendingLine(index=index, custom_id=custom_id, payload=payload, response=response))
     return good, bad
 
 

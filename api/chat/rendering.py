@@ -11,6 +11,7 @@ from hearth.contract import ContextTrimmedEvent, DoneEvent, ErrorCode, ErrorEven
 # How a job's error reaches a non-streaming client: (HTTP status, OpenAI error type).
 _ERROR_STATUS: dict[ErrorCode, tuple[int, str]] = {
     ErrorCode.CONTEXT_LENGTH_EXCEEDED: (400, "invalid_request_error"),
+    ErrorCode.INVALID_REQUEST: (400, "invalid_request_error"),
     ErrorCode.CANCELLED: (409, "cancelled"),
     ErrorCode.TIMEOUT: (504, "timeout"),
     ErrorCode.WORKER_LOST: (503, "service_unavailable"),
@@ -24,7 +25,7 @@ def completion_id(job_id: str) -> str:
 
 def error_of(event: ErrorEvent) -> HearthError:
     status, kind = _ERROR_STATUS[event.code]
-    return HearthError(status, event.message, kind, event.code.value)
+    return HearthError(status, event.message, kind, event.code.value, event.param)
 
 
 def finish_reason(done: DoneEvent, legacy: bool) -> str:

@@ -16,7 +16,7 @@ from api.jobs.service import JobService, QueueFull
 from api.models.routing import model_map
 from api.settings import ApiSettings
 from api.usage.quota import QuotaGate
-from hearth.contract import JobPayload, Sink
+from hearth.contract import EmbeddingPayload, JobPayload, Sink
 from hearth.job_record import JobRecord
 
 
@@ -48,12 +48,16 @@ async def prepare_chat(body: ChatCompletionRequest, owner: str, jobs: JobService
 
 async def queue_chat(jobs: JobService, quota: QuotaGate, chat: PreparedChat, owner: str, conversation: str | None = None,
                      sink: Sink | None = None) -> JobRecord:
+    return await queue_job(jobs, quota, chat.payload, owner, chat.queue_model, conversation, sink)
+
+
+async def queue_job(jobs: JobService, quota: QuotaGate, payload: JobPayload | EmbeddingPayload, owner: str, queue_model: str,
+                    conversation: str | None = None, sink: Sink | None = None) -> JobRecord:
     """Admits the job within its owner's quota (api.usage.quota) and in its fair place
     (api.jobs.queueing), or 429 with Retry-After."""
-    payload = chat.payload
-    await quota.admit(owner, payload.job_id, payload.model, payload.params.max_tokens)
+    await quota.admit(owner, payload.job_id, payload.model, payload.params.max_tokens if isinstance(payload, JobPayload) else None)
     try:
-        return await jobs.submit(payload, owner, chat.queue_model, conversation, sink)
+        return await jobs.submit(payload, owner, queue_model, conversation, sink)
     except QueueFull as exc:
         await quota.release(owner, payload.job_id)
         raise HearthError(429, str(exc), "rate_limit_error", "rate_limit_exceeded",

@@ -27,19 +27,26 @@ def queue_key(queue: str) -> str:
     return Queue.redis_queue_namespace_prefix + queue
 
 
-async def known_queues(redis: AsyncRedis, models: Iterable[str] = ()) -> list[str]:
-    """Every queue RQ has registered (each model's, whether or not a worker serves it now) and
-    the queues of `models`, by model, interactive first."""
+async def known_queues(redis: AsyncRedis, models: Iterable[str] = (), embedding_models: Iterable[str] = ()) -> list[str]:
+    """Every queue RQ has registered (each model's, whether or not a worker serves it now),
+    the chat and batch queues of `models` and the embedding queues of `embedding_models`, by
+    model, in the order workers read them."""
     prefix = Queue.redis_queue_namespace_prefix
     names = {text(key).removeprefix(prefix) for key in await redis.smembers(Queue.redis_queues_keys)}
-    return sorted(names.union(queue_name(kind, m) for m in models for kind in QueueKind), key=_by_model)
+    names |= {queue_name(kind, m) for m in models for kind in (QueueKind.INTERACTIVE, QueueKind.BATCH)}
+    names |= {queue_name(QueueKind.EMBEDDING, m) for m in embedding_models}
+    return sorted(names, key=_by_model)
 
 
-def _by_model(queue: str) -> tuple[str, bool]:
+_KIND_ORDER = {kind.value: i for i, kind in enumerate(QueueKind)}
+
+
+def _by_model(queue: str) -> tuple[str, int]:
     kind, _, model = queue.partition(":")
-    return model, kind != QueueKind.INTERACTIVE
+    return model, _KIND_ORDER.get(kind, len(_KIND_ORDER))
 
-# KEYS: the queue list, the new job's Hearth hash, the model's preempt channel. ARGV: job id,
+# KEYS: the queue list, the new job's Hearth hash, the model's preempt channel ('' for a job
+# that pauses nobody: an embedding job). ARGV: job id,
 # its owner, per-user cap, global cap, job hash prefix (every waiting job's owner is in its
 # hash), the hash's TTL, the longest wait (s), then the new hash's fields and values. Admits
 # the job (writes its hash, `queued`, with its start deadline in Redis's time, and tells the
@@ -57,7 +64,7 @@ if mine >= tonumber(ARGV[3]) then return -1 end
 local t = redis.call('TIME')
 redis.call('HSET', KEYS[2], 'status', 'queued', 'not_after', t[1] + tonumber(ARGV[7]), unpack(ARGV, 8))
 redis.call('EXPIRE', KEYS[2], ARGV[6])
-redis.call('PUBLISH', KEYS[3], ARGV[1])
+if KEYS[3] ~= '' then redis.call('PUBLISH', KEYS[3], ARGV[1]) end
 local rounds = {}
 for i, id in ipairs(ids) do
   local round = rounds[owners[i]] or 0

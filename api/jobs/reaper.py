@@ -23,9 +23,11 @@ from api.jobs.queueing import known_queues, queue_key
 from api.jobs.service import JobService
 from api.settings import ApiSettings
 from hearth.contract import (
+    EMBED_FUNC,
     RQ_SERIALIZER,
     RUNNING_KEY,
     WORKERS_KEY,
+    EmbeddingPayload,
     ErrorCode,
     ErrorEvent,
     JobPayload,
@@ -55,7 +57,7 @@ class Reaper:
                 if expires is None or float(expires) < now:
                     await self._orphaned(text(job_id), text(worker))
         for queue in await known_queues(self._redis):
-            if queue.startswith(QueueKind.INTERACTIVE.value):
+            if not queue.startswith(QueueKind.BATCH.value):  # chats and embedding jobs: a person waits
                 await self._expire_waiting(queue, now)
 
     async def _orphaned(self, job_id: str, worker: str) -> None:
@@ -89,7 +91,10 @@ class Reaper:
             old = Job.fetch(job.attempt, connection=self._rq_redis, serializer=RQ_SERIALIZER)
         except NoSuchJobError:
             return None
-        payload = JobPayload.model_validate(old.args[0]).model_copy(update={"resume": None})
+        # An embedding job keeps the vectors of its `done` inputs (written when it paused); a
+        # chat's model state died with its worker: it starts over.
+        payload = (EmbeddingPayload.model_validate(old.args[0]) if old.func_name == EMBED_FUNC
+                   else JobPayload.model_validate(old.args[0]).model_copy(update={"resume": None}))
         return save_attempt(self._rq_redis, job.queue, payload, self._settings.job_ttl_s)
 
     async def _expire_waiting(self, queue: str, now: float) -> None:

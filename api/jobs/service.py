@@ -4,7 +4,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from redis import Redis
 from redis.asyncio import Redis as AsyncRedis
@@ -23,6 +23,9 @@ from hearth.contract import (
     FINAL_EVENTS,
     METRICS_KEY,
     START_ID,
+    CountReply,
+    CountRequest,
+    EmbeddingPayload,
     ErrorCode,
     ErrorEvent,
     Event,
@@ -36,6 +39,7 @@ from hearth.contract import (
     ToolUse,
     cancel_key,
     coalesce,
+    count_key,
     decode_event,
     decode_live,
     events_key,
@@ -68,18 +72,22 @@ class JobService:
         self._redis, self._rq_redis, self._settings = redis, rq_redis, settings
         self._queues: dict[str, FairQueue] = {}  # reused: RQ caches the server version per queue
 
-    async def submit(self, payload: JobPayload, owner: str, queue_model: str, conversation: str | None = None,
+    async def submit(self, payload: JobPayload | EmbeddingPayload, owner: str, queue_model: str, conversation: str | None = None,
                      sink: Sink | None = None) -> JobRecord:
-        """Queue the chat in its fair place among `queue_model`'s, or raise QueueFull (its
-        owner's or everyone's cap). With `conversation`, its answer is stored there when it
-        ends (api.jobs.filing), whoever is watching; `sink` files it elsewhere (a stored response)."""
+        """Queue the chat (or embedding job, in its own queue) in its fair place among
+        `queue_model`'s, or raise QueueFull (its owner's or everyone's cap). With
+        `conversation`, its answer is stored there when it ends (api.jobs.filing), whoever is
+        watching; `sink` files it elsewhere (a stored response)."""
         s = self._settings
-        queue = queue_name(QueueKind.INTERACTIVE, queue_model)
+        chat = isinstance(payload, JobPayload)
+        queue = queue_name(QueueKind.INTERACTIVE if chat else QueueKind.EMBEDDING, queue_model)
+        max_tokens = payload.params.max_tokens or 0 if isinstance(payload, JobPayload) else 0
         if conversation is not None:
             sink = sink or Sink.CONVERSATION
         record = JobRecord(id=payload.job_id, owner=owner, model=payload.model, created=int(time.time()), queue=queue,
-                           max_tokens=payload.params.max_tokens or 0, sink=sink, conversation=conversation)
-        admission = Admission(record, s.job_ttl_s, s.max_queue_wait_s, preempt_channel(queue_model))
+                           max_tokens=max_tokens, sink=sink, conversation=conversation)
+        # A chat makes a batch line or an embedding job of its model give way; an embedding job waits its turn.
+        admission = Admission(record, s.job_ttl_s, s.max_queue_wait_s, preempt_channel(queue_model) if chat else "")
         verdict = await run_in_threadpool(self._enqueue, payload, queue, admission)
         if verdict == REJECTED_USER_CAP:
             mine = [i + 1 for i, owner_ in enumerate(await self._owners(queue)) if owner_ == owner]
@@ -93,7 +101,7 @@ class JobService:
         log.info("job queued", extra={"queue": queue, "position": verdict})
         return record
 
-    def _enqueue(self, payload: JobPayload, queue_name_: str, admission: Admission) -> int:
+    def _enqueue(self, payload: JobPayload | EmbeddingPayload, queue_name_: str, admission: Admission) -> int:
         s = self._settings
         queue = self._queues.get(queue_name_)
         if queue is None:
@@ -140,13 +148,25 @@ class JobService:
     async def check_fit(self, model: str, messages: list[Message], max_tokens: int | None, tools: ToolUse | None = None) -> FitReply | None:
         """A worker of `model` counts the prompt with the model's tokenizer; None if none
         answered in time (the worker checks again before it generates)."""
+        raw = await self._ask(fit_key(model), lambda reply_to, expires_at: FitRequest(
+            reply_to=reply_to, expires_at=expires_at, messages=messages, max_tokens=max_tokens, tools=tools).model_dump_json())
+        return None if raw is None else FitReply.model_validate_json(raw)
+
+    async def count_tokens(self, model: str, texts: list[str]) -> list[int] | None:
+        """Each text's tokens as a worker that embeds with `model` counts them; None if none
+        answered in time (the worker checks again before it embeds)."""
+        raw = await self._ask(count_key(model), lambda reply_to, expires_at: CountRequest(
+            reply_to=reply_to, expires_at=expires_at, texts=texts).model_dump_json())
+        return None if raw is None else CountReply.model_validate_json(raw).tokens
+
+    async def _ask(self, key: str, request: Callable[[str, float], str]) -> bytes | str | None:
+        """Push `request(reply_to, expires_at)` to a worker's list `key`, and wait for its reply."""
         reply_to = f"hearth:fit:reply:{uuid.uuid4().hex}"
         wait = self._settings.fit_check_s
         expires_at = redis_seconds(await self._redis.time()) + wait
-        request = FitRequest(reply_to=reply_to, expires_at=expires_at, messages=messages, max_tokens=max_tokens, tools=tools)
-        await self._redis.rpush(fit_key(model), request.model_dump_json())
+        await self._redis.rpush(key, request(reply_to, expires_at))
         popped = await self._redis.blpop([reply_to], timeout=wait)
-        return None if popped is None else FitReply.model_validate_json(popped[1])
+        return None if popped is None else popped[1]
 
     async def get(self, job_id: str) -> JobRecord | None:
         return await read_record(self._redis, job_id)

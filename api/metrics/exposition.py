@@ -44,8 +44,8 @@ class Snapshot:
     workers: list[WorkerInfo]
 
 
-async def queue_depths(redis: AsyncRedis, models: Iterable[str] = ()) -> dict[str, int]:
-    queues = await known_queues(redis, models)
+async def queue_depths(redis: AsyncRedis, models: Iterable[str] = (), embedding_models: Iterable[str] = ()) -> dict[str, int]:
+    queues = await known_queues(redis, models, embedding_models)
     pipe = redis.pipeline(transaction=False)
     for queue in queues:
         pipe.llen(queue_key(queue))
@@ -64,7 +64,8 @@ async def snapshot(redis: AsyncRedis) -> Snapshot:
     workers = await live_workers(redis)
     # The queues of every served model, and those waiting for any model's worker (always
     # there, so a dashboard has the series before any worker or job).
-    depths = await queue_depths(redis, [ANY_MODEL, *(model for w in workers for model in w.serves())])
+    depths = await queue_depths(redis, [ANY_MODEL, *(model for w in workers for model in w.serves())],
+                                [model for w in workers for model in w.embeds])
     return Snapshot(floats(recorded), floats(user_tokens), depths, workers)
 
 

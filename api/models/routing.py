@@ -17,8 +17,8 @@ from redis.asyncio import Redis as AsyncRedis
 from api.errors import HearthError
 from api.settings import ApiSettings
 from api.models.workers import live_workers
+from hearth.contract import ANY_MODEL, EMBEDDING_MODELS_KEY, MODELS_KEY
 from hearth.heartbeat import WorkerInfo
-from hearth.contract import ANY_MODEL, MODELS_KEY
 
 UNNAMED = "default"  # the job's model while no worker has ever said what it serves
 
@@ -46,12 +46,13 @@ class ModelMap:
     recent: list[str]  # served within MODEL_MEMORY_S, most recently first (live ones included)
     aliases: dict[str, str]
     default: str
+    embeddings: bool = False  # the models workers embed with (`/v1/embeddings`), rather than chat with
 
     def live(self) -> dict[str, list[WorkerInfo]]:
         """Each model a live worker serves -> those workers, by name."""
         by_model: dict[str, list[WorkerInfo]] = {}
         for w in self.workers:
-            for model in w.serves():
+            for model in (w.embeds if self.embeddings else w.serves()):
                 by_model.setdefault(model, []).append(w)
         return dict(sorted(by_model.items()))
 
@@ -85,7 +86,13 @@ return redis.call('ZREVRANGEBYSCORE', KEYS[1], '+inf', t[1] - tonumber(ARGV[1]))
 """
 
 
-async def model_map(redis: AsyncRedis, settings: ApiSettings) -> ModelMap:
+async def model_map(redis: AsyncRedis, settings: ApiSettings, embeddings: bool = False) -> ModelMap:
+    """The models workers chat with, or with `embeddings` those they embed with. There,
+    `DEFAULT_MODEL` answers unknown names only if it embeds."""
     workers = await live_workers(redis)
-    recent = [m.decode() for m in await redis.eval(_RECENT_LUA, 1, MODELS_KEY, settings.model_memory_s)]
-    return ModelMap(workers, recent, settings.aliases, settings.default_model)
+    registry = EMBEDDING_MODELS_KEY if embeddings else MODELS_KEY
+    recent = [m.decode() for m in await redis.eval(_RECENT_LUA, 1, registry, settings.model_memory_s)]
+    default = settings.default_model
+    if embeddings and default not in recent and not any(default in w.embeds for w in workers):
+        default = ""
+    return ModelMap(workers, recent, settings.aliases, default, embeddings)

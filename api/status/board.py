@@ -74,7 +74,7 @@ async def build_status(redis: AsyncRedis, viewer: User) -> dict[str, object]:
         return viewer.is_admin or owner == viewer.name
 
     workers = await live_workers(redis)
-    queues = await known_queues(redis, [model for w in workers for model in w.serves()])
+    queues = await known_queues(redis, [model for w in workers for model in w.serves()], [model for w in workers for model in w.embeds])
     pipe = redis.pipeline(transaction=False)
     for queue in queues:
         pipe.lrange(queue_key(queue), 0, -1)
