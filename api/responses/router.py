@@ -12,10 +12,8 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
-from api.accounts.users import User
 from api.chat.service import prepare_chat, queue_chat, wait_for_answer
 from api.conversations.schemas import MessageItem, cursor_page
-from api.conversations.store import ConversationStore
 from api.dependencies import (
     Conversations,
     CurrentUser,
@@ -30,61 +28,16 @@ from api.errors import HearthError, error_responses
 from api.jobs.service import JobService
 from api.responses.objects import ResponseEvents, ended, response_object
 from api.responses.schemas import ResponseCreateRequest, as_responses_error
-from api.responses.store import ResponseStore, StoredResponse, job_id_of
-from hearth.contract import FINAL_EVENTS, START_ID, Event, Message, Sink
+from api.responses.service import current, history, not_found, owned, stop
+from api.responses.store import StoredResponse
+from hearth.contract import FINAL_EVENTS, START_ID, Event, Sink
 from hearth.job_record import JobRecord
 from hearth.lifecycle import JobStatus
-from hearth.logs import bind
 from hearth.sse import hearth_comment
 
 router = APIRouter(prefix="/v1/responses", tags=["responses"], responses=error_responses(400, 401, 404, 413, 500, 503))
 SSE: dict[int | str, dict[str, Any]] = {200: {"description": "A `response`, or with `stream` its events as server-sent events.", "content": {"text/event-stream": {}}}}
 CANCEL_WAIT_S = 5.0  # a cancelled job ends within a token; the answer shows it ended
-
-
-def _not_found(resp_id: str, param: str = "response_id", why: str = "") -> HearthError:
-    message = f"The response {resp_id!r} {why}." if why else f"No response {resp_id!r}."
-    return HearthError(404, message, "not_found_error", "response_not_found", param)
-
-
-async def _record(store: ResponseStore, user: User, resp_id: str, param: str = "response_id") -> StoredResponse:
-    """The caller's own stored response (another user's is as good as absent)."""
-    job_id = job_id_of(resp_id)
-    record = None if job_id is None else await store.get(user.name, job_id)
-    if record is None:
-        raise _not_found(resp_id, param)
-    bind(job_id=record.job_id)
-    return record
-
-
-async def _current(jobs: JobService, record: StoredResponse) -> dict[str, Any]:
-    """The response as it stands: the job's status and answer while it lives, else its filed outcome."""
-    if record.outcome is not None:
-        return ended(record, record.outcome.text, record.outcome.final)
-    job = await jobs.get(record.job_id)
-    answer = await jobs.answer(record.job_id)
-    if job is None or (answer.final is None and job.status not in (JobStatus.QUEUED, JobStatus.RUNNING)):
-        raise _not_found(record.id, why="has expired")
-    if answer.final is not None:
-        return ended(record, answer.text, answer.final)
-    return response_object(record, job.status, answer.text, None)
-
-
-async def _history(body: ResponseCreateRequest, store: ResponseStore, jobs: JobService, conversations: ConversationStore, user: User) -> list[Message]:
-    """The turns the new input continues: a previous response's, or a conversation's."""
-    if body.previous_response_id is not None:
-        previous = await _record(store, user, body.previous_response_id, "previous_response_id")  # its 404 first
-        if body.conversation is not None:
-            raise HearthError(400, "previous_response_id and conversation cannot be used together.", param="previous_response_id")
-        answer = await _current(jobs, previous)
-        if answer["status"] in ("queued", "in_progress"):
-            raise HearthError(400, f"The response {previous.id!r} has not finished yet.", param="previous_response_id")
-        text = "".join(part["text"] for item in answer["output"] for part in item["content"])
-        return previous.turns(text)
-    conv_id = body.conversation_id
-    if conv_id is None:
-        return []
-    return [Message(role=role, content=text) for role, text in await conversations.history(user.name, conv_id)]
 
 
 async def _stream(jobs: JobService, job: JobRecord | None, record: StoredResponse, after: int,
@@ -141,12 +94,12 @@ async def create_response(
     conv_id = body.conversation_id
     if conv_id is not None:
         await turns.settle(user.name, conv_id)
-    history = await _history(body, store, jobs, conversations, user)
+    earlier = await history(body, store, jobs, conversations, user)
     try:
-        chat = await prepare_chat(body.to_chat(history), user.name, jobs, redis, settings)
+        chat = await prepare_chat(body.to_chat(earlier), user.name, jobs, redis, settings)
     except HearthError as exc:
         raise as_responses_error(exc) from None
-    record = body.stored(chat.payload.job_id, int(time.time()), chat.payload.model, history)
+    record = body.stored(chat.payload.job_id, int(time.time()), chat.payload.model, earlier)
     async with turns.taking(user.name, conv_id, record.input, record.job_id):
         try:
             if body.store:
@@ -175,31 +128,22 @@ async def get_response(
     starting_after: Annotated[int | None, Query(ge=-1, le=2**53, description="With `stream`, resume after this event's `sequence_number`.")] = None,
 ) -> JSONResponse | EventSourceResponse:
     """The stored response; with `stream=true`, its events again (from `starting_after`)."""
-    record = await _record(store, user, response_id)
+    record = await owned(store, user, response_id)
     if not stream:
-        return JSONResponse(await _current(jobs, record))
+        return JSONResponse(await current(jobs, record))
     job = await jobs.get(record.job_id)
     if job is None and record.outcome is None:
-        raise _not_found(record.id, why="has expired")
+        raise not_found(record.id, why="has expired")
     after = -1 if starting_after is None else starting_after
     return EventSourceResponse(_stream(jobs, job, record, after, lambda: bool(request.app.state.draining)),
                                ping=settings.sse_ping_s, headers={"X-Job-Id": record.job_id})
 
 
-async def _stop(jobs: JobService, record: StoredResponse) -> JobRecord | None:
-    """Cancels the response's job if it is still queued or running; that job, else None."""
-    job = await jobs.get(record.job_id)
-    if job is None or job.status not in (JobStatus.QUEUED, JobStatus.RUNNING):
-        return None
-    await jobs.cancel(job)
-    return job
-
-
 @router.post("/{response_id}/cancel")
 async def cancel_response(response_id: str, jobs: Jobs, user: CurrentUser, store: Responses) -> dict[str, Any]:
     """Stops a queued or running response (it ends `cancelled`); an ended one is returned as it is."""
-    record = await _record(store, user, response_id)
-    job = await _stop(jobs, record)
+    record = await owned(store, user, response_id)
+    job = await stop(jobs, record)
     if job is not None:
         try:
             async with asyncio.timeout(CANCEL_WAIT_S):
@@ -207,16 +151,16 @@ async def cancel_response(response_id: str, jobs: Jobs, user: CurrentUser, store
                     pass
         except TimeoutError:
             pass  # still stopping: the answer shows it in progress
-    return await _current(jobs, record)
+    return await current(jobs, record)
 
 
 @router.delete("/{response_id}")
 async def delete_response(response_id: str, jobs: Jobs, user: CurrentUser, store: Responses, turns: Turns) -> dict[str, Any]:
     """Deletes the stored response; one still queued or running is cancelled first, as nobody could see its answer."""
-    record = await _record(store, user, response_id)
-    await _stop(jobs, record)
+    record = await owned(store, user, response_id)
+    await stop(jobs, record)
     if not await store.delete(user.name, record.job_id):
-        raise _not_found(response_id)
+        raise not_found(response_id)
     if record.conversation is not None:  # its answer will not be filed there: the conversation is free
         await turns.release(user.name, record.conversation, record.job_id)
     return {"id": record.id, "object": "response", "deleted": True}
@@ -230,7 +174,7 @@ async def list_input_items(
     order: Literal["asc", "desc"] = "desc",
 ) -> dict[str, object]:
     """The response's own input messages (OpenAI's `ResponseItemList`), newest first by default."""
-    record = await _record(store, user, response_id)
+    record = await owned(store, user, response_id)
     items: list[MessageItem] = record.input if order == "asc" else record.input[::-1]
     if after is not None:
         ids = [item.id for item in items]

@@ -1,0 +1,71 @@
+"""Stored responses as their owner asks for them: found (another user's is as good as absent),
+as they stand (the job while it lives, else its filed outcome), the history a new one continues,
+and stopping one; the router (api.responses.router) only translates HTTP."""
+
+from typing import Any
+
+from api.accounts.users import User
+from api.conversations.store import ConversationStore
+from api.errors import HearthError
+from api.jobs.service import JobService
+from api.responses.objects import ended, response_object
+from api.responses.schemas import ResponseCreateRequest
+from api.responses.store import ResponseStore, StoredResponse, job_id_of
+from hearth.contract import Message
+from hearth.job_record import JobRecord
+from hearth.lifecycle import JobStatus
+from hearth.logs import bind
+
+
+def not_found(resp_id: str, param: str = "response_id", why: str = "") -> HearthError:
+    message = f"The response {resp_id!r} {why}." if why else f"No response {resp_id!r}."
+    return HearthError(404, message, "not_found_error", "response_not_found", param)
+
+
+async def owned(store: ResponseStore, user: User, resp_id: str, param: str = "response_id") -> StoredResponse:
+    """The caller's own stored response (another user's is as good as absent)."""
+    job_id = job_id_of(resp_id)
+    record = None if job_id is None else await store.get(user.name, job_id)
+    if record is None:
+        raise not_found(resp_id, param)
+    bind(job_id=record.job_id)
+    return record
+
+
+async def current(jobs: JobService, record: StoredResponse) -> dict[str, Any]:
+    """The response as it stands: the job's status and answer while it lives, else its filed outcome."""
+    if record.outcome is not None:
+        return ended(record, record.outcome.text, record.outcome.final)
+    job = await jobs.get(record.job_id)
+    answer = await jobs.answer(record.job_id)
+    if job is None or (answer.final is None and job.status not in (JobStatus.QUEUED, JobStatus.RUNNING)):
+        raise not_found(record.id, why="has expired")
+    if answer.final is not None:
+        return ended(record, answer.text, answer.final)
+    return response_object(record, job.status, answer.text, None)
+
+
+async def history(body: ResponseCreateRequest, store: ResponseStore, jobs: JobService, conversations: ConversationStore, user: User) -> list[Message]:
+    """The turns the new input continues: a previous response's, or a conversation's."""
+    if body.previous_response_id is not None:
+        previous = await owned(store, user, body.previous_response_id, "previous_response_id")  # its 404 first
+        if body.conversation is not None:
+            raise HearthError(400, "previous_response_id and conversation cannot be used together.", param="previous_response_id")
+        answer = await current(jobs, previous)
+        if answer["status"] in ("queued", "in_progress"):
+            raise HearthError(400, f"The response {previous.id!r} has not finished yet.", param="previous_response_id")
+        text = "".join(part["text"] for item in answer["output"] for part in item["content"])
+        return previous.turns(text)
+    conv_id = body.conversation_id
+    if conv_id is None:
+        return []
+    return [Message(role=role, content=text) for role, text in await conversations.history(user.name, conv_id)]
+
+
+async def stop(jobs: JobService, record: StoredResponse) -> JobRecord | None:
+    """Cancels the response's job if it is still queued or running; that job, else None."""
+    job = await jobs.get(record.job_id)
+    if job is None or job.status not in (JobStatus.QUEUED, JobStatus.RUNNING):
+        return None
+    await jobs.cancel(job)
+    return job
