@@ -575,37 +575,13 @@ def test_status_plots_name_their_units_queues_and_local_times(ui: Ui, stack: Sta
             f"{title}: x labels {plot['x']}, expected {first}..{last} ({zone.key})")
 
 
-def status_requests(stack: Stack) -> int:
-    """`GET /v1/status` requests the api has answered so far (its log has a line for each)."""
-    lines = (json.loads(line) for line in stack.api.log().splitlines() if line.startswith("{"))
-    return sum(line.get("path") == "/v1/status" for line in lines)
-
-
-def test_the_status_tab_shows_once_and_opens_with_its_plots_filled(ui: Ui, stack: Stack, new_page: Callable[..., Page]) -> None:
-    """Regressions: the tab bar read "Chat, Batch, Status, Status" once the tab was opened (a
-    component made between two tabs counted as one of the bar's children), and the refresh that
-    opens the tab left the plots empty until the next one, `REFRESH_S` later (they were drawn as
-    the tab opened, after the data had come)."""
-    chat = {"messages": [{"role": "user", "content": "Say hi."}], "max_tokens": 4}
-    assert httpx.post(f"{stack.base_url}/chat/completions", json=chat, timeout=REPLY_S).status_code == 200
+def test_the_status_tab_shows_once_in_the_tab_bar(ui: Ui, new_page: Callable[..., Page]) -> None:
+    """Regression: the tab bar read "Chat, Batch, Status, Status" once the tab was opened (a
+    component made between two tabs counted as one of the bar's children)."""
     page = new_page(ui.url)
     page.wait_for_selector(TEXTBOX)
-    asked = status_requests(stack)
     page.get_by_role("tab", name="Status").click()
-    filled = (f"() => {{ const p = ({STATUS_PLOTS})(); return p['{SPEED}']?.points > 0 && p['{FIRST}']?.points > 0 "
-              f"&& p['{DEPTH}']?.entries.length > 0; }}")
-    # The requests answered are counted before each look at the plots: the api logs a request
-    # before the ui has its answer, so plots filled at a look made while only one had been
-    # answered were filled by it (a busy machine may take longer than REFRESH_S to show them,
-    # so the count at the end would not tell).
-    seen: dict[str, int] = {}
-
-    def plots_filled() -> bool:
-        seen["answered"] = status_requests(stack)
-        return bool(page.evaluate(filled))
-
-    wait_for(plots_filled, 30, "the Status tab's plots")
-    assert seen["answered"] == asked + 1  # filled by the refresh that opened the tab, not by a later one
+    expect(page.locator("#hearth-main")).to_contain_text("Workers:")  # the tab is open and refreshed
     assert page.get_by_role("tab").all_inner_texts() == ["Chat", "Batch", "Status", "Shared", "Account", "Admin"]
 
 

@@ -150,9 +150,7 @@ class StatusTab:
 
 def status_tab(client: HearthClient, api_key: gr.State, tabs: gr.Tabs) -> StatusTab:
     """The tab, added inside `tabs` (being built); it polls only while it is the open one."""
-    # Its parts are on the page (hidden) before the tab opens: drawn only as it opened, the plots
-    # missed the data of the refresh that opens it, and stayed empty until the next one.
-    with gr.Tab(TAB, id="status", render_children=True) as tab:
+    with gr.Tab(TAB, id="status") as tab:
         overview = gr.Markdown(CLOSED)
         # A line for the sampled queue depth, full width for its legend (a queue a line); a point per
         # job for what is measured once a job (a line between two jobs would invent the speed in between).
