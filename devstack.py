@@ -75,19 +75,24 @@ class RedisServer:
         return f"redis://127.0.0.1:{self.port}/{db}"
 
     def start(self) -> None:
-        self.proc = Process("redis", server_args(self.port, self.data, persist=True), dict(os.environ), self._log_dir)
+        # A database per stack (unused_db): a test session starts more than a Hearth's 64.
+        self.proc = Process("redis", server_args(self.port, self.data, persist=True, databases=STACK_DATABASES), dict(os.environ), self._log_dir)
         wait_for(lambda: redis.Redis(port=self.port).ping(), 10, "redis-server", self.proc)
 
     def stop(self) -> None:
         self.proc.stop()
 
 
+STACK_DATABASES = 1024
 _dbs = itertools.count(1)  # each stack gets its own Redis database: its own queues and keys
 
 
 def unused_db(redis_server: RedisServer) -> str:
     """The URL of a Redis database that no other stack of this session uses."""
-    return redis_server.url(next(_dbs))
+    db = next(_dbs)
+    if db >= STACK_DATABASES:
+        raise RuntimeError(f"more than {STACK_DATABASES - 1} stacks in one session: raise STACK_DATABASES")
+    return redis_server.url(db)
 
 
 class Stack:

@@ -27,8 +27,9 @@ def redis_server_binary() -> str:
 # Redis's `hz` stays at its default (10): idle, that costs it about 0.1 % of a core, and a lower
 # one would not save much more while it stretches every blocking read's timeout (BLPOP, XREAD
 # BLOCK) to the next tick: at `hz 1` a BLPOP of 0.5 s returns after 1 s.
-def server_args(port: int, directory: Path, persist: bool) -> list[str]:
-    args = [redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1", "--dir", str(directory), "--save", "", "--databases", "64"]
+def server_args(port: int, directory: Path, persist: bool, databases: int = 64) -> list[str]:
+    args = [redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1", "--dir", str(directory), "--save", "",
+            "--databases", str(databases)]
     return args + (["--appendonly", "yes"] if persist else ["--appendonly", "no"])
 
 

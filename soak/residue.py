@@ -6,6 +6,16 @@ from pathlib import Path
 
 import redis
 
+from hearth.usage import USAGE_KEY
+
+# Usage counters (hearth.usage) are records a person's traffic leaves on purpose, kept for the
+# month they count: not residue of the traffic.
+RECORDS = USAGE_KEY.partition("{")[0]
+
+
+def _residue(client: redis.Redis) -> list[bytes]:
+    return [key for key in client.scan_iter(count=1000) if not key.decode().startswith(RECORDS)]
+
 
 def rss_mib(pid: int) -> float:
     """Resident memory of a process, from /proc (Linux)."""
@@ -35,15 +45,14 @@ class KeyCount:
 
 def wait_for_baseline(client: redis.Redis, baseline: set[str], deadline_s: float) -> KeyCount:
     """Wait (up to `deadline_s`) until only baseline keys are left: every other key must expire
-    or be deleted."""
-    after = client.dbsize()
+    or be deleted (usage records apart)."""
+    after = len(_residue(client))
     start = time.monotonic()
-    while client.dbsize() > len(baseline) and time.monotonic() - start < deadline_s:
+    while len(_residue(client)) > len(baseline) and time.monotonic() - start < deadline_s:
         time.sleep(1)
-    return KeyCount(len(baseline), after, client.dbsize(), round(time.monotonic() - start, 1))
+    return KeyCount(len(baseline), after, len(_residue(client)), round(time.monotonic() - start, 1))
 
 
 def leftover(client: redis.Redis, baseline: set[str]) -> list[str]:
     """Keys that are not baseline keys, with their TTL (s): what has not expired yet."""
-    return sorted(f"{key.decode()} (ttl {client.ttl(key)})" for key in client.scan_iter(count=1000)
-                  if key.decode() not in baseline)
+    return sorted(f"{key.decode()} (ttl {client.ttl(key)})" for key in _residue(client) if key.decode() not in baseline)

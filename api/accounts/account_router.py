@@ -6,7 +6,7 @@ from fastapi import APIRouter, Path
 from pydantic import BaseModel, Field
 
 from api.accounts.admin_router import NewKey, key_object
-from api.accounts.router import SECRET_CHARS
+from api.accounts.router import SECRET_CHARS, NewSecret
 from api.chat.schemas import Text
 from api.dependencies import Accounts, CurrentUser
 from api.errors import error_responses
@@ -16,7 +16,7 @@ router = APIRouter(prefix="/v1/account", tags=["account"], responses=error_respo
 
 class PasswordChange(BaseModel):
     current: Annotated[Text, Field(max_length=SECRET_CHARS)] = ""  # may be empty while none is set
-    new: Annotated[Text, Field(max_length=SECRET_CHARS)]
+    new: NewSecret
 
 
 @router.put("/password", responses=error_responses(403))

@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Path
 from pydantic import BaseModel, Field
 
-from api.accounts.router import SECRET_CHARS
+from api.accounts.router import NewSecret
 from api.accounts.service import Revocation
 from api.accounts.users import KeyInfo, UserInfo
 from api.chat.schemas import Text
@@ -24,7 +24,7 @@ class NewPerson(BaseModel):
 
 
 class NewPassword(BaseModel):
-    password: Annotated[Text, Field(max_length=SECRET_CHARS)]
+    password: NewSecret
 
 
 class RoleChange(BaseModel):
