@@ -117,10 +117,11 @@ class Weather(BaseModel):
 
 
 def test_the_pydantic_function_tool_helper_gets_parsed_arguments(client: openai.OpenAI) -> None:
-    # Room for the longest call the schema allows (30 characters of city, an integer's digits,
-    # the call's own markup): with 60 tokens a long city cut the call (finish_reason "length").
+    # One call (parallel calls off), with room for the longest one the schema allows: with 60
+    # tokens and parallel calls on, a second call could be cut at the limit (finish_reason "length").
     reply = client.chat.completions.parse(model="any", messages=[{"role": "user", "content": "Forecast for Rome?"}],
-                                          tools=[openai.pydantic_function_tool(Weather)], tool_choice="required", max_tokens=200)
+                                          tools=[openai.pydantic_function_tool(Weather)], tool_choice="required",
+                                          parallel_tool_calls=False, max_tokens=200)
     [call] = reply.choices[0].message.tool_calls or []
     assert isinstance(call.function.parsed_arguments, Weather)
 
