@@ -802,6 +802,9 @@ def test_defaults_for_new_chats_and_export_then_import(secured: Stack, secured_u
     sign_in(page, "noor", key)
     signed_in(page, "noor")
     expect(page.locator(ROWS)).to_have_count(2)
+    # The new chat is set up (its settings shown) once the input is ready: a setting typed
+    # before that was emptied by the set-up.
+    expect(page.locator(TEXTBOX)).to_be_editable(timeout=30_000)
 
     # The settings of the open (new) chat become noor's defaults: every new chat starts with
     # them, on any device; a conversation keeps its own.
