@@ -84,14 +84,20 @@ async def read_record(redis: AsyncRedis, job_id: str) -> JobRecord | None:
     return JobRecord.of(job_id, text_hash(fields)) if fields else None
 
 
-async def read_field(redis: AsyncRedis, job_ids: Sequence[str], name: str) -> list[str | None]:
-    """One field of each job's record, in one round trip (None where the record is gone)."""
-    if name not in JobRecord.model_fields:
-        raise ValueError(f"no job record field {name!r}")
+async def read_fields(redis: AsyncRedis, job_ids: Sequence[str], *names: str) -> list[tuple[str | None, ...]]:
+    """Some fields of each job's record, in one round trip (None where the record is gone)."""
+    unknown = [name for name in names if name not in JobRecord.model_fields]
+    if unknown:
+        raise ValueError(f"no job record field {unknown[0]!r}")
     pipe = redis.pipeline(transaction=False)
     for job_id in job_ids:
-        pipe.hget(job_key(job_id), name)
-    return [None if value is None else text(value) for value in await pipe.execute()]
+        pipe.hmget(job_key(job_id), list(names))
+    return [tuple(None if value is None else text(value) for value in values) for values in await pipe.execute()]
+
+
+async def read_field(redis: AsyncRedis, job_ids: Sequence[str], name: str) -> list[str | None]:
+    """One field of each job's record, in one round trip (None where the record is gone)."""
+    return [value for (value,) in await read_fields(redis, job_ids, name)]
 
 
 def rq_queue(name: str, redis: Redis) -> Queue:

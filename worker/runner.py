@@ -109,13 +109,22 @@ class JobRunner:
         with log_context(model=model):  # the job's lines name the model that answers it
             return self._run(payload, model)
 
-    def _run(self, payload: JobPayload, model: str) -> dict[str, Any]:
-        job_id = payload.job_id
+    def _start(self, job_id: str, preemptible: bool) -> tuple[Callable[..., None], threading.Event] | None:
+        """Take the job: its event emitter and cancel flag, or None if it is not to run
+        (cancelled, past its deadline (ended now) or ended already)."""
         emit = partial(self._writer.emit, job_id)
         cancelled = self._cancels.watch(job_id)
         if self._writer.start(job_id, self.name, QUEUE_TIMEOUT_MESSAGE) != JobStatus.RUNNING:
-            return {"started": False}  # cancelled, past its deadline (ended now) or ended already
-        self.current_job, self._preemptible = job_id, payload.preemptible
+            return None
+        self.current_job, self._preemptible = job_id, preemptible
+        return emit, cancelled
+
+    def _run(self, payload: JobPayload, model: str) -> dict[str, Any]:
+        job_id = payload.job_id
+        started = self._start(job_id, payload.preemptible)
+        if started is None:
+            return {"started": False}
+        emit, cancelled = started
         resumed = payload.resume.tokens if payload.resume else []
         limit = self.pool.current.settings.job_timeout_s
         try:
@@ -215,11 +224,11 @@ class JobRunner:
 
     def _embed(self, payload: EmbeddingPayload, model: str) -> dict[str, Any]:
         job_id = payload.job_id
-        emit = partial(self._writer.emit, job_id)
-        cancelled = self._cancels.watch(job_id)
-        if self._writer.start(job_id, self.name, QUEUE_TIMEOUT_MESSAGE) != JobStatus.RUNNING:
+        started = self._start(job_id, preemptible=True)
+        if started is None:
             return {"started": False}
-        self.current_job, self._preemptible, self.remaining = job_id, True, 0  # it generates no tokens
+        emit, cancelled = started
+        self.remaining = 0  # it generates no tokens
         limit, ttl = self.pool.current.settings.job_timeout_s, self.pool.current.settings.job_ttl_s
         deadline = time.monotonic() + limit
         done, vectors = payload.done, bytearray()

@@ -25,7 +25,7 @@ from api.jobs.queueing import known_queues, queue_key
 from api.metrics.exposition import queue_depths
 from api.models.workers import live_workers
 from hearth.contract import QUEUE_DEPTH_KEY, RECENT_JOBS_KEY, job_of
-from hearth.job_record import read_field
+from hearth.job_record import read_field, read_fields
 from hearth.metrics import FinishedJob
 
 log = logging.getLogger(__name__)
@@ -83,7 +83,7 @@ async def build_status(redis: AsyncRedis, viewer: User) -> dict[str, object]:
     *waiting, recent_raw, depth_raw = await pipe.execute()
 
     waiting_ids = [job_of(job_id.decode()) for ids in waiting for job_id in ids]
-    metas = zip(await read_field(redis, waiting_ids, "owner"), await read_field(redis, waiting_ids, "created"))
+    metas = iter(await read_fields(redis, waiting_ids, "owner", "created"))
     queued: list[dict[str, object]] = []
     for queue, ids in zip(queues, waiting):
         for position, raw_id in enumerate(ids, 1):
