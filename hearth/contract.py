@@ -17,6 +17,8 @@ from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, Field, TypeAdapter
 
+from hearth.documents import DocumentRef
+
 
 class QueueKind(StrEnum):
     """Each model has one RQ queue of each kind; its workers read them in this order: chats,
@@ -148,6 +150,7 @@ class Message(BaseModel):
     content: str
     tool_calls: list[ToolCall] = []  # an assistant's calls (its content may be empty)
     tool_call_id: str | None = None  # a tool message: the call it answers (its id in an earlier tool_calls)
+    documents: list[DocumentRef] = []  # files attached to a user's message (hearth.documents)
 
 
 class FunctionSpec(BaseModel):

@@ -1,0 +1,38 @@
+"""A document's text as the api extracts it once and the worker reads it: the contract for
+documents in chats (OpenAI file inputs) between them.
+
+The api extracts a file's text when it is uploaded with purpose `user_data` (or sent inline as
+`file_data`) and keeps it in Redis as one JSON `DocumentText` under `document_key`; a message
+that attaches it carries a `DocumentRef`. The bytes themselves live in the blob store, never
+in a job.
+"""
+
+from pydantic import BaseModel
+
+DOCUMENT_KEY = "hearth:document:{document_id}"  # string: DocumentText JSON
+
+
+def document_key(document_id: str) -> str:
+    return DOCUMENT_KEY.format(document_id=document_id)
+
+
+class DocumentPage(BaseModel):
+    """A page of a PDF, or a section of a document without pages (numbered from 1 all the
+    same), with the heading it falls under when the format says."""
+
+    number: int
+    text: str
+    heading: str | None = None
+
+
+class DocumentText(BaseModel):
+    document_id: str  # the file id, or an id of its own for inline `file_data`
+    filename: str
+    pages: list[DocumentPage]
+
+
+class DocumentRef(BaseModel):
+    """A document attached to a message."""
+
+    document_id: str
+    filename: str
