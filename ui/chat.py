@@ -94,10 +94,12 @@ class ChatController:
         except ApiError as exc:
             log.info("conversation not opened", extra={"code": exc.code})
             chat.show(None, [note(f"⚠️ {exc.message}")])
-            return self.p.opened(chat, {}, [])
-        if not chat.current(ticket):
-            return self.nothing()  # another one was opened meanwhile
-        chat.messages = [] if conv_id is None else shown_items(items)
+            metadata, served = {}, []
+        else:
+            if not chat.current(ticket):
+                return self.nothing()  # another one was opened meanwhile
+            chat.messages = [] if conv_id is None else shown_items(items)
+        chat.showing_out()
         return self.p.opened(chat, metadata, served)
 
     async def new_chat(self, token: str | None, chat: ChatSession) -> Updates:
@@ -121,7 +123,10 @@ class ChatController:
     async def follow(self, token: str | None, chat: ChatSession) -> AsyncIterator[Updates]:
         """The shown conversation's answer under way, if any, written out as it grows; then the
         input is ready. Nothing once the page shows something else."""
-        ticket = chat.ticket
+        ticket = chat.to_follow()
+        if ticket is None:
+            yield self.nothing()
+            return
         async for update in self.following(token, chat, ticket):
             yield update
         yield {self.p.textbox: ready()} if chat.current(ticket) else self.nothing()

@@ -54,6 +54,11 @@ def waiting() -> gr.Textbox:
 
 
 def ready(value: str | None = None) -> gr.Textbox:
+    """The input ready for a message; `value` None leaves what is typed. Gradio sends every
+    argument given, `value=None` included, and a late follower (of a chat left a moment before)
+    may make the input ready again after the user began typing: that must not empty it."""
+    if value is None:
+        return gr.Textbox(submit_btn=True, stop_btn=False, interactive=True)
     return gr.Textbox(value=value, submit_btn=True, stop_btn=False, interactive=True)
 
 

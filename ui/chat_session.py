@@ -26,6 +26,17 @@ class ChatSession:
     messages: list[Message] = field(default_factory=list)  # the chat as written (the page shows it defused)
     asked: str = ""  # the message being sent
     shown_as: dict[str, str] = field(default_factory=dict, repr=False)  # messages' text as the page shows it, this showing
+    unfollowed: str | None = None  # the showing whose page went out and whose follower has not started
+
+    def showing_out(self) -> None:
+        """The current showing's page update is going out: a follower may take it now (not before:
+        a follower that made the input ready sooner would have what is typed emptied by the update)."""
+        self.unfollowed = self.ticket
+
+    def to_follow(self) -> str | None:
+        """The ticket of the showing to follow, once (None: nothing shown since, or it was left)."""
+        ticket, self.unfollowed = self.unfollowed, None
+        return ticket if ticket is not None and self.current(ticket) else None
 
     def show(self, conv_id: str | None, messages: list[Message]) -> str:
         """Now showing `conv_id`; returns this showing's ticket."""
