@@ -288,3 +288,27 @@ def test_of_two_tabs_racing_to_replace_one_takes_the_turn_and_a_stale_history_is
     assert late == stale == (409, "conversation_changed")
     assert [i.id for i in items(client, conv.id)] == [question.id, answer.id]
     assert client.conversations.retrieve(conv.id).model_extra["hearth_job_id"] is None
+
+
+def test_a_replacing_turn_whose_job_never_reached_the_queue_is_withdrawn_by_the_next_turn(stack: Stack, client: openai.OpenAI) -> None:
+    """Its api stopped between the replacing write and queueing: once the queueing time is past,
+    the next turn puts back what it replaced and drops its question, then goes on."""
+    conv = client.conversations.create(items=[say("user", "Name a fruit."), say("assistant", "Apple.")])
+    before = items(client, conv.id)
+
+    async def stranded() -> None:
+        redis = AsyncRedis.from_url(stack.redis_url)
+        try:
+            await ConversationStore(redis, ApiSettings()).add_items(
+                LOCAL_USER.name, conv.id, [message("user", "Lost?")], answering="never-queued", replace_from=before[0].id, follows="")
+        finally:
+            await redis.aclose()
+
+    asyncio.run(stranded())
+    assert [i.content[0].text for i in items(client, conv.id)] == ["Lost?"]
+    key = CONVERSATION_KEY.format(owner=LOCAL_USER.name, id=conv.id)
+    seconds, _ = stack.redis.time()
+    stack.redis.hset(key, "answering_ms", (seconds - ApiSettings().turn_queueing_s - 1) * 1000)
+    _, asked, said = turn(client, conv.id, "Hello?")
+    assert [(i.id, i.content[0].text) for i in items(client, conv.id)] == [
+        (before[0].id, "Name a fruit."), (before[1].id, "Apple."), (asked, "Hello?"), (ANY, said)]
