@@ -23,7 +23,7 @@ class ChatSession:
 
     conv_id: str | None = None  # the open conversation; None for a new chat not sent yet
     ticket: str = ""  # this showing of it: a follower of an earlier showing steps aside
-    messages: list[Message] = field(default_factory=list)  # the chat as written (the page shows it defused)
+    messages: list[Message] = field(default_factory=list)  # the chat as written (the page shows it defused); a stored one has its `id`
     asked: str = ""  # the message being sent
     replacing: str | None = None  # the stored question it replaces, with all after it (regenerate, edit)
     shown_as: dict[str, str] = field(default_factory=dict, repr=False)  # messages' text as the page shows it, this showing
