@@ -126,7 +126,7 @@ def create_app(settings: ApiSettings) -> FastAPI:
     app.add_middleware(RequestContextMiddleware)  # outside the limit: a 413 is logged with its request id
     origins = [o.strip() for o in settings.cors_origins.split(",") if o.strip()]
     if origins:  # off unless configured: browsers on other sites may not call the api
-        app.add_middleware(CORSMiddleware, allow_origins=origins, allow_methods=["*"], allow_headers=["*"], expose_headers=["X-Job-Id", "X-Request-ID"])
+        app.add_middleware(CORSMiddleware, allow_origins=origins, allow_methods=["*"], allow_headers=["*"], expose_headers=["X-Job-Id", "X-Request-ID", chat.QUESTION_HEADER])
     for module in (health, accounts, account_router, admin_router, usage, sharing, models, chat, responses, embeddings, jobs, conversations, files, batches, metrics, status):
         app.include_router(module.router)
     return app

@@ -4,16 +4,22 @@ import asyncio
 import json
 from collections.abc import Callable
 from typing import Any
+from unittest.mock import ANY
 
 import httpx
 import openai
 import pytest
 from openai.types.chat import ChatCompletion
+from redis.asyncio import Redis as AsyncRedis
+from rq.job import Job
 
 from api.accounts.users import LOCAL_USER
-from api.conversations.store import CONVERSATION_KEY
+from api.conversations.schemas import message
+from api.conversations.store import CONVERSATION_KEY, REPLACED_KEY, ConversationStore
+from api.errors import HearthError
 from api.settings import ApiSettings
 from devstack import INTERACTIVE, Stack, add_user, wait_for
+from hearth.contract import RQ_SERIALIZER
 from tests.chats import BUSY, NO_END
 from tests.sse import job_events, stream_in_background
 
@@ -131,3 +137,178 @@ def test_another_users_conversation_is_404_and_nothing_is_queued(make_stack) -> 
         bob.chat.completions.create(model="any", messages=[{"role": "user", "content": "hi"}], extra_body={"conversation": conv.id})
     assert s.redis.llen(f"rq:queue:{INTERACTIVE}") == 0 and s.redis.llen("rq:queue:interactive:*") == 0
     assert items(alice, conv.id) == []
+
+
+# One source of history: the conversation's stored messages; the request carries its
+# instructions and question only, and may replace a stored question and all after it.
+
+def say(role: str, text: str) -> dict[str, str]:
+    return {"type": "message", "role": role, "content": text}
+
+
+def sent_messages(stack: Stack, job_id: str) -> list[tuple[str, str]]:
+    """The messages a job's prompt was made from, as the api queued them."""
+    return [(m["role"], m["content"]) for m in Job.fetch(job_id, connection=stack.redis, serializer=RQ_SERIALIZER).args[0]["messages"]]
+
+
+def turn(client: openai.OpenAI, conv_id: str, question: str, **hearth: str) -> tuple[str, str, str]:
+    """A short turn stored in `conv_id` (Hearth's fields in `hearth`), once its answer is filed:
+    its job, its stored question's id, its answer."""
+    raw = client.chat.completions.with_raw_response.create(
+        model="any", messages=[{"role": "user", "content": question}], max_tokens=6, logit_bias=NO_END,
+        extra_body={"conversation": conv_id, **hearth})
+    wait_for(lambda: client.conversations.retrieve(conv_id).model_extra["hearth_job_id"] is None, 60, "the answer to be filed")
+    return raw.headers["X-Job-Id"], raw.headers["X-Conversation-Item-Id"], str(raw.parse().choices[0].message.content)
+
+
+def test_a_turn_continues_the_stored_messages_and_carries_only_its_instructions_and_question(stack: Stack, client: openai.OpenAI) -> None:
+    conv = client.conversations.create(items=[say("user", "My name is Ada."), say("assistant", "Hello, Ada.")])
+    raw = client.chat.completions.with_raw_response.create(
+        model="any", messages=[{"role": "system", "content": "Be brief."}, {"role": "user", "content": "What is my name?"}],
+        max_tokens=6, logit_bias=NO_END, extra_body={"conversation": conv.id})
+    assert sent_messages(stack, raw.headers["X-Job-Id"]) == [
+        ("system", "Be brief."), ("user", "My name is Ada."), ("assistant", "Hello, Ada."), ("user", "What is my name?")]
+    wait_for(lambda: len(items(client, conv.id)) == 4, 60, "the answer to be stored")
+    question, answer = items(client, conv.id)[2:]
+    assert (question.id, question.content[0].text) == (raw.headers["X-Conversation-Item-Id"], "What is my name?")
+    assert answer.content[0].text == raw.parse().choices[0].message.content  # the instructions are the request's, not stored
+
+
+@pytest.mark.parametrize(("messages", "param"), [
+    ([{"role": "user", "content": "Hi."}, {"role": "assistant", "content": "Hello."}, {"role": "user", "content": "And?"}], "messages.0"),
+    ([{"role": "user", "content": "One."}, {"role": "user", "content": "Two."}], "messages.0"),
+    ([{"role": "system", "content": "Be brief."}, {"role": "assistant", "content": "Hello."}, {"role": "user", "content": "And?"}],
+     "messages.1"),
+])
+def test_a_turn_that_carries_earlier_turns_is_400_and_nothing_is_stored(stack: Stack, client: openai.OpenAI,
+                                                                        messages: list[dict[str, str]], param: str) -> None:
+    conv = client.conversations.create(items=[say("user", "Hi."), say("assistant", "Hello.")])
+    before = items(client, conv.id)
+    queued = stack.redis.llen(f"rq:queue:{INTERACTIVE}")
+    with pytest.raises(openai.BadRequestError, match="stored messages are its history") as refused:
+        client.chat.completions.create(model="any", messages=messages, extra_body={"conversation": conv.id})
+    assert refused.value.param == param
+    assert items(client, conv.id) == before and stack.redis.llen(f"rq:queue:{INTERACTIVE}") == queued
+
+
+@pytest.mark.timeout(300)  # two answers
+def test_replace_from_regenerates_or_edits_in_one_request(stack: Stack, client: openai.OpenAI) -> None:
+    conv = client.conversations.create(items=[say("user", "Name a fruit."), say("assistant", "Apple."),
+                                              say("user", "Name another one."), say("assistant", "Pear.")])
+    q1, a1, q2, _ = items(client, conv.id)
+    # Regenerate: the last question again, in place of itself and its answer.
+    job_id, asked, said = turn(client, conv.id, "Name another one.", replace_from=q2.id)
+    assert sent_messages(stack, job_id) == [("user", "Name a fruit."), ("assistant", "Apple."), ("user", "Name another one.")]
+    assert [(i.id, i.role, i.content[0].text) for i in items(client, conv.id)] == [
+        (q1.id, "user", "Name a fruit."), (a1.id, "assistant", "Apple."), (asked, "user", "Name another one."), (ANY, "assistant", said)]
+    assert asked != q2.id
+    # Edit the first question: it and everything after it are replaced.
+    job_id, asked, said = turn(client, conv.id, "Name a berry.", replace_from=q1.id)
+    assert sent_messages(stack, job_id) == [("user", "Name a berry.")]
+    assert [(i.id, i.role, i.content[0].text) for i in items(client, conv.id)] == [(asked, "user", "Name a berry."), (ANY, "assistant", said)]
+
+
+def test_replace_from_names_a_stored_question_of_the_conversation(stack: Stack, client: openai.OpenAI) -> None:
+    conv = client.conversations.create(items=[say("user", "Name a fruit."), say("assistant", "Apple.")])
+    elsewhere = client.conversations.create(items=[say("user", "Name a fruit.")])
+    question, answer = before = items(client, conv.id)
+    queued = stack.redis.llen(f"rq:queue:{INTERACTIVE}")
+    ask = {"model": "any", "messages": [{"role": "user", "content": "Name a berry."}], "max_tokens": 4}
+    for hearth, refusal, code in (({"conversation": conv.id, "replace_from": items(client, elsewhere.id)[0].id}, openai.NotFoundError, "item_not_found"),
+                                  ({"conversation": conv.id, "replace_from": "msg_nothing"}, openai.NotFoundError, "item_not_found"),
+                                  ({"conversation": conv.id, "replace_from": answer.id}, openai.BadRequestError, None),
+                                  ({"replace_from": question.id}, openai.BadRequestError, None)):
+        with pytest.raises(refusal) as refused:
+            client.chat.completions.create(**ask, extra_body=hearth)
+        assert (refused.value.param, refused.value.code) == ("replace_from", code)
+    assert items(client, conv.id) == before and stack.redis.llen(f"rq:queue:{INTERACTIVE}") == queued
+
+    # While an answer is being written, a turn that would replace anything is refused as any other.
+    body = {**streamed_turn(conv.id, "Tell me about ships.", 40)}
+    with httpx.stream("POST", f"{stack.base_url}/chat/completions", json=body, timeout=60) as r:
+        assert r.status_code == 200
+        with pytest.raises(openai.ConflictError) as busy:
+            client.chat.completions.create(**ask, extra_body={"conversation": conv.id, "replace_from": question.id})
+        assert busy.value.code == "conversation_busy"
+    wait_for(lambda: client.conversations.retrieve(conv.id).model_extra["hearth_job_id"] is None, 120, "the answer to be filed")
+    assert [i.id for i in items(client, conv.id)][:2] == [question.id, answer.id]  # the refused turn replaced nothing
+
+
+def test_a_replacing_turn_refused_a_place_in_line_puts_back_what_it_replaced(make_stack) -> None:
+    s = make_stack(MAX_WAITING_PER_USER="1")
+    s.start_api()  # no worker: what is queued waits
+    client = openai.OpenAI(base_url=s.base_url, api_key="unused", max_retries=0, timeout=30)
+    conv = client.conversations.create(items=[say("user", "Name a fruit."), say("assistant", "Apple."),
+                                              say("user", "Name another one."), say("assistant", "Pear.")])
+    before = items(client, conv.id)
+    waiting = {"model": "any", "messages": [{"role": "user", "content": "Hi"}], "stream": True, "max_tokens": 4}
+    with httpx.stream("POST", f"{s.base_url}/chat/completions", json=waiting, timeout=30) as queued:
+        assert queued.status_code == 200  # this user's one waiting chat
+        for replaced in before[::2]:
+            with pytest.raises(openai.RateLimitError):
+                client.chat.completions.create(model="any", messages=[{"role": "user", "content": "Name a berry."}],
+                                               extra_body={"conversation": conv.id, "replace_from": replaced.id})
+            assert items(client, conv.id) == before  # the same items, ids and order
+            assert client.conversations.retrieve(conv.id).model_extra["hearth_job_id"] is None
+    assert not s.redis.exists(REPLACED_KEY.format(owner=LOCAL_USER.name, id=conv.id))
+
+
+def test_of_two_tabs_racing_to_replace_one_takes_the_turn_and_a_stale_history_is_refused(stack: Stack, client: openai.OpenAI) -> None:
+    """The store's write for a turn: the replacement, the question and the mark are one step,
+    and a turn whose history was read before another writer came is refused (409)."""
+    conv = client.conversations.create(items=[say("user", "Name a fruit."), say("assistant", "Apple.")])
+    question, answer = items(client, conv.id)
+
+    async def run() -> list[object]:
+        redis = AsyncRedis.from_url(stack.redis_url)
+        store = ConversationStore(redis, ApiSettings())
+        tab = {"replace_from": question.id, "follows": ""}
+        try:
+            outcomes: list[object] = list(await asyncio.gather(
+                *(store.add_items(LOCAL_USER.name, conv.id, [message("user", f"Tab {n}?")], answering=f"job-{n}", **tab) for n in range(2)),
+                return_exceptions=True))
+            taken = next(n for n, o in enumerate(outcomes) if not isinstance(o, BaseException))
+            outcomes.append([i.content[0].text for i in items(client, conv.id)])
+            await store.withdraw(LOCAL_USER.name, conv.id, f"job-{taken}")  # its job was never queued
+            outcomes.append([i.id for i in items(client, conv.id)])
+            # A history read before another writer came: its question would not follow what was read.
+            for stale in ({"replace_from": answer.id, "follows": ""}, {"follows": ""}):
+                try:
+                    await store.add_items(LOCAL_USER.name, conv.id, [message("user", "Late?")], answering="job-late", **stale)
+                except HearthError as exc:
+                    outcomes.append((exc.status, exc.code))
+            return outcomes
+        finally:
+            await redis.aclose()
+
+    *raced, stored_then, restored, late, stale = asyncio.run(run())
+    assert sorted(isinstance(o, HearthError) and (o.status, o.code) == (409, "conversation_busy") for o in raced) == [False, True]
+    assert stored_then in (["Tab 0?"], ["Tab 1?"])
+    assert restored == [question.id, answer.id]
+    assert late == stale == (409, "conversation_changed")
+    assert [i.id for i in items(client, conv.id)] == [question.id, answer.id]
+    assert client.conversations.retrieve(conv.id).model_extra["hearth_job_id"] is None
+
+
+def test_a_replacing_turn_whose_job_never_reached_the_queue_is_withdrawn_by_the_next_turn(stack: Stack, client: openai.OpenAI) -> None:
+    """Its api stopped between the replacing write and queueing: once the queueing time is past,
+    the next turn puts back what it replaced and drops its question, then goes on."""
+    conv = client.conversations.create(items=[say("user", "Name a fruit."), say("assistant", "Apple.")])
+    before = items(client, conv.id)
+
+    async def stranded() -> None:
+        redis = AsyncRedis.from_url(stack.redis_url)
+        try:
+            await ConversationStore(redis, ApiSettings()).add_items(
+                LOCAL_USER.name, conv.id, [message("user", "Lost?")], answering="never-queued", replace_from=before[0].id, follows="")
+        finally:
+            await redis.aclose()
+
+    asyncio.run(stranded())
+    assert [i.content[0].text for i in items(client, conv.id)] == ["Lost?"]
+    key = CONVERSATION_KEY.format(owner=LOCAL_USER.name, id=conv.id)
+    seconds, _ = stack.redis.time()
+    stack.redis.hset(key, "answering_ms", (seconds - ApiSettings().turn_queueing_s - 1) * 1000)
+    _, asked, said = turn(client, conv.id, "Hello?")
+    assert [(i.id, i.content[0].text) for i in items(client, conv.id)] == [
+        (before[0].id, "Name a fruit."), (before[1].id, "Apple."), (asked, "Hello?"), (ANY, said)]

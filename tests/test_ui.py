@@ -696,15 +696,20 @@ def test_rename_search_delete_and_nobody_else_sees_them(secured: Stack, secured_
     [fruit] = api(secured, key, "/conversations").json()["data"]
     wait_for(lambda: len(stored(secured, key, fruit["id"])) == 4, 30, "the second answer to be stored")
     first_answer = stored(secured, key, fruit["id"])[3]
+    first_turn = [i["id"] for i in stored(secured, key, fruit["id"])[:2]]
+    deletions = secured.api.log().count("DELETE /v1/conversations/")
 
     # Regenerate the last answer, then edit the last question and resend: the server's copy
-    # follows the page (the old answer, then the old question, deleted).
+    # follows the page (the old answer, then the old question, replaced by one request each).
     jobs, ended = len(secured_ui.job_ids()), secured_ui.replies_ended()
     page.locator(CHATBOT).get_by_role("button", name="Retry").last.click()
     wait_for(lambda: secured_ui.replies_ended() > ended, REPLY_S, "the regenerated reply", secured_ui.proc)
     wait_for(lambda: len(stored(secured, key, fruit["id"])) == 4 and stored(secured, key, fruit["id"])[3]["id"] != first_answer["id"],
              30, "the new answer to be stored")
     assert [i["content"][0]["text"] for i in stored(secured, key, fruit["id"])][::2] == ["Name a fruit.", "Name another one."]
+    regenerated = stored(secured, key, fruit["id"])
+    assert [i["id"] for i in regenerated[:2]] == first_turn and regenerated[3]["status"] == "completed"
+    wait_for(lambda: shows_the_end_of(page, regenerated[3]["content"][0]["text"]), 30, "the page to show the stored answer")
     ended = secured_ui.replies_ended()
     page.locator(CHATBOT).get_by_role("button", name="Edit").last.click()
     page.fill(f"{CHATBOT} textarea.edit-textarea", "Name a berry.")
@@ -714,6 +719,11 @@ def test_rename_search_delete_and_nobody_else_sees_them(secured: Stack, secured_
              and stored(secured, key, fruit["id"])[2]["content"][0]["text"] == "Name a berry.", 30, "the edited turn to be stored")
     assert len(secured_ui.job_ids()) == jobs + 2
     expect(page.locator(CHATBOT)).not_to_contain_text("Name another one.")
+    edited = stored(secured, key, fruit["id"])
+    assert [i["id"] for i in edited[:2]] == first_turn and edited[3]["status"] == "completed"
+    sent = Job.fetch(secured_ui.job_ids()[-1], connection=secured.redis, serializer=RQ_SERIALIZER).args[0]["messages"]
+    assert [(m["role"], m["content"]) for m in sent] == [(i["role"], i["content"][0]["text"]) for i in edited[:3]]
+    assert secured.api.log().count("DELETE /v1/conversations/") == deletions  # one request each, no deletions
     assert fruit["metadata"]["title"] == "Name a fruit."  # titled after its first message
     this_chat(page)
     page.fill(TITLE, "Zebra notes")

@@ -338,3 +338,20 @@ async def _drain(api: Api) -> None:
             pass
     finally:
         await stream.aclose()
+
+
+def test_a_turn_in_place_of_a_stored_question_sends_its_id_and_learns_its_own() -> None:
+    """Regenerate and edit: one request naming the question it replaces (`replace_from`); the
+    page's question gets the id the api stored it under, for the next regenerate or edit."""
+    api = Api(lambda _: httpx.Response(200, headers={"X-Job-Id": JOB, "X-Conversation-Item-Id": "msg_new",
+                                                     "content-type": "text/event-stream"}, content="".join(GOOD_STREAM).encode()))
+    question = {"role": "user", "content": "Name a berry.", "id": "msg_old"}
+
+    async def run() -> list[list[dict[str, object]]]:
+        return [shown async for shown in new_reply(api.client(), [{"role": "user", "content": "Name a berry."}], "conv_1",
+                                                   "msg_old", question)]
+
+    assert asyncio.run(run())[-1][-1]["content"] == "Hello"
+    sent = json.loads(api.requests[0].content)
+    assert (sent["conversation"], sent["replace_from"], sent["messages"]) == ("conv_1", "msg_old", [{"role": "user", "content": "Name a berry."}])
+    assert question["id"] == "msg_new"

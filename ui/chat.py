@@ -1,9 +1,11 @@
 """The Chat tab's behaviour: the user's conversations in a sidebar, and the open one's messages.
 
-Conversations live in the api (`/v1/conversations`); each turn names its conversation, so the
-api stores the question and, when the job ends, the whole answer, whether or not this page is
-still watching. Nothing is lost on a reload or a switch: opening a conversation whose answer is
-still being written (`hearth_job_id`) follows that job's events from its start.
+Conversations live in the api (`/v1/conversations`); each turn sends its question and names
+its conversation, whose stored messages are the history, so the api stores the question and,
+when the job ends, the whole answer, whether or not this page is still watching. Regenerate and
+edit are one turn that replaces a stored question and all after it (`replace_from`). Nothing
+is lost on a reload or a switch: opening a conversation whose answer is still being written
+(`hearth_job_id`) follows that job's events from its start.
 
 `ChatController` holds the handlers, each a short method over one session's `ChatSession`;
 `wire_chat` only says which event runs which handler.
@@ -156,11 +158,11 @@ class ChatController:
     # A turn: what is asked is taken first (without the queue), then answered
 
     def take(self, chat: ChatSession, message: str) -> Updates:
-        chat.asked = message
+        chat.asked, chat.replacing = message, None
         return {self.p.textbox: busy()}
 
     def take_last(self, chat: ChatSession) -> Updates:
-        """Regenerate: the last question again, its answer dropped."""
+        """Regenerate: the last question again, in place of itself and its answer."""
         last = max((n for n, m in enumerate(chat.messages) if m.get("role") == "user" and not is_note(m)), default=None)
         if last is None:
             chat.asked = ""
@@ -174,18 +176,24 @@ class ChatController:
         return self.shown_up_to(chat, edit.index if isinstance(edit.index, int) else edit.index[0])
 
     def shown_up_to(self, chat: ChatSession, index: int) -> Updates:
+        """The chat shown before message `index`; the turn replaces the first stored question from
+        there on (one the api never stored, refused or failed, has no id) and all after it."""
+        chat.replacing = next((m["id"] for m in chat.messages[index:] if m.get("role") == "user" and m.get("id")), None)
         chat.messages = chat.messages[:index]
         return {self.p.chatbot: on_page(chat), self.p.textbox: busy()}
 
     async def answer(self, token: str | None, chat: ChatSession, query: str, model: str | None, system: str,
                      temperature: float | None, max_tokens: float | None) -> AsyncIterator[Updates]:
         """Sends what was taken after the chat shown and writes the answer out as it streams."""
-        asked, shown = chat.asked, chat.messages
+        asked, replacing, shown = chat.asked, chat.replacing, chat.messages
         if not asked.strip():
             yield {self.p.chatbot: on_page(chat)}
             return
         session = self.client.with_key(token)
-        turn = chat.messages = [*shown, {"role": "user", "content": asked}]
+        # Until the api stores the question under an id of its own, it stands for what it replaces
+        # (still stored if the turn is refused).
+        question: Message = {"role": "user", "content": asked, "id": replacing}
+        turn = chat.messages = [*shown, question]
         yield {self.p.chatbot: on_page(chat)}
         conv_id = chat.conv_id
         try:
@@ -193,7 +201,7 @@ class ChatController:
             if conv_id is None:
                 return
             yield {self.p.chatbot: on_page(chat), self.p.saved_conv: conv_id}
-            async for messages in new_reply(session, turn_messages(system, shown, asked), conv_id,
+            async for messages in new_reply(session, turn_messages(system, asked), conv_id, replacing, question,
                                             **turn_params(model, temperature, max_tokens)):
                 if not chat.shows(conv_id):
                     return  # the answer goes on, and is stored
@@ -208,11 +216,9 @@ class ChatController:
                 yield {self.p.chatbot: on_page(chat)}
 
     async def turn_in(self, session: HearthClient, chat: ChatSession, turn: list[Message], settings: dict[str, str]) -> str | None:
-        """The conversation that `turn` goes on: a new chat's is created (with its settings); in an
-        open one, stored messages past those shown (after a regenerate or an edit: the chat shown
-        is the truth) are deleted first. None when the page shows another chat by then."""
+        """The conversation that `turn` goes on: the open one, or a new chat's, created (with its
+        settings). None when the page shows another chat by then."""
         if chat.conv_id is not None:
-            await drop_after(session, chat.conv_id, len(to_openai(turn[:-1], "")) - 1)  # the messages before the question
             return chat.conv_id
         conv_id: str = (await session.new_conversation(settings))["id"]
         if not chat.shows(None):
@@ -370,12 +376,6 @@ def wire_chat(client: HearthClient, panel: ChatPanel, token: gr.State, ended: gr
         saved = exporting.then(None, inputs=[p.download], outputs=[p.download], js=SAVE_DOWNLOAD, **QUIET)
         saved.then(lambda: "", outputs=[p.download], queue=False, **QUIET)
     p.importer.upload(c.import_, inputs=[*chat, p.importer, p.search], outputs=[p.import_result, p.listing, p.importer, ended], **QUIET)
-
-
-async def drop_after(session: HearthClient, conv_id: str, kept: int) -> None:
-    stored = await session.items(conv_id)
-    for item in stored[kept:]:
-        await session.delete_item(conv_id, item["id"])
 
 
 async def new_chat_settings(session: HearthClient) -> dict[str, str]:

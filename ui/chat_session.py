@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hearth.metadata import METADATA_VALUE_CHARS
-from ui.reply import Message, note, to_openai
+from ui.reply import Message, note
 from ui.untrusted import defused
 
 NEW_CHAT = "New chat"
@@ -23,8 +23,9 @@ class ChatSession:
 
     conv_id: str | None = None  # the open conversation; None for a new chat not sent yet
     ticket: str = ""  # this showing of it: a follower of an earlier showing steps aside
-    messages: list[Message] = field(default_factory=list)  # the chat as written (the page shows it defused)
+    messages: list[Message] = field(default_factory=list)  # the chat as written (the page shows it defused); a stored one has its `id`
     asked: str = ""  # the message being sent
+    replacing: str | None = None  # the stored question it replaces, with all after it (regenerate, edit)
     shown_as: dict[str, str] = field(default_factory=dict, repr=False)  # messages' text as the page shows it, this showing
     unfollowed: str | None = None  # the showing whose page went out and whose follower has not started
 
@@ -58,7 +59,7 @@ class ChatSession:
     def forget(self) -> None:
         """Signed out: nothing of the last user stays, and whatever streamed for them steps aside."""
         self.show(None, [])
-        self.asked = ""
+        self.asked, self.replacing = "", None
 
 
 def title_of(conv: dict[str, Any]) -> str:
@@ -66,12 +67,14 @@ def title_of(conv: dict[str, Any]) -> str:
 
 
 def shown_items(items: list[dict[str, Any]]) -> list[Message]:
-    """Stored messages as the chat shows them; an answer cut short says so."""
+    """Stored messages as the chat shows them, with their ids (Gradio ignores the key); an answer
+    cut short says so."""
     shown: list[Message] = []
     for item in items:
         if item.get("type") != "message" or item.get("role") not in ("user", "assistant"):
             continue
-        shown.append({"role": item["role"], "content": "\n".join(p.get("text", "") for p in item.get("content", []))})
+        shown.append({"role": item["role"], "content": "\n".join(p.get("text", "") for p in item.get("content", [])),
+                      "id": item.get("id")})
         if item["role"] == "assistant" and item.get("status") == "incomplete":
             shown.append(note(f"ℹ️ {STOPPED}"))
     return shown
@@ -93,9 +96,10 @@ def turn_params(model: str | None, temperature: float | None, max_tokens: float 
     return params
 
 
-def turn_messages(system: str | None, shown: list[Message], asked: str) -> list[dict[str, str]]:
+def turn_messages(system: str | None, asked: str) -> list[dict[str, str]]:
+    """A turn's request: its instructions and question; the api reads the history from the conversation."""
     prompt = [{"role": "system", "content": system.strip()}] if system and system.strip() else []
-    return prompt + to_openai(shown, asked)
+    return [*prompt, {"role": "user", "content": asked}]
 
 
 def model_choice(model: dict[str, Any]) -> tuple[str, str]:

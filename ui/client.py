@@ -175,7 +175,12 @@ def _wait_event(event: Event | None) -> WaitEvent | None:
 
 
 class ChatStream(_EventStream):
-    """One streaming chat completion: `job_id` names its job; iterate `events()`, then `aclose()`."""
+    """One streaming chat completion: `job_id` names its job, `item_id` its question as stored in
+    its conversation (if it has one); iterate `events()`, then `aclose()`."""
+
+    def __init__(self, response: httpx.Response):
+        super().__init__(response)
+        self.item_id: str | None = response.headers.get("x-conversation-item-id")
 
     async def events(self) -> AsyncIterator[ChatEvent]:
         async for sse in self._events():
@@ -258,12 +263,16 @@ class HearthClient:
     def _headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self._key}"} if self._key else {}
 
-    async def open_chat(self, messages: list[dict[str, str]], conversation: str | None = None, **params: Any) -> ChatStream:
-        """Submit a streaming chat (its turn stored in `conversation`, if given; `params` such as
-        `temperature`); returns once the api has answered with its headers."""
+    async def open_chat(self, messages: list[dict[str, str]], conversation: str | None = None, replace_from: str | None = None,
+                        **params: Any) -> ChatStream:
+        """Submit a streaming chat (its turn stored in `conversation`, if given, in place of its
+        stored message `replace_from` and all after it, if given; `params` such as `temperature`);
+        returns once the api has answered with its headers."""
         body = {"messages": messages, "stream": True, **params}
         if conversation is not None:
             body["conversation"] = conversation
+        if replace_from is not None:
+            body["replace_from"] = replace_from
         return ChatStream(await self._open_stream(self._http.build_request("POST", f"{self._base}/chat/completions", json=body,
                                                                            headers={**self._headers(), "Accept": "text/event-stream"})))
 
@@ -445,9 +454,6 @@ class HearthClient:
             if not page["has_more"]:
                 return found
             after = page["last_id"]
-
-    async def delete_item(self, conv_id: str, item_id: str) -> None:
-        await self._json("DELETE", f"/conversations/{conv_id}/items/{item_id}")
 
     # People and accounts (`/v1/admin/…`, admins only; `/v1/account/…` and `/v1/usage`, everyone's own).
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hearth.contract import ContextTrimmedEvent, LoadingEvent, QueuedEvent, StartedEvent
-from ui.client import ApiError, ChatEvent, Delta, Finished, HearthClient, SessionEnded
+from ui.client import ApiError, ChatEvent, ChatStream, Delta, Finished, HearthClient, SessionEnded
 
 log = logging.getLogger(__name__)
 
@@ -143,9 +143,17 @@ async def stream_reply(open_: Callable[[], Awaitable[Any]], opened: str = "reply
 
 
 def new_reply(client: HearthClient, messages: list[dict[str, str]], conversation: str | None = None,
-              **params: Any) -> AsyncGenerator[list[Message]]:
-    """A new chat turn's reply (stored in `conversation` by the api, if given)."""
-    return stream_reply(lambda: client.open_chat(messages, conversation, **params))
+              replace_from: str | None = None, question: Message | None = None, **params: Any) -> AsyncGenerator[list[Message]]:
+    """A new chat turn's reply (stored in `conversation` by the api, if given, in place of its
+    message `replace_from` and all after it, if given). `question`, the page's message of what
+    was asked, gets the id the api stored it under (what a later `replace_from` names)."""
+    async def open_() -> ChatStream:
+        stream = await client.open_chat(messages, conversation, replace_from, **params)
+        if question is not None and stream.item_id:
+            question["id"] = stream.item_id
+        return stream
+
+    return stream_reply(open_)
 
 
 def followed_reply(client: HearthClient, job_id: str) -> AsyncGenerator[list[Message]]:

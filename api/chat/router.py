@@ -10,16 +10,16 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 from api.chat import rendering as fmt
 from api.chat.schemas import ChatCompletionRequest
 from api.chat.service import prepare_chat, queue_chat, wait_for_answer
-from api.conversations.schemas import MessageItem, message
-from api.conversations.turns import TurnService
+from api.conversations.schemas import message
 from api.dependencies import CurrentUser, Jobs, QuotaCheck, RedisDep, Settings, Turns
-from api.errors import HearthError, error_responses
+from api.errors import error_responses
 from api.jobs.service import JobService
 from hearth.contract import DoneEvent, ErrorEvent, TokenEvent, ToolCallEvent
 from hearth.job_record import JobRecord
 from hearth.sse import hearth_comment
 
 router = APIRouter(prefix="/v1", tags=["chat"], responses=error_responses(400, 401, 404, 409, 413, 429, 500, 503))
+QUESTION_HEADER = "X-Conversation-Item-Id"  # a conversation turn's stored question: what `replace_from` names later
 
 
 async def _stream(
@@ -53,18 +53,6 @@ async def _stream(
             await jobs.left(job)
 
 
-async def _question(body: ChatCompletionRequest, turns: TurnService, owner: str) -> list[MessageItem]:
-    """A turn stored in a conversation (Hearth's `conversation`): its question, the request's
-    last message, after the conversation's previous answer is settled; none for a plain call."""
-    if body.conversation is None:
-        return []
-    last = body.messages[-1]
-    if last.role != "user":
-        raise HearthError(400, "A turn stored in a conversation ends with the user's message.", param="messages")
-    await turns.settle(owner, body.conversation)
-    return [message("user", last.text())]
-
-
 @router.post("/chat/completions", response_model=None,
              responses={200: {"description": "A `chat.completion`, or with `stream` its chunks as server-sent events.",
                               "content": {"text/event-stream": {}}}})
@@ -72,11 +60,12 @@ async def create_chat_completion(
     body: ChatCompletionRequest, request: Request, jobs: Jobs, user: CurrentUser, redis: RedisDep, settings: Settings,
     turns: Turns, quota: QuotaCheck,
 ) -> JSONResponse | EventSourceResponse:
-    chat = await prepare_chat(body, user.name, jobs, redis, settings)
-    question = await _question(body, turns, user.name)
-    async with turns.taking(user.name, body.conversation, question, chat.payload.job_id):
+    chat = await prepare_chat(body, user.name, jobs, redis, settings, turns)
+    # A turn stored in a conversation (Hearth's `conversation`) stores its question, the request's last message.
+    question = [message("user", body.messages[-1].text())] if body.conversation is not None else []
+    async with turns.taking(user.name, body.conversation, question, chat.payload.job_id, chat.basis):
         job = await queue_chat(jobs, quota, chat, user.name, body.conversation)
-    headers = {"X-Job-Id": job.id}
+    headers = {"X-Job-Id": job.id, **({QUESTION_HEADER: question[0].id} if question else {})}
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         return EventSourceResponse(_stream(jobs, job, include_usage, lambda: bool(request.app.state.draining), body.legacy_functions),

@@ -133,8 +133,12 @@ class ChatCompletionRequest(BaseModel):
     user: Annotated[Text, Field(max_length=NAME_CHARS)] | None = None  # checked, then ignored
     response_format: ResponseFormat | None = None
     # Hearth's own: store this turn (the last user message, then the finished answer) in the
-    # caller's conversation, whoever is watching; other servers ignore it.
+    # caller's conversation, whoever is watching, whose stored messages are its history (the
+    # request carries instructions and the new user message only); other servers ignore it.
     conversation: Annotated[Text, Field(max_length=NAME_CHARS)] | None = None
+    # Hearth's own, with `conversation`: the stored user message this turn's question replaces,
+    # with everything after it (regenerate: the same question again; edit: another one).
+    replace_from: Annotated[Text, Field(max_length=NAME_CHARS)] | None = None
     tools: list[FunctionTool] | None = None
     tool_choice: ToolChoice | None = None
     parallel_tool_calls: bool | None = None

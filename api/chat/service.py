@@ -11,6 +11,7 @@ from redis.asyncio import Redis as AsyncRedis
 from api.chat.limits import check_for_worker, check_request
 from api.chat.rendering import Answer
 from api.chat.schemas import ChatCompletionRequest
+from api.conversations.turns import Basis, TurnService
 from api.errors import HearthError
 from api.jobs.service import JobService, QueueFull
 from api.models.routing import model_map
@@ -24,16 +25,26 @@ from hearth.job_record import JobRecord
 class PreparedChat:
     payload: JobPayload
     queue_model: str  # whose queues it waits in (api.models.routing)
+    basis: Basis | None = None  # what a turn stored in a conversation continues
 
 
-async def prepare_chat(body: ChatCompletionRequest, owner: str, jobs: JobService, redis: AsyncRedis, settings: ApiSettings) -> PreparedChat:
+async def prepare_chat(body: ChatCompletionRequest, owner: str, jobs: JobService, redis: AsyncRedis, settings: ApiSettings,
+                       turns: TurnService | None = None) -> PreparedChat:
     """The job for `body`, checked (400), routed (404) and counted against its model's window
-    (400 `context_length_exceeded`), before anything is stored or queued."""
+    (400 `context_length_exceeded`), before anything is stored or queued. A turn stored in a
+    conversation (`conversation`, with `turns`) is its instructions, the conversation's stored
+    messages (api.conversations.turns), then its question."""
     check_request(body, settings)
+    messages = body.contract_messages()
+    basis = None
+    if body.conversation is not None:
+        assert turns is not None, "a conversation's turn is prepared with its turn service"
+        basis = await turns.basis(owner, body.conversation, body.replace_from)
+        messages = [*messages[:-1], *basis.messages(), messages[-1]]
     route = (await model_map(redis, settings)).route(body.model)
     if route.worker:
         check_for_worker(body, route.worker)
-    payload = JobPayload(job_id=uuid.uuid4().hex, messages=body.contract_messages(), params=body.sampling(), model=route.model, user=owner,
+    payload = JobPayload(job_id=uuid.uuid4().hex, messages=messages, params=body.sampling(), model=route.model, user=owner,
                          tools=body.tool_use())
     # Only a chat that might not fit is counted exactly now (one with tools always: their
     # description is not in its messages); with no worker of its model up nobody could count
@@ -43,7 +54,7 @@ async def prepare_chat(body: ChatCompletionRequest, owner: str, jobs: JobService
         fit = await jobs.check_fit(route.model, payload.messages, payload.params.max_tokens, payload.tools)
         if fit is not None and not fit.fits:
             raise HearthError(400, fit.message, code="context_length_exceeded", param="messages")
-    return PreparedChat(payload, route.queue_model)
+    return PreparedChat(payload, route.queue_model, basis)
 
 
 async def queue_chat(jobs: JobService, quota: QuotaGate, chat: PreparedChat, owner: str, conversation: str | None = None,

@@ -30,11 +30,13 @@ from hearth.metadata import METADATA_PAIRS
 from hearth.redis_client import members, text
 
 # hash: created_at (s), metadata (JSON), seq (last item position), answering (the job writing its answer),
-# answering_ms (when it was marked)
+# answering_ms (when it was marked), asked (that turn's question ids, space-separated)
 CONVERSATION_KEY = "hearth:conv:{owner}:{id}"
 ITEMS_KEY = CONVERSATION_KEY + ":items"  # hash: item id -> MessageItem JSON
 ORDER_KEY = CONVERSATION_KEY + ":order"  # sorted set: item id by position
 ANSWERS_KEY = CONVERSATION_KEY + ":answers"  # hash: job id -> id of the answer recorded for it
+# sorted set: the items the answer in progress replaced (their JSON, by position), put back if its turn is withdrawn
+REPLACED_KEY = CONVERSATION_KEY + ":replaced"
 INDEX_KEY = "hearth:convs:{owner}"  # sorted set: the owner's conversation ids by last activity (ms)
 DEFAULTS_KEY = INDEX_KEY + ":defaults"  # string: the metadata JSON the owner's new chats start with
 
@@ -44,33 +46,56 @@ SCAN_CHUNK = 50  # conversations read per round trip while searching or exportin
 # Adds items to a conversation (creating it first when asked), checking every cap before
 # writing anything. Items already present (by id) and a job already answered add nothing.
 # A question that starts a job's answer marks that job in the same step, and only while no
-# other answer is marked: two turns sent at once cannot both be taken.
-# KEYS: conversation, items, order, answers, index. ARGV: conversation id, create (1/0),
+# other answer is marked: two turns sent at once cannot both be taken. Such a turn may replace
+# a stored item and every one after it (a regenerated or edited question): they move aside to
+# the replaced set in the same step, and the turn may require the last item its question
+# follows to be the one its history was read up to ('changed' when another writer came
+# between: the prompt would not be what is stored).
+# KEYS: conversation, items, order, answers, replaced, index. ARGV: conversation id, create (1/0),
 # created_at, metadata JSON, max conversations, max items (0: no cap), job id, title,
 # activity ms, activity mode (top: now, above every other; keep: as given, or later), job id
 # to mark as answering (or ''; marked with Redis's time: api processes on several machines
-# need not agree on theirs), then item id and item JSON pairs.
+# need not agree on theirs), id of the first item to replace (or ''), whether to check what
+# the question follows (1/0), the id it must follow ('': nothing), then item id and item JSON pairs.
 _WRITE_LUA = f"""
 local exists = redis.call('EXISTS', KEYS[1]) == 1
 if not exists and ARGV[2] ~= '1' then return {{'missing'}} end
 if ARGV[11] ~= '' and redis.call('HEXISTS', KEYS[1], 'answering') == 1 then return {{'busy'}} end
 if ARGV[7] ~= '' and redis.call('HEXISTS', KEYS[4], ARGV[7]) == 1 then return {{'ok', 0}} end
-if not exists and redis.call('ZCARD', KEYS[5]) >= tonumber(ARGV[5]) then return {{'too_many_conversations'}} end
+if not exists and redis.call('ZCARD', KEYS[6]) >= tonumber(ARGV[5]) then return {{'too_many_conversations'}} end
+local replaced, below = {{}}, '+inf'
+if ARGV[12] ~= '' then
+  local at = redis.call('ZSCORE', KEYS[3], ARGV[12])
+  if not at then return {{'changed'}} end
+  replaced, below = redis.call('ZRANGEBYSCORE', KEYS[3], at, '+inf', 'WITHSCORES'), '(' .. at
+end
+if ARGV[13] == '1' and (redis.call('ZREVRANGEBYSCORE', KEYS[3], below, '-inf', 'LIMIT', 0, 1)[1] or '') ~= ARGV[14] then
+  return {{'changed'}}
+end
 local new = {{}}
-for i = 12, #ARGV, 2 do
+for i = 15, #ARGV, 2 do
   if redis.call('HEXISTS', KEYS[2], ARGV[i]) == 0 then new[#new + 1] = i end
 end
 local max = tonumber(ARGV[6])
-if max > 0 and #new > 0 and redis.call('ZCARD', KEYS[3]) + #new > max then return {{'too_many_items'}} end
+if max > 0 and #new > 0 and redis.call('ZCARD', KEYS[3]) - #replaced / 2 + #new > max then return {{'too_many_items'}} end
 if not exists then redis.call('HSET', KEYS[1], 'created_at', ARGV[3], 'metadata', ARGV[4], 'seq', 0) end
+if ARGV[11] ~= '' then redis.call('DEL', KEYS[5]) end
+for i = 1, #replaced, 2 do
+  redis.call('ZADD', KEYS[5], replaced[i + 1], redis.call('HGET', KEYS[2], replaced[i]))
+  redis.call('HDEL', KEYS[2], replaced[i])
+  redis.call('ZREM', KEYS[3], replaced[i])
+end
+local asked = {{}}
 for _, i in ipairs(new) do
   redis.call('ZADD', KEYS[3], redis.call('HINCRBY', KEYS[1], 'seq', 1), ARGV[i])
   redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1])
+  asked[#asked + 1] = ARGV[i]
 end
 if ARGV[7] ~= '' and #new > 0 then redis.call('HSET', KEYS[4], ARGV[7], ARGV[new[1]]) end
 if ARGV[11] ~= '' then
   local now = redis.call('TIME')
-  redis.call('HSET', KEYS[1], 'answering', ARGV[11], 'answering_ms', now[1] * 1000 + math.floor(now[2] / 1000))
+  redis.call('HSET', KEYS[1], 'answering', ARGV[11], 'answering_ms', now[1] * 1000 + math.floor(now[2] / 1000),
+             'asked', table.concat(asked, ' '))
 end
 if ARGV[8] ~= '' then
   local meta = cjson.decode(redis.call('HGET', KEYS[1], 'metadata'))
@@ -83,11 +108,11 @@ if ARGV[8] ~= '' then
 end
 local score = tonumber(ARGV[9])
 if ARGV[10] == 'top' then
-  local top = redis.call('ZREVRANGE', KEYS[5], 0, 0, 'WITHSCORES')
+  local top = redis.call('ZREVRANGE', KEYS[6], 0, 0, 'WITHSCORES')
   if top[2] and tonumber(top[2]) >= score then score = tonumber(top[2]) + 1 end
-  redis.call('ZADD', KEYS[5], score, ARGV[1])
+  redis.call('ZADD', KEYS[6], score, ARGV[1])
 else
-  redis.call('ZADD', KEYS[5], 'GT', score, ARGV[1])
+  redis.call('ZADD', KEYS[6], 'GT', score, ARGV[1])
 end
 return {{'ok', #new}}
 """
@@ -118,15 +143,43 @@ redis.call('HSET', KEYS[1], 'metadata', ARGV[1])
 return 1
 """
 
-# KEYS: conversation. ARGV: job id. Clears the mark, if it is still this job's.
+# KEYS: conversation, replaced. ARGV: job id. Clears the mark, if it is still this job's: its
+# turn stands, and what it replaced is gone for good.
 _UNMARK_LUA = """
-if redis.call('HGET', KEYS[1], 'answering') == ARGV[1] then redis.call('HDEL', KEYS[1], 'answering', 'answering_ms') end
+if redis.call('HGET', KEYS[1], 'answering') == ARGV[1] then
+  redis.call('HDEL', KEYS[1], 'answering', 'answering_ms', 'asked')
+  redis.call('DEL', KEYS[2])
+end
 return 0
+"""
+
+# KEYS: conversation, items, order, replaced. ARGV: job id. A turn that never happened, if the
+# mark is still its job's: its question goes, what it replaced comes back in its place, and
+# the mark is cleared.
+_WITHDRAW_LUA = """
+if redis.call('HGET', KEYS[1], 'answering') ~= ARGV[1] then return 0 end
+for id in string.gmatch(redis.call('HGET', KEYS[1], 'asked') or '', '%S+') do
+  redis.call('HDEL', KEYS[2], id)
+  redis.call('ZREM', KEYS[3], id)
+end
+local replaced = redis.call('ZRANGE', KEYS[4], 0, -1, 'WITHSCORES')
+for i = 1, #replaced, 2 do
+  local id = cjson.decode(replaced[i])['id']
+  redis.call('HSET', KEYS[2], id, replaced[i])
+  redis.call('ZADD', KEYS[3], replaced[i + 1], id)
+end
+redis.call('DEL', KEYS[4])
+redis.call('HDEL', KEYS[1], 'answering', 'answering_ms', 'asked')
+return 1
 """
 
 
 def _not_found(conv_id: str) -> HearthError:
     return HearthError(404, f"No conversation {conv_id!r}.", "not_found_error", "conversation_not_found", "conversation_id")
+
+
+def item_not_found(conv_id: str, item_id: str, param: str = "item_id") -> HearthError:
+    return HearthError(404, f"No item {item_id!r} in conversation {conv_id!r}.", "not_found_error", "item_not_found", param)
 
 
 def _too_many(what: str, cap: int, param: str | None) -> HearthError:
@@ -156,13 +209,14 @@ class ConversationStore:
         self._items_script = redis.register_script(_ITEMS_LUA)
         self._update_script = redis.register_script(_UPDATE_LUA)
         self._unmark_script = redis.register_script(_UNMARK_LUA)
+        self._withdraw_script = redis.register_script(_WITHDRAW_LUA)
 
     @staticmethod
     def _keys(owner: str, conv_id: str) -> list[str]:
-        """conversation, items, order, answers; an id that could address another key is absent."""
+        """conversation, items, order, answers, replaced; an id that could address another key is absent."""
         if not re.fullmatch(ID_PATTERN, conv_id):
             raise _not_found(conv_id)
-        return [k.format(owner=owner, id=conv_id) for k in (CONVERSATION_KEY, ITEMS_KEY, ORDER_KEY, ANSWERS_KEY)]
+        return [k.format(owner=owner, id=conv_id) for k in (CONVERSATION_KEY, ITEMS_KEY, ORDER_KEY, ANSWERS_KEY, REPLACED_KEY)]
 
     def check_items(self, items: Sequence[MessageItem], param: str = "items") -> None:
         """Bounds on what a request may store (a 400 before anything is written)."""
@@ -173,14 +227,15 @@ class ConversationStore:
     async def _write(
         self, owner: str, conv_id: str, items: Sequence[MessageItem], *, create: bool = False, created_at: int = 0,
         metadata: dict[str, str] | None = None, job_id: str = "", item_cap: bool = True, activity_ms: int = 0,
-        answering: str = "",
+        answering: str = "", replace_from: str = "", follows: str | None = None,
     ) -> int | None:
         """Runs the write script; the number of items added, or None when the conversation is absent."""
         keys = [*self._keys(owner, conv_id), INDEX_KEY.format(owner=owner)]
         args: list[str | int] = [
             conv_id, int(create), created_at, json.dumps(metadata or {}), self._max_conversations,
             self._max_items if item_cap else 0, job_id, "" if activity_ms else _title(items),
-            activity_ms or _now_ms(), "keep" if activity_ms else "top", answering,
+            activity_ms or _now_ms(), "keep" if activity_ms else "top", answering, replace_from,
+            int(follows is not None), follows or "",
         ]
         for item in items:
             args += [item.id, item.model_dump_json()]
@@ -195,6 +250,9 @@ class ConversationStore:
         if outcome == "busy":
             raise HearthError(409, "An answer is still being written in this conversation; wait for it or stop it.",
                               code="conversation_busy", param="conversation")
+        if outcome == "changed":
+            raise HearthError(409, "The conversation changed while this turn was being prepared (another tab or client wrote "
+                                   "to it); read it again and resend.", code="conversation_changed", param="conversation")
         return int(result[1])
 
     async def create(self, owner: str, metadata: dict[str, str] | None, items: Sequence[MessageItem]) -> Conversation:
@@ -225,14 +283,18 @@ class ConversationStore:
         if not deleted:
             raise _not_found(conv_id)
 
-    async def add_items(self, owner: str, conv_id: str, items: Sequence[MessageItem], answering: str = "") -> list[MessageItem]:
+    async def add_items(self, owner: str, conv_id: str, items: Sequence[MessageItem], answering: str = "",
+                        replace_from: str = "", follows: str | None = None) -> list[MessageItem]:
         """Appends messages (a chat's new user turn, or the client's own items): 400 past the
         caps, 404 if the conversation is absent. The first user message names the conversation
         unless it has a title. A turn's question also marks `answering`, the job that writes its
         answer (see `Conversation.hearth_job_id`), in the same step: 409 `conversation_busy`, and
-        nothing stored, while another answer is in progress."""
+        nothing stored, while another answer is in progress. It may replace the item
+        `replace_from` and all after it (kept aside until the turn stands: `withdraw` puts them
+        back), and insist that the item it follows is `follows` ('' for none): 409
+        `conversation_changed`, and nothing stored, when another writer came between."""
         self.check_items(items)
-        if await self._write(owner, conv_id, items, answering=answering) is None:
+        if await self._write(owner, conv_id, items, answering=answering, replace_from=replace_from, follows=follows) is None:
             raise _not_found(conv_id)
         return list(items)
 
@@ -253,16 +315,17 @@ class ConversationStore:
             (job_id, marked_ms), (seconds, micros) = await pipe.execute()
         return (text(job_id), seconds + micros / 1e6 - int(marked_ms or 0) / 1000) if job_id else None
 
-    async def withdraw(self, owner: str, conv_id: str, asked: Sequence[MessageItem], job_id: str) -> None:
-        """A turn that never happened (its job was refused a place in the queue): its messages
-        and its mark go."""
-        for item in asked:
-            await self.delete_item(owner, conv_id, item.id)
-        await self.answered(owner, conv_id, job_id)
+    async def withdraw(self, owner: str, conv_id: str, job_id: str) -> None:
+        """A turn that never happened (its job was never queued): in one step, if job `job_id`
+        still holds the mark, its question goes, what it replaced comes back, and the mark goes."""
+        conv, items, order, _, replaced = self._keys(owner, conv_id)
+        await self._withdraw_script(keys=[conv, items, order, replaced], args=[job_id])
 
     async def answered(self, owner: str, conv_id: str, job_id: str) -> None:
-        """Job `job_id`'s answer is filed (or there was none): no answer is in progress now."""
-        await self._unmark_script(keys=self._keys(owner, conv_id)[:1], args=[job_id])
+        """Job `job_id`'s answer is filed (or there was none): no answer is in progress now, and
+        what its turn replaced is dropped."""
+        keys = self._keys(owner, conv_id)
+        await self._unmark_script(keys=[keys[0], keys[4]], args=[job_id])
 
     async def items(self, owner: str, conv_id: str, after: str | None, limit: int, order: Literal["asc", "desc"]) -> tuple[list[MessageItem], bool]:
         """A page of items and whether more follow; 400 when `after` is no item of it."""
@@ -280,12 +343,12 @@ class ConversationStore:
         raw = await self._redis.hget(self._keys(owner, conv_id)[1], item_id)
         if raw is None:
             await self.get(owner, conv_id)  # the conversation's 404 before the item's
-            raise HearthError(404, f"No item {item_id!r} in conversation {conv_id!r}.", "not_found_error", "item_not_found", "item_id")
+            raise item_not_found(conv_id, item_id)
         return MessageItem.model_validate_json(raw)
 
     async def delete_item(self, owner: str, conv_id: str, item_id: str) -> Conversation:
         await self.item(owner, conv_id, item_id)
-        _, items, order, _ = self._keys(owner, conv_id)
+        _, items, order, *_ = self._keys(owner, conv_id)
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.hdel(items, item_id)
             pipe.zrem(order, item_id)
@@ -315,7 +378,7 @@ class ConversationStore:
         deleted meanwhile are left out."""
         async with self._redis.pipeline(transaction=False) as pipe:
             for conv_id in ids:
-                conv, items, order, _ = self._keys(owner, conv_id)
+                conv, items, order, *_ = self._keys(owner, conv_id)
                 pipe.hmget(conv, ["created_at", "metadata"])
                 pipe.zscore(INDEX_KEY.format(owner=owner), conv_id)
                 if with_items:

@@ -1,23 +1,47 @@
 """A conversation's turn, from question to filed answer: the one owner of what chat
 completions, responses and the filing of ended jobs do to a conversation around a job.
 
-1. `settle`: an answer that ended (or whose job was never queued) but is not filed yet is filed
-   now, so it comes before the new question and in the history the new turn continues.
-2. `taking`: the question and the mark of the job that will answer it are one write, refused
-   with 409 `conversation_busy` while another answer is marked; if the job is then never queued
-   (refused a place, Redis failed), the question and the mark are withdrawn.
+1. `basis`: an answer that ended but is not filed yet is filed now (a turn whose job was never
+   queued is withdrawn), so it comes before the new question; then the stored messages the new
+   turn continues are read: its history. The conversation's items are a turn's one source of
+   history, for chat completions and responses alike; a turn may replace a stored question and
+   everything after it (regenerate, edit), and its history then stops before that question.
+2. `taking`: the question, the replacement and the mark of the job that will answer it are one
+   write, refused with 409 `conversation_busy` while another answer is marked, and with 409
+   `conversation_changed` when the conversation no longer ends where its history was read; if
+   the job is then never queued (refused a place, Redis failed), the turn is withdrawn: its
+   question goes, what it replaced comes back, and the mark goes.
 3. `file_answer` (housekeeping, when the job ends): the answer, whole or as far as it got,
    becomes the assistant's message, and the conversation is free again.
 """
 
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 
 from api.conversations.schemas import MessageItem, Status
-from api.conversations.store import ConversationStore
+from api.conversations.store import ConversationStore, item_not_found
+from api.errors import HearthError
 from api.jobs.service import JobService
-from hearth.contract import DoneEvent
+from hearth.contract import DoneEvent, Message
 from hearth.lifecycle import TERMINAL
+
+
+@dataclass(frozen=True)
+class Basis:
+    """What a new turn continues: the stored messages before its question and, for a turn that
+    replaces a stored question (and everything after it), that question's id."""
+
+    history: list[MessageItem]
+    replace_from: str | None = None
+
+    def messages(self) -> list[Message]:
+        return [Message(role=item.role, content=item.text()) for item in self.history]
+
+    @property
+    def follows(self) -> str:
+        """The item the new question comes right after ('' for none)."""
+        return self.history[-1].id if self.history else ""
 
 
 class TurnService:
@@ -30,28 +54,51 @@ class TurnService:
 
     async def settle(self, owner: str, conv_id: str) -> None:
         """Before a new turn: file the previous answer if it ended. One still on its way stays
-        marked, and the turn's write refuses it (409)."""
+        marked, and the turn's write refuses it (409). A mark whose job is missing past the
+        queueing time is a turn that never happened (its api stopped before queueing it; or its
+        job expired, and with it any answer): withdrawn."""
         mark = await self._conversations.answering(owner, conv_id)
         if mark is None:
             return
         pending, marked_s = mark
         job = await self._jobs.get(pending)
-        ended = job.status in TERMINAL if job is not None else marked_s > self._queueing_s  # no job: never queued, or expired
-        if ended:
+        if job is not None and job.status in TERMINAL:
             await self.file_answer(owner, conv_id, pending)
+        elif job is None and marked_s > self._queueing_s:
+            await self._conversations.withdraw(owner, conv_id, pending)
+
+    async def basis(self, owner: str, conv_id: str, replace_from: str | None = None) -> Basis:
+        """The previous answer settled, what a new turn continues: every stored message, or those
+        before the user message `replace_from` (404 when it is not in the conversation)."""
+        await self.settle(owner, conv_id)
+        stored, _ = await self._conversations.items(owner, conv_id, None, -1, "asc")
+        if replace_from is None:
+            return Basis(stored)
+        at = next((n for n, item in enumerate(stored) if item.id == replace_from), None)
+        if at is None:
+            raise item_not_found(conv_id, replace_from, "replace_from")
+        if stored[at].role != "user":
+            raise HearthError(400, f"replace_from: {replace_from!r} is not a user message but the {stored[at].role}'s; name the "
+                                   "question to replace (to answer one again, replace it with itself).", param="replace_from")
+        return Basis(stored[:at], replace_from)
 
     @asynccontextmanager
-    async def taking(self, owner: str, conv_id: str | None, items: Sequence[MessageItem], job_id: str) -> AsyncIterator[list[MessageItem]]:
+    async def taking(self, owner: str, conv_id: str | None, items: Sequence[MessageItem], job_id: str,
+                     basis: Basis | None = None) -> AsyncIterator[list[MessageItem]]:
         """Store the turn's `items` in the conversation (none without one), marked as answered
-        by `job_id`, for the block that queues that job; withdrawn if the block fails."""
+        by `job_id`, for the block that queues that job; withdrawn if the block fails. With the
+        `basis` the turn's prompt was made from, the write replaces what it says, and is refused
+        (409) unless the conversation still ends where that history was read."""
         if conv_id is None:
             yield []
             return
-        asked = await self._conversations.add_items(owner, conv_id, items, answering=job_id)
+        asked = await self._conversations.add_items(
+            owner, conv_id, items, answering=job_id, replace_from=basis.replace_from or "" if basis else "",
+            follows=basis.follows if basis else None)
         try:
             yield asked
         except BaseException:
-            await self._conversations.withdraw(owner, conv_id, asked, job_id)
+            await self._conversations.withdraw(owner, conv_id, job_id)
             raise
 
     async def file_answer(self, owner: str, conv_id: str, job_id: str) -> None:
