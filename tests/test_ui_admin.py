@@ -11,7 +11,7 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from devstack import RedisServer, Stack, add_user, serve
-from tests.test_ui import SIGNIN, SIGNIN_MESSAGE, Ui, browser, new_page, no_error_details, sign_in, signed_in, users  # noqa: F401  # fixtures
+from tests.test_ui import SIGN_OUT, SIGNIN, SIGNIN_MESSAGE, Ui, browser, new_page, no_error_details, sign_in, signed_in, users  # noqa: F401  # fixtures
 
 pytestmark = pytest.mark.browser
 
@@ -37,6 +37,49 @@ def open_tab(page: Page, name: str) -> None:
     page.get_by_role("tab", name=name).click()
 
 
+def no_admin_tab(page: Page) -> None:
+    expect(page.get_by_role("tab", name="Account")).to_be_visible()  # the tabs are drawn
+    expect(page.get_by_role("tab", name="Admin")).to_have_count(0)
+    expect(page.locator("#hearth-admin-add")).to_have_count(0)
+
+
+def admin_tab_works(page: Page, admin: str) -> None:
+    """The Admin tab, drawn once, opens on its first click and does what it shows."""
+    expect(page.get_by_role("tab", name="Admin")).to_have_count(1)
+    open_tab(page, "Admin")
+    expect(page.locator("#hearth-admin-people")).to_contain_text(admin)
+    expect(page.locator("#hearth-admin-add")).to_be_visible()
+    page.click("#hearth-admin-reset-password")
+    expect(page.locator("#hearth-admin-message")).to_have_text("Choose a person first.")
+
+
+def test_admin_tab_is_shown_to_admins_only_and_opens_on_the_first_click(secured: Stack, secured_ui: Ui,
+                                                                         new_page: Callable[[str], Page]) -> None:  # noqa: F811
+    """One browser, people taking turns: the tab appears and goes with who signs in (as the
+    form, as a reload), and each time it appears its first click opens it."""
+    ada, rue = add_user(secured, "ada", admin=True), add_user(secured, "rue")
+    page = new_page(secured_ui.url)
+    sign_in(page, "rue", rue)
+    signed_in(page, "rue")
+    no_admin_tab(page)
+    page.click(SIGN_OUT)
+    sign_in(page, "ada", ada)
+    signed_in(page, "ada")
+    admin_tab_works(page, "ada")
+    page.reload()  # signed in again from what the browser kept, by the page's load
+    signed_in(page, "ada")
+    admin_tab_works(page, "ada")
+    page.click(SIGN_OUT)
+    sign_in(page, "rue", rue)
+    signed_in(page, "rue")
+    no_admin_tab(page)
+    page.click(SIGN_OUT)
+    sign_in(page, "ada", ada)
+    signed_in(page, "ada")
+    admin_tab_works(page, "ada")
+    no_error_details(page)
+
+
 def test_admin_adds_a_person_who_signs_in_elsewhere_and_is_revoked(secured: Stack, secured_ui: Ui,
                                                                    new_page: Callable[[str], Page], log_dir: Path) -> None:  # noqa: F811
     root = add_user(secured, "root", admin=True)
@@ -59,9 +102,7 @@ def test_admin_adds_a_person_who_signs_in_elsewhere_and_is_revoked(secured: Stac
     pia = new_page(secured_ui.url)
     sign_in(pia, "pia", key)
     signed_in(pia, "pia")
-    open_tab(pia, "Admin")
-    expect(pia.locator("#hearth-admin-others")).to_contain_text("Only an admin manages people here")
-    expect(pia.locator("#hearth-admin-add")).to_be_hidden()
+    no_admin_tab(pia)
     assert httpx.get(f"{secured.base_url}/admin/users", headers={"Authorization": f"Bearer {key}"}).status_code == 403
 
     # Limits: hers, then everyone's default; choosing someone shows their own.
