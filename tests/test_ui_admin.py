@@ -11,7 +11,21 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from devstack import RedisServer, Stack, add_user, serve
-from tests.test_ui import SIGN_OUT, SIGNIN, SIGNIN_MESSAGE, Ui, browser, new_page, no_error_details, sign_in, signed_in, users  # noqa: F401  # fixtures
+from tests.test_ui import (  # noqa: F401  # fixtures
+    BOT,
+    SIGN_OUT,
+    SIGNIN,
+    SIGNIN_MESSAGE,
+    Ui,
+    ask,
+    browser,
+    new_page,
+    no_error_details,
+    send,
+    sign_in,
+    signed_in,
+    users,
+)
 
 pytestmark = pytest.mark.browser
 
@@ -214,3 +228,28 @@ def test_shared_tab_shares_a_conversation_that_the_other_reads_and_copies(secure
     expect(owner.locator("#hearth-shared-grantees")).to_have_text("Not shared.")
     assert httpx.get(f"{secured.base_url}/shared", headers={"Authorization": f"Bearer {ivo}"}).json()["data"] == []
     no_error_details(reader)
+
+
+def test_chat_page_says_what_is_left_near_a_limit_and_when_it_is_reached(secured: Stack, secured_ui: Ui, boss: str,
+                                                                          new_page: Callable[[str], Page], log_dir: Path) -> None:  # noqa: F811
+    noor = add_user(secured, "noor")
+    page = new_page(secured_ui.url)
+    sign_in(page, "noor", noor)
+    signed_in(page, "noor")
+    ask(page, secured_ui, "Hi")
+    line = page.locator("#hearth-quota-line")
+    expect(line).to_have_text("")  # no limit: nothing to say
+    admin = {"Authorization": f"Bearer {boss}"}
+    used = httpx.get(f"{secured.base_url}/usage?user=noor", headers=admin).json()["today"]["total"]["tokens"]
+    limit = used + 5  # 5 left: under a fifth of the limit
+    assert httpx.put(f"{secured.base_url}/admin/users/noor/quota", json={"tokens_per_day": limit}, headers=admin).status_code == 200
+
+    page.reload()  # the line is read at sign-in and after each answer
+    signed_in(page, "noor")
+    expect(line).to_contain_text(f"⚠️ 5 of {limit} tokens today left (resets ")
+    page.screenshot(path=str(log_dir / "ui-near-limit.png"))
+    ask(page, secured_ui, "Once more")  # admitted under the limit, and finished past it
+    expect(line).to_contain_text(f"⛔ 0 of {limit} tokens today left")
+    send(page, "And again")
+    expect(page.locator(BOT).last).to_contain_text(f"You have used your tokens for today (tokens_per_day = {limit}); it resets at ")
+    no_error_details(page)
