@@ -583,7 +583,7 @@ def test_the_status_tab_shows_once_in_the_tab_bar(ui: Ui, new_page: Callable[...
     page.wait_for_selector(TEXTBOX)
     page.get_by_role("tab", name="Status").click()
     expect(page.locator("#hearth-main")).to_contain_text("Workers:")  # the tab is open and refreshed
-    assert page.get_by_role("tab").all_inner_texts() == ["Chat", "Batch", "Status", "Shared", "Account", "Admin"]
+    assert page.get_by_role("tab").all_inner_texts() == ["Chat", "Batch", "Status", "Shared", "Account"]  # no accounts, no Admin
 
 
 # Conversations: the sidebar, and nothing lost on a reload or a switch.
