@@ -20,10 +20,11 @@ COLOURS = 64
 def readme_shot(page: Page, name: str, log_dir: Path, sidebar: bool = True) -> None:
     """The whole of `page` as it is now (transitions run to their end) as `name`.png; without
     `sidebar`, the conversations' sidebar folded first (a tab other than the chat's needs the width)."""
-    bar = page.locator("#hearth-sidebar")
-    if not sidebar and "open" in (bar.get_attribute("class") or ""):
+    if not sidebar:
+        bar, opened = page.locator("#hearth-sidebar"), re.compile(r"\bopen\b")
+        expect(bar).to_have_class(opened)  # drawn open a moment after sign-in: fold it once it is
         bar.locator(".toggle-button").click()
-        expect(bar).not_to_have_class(re.compile(r"\bopen\b"))
+        expect(bar).not_to_have_class(opened)
     taken = log_dir / f"{name}.png"
     page.screenshot(path=str(taken), full_page=True, animations="disabled")
     if os.environ.get("README_SCREENSHOTS") == "1":
