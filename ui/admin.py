@@ -1,7 +1,8 @@
-"""The Admin tab, shown to admins only (hidden from everyone else, not merely emptied): everyone with their usage today; add a person (their
-first key shown once, to copy); set or reset a password; make or unmake an admin; a person's
-limits; revoke a person, with what that deletes shown before it happens. All through the api's
-admin routes, which refuse anyone else whatever the page shows."""
+"""The Admin tab, shown to admins only (hidden from everyone else, not merely emptied):
+everyone with their usage today; add a person (their first key shown once, to copy); set or
+reset a password; make or unmake an admin; a person's limits; revoke a person, with what that
+deletes shown before it happens. All through the api's admin routes, which refuse anyone else
+whatever the page shows."""
 
 from dataclasses import dataclass
 from typing import Any
