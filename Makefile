@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run lint test bench soak model chromium settings-table clean
+.PHONY: install run lint test bench soak model chromium settings-table screenshots clean
 
 # llama-cpp-python compiles from source (~10 min on 2 cores), once per pin and build flags: the
 # wheel is kept outside the repo and every later install reuses it. On x86-64 it is built for
@@ -56,6 +56,12 @@ soak: install
 # Mistral 7B Instruct v0.2, Q5_K_S (5 GB), for machines with internet; then MODEL_PATH=models/...
 model: install
 	$(BIN)/python -c "from huggingface_hub import hf_hub_download as d; print(d('TheBloke/Mistral-7B-Instruct-v0.2-GGUF', 'mistral-7b-instruct-v0.2.Q5_K_S.gguf', local_dir='models'))"
+
+# The README's screenshots, taken again by the browser tests that show those pages (with an
+# emoji font, so that the page's marks are drawn as a person's browser draws them).
+screenshots: install chromium
+	@fc-list | grep -qi emoji || (apt-get update -qq && apt-get install -y -qq fonts-noto-color-emoji >/dev/null)
+	README_SCREENSHOTS=1 $(BIN)/python -m pytest tests/test_ui_admin.py "tests/test_ui.py::test_a_conversation_on_a_second_model_keeps_its_choice"
 
 settings-table: install
 	$(BIN)/python -m hearth.settings README.md

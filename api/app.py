@@ -96,6 +96,8 @@ def create_app(settings: ApiSettings) -> FastAPI:
         app.state.batches = BatchStore(redis, settings.file_retention_s)
         app.state.signins = SignInThrottle(redis, settings.login_max_failures, settings.login_lockout_s)
         await announce(settings, app.state.users)
+        if indexed := await app.state.users.index_sessions():
+            log.info("sessions indexed", extra={"sessions": indexed})
         try:
             reaper = Reaper(redis, rq_redis, app.state.jobs, settings)
             runner = BatchRunner(redis, rq_redis, app.state.batches, app.state.files, app.state.jobs, app.state.quota_gate, settings)

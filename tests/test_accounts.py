@@ -2,9 +2,13 @@
 a person's own account (`/v1/account…`), nothing shows a secret after its creation, every
 change is logged without one, and the CLI shares the same rules."""
 
+import asyncio
+import hashlib
 import json
+import secrets
 import subprocess
 import sys
+from collections.abc import Callable
 
 import httpx
 
@@ -170,3 +174,58 @@ def test_hearth_help_lists_every_command(secured: Stack) -> None:
     assert "users" in out and "batch" in out
     quota = cli(secured, "quota", "--help").stdout
     assert "--tokens-per-day" in quota and "--clear" in quota and "--default" in quota
+
+
+def bare_stack(make_stack: Callable[..., Stack], *admins: str) -> tuple[Stack, list[str]]:
+    """An api alone (accounts need no worker) whose only admins are `admins`, added before its
+    first start (so there is no first-start `admin`)."""
+    s = make_stack(AUTH="on")
+    keys = [add_user(s, name, admin=True) for name in admins]
+    return s, keys
+
+
+async def at_once(stack: Stack, *calls: tuple[str, str, str, dict[str, object] | None]) -> list[httpx.Response]:
+    """(key, method, path, body) requests sent together."""
+    async with httpx.AsyncClient(base_url=stack.base_url, timeout=60) as http:
+        return list(await asyncio.gather(*(http.request(method, path, json=body, headers={"Authorization": f"Bearer {key}"})
+                                           for key, method, path, body in calls)))
+
+
+def test_the_last_admin_stays_one_when_two_changes_race(make_stack: Callable[..., Stack]) -> None:
+    s, (ann, bob) = bare_stack(make_stack, "ann", "bob")
+    s.start_api()
+    demote = {"role": "user"}
+    for _ in range(10):  # each round a race: checked one after the other, both would pass
+        answers = asyncio.run(at_once(s, (ann, "PUT", "/admin/users/ann/role", demote), (bob, "PUT", "/admin/users/bob/role", demote)))
+        assert sorted(a.status_code for a in answers) == [200, 409], [a.text for a in answers]
+        assert next(a for a in answers if a.status_code == 409).json()["error"]["code"] == "last_admin"
+        (admin, kept), demoted = ((ann, "ann"), "bob") if answers[0].status_code == 409 else ((bob, "bob"), "ann")
+        with api(s, admin) as http:
+            assert [p["name"] for p in http.get("/admin/users").json()["data"] if p["role"] == "admin"] == [kept]
+            assert http.put(f"/admin/users/{demoted}/role", json={"role": "admin"}).status_code == 200
+    # Revoking each other at once: one goes (the other's request fails its sign-in if it came
+    # later, or is refused as the last admin's), never both.
+    answers = asyncio.run(at_once(s, (ann, "DELETE", "/admin/users/bob", None), (bob, "DELETE", "/admin/users/ann", None)))
+    assert sorted(a.status_code for a in answers) in ([200, 401], [200, 409]), [a.text for a in answers]
+    assert [json.loads(raw)["role"] for raw in s.redis.hvals("hearth:users")] == ["admin"]
+
+
+def test_sessions_made_before_the_index_end_with_sign_out_everywhere_and_revoke(make_stack: Callable[..., Stack]) -> None:
+    s, (ann,) = bare_stack(make_stack, "ann")
+    cy = add_user(s, "cy")
+    add_user(s, "di")
+    # Sessions as the api wrote them before hearth:sessions:{name}: the session key alone.
+    old = {name: secrets.token_urlsafe(32) for name in ("cy", "di")}
+    for name, token in old.items():
+        s.redis.set(f"hearth:session:{hashlib.sha256(token.encode()).hexdigest()}", name, ex=3600)
+    assert '"sessions": 2' in s.start_api().log()  # indexed at the start
+    for token in old.values():
+        assert httpx.get(f"{s.base_url}/me", headers={"Authorization": f"Bearer {token}"}).status_code == 200
+    with api(s, cy) as http:
+        assert http.post("/account/sign-out-everywhere").json() == {"name": "cy", "sessions_ended": 1}
+    with api(s, ann) as http:
+        assert http.get("/admin/users/di/revocation").json()["sessions"] == 1
+        assert http.delete("/admin/users/di").json()["sessions"] == 1
+    for token in old.values():
+        assert httpx.get(f"{s.base_url}/me", headers={"Authorization": f"Bearer {token}"}).status_code == 401
+    assert not s.redis.keys("hearth:session:*")

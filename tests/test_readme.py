@@ -52,3 +52,12 @@ def test_every_endpoint_is_documented() -> None:
     served = {f"{method.upper()} {_PARAM.sub('{id}', path)}" for path, ops in paths.items() for method in ops}
     assert served >= {"POST /v1/chat/completions", "GET /healthz"}  # the routes are seen at all
     assert not served - documented, f"README.md does not document {sorted(served - documented)}"
+
+
+def test_every_screenshot_is_shown_and_every_one_shown_is_there() -> None:
+    """docs/screenshots/ holds what the README shows, each made by a browser test (tests/screenshots.py)."""
+    shown = set(re.findall(r'src="docs/screenshots/([\w-]+\.png)"', README))
+    taken = {p.name for p in (ROOT / "docs" / "screenshots").glob("*.png")}
+    assert shown and shown == taken
+    tests = "".join(p.read_text() for p in (ROOT / "tests").glob("test_ui*.py"))
+    assert shown == {f"{name}.png" for name in re.findall(r'readme_shot\(\w+, "([\w-]+)"', tests)}

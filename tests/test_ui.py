@@ -23,6 +23,7 @@ from rq.job import Job
 from devstack import MODEL, ROOT, RedisServer, Stack, UiServer, add_user, free_port, serve, wait_for
 from hearth.contract import RQ_SERIALIZER, events_key
 from tests.hostile import hostile_text, leak_url
+from tests.screenshots import readme_shot
 from tests.sse import job_events
 from tests.test_several_models import MISTRAL, answered_by, two_model_stack
 from ui.settings import KEY_FILE
@@ -582,7 +583,7 @@ def test_the_status_tab_shows_once_in_the_tab_bar(ui: Ui, new_page: Callable[...
     page.wait_for_selector(TEXTBOX)
     page.get_by_role("tab", name="Status").click()
     expect(page.locator("#hearth-main")).to_contain_text("Workers:")  # the tab is open and refreshed
-    assert page.get_by_role("tab").all_inner_texts() == ["Chat", "Batch", "Status", "Shared", "Account", "Admin"]
+    assert page.get_by_role("tab").all_inner_texts() == ["Chat", "Batch", "Status", "Shared", "Account"]  # no accounts, no Admin
 
 
 # Conversations: the sidebar, and nothing lost on a reload or a switch.
@@ -1030,9 +1031,9 @@ def test_a_conversation_on_a_second_model_keeps_its_choice(make_stack: Callable[
         expect(page.locator(MODEL_PICKER)).to_have_value("The server's default")
         page.locator(MODEL_PICKER).click()
         expect(page.get_by_role("option")).to_contain_text(["The server's default", f"{MODEL} · loaded", f"{MISTRAL} · loads first"])
+        readme_shot(page, "model-picker", log_dir)
         page.get_by_role("option", name=f"{MISTRAL} · loads first").click()
         expect(page.locator(MODEL_PICKER)).to_have_value(f"{MISTRAL} · loads first")
-        page.screenshot(path=str(log_dir / "ui-model-picker.png"), full_page=True)
 
         job_id = ask(page, models_ui, "Say hi.")
         assert answered_by(worker, job_id) == MISTRAL

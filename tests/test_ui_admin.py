@@ -4,6 +4,7 @@ deletes, signs their page out. A person's own keys, password, usage and sessions
 conversation shared with another person, read and continued as their own copy."""
 
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -11,7 +12,22 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from devstack import RedisServer, Stack, add_user, serve
-from tests.test_ui import SIGNIN, SIGNIN_MESSAGE, Ui, browser, new_page, no_error_details, sign_in, signed_in, users  # noqa: F401  # fixtures
+from tests.screenshots import readme_shot
+from tests.test_ui import (  # noqa: F401  # fixtures
+    BOT,
+    SIGN_OUT,
+    SIGNIN,
+    SIGNIN_MESSAGE,
+    Ui,
+    ask,
+    browser,
+    new_page,
+    no_error_details,
+    send,
+    sign_in,
+    signed_in,
+    users,
+)
 
 pytestmark = pytest.mark.browser
 
@@ -37,6 +53,43 @@ def open_tab(page: Page, name: str) -> None:
     page.get_by_role("tab", name=name).click()
 
 
+def no_admin_tab(page: Page) -> None:
+    expect(page.get_by_role("tab", name="Account")).to_be_visible()  # the tabs are drawn
+    expect(page.get_by_role("tab", name="Admin")).to_have_count(0)
+    expect(page.locator("#hearth-admin-add")).to_have_count(0)
+
+
+def admin_tab_works(page: Page, admin: str) -> None:
+    """The Admin tab, drawn once, opens on its first click and does what it shows."""
+    expect(page.get_by_role("tab", name="Admin")).to_have_count(1)
+    open_tab(page, "Admin")
+    expect(page.locator("#hearth-admin-people")).to_contain_text(admin)
+    expect(page.locator("#hearth-admin-add")).to_be_visible()
+    page.click("#hearth-admin-reset-password")
+    expect(page.locator("#hearth-admin-message")).to_have_text("Choose a person first.")
+
+
+def test_admin_tab_is_shown_to_admins_only_and_opens_on_the_first_click(secured: Stack, secured_ui: Ui,
+                                                                         new_page: Callable[[str], Page]) -> None:  # noqa: F811
+    """One browser, people taking turns: the tab appears and goes with who signs in (as the
+    form, as a reload), and each time it appears its first click opens it."""
+    keys = {"ada": add_user(secured, "ada", admin=True), "rue": add_user(secured, "rue")}
+    page = new_page(secured_ui.url)
+    for turn, name in enumerate(["rue", "ada", "rue", "ada"]):
+        if turn:
+            page.click(SIGN_OUT)
+        sign_in(page, name, keys[name])
+        signed_in(page, name)
+        if name == "rue":
+            no_admin_tab(page)
+            continue
+        admin_tab_works(page, "ada")
+        page.reload()  # signed in again from what the browser kept, by the page's load
+        signed_in(page, "ada")
+        admin_tab_works(page, "ada")
+    no_error_details(page)
+
+
 def test_admin_adds_a_person_who_signs_in_elsewhere_and_is_revoked(secured: Stack, secured_ui: Ui,
                                                                    new_page: Callable[[str], Page], log_dir: Path) -> None:  # noqa: F811
     root = add_user(secured, "root", admin=True)
@@ -59,9 +112,7 @@ def test_admin_adds_a_person_who_signs_in_elsewhere_and_is_revoked(secured: Stac
     pia = new_page(secured_ui.url)
     sign_in(pia, "pia", key)
     signed_in(pia, "pia")
-    open_tab(pia, "Admin")
-    expect(pia.locator("#hearth-admin-others")).to_contain_text("Only an admin manages people here")
-    expect(pia.locator("#hearth-admin-add")).to_be_hidden()
+    no_admin_tab(pia)
     assert httpx.get(f"{secured.base_url}/admin/users", headers={"Authorization": f"Bearer {key}"}).status_code == 403
 
     # Limits: hers, then everyone's default; choosing someone shows their own.
@@ -84,7 +135,7 @@ def test_admin_adds_a_person_who_signs_in_elsewhere_and_is_revoked(secured: Stac
     admin.click("#hearth-admin-revoke")
     expect(admin.locator("#hearth-admin-preview")).to_contain_text("Revoking pia deletes 1 API key(s), signs out 1 open session(s)")
     assert httpx.get(f"{secured.base_url}/me", headers={"Authorization": f"Bearer {key}"}).status_code == 200  # not yet
-    admin.screenshot(path=str(log_dir / "ui-admin-revoke-preview.png"), full_page=True)
+    readme_shot(admin, "admin", log_dir, sidebar=False)
     admin.click("#hearth-admin-confirm")
     expect(admin.locator("#hearth-admin-message")).to_contain_text("Revoked pia")
     expect(admin.locator("#hearth-admin-people")).not_to_contain_text("pia")
@@ -107,6 +158,7 @@ def test_account_tab_shows_usage_and_manages_keys_password_and_sessions(secured:
     expect(usage).to_contain_text("Today")
     expect(usage).to_contain_text("100000 of 100000 tokens today left")
     expect(page.locator("#hearth-account-keys")).to_contain_text("first key")
+    readme_shot(page, "account", log_dir, sidebar=False)
 
     page.fill("#hearth-account-key-name input", "laptop")
     page.click("#hearth-account-create-key")
@@ -114,7 +166,6 @@ def test_account_tab_shows_usage_and_manages_keys_password_and_sessions(secured:
     new_key = page.locator("#hearth-account-new-key").locator("input, textarea").first.input_value()
     assert new_key.startswith("hk-")
     assert httpx.get(f"{secured.base_url}/me", headers={"Authorization": f"Bearer {new_key}"}).status_code == 200
-    page.screenshot(path=str(log_dir / "ui-account.png"), full_page=True)
     choose(page, "#hearth-account-key-choice", next(o for o in page_key_options(secured, key) if o.startswith("laptop")))
     page.click("#hearth-account-revoke-key")
     expect(page.locator("#hearth-account-message")).to_contain_text("revoked")
@@ -163,7 +214,7 @@ def test_shared_tab_shares_a_conversation_that_the_other_reads_and_copies(secure
     open_tab(reader, "Shared")
     choose(reader, "#hearth-shared-chosen", "Soup — hana's")
     expect(reader.locator("#hearth-shared-reading")).to_contain_text("Our soup recipe?")
-    reader.screenshot(path=str(log_dir / "ui-shared.png"), full_page=True)
+    readme_shot(reader, "shared", log_dir, sidebar=False)
     reader.click("#hearth-shared-fork")
     expect(reader.locator("#hearth-shared-message")).to_contain_text("is now among your chats")
     mine = httpx.get(f"{secured.base_url}/conversations", headers={"Authorization": f"Bearer {ivo}"}).json()["data"]
@@ -173,3 +224,33 @@ def test_shared_tab_shares_a_conversation_that_the_other_reads_and_copies(secure
     expect(owner.locator("#hearth-shared-grantees")).to_have_text("Not shared.")
     assert httpx.get(f"{secured.base_url}/shared", headers={"Authorization": f"Bearer {ivo}"}).json()["data"] == []
     no_error_details(reader)
+
+
+def test_chat_page_says_what_is_left_near_a_limit_and_when_it_is_reached(secured: Stack, secured_ui: Ui, boss: str,
+                                                                          new_page: Callable[[str], Page], log_dir: Path) -> None:  # noqa: F811
+    noor = add_user(secured, "noor")
+    page = new_page(secured_ui.url)
+    sign_in(page, "noor", noor)
+    signed_in(page, "noor")
+    ask(page, secured_ui, "Hi")
+    line = page.locator("#hearth-quota-line")
+    expect(line).to_have_text("")  # no limit: nothing to say
+    admin = {"Authorization": f"Bearer {boss}"}
+    used = httpx.get(f"{secured.base_url}/usage?user=noor", headers=admin).json()["today"]["total"]["tokens"]
+    limit = used + 5  # 5 left: under a fifth of the limit
+    assert httpx.put(f"{secured.base_url}/admin/users/noor/quota", json={"tokens_per_day": limit}, headers=admin).status_code == 200
+
+    page.reload()  # the line is read at sign-in and after each answer
+    signed_in(page, "noor")
+    expect(line).to_contain_text(f"⚠️ 5 of {limit} tokens today left (resets ")
+    readme_shot(page, "near-limit", log_dir)
+    ask(page, secured_ui, "Once more")  # admitted under the limit, and finished past it
+    expect(line).to_contain_text(f"⛔ 0 of {limit} tokens today left")
+    send(page, "And again")
+    expect(page.locator(BOT).last).to_contain_text(f"You have used your tokens for today (tokens_per_day = {limit}); it resets at ")
+    open_tab(page, "Account")  # the same, with the day's usage
+    usage = page.locator("#hearth-account-usage")
+    expect(usage).to_contain_text(f"Today ({datetime.now(UTC).date()}, UTC): 2 requests, ")
+    expect(usage).to_contain_text(f"⛔ 0 of {limit} tokens today left")
+    readme_shot(page, "usage", log_dir, sidebar=False)
+    no_error_details(page)

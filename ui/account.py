@@ -12,10 +12,10 @@ import gradio as gr
 from gradio.blocks import Block
 
 from ui.client import SESSION_ENDED, ApiError, HearthClient, SessionEnded
+from ui.quota_line import limit_lines
 
 TAB = "Account"
 SESSION_CHECK_S = 10.0
-NEAR = 0.2  # "near a limit": less than this share of it left
 KEY_COLUMNS = ["name", "id", "created", "last used"]
 Updates = dict[Block, Any]
 
@@ -47,18 +47,10 @@ def period_line(name: str, counts: dict[str, int]) -> str:
 
 
 def quota_lines(usage: dict[str, Any]) -> list[str]:
-    """What is left of each limit, with a warning when little is."""
-    quota, left, resets = usage["quota"], usage["left"], usage["resets"]
-    shown = []
-    for limit, rest, what, when in (("tokens_per_day", "tokens_today", "tokens today", resets["day"]),
-                                    ("tokens_per_month", "tokens_this_month", "tokens this month", resets["month"]),
-                                    ("batch_lines_per_day", "batch_lines_today", "batch lines today", resets["day"])):
-        if quota[limit] is None:
-            continue
-        mark = "⛔ " if left[rest] == 0 else "⚠️ " if left[rest] < NEAR * quota[limit] else ""
-        shown.append(f"{mark}{left[rest]} of {quota[limit]} {what} left (resets {when[:16].replace('T', ' ')})")
-    if quota["jobs_at_once"] is not None:
-        shown.append(f"{quota['jobs_at_once']} requests at once at most")
+    """What is left of each limit (marked when little is), and how many requests at once."""
+    shown = limit_lines(usage)
+    if usage["quota"]["jobs_at_once"] is not None:
+        shown.append(f"{usage['quota']['jobs_at_once']} requests at once at most")
     return shown
 
 

@@ -1,7 +1,8 @@
-"""The Admin tab, shown to admins only: everyone with their usage today; add a person (their
-first key shown once, to copy); set or reset a password; make or unmake an admin; a person's
-limits; revoke a person, with what that deletes shown before it happens. All through the api's
-admin routes, which refuse anyone else whatever the page shows."""
+"""The Admin tab, shown to admins only (hidden from everyone else, not merely emptied):
+everyone with their usage today; add a person (their first key shown once, to copy); set or
+reset a password; make or unmake an admin; a person's limits; revoke a person, with what that
+deletes shown before it happens. All through the api's admin routes, which refuse anyone else
+whatever the page shows."""
 
 from dataclasses import dataclass
 from typing import Any
@@ -14,7 +15,6 @@ from ui.client import ApiError, HearthClient
 
 TAB = "Admin"
 DEFAULT = "*"  # the Person list's entry for everyone's default limits
-OTHERS = "Only an admin manages people here: ask yours to add someone or to change a limit."
 COLUMNS = ["name", "role", "keys", "last seen", "requests today", "tokens today", "password"]
 LIMITS = (("tokens_per_day", "Tokens per day"), ("tokens_per_month", "Tokens per month"),
           ("jobs_at_once", "Requests at once"), ("batch_lines_per_day", "Batch lines per day"))
@@ -36,8 +36,7 @@ def revocation_text(r: dict[str, Any]) -> str:
 
 @dataclass(frozen=True)
 class AdminTab:
-    part: gr.Column  # the admins' part of the tab
-    others: gr.Markdown  # what everyone else sees there
+    tab: gr.Tab
     table: gr.Markdown
     chosen: gr.Dropdown
     secret: gr.Textbox  # a new key or password, shown once
@@ -46,10 +45,10 @@ class AdminTab:
     message: gr.Markdown
 
     def outputs(self) -> list[Block]:
-        return [self.part, self.others, self.table, self.chosen, self.secret, self.preview, self.confirm, self.message]
+        return [self.tab, self.table, self.chosen, self.secret, self.preview, self.confirm, self.message]
 
     def shown(self, admin: bool) -> Updates:
-        return {self.part: gr.Column(visible=admin), self.others: gr.Markdown(visible=not admin)}
+        return {self.tab: gr.Tab(visible=admin)}
 
     def reset(self) -> Updates:
         """Hidden, and nothing of what it showed stays (for a sign-out)."""
@@ -59,37 +58,34 @@ class AdminTab:
 
 
 def admin_tab(client: HearthClient, token: gr.State, ended: gr.State, tabs: gr.Tabs) -> AdminTab:
-    with gr.Tab(TAB, id="admin"):
-        # Everyone's tab, with admins' contents: Gradio 6 draws a tab that is shown or hidden after
-        # the page's start twice, or not at all.
-        others = gr.Markdown(OTHERS, elem_id="hearth-admin-others")
-        with gr.Column(visible=False) as part:
-            gr.Markdown("### People")
-            table = gr.Markdown("", elem_id="hearth-admin-people")
-            message = gr.Markdown("", elem_id="hearth-admin-message")
-            secret = shown_once("Shown only now: copy it", "hearth-admin-secret")
-            gr.Markdown("### Add a person")
-            with gr.Row():
-                new_name = gr.Textbox(label="Name (letters, digits, '-', '_' or '.')", max_lines=1, elem_id="hearth-admin-new-name")
-                new_admin = gr.Checkbox(label="Admin", elem_id="hearth-admin-new-admin")
-                add = gr.Button("Add person", variant="primary", elem_id="hearth-admin-add")
-            gr.Markdown("### A person")
-            chosen = gr.Dropdown(label="Person", choices=[], elem_id="hearth-admin-chosen")
-            with gr.Row():
-                password = gr.Textbox(label="New password", type="password", max_lines=1, elem_id="hearth-admin-password")
-                set_password = gr.Button("Set password", elem_id="hearth-admin-set-password")
-                reset_password = gr.Button("Reset password", elem_id="hearth-admin-reset-password")
-            with gr.Row():
-                make_admin = gr.Button("Make admin", elem_id="hearth-admin-make-admin")
-                make_user = gr.Button("Make user", elem_id="hearth-admin-make-user")
-            with gr.Row():
-                limits = [gr.Textbox(label=f"{label} (empty: none; a person's: the default's)", max_lines=1, elem_id=f"hearth-admin-{name}")
-                          for name, label in LIMITS]
-            set_limits = gr.Button("Set limits", elem_id="hearth-admin-set-limits")
-            revoke = gr.Button("Revoke…", variant="stop", elem_id="hearth-admin-revoke")
-            preview = gr.Markdown("", elem_id="hearth-admin-preview")
-            confirm = gr.Button("Yes, revoke", variant="stop", visible=False, elem_id="hearth-admin-confirm")
-    view = AdminTab(part, others, table, chosen, secret, preview, confirm, message)
+    # Hidden until an admin signs in (`AdminTab.shown`); its contents are drawn when first opened.
+    with gr.Tab(TAB, id="admin", visible=False, elem_id="hearth-admin") as tab:
+        gr.Markdown("### People")
+        table = gr.Markdown("", elem_id="hearth-admin-people")
+        message = gr.Markdown("", elem_id="hearth-admin-message")
+        secret = shown_once("Shown only now: copy it", "hearth-admin-secret")
+        gr.Markdown("### Add a person")
+        with gr.Row():
+            new_name = gr.Textbox(label="Name (letters, digits, '-', '_' or '.')", max_lines=1, elem_id="hearth-admin-new-name")
+            new_admin = gr.Checkbox(label="Admin", elem_id="hearth-admin-new-admin")
+            add = gr.Button("Add person", variant="primary", elem_id="hearth-admin-add")
+        gr.Markdown("### A person")
+        chosen = gr.Dropdown(label="Person", choices=[], elem_id="hearth-admin-chosen")
+        with gr.Row():
+            password = gr.Textbox(label="New password", type="password", max_lines=1, elem_id="hearth-admin-password")
+            set_password = gr.Button("Set password", elem_id="hearth-admin-set-password")
+            reset_password = gr.Button("Reset password", elem_id="hearth-admin-reset-password")
+        with gr.Row():
+            make_admin = gr.Button("Make admin", elem_id="hearth-admin-make-admin")
+            make_user = gr.Button("Make user", elem_id="hearth-admin-make-user")
+        with gr.Row():
+            limits = [gr.Textbox(label=f"{label} (empty: none; a person's: the default's)", max_lines=1, elem_id=f"hearth-admin-{name}")
+                      for name, label in LIMITS]
+        set_limits = gr.Button("Set limits", elem_id="hearth-admin-set-limits")
+        revoke = gr.Button("Revoke…", variant="stop", elem_id="hearth-admin-revoke")
+        preview = gr.Markdown("", elem_id="hearth-admin-preview")
+        confirm = gr.Button("Yes, revoke", variant="stop", visible=False, elem_id="hearth-admin-confirm")
+    view = AdminTab(tab, table, chosen, secret, preview, confirm, message)
     outputs = [table, chosen, secret, preview, confirm, message, password, ended]
 
     async def listed(session: HearthClient, keep: str | None = None) -> Updates:

@@ -10,6 +10,7 @@ from ui.chat import wire_chat
 from ui.chat_layout import chat_panel, chat_sidebar
 from ui.client import HearthClient
 from ui.idle_queue import IdleQueue
+from ui.quota_line import quota_line, wire_quota_line
 from ui.shared import shared_tab
 from ui.signin import Page, signin_form, wire_signin
 from ui.status import status_tab
@@ -45,6 +46,7 @@ def build_app(client: HearthClient, browser_key: str, concurrency: int) -> gr.Bl
             with gr.Tabs(elem_classes="hearth-tabs") as tabs:
                 with gr.Tab("Chat", id="chat", scale=1):
                     chat = chat_panel(sidebar, browser_key)
+                    near_limit = quota_line()
                 batches = batch_tab(client, token, tabs)
                 status = status_tab(client, token, tabs)
                 shared = shared_tab(client, token, ended, tabs)
@@ -52,7 +54,8 @@ def build_app(client: HearthClient, browser_key: str, concurrency: int) -> gr.Bl
                 admin = admin_tab(client, token, ended, tabs)
         watch_session(client, token, ended)
         page = Page(token, saved_token, signed_in, ended, form, main, who, sign_out, chat, tabs, status, batches, admin, account, shared)
-        wire_chat(client, chat, token, ended, signed_in, wire_signin(app, client, page), concurrency)
+        answers = wire_chat(client, chat, token, ended, signed_in, wire_signin(app, client, page), concurrency)
+        wire_quota_line(client, near_limit, token, signed_in, answers)
     app.queue(default_concurrency_limit=concurrency)
     app._queue = IdleQueue.replacing(app._queue)  # Gradio's own polls every millisecond, work or not
     return app

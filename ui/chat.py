@@ -340,9 +340,10 @@ class ChatController:
 
 
 def wire_chat(client: HearthClient, panel: ChatPanel, token: gr.State, ended: gr.State, signed_in: gr.State,
-              signed_in_events: list[Any], concurrency: int) -> None:
+              signed_in_events: list[Any], concurrency: int) -> list[Any]:
     """Which event runs which of `ChatController`'s handlers; after each of `signed_in_events`
-    the page shows the conversation of `saved_conv` (open before a reload), or a new chat."""
+    the page shows the conversation of `saved_conv` (open before a reload), or a new chat.
+    Returns the events that answer (send, regenerate, edit), for what follows an answer."""
     c, p = ChatController(client, panel, ended), panel
     chat = [token, p.session]
     answers = []
@@ -376,6 +377,7 @@ def wire_chat(client: HearthClient, panel: ChatPanel, token: gr.State, ended: gr
         saved = exporting.then(None, inputs=[p.download], outputs=[p.download], js=SAVE_DOWNLOAD, **QUIET)
         saved.then(lambda: "", outputs=[p.download], queue=False, **QUIET)
     p.importer.upload(c.import_, inputs=[*chat, p.importer, p.search], outputs=[p.import_result, p.listing, p.importer, ended], **QUIET)
+    return answers
 
 
 async def new_chat_settings(session: HearthClient) -> dict[str, str]:

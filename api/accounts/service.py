@@ -60,15 +60,8 @@ class AccountService:
         return password
 
     async def set_admin(self, actor: User, name: str, admin: bool) -> None:
-        if not admin:
-            await self._keep_an_admin(name, "make the last admin a user")
         await self.users.set_role(name, Role.ADMIN if admin else Role.USER)
         self._log(actor, "make_admin" if admin else "unmake_admin", name)
-
-    async def _keep_an_admin(self, name: str, doing: str) -> None:
-        admins = [u.name for u in await self.users.list() if u.role == Role.ADMIN]
-        if admins == [name]:
-            raise AuthError(f"Cannot {doing}: nobody could manage Hearth from the browser then.", 409, "last_admin")
 
     async def revocation(self, name: str) -> Revocation:
         """What revoking `name` would delete, for the page to show before it does."""
@@ -82,9 +75,8 @@ class AccountService:
         shares, usage and quota."""
         if actor.name == name:
             raise AuthError("You cannot revoke yourself; ask another admin.", 409, "revoke_self")
-        await self._keep_an_admin(name, "revoke the last admin")
         sessions = await self.users.sessions(name)
-        keys = await self.users.delete(name)
+        keys = await self.users.delete(name)  # first, so that refusing the last admin's deletes nothing
         conversations = await self._conversations.delete_owner(name)
         await self._shares.forget_user(name)  # what they shared and what was shared with them
         usage = await self._usage.forget(name)

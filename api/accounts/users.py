@@ -16,10 +16,12 @@ import hmac
 import json
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 
 from redis.asyncio import Redis as AsyncRedis
+from redis.exceptions import WatchError
 
 from hearth.redis_client import text
 
@@ -85,6 +87,14 @@ class AuthError(Exception):
 class NoSuchUser(AuthError):
     def __init__(self, name: str):
         super().__init__(f"no user {name!r}", 404, "user_not_found")
+
+
+class LastAdmin(AuthError):
+    def __init__(self, name: str):
+        super().__init__(f"{name} is the last admin: nobody could manage Hearth from the browser without one.", 409, "last_admin")
+
+
+Record = dict[str, object]
 
 
 @dataclass(frozen=True)
@@ -198,12 +208,37 @@ class UserStore:
             await pipe.execute()
         return True
 
+    async def _change(self, name: str, change: Callable[[Record], Record | None]) -> None:
+        """Replace `name`'s record by `change(record)`, or delete it when that is None, in one
+        transaction over everyone's records (WATCH, retried when another change came between):
+        two changes at once cannot both take away the last admin, nor undo each other."""
+        async with self._redis.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    await pipe.watch(USERS_KEY)
+                    everyone = {text(n): json.loads(raw) for n, raw in (await pipe.hgetall(USERS_KEY)).items()}
+                    if name not in everyone:
+                        raise NoSuchUser(name)
+                    record = change(dict(everyone[name]))
+                    admins = [n for n, r in everyone.items() if r["role"] == Role.ADMIN]
+                    if admins == [name] and (record is None or record["role"] != Role.ADMIN):
+                        raise LastAdmin(name)
+                    pipe.multi()
+                    if record is None:
+                        pipe.hdel(USERS_KEY, name)
+                    else:
+                        pipe.hset(USERS_KEY, name, json.dumps(record))
+                    await pipe.execute()
+                    return
+                except WatchError:
+                    continue
+
     async def set_password(self, name: str, password: str) -> None:
-        record = await self._existing(name)
+        await self._existing(name)
         if len(password) < MIN_PASSWORD:
             raise AuthError(f"a password has at least {MIN_PASSWORD} characters", code="password_too_short")
-        record["password"] = await asyncio.to_thread(_hash_password, password)
-        await self._redis.hset(USERS_KEY, name, json.dumps(record))
+        hashed = await asyncio.to_thread(_hash_password, password)
+        await self._change(name, lambda record: {**record, "password": hashed})
 
     async def password_matches(self, name: str, password: str) -> bool:
         """Whether `password` is the user's; True when they have none to match."""
@@ -211,9 +246,8 @@ class UserStore:
         return not stored or await asyncio.to_thread(_password_matches, password, stored)
 
     async def set_role(self, name: str, role: Role) -> None:
-        record = await self._existing(name)
-        record["role"] = role.value
-        await self._redis.hset(USERS_KEY, name, json.dumps(record))
+        """Refused (LastAdmin) when it would leave nobody an admin."""
+        await self._change(name, lambda record: {**record, "role": role.value})
 
     async def list(self) -> list[UserInfo]:
         """Every user, by name."""
@@ -234,6 +268,25 @@ class UserStore:
             return 0
         return int(await self._redis.exists(*(SESSION_KEY.format(digest=d) for d in digests)))
 
+    async def index_sessions(self) -> int:
+        """Put every open session into its user's index, where sessions made before the index
+        existed are missing, so that signing out everywhere and revoking end them too. Run at
+        each start of the api: one SCAN of the keyspace, and a no-op once they are all in.
+        Returns how many it added."""
+        added = 0
+        async for key in self._redis.scan_iter(match=SESSION_KEY.format(digest="*"), count=1000):
+            async with self._redis.pipeline(transaction=False) as pipe:
+                pipe.get(key)
+                pipe.pttl(key)
+                name, ttl_ms = await pipe.execute()
+            if name is None or ttl_ms <= 0:
+                continue  # ended meanwhile (every session has an expiry)
+            index = USER_SESSIONS_KEY.format(name=text(name))
+            added += await self._redis.sadd(index, text(key).rsplit(":", 1)[1])
+            if await self._redis.pttl(index) < ttl_ms:  # the index outlives its sessions (a sign-in sets it to the full TTL)
+                await self._redis.pexpire(index, ttl_ms)
+        return added
+
     async def end_sessions(self, name: str) -> int:
         """Sign `name` out of every ui session; how many were open."""
         index = USER_SESSIONS_KEY.format(name=name)
@@ -243,9 +296,9 @@ class UserStore:
         return ended
 
     async def delete(self, name: str) -> int:
-        """Delete a user with all its keys and sessions; how many keys it had."""
-        if not await self._redis.hdel(USERS_KEY, name):
-            raise NoSuchUser(name)
+        """Delete a user with all its keys and sessions; how many keys it had. Refused
+        (LastAdmin), deleting nothing, when they are the last admin."""
+        await self._change(name, lambda record: None)
         digests = await self._digests(name)
         async with self._redis.pipeline(transaction=True) as pipe:
             for key in (API_KEYS_KEY, KEY_INFO_KEY, KEY_USED_KEY):
