@@ -49,6 +49,12 @@ def choose(page: Page, dropdown: str, option: str) -> None:
     page.get_by_role("option", name=option, exact=True).click()
 
 
+def choose_person(page: Page, option: str, whose: str) -> None:
+    """Chooses a person (or everyone) and waits until the limit boxes hold theirs."""
+    choose(page, "#hearth-admin-chosen", option)
+    expect(page.locator("#hearth-admin-limits-of")).to_have_text(whose)
+
+
 def open_tab(page: Page, name: str) -> None:
     page.get_by_role("tab", name=name).click()
 
@@ -116,11 +122,11 @@ def test_admin_adds_a_person_who_signs_in_elsewhere_and_is_revoked(secured: Stac
     assert httpx.get(f"{secured.base_url}/admin/users", headers={"Authorization": f"Bearer {key}"}).status_code == 403
 
     # Limits: hers, then everyone's default; choosing someone shows their own.
-    choose(admin, "#hearth-admin-chosen", "pia")
+    choose_person(admin, "pia", "Limits of pia:")
     admin.fill("#hearth-admin-tokens_per_day input", "5000")
     admin.click("#hearth-admin-set-limits")
     expect(admin.locator("#hearth-admin-message")).to_have_text("Limits set for pia.")
-    choose(admin, "#hearth-admin-chosen", "Everyone (default limits)")
+    choose_person(admin, "Everyone (default limits)", "Everyone's default limits:")
     expect(admin.locator("#hearth-admin-tokens_per_day input")).to_have_value("")
     admin.fill("#hearth-admin-jobs_at_once input", "3")
     admin.click("#hearth-admin-set-limits")
@@ -130,7 +136,7 @@ def test_admin_adds_a_person_who_signs_in_elsewhere_and_is_revoked(secured: Stac
     assert httpx.put(f"{secured.base_url}/admin/quotas/default", json={}, headers={"Authorization": f"Bearer {root}"}).status_code == 200
 
     # Revoke: what it deletes is said first, then it happens and her page signs out by itself.
-    choose(admin, "#hearth-admin-chosen", "pia")
+    choose_person(admin, "pia", "Limits of pia:")
     expect(admin.locator("#hearth-admin-tokens_per_day input")).to_have_value("5000")
     admin.click("#hearth-admin-revoke")
     expect(admin.locator("#hearth-admin-preview")).to_contain_text("Revoking pia deletes 1 API key(s), signs out 1 open session(s)")

@@ -78,6 +78,7 @@ def admin_tab(client: HearthClient, token: gr.State, ended: gr.State, tabs: gr.T
         with gr.Row():
             make_admin = gr.Button("Make admin", elem_id="hearth-admin-make-admin")
             make_user = gr.Button("Make user", elem_id="hearth-admin-make-user")
+        whose = gr.Markdown("", elem_id="hearth-admin-limits-of")  # once shown, the boxes hold that one's limits
         with gr.Row():
             limits = [gr.Textbox(label=f"{label} (empty: none; a person's: the default's)", max_lines=1, elem_id=f"hearth-admin-{name}")
                       for name, label in LIMITS]
@@ -141,8 +142,9 @@ def admin_tab(client: HearthClient, token: gr.State, ended: gr.State, tabs: gr.T
         return await acting(key, person, f"Limits set for {person}.", lambda s: s.set_quota(person, quota))
 
     async def limits_of(person: str | None, key: str | None) -> tuple[Any, ...]:
-        """The chosen one's own limits in the boxes (empty: none of their own); the revoke
-        preview of someone else goes."""
+        """The chosen one's own limits in the boxes (empty: none of their own), and whose they
+        are: a value typed before they arrive is replaced, so the page says when they have. The
+        revoke preview of someone else goes."""
         quota: dict[str, Any] = {}
         if person:
             try:
@@ -150,7 +152,8 @@ def admin_tab(client: HearthClient, token: gr.State, ended: gr.State, tabs: gr.T
             except ApiError:
                 every = {"default": {}, "people": {}}
             quota = every["default"] if person == DEFAULT else every["people"].get(person, {})
-        return ("", gr.Button(visible=False), *("" if quota.get(name) is None else str(quota[name]) for name, _ in LIMITS))
+        title = "" if not person else "Everyone's default limits:" if person == DEFAULT else f"Limits of `{person}`:"
+        return ("", gr.Button(visible=False), title, *("" if quota.get(name) is None else str(quota[name]) for name, _ in LIMITS))
 
     async def preview_revoke(person: str | None, key: str | None) -> Updates:
         async def work() -> Updates:
@@ -177,5 +180,5 @@ def admin_tab(client: HearthClient, token: gr.State, ended: gr.State, tabs: gr.T
     set_limits.click(set_quota, inputs=[chosen, token, *limits], **quiet)
     revoke.click(preview_revoke, inputs=[chosen, token], **quiet)
     confirm.click(confirm_revoke, inputs=[chosen, token], **quiet)
-    chosen.change(limits_of, inputs=[chosen, token], outputs=[preview, confirm, *limits], show_progress="hidden", api_visibility="private")
+    chosen.change(limits_of, inputs=[chosen, token], outputs=[preview, confirm, whose, *limits], show_progress="hidden", api_visibility="private")
     return view
