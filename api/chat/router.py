@@ -39,7 +39,7 @@ async def _stream(
                     yield {"data": fmt.chunk(job.id, job.created, job.model, fmt.call_delta(event, legacy))}
             elif isinstance(event, DoneEvent):
                 finished = True
-                yield {"data": fmt.chunk(job.id, job.created, job.model, {}, fmt.finish_reason(event, legacy))}
+                yield {"data": fmt.chunk(job.id, job.created, job.model, {}, fmt.finish_reason(event, legacy), fmt.citations(event))}
                 if include_usage:
                     yield {"data": fmt.usage_chunk(job.id, job.created, job.model, event)}
                 yield {"data": "[DONE]"}

@@ -3,11 +3,13 @@
 constants here (metadata's in hearth.metadata, which the ui shares); the per-user caps are settings (api.settings)."""
 
 import secrets
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
+from hearth.documents import Citation
 from hearth.metadata import METADATA_KEY_CHARS, METADATA_PAIRS, METADATA_VALUE_CHARS
 
 MAX_ITEMS_PER_REQUEST = 20  # OpenAI's bound for create and items.create
@@ -33,15 +35,40 @@ class InputText(BaseModel):
     text: str
 
 
+class FileCitation(BaseModel):
+    """An attached document the answer was given from (hearth.documents.Citation), as an
+    `output_text` annotation (`openai.types.responses.ResponseOutputText`'s file citation) and as
+    an entry of a chat completion's `citations`. Hearth adds the part read: `page` and `chunk`
+    (its place among the document's chunks), both null when the document was read whole."""
+
+    type: Literal["file_citation"] = "file_citation"
+    file_id: Annotated[str, StringConstraints(max_length=256)]
+    filename: Annotated[str, StringConstraints(max_length=1024)]
+    index: Annotated[int, Field(ge=0)]  # where in the text it applies: the answer's end (Hearth cites the whole answer)
+    page: Annotated[int, Field(ge=0)] | None = None
+    chunk: Annotated[int, Field(ge=0)] | None = None
+
+
+def file_citations(citations: Sequence[Citation], index: int) -> list[FileCitation]:
+    return [FileCitation(file_id=c.document_id, filename=c.filename, index=index, page=c.page, chunk=c.chunk) for c in citations]
+
+
+MAX_ANNOTATIONS = 4096  # an answer's citations: one per part of a document read, within any window
+
+
 class OutputText(BaseModel):
     type: Literal["output_text"] = "output_text"
     text: str
-    annotations: list[Any] = []  # required by the client's type; Hearth keeps none
+    annotations: Annotated[list[FileCitation], Field(max_length=MAX_ANNOTATIONS)] = []
 
-    @field_validator("annotations")
+    @field_validator("annotations", mode="before")
     @classmethod
-    def _unbounded(cls, _: list[Any]) -> list[Any]:
-        return []  # a client's citations are not text: storing them would slip past the bounds
+    def _file_citations(cls, value: Any) -> Any:
+        """File citations (Hearth's own, bounded) are kept, as an export brings them back;
+        others a client may send (url citations...) are not Hearth's and are left out."""
+        if not isinstance(value, list):
+            return value
+        return [a for a in value if not isinstance(a, dict) or a.get("type") == "file_citation"]
 
 
 Part = Annotated[InputText | OutputText, Field(discriminator="type")]
@@ -60,9 +87,10 @@ class MessageItem(BaseModel):
         return "\n".join(part.text for part in self.content)
 
 
-def message(role: Role, text: str, status: Status = "completed") -> MessageItem:
-    """A new message item: the model's words are `output_text`, everyone else's `input_text`."""
-    part = OutputText(text=text) if role == "assistant" else InputText(text=text)
+def message(role: Role, text: str, status: Status = "completed", citations: Sequence[Citation] = ()) -> MessageItem:
+    """A new message item: the model's words are `output_text` (with the documents it was
+    given from), everyone else's `input_text`."""
+    part = OutputText(text=text, annotations=file_citations(citations, len(text))) if role == "assistant" else InputText(text=text)
     return MessageItem(id=new_id("msg"), role=role, status=status, content=[part])
 
 

@@ -26,6 +26,7 @@ from api.conversations.schemas import (
 )
 from api.errors import HearthError
 from api.settings import ApiSettings
+from hearth.documents import Citation
 from hearth.metadata import METADATA_PAIRS
 from hearth.redis_client import members, text
 
@@ -236,11 +237,12 @@ class ConversationStore:
             raise _not_found(conv_id)
         return list(items)
 
-    async def record_answer(self, owner: str, conv_id: str, job_id: str, text: str, status: Status = "completed") -> MessageItem | None:
+    async def record_answer(self, owner: str, conv_id: str, job_id: str, text: str, status: Status = "completed",
+                            citations: Sequence[Citation] = ()) -> MessageItem | None:
         """Appends the model's answer to job `job_id`, once: a second call for the same job adds
         nothing (None). Also None when the conversation was deleted meanwhile. An answer to a
         message that was accepted is kept even past the item cap, and its text is not cut."""
-        item = message("assistant", text, status)
+        item = message("assistant", text, status, citations)
         added = await self._write(owner, conv_id, [item], job_id=job_id, item_cap=False)
         return item if added else None
 
