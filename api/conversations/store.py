@@ -19,6 +19,7 @@ from api.conversations.schemas import (
     TITLE_KEY,
     Conversation,
     ExportedConversation,
+    InputFile,
     MessageItem,
     Status,
     message,
@@ -26,6 +27,7 @@ from api.conversations.schemas import (
 )
 from api.errors import HearthError
 from api.settings import ApiSettings
+from hearth.contract import Message
 from hearth.metadata import METADATA_PAIRS
 from hearth.redis_client import members, text
 
@@ -167,8 +169,11 @@ class ConversationStore:
     def check_items(self, items: Sequence[MessageItem], param: str = "items") -> None:
         """Bounds on what a request may store (a 400 before anything is written)."""
         for n, item in enumerate(items):
-            if sum(len(p.text) for p in item.content) > self._max_chars:
+            if len(item.text()) > self._max_chars:
                 raise HearthError(400, f"{param}[{n}]: a message is at most {self._max_chars} characters.", code="string_above_max_length", param=f"{param}.{n}.content")
+            if any(isinstance(p, InputFile) and p.file_data is not None for p in item.content):
+                raise HearthError(400, f"{param}[{n}]: a stored message names its files by file_id (upload them with purpose "
+                                       "user_data); file_data is read in a response or chat turn, not stored.", param=f"{param}.{n}.content")
 
     async def _write(
         self, owner: str, conv_id: str, items: Sequence[MessageItem], *, create: bool = False, created_at: int = 0,
@@ -292,10 +297,10 @@ class ConversationStore:
             await pipe.execute()
         return await self.get(owner, conv_id)
 
-    async def history(self, owner: str, conv_id: str) -> list[tuple[str, str]]:
-        """(role, text) of every message, oldest first: a chat's `messages` so far."""
+    async def history(self, owner: str, conv_id: str) -> list[Message]:
+        """Every message, oldest first, with the documents it attached: a chat's `messages` so far."""
         found, _ = await self.items(owner, conv_id, None, -1, "asc")
-        return [(item.role, item.text()) for item in found]
+        return [Message(role=item.role, content=item.text(), documents=item.documents()) for item in found]
 
     async def _rank_after(self, owner: str, after: str | None) -> int:
         """Where a page that follows the conversation `after` starts in the activity order."""
