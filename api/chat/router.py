@@ -9,13 +9,14 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from api.chat import rendering as fmt
 from api.chat.schemas import ChatCompletionRequest
-from api.chat.service import prepare_chat, queue_chat, wait_for_answer
+from api.chat.service import attach_documents, prepare_chat, queue_chat, wait_for_answer
 from api.conversations.schemas import MessageItem, message
 from api.conversations.turns import TurnService
-from api.dependencies import CurrentUser, Jobs, QuotaCheck, RedisDep, Settings, Turns
+from api.dependencies import CurrentUser, Documents, Jobs, QuotaCheck, RedisDep, Settings, Turns
 from api.errors import HearthError, error_responses
 from api.jobs.service import JobService
 from hearth.contract import DoneEvent, ErrorEvent, TokenEvent, ToolCallEvent
+from hearth.documents import DocumentRef
 from hearth.job_record import JobRecord
 from hearth.sse import hearth_comment
 
@@ -53,16 +54,17 @@ async def _stream(
             await jobs.left(job)
 
 
-async def _question(body: ChatCompletionRequest, turns: TurnService, owner: str) -> list[MessageItem]:
+async def _question(body: ChatCompletionRequest, turns: TurnService, owner: str, documents: list[DocumentRef]) -> list[MessageItem]:
     """A turn stored in a conversation (Hearth's `conversation`): its question, the request's
-    last message, after the conversation's previous answer is settled; none for a plain call."""
+    last message with the `documents` it attached, after the conversation's previous answer is
+    settled; none for a plain call."""
     if body.conversation is None:
         return []
     last = body.messages[-1]
     if last.role != "user":
         raise HearthError(400, "A turn stored in a conversation ends with the user's message.", param="messages")
     await turns.settle(owner, body.conversation)
-    return [message("user", last.text())]
+    return [message("user", last.text(), documents=documents)]
 
 
 @router.post("/chat/completions", response_model=None,
@@ -70,10 +72,12 @@ async def _question(body: ChatCompletionRequest, turns: TurnService, owner: str)
                               "content": {"text/event-stream": {}}}})
 async def create_chat_completion(
     body: ChatCompletionRequest, request: Request, jobs: Jobs, user: CurrentUser, redis: RedisDep, settings: Settings,
-    turns: Turns, quota: QuotaCheck,
+    turns: Turns, quota: QuotaCheck, documents: Documents,
 ) -> JSONResponse | EventSourceResponse:
     chat = await prepare_chat(body, user.name, jobs, redis, settings)
-    question = await _question(body, turns, user.name)
+    attached = await documents.attach(user.name, body.file_parts(), settings.job_ttl_s)
+    attach_documents(chat, attached)
+    question = await _question(body, turns, user.name, attached[-1])
     async with turns.taking(user.name, body.conversation, question, chat.payload.job_id):
         job = await queue_chat(jobs, quota, chat, user.name, body.conversation)
     headers = {"X-Job-Id": job.id}

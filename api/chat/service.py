@@ -3,6 +3,7 @@ every way of asking for an answer shares (chat completions, responses)."""
 
 import asyncio
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from fastapi import Request
@@ -17,6 +18,7 @@ from api.models.routing import model_map
 from api.settings import ApiSettings
 from api.usage.quota import QuotaGate
 from hearth.contract import EmbeddingPayload, JobPayload, Sink
+from hearth.documents import DocumentRef
 from hearth.job_record import JobRecord
 
 
@@ -44,6 +46,12 @@ async def prepare_chat(body: ChatCompletionRequest, owner: str, jobs: JobService
         if fit is not None and not fit.fits:
             raise HearthError(400, fit.message, code="context_length_exceeded", param="messages")
     return PreparedChat(payload, route.queue_model)
+
+
+def attach_documents(chat: PreparedChat, documents: Sequence[list[DocumentRef]]) -> None:
+    """Puts each message's documents (api.documents) on the job's messages, one list per message."""
+    for message, refs in zip(chat.payload.messages, documents, strict=True):
+        message.documents = refs
 
 
 async def queue_chat(jobs: JobService, quota: QuotaGate, chat: PreparedChat, owner: str, conversation: str | None = None,

@@ -1,5 +1,5 @@
 """Conversation objects and request bodies, shaped as the openai package's
-`types/conversations` (Hearth keeps text messages only). Bounds that are OpenAI's own are
+`types/conversations` (Hearth keeps messages: their text, and the files they attached). Bounds that are OpenAI's own are
 constants here (metadata's in hearth.metadata, which the ui shares); the per-user caps are settings (api.settings)."""
 
 import secrets
@@ -9,7 +9,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
-from hearth.documents import Citation
+from api.documents.parts import FileInput
+from hearth.documents import Citation, DocumentRef
 from hearth.metadata import METADATA_KEY_CHARS, METADATA_PAIRS, METADATA_VALUE_CHARS
 
 MAX_ITEMS_PER_REQUEST = 20  # OpenAI's bound for create and items.create
@@ -71,7 +72,15 @@ class OutputText(BaseModel):
         return [a for a in value if not isinstance(a, dict) or a.get("type") == "file_citation"]
 
 
-Part = Annotated[InputText | OutputText, Field(discriminator="type")]
+class InputFile(FileInput):
+    """A file a user's message attached. As a request sends it, `file_id` or `file_data`; as
+    an item stores it, the `file_id` of the document read from it (an uploaded file's id, or
+    the id given to inline `file_data`) and its filename, so an export says which files it used."""
+
+    type: Literal["input_file"] = "input_file"
+
+
+Part = Annotated[InputText | OutputText | InputFile, Field(discriminator="type")]
 
 
 class MessageItem(BaseModel):
@@ -84,14 +93,28 @@ class MessageItem(BaseModel):
     content: list[Part]
 
     def text(self) -> str:
-        return "\n".join(part.text for part in self.content)
+        return "\n".join(part.text for part in self.content if not isinstance(part, InputFile))
+
+    def documents(self) -> list[DocumentRef]:
+        """The documents it attached, as stored (by file_id)."""
+        return [DocumentRef(document_id=p.file_id, filename=p.filename or p.file_id)
+                for p in self.content if isinstance(p, InputFile) and p.file_id is not None]
+
+    def with_documents(self, refs: list[DocumentRef]) -> "MessageItem":
+        """The item as stored: each file part (in order) replaced by the document read from it."""
+        found = iter(refs)
+        content = [InputFile(file_id=ref.document_id, filename=ref.filename) if isinstance(p, InputFile) and (ref := next(found)) else p
+                   for p in self.content]
+        return self.model_copy(update={"content": content})
 
 
-def message(role: Role, text: str, status: Status = "completed", citations: Sequence[Citation] = ()) -> MessageItem:
+def message(role: Role, text: str, status: Status = "completed", documents: list[DocumentRef] | None = None,
+            citations: Sequence[Citation] = ()) -> MessageItem:
     """A new message item: the model's words are `output_text` (with the documents it was
-    given from), everyone else's `input_text`."""
+    given from), everyone else's `input_text`, then the documents it attached."""
     part = OutputText(text=text, annotations=file_citations(citations, len(text))) if role == "assistant" else InputText(text=text)
-    return MessageItem(id=new_id("msg"), role=role, status=status, content=[part])
+    files: list[InputText | OutputText | InputFile] = [InputFile(file_id=r.document_id, filename=r.filename) for r in documents or []]
+    return MessageItem(id=new_id("msg"), role=role, status=status, content=[part, *files])
 
 
 class Conversation(BaseModel):
@@ -172,6 +195,7 @@ class ExportedConversation(Conversation):
         lines = [f"# {self.metadata.get(TITLE_KEY) or 'Conversation'}", "", f"*Hearth conversation `{self.id}`, started {when}.*"]
         for item in self.items:
             lines += ["", f"**{item.role.capitalize()}**", "", item.text()]
+            lines += [f"*Attached: {ref.filename} (`{ref.document_id}`)*" for ref in item.documents()]
         return "\n".join(lines) + "\n"
 
 
