@@ -43,14 +43,14 @@ def pages_cited(annotations: list[Any], file_id: str) -> list[int]:
 def test_the_page_with_the_fact_is_among_the_parts_read(ask: openai.OpenAI, report: str) -> None:
     response = ask.responses.create(model="any", max_output_tokens=8, input=[{"role": "user", "content": [
         {"type": "input_file", "file_id": report}, {"type": "input_text", "text": QUESTION}]}])
-    part = response.output[0].content[0]  # type: ignore[union-attr]
-    annotations = [a.model_dump() for a in part.annotations]  # type: ignore[union-attr]
+    part = response.output[0].content[0]
+    annotations = [a.model_dump() for a in part.annotations]
     pages = pages_cited(annotations, report)
     assert NEEDLE_PAGE in pages and len(pages) < 100
     assert pages == sorted(pages)  # in document order
-    assert {a["index"] for a in annotations} == {len(part.text)}  # type: ignore[union-attr]
-    stored = ask.responses.retrieve(response.id).output[0].content[0]  # type: ignore[union-attr]
-    assert [a.model_dump() for a in stored.annotations] == annotations  # type: ignore[union-attr]
+    assert {a["index"] for a in annotations} == {len(part.text)}
+    stored = ask.responses.retrieve(response.id).output[0].content[0]
+    assert [a.model_dump() for a in stored.annotations] == annotations
 
 
 def test_chat_completions_say_which_parts_were_read(ask: openai.OpenAI, report: str) -> None:
@@ -77,14 +77,14 @@ def test_a_follow_up_retrieves_again_without_the_file(ask: openai.OpenAI, report
     conversation = ask.conversations.create()
     first = ask.responses.create(model="any", max_output_tokens=8, conversation=conversation.id, input=[{"role": "user", "content": [
         {"type": "input_file", "file_id": report}, {"type": "input_text", "text": "What was the heating oil level on page 3?"}]}])
-    first_pages = pages_cited([a.model_dump() for a in first.output[0].content[0].annotations], report)  # type: ignore[union-attr]
+    first_pages = pages_cited([a.model_dump() for a in first.output[0].content[0].annotations], report)
     assert 3 in first_pages
     follow_up = ask.responses.create(model="any", max_output_tokens=8, conversation=conversation.id, input=QUESTION)
-    pages = pages_cited([a.model_dump() for a in follow_up.output[0].content[0].annotations], report)  # type: ignore[union-attr]
+    pages = pages_cited([a.model_dump() for a in follow_up.output[0].content[0].annotations], report)
     assert NEEDLE_PAGE in pages and pages != first_pages
 
     def answers() -> list[Any]:
-        return [i for i in ask.conversations.items.list(conversation.id, order="asc").data if i.role == "assistant"]  # type: ignore[union-attr]
+        return [i for i in ask.conversations.items.list(conversation.id, order="asc").data if i.role == "assistant"]
 
     wait_for(lambda: len(answers()) == 2, 30, "both answers filed in the conversation")
     kept = [[a.model_dump() for a in item.content[0].annotations] for item in answers()]
