@@ -51,6 +51,10 @@ def test_the_page_with_the_fact_is_among_the_parts_read(ask: openai.OpenAI, repo
     assert {a["index"] for a in annotations} == {len(part.text)}
     stored = ask.responses.retrieve(response.id).output[0].content[0]
     assert [a.model_dump() for a in stored.annotations] == annotations
+    events = list(ask.responses.create(model="any", max_output_tokens=8, stream=True, input=[{"role": "user", "content": [
+        {"type": "input_file", "file_id": report}, {"type": "input_text", "text": QUESTION}]}]))
+    done = [e.item for e in events if e.type == "response.output_item.done"]
+    assert pages_cited([a.model_dump() for a in done[0].content[0].annotations], report) == pages  # the same question: the same parts
 
 
 def test_chat_completions_say_which_parts_were_read(ask: openai.OpenAI, report: str) -> None:

@@ -65,10 +65,13 @@ def _safe(text: str) -> str:
     return text.replace("<document", "< document").replace("</document", "< /document")
 
 
-def _frame(filename: str, text: str, page: int | None = None) -> str:
-    name = " ".join(filename.replace('"', "'").split())
-    where = f' page="{page}"' if page is not None else ""
-    return f'<document filename="{_safe(name)}"{where}>\n{_safe(text)}\n</document>'
+def _attribute(value: str) -> str:
+    return _safe(" ".join(value.replace('"', "'").split()))
+
+
+def _frame(filename: str, text: str, page: int | None = None, heading: str | None = None) -> str:
+    where = (f' page="{page}"' if page is not None else "") + (f' section="{_attribute(heading)}"' if heading else "")
+    return f'<document filename="{_attribute(filename)}"{where}>\n{_safe(text)}\n</document>'
 
 
 @dataclass(frozen=True)
@@ -85,7 +88,7 @@ def _whole(index: int, document: DocumentText, count: Count) -> _Part:
 
 
 def _chunk(index: int, chunk: Chunk, count: Count) -> _Part:
-    text = _frame(chunk.filename, chunk.text, chunk.page)
+    text = _frame(chunk.filename, chunk.text, chunk.page, chunk.heading)
     citation = Citation(document_id=chunk.document_id, filename=chunk.filename, page=chunk.page, chunk=chunk.number)
     return _Part((index, chunk.number), text, count(text) + SEAM_TOKENS, citation)
 
