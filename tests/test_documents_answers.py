@@ -7,7 +7,9 @@ from typing import Any
 
 import openai
 import pytest
+from pydantic import ValidationError
 
+from api.conversations.schemas import OutputText
 from devstack import RedisServer, Stack, serve, wait_for
 from tests.documents import NEEDLE_PAGE, long_pdf
 
@@ -93,3 +95,13 @@ def test_a_follow_up_retrieves_again_without_the_file(ask: openai.OpenAI, report
     wait_for(lambda: len(answers()) == 2, 30, "both answers filed in the conversation")
     kept = [[a.model_dump() for a in item.content[0].annotations] for item in answers()]
     assert [pages_cited(k, report) for k in kept] == [first_pages, pages]
+
+
+def test_stored_text_keeps_file_citations_only() -> None:
+    """A conversation's items (an import, a client's earlier output sent back) keep Hearth's
+    bounded file citations; other annotations are not Hearth's and are left out."""
+    cited = {"type": "file_citation", "file_id": "file-1", "filename": "a.pdf", "index": 3, "page": 2, "chunk": 5}
+    part = OutputText.model_validate({"text": "Yes.", "annotations": [cited, {"type": "url_citation", "url": "http://x"}, "odd"]})
+    assert [a.model_dump() for a in part.annotations] == [cited]
+    with pytest.raises(ValidationError):
+        OutputText.model_validate({"text": "Yes.", "annotations": [{**cited, "filename": "a" * 2000}]})

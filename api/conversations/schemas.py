@@ -69,7 +69,7 @@ class OutputText(BaseModel):
         others a client may send (url citations...) are not Hearth's and are left out."""
         if not isinstance(value, list):
             return value
-        return [a for a in value if not isinstance(a, dict) or a.get("type") == "file_citation"]
+        return [a for a in value if isinstance(a, FileCitation) or (isinstance(a, dict) and a.get("type") == "file_citation")]
 
 
 class InputFile(FileInput):
