@@ -102,15 +102,37 @@ def test_a_long_document_gives_its_best_chunks_in_order(vocab: Llama) -> None:
 
 
 def test_a_follow_up_retrieves_for_its_own_question(vocab: Llama) -> None:
-    """A document attached on the first turn goes with the latest question, parts chosen for it."""
+    """A document attached on the first turn stays there, its parts chosen for the latest question."""
     needle = needle_document(random.Random(9), 120)
     first = asked("What does the lease say about the boiler?", needle.document)
     assert needle.fact not in text_of(vocab, plan(prompter(vocab), first, 64, needle.document).tokens)
     turns = [*first, Message(role="assistant", content="It says the boiler is repaired."), Message(role="user", content=needle.question)]
     fitted = plan(prompter(vocab), turns, 64, needle.document)
     text = text_of(vocab, fitted.tokens)
-    assert needle.fact in text
-    assert text.index(needle.fact) > text.index("It says the boiler is repaired.")
+    assert text.index(needle.fact) < text.index("It says the boiler is repaired.") < text.index(needle.question)
+
+
+def test_a_whole_document_keeps_the_prompt_start_for_the_next_turn(vocab: Llama) -> None:
+    """The next turn's prompt starts with the whole previous one: the state cache skips it."""
+    doc = document("file-lease", LEASE)
+    first = asked("Can I keep a dog?", doc)
+    before = plan(prompter(vocab), first, 64, doc).tokens
+    after = plan(prompter(vocab), [*first, Message(role="assistant", content="Yes, one."), Message(role="user", content="And the deposit?")], 64, doc)
+    assert after.tokens[: len(before)] == before
+
+
+def test_a_document_of_a_trimmed_turn_goes_with_the_latest_question(vocab: Llama) -> None:
+    doc = document("file-lease", LEASE)
+    chat = asked("Here is my lease.", doc)
+    for n in range(12):
+        chat += [Message(role="assistant", content=f"Noted {n}. " + "blah " * 60), Message(role="user", content=f"Question {n}? " + "more " * 60)]
+    chat.append(Message(role="user", content="Can I keep a dog?"))
+    fitted = plan(prompter(vocab, 1024), chat, 64, doc)
+    text = text_of(vocab, fitted.tokens)
+    assert fitted.dropped_messages and "Here is my lease." not in text
+    assert all(page in text for page in LEASE) and text.index(LEASE[1]) < text.index("Can I keep a dog?")
+    assert fitted.citations == (Citation(document_id="file-lease", filename="lease.pdf"),)
+    assert len(fitted.tokens) + 64 <= 1024
 
 
 def test_documents_share_the_room(vocab: Llama) -> None:

@@ -47,6 +47,7 @@ class Plan:
     dropped_messages: int = 0
     dropped_tokens: int = 0
     citations: tuple[Citation, ...] = ()  # the attached documents' text in the prompt (worker.documents_prompt)
+    kept: tuple[int, ...] | None = None  # indexes of the messages kept, when some were dropped
 
 
 def _turns(messages: Sequence[Message]) -> tuple[list[list[int]], list[int]]:
@@ -134,4 +135,5 @@ def plan(messages: Sequence[Message], max_tokens: int | None, default_max_tokens
         max_tokens or min(default_max_tokens, room),
         dropped_messages=len(messages) - len(keep),
         dropped_tokens=len(full.tokens) - len(tokens),
+        kept=tuple(keep),
     )

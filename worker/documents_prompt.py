@@ -1,18 +1,19 @@
 """What the model reads of a conversation's attached documents, and which parts those were.
 
-Every document attached anywhere in the conversation goes with its latest question, in the
-order first attached: an old turn trimmed away to fit the window never takes a document with
-it, and each new question retrieves again for itself. When the documents fit beside the
-conversation (as it is fitted without them) and the answer's room, they go in whole. When they
-do not, the smaller ones that fit in an even share of the room go whole, and the others are cut
-into chunks (worker.documents) of which the best for the question by BM25 go in, as many as fit,
-in document order.
+A document goes with the message that attached it, so a conversation's next turn finds the
+same prompt start and its state cache skips it; when that message was trimmed away to fit the
+window, with the latest question, so a document is never lost with an old turn. When the
+documents fit beside the conversation (as it is fitted without them) and the answer's room,
+they go in whole. When they do not, the smaller ones that fit in an even share of the room go
+whole, and the others are cut into chunks (worker.documents) of which the best for the latest
+question by BM25 go in, as many as fit, in document order: each new question retrieves again.
 
 A document's text is the user's data, never instructions: it is framed as a document's content
 (its filename, its page) and cannot close that frame itself.
 """
 
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import suppress
 from dataclasses import dataclass, replace
 
 from redis import Redis
@@ -82,8 +83,12 @@ class _Part:
     citation: Citation
 
 
+def _whole_text(document: DocumentText) -> str:
+    return _frame(document.filename, "\n\n".join(page.text for page in document.pages))
+
+
 def _whole(index: int, document: DocumentText, count: Count) -> _Part:
-    text = _frame(document.filename, "\n\n".join(page.text for page in document.pages))
+    text = _whole_text(document)
     return _Part((index, -1), text, count(text) + SEAM_TOKENS, Citation(document_id=document.document_id, filename=document.filename))
 
 
@@ -120,23 +125,44 @@ def choose(documents: Sequence[DocumentText], question: str, room: int, count: C
     return sorted(chosen, key=lambda p: p.order)
 
 
-def with_documents(messages: Sequence[Message], documents: Mapping[str, DocumentText], fit: Callable[[Sequence[Message]], Plan],
+Fit = Callable[[Sequence[Message], int], Plan]  # a chat, planned with that many tokens left free
+
+
+def with_documents(messages: Sequence[Message], documents: Mapping[str, DocumentText], fit: Fit,
                    room: Callable[[Plan], int], count: Count, chunking: Chunking) -> Plan:
-    """The plan of `messages` with their attached documents' text in the latest question
-    (`fit` plans a chat as the window allows; `room` is what a plan leaves for documents).
-    Raises ContextOverflow when not one part of them fits."""
+    """The plan of `messages` with their attached documents' text (`fit` plans a chat as the
+    window allows; `room` is what a plan leaves for documents). A long conversation leaves out
+    older turns for the documents, up to half the room the answer leaves. Raises ContextOverflow
+    when not one part of them fits."""
     refs = attached(messages)
     if not refs:
-        return fit(messages)
-    base = fit(messages)
-    space = room(base) - MARGIN_TOKENS - count(INTRO) - SEAM_TOKENS
+        return fit(messages, 0)
+    base = fit(messages, 0)
+    need = sum(count(_whole_text(documents[ref.document_id])) for ref in refs)
+    if room(base) < need:
+        beside_answer = room(base) + len(base.tokens)
+        with suppress(ContextOverflow):  # what is never left out may not leave that much
+            base = fit(messages, min(need, beside_answer // 2))
+    kept = range(len(messages)) if base.kept is None else base.kept
     last_user = max((i for i, m in enumerate(messages) if m.role == "user"), default=len(messages) - 1)
+    host: dict[str, int] = {}  # document id -> the message it goes with
+    for i in kept:
+        for ref in messages[i].documents:
+            host.setdefault(ref.document_id, i)
+    for ref in refs:
+        host.setdefault(ref.document_id, last_user)
+    space = room(base) - MARGIN_TOKENS - len(set(host.values())) * (count(INTRO) + SEAM_TOKENS)
     question = messages[last_user].content
     parts = choose([documents[ref.document_id] for ref in refs], question, space, count, chunking)
     if not parts:
         raise ContextOverflow(len(base.tokens), 0, 0, "The attached documents do not fit: the conversation and the room kept for "
                               "the answer leave no space for even one part of them. Start a new conversation or lower max_tokens.")
-    block = "\n\n".join([INTRO, *(p.text for p in parts)])
-    composed = list(messages)
-    composed[last_user] = messages[last_user].model_copy(update={"content": f"{block}\n\n{question}"})
-    return replace(fit(composed), citations=tuple(p.citation for p in parts))
+    blocks: dict[int, list[str]] = {}
+    for part in parts:
+        blocks.setdefault(host[refs[part.order[0]].document_id], [INTRO]).append(part.text)
+    composed = [messages[i].model_copy(update={"content": "\n\n".join([*blocks[i], messages[i].content])}) if i in blocks else messages[i]
+                for i in kept]
+    fitted = fit(composed, 0)  # within the window: the documents took only the room the kept turns left
+    return replace(fitted, dropped_messages=base.dropped_messages + fitted.dropped_messages,
+                   dropped_tokens=base.dropped_tokens + fitted.dropped_tokens, kept=base.kept,
+                   citations=tuple(p.citation for p in parts))

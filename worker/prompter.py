@@ -5,6 +5,7 @@ the pre-queue size check use the same code, so they agree on every count.
 """
 
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from functools import cache
 
 import llama_cpp
@@ -80,9 +81,18 @@ class Prompter:
         # the same text around every message: each distinct piece is tokenized once.
         memo = cache(self._tokenize)
 
-        def fit(chat: Sequence[Message]) -> Plan:
-            return plan(prompt_messages(chat, tools), max_tokens, self._default_max_tokens, self.n_ctx, lambda c: self._counted(c, memo))
-
         limit = self.n_ctx - reserved(max_tokens, self._default_max_tokens, self.n_ctx)
+
+        def fit(chat: Sequence[Message], room: int = 0) -> Plan:
+            """`chat` fitted with `room` more tokens left free (for documents): an answer of
+            that much more is planned, and older turns are left out for it."""
+            shown = prompt_messages(chat, tools)
+            answer = self.n_ctx - limit + room if room else max_tokens
+            fitted = plan(shown, answer, self._default_max_tokens, self.n_ctx, lambda c: self._counted(c, memo))
+            if fitted.kept is None:
+                return fitted
+            first = len(shown) - len(chat)  # after the tools' description
+            return replace(fitted, kept=tuple(i - first for i in fitted.kept if i >= first))
+
         return with_documents(messages, documents or {}, fit, lambda base: limit - len(base.tokens),
                               lambda text: len(memo(text.encode(errors="replace"), False)), self._chunking)
