@@ -60,3 +60,10 @@ def test_a_deleted_document_does_not_fit(stack: Stack) -> None:
     reply = fit(stack, [Message(role="user", content="Summarise it.", documents=[gone])])
     assert not reply.fits
     assert "'gone.pdf'" in reply.message and "no longer available" in reply.message
+
+
+def test_a_conversation_goes_on_without_an_earlier_turns_deleted_document(stack: Stack) -> None:
+    gone = DocumentRef(document_id="file-gone-earlier", filename="gone.pdf")
+    reply = fit(stack, [Message(role="user", content="Summarise it.", documents=[gone]), Message(role="assistant", content="It is short."),
+                        Message(role="user", content="When is the street party?", documents=[store(stack, LETTER)])])
+    assert reply.fits

@@ -30,7 +30,7 @@ SEAM_TOKENS = 2
 
 
 class DocumentMissing(Exception):
-    """An attached document whose text is gone (its file was deleted)."""
+    """A document the latest question attached whose text is gone (its file was deleted)."""
 
 
 def attached(messages: Sequence[Message]) -> list[DocumentRef]:
@@ -49,16 +49,25 @@ class DocumentReader:
         self._redis = redis
 
     def read(self, messages: Sequence[Message]) -> dict[str, DocumentText]:
+        """By id; one an earlier turn attached and whose file was deleted since is left out
+        (the conversation goes on without it), one the latest question attaches is refused."""
         refs = attached(messages)
         if not refs:
             return {}
         raws = self._redis.mget([document_key(ref.document_id) for ref in refs])
+        asked = {ref.document_id for ref in messages[_latest_question(messages)].documents}
         out = {}
         for ref, raw in zip(refs, raws):
-            if raw is None:
+            if raw is not None:
+                out[ref.document_id] = DocumentText.model_validate_json(raw)
+            elif ref.document_id in asked:
                 raise DocumentMissing(f"The document {ref.filename!r} ({ref.document_id}) is no longer available; attach it again.")
-            out[ref.document_id] = DocumentText.model_validate_json(raw)
         return out
+
+
+def _latest_question(messages: Sequence[Message]) -> int:
+    """The latest user message's index (the last message's, without one)."""
+    return max((i for i, m in enumerate(messages) if m.role == "user"), default=len(messages) - 1)
 
 
 def _safe(text: str) -> str:
@@ -134,7 +143,7 @@ def with_documents(messages: Sequence[Message], documents: Mapping[str, Document
     window allows; `room` is what a plan leaves for documents). A long conversation leaves out
     older turns for the documents, up to half the room the answer leaves. Raises ContextOverflow
     when not one part of them fits."""
-    refs = attached(messages)
+    refs = [ref for ref in attached(messages) if ref.document_id in documents]
     if not refs:
         return fit(messages, 0)
     base = fit(messages, 0)
@@ -144,7 +153,7 @@ def with_documents(messages: Sequence[Message], documents: Mapping[str, Document
         with suppress(ContextOverflow):  # what is never left out may not leave that much
             base = fit(messages, min(need, beside_answer // 2))
     kept = range(len(messages)) if base.kept is None else base.kept
-    last_user = max((i for i, m in enumerate(messages) if m.role == "user"), default=len(messages) - 1)
+    last_user = _latest_question(messages)
     host: dict[str, int] = {}  # document id -> the message it goes with
     for i in kept:
         for ref in messages[i].documents:
