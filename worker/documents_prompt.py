@@ -157,7 +157,8 @@ def with_documents(messages: Sequence[Message], documents: Mapping[str, Document
     host: dict[str, int] = {}  # document id -> the message it goes with
     for i in kept:
         for ref in messages[i].documents:
-            host.setdefault(ref.document_id, i)
+            if ref.document_id in documents:
+                host.setdefault(ref.document_id, i)
     for ref in refs:
         host.setdefault(ref.document_id, last_user)
     space = room(base) - MARGIN_TOKENS - len(set(host.values())) * (count(INTRO) + SEAM_TOKENS)
