@@ -105,6 +105,7 @@ class Stack:
         self.log_dir = log_dir
         self.api_port = free_port()
         self.states = Path(tempfile.mkdtemp(prefix="hearth-states-"))
+        self.blobs = Path(tempfile.mkdtemp(prefix="hearth-blobs-"))
         self.env = {**os.environ, "REDIS_URL": self.redis_url, "API_PORT": str(self.api_port), "LOG_FORMAT": "json",
                     "HEARTBEAT_INTERVAL_S": "0.5", "HEARTBEAT_TTL_S": "2",
                     # Accounts and the per-user cap have their own tests (test_auth.py,
@@ -116,6 +117,8 @@ class Stack:
                     "N_THREADS": "1",
                     # Saved model states on disk: the stack's own, never the checkout's `.hearth`.
                     "STATE_DIR": str(self.states),
+                    # Documents' bytes: the stack's own folder too.
+                    "BLOB_DIR": str(self.blobs),
                     # The suite's requests name `model: "any"`: the stack's one model answers
                     # them, as an operator's DEFAULT_MODEL makes it (test_models.py routes).
                     "DEFAULT_MODEL": Path(env["MODEL_PATH"]).stem if "MODEL_PATH" in env else MODEL, **env}
@@ -150,6 +153,7 @@ class Stack:
         for proc in [*self.workers, *([self.api] if self.api else [])]:
             proc.stop(timeout=5)
         shutil.rmtree(self.states, ignore_errors=True)
+        shutil.rmtree(self.blobs, ignore_errors=True)
 
 
 

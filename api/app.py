@@ -22,10 +22,10 @@ from api.chat import router as chat
 from api.conversations import router as conversations
 from api.conversations.store import ConversationStore
 from api.conversations.turns import TurnService
+from api.documents.service import file_services
 from api.embeddings import router as embeddings
 from api.errors import HearthError, install_error_handlers
 from api.files import router as files
-from api.files.store import FileStore
 from api.health import router as health
 from api.jobs import router as jobs
 from api.jobs.filing import Filing
@@ -90,9 +90,10 @@ def create_app(settings: ApiSettings) -> FastAPI:
         app.state.quotas = QuotaStore(redis)
         app.state.quota_gate = QuotaGate(redis, app.state.quotas, app.state.usage, settings.quota_hold_tokens, settings.job_ttl_s)
         app.state.shares = ShareStore(redis)
-        app.state.accounts = AccountService(app.state.users, app.state.conversations, app.state.usage, app.state.shares)
+        app.state.files, app.state.documents = file_services(redis, settings)
+        app.state.accounts = AccountService(app.state.users, app.state.conversations, app.state.usage, app.state.shares,
+                                            app.state.documents)
         app.state.responses = ResponseStore(redis, settings.response_retention_s)
-        app.state.files = FileStore(redis, settings.file_retention_s)
         app.state.batches = BatchStore(redis, settings.file_retention_s)
         app.state.signins = SignInThrottle(redis, settings.login_max_failures, settings.login_lockout_s)
         await announce(settings, app.state.users)
@@ -120,9 +121,9 @@ def create_app(settings: ApiSettings) -> FastAPI:
 
     app.openapi = lambda: honest_openapi(app)  # type: ignore[method-assign]  # FastAPI's documented way to replace the schema
     # An upload's multipart body is its file plus a little framing; the files router then
-    # refuses a file over BATCH_MAX_FILE_BYTES itself, with a message that says so.
+    # refuses a file over BATCH_MAX_FILE_BYTES or DOCUMENT_MAX_FILE_BYTES itself, with a message that says so.
     # An export file brought back is one JSON body, larger than a chat's.
-    uploads = {"/v1/files": settings.batch_max_file_bytes + UPLOAD_FRAMING_BYTES,
+    uploads = {"/v1/files": max(settings.batch_max_file_bytes, settings.document_max_file_bytes) + UPLOAD_FRAMING_BYTES,
                "/v1/conversations/import": settings.conversation_import_bytes}
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes, paths=uploads)
     app.add_middleware(RequestContextMiddleware)  # outside the limit: a 413 is logged with its request id

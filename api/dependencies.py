@@ -15,6 +15,7 @@ from api.accounts.users import LOCAL_USER, User, UserStore
 from api.batches.store import BatchStore
 from api.conversations.store import ConversationStore
 from api.conversations.turns import TurnService
+from api.documents.service import DocumentService
 from api.errors import HearthError
 from api.files.store import FileStore
 from api.jobs.service import JobService
@@ -40,6 +41,10 @@ async def get_jobs(request: Request) -> JobService:
 
 async def get_files(request: Request) -> FileStore:
     return request.app.state.files  # type: ignore[no-any-return]  # Starlette types app.state as Any
+
+
+async def get_documents(request: Request) -> DocumentService:
+    return request.app.state.documents  # type: ignore[no-any-return]  # Starlette types app.state as Any
 
 
 async def get_batches(request: Request) -> BatchStore:
@@ -121,6 +126,7 @@ RedisDep = Annotated[AsyncRedis, Depends(get_redis)]
 Jobs = Annotated[JobService, Depends(get_jobs)]
 Users = Annotated[UserStore, Depends(get_users)]
 Files = Annotated[FileStore, Depends(get_files)]
+Documents = Annotated[DocumentService, Depends(get_documents)]
 Batches = Annotated[BatchStore, Depends(get_batches)]
 Conversations = Annotated[ConversationStore, Depends(get_conversations)]
 Turns = Annotated[TurnService, Depends(get_turns)]

@@ -2,7 +2,7 @@
 
 from pydantic import Field, field_validator
 
-from hearth.settings import CommonSettings
+from hearth.settings import CommonSettings, data_dir
 
 
 class ApiSettings(CommonSettings):
@@ -25,6 +25,21 @@ class ApiSettings(CommonSettings):
     batch_max_lines: int = Field(50_000, ge=1, description="Most lines in one batch input file.")
     batch_longest_window_s: int = Field(7 * 86400, ge=60, description="Longest `completion_window` a batch may ask for (`24h`, or e.g. `90m`).")
     file_retention_s: int = Field(30 * 86400, ge=60, description="How long files, batch results and ended batches are kept.")
+    # Documents (files with purpose `user_data`, or sent inline in a chat): api.documents.
+    document_max_file_bytes: int = Field(32 * 2**20, ge=1024, description="Largest document accepted (a `user_data` file, or one sent inline as `file_data`); 413 above.")
+    document_storage_mb_per_user: int = Field(512, ge=1, description="Document bytes one person may keep (their `user_data` files); an upload past it gets 413 saying how much is used.")
+    document_max_pages: int = Field(2000, ge=1, description="Most pages (or sections) of a document whose text is read; a longer one gets 400.")
+    document_max_chars: int = Field(4_000_000, ge=1000, description="Most characters of text extracted from one document; a longer one gets 400.")
+    document_extract_cpu_s: int = Field(30, ge=1, le=600, description="CPU seconds the process that reads one document's text may use; a document that needs more gets 400.")
+    document_extract_wall_s: float = Field(60, gt=0, le=600, description="Wall-clock seconds reading one document's text may take; a document that takes longer gets 400.")
+    document_extract_memory_mb: int = Field(1024, ge=128, description="Address space of the process that reads one document's text (a decompression bomb stops there, with 400).")
+    document_extractions: int = Field(2, ge=1, le=64, description="Documents read at once by one api process; more wait their turn (each in its own bounded process).")
+    blob_dir: str = Field(default_factory=lambda: str(data_dir() / "blobs"), description="Folder of document bytes when no S3 store is configured (default `.hearth/blobs`, under `HEARTH_DATA`): for a one-machine install.")
+    s3_endpoint: str = Field("", description="S3-compatible object store for document bytes (`http://minio:9000`, `https://s3.eu-west-1.amazonaws.com`); empty: the local `BLOB_DIR`.")
+    s3_bucket: str = Field("hearth-documents", description="Bucket of document bytes in `S3_ENDPOINT` (created if missing).")
+    s3_access_key: str = Field("", description="Access key for `S3_ENDPOINT`.")
+    s3_secret_key: str = Field("", description="Secret key for `S3_ENDPOINT`.")
+    s3_region: str = Field("", description="Region of `S3_BUCKET`, when the store wants one (AWS does); empty: the store's default.")
     response_retention_s: int = Field(30 * 86400, ge=60, description="How long a stored response (`/v1/responses` with `store: true`) is kept after it was created.")
     conversations_per_user: int = Field(1000, ge=1, description="Conversations one user may keep on the server; creating or importing more gets 400.")
     conversation_items: int = Field(2000, ge=1, description="Messages one conversation may hold; adding more gets 400 (an answer to an accepted message is always kept).")

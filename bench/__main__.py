@@ -8,7 +8,7 @@ import sys
 from collections.abc import Callable
 
 from api.settings import ApiSettings
-from bench import batch, context, documents, grammar, idle, load, models, states, stream, tool_calls
+from bench import batch, context, documents, grammar, idle, load, models, retrieval, states, stream, tool_calls
 from bench.rig import Rig
 from hearth.logs import setup_logging
 from hearth.settings import CommonSettings
@@ -24,7 +24,8 @@ CASES: dict[str, Callable[[Rig, argparse.Namespace], str]] = {
     "context": lambda rig, a: context.run(rig, a.turns, a.max_tokens, a.seed).render(),
     "batch": lambda rig, a: batch.run(rig, a.lines, a.line_tokens, a.seed).render(),
     "states": lambda rig, a: states.run(rig, a.history_tokens, a.seed).render(),
-    "documents": lambda rig, a: documents.run(rig, a.inputs, a.rounds, a.seed).render(),
+    "documents": lambda rig, a: (f"{retrieval.run(rig, a.questions, a.pages, a.seed).render()}\n\n"
+                                 f"{documents.run(rig, a.inputs, a.rounds, a.seed).render()}"),
     "models": lambda rig, a: models.run(rig, a.model_tokens, a.seed, a.other_model).render(),  # last: it replaces the worker
 }
 
@@ -79,6 +80,8 @@ def parser() -> argparse.ArgumentParser:
                    help="prompt tokens of the conversation whose next turn is measured (default: %(default)s)")
     d = p.add_argument_group("documents")
     d.add_argument("--inputs", type=at_least(1), default=64, help="texts embedded in one call, each side (default: %(default)s)")
+    d.add_argument("--questions", type=at_least(1), default=40, help="needle questions for retrieval, each on its own document (default: %(default)s)")
+    d.add_argument("--pages", type=at_least(11), default=200, help="pages of each needle question's document (default: %(default)s)")
     m = p.add_argument_group("models")
     m.add_argument("--model-tokens", type=at_least(2), default=16,
                    help="completion tokens per request; the 7B-shaped model makes about 2 a second on 2 cores (default: %(default)s)")

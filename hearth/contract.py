@@ -17,7 +17,7 @@ from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, Field, TypeAdapter
 
-from hearth.documents import DocumentRef
+from hearth.documents import Citation, DocumentRef
 
 
 class QueueKind(StrEnum):
@@ -353,6 +353,9 @@ class DoneEvent(BaseModel):
     type: Literal[EventType.DONE] = EventType.DONE
     finish_reason: Literal["stop", "length", "tool_calls"]
     usage: Usage
+    # The attached documents the answer was given from: each read whole, or the parts of it
+    # that went into the prompt (hearth.documents.Citation), in document order.
+    citations: list[Citation] = []
 
 
 class ErrorCode(StrEnum):

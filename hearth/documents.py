@@ -36,3 +36,13 @@ class DocumentRef(BaseModel):
 
     document_id: str
     filename: str
+
+
+class Citation(BaseModel):
+    """A document an answer was given from, or one part of it (the worker's `done` event
+    lists them): `chunk` and `page` name the part; both None, the document was read whole."""
+
+    document_id: str
+    filename: str
+    page: int | None = None  # the part's page (or section) number
+    chunk: int | None = None  # the part's place among the document's chunks, from 0

@@ -355,7 +355,7 @@ def test_record_answer_is_once_per_job_and_history_lists_turns(secured: Stack) -
 
     recorded, history, late = asyncio.run(run())
     assert sum(r is not None for r in recorded) == 1  # one atomic write, the rest add nothing
-    assert history == [("system", "Be brief."), ("user", "Hi?"), ("assistant", "Hello.")]  # past the cap of 2: an answer is kept
+    assert [(m.role, m.content) for m in history] == [("system", "Be brief."), ("user", "Hi?"), ("assistant", "Hello.")]  # past the cap of 2: an answer is kept
     assert late is None
     with pytest.raises(openai.NotFoundError):
         client.conversations.retrieve(gone.id)  # recording into a deleted conversation does not bring it back

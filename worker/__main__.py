@@ -19,6 +19,7 @@ from hearth.logs import setup_logging
 from hearth.redis_client import connect
 from hearth.usage import UsageClock
 from worker.control import CancelListener, Heartbeat
+from worker.documents_prompt import DocumentReader
 from worker.embedder import Embedder, count_tokens, embedding_catalog
 from worker.engine import Engine
 from worker.fit_check import FitChecker
@@ -107,12 +108,12 @@ def main() -> None:
     pool = ModelPool(files, settings.model_memory_budget_mb * 2**20, lambda file: Engine(settings, file, disk), redis, embeddings,
                      lambda file, spec: Embedder.load(file, spec, settings.n_threads, settings.n_gpu_layers))
     log.info("serving %d model(s)", len(models), extra={"models": {m.id: m.n_ctx for m in files.values()}})
-    FitChecker(redis, {m.id: Prompter(m.vocab, m.n_ctx, settings.default_max_tokens) for m in files.values()},
+    FitChecker(redis, {m.id: Prompter(m.vocab, m.n_ctx, settings.default_max_tokens, settings.chunking) for m in files.values()},
                {model: partial(count_tokens, file.vocab._model) for model, (file, _) in embeddings.items()})
     meter = JobMeter(redis, settings.job_ttl_s, settings.event_interval_ms / 1000, settings.worker_name, settings.log_prompts,
                      UsageClock(settings.usage_timezone, settings.usage_clock_offset_s))
     runner = JobRunner(settings.worker_name, pool, meter, CancelListener(redis, models),
-                       lambda queue, payload: save_attempt(rq_redis, queue, payload, settings.job_ttl_s), disk)
+                       lambda queue, payload: save_attempt(rq_redis, queue, payload, settings.job_ttl_s), disk, DocumentReader(redis))
     heartbeat = Heartbeat(redis, settings.worker_name, models, embedding_models,
                           lambda: WorkerInfo.model_validate({**runner.info(), **meter.live()}), settings.heartbeat_interval_s, settings.heartbeat_ttl_s)
     wait_for_redis(redis)

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from itertools import accumulate
 
 from hearth.contract import Message
+from hearth.documents import Citation
 from hearth.trimming import MIN_ANSWER, never_dropped
 
 
@@ -30,12 +31,12 @@ Count = Callable[[Sequence[Message]], Counted]
 
 
 class ContextOverflow(Exception):
-    def __init__(self, prompt_tokens: int, max_tokens: int, n_ctx: int):
-        super().__init__(
+    def __init__(self, prompt_tokens: int, max_tokens: int, n_ctx: int, message: str | None = None):
+        super().__init__(message or (
             f"This model's maximum context length is {n_ctx} tokens. However, the latest message "
             f"(with the system prompt) needs {prompt_tokens} tokens and {max_tokens} more are "
             f"reserved for the answer. Shorten the message or lower max_tokens."
-        )
+        ))
         self.prompt_tokens, self.max_tokens, self.n_ctx = prompt_tokens, max_tokens, n_ctx
 
 
@@ -45,6 +46,8 @@ class Plan:
     max_tokens: int
     dropped_messages: int = 0
     dropped_tokens: int = 0
+    citations: tuple[Citation, ...] = ()  # the attached documents' text in the prompt (worker.documents_prompt)
+    kept: tuple[int, ...] | None = None  # indexes of the messages kept, when some were dropped
 
 
 def _turns(messages: Sequence[Message]) -> tuple[list[list[int]], list[int]]:
@@ -89,6 +92,12 @@ def _fewest(enough: Callable[[int], bool], guess: int, most: int) -> int:
     return high
 
 
+def reserved(max_tokens: int | None, default_max_tokens: int, n_ctx: int) -> int:
+    """The answer's room a prompt leaves: an explicit `max_tokens`, or up to
+    `default_max_tokens` (at most half the window)."""
+    return max_tokens or min(default_max_tokens, n_ctx // 2)
+
+
 def plan(messages: Sequence[Message], max_tokens: int | None, default_max_tokens: int, n_ctx: int, count: Count) -> Plan:
     """The prompt to run and its answer budget.
 
@@ -96,7 +105,7 @@ def plan(messages: Sequence[Message], max_tokens: int | None, default_max_tokens
     `default_max_tokens` (at most half the window) is made, then the budget is clamped to
     what is left.
     """
-    reserve = max_tokens or min(default_max_tokens, n_ctx // 2)
+    reserve = reserved(max_tokens, default_max_tokens, n_ctx)
     full = count(messages)
     if len(full.tokens) + reserve <= n_ctx:
         return Plan(full.tokens, max_tokens or min(default_max_tokens, n_ctx - len(full.tokens)))
@@ -126,4 +135,5 @@ def plan(messages: Sequence[Message], max_tokens: int | None, default_max_tokens
         max_tokens or min(default_max_tokens, room),
         dropped_messages=len(messages) - len(keep),
         dropped_tokens=len(full.tokens) - len(tokens),
+        kept=tuple(keep),
     )

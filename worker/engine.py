@@ -108,7 +108,7 @@ class Engine:
         self.n_vocab = self.llama.n_vocab()
         vocab = self.llama._model.vocab
         self._is_eog: Callable[[int], bool] = lambda token: bool(llama_cpp.llama_vocab_is_eog(vocab, token))
-        self.prompter = Prompter(self.llama, self.n_ctx, settings.default_max_tokens)
+        self.prompter = Prompter(self.llama, self.n_ctx, settings.default_max_tokens, settings.chunking)
         self.overheads = self.prompter.overheads()
         self.cache = StateCache(self.llama, settings.state_cache_mb * 2**20, model.identity, disk)
         self.grammars = Grammars(vocab)

@@ -13,6 +13,7 @@ from hearth.contract import CountReply, CountRequest, FitReply, FitRequest, coun
 from hearth.lifecycle import redis_seconds
 from hearth.redis_client import text
 from worker.context import ContextOverflow
+from worker.documents_prompt import DocumentMissing, DocumentReader
 from worker.prompter import Prompter
 
 log = logging.getLogger(__name__)
@@ -24,16 +25,19 @@ class FitChecker:
 
     def __init__(self, redis: Redis, prompters: dict[str, Prompter], counters: dict[str, Callable[[str], int]], poll_s: float = 2.0):
         self._redis, self._poll = redis, poll_s
+        self._documents = DocumentReader(redis)
         self._prompters = {fit_key(model): prompter for model, prompter in prompters.items()}
         self._counters = {count_key(model): count for model, count in counters.items()}
         threading.Thread(target=self._run, name="fit-check", daemon=True).start()
 
-    @staticmethod
-    def answer(prompter: Prompter, request: FitRequest) -> FitReply:
+    def answer(self, prompter: Prompter, request: FitRequest) -> FitReply:
+        """With the attached documents' text as the job will have it: whole, or the parts that fit."""
         try:
-            fitted = prompter.plan(request.messages, request.max_tokens, request.tools)
+            fitted = prompter.plan(request.messages, request.max_tokens, request.tools, self._documents.read(request.messages))
         except ContextOverflow as exc:
-            return FitReply(fits=False, prompt_tokens=exc.prompt_tokens, n_ctx=exc.n_ctx, message=str(exc))
+            return FitReply(fits=False, prompt_tokens=exc.prompt_tokens, n_ctx=prompter.n_ctx, message=str(exc))
+        except DocumentMissing as exc:
+            return FitReply(fits=False, prompt_tokens=0, n_ctx=prompter.n_ctx, message=str(exc))
         return FitReply(fits=True, prompt_tokens=len(fitted.tokens), n_ctx=prompter.n_ctx)
 
     def _run(self) -> None:

@@ -4,14 +4,18 @@ Built from any `Llama` of the model, including a vocab-only one: the generation 
 the pre-queue size check use the same code, so they agree on every count.
 """
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from functools import cache
 
 import llama_cpp
 from llama_cpp import Llama
 
 from hearth.contract import Message, ToolUse
-from worker.context import Counted, Plan, plan
+from hearth.documents import DocumentText
+from worker.context import Counted, Plan, plan, reserved
+from worker.documents import DEFAULT_CHUNKING, Chunking
+from worker.documents_prompt import with_documents
 from worker.prompt import ChatTemplate, Tokenize
 from worker.tool_calls import prompt_messages
 
@@ -19,8 +23,8 @@ SEPARATOR_TOKENS = 4  # margin per message: folded or merged messages are joined
 
 
 class Prompter:
-    def __init__(self, llama: Llama, n_ctx: int, default_max_tokens: int):
-        self._llama, self.n_ctx, self._default_max_tokens = llama, n_ctx, default_max_tokens
+    def __init__(self, llama: Llama, n_ctx: int, default_max_tokens: int, chunking: Chunking = DEFAULT_CHUNKING):
+        self._llama, self.n_ctx, self._default_max_tokens, self._chunking = llama, n_ctx, default_max_tokens, chunking
         meta = llama.metadata
         bos, eos = llama.token_bos(), llama.token_eos()
         self.template = ChatTemplate(
@@ -47,6 +51,10 @@ class Prompter:
     def _piece(self, token: int) -> str:
         return self._llama.detokenize([token], special=True).decode(errors="replace") if token >= 0 else ""
 
+    def count(self, text: str) -> int:
+        """Tokens of `text` as plain text (a document's, a chunk's)."""
+        return len(self._tokenize(text.encode(errors="replace"), False))
+
     def tokens(self, messages: Sequence[Message]) -> list[int]:
         return self._counted(messages, self._tokenize).tokens
 
@@ -64,10 +72,27 @@ class Prompter:
         more = len(self.tokens([*empty, Message(role="assistant", content=""), Message(role="user", content="")]))
         return base, max(0, more - base) // 2 + SEPARATOR_TOKENS
 
-    def plan(self, messages: Sequence[Message], max_tokens: int | None, tools: ToolUse | None = None) -> Plan:
+    def plan(self, messages: Sequence[Message], max_tokens: int | None, tools: ToolUse | None = None,
+             documents: Mapping[str, DocumentText] | None = None) -> Plan:
         """The prompt that fits, with `tools` and the history's calls in worker.tool_calls'
-        format (the tools' description is a system message: never left out)."""
+        format (the tools' description is a system message: never left out), and the
+        attached `documents` (by id) whole or in parts (worker.documents_prompt)."""
         # A plan counts overlapping parts of one chat several times, and a template repeats
         # the same text around every message: each distinct piece is tokenized once.
         memo = cache(self._tokenize)
-        return plan(prompt_messages(messages, tools), max_tokens, self._default_max_tokens, self.n_ctx, lambda chat: self._counted(chat, memo))
+
+        limit = self.n_ctx - reserved(max_tokens, self._default_max_tokens, self.n_ctx)
+
+        def fit(chat: Sequence[Message], room: int = 0) -> Plan:
+            """`chat` fitted with `room` more tokens left free (for documents): an answer of
+            that much more is planned, and older turns are left out for it."""
+            shown = prompt_messages(chat, tools)
+            answer = self.n_ctx - limit + room if room else max_tokens
+            fitted = plan(shown, answer, self._default_max_tokens, self.n_ctx, lambda c: self._counted(c, memo))
+            if fitted.kept is None:
+                return fitted
+            first = len(shown) - len(chat)  # after the tools' description
+            return replace(fitted, kept=tuple(i - first for i in fitted.kept if i >= first))
+
+        return with_documents(messages, documents or {}, fit, lambda base: limit - len(base.tokens),
+                              lambda text: len(memo(text.encode(errors="replace"), False)), self._chunking)

@@ -32,6 +32,7 @@ from hearth.logs import log_context
 from hearth.metrics import record_state_reuse
 from worker.context import ContextOverflow
 from worker.control import CancelListener
+from worker.documents_prompt import DocumentMissing, DocumentReader
 from worker.embedder import Refused
 from worker.engine import Cancelled, Paused, TimedOut
 from worker.events import EventWriter
@@ -50,8 +51,9 @@ SaveAttempt = Callable[[str, JobPayload | EmbeddingPayload], tuple[str, str]]
 
 class JobRunner:
     def __init__(self, name: str, pool: ModelPool, writer: EventWriter, cancels: CancelListener, save_attempt: SaveAttempt,
-                 disk: StateDisk | None):
+                 disk: StateDisk | None, documents: DocumentReader):
         self.name, self.pool, self._writer, self._cancels, self._disk = name, pool, writer, cancels, disk
+        self._documents = documents
         self._save_attempt = save_attempt
         self.current_job: str | None = None
         self._preemptible = False  # the running job gives way (a batch line)
@@ -129,7 +131,8 @@ class JobRunner:
         limit = self.pool.current.settings.job_timeout_s
         try:
             engine = self.pool.get(model, loading=lambda: emit(LoadingEvent(model=model)))
-            fitted = engine.prompter.plan(payload.messages, payload.params.max_tokens, payload.tools)
+            documents = self._documents.read(payload.messages)
+            fitted = engine.prompter.plan(payload.messages, payload.params.max_tokens, payload.tools, documents)
             if fitted.dropped_messages and not resumed:
                 emit(ContextTrimmedEvent(messages=fitted.dropped_messages, tokens=fitted.dropped_tokens))
             self.remaining = fitted.max_tokens - len(resumed)
@@ -158,7 +161,7 @@ class JobRunner:
                 total_tokens=len(fitted.tokens) + len(resumed) + gen.completion_tokens,
                 prompt_tokens_details=PromptTokensDetails(cached_tokens=min(gen.cached_tokens, len(fitted.tokens))),
             )
-            emit(DoneEvent(finish_reason=finish, usage=usage), partial(record_state_reuse, source=gen.reuse))
+            emit(DoneEvent(finish_reason=finish, usage=usage, citations=list(fitted.citations)), partial(record_state_reuse, source=gen.reuse))
             if not payload.preemptible:  # a batch line's state is seldom asked for again: it would evict the chats'
                 engine.keep_state()  # after the answer's end went out: its reader never waits for the copy
             return {"finish_reason": finish, "usage": usage.model_dump()}
@@ -180,6 +183,9 @@ class JobRunner:
         except ContextOverflow as exc:
             emit(ErrorEvent(code=ErrorCode.CONTEXT_LENGTH_EXCEEDED, message=str(exc)))
             raise
+        except DocumentMissing as exc:
+            emit(ErrorEvent(code=ErrorCode.INVALID_REQUEST, message=str(exc), param="messages"))
+            return {"refused": "messages"}
         except GrammarError as exc:
             emit(ErrorEvent(code=ErrorCode.INTERNAL, message=str(exc)))
             raise

@@ -9,6 +9,7 @@ from pathlib import Path
 from pydantic import Field, model_validator
 
 from hearth.settings import CommonSettings, data_dir
+from worker.documents import Chunking
 
 EMBEDDED_MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 N_CTX_CAP = 8192  # default cap on the trained context: Mistral 7B's 32k would cost 4 GiB of KV
@@ -31,6 +32,8 @@ class WorkerSettings(CommonSettings):
     swap_after_jobs: int = Field(4, ge=1, description="Jobs the loaded model may take in a row while another model's jobs wait, before the worker turns to that model (and swaps if the budget holds only one).")
     embedding_models: str = Field("", description="GGUF files and folders to embed with (`/v1/embeddings`), like `MODELS`: any model llama.cpp can embed with (nomic-embed-text, bge, Qwen3-Embedding...), loaded when a job asks for it, within `MODEL_MEMORY_BUDGET_MB`. Empty: the chat models embed.")
     embedding_max_tokens: int = Field(512, ge=8, description="Longest input one model embeds, in tokens (capped at its trained context): the embedding context's batch, so its memory grows with it.")
+    document_chunk_tokens: int = Field(256, ge=16, le=4096, description="A long attached document is cut into chunks of about this many tokens, never across a page; the chunks most relevant to the question go into the prompt.")
+    document_chunk_overlap_tokens: int = Field(32, ge=0, le=1024, description="Tokens a chunk repeats from the end of the one before it, so a fact cut at a chunk's edge is whole in one of them (less than `DOCUMENT_CHUNK_TOKENS`).")
     n_ctx: int = Field(0, ge=0, description=f"Context window in tokens; 0 = the model's trained context capped at {N_CTX_CAP}.")
     n_threads: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1, description="CPU threads for generation (default: all cores).")
     n_batch: int = Field(512, ge=1, description="Prompt tokens evaluated per batch.")
@@ -58,7 +61,13 @@ class WorkerSettings(CommonSettings):
     def _one_source(self) -> "WorkerSettings":
         if self.models and {"model_path", "model_name"} & self.model_fields_set:
             raise ValueError("set MODELS or MODEL_PATH (with MODEL_NAME), not both")
+        if self.document_chunk_overlap_tokens >= self.document_chunk_tokens:
+            raise ValueError("DOCUMENT_CHUNK_OVERLAP_TOKENS must be less than DOCUMENT_CHUNK_TOKENS")
         return self
+
+    @property
+    def chunking(self) -> Chunking:
+        return Chunking(self.document_chunk_tokens, self.document_chunk_overlap_tokens)
 
     def model_paths(self) -> list[Path]:
         """The GGUF files this worker serves, in the order given (a folder's sorted by name)."""

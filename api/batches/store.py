@@ -131,6 +131,9 @@ def chat_lines(owner: str, endpoint: str, model_of: Callable[[str], str], check:
                 if getattr(request, name) not in (None, False):
                     raise HearthError(400, f"{name}: not available in a batch line.", param=name)
             body = request.to_chat([])
+        if any(request.file_parts() if request else body.file_parts()):  # read per request, not per batch line: not yet
+            raise HearthError(400, "files (content parts of type file or input_file) are not available in a batch line.",
+                              param="input" if request else "messages")
         try:
             check(body)
             messages, tools = body.contract_messages(), body.tool_use()
@@ -138,7 +141,7 @@ def chat_lines(owner: str, endpoint: str, model_of: Callable[[str], str], check:
             raise as_responses_error(exc) if request else exc from None
         payload = JobPayload(job_id=secrets.token_hex(16), messages=messages, params=body.sampling(),
                              model=model_of(body.model), user=owner, preemptible=True, tools=tools)
-        response = request.stored(payload.job_id, int(time.time()), payload.model, []) if request else None
+        response = request.stored(payload.job_id, int(time.time()), payload.model, [], [[] for _ in request.input]) if request else None
         return PendingLine(index=index, custom_id=custom_id, payload=payload, response=response)
 
     return make

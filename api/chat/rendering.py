@@ -5,6 +5,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from api.conversations.schemas import file_citations
 from api.errors import HearthError
 from hearth.contract import ContextTrimmedEvent, DoneEvent, ErrorCode, ErrorEvent, RequeuedEvent, TokenEvent, ToolCallEvent
 
@@ -42,10 +43,17 @@ def call_delta(event: ToolCallEvent, legacy: bool) -> dict[str, Any]:
     return {"tool_calls": [{"index": event.index, **head, "function": function}]}
 
 
-def chunk(job_id: str, created: int, model: str, delta: dict[str, Any], finish_reason: str | None = None) -> str:
+def citations(done: DoneEvent) -> dict[str, Any]:
+    """Hearth's `citations` field: the attached documents the answer was given from, and which
+    parts of them when only parts were read (none without documents)."""
+    return {"citations": [c.model_dump(exclude={"index"}) for c in file_citations(done.citations, 0)]} if done.citations else {}
+
+
+def chunk(job_id: str, created: int, model: str, delta: dict[str, Any], finish_reason: str | None = None,
+          extra: dict[str, Any] | None = None) -> str:
     return json.dumps({
         "id": completion_id(job_id), "object": "chat.completion.chunk", "created": created, "model": model,
-        "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason, "logprobs": None}],
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason, "logprobs": None}], **(extra or {}),
     })
 
 
@@ -63,6 +71,7 @@ def completion(job_id: str, created: int, model: str, message: dict[str, Any], d
         "choices": [{"index": 0, "message": message, "finish_reason": finish_reason(done, legacy), "logprobs": None}],
         "usage": done.usage.model_dump(),
         **extra,
+        **citations(done),
     }
 
 

@@ -11,7 +11,7 @@ from api.chat import rendering as fmt
 from api.chat.schemas import ChatCompletionRequest
 from api.chat.service import prepare_chat, queue_chat, wait_for_answer
 from api.conversations.schemas import message
-from api.dependencies import CurrentUser, Jobs, QuotaCheck, RedisDep, Settings, Turns
+from api.dependencies import CurrentUser, Documents, Jobs, QuotaCheck, RedisDep, Settings, Turns
 from api.errors import error_responses
 from api.jobs.service import JobService
 from hearth.contract import DoneEvent, ErrorEvent, TokenEvent, ToolCallEvent
@@ -39,7 +39,7 @@ async def _stream(
                     yield {"data": fmt.chunk(job.id, job.created, job.model, fmt.call_delta(event, legacy))}
             elif isinstance(event, DoneEvent):
                 finished = True
-                yield {"data": fmt.chunk(job.id, job.created, job.model, {}, fmt.finish_reason(event, legacy))}
+                yield {"data": fmt.chunk(job.id, job.created, job.model, {}, fmt.finish_reason(event, legacy), fmt.citations(event))}
                 if include_usage:
                     yield {"data": fmt.usage_chunk(job.id, job.created, job.model, event)}
                 yield {"data": "[DONE]"}
@@ -58,11 +58,13 @@ async def _stream(
                               "content": {"text/event-stream": {}}}})
 async def create_chat_completion(
     body: ChatCompletionRequest, request: Request, jobs: Jobs, user: CurrentUser, redis: RedisDep, settings: Settings,
-    turns: Turns, quota: QuotaCheck,
+    turns: Turns, quota: QuotaCheck, documents: Documents,
 ) -> JSONResponse | EventSourceResponse:
-    chat = await prepare_chat(body, user.name, jobs, redis, settings, turns)
-    # A turn stored in a conversation (Hearth's `conversation`) stores its question, the request's last message.
-    question = [message("user", body.messages[-1].text())] if body.conversation is not None else []
+    attached = await documents.attach(user.name, body.file_parts(), settings.job_ttl_s)
+    chat = await prepare_chat(body, user.name, jobs, redis, settings, attached, turns, documents)
+    # A turn stored in a conversation (Hearth's `conversation`) stores its question, the request's
+    # last message, with the documents it attached.
+    question = [message("user", body.messages[-1].text(), documents=attached[-1])] if body.conversation is not None else []
     async with turns.taking(user.name, body.conversation, question, chat.payload.job_id, chat.basis):
         job = await queue_chat(jobs, quota, chat, user.name, body.conversation)
     headers = {"X-Job-Id": job.id, **({QUESTION_HEADER: question[0].id} if question else {})}

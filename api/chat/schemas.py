@@ -11,12 +11,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from api.chat.structured import ResponseFormat, grammar_schema
 from api.chat.text import Text as Text  # re-exported: other request schemas take it from here
 from api.chat.text import valid_unicode
 from api.chat.tools import CallFunction, CallIn, FunctionCallChoice, FunctionDef, FunctionTool, ToolChoice, history, tool_use
+from api.documents.parts import ChatFilePart, FileInput, check_file
 from hearth.contract import Message, SamplingParams, ToolUse
 
 INT32_MAX = 2**31 - 1  # token counts and ids: llama.cpp's int32
@@ -73,11 +74,14 @@ class TextPart(BaseModel):
     text: str  # checked by ChatMessage, so an error names the message's content
 
 
+ContentPart = Annotated[TextPart | ChatFilePart, Field(discriminator="type")]
+
+
 class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     role: Literal["system", "developer", "user", "assistant", "tool", "function"]
-    content: str | list[TextPart] | None = None
+    content: str | list[ContentPart] | None = None
     tool_calls: list[CallIn] | None = None  # an assistant's calls
     tool_call_id: Text | None = None  # a tool message: the call it answers
     function_call: CallFunction | None = None  # legacy: an assistant's one call
@@ -89,22 +93,35 @@ class ChatMessage(BaseModel):
         # Named here: as a failed union its error would read "should be a valid string".
         for part in content if isinstance(content, list) else []:
             kind = part.get("type") if isinstance(part, dict) else None
-            if kind != "text" and isinstance(kind, str):
-                raise ValueError(f"content parts of type {kind!r} are not supported: Hearth's model reads text only")
+            if kind not in ("text", "file") and isinstance(kind, str):
+                raise ValueError(f"content parts of type {kind!r} are not supported: Hearth reads text and files (type 'file')")
+            if kind == "file":
+                check_file(part.get("file"))
         return content
 
     @field_validator("content")
     @classmethod
-    def _valid_text(cls, content: str | list[TextPart] | None) -> str | list[TextPart] | None:
+    def _valid_text(cls, content: str | list[ContentPart] | None) -> str | list[ContentPart] | None:
         # Here rather than `Text` in the union, whose errors would name the union's branch.
-        for text in [content] if isinstance(content, str) else [part.text for part in content or []]:
+        for text in [content] if isinstance(content, str) else [part.text for part in content or [] if isinstance(part, TextPart)]:
             valid_unicode(text)
         return content
 
+    @model_validator(mode="after")
+    def _files_from_users(self) -> "ChatMessage":
+        if self.role != "user" and self.files():
+            raise ValueError("only a user's message may attach files")
+        return self
+
     def text(self) -> str:
+        """Its text parts (files go with it as documents: api.documents)."""
         if isinstance(self.content, list):
-            return "".join(part.text for part in self.content)
+            return "".join(part.text for part in self.content if isinstance(part, TextPart))
         return self.content or ""
+
+    def files(self) -> list[tuple[int, FileInput]]:
+        """Its file parts, with their index among its content parts."""
+        return [(j, part.file) for j, part in enumerate(self.content) if isinstance(part, ChatFilePart)] if isinstance(self.content, list) else []
 
 
 class StreamOptions(BaseModel):
@@ -198,6 +215,10 @@ class ChatCompletionRequest(BaseModel):
     def legacy_functions(self) -> bool:
         """Answered as the legacy API did: `function_call` rather than `tool_calls`."""
         return self.functions is not None
+
+    def file_parts(self) -> list[list[tuple[str, FileInput]]]:
+        """Each message's file parts, with the field that holds each (for errors)."""
+        return [[(f"messages.{i}.content.{j}.file", part) for j, part in m.files()] for i, m in enumerate(self.messages)]
 
     def contract_messages(self) -> list[Message]:
         """The messages, legacy `function_call`s and `function` results as calls and tool

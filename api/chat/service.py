@@ -3,6 +3,7 @@ every way of asking for an answer shares (chat completions, responses)."""
 
 import asyncio
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from fastapi import Request
@@ -12,12 +13,14 @@ from api.chat.limits import check_for_worker, check_request
 from api.chat.rendering import Answer
 from api.chat.schemas import ChatCompletionRequest
 from api.conversations.turns import Basis, TurnService
+from api.documents.service import DocumentService
 from api.errors import HearthError
 from api.jobs.service import JobService, QueueFull
 from api.models.routing import model_map
 from api.settings import ApiSettings
 from api.usage.quota import QuotaGate
 from hearth.contract import EmbeddingPayload, JobPayload, Sink
+from hearth.documents import DocumentRef
 from hearth.job_record import JobRecord
 
 
@@ -29,18 +32,23 @@ class PreparedChat:
 
 
 async def prepare_chat(body: ChatCompletionRequest, owner: str, jobs: JobService, redis: AsyncRedis, settings: ApiSettings,
-                       turns: TurnService | None = None) -> PreparedChat:
+                       attached: Sequence[list[DocumentRef]] = (), turns: TurnService | None = None,
+                       documents: DocumentService | None = None) -> PreparedChat:
     """The job for `body`, checked (400), routed (404) and counted against its model's window
-    (400 `context_length_exceeded`), before anything is stored or queued. A turn stored in a
-    conversation (`conversation`, with `turns`) is its instructions, the conversation's stored
-    messages (api.conversations.turns), then its question."""
+    (400 `context_length_exceeded`), before anything is stored or queued. `attached` holds each
+    of its messages' documents (api.documents). A turn stored in a conversation (`conversation`,
+    with `turns`) is its instructions, the conversation's stored messages (api.conversations.turns,
+    with those of their documents still the owner's), then its question."""
     check_request(body, settings)
     messages = body.contract_messages()
+    if attached:
+        for message, refs in zip(messages, attached, strict=True):
+            message.documents = refs
     basis = None
     if body.conversation is not None:
-        assert turns is not None, "a conversation's turn is prepared with its turn service"
+        assert turns is not None and documents is not None, "a conversation's turn is prepared with its turn and document services"
         basis = await turns.basis(owner, body.conversation, body.replace_from)
-        messages = [*messages[:-1], *basis.messages(), messages[-1]]
+        messages = [*messages[:-1], *await documents.owned_messages(owner, basis.messages()), messages[-1]]
     route = (await model_map(redis, settings)).route(body.model)
     if route.worker:
         check_for_worker(body, route.worker)

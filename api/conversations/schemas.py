@@ -1,13 +1,16 @@
 """Conversation objects and request bodies, shaped as the openai package's
-`types/conversations` (Hearth keeps text messages only). Bounds that are OpenAI's own are
+`types/conversations` (Hearth keeps messages: their text, and the files they attached). Bounds that are OpenAI's own are
 constants here (metadata's in hearth.metadata, which the ui shares); the per-user caps are settings (api.settings)."""
 
 import secrets
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
+from api.documents.parts import FileInput
+from hearth.documents import Citation, DocumentRef
 from hearth.metadata import METADATA_KEY_CHARS, METADATA_PAIRS, METADATA_VALUE_CHARS
 
 MAX_ITEMS_PER_REQUEST = 20  # OpenAI's bound for create and items.create
@@ -33,18 +36,51 @@ class InputText(BaseModel):
     text: str
 
 
+class FileCitation(BaseModel):
+    """An attached document the answer was given from (hearth.documents.Citation), as an
+    `output_text` annotation (`openai.types.responses.ResponseOutputText`'s file citation) and as
+    an entry of a chat completion's `citations`. Hearth adds the part read: `page` and `chunk`
+    (its place among the document's chunks), both null when the document was read whole."""
+
+    type: Literal["file_citation"] = "file_citation"
+    file_id: Annotated[str, StringConstraints(max_length=256)]
+    filename: Annotated[str, StringConstraints(max_length=1024)]
+    index: Annotated[int, Field(ge=0)]  # where in the text it applies: the answer's end (Hearth cites the whole answer)
+    page: Annotated[int, Field(ge=0)] | None = None
+    chunk: Annotated[int, Field(ge=0)] | None = None
+
+
+def file_citations(citations: Sequence[Citation], index: int) -> list[FileCitation]:
+    return [FileCitation(file_id=c.document_id, filename=c.filename, index=index, page=c.page, chunk=c.chunk) for c in citations]
+
+
+MAX_ANNOTATIONS = 4096  # an answer's citations: one per part of a document read, within any window
+
+
 class OutputText(BaseModel):
     type: Literal["output_text"] = "output_text"
     text: str
-    annotations: list[Any] = []  # required by the client's type; Hearth keeps none
+    annotations: Annotated[list[FileCitation], Field(max_length=MAX_ANNOTATIONS)] = []
 
-    @field_validator("annotations")
+    @field_validator("annotations", mode="before")
     @classmethod
-    def _unbounded(cls, _: list[Any]) -> list[Any]:
-        return []  # a client's citations are not text: storing them would slip past the bounds
+    def _file_citations(cls, value: Any) -> Any:
+        """File citations (Hearth's own, bounded) are kept, as an export brings them back;
+        others a client may send (url citations...) are not Hearth's and are left out."""
+        if not isinstance(value, list):
+            return value
+        return [a for a in value if isinstance(a, FileCitation) or (isinstance(a, dict) and a.get("type") == "file_citation")]
 
 
-Part = Annotated[InputText | OutputText, Field(discriminator="type")]
+class InputFile(FileInput):
+    """A file a user's message attached. As a request sends it, `file_id` or `file_data`; as
+    an item stores it, the `file_id` of the document read from it (an uploaded file's id, or
+    the id given to inline `file_data`) and its filename, so an export says which files it used."""
+
+    type: Literal["input_file"] = "input_file"
+
+
+Part = Annotated[InputText | OutputText | InputFile, Field(discriminator="type")]
 
 
 class MessageItem(BaseModel):
@@ -57,13 +93,28 @@ class MessageItem(BaseModel):
     content: list[Part]
 
     def text(self) -> str:
-        return "\n".join(part.text for part in self.content)
+        return "\n".join(part.text for part in self.content if not isinstance(part, InputFile))
+
+    def documents(self) -> list[DocumentRef]:
+        """The documents it attached, as stored (by file_id)."""
+        return [DocumentRef(document_id=p.file_id, filename=p.filename or p.file_id)
+                for p in self.content if isinstance(p, InputFile) and p.file_id is not None]
+
+    def with_documents(self, refs: list[DocumentRef]) -> "MessageItem":
+        """The item as stored: each file part (in order) replaced by the document read from it."""
+        found = iter(refs)
+        content = [InputFile(file_id=ref.document_id, filename=ref.filename) if isinstance(p, InputFile) and (ref := next(found)) else p
+                   for p in self.content]
+        return self.model_copy(update={"content": content})
 
 
-def message(role: Role, text: str, status: Status = "completed") -> MessageItem:
-    """A new message item: the model's words are `output_text`, everyone else's `input_text`."""
-    part = OutputText(text=text) if role == "assistant" else InputText(text=text)
-    return MessageItem(id=new_id("msg"), role=role, status=status, content=[part])
+def message(role: Role, text: str, status: Status = "completed", documents: list[DocumentRef] | None = None,
+            citations: Sequence[Citation] = ()) -> MessageItem:
+    """A new message item: the model's words are `output_text` (with the documents it was
+    given from), everyone else's `input_text`, then the documents it attached."""
+    part = OutputText(text=text, annotations=file_citations(citations, len(text))) if role == "assistant" else InputText(text=text)
+    files: list[InputText | OutputText | InputFile] = [InputFile(file_id=r.document_id, filename=r.filename) for r in documents or []]
+    return MessageItem(id=new_id("msg"), role=role, status=status, content=[part, *files])
 
 
 class Conversation(BaseModel):
@@ -144,6 +195,7 @@ class ExportedConversation(Conversation):
         lines = [f"# {self.metadata.get(TITLE_KEY) or 'Conversation'}", "", f"*Hearth conversation `{self.id}`, started {when}.*"]
         for item in self.items:
             lines += ["", f"**{item.role.capitalize()}**", "", item.text()]
+            lines += [f"*Attached: {ref.filename} (`{ref.document_id}`)*" for ref in item.documents()]
         return "\n".join(lines) + "\n"
 
 

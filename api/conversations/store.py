@@ -19,6 +19,7 @@ from api.conversations.schemas import (
     TITLE_KEY,
     Conversation,
     ExportedConversation,
+    InputFile,
     MessageItem,
     Status,
     message,
@@ -26,6 +27,8 @@ from api.conversations.schemas import (
 )
 from api.errors import HearthError
 from api.settings import ApiSettings
+from hearth.contract import Message
+from hearth.documents import Citation
 from hearth.metadata import METADATA_PAIRS
 from hearth.redis_client import members, text
 
@@ -221,8 +224,11 @@ class ConversationStore:
     def check_items(self, items: Sequence[MessageItem], param: str = "items") -> None:
         """Bounds on what a request may store (a 400 before anything is written)."""
         for n, item in enumerate(items):
-            if sum(len(p.text) for p in item.content) > self._max_chars:
+            if len(item.text()) > self._max_chars:
                 raise HearthError(400, f"{param}[{n}]: a message is at most {self._max_chars} characters.", code="string_above_max_length", param=f"{param}.{n}.content")
+            if any(isinstance(p, InputFile) and p.file_data is not None for p in item.content):
+                raise HearthError(400, f"{param}[{n}]: a stored message names its files by file_id (upload them with purpose "
+                                       "user_data); file_data is read in a response or chat turn, not stored.", param=f"{param}.{n}.content")
 
     async def _write(
         self, owner: str, conv_id: str, items: Sequence[MessageItem], *, create: bool = False, created_at: int = 0,
@@ -298,11 +304,12 @@ class ConversationStore:
             raise _not_found(conv_id)
         return list(items)
 
-    async def record_answer(self, owner: str, conv_id: str, job_id: str, text: str, status: Status = "completed") -> MessageItem | None:
+    async def record_answer(self, owner: str, conv_id: str, job_id: str, text: str, status: Status = "completed",
+                            citations: Sequence[Citation] = ()) -> MessageItem | None:
         """Appends the model's answer to job `job_id`, once: a second call for the same job adds
         nothing (None). Also None when the conversation was deleted meanwhile. An answer to a
         message that was accepted is kept even past the item cap, and its text is not cut."""
-        item = message("assistant", text, status)
+        item = message("assistant", text, status, citations=citations)
         added = await self._write(owner, conv_id, [item], job_id=job_id, item_cap=False)
         return item if added else None
 
@@ -355,10 +362,10 @@ class ConversationStore:
             await pipe.execute()
         return await self.get(owner, conv_id)
 
-    async def history(self, owner: str, conv_id: str) -> list[tuple[str, str]]:
-        """(role, text) of every message, oldest first: a chat's `messages` so far."""
+    async def history(self, owner: str, conv_id: str) -> list[Message]:
+        """Every message, oldest first, with the documents it attached: a chat's `messages` so far."""
         found, _ = await self.items(owner, conv_id, None, -1, "asc")
-        return [(item.role, item.text()) for item in found]
+        return [Message(role=item.role, content=item.text(), documents=item.documents()) for item in found]
 
     async def _rank_after(self, owner: str, after: str | None) -> int:
         """Where a page that follows the conversation `after` starts in the activity order."""

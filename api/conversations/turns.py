@@ -36,7 +36,7 @@ class Basis:
     replace_from: str | None = None
 
     def messages(self) -> list[Message]:
-        return [Message(role=item.role, content=item.text()) for item in self.history]
+        return [Message(role=item.role, content=item.text(), documents=item.documents()) for item in self.history]
 
     @property
     def follows(self) -> str:
@@ -107,8 +107,9 @@ class TurnService:
         meanwhile stays deleted. Then the conversation has no answer in progress any more."""
         answer = await self._jobs.answer(job_id)
         if answer.text:  # else nothing was said (refused before a token, or failed at once)
-            status: Status = "completed" if isinstance(answer.final, DoneEvent) else "incomplete"
-            await self._conversations.record_answer(owner, conv_id, job_id, answer.text, status)
+            done = answer.final if isinstance(answer.final, DoneEvent) else None
+            status: Status = "completed" if done else "incomplete"
+            await self._conversations.record_answer(owner, conv_id, job_id, answer.text, status, done.citations if done else ())
         await self.release(owner, conv_id, job_id)
 
     async def release(self, owner: str, conv_id: str, job_id: str) -> None:

@@ -1,4 +1,4 @@
-"""`/v1/files`: upload batch input files; read, list and delete one's own files."""
+"""`/v1/files`: upload batch input files and documents; read, list and delete one's own files."""
 
 import json
 from typing import Annotated, Literal
@@ -8,17 +8,14 @@ from fastapi.responses import Response
 from pydantic import Field
 from pydantic.json_schema import SkipJsonSchema
 
-from api.dependencies import CurrentUser, Files, Settings
+from api.dependencies import CurrentUser, Documents, Files, Settings
+from api.documents.service import file_not_found
 from api.errors import HearthError, error_responses
-from api.files.store import FileInfo
+from api.files.store import DOCUMENT_PURPOSES, FileInfo
 
 # A form field is never null: the schema says "an integer in bounds, or leave it out".
 Seconds = Annotated[int, Field(ge=3600, le=2592000)]
 router = APIRouter(prefix="/v1/files", tags=["files"], responses=error_responses(400, 401, 404, 413, 500, 503))
-
-
-def _not_found(file_id: str) -> HearthError:
-    return HearthError(404, f"No such File object: {file_id}", "invalid_request_error", "file_not_found", "file_id")
 
 
 def _is_object(line: bytes) -> bool:
@@ -44,14 +41,19 @@ def check_batch_input(data: bytes, max_lines: int) -> None:
 @router.post("")
 async def create_file(
     file: UploadFile,
-    purpose: Annotated[str, Form(json_schema_extra={"enum": ["batch"]})],  # checked below, with its own message
+    purpose: Annotated[str, Form(json_schema_extra={"enum": ["batch", *DOCUMENT_PURPOSES]})],  # checked below, with its own message
     user: CurrentUser,
     files: Files,
+    documents: Documents,
     settings: Settings,
     expires_after_seconds: Annotated[Seconds | SkipJsonSchema[None], Form(alias="expires_after[seconds]")] = None,
 ) -> dict[str, object]:
+    if purpose in DOCUMENT_PURPOSES:
+        data = await file.read(settings.document_max_file_bytes + 1)
+        info = await documents.upload(user.name, file.filename or "document", purpose, data, expires_after_seconds)
+        return info.dump()
     if purpose != "batch":
-        raise HearthError(400, "Hearth accepts files with purpose 'batch' only.", param="purpose")
+        raise HearthError(400, "Hearth accepts files with purpose 'batch', 'user_data' or 'assistants'.", param="purpose")
     limit = settings.batch_max_file_bytes
     data = await file.read(limit + 1)
     if len(data) > limit:
@@ -79,7 +81,7 @@ async def list_files(
 async def _owned(files: Files, user_name: str, file_id: str) -> FileInfo:
     info = await files.get(user_name, file_id)
     if info is None:
-        raise _not_found(file_id)
+        raise file_not_found(file_id)
     return info
 
 
@@ -89,16 +91,18 @@ async def retrieve_file(file_id: str, user: CurrentUser, files: Files) -> dict[s
 
 
 @router.get("/{file_id}/content", response_class=Response,
-            responses={200: {"description": "The file, as uploaded or as written.", "content": {"application/jsonl": {}}}})
+            responses={200: {"description": "The file, as uploaded or as written.",
+                             "content": {"application/jsonl": {}, "application/octet-stream": {}}}})
 async def file_content(file_id: str, user: CurrentUser, files: Files) -> Response:
-    data = await files.content(user.name, file_id)
-    if data is None:
-        raise _not_found(file_id)
-    return Response(data, media_type="application/jsonl")
+    info = await files.get(user.name, file_id)
+    data = None if info is None else await files.content(user.name, file_id)
+    if info is None or data is None:
+        raise file_not_found(file_id)
+    return Response(data, media_type="application/octet-stream" if info.is_document else "application/jsonl")
 
 
 @router.delete("/{file_id}")
-async def delete_file(file_id: str, user: CurrentUser, files: Files) -> dict[str, object]:
-    if not await files.delete(user.name, file_id):
-        raise _not_found(file_id)
+async def delete_file(file_id: str, user: CurrentUser, documents: Documents) -> dict[str, object]:
+    if not await documents.delete(user.name, file_id):
+        raise file_not_found(file_id)
     return {"id": file_id, "object": "file", "deleted": True}

@@ -1,9 +1,12 @@
-"""Files (OpenAI's Files API): batch inputs people upload, and the output and error files of
-their batches. The one module that knows the files' Redis keys.
+"""Files (OpenAI's Files API): batch inputs people upload, the output and error files of
+their batches, and documents (`user_data`). The one module that knows the files' Redis keys
+and where their bytes are.
 
-A file is a hash of its metadata and a string of its bytes, both expiring after the retention
-time; each owner has an index (sorted by creation) for listing, pruned of expired ids as it is
-read. Another user's file answers as absent.
+A file is a hash of its metadata. A batch file's bytes are a Redis string, both expiring after
+the retention time. A document's bytes are in the blob store (api.documents.blobs: disk or S3,
+not Redis's memory), kept until the file is deleted or its own `expires_after` ends. Each owner
+has an index (sorted by creation) for listing, pruned of expired ids as it is read (an expired
+document's bytes go then). Another user's file answers as absent.
 """
 
 import secrets
@@ -13,7 +16,10 @@ from typing import Any
 
 from redis.asyncio import Redis as AsyncRedis
 
+from api.documents.blobs import BlobStore
 from hearth.redis_client import members, text_hash
+
+DOCUMENT_PURPOSES = ("user_data", "assistants")  # files whose text a chat may read (api.documents)
 
 FILE_KEY = "hearth:file:{file_id}"  # hash: owner, filename, purpose, bytes, created_at, expires_at
 FILE_DATA_KEY = "hearth:file:{file_id}:data"  # string: the content
@@ -40,7 +46,11 @@ class FileInfo:
     purpose: str
     bytes: int
     created_at: int
-    expires_at: int
+    expires_at: int | None  # None: kept until deleted
+
+    @property
+    def is_document(self) -> bool:
+        return self.purpose in DOCUMENT_PURPOSES
 
     def dump(self) -> dict[str, Any]:
         """The OpenAI `file` object."""
@@ -56,18 +66,25 @@ class Page:
 
 
 class FileStore:
-    def __init__(self, redis: AsyncRedis, retention_s: int):
-        self._redis, self._retention = redis, retention_s
+    def __init__(self, redis: AsyncRedis, retention_s: int, blobs: BlobStore):
+        self._redis, self._retention, self._blobs = redis, retention_s, blobs
 
     async def create(self, owner: str, filename: str, purpose: str, data: bytes, retention_s: int | None = None) -> FileInfo:
-        ttl = retention_s or self._retention
+        """A new file; without `retention_s`, a batch file is kept for the retention time and
+        a document until it is deleted."""
+        document = purpose in DOCUMENT_PURPOSES
+        ttl = retention_s or (None if document else self._retention)
         now = int(time.time())
-        info = FileInfo(f"file-{secrets.token_hex(12)}", owner, filename, purpose, len(data), now, now + ttl)
+        info = FileInfo(f"file-{secrets.token_hex(12)}", owner, filename, purpose, len(data), now, None if ttl is None else now + ttl)
+        if document:
+            await self._blobs.put(info.id, data)  # before the record: a listed file always has its bytes
         pipe = self._redis.pipeline(transaction=True)
         pipe.hset(_file_key(info.id), mapping={"owner": owner, "filename": filename, "purpose": purpose,
-                                               "bytes": info.bytes, "created_at": now, "expires_at": info.expires_at})
-        pipe.expire(_file_key(info.id), ttl)
-        pipe.set(_data_key(info.id), data, ex=ttl)
+                                               "bytes": info.bytes, "created_at": now, "expires_at": info.expires_at or 0})
+        if ttl is not None:
+            pipe.expire(_file_key(info.id), ttl)
+        if not document:
+            pipe.set(_data_key(info.id), data, ex=ttl)
         pipe.zadd(_owner_key(owner), {info.id: now})
         await pipe.execute()
         return info
@@ -79,11 +96,15 @@ class FileStore:
         f = text_hash(raw)
         if f["owner"] != owner:
             return None
-        return FileInfo(file_id, f["owner"], f["filename"], f["purpose"], int(f["bytes"]), int(f["created_at"]), int(f["expires_at"]))
+        return FileInfo(file_id, f["owner"], f["filename"], f["purpose"], int(f["bytes"]), int(f["created_at"]),
+                        int(f["expires_at"]) or None)
 
     async def content(self, owner: str, file_id: str) -> bytes | None:
-        if await self.get(owner, file_id) is None:
+        info = await self.get(owner, file_id)
+        if info is None:
             return None
+        if info.is_document:
+            return await self._blobs.get(file_id)
         data: bytes | None = await self._redis.get(_data_key(file_id))  # type: ignore[assignment]  # redis-py: bytes | str; this client answers bytes
         return data
 
@@ -103,12 +124,37 @@ class FileStore:
                 if len(out) > limit:
                     break
         if gone:
-            await self._redis.zrem(_owner_key(owner), *gone)
+            await self._forget(owner, gone)
         return Page(out[:limit], len(out) > limit)
 
+    async def _forget(self, owner: str, file_ids: list[str]) -> None:
+        """Drops expired files from the owner's index, and their bytes from the blob store
+        (an id there that was never a document's is no blob: deleting it does nothing)."""
+        for file_id in file_ids:
+            await self._blobs.delete(file_id)
+        await self._redis.zrem(_owner_key(owner), *file_ids)
+
+    async def document_bytes(self, owner: str) -> int:
+        """What the owner's documents take in the blob store."""
+        page = await self.page(owner, None, 2**31, "asc", None)
+        return sum(f.bytes for f in page.items if f.is_document)
+
     async def delete(self, owner: str, file_id: str) -> bool:
-        if await self.get(owner, file_id) is None:
+        info = await self.get(owner, file_id)
+        if info is None:
             return False
         await self._redis.delete(_file_key(file_id), _data_key(file_id))
+        if info.is_document:
+            await self._blobs.delete(file_id)
         await self._redis.zrem(_owner_key(owner), file_id)
         return True
+
+    async def delete_owner(self, owner: str) -> list[str]:
+        """Deletes all of the owner's files; the ids of the documents among them."""
+        ids = members(await self._redis.zrange(_owner_key(owner), 0, -1))
+        documents = [file_id for file_id in ids if (info := await self.get(owner, file_id)) is not None and info.is_document]
+        for file_id in ids:
+            await self.delete(owner, file_id)
+        if ids:
+            await self._forget(owner, ids)  # expired ones too
+        return documents

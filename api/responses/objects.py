@@ -17,6 +17,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from api.conversations.schemas import file_citations
 from api.responses.store import StoredResponse
 from hearth.contract import (
     DoneEvent,
@@ -60,12 +61,15 @@ def _error(final: Final | None) -> dict[str, str] | None:
     return {"code": code, "message": final.message}
 
 
-def text_part(text: str) -> dict[str, Any]:
-    return {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
+def text_part(text: str, final: Final | None = None) -> dict[str, Any]:
+    """The answer's text, with a file citation for each attached document it was given from (or
+    part of one: Hearth adds `page` and `chunk`), at its end."""
+    cited = final.citations if isinstance(final, DoneEvent) else []
+    return {"type": "output_text", "text": text, "annotations": [a.model_dump() for a in file_citations(cited, len(text))], "logprobs": []}
 
 
-def message_item(record: StoredResponse, text: str, status: str) -> dict[str, Any]:
-    content = [] if status == "in_progress" and not text else [text_part(text)]
+def message_item(record: StoredResponse, text: str, status: str, final: Final | None = None) -> dict[str, Any]:
+    content = [] if status == "in_progress" and not text else [text_part(text, final)]
     return {"id": f"msg_{record.job_id}", "type": "message", "role": "assistant", "status": status, "content": content}
 
 
@@ -74,7 +78,7 @@ def response_object(record: StoredResponse, job_status: JobStatus, text: str, fi
     output message exists yet."""
     status = _status(job_status, final)
     started = job_status != JobStatus.QUEUED if started is None else started
-    output = [message_item(record, text, _ITEM_STATUS.get(status, "incomplete"))] if started and (text or final is None or isinstance(final, DoneEvent)) else []
+    output = [message_item(record, text, _ITEM_STATUS.get(status, "incomplete"), final)] if started and (text or final is None or isinstance(final, DoneEvent)) else []
     return {
         "id": record.id, "object": "response", "created_at": record.created_at, "model": record.model, "status": status,
         "background": record.background, "error": _error(final),
@@ -143,7 +147,7 @@ class ResponseEvents:
                 item = response["output"][0]
                 closing = [
                     {"type": "response.output_text.done", **self._where(), "text": self.text, "logprobs": []},
-                    {"type": "response.content_part.done", **self._where(), "part": text_part(self.text)},
+                    {"type": "response.content_part.done", **self._where(), "part": item["content"][0]},
                     {"type": "response.output_item.done", "output_index": 0, "item": item},
                 ]
             kind = {"completed": "response.completed", "incomplete": "response.incomplete"}.get(response["status"], "response.failed")

@@ -19,10 +19,12 @@ from api.chat.schemas import (
 )
 from api.chat.structured import PARAM as CHAT_SCHEMA_PARAM
 from api.chat.structured import JsonObjectFormat, JsonSchemaSpec, TextFormat
-from api.conversations.schemas import Id, InputMessage, Metadata
+from api.conversations.schemas import Id, InputFile, InputMessage, Metadata
+from api.documents.parts import FileInput, check_file
 from api.errors import HearthError
 from api.responses.store import StoredResponse
 from hearth.contract import Message
+from hearth.documents import DocumentRef
 
 SCHEMA_PARAM = "text.format.schema"
 
@@ -80,8 +82,10 @@ def _text_items(items: Any) -> Any:
         content = item.get("content")
         for part in content if isinstance(content, list) else []:
             kind = part.get("type") if isinstance(part, dict) else None
-            if isinstance(kind, str) and kind not in ("input_text", "output_text"):
-                raise ValueError(f"item {n}: content parts of type {kind!r} are not supported: Hearth's model reads text only")
+            if isinstance(kind, str) and kind not in ("input_text", "output_text", "input_file"):
+                raise ValueError(f"item {n}: content parts of type {kind!r} are not supported: Hearth reads text and files (input_file)")
+            if kind == "input_file":
+                check_file(part)
     return items
 
 
@@ -118,12 +122,18 @@ class ResponseCreateRequest(BaseModel):
     def conversation_id(self) -> str | None:
         return self.conversation.id if isinstance(self.conversation, ConversationRef) else self.conversation
 
-    def stored(self, job_id: str, created_at: int, model: str, history: list[Message]) -> StoredResponse:
-        """What is kept of the request, to answer for the response later."""
+    def file_parts(self) -> list[list[tuple[str, FileInput]]]:
+        """Each input message's file parts, with the field that holds each (for errors)."""
+        return [[(f"input.{n}.content.{j}", p) for j, p in enumerate(m.content) if isinstance(p, InputFile)]
+                if isinstance(m.content, list) else [] for n, m in enumerate(self.input)]
+
+    def stored(self, job_id: str, created_at: int, model: str, history: list[Message], documents: list[list[DocumentRef]]) -> StoredResponse:
+        """What is kept of the request, to answer for the response later; its file parts as the
+        `documents` read from them (one list per input message)."""
         fmt = self.text.format if self.text else None
         return StoredResponse(
             job_id=job_id, created_at=created_at, model=model, instructions=self.instructions,
-            input=[m.to_item() for m in self.input], history=history, max_output_tokens=self.max_output_tokens,
+            input=[m.to_item().with_documents(refs) for m, refs in zip(self.input, documents)], history=history, max_output_tokens=self.max_output_tokens,
             temperature=self.temperature, top_p=self.top_p, text_format=fmt.model_dump(by_alias=True) if fmt else {"type": "text"},
             metadata=self.metadata or {}, previous_response_id=self.previous_response_id, conversation=self.conversation_id,
             background=self.background,

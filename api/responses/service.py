@@ -6,6 +6,7 @@ from typing import Any
 
 from api.accounts.users import User
 from api.conversations.store import ConversationStore
+from api.documents.service import DocumentService
 from api.errors import HearthError
 from api.jobs.service import JobService
 from api.responses.objects import ended, response_object
@@ -45,8 +46,10 @@ async def current(jobs: JobService, record: StoredResponse) -> dict[str, Any]:
     return response_object(record, job.status, answer.text, None)
 
 
-async def history(body: ResponseCreateRequest, store: ResponseStore, jobs: JobService, conversations: ConversationStore, user: User) -> list[Message]:
-    """The turns the new input continues: a previous response's, or a conversation's."""
+async def history(body: ResponseCreateRequest, store: ResponseStore, jobs: JobService, conversations: ConversationStore,
+                  documents: DocumentService, user: User) -> list[Message]:
+    """The turns the new input continues: a previous response's, or a conversation's (with
+    the documents its messages attached that are still the caller's)."""
     if body.previous_response_id is not None:
         previous = await owned(store, user, body.previous_response_id, "previous_response_id")  # its 404 first
         if body.conversation is not None:
@@ -59,7 +62,7 @@ async def history(body: ResponseCreateRequest, store: ResponseStore, jobs: JobSe
     conv_id = body.conversation_id
     if conv_id is None:
         return []
-    return [Message(role=role, content=text) for role, text in await conversations.history(user.name, conv_id)]
+    return await documents.owned_messages(user.name, await conversations.history(user.name, conv_id))
 
 
 async def stop(jobs: JobService, record: StoredResponse) -> JobRecord | None:

@@ -62,7 +62,7 @@ class StoredResponse(BaseModel):
 
     def turns(self, answer: str) -> list[Message]:
         """The conversation so far once `answer` is given: what `previous_response_id` continues."""
-        return [*self.history, *(Message(role=i.role, content=i.text()) for i in self.input), Message(role="assistant", content=answer)]
+        return [*self.history, *(Message(role=i.role, content=i.text(), documents=i.documents()) for i in self.input), Message(role="assistant", content=answer)]
 
 
 # Sets a record's outcome unless the record was deleted meanwhile. KEYS: the record.

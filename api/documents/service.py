@@ -1,0 +1,121 @@
+"""Documents as their owner uses them: uploading one (bounded, its text read once), deleting
+it with its bytes and text, and turning a request's file parts into the DocumentRefs a job
+carries. Another person's file answers as absent (404), as a missing one does."""
+
+import base64
+import binascii
+import logging
+import re
+import secrets
+from collections.abc import Sequence
+
+from redis.asyncio import Redis as AsyncRedis
+
+from api.documents.blobs import blob_store
+from api.documents.extraction import Extractor
+from api.documents.parts import FileInput
+from api.documents.store import DocumentStore
+from api.errors import HearthError
+from api.files.store import FileInfo, FileStore
+from api.settings import ApiSettings
+from hearth.contract import Message
+from hearth.documents import DocumentRef, DocumentText
+
+log = logging.getLogger(__name__)
+
+_DATA_URL = re.compile(r"^data:(?P<mime>[\w.+-]+/[\w.+-]+)?(?:;[^,;]*)*?;base64,", re.IGNORECASE)
+_EXTENSION_OF = {"application/pdf": ".pdf", "text/plain": ".txt", "text/markdown": ".md", "text/html": ".html",
+                 "application/vnd.openxmlformats-officedocument.wordprocessingml.document": ".docx"}
+MB = 2**20
+
+
+def file_not_found(file_id: str, param: str = "file_id") -> HearthError:
+    return HearthError(404, f"No such File object: {file_id}", "invalid_request_error", "file_not_found", param)
+
+
+class DocumentService:
+    def __init__(self, files: FileStore, texts: DocumentStore, extractor: Extractor, settings: ApiSettings):
+        self._files, self._texts, self._extractor, self._settings = files, texts, extractor, settings
+
+    def _check_size(self, size: int, param: str) -> None:
+        limit = self._settings.document_max_file_bytes
+        if size > limit:
+            raise HearthError(413, f"The document is larger than {limit} bytes, the most Hearth accepts.", param=param)
+
+    async def upload(self, owner: str, filename: str, purpose: str, data: bytes, retention_s: int | None) -> FileInfo:
+        """A new document file: within its owner's storage bound (413 saying how much is
+        used), its text read (400 when it cannot be), then its bytes and text kept."""
+        self._check_size(len(data), "file")
+        used, bound = await self._files.document_bytes(owner), self._settings.document_storage_mb_per_user * MB
+        if used + len(data) > bound:
+            raise HearthError(413, f"Your documents take {used / MB:.1f} MB of your {bound / MB:g} MB; this file "
+                                   f"({len(data) / MB:.1f} MB) would pass that bound. Delete files you no longer need.",
+                              code="storage_limit_exceeded", param="file")
+        pages = await self._extractor.pages(filename, data)
+        info = await self._files.create(owner, filename, purpose, data, retention_s)
+        ttl = None if info.expires_at is None else info.expires_at - info.created_at
+        await self._texts.put(owner, DocumentText(document_id=info.id, filename=filename, pages=pages), ttl)
+        log.info("document stored", extra={"file_id": info.id, "bytes": info.bytes, "pages": len(pages)})
+        return info
+
+    async def delete(self, owner: str, file_id: str) -> bool:
+        """Deletes the file, and with a document its bytes and text; False when the owner has no such file."""
+        if not await self._files.delete(owner, file_id):
+            return False
+        await self._texts.delete(file_id)
+        return True
+
+    async def delete_owner(self, owner: str) -> int:
+        """Deletes all of a person's files (their documents' bytes and text with them); how many documents."""
+        documents = await self._files.delete_owner(owner)
+        await self._texts.delete(*documents)
+        return len(documents)
+
+    async def _uploaded(self, owner: str, file_id: str, param: str) -> DocumentRef:
+        info = await self._files.get(owner, file_id)
+        if info is None:
+            raise file_not_found(file_id, param)
+        if not info.is_document:
+            raise HearthError(400, f"The file {file_id!r} has purpose {info.purpose!r}: a chat reads files uploaded with purpose "
+                                   "'user_data'.", param=param)
+        return DocumentRef(document_id=info.id, filename=info.filename)
+
+    async def _inline(self, owner: str, part: FileInput, ttl_s: int, param: str) -> DocumentRef:
+        assert part.file_data is not None
+        match = _DATA_URL.match(part.file_data)
+        encoded = part.file_data[match.end():] if match else part.file_data
+        self._check_size(len(encoded) * 3 // 4, param)
+        try:
+            data = base64.b64decode(encoded, validate=True)
+        except (binascii.Error, ValueError):
+            raise HearthError(400, "file_data is not base64 (or a data URL with base64 content).", param=param) from None
+        mime = (match.group("mime") or "").lower() if match else ""
+        filename = part.filename or f"document{_EXTENSION_OF.get(mime, '')}"
+        pages = await self._extractor.pages(filename, data, param)
+        text = DocumentText(document_id=f"doc-{secrets.token_hex(12)}", filename=filename, pages=pages)
+        await self._texts.put(owner, text, ttl_s)
+        return DocumentRef(document_id=text.document_id, filename=filename)
+
+    async def attach(self, owner: str, parts: Sequence[Sequence[tuple[str, FileInput]]], ttl_s: int) -> list[list[DocumentRef]]:
+        """Each message's file parts (with the field that holds each, for errors) as DocumentRefs:
+        uploaded files checked as the owner's documents, inline ones read and kept for `ttl_s`."""
+        refs: list[list[DocumentRef]] = []
+        for message in parts:
+            refs.append([await (self._uploaded(owner, part.file_id, f"{param}.file_id") if part.file_id is not None
+                                else self._inline(owner, part, ttl_s, f"{param}.file_data")) for param, part in message])
+        return refs
+
+    async def owned(self, owner: str, refs: Sequence[DocumentRef]) -> list[DocumentRef]:
+        """Those of `refs` that are the owner's and still kept (history read back from stored
+        items, which a client may have written or imported)."""
+        return [ref for ref in refs if await self._texts.owner(ref.document_id) == owner]
+
+    async def owned_messages(self, owner: str, messages: Sequence[Message]) -> list[Message]:
+        """`messages` read back from a conversation, each with those of its documents still the owner's."""
+        return [m.model_copy(update={"documents": await self.owned(owner, m.documents)}) for m in messages]
+
+
+def file_services(redis: AsyncRedis, settings: ApiSettings) -> tuple[FileStore, DocumentService]:
+    """The files store (bytes in Redis or the blob store) and the documents service over it."""
+    files = FileStore(redis, settings.file_retention_s, blob_store(settings))
+    return files, DocumentService(files, DocumentStore(redis), Extractor(settings), settings)

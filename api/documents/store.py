@@ -1,0 +1,32 @@
+"""Documents' extracted text in Redis (`hearth:document:{id}`, hearth.documents): written once,
+read by the worker, with the lifetime of what it came from (a file, a job, a response), and
+whose it is, so history read back from stored items attaches only its owner's documents."""
+
+from redis.asyncio import Redis as AsyncRedis
+
+from hearth.documents import DocumentText, document_key
+
+OWNER_KEY = "hearth:document:{document_id}:owner"  # string: the owner's name
+
+
+def _owner_key(document_id: str) -> str:
+    return OWNER_KEY.format(document_id=document_id)
+
+
+class DocumentStore:
+    def __init__(self, redis: AsyncRedis):
+        self._redis = redis
+
+    async def put(self, owner: str, text: DocumentText, ttl_s: int | None) -> None:
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.set(document_key(text.document_id), text.model_dump_json(), ex=ttl_s)
+        pipe.set(_owner_key(text.document_id), owner, ex=ttl_s)
+        await pipe.execute()
+
+    async def owner(self, document_id: str) -> str | None:
+        raw = await self._redis.get(_owner_key(document_id))
+        return raw.decode() if isinstance(raw, bytes) else raw
+
+    async def delete(self, *document_ids: str) -> None:
+        if document_ids:
+            await self._redis.delete(*(document_key(d) for d in document_ids), *(_owner_key(d) for d in document_ids))

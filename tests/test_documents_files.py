@@ -1,0 +1,312 @@
+"""Documents through the official openai client: `user_data` files (their bytes in the blob
+store, their text read once in a bounded process), file content parts in chat completions and
+Responses, owner-only everywhere, deleted with the file or the person; the S3 blob store
+against a real S3-compatible server."""
+
+import base64
+import json
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import openai
+import pytest
+from minio import Minio
+from rq.job import Job
+
+from devstack import ROOT, RedisServer, Stack, add_user, serve, wait_for
+from hearth.contract import RQ_SERIALIZER
+from hearth.documents import DocumentText, document_key
+from tests.documents import (
+    NEEDLE,
+    NEEDLE_PAGE,
+    bomb_pdf,
+    docx,
+    long_pdf,
+    looping_pdf,
+    many_pages_pdf,
+    pdf_with_pages,
+    scan_pdf,
+    slow_pdf,
+)
+
+CPU_S = 3
+SECRET = "Zanzibar-7741 is the alarm code"  # document text that must never reach a log
+ASK = [{"type": "text", "text": "Say hi."}]
+
+
+@pytest.fixture(scope="module")
+def docs(redis_server: RedisServer, log_dir: Path) -> Iterator[Stack]:
+    yield from serve(redis_server, log_dir, AUTH="on", DOCUMENT_STORAGE_MB_PER_USER="1", DOCUMENT_MAX_FILE_BYTES="700000",
+                     DOCUMENT_EXTRACT_CPU_S=str(CPU_S), DOCUMENT_EXTRACT_WALL_S="30", DOCUMENT_MAX_PAGES="500")
+
+
+def person(stack: Stack, name: str) -> openai.OpenAI:
+    """A new person's client (a name of their own per test: storage bounds are per person)."""
+    key = add_user(stack, f"{name}-{time.monotonic_ns()}")
+    return openai.OpenAI(base_url=stack.base_url, api_key=key, max_retries=0, timeout=120)
+
+
+def text_of(stack: Stack, document_id: str) -> DocumentText | None:
+    raw = stack.redis.get(document_key(document_id))
+    return None if raw is None else DocumentText.model_validate_json(raw)
+
+
+def payload_of(stack: Stack, job_id: str) -> dict[str, Any]:
+    args: dict[str, Any] = Job.fetch(job_id, connection=stack.redis, serializer=RQ_SERIALIZER).args[0]
+    return args
+
+
+def chat(client: openai.OpenAI, content: list[dict[str, Any]], **extra: Any) -> str:
+    """Asks with `content` as the user's message; the job id."""
+    messages: Any = [{"role": "user", "content": content}]
+    raw = client.chat.completions.with_raw_response.create(model="any", messages=messages, max_tokens=4, **extra)
+    assert raw.parse().choices[0].finish_reason in ("stop", "length")
+    return raw.headers["X-Job-Id"]
+
+
+def test_a_pdf_is_kept_with_its_text_read_once_and_deleted_with_its_bytes(docs: Stack) -> None:
+    client = person(docs, "ann")
+    data = pdf_with_pages(["First page: the lease runs two years.", f"Second page. {SECRET}.", "Third page: pets allowed."])
+    f = client.files.create(file=("lease.pdf", data), purpose="user_data")
+    assert f.purpose == "user_data" and f.bytes == len(data) and f.filename == "lease.pdf" and f.expires_at is None
+    text = text_of(docs, f.id)
+    assert text is not None and text.filename == "lease.pdf"
+    assert [p.number for p in text.pages] == [1, 2, 3] and "pets allowed" in text.pages[2].text and SECRET in text.pages[1].text
+    assert client.files.content(f.id).content == data
+    assert (docs.blobs / f.id).read_bytes() == data  # on disk, not in Redis
+    assert not docs.redis.exists(f"hearth:file:{f.id}:data")
+    assert f.id in [x.id for x in client.files.list(purpose="user_data").data]
+    assert client.files.delete(f.id).deleted
+    assert text_of(docs, f.id) is None and not (docs.blobs / f.id).exists()
+    assert f.id not in [x.id for x in client.files.list().data]
+    with pytest.raises(openai.NotFoundError):
+        client.files.retrieve(f.id)
+    assert SECRET not in docs.logs()
+
+
+def test_text_markdown_html_and_docx_are_read_with_their_headings(docs: Stack) -> None:
+    client = person(docs, "ben")
+    cases: dict[str, tuple[bytes, list[tuple[str | None, str]]]] = {
+        "notes.txt": (b"Buy milk.\nCall the plumber.", [(None, "Call the plumber.")]),
+        "guide.md": (b"Intro line.\n\n# Pets\nCats allowed.\n\n## Parking\nOne space.", [(None, "Intro"), ("Pets", "Cats"), ("Parking", "One space")]),
+        "page.html": (b"<html><head><title>t</title><style>p{}</style></head><body><p>Hello there.</p><script>alert('x')</script>"
+                      b"<h2>Rules</h2><p>No smoking &amp; no fires.</p></body></html>", [(None, "Hello there."), ("Rules", "No smoking & no fires.")]),
+        "offer.docx": (docx([(None, "Dear tenant,"), ("Heading1", "Rent"), (None, "900 a month.")]), [(None, "Dear tenant,"), ("Rent", "900 a month.")]),
+    }
+    for name, (data, expected) in cases.items():
+        f = client.files.create(file=(name, data), purpose="assistants")
+        text = text_of(docs, f.id)
+        assert text is not None, name
+        assert [(p.number, p.heading) for p in text.pages] == [(n, h) for n, (h, _) in enumerate(expected, 1)], (name, text)
+        for page, (_, words) in zip(text.pages, expected):
+            assert words in page.text, (name, page)
+        assert "alert" not in json.dumps(text.model_dump()) and "p{}" not in json.dumps(text.model_dump())
+
+
+def test_unreadable_files_are_refused_with_why(docs: Stack) -> None:
+    client = person(docs, "cy")
+    with pytest.raises(openai.BadRequestError) as unknown:
+        client.files.create(file=("tool.exe", b"MZ\x90\x00\x03" + b"\x00" * 100), purpose="user_data")
+    assert "PDF, plain text, Markdown, HTML and DOCX" in unknown.value.message
+    with pytest.raises(openai.BadRequestError) as scan:
+        client.files.create(file=("scan.pdf", scan_pdf()), purpose="user_data")
+    assert "no text layer" in scan.value.message
+    with pytest.raises(openai.BadRequestError) as purpose:
+        client.files.create(file=("a.txt", b"hi"), purpose="vision")
+    assert "user_data" in purpose.value.message
+    with pytest.raises(openai.APIStatusError) as big:
+        client.files.create(file=("big.txt", b"x" * 700_001), purpose="user_data")
+    assert big.value.status_code == 413
+    assert client.files.list().data == []  # nothing kept of any of them
+
+
+def test_a_person_keeps_documents_up_to_their_storage_bound(docs: Stack) -> None:
+    client = person(docs, "dee")
+    first = client.files.create(file=("a.txt", b"a" * 600_000), purpose="user_data")
+    with pytest.raises(openai.APIStatusError) as over:
+        client.files.create(file=("b.txt", b"b" * 600_000), purpose="user_data")
+    assert over.value.status_code == 413
+    assert "0.6 MB of your 1 MB" in over.value.message, over.value.message
+    assert person(docs, "eve").files.create(file=("b.txt", b"b" * 600_000), purpose="user_data").bytes == 600_000  # the bound is each person's
+    client.files.delete(first.id)
+    assert client.files.create(file=("b.txt", b"b" * 600_000), purpose="user_data").bytes == 600_000
+
+
+@pytest.mark.parametrize(("name", "data", "why"), [
+    ("bomb.pdf", bomb_pdf(), "decompression bomb"),
+    ("pages.pdf", many_pages_pdf(100_000), "100000 pages; Hearth reads at most 500"),
+    ("loop.pdf", looping_pdf(), "could not be read"),
+])
+def test_hostile_pdfs_are_refused(docs: Stack, name: str, data: bytes, why: str) -> None:
+    with pytest.raises(openai.BadRequestError) as refused:
+        person(docs, "fay").files.create(file=(name, data), purpose="user_data")
+    assert why in refused.value.message
+
+
+def test_a_pdf_that_needs_minutes_is_cut_at_its_cpu_bound_while_another_person_chats(docs: Stack) -> None:
+    mallory, gus = person(docs, "mallory"), person(docs, "gus")
+    outcome: dict[str, Any] = {}
+
+    def upload() -> None:
+        start = time.monotonic()
+        try:
+            mallory.files.create(file=("slow.pdf", slow_pdf()), purpose="user_data")
+        except openai.BadRequestError as exc:
+            outcome["error"] = exc.message
+        outcome["seconds"], outcome["ended"] = time.monotonic() - start, time.monotonic()
+
+    thread = threading.Thread(target=upload)
+    thread.start()
+    answer = gus.chat.completions.create(model="any", messages=[{"role": "user", "content": "Say hi."}], max_tokens=4)
+    answered = time.monotonic()
+    thread.join(60)
+    assert answer.choices[0].message.content is not None
+    assert "needed more than its bounds" in outcome["error"] and f"{CPU_S} CPU seconds" in outcome["error"]
+    assert answered < outcome["ended"], "the chat waited for the hostile document"
+    assert outcome["seconds"] < 30  # its wall-clock bound, not the minutes it asked for
+
+
+def test_files_in_chat_completions_become_the_message_documents(docs: Stack) -> None:
+    client = person(docs, "hal")
+    f = client.files.create(file=("lease.pdf", pdf_with_pages(["The rent is 900."])), purpose="user_data")
+    job_id = chat(client, [*ASK, {"type": "file", "file": {"file_id": f.id}}])
+    message = payload_of(docs, job_id)["messages"][-1]
+    assert message["content"] == "Say hi." and message["documents"] == [{"document_id": f.id, "filename": "lease.pdf"}]
+
+    inline = base64.b64encode(pdf_with_pages(["Inline page one.", "Inline page two."])).decode()
+    job_id = chat(client, [*ASK, {"type": "file", "file": {"file_data": f"data:application/pdf;base64,{inline}", "filename": "memo.pdf"}}])
+    [ref] = payload_of(docs, job_id)["messages"][-1]["documents"]
+    assert ref["filename"] == "memo.pdf" and ref["document_id"].startswith("doc-")
+    text = text_of(docs, ref["document_id"])
+    assert text is not None and [p.text for p in text.pages] == ["Inline page one.", "Inline page two."]
+    assert 0 < docs.redis.ttl(document_key(ref["document_id"])) <= 86400  # the job's lifetime
+    assert client.files.list().data == [client.files.retrieve(f.id)]  # an inline file is no file
+
+
+def test_file_parts_that_cannot_be_read_are_refused_before_anything_is_queued(docs: Stack) -> None:
+    client, other = person(docs, "ida"), person(docs, "jon")
+    theirs = other.files.create(file=("private.txt", b"Private."), purpose="user_data")
+    batch = client.files.create(file=("in.jsonl", b'{"custom_id": "a"}\n'), purpose="batch")
+    cases: list[tuple[dict[str, Any], type[openai.APIStatusError], str]] = [
+        ({"file_url": "http://example.com/a.pdf"}, openai.BadRequestError, "fetches nothing from the network"),
+        ({"file_id": theirs.id}, openai.NotFoundError, "No such File object"),
+        ({"file_id": "file-missing"}, openai.NotFoundError, "No such File object"),
+        ({"file_id": batch.id}, openai.BadRequestError, "purpose 'batch'"),
+        ({"file_data": base64.b64encode(scan_pdf()).decode(), "filename": "scan.pdf"}, openai.BadRequestError, "no text layer"),
+        ({"file_data": "%%% not base64", "filename": "a.txt"}, openai.BadRequestError, "not base64"),
+        ({}, openai.BadRequestError, "file_id"),
+    ]
+    queued = len(docs.redis.keys("hearth:job:*"))
+    for part, error, why in cases:
+        with pytest.raises(error) as refused:
+            client.chat.completions.create(model="any", messages=[{"role": "user", "content": [*ASK, {"type": "file", "file": part}]}], max_tokens=4)  # type: ignore[misc]
+        assert why in refused.value.message, (part, refused.value.message)
+    with pytest.raises(openai.BadRequestError) as assistant:
+        client.chat.completions.create(model="any", max_tokens=4, messages=[
+            {"role": "assistant", "content": [{"type": "file", "file": {"file_id": batch.id}}]}, {"role": "user", "content": "Hi"}])  # type: ignore[misc]
+    assert "only a user's message may attach files" in assistant.value.message
+    assert len(docs.redis.keys("hearth:job:*")) == queued
+
+
+def test_responses_take_input_files_and_a_conversation_keeps_them_for_later_turns(docs: Stack) -> None:
+    client = person(docs, "kim")
+    f = client.files.create(file=("lease.pdf", pdf_with_pages(["Pets: one cat."])), purpose="user_data")
+    inline = base64.b64encode(b"# Notes\nBins go out on Tuesday.").decode()
+    conv = client.conversations.create()
+    first = client.responses.with_raw_response.create(model="any", conversation=conv.id, max_output_tokens=4, input=[{
+        "role": "user", "content": [{"type": "input_text", "text": "Summarise."}, {"type": "input_file", "file_id": f.id},
+                                    {"type": "input_file", "file_data": f"data:text/markdown;base64,{inline}", "filename": "notes.md"}]}])
+    assert first.parse().status in ("completed", "incomplete")  # 4 tokens: often cut short
+    lease, notes = payload_of(docs, first.headers["X-Job-Id"])["messages"][-1]["documents"]
+    assert lease == {"document_id": f.id, "filename": "lease.pdf"} and notes["filename"] == "notes.md"
+    assert 0 < docs.redis.ttl(document_key(notes["document_id"])) <= 30 * 86400  # the stored response's lifetime
+
+    asked = client.conversations.items.list(conv.id, order="asc").data[0]
+    files = [p for p in asked.content if p.type == "input_file"]
+    assert [(p.file_id, p.filename) for p in files] == [(f.id, "lease.pdf"), (notes["document_id"], "notes.md")]
+    exported = httpx.get(f"{docs.base_url}/conversations/export", headers={"Authorization": f"Bearer {client.api_key}"}).json()
+    assert f.id in json.dumps(exported)
+
+    later = client.responses.with_raw_response.create(model="any", conversation=conv.id, max_output_tokens=4, input="Any pets?")
+    history = payload_of(docs, later.headers["X-Job-Id"])["messages"]
+    assert [m["documents"] for m in history if m["role"] == "user"] == [[lease, notes], []]
+
+
+def test_a_stored_item_naming_another_persons_file_attaches_nothing(docs: Stack) -> None:
+    client, other = person(docs, "lou"), person(docs, "max")
+    theirs = other.files.create(file=("private.txt", f"{SECRET}.".encode()), purpose="user_data")
+    conv = client.conversations.create(items=[{"type": "message", "role": "user",
+                                               "content": [{"type": "input_file", "file_id": theirs.id, "filename": "x"}]}])
+    raw = client.responses.with_raw_response.create(model="any", conversation=conv.id, max_output_tokens=4, input="What does it say?")
+    assert all(m["documents"] == [] for m in payload_of(docs, raw.headers["X-Job-Id"])["messages"])
+
+
+def test_revoking_a_person_deletes_their_documents(docs: Stack) -> None:
+    name = f"ned-{time.monotonic_ns()}"
+    client = openai.OpenAI(base_url=docs.base_url, api_key=add_user(docs, name), max_retries=0)
+    f = client.files.create(file=("a.txt", b"Some text."), purpose="user_data")
+    assert text_of(docs, f.id) is not None and (docs.blobs / f.id).exists()
+    out = subprocess.run([sys.executable, "-m", "api.accounts.cli", "users", "revoke", name], env=docs.env, cwd=ROOT,
+                         capture_output=True, text=True, check=True).stdout
+    assert "1 document(s)" in out
+    assert text_of(docs, f.id) is None and not (docs.blobs / f.id).exists() and not docs.redis.exists(f"hearth:file:{f.id}")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def s3() -> Iterator[str]:
+    """A real S3-compatible server (moto's), as a separate process."""
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+
+    def up() -> bool:
+        try:
+            return httpx.get(url).status_code < 500
+        except httpx.HTTPError:
+            return False
+
+    try:
+        wait_for(up, 30, "the S3 server")
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def test_documents_live_in_an_s3_store_when_one_is_configured(redis_server: RedisServer, log_dir: Path, s3: str) -> None:
+    stack = Stack(redis_server, None, log_dir, AUTH="off", S3_ENDPOINT=s3, S3_BUCKET="hearth-docs", S3_ACCESS_KEY="test",
+                  S3_SECRET_KEY="test-secret", S3_REGION="us-east-1")
+    try:
+        stack.start_api()
+        client = openai.OpenAI(base_url=stack.base_url, api_key="unused", max_retries=0)
+        data = pdf_with_pages(["Stored in a bucket."])
+        f = client.files.create(file=("b.pdf", data), purpose="user_data")
+        bucket = Minio(s3.removeprefix("http://"), access_key="test", secret_key="test-secret", secure=False, region="us-east-1")
+        assert bucket.get_object("hearth-docs", f.id).read() == data
+        assert client.files.content(f.id).content == data and not any(stack.blobs.iterdir())
+        client.files.delete(f.id)
+        assert [o.object_name for o in bucket.list_objects("hearth-docs")] == []
+        assert text_of(stack, f.id) is None
+    finally:
+        stack.stop()
+
+
+def test_the_long_document_builder_puts_its_fact_on_its_page() -> None:
+    from api.documents.formats import extract
+
+    pages = extract("long.pdf", long_pdf(), 500, 1_000_000)
+    assert len(pages) == 200 and [p.number for p in pages if NEEDLE in p.text] == [NEEDLE_PAGE]
