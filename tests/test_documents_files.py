@@ -188,6 +188,7 @@ def test_files_in_chat_completions_become_the_message_documents(docs: Stack) -> 
     assert text is not None and [p.text for p in text.pages] == ["Inline page one.", "Inline page two."]
     assert 0 < docs.redis.ttl(document_key(ref["document_id"])) <= 86400  # the job's lifetime
     assert client.files.list().data == [client.files.retrieve(f.id)]  # an inline file is no file
+    assert "Inline page" not in docs.logs() and "rent is 900" not in docs.logs()
 
 
 def test_file_parts_that_cannot_be_read_are_refused_before_anything_is_queued(docs: Stack) -> None:
@@ -253,9 +254,11 @@ def test_revoking_a_person_deletes_their_documents(docs: Stack) -> None:
     client = openai.OpenAI(base_url=docs.base_url, api_key=add_user(docs, name), max_retries=0)
     f = client.files.create(file=("a.txt", b"Some text."), purpose="user_data")
     assert text_of(docs, f.id) is not None and (docs.blobs / f.id).exists()
+    admin = {"Authorization": f"Bearer {add_user(docs, f'admin-{time.monotonic_ns()}', admin=True)}"}
+    assert httpx.get(f"{docs.base_url}/admin/users/{name}/revocation", headers=admin).json()["documents"] == 1
     out = subprocess.run([sys.executable, "-m", "api.accounts.cli", "users", "revoke", name], env=docs.env, cwd=ROOT,
                          capture_output=True, text=True, check=True).stdout
-    assert "1 document(s)" in out
+    assert "1 document(s)" in out, out
     assert text_of(docs, f.id) is None and not (docs.blobs / f.id).exists() and not docs.redis.exists(f"hearth:file:{f.id}")
 
 

@@ -45,7 +45,7 @@ class DocumentService:
         """A new document file: within its owner's storage bound (413 saying how much is
         used), its text read (400 when it cannot be), then its bytes and text kept."""
         self._check_size(len(data), "file")
-        used, bound = await self._files.document_bytes(owner), self._settings.document_storage_mb_per_user * MB
+        used, bound = sum(f.bytes for f in await self._files.documents(owner)), self._settings.document_storage_mb_per_user * MB
         if used + len(data) > bound:
             raise HearthError(413, f"Your documents take {used / MB:.1f} MB of your {bound / MB:g} MB; this file "
                                    f"({len(data) / MB:.1f} MB) would pass that bound. Delete files you no longer need.",
@@ -63,6 +63,9 @@ class DocumentService:
             return False
         await self._texts.delete(file_id)
         return True
+
+    async def count_owner(self, owner: str) -> int:
+        return len(await self._files.documents(owner))
 
     async def delete_owner(self, owner: str) -> int:
         """Deletes all of a person's files (their documents' bytes and text with them); how many documents."""
