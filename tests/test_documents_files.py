@@ -313,3 +313,20 @@ def test_the_long_document_builder_puts_its_fact_on_its_page() -> None:
 
     pages = extract("long.pdf", long_pdf(), 500, 1_000_000)
     assert len(pages) == 200 and [p.number for p in pages if NEEDLE in p.text] == [NEEDLE_PAGE]
+
+
+def test_a_previous_response_passes_its_documents_on_until_they_are_deleted(docs: Stack) -> None:
+    client = person(docs, "ola")
+    f = client.files.create(file=("note.txt", b"The boiler is serviced in May."), purpose="user_data")
+    first = client.responses.create(model="any", max_output_tokens=4, input=[
+        {"role": "user", "content": [{"type": "input_text", "text": "When?"}, {"type": "input_file", "file_id": f.id}]}])
+
+    def continued() -> list[list[dict[str, str]]]:
+        raw = client.responses.with_raw_response.create(model="any", previous_response_id=first.id, max_output_tokens=4, input="Sure?")
+        return [m["documents"] for m in payload_of(docs, raw.headers["X-Job-Id"])["messages"] if m["role"] == "user"]
+
+    assert continued() == [[{"document_id": f.id, "filename": "note.txt"}], []]
+    input_items = client.responses.input_items.list(first.id).data
+    assert [(p.type, p.file_id) for p in input_items[0].content if p.type == "input_file"] == [("input_file", f.id)]
+    client.files.delete(f.id)
+    assert continued() == [[], []]
