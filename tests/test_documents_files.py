@@ -139,6 +139,26 @@ def test_a_person_keeps_documents_up_to_their_storage_bound(docs: Stack) -> None
     assert client.files.create(file=("b.txt", b"b" * 600_000), purpose="user_data").bytes == 600_000
 
 
+def test_uploads_at_once_cannot_pass_the_storage_bound_together(docs: Stack) -> None:
+    client = person(docs, "zed")
+    outcomes: list[int] = []
+
+    def upload(n: int) -> None:
+        try:
+            client.files.create(file=(f"{n}.txt", bytes([97 + n]) * 600_000), purpose="user_data")
+            outcomes.append(200)
+        except openai.APIStatusError as exc:
+            outcomes.append(exc.status_code)
+
+    threads = [threading.Thread(target=upload, args=(n,)) for n in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert sorted(outcomes) == [200, 413, 413]
+    assert sum(f.bytes for f in client.files.list().data) == 600_000
+
+
 @pytest.mark.parametrize(("name", "data", "why"), [
     ("bomb.pdf", bomb_pdf(), "decompression bomb"),
     ("pages.pdf", many_pages_pdf(100_000), "100000 pages; Hearth reads at most 500"),
