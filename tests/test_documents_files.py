@@ -23,6 +23,7 @@ from rq.job import Job
 from devstack import ROOT, RedisServer, Stack, add_user, serve, wait_for
 from hearth.contract import RQ_SERIALIZER
 from hearth.documents import DocumentText, document_key
+from tests.batches import file_lines, request_line, run_batch, wait_status
 from tests.documents import (
     NEEDLE,
     NEEDLE_PAGE,
@@ -350,3 +351,14 @@ def test_a_previous_response_passes_its_documents_on_until_they_are_deleted(docs
     assert [(p.type, p.file_id) for p in input_items[0].content if p.type == "input_file"] == [("input_file", f.id)]
     client.files.delete(f.id)
     assert continued() == [[], []]
+
+
+def test_a_batch_line_with_a_file_goes_to_the_error_file(docs: Stack) -> None:
+    client = person(docs, "pat")
+    f = client.files.create(file=("n.txt", b"Note."), purpose="user_data")
+    with_file = request_line("with-file", "Hi")
+    with_file["body"]["messages"][0]["content"] = [{"type": "text", "text": "Read it."}, {"type": "file", "file": {"file_id": f.id}}]
+    batch = wait_status(client, run_batch(client, [request_line("plain", "Hi", 2), with_file]), ("completed", "failed"))
+    [error] = file_lines(client, batch.error_file_id)
+    assert error["custom_id"] == "with-file" and "not available in a batch line" in json.dumps(error)
+    assert [line["custom_id"] for line in file_lines(client, batch.output_file_id)] == ["plain"]
