@@ -8,7 +8,7 @@ import sys
 from collections.abc import Callable
 
 from api.settings import ApiSettings
-from bench import batch, context, documents, grammar, idle, load, models, retrieval, states, stream, tool_calls
+from bench import batch, context, documents, extraction, grammar, idle, load, models, retrieval, states, stream, tool_calls
 from bench.rig import Rig
 from hearth.logs import setup_logging
 from hearth.settings import CommonSettings
@@ -24,8 +24,8 @@ CASES: dict[str, Callable[[Rig, argparse.Namespace], str]] = {
     "context": lambda rig, a: context.run(rig, a.turns, a.max_tokens, a.seed).render(),
     "batch": lambda rig, a: batch.run(rig, a.lines, a.line_tokens, a.seed).render(),
     "states": lambda rig, a: states.run(rig, a.history_tokens, a.seed).render(),
-    "documents": lambda rig, a: (f"{retrieval.run(rig, a.questions, a.pages, a.seed).render()}\n\n"
-                                 f"{documents.run(rig, a.inputs, a.rounds, a.seed).render()}"),
+    "documents": lambda rig, a: "\n\n".join((retrieval.run(rig, a.questions, a.pages, a.seed).render(), documents.run(rig, a.inputs, a.rounds, a.seed).render(),
+                                              extraction.run(rig, a.rounds).render())),
     "models": lambda rig, a: models.run(rig, a.model_tokens, a.seed, a.other_model).render(),  # last: it replaces the worker
 }
 

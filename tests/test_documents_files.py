@@ -23,6 +23,7 @@ from rq.job import Job
 from devstack import ROOT, RedisServer, Stack, add_user, serve, wait_for
 from hearth.contract import RQ_SERIALIZER
 from hearth.documents import DocumentText, document_key
+from tests.batches import file_lines, request_line, run_batch, wait_status
 from tests.documents import (
     NEEDLE,
     NEEDLE_PAGE,
@@ -139,6 +140,26 @@ def test_a_person_keeps_documents_up_to_their_storage_bound(docs: Stack) -> None
     assert client.files.create(file=("b.txt", b"b" * 600_000), purpose="user_data").bytes == 600_000
 
 
+def test_uploads_at_once_cannot_pass_the_storage_bound_together(docs: Stack) -> None:
+    client = person(docs, "zed")
+    outcomes: list[int] = []
+
+    def upload(n: int) -> None:
+        try:
+            client.files.create(file=(f"{n}.txt", bytes([97 + n]) * 600_000), purpose="user_data")
+            outcomes.append(200)
+        except openai.APIStatusError as exc:
+            outcomes.append(exc.status_code)
+
+    threads = [threading.Thread(target=upload, args=(n,)) for n in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert sorted(outcomes) == [200, 413, 413]
+    assert sum(f.bytes for f in client.files.list().data) == 600_000
+
+
 @pytest.mark.parametrize(("name", "data", "why"), [
     ("bomb.pdf", bomb_pdf(), "decompression bomb"),
     ("pages.pdf", many_pages_pdf(100_000), "100000 pages; Hearth reads at most 500"),
@@ -188,6 +209,7 @@ def test_files_in_chat_completions_become_the_message_documents(docs: Stack) -> 
     assert text is not None and [p.text for p in text.pages] == ["Inline page one.", "Inline page two."]
     assert 0 < docs.redis.ttl(document_key(ref["document_id"])) <= 86400  # the job's lifetime
     assert client.files.list().data == [client.files.retrieve(f.id)]  # an inline file is no file
+    assert "Inline page" not in docs.logs() and "rent is 900" not in docs.logs()
 
 
 def test_file_parts_that_cannot_be_read_are_refused_before_anything_is_queued(docs: Stack) -> None:
@@ -253,9 +275,11 @@ def test_revoking_a_person_deletes_their_documents(docs: Stack) -> None:
     client = openai.OpenAI(base_url=docs.base_url, api_key=add_user(docs, name), max_retries=0)
     f = client.files.create(file=("a.txt", b"Some text."), purpose="user_data")
     assert text_of(docs, f.id) is not None and (docs.blobs / f.id).exists()
+    admin = {"Authorization": f"Bearer {add_user(docs, f'admin-{time.monotonic_ns()}', admin=True)}"}
+    assert httpx.get(f"{docs.base_url}/admin/users/{name}/revocation", headers=admin).json()["documents"] == 1
     out = subprocess.run([sys.executable, "-m", "api.accounts.cli", "users", "revoke", name], env=docs.env, cwd=ROOT,
                          capture_output=True, text=True, check=True).stdout
-    assert "1 document(s)" in out
+    assert "1 document(s)" in out, out
     assert text_of(docs, f.id) is None and not (docs.blobs / f.id).exists() and not docs.redis.exists(f"hearth:file:{f.id}")
 
 
@@ -310,3 +334,31 @@ def test_the_long_document_builder_puts_its_fact_on_its_page() -> None:
 
     pages = extract("long.pdf", long_pdf(), 500, 1_000_000)
     assert len(pages) == 200 and [p.number for p in pages if NEEDLE in p.text] == [NEEDLE_PAGE]
+
+
+def test_a_previous_response_passes_its_documents_on_until_they_are_deleted(docs: Stack) -> None:
+    client = person(docs, "ola")
+    f = client.files.create(file=("note.txt", b"The boiler is serviced in May."), purpose="user_data")
+    first = client.responses.create(model="any", max_output_tokens=4, input=[
+        {"role": "user", "content": [{"type": "input_text", "text": "When?"}, {"type": "input_file", "file_id": f.id}]}])
+
+    def continued() -> list[list[dict[str, str]]]:
+        raw = client.responses.with_raw_response.create(model="any", previous_response_id=first.id, max_output_tokens=4, input="Sure?")
+        return [m["documents"] for m in payload_of(docs, raw.headers["X-Job-Id"])["messages"] if m["role"] == "user"]
+
+    assert continued() == [[{"document_id": f.id, "filename": "note.txt"}], []]
+    input_items = client.responses.input_items.list(first.id).data
+    assert [(p.type, p.file_id) for p in input_items[0].content if p.type == "input_file"] == [("input_file", f.id)]
+    client.files.delete(f.id)
+    assert continued() == [[], []]
+
+
+def test_a_batch_line_with_a_file_goes_to_the_error_file(docs: Stack) -> None:
+    client = person(docs, "pat")
+    f = client.files.create(file=("n.txt", b"Note."), purpose="user_data")
+    with_file = request_line("with-file", "Hi")
+    with_file["body"]["messages"][0]["content"] = [{"type": "text", "text": "Read it."}, {"type": "file", "file": {"file_id": f.id}}]
+    batch = wait_status(client, run_batch(client, [request_line("plain", "Hi", 2), with_file]), ("completed", "failed"))
+    [error] = file_lines(client, batch.error_file_id)
+    assert error["custom_id"] == "with-file" and "not available in a batch line" in json.dumps(error)
+    assert [line["custom_id"] for line in file_lines(client, batch.output_file_id)] == ["plain"]

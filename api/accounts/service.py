@@ -27,7 +27,7 @@ class Revocation:
     conversations: int
     usage_records: int
     done: bool
-    documents: int = 0  # known once done: the preview does not count them
+    documents: int = 0
 
 
 class AccountService:
@@ -72,7 +72,8 @@ class AccountService:
         if not await self.users.exists(name):
             raise NoSuchUser(name)
         return Revocation(name, len(await self.users.keys(name)), await self.users.sessions(name),
-                          await self._conversations.count_owner(name), len(await self._usage.periods_kept(name)), False)
+                          await self._conversations.count_owner(name), len(await self._usage.periods_kept(name)), False,
+                          await self._documents.count_owner(name))
 
     async def revoke(self, actor: User, name: str) -> Revocation:
         """Delete a person with their keys, sessions (their open pages sign out), conversations,

@@ -9,11 +9,11 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
-from api.documents.parts import FileInput
 from hearth.documents import Citation, DocumentRef
 from hearth.metadata import METADATA_KEY_CHARS, METADATA_PAIRS, METADATA_VALUE_CHARS
 
 MAX_ITEMS_PER_REQUEST = 20  # OpenAI's bound for create and items.create
+NAME_CHARS = 256  # a file's id and name
 TITLE_KEY = "title"  # the metadata key a chat app shows as the conversation's name
 ID_PATTERN = r"^[A-Za-z0-9_-]{1,80}$"  # ids become parts of Redis keys: no ':', no glob characters
 ROUTE_NAMES = frozenset({"defaults", "export", "import"})  # paths beside `/v1/conversations/{id}`: never an id
@@ -72,12 +72,18 @@ class OutputText(BaseModel):
         return [a for a in value if isinstance(a, FileCitation) or (isinstance(a, dict) and a.get("type") == "file_citation")]
 
 
-class InputFile(FileInput):
-    """A file a user's message attached. As a request sends it, `file_id` or `file_data`; as
-    an item stores it, the `file_id` of the document read from it (an uploaded file's id, or
-    the id given to inline `file_data`) and its filename, so an export says which files it used."""
+class InputFile(BaseModel):
+    """A file a user's message attached, as an item keeps it (OpenAI's `input_file` part): the
+    id of the document read from it (an uploaded file's, or the one given to inline
+    `file_data`) and its filename, so an export says which files a conversation used."""
 
-    type: Literal["input_file"] = "input_file"
+    type: Literal["input_file"]
+    file_id: Annotated[str, Field(max_length=NAME_CHARS)]
+    filename: Annotated[str, Field(max_length=NAME_CHARS)]
+
+    @classmethod
+    def of(cls, ref: DocumentRef) -> "InputFile":
+        return cls(type="input_file", file_id=ref.document_id, filename=ref.filename)
 
 
 Part = Annotated[InputText | OutputText | InputFile, Field(discriminator="type")]
@@ -96,16 +102,8 @@ class MessageItem(BaseModel):
         return "\n".join(part.text for part in self.content if not isinstance(part, InputFile))
 
     def documents(self) -> list[DocumentRef]:
-        """The documents it attached, as stored (by file_id)."""
-        return [DocumentRef(document_id=p.file_id, filename=p.filename or p.file_id)
-                for p in self.content if isinstance(p, InputFile) and p.file_id is not None]
-
-    def with_documents(self, refs: list[DocumentRef]) -> "MessageItem":
-        """The item as stored: each file part (in order) replaced by the document read from it."""
-        found = iter(refs)
-        content = [InputFile(file_id=ref.document_id, filename=ref.filename) if isinstance(p, InputFile) and (ref := next(found)) else p
-                   for p in self.content]
-        return self.model_copy(update={"content": content})
+        """The documents it attached."""
+        return [DocumentRef(document_id=p.file_id, filename=p.filename) for p in self.content if isinstance(p, InputFile)]
 
 
 def message(role: Role, text: str, status: Status = "completed", documents: list[DocumentRef] | None = None,
@@ -113,7 +111,7 @@ def message(role: Role, text: str, status: Status = "completed", documents: list
     """A new message item: the model's words are `output_text` (with the documents it was
     given from), everyone else's `input_text`, then the documents it attached."""
     part = OutputText(text=text, annotations=file_citations(citations, len(text))) if role == "assistant" else InputText(text=text)
-    files: list[InputText | OutputText | InputFile] = [InputFile(file_id=r.document_id, filename=r.filename) for r in documents or []]
+    files: list[InputText | OutputText | InputFile] = [InputFile.of(ref) for ref in documents or []]
     return MessageItem(id=new_id("msg"), role=role, status=status, content=[part, *files])
 
 

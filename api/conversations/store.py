@@ -19,7 +19,6 @@ from api.conversations.schemas import (
     TITLE_KEY,
     Conversation,
     ExportedConversation,
-    InputFile,
     MessageItem,
     Status,
     message,
@@ -226,9 +225,6 @@ class ConversationStore:
         for n, item in enumerate(items):
             if len(item.text()) > self._max_chars:
                 raise HearthError(400, f"{param}[{n}]: a message is at most {self._max_chars} characters.", code="string_above_max_length", param=f"{param}.{n}.content")
-            if any(isinstance(p, InputFile) and p.file_data is not None for p in item.content):
-                raise HearthError(400, f"{param}[{n}]: a stored message names its files by file_id (upload them with purpose "
-                                       "user_data); file_data is read in a response or chat turn, not stored.", param=f"{param}.{n}.content")
 
     async def _write(
         self, owner: str, conv_id: str, items: Sequence[MessageItem], *, create: bool = False, created_at: int = 0,

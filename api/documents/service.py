@@ -46,13 +46,18 @@ class DocumentService:
         """A new document file: within its owner's storage bound (413 saying how much is
         used), its text read (400 when it cannot be), then its bytes and text kept."""
         self._check_size(len(data), "file")
-        used, bound = await self._files.document_bytes(owner), self._settings.document_storage_mb_per_user * MB
-        if used + len(data) > bound:
-            raise HearthError(413, f"Your documents take {used / MB:.1f} MB of your {bound / MB:g} MB; this file "
-                                   f"({len(data) / MB:.1f} MB) would pass that bound. Delete files you no longer need.",
-                              code="storage_limit_exceeded", param="file")
-        pages = await self._extractor.pages(filename, data)
-        info = await self._files.create(owner, filename, purpose, data, retention_s)
+        # Counted before the file is read, so that uploads at once cannot pass the bound together.
+        uploading = await self._texts.reserve(owner, len(data), int(self._settings.document_extract_wall_s) + 60)
+        try:
+            kept, bound = sum(f.bytes for f in await self._files.documents(owner)), self._settings.document_storage_mb_per_user * MB
+            if kept + uploading > bound:
+                raise HearthError(413, f"Your documents take {(kept + uploading - len(data)) / MB:.1f} MB of your {bound / MB:g} MB "
+                                       f"(uploads in progress included); this file ({len(data) / MB:.1f} MB) would pass that bound. "
+                                       "Delete files you no longer need.", code="storage_limit_exceeded", param="file")
+            pages = await self._extractor.pages(filename, data)
+            info = await self._files.create(owner, filename, purpose, data, retention_s)
+        finally:
+            await self._texts.release(owner, len(data))
         ttl = None if info.expires_at is None else info.expires_at - info.created_at
         await self._texts.put(owner, DocumentText(document_id=info.id, filename=filename, pages=pages), ttl)
         log.info("document stored", extra={"file_id": info.id, "bytes": info.bytes, "pages": len(pages)})
@@ -64,6 +69,9 @@ class DocumentService:
             return False
         await self._texts.delete(file_id)
         return True
+
+    async def count_owner(self, owner: str) -> int:
+        return len(await self._files.documents(owner))
 
     async def delete_owner(self, owner: str) -> int:
         """Deletes all of a person's files (their documents' bytes and text with them); how many documents."""

@@ -7,6 +7,7 @@ from redis.asyncio import Redis as AsyncRedis
 from hearth.documents import DocumentText, document_key
 
 OWNER_KEY = "hearth:document:{document_id}:owner"  # string: the owner's name
+UPLOADING_KEY = "hearth:documents:{owner}:uploading"  # integer: bytes of the owner's uploads being read now
 
 
 def _owner_key(document_id: str) -> str:
@@ -26,6 +27,19 @@ class DocumentStore:
     async def owner(self, document_id: str) -> str | None:
         raw = await self._redis.get(_owner_key(document_id))
         return raw.decode() if isinstance(raw, bytes) else raw
+
+    async def reserve(self, owner: str, size: int, ttl_s: int) -> int:
+        """Counts `size` bytes as being uploaded by `owner` (for at most `ttl_s`, should the api
+        stop meanwhile); the bytes of all their uploads in progress, this one included."""
+        key = UPLOADING_KEY.format(owner=owner)
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.incrby(key, size)
+        pipe.expire(key, ttl_s)
+        total, _ = await pipe.execute()
+        return int(total)
+
+    async def release(self, owner: str, size: int) -> None:
+        await self._redis.decrby(UPLOADING_KEY.format(owner=owner), size)
 
     async def delete(self, *document_ids: str) -> None:
         if document_ids:

@@ -134,10 +134,10 @@ class FileStore:
             await self._blobs.delete(file_id)
         await self._redis.zrem(_owner_key(owner), *file_ids)
 
-    async def document_bytes(self, owner: str) -> int:
-        """What the owner's documents take in the blob store."""
+    async def documents(self, owner: str) -> list[FileInfo]:
+        """The owner's documents (files whose bytes are in the blob store)."""
         page = await self.page(owner, None, 2**31, "asc", None)
-        return sum(f.bytes for f in page.items if f.is_document)
+        return [f for f in page.items if f.is_document]
 
     async def delete(self, owner: str, file_id: str) -> bool:
         info = await self.get(owner, file_id)

@@ -19,7 +19,7 @@ from api.chat.schemas import (
 )
 from api.chat.structured import PARAM as CHAT_SCHEMA_PARAM
 from api.chat.structured import JsonObjectFormat, JsonSchemaSpec, TextFormat
-from api.conversations.schemas import Id, InputFile, InputMessage, Metadata
+from api.conversations.schemas import Id, InputFile, InputMessage, InputText, MessageItem, Metadata, OutputText, new_id
 from api.documents.parts import FileInput, check_file
 from api.errors import HearthError
 from api.responses.store import StoredResponse
@@ -89,11 +89,39 @@ def _text_items(items: Any) -> Any:
     return items
 
 
+class FileInputPart(FileInput):
+    """Responses' `input_file` part as a request sends it: an uploaded file's `file_id`, or the
+    bytes as `file_data`."""
+
+    type: Literal["input_file"]
+
+
+ResponsePart = Annotated[InputText | OutputText | FileInputPart, Field(discriminator="type")]
+
+
+class ResponseInput(InputMessage):
+    content: str | Annotated[list[ResponsePart], Field(min_length=1)]  # type: ignore[assignment]  # a wider part type than a stored item's
+
+    def to_item(self, documents: list[DocumentRef] | None = None) -> MessageItem:
+        """The message as an item keeps it: each file part (in order) as the document read from
+        it; without `documents`, its text parts alone."""
+        if isinstance(self.content, str):
+            return super().to_item()
+        found = iter(documents or [])
+        content: list[InputText | OutputText | InputFile] = []
+        for part in self.content:
+            if not isinstance(part, FileInputPart):
+                content.append(part)
+            elif documents is not None:
+                content.append(InputFile.of(next(found)))
+        return MessageItem(id=new_id("msg"), role=self.role, content=content)
+
+
 class ResponseCreateRequest(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     model: Annotated[Text, Field(max_length=NAME_CHARS)] = ""
-    input: Annotated[list[InputMessage], Field(min_length=1)]
+    input: Annotated[list[ResponseInput], Field(min_length=1)]
     instructions: Text | None = None
     max_output_tokens: Annotated[int, Field(ge=1, le=INT32_MAX)] | None = None
     temperature: Annotated[float, Field(ge=0, le=2)] | None = None
@@ -124,7 +152,7 @@ class ResponseCreateRequest(BaseModel):
 
     def file_parts(self) -> list[list[tuple[str, FileInput]]]:
         """Each input message's file parts, with the field that holds each (for errors)."""
-        return [[(f"input.{n}.content.{j}", p) for j, p in enumerate(m.content) if isinstance(p, InputFile)]
+        return [[(f"input.{n}.content.{j}", p) for j, p in enumerate(m.content) if isinstance(p, FileInputPart)]
                 if isinstance(m.content, list) else [] for n, m in enumerate(self.input)]
 
     def stored(self, job_id: str, created_at: int, model: str, history: list[Message], documents: list[list[DocumentRef]]) -> StoredResponse:
@@ -133,7 +161,7 @@ class ResponseCreateRequest(BaseModel):
         fmt = self.text.format if self.text else None
         return StoredResponse(
             job_id=job_id, created_at=created_at, model=model, instructions=self.instructions,
-            input=[m.to_item().with_documents(refs) for m, refs in zip(self.input, documents)], history=history, max_output_tokens=self.max_output_tokens,
+            input=[m.to_item(refs) for m, refs in zip(self.input, documents)], history=history, max_output_tokens=self.max_output_tokens,
             temperature=self.temperature, top_p=self.top_p, text_format=fmt.model_dump(by_alias=True) if fmt else {"type": "text"},
             metadata=self.metadata or {}, previous_response_id=self.previous_response_id, conversation=self.conversation_id,
             background=self.background,

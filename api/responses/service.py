@@ -48,8 +48,13 @@ async def current(jobs: JobService, record: StoredResponse) -> dict[str, Any]:
 
 async def history(body: ResponseCreateRequest, store: ResponseStore, jobs: JobService, conversations: ConversationStore,
                   documents: DocumentService, user: User) -> list[Message]:
-    """The turns the new input continues: a previous response's, or a conversation's (with
-    the documents its messages attached that are still the caller's)."""
+    """The turns the new input continues: a previous response's, or a conversation's, with
+    the documents their messages attached that are still kept and the caller's."""
+    turns = await _turns(body, store, jobs, conversations, user)
+    return await documents.owned_messages(user.name, turns)
+
+
+async def _turns(body: ResponseCreateRequest, store: ResponseStore, jobs: JobService, conversations: ConversationStore, user: User) -> list[Message]:
     if body.previous_response_id is not None:
         previous = await owned(store, user, body.previous_response_id, "previous_response_id")  # its 404 first
         if body.conversation is not None:
@@ -62,7 +67,7 @@ async def history(body: ResponseCreateRequest, store: ResponseStore, jobs: JobSe
     conv_id = body.conversation_id
     if conv_id is None:
         return []
-    return await documents.owned_messages(user.name, await conversations.history(user.name, conv_id))
+    return await conversations.history(user.name, conv_id)
 
 
 async def stop(jobs: JobService, record: StoredResponse) -> JobRecord | None:
