@@ -3,18 +3,25 @@ while that worker is free or soon will be, to another when waiting would cost mo
 prefill, and to another when the holder dies. Each worker has its own STATE_DIR, as on two
 machines: only the holder can restore the history."""
 
+import asyncio
 import json
 import signal
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 import openai
+from redis import Redis
+from redis.asyncio import Redis as AsyncRedis
 
+from api.jobs.queueing import REJECTED_USER_CAP, Admission, FairQueue, Hold, queue_key
+from api.jobs.state_routing import release_held
 from bench.rig import end_tokens
-from devstack import Process, Stack, wait_for
-from hearth.contract import job_key, worker_key
+from devstack import MODEL, Process, RedisServer, Stack, unused_db, wait_for
+from hearth.contract import WORKERS_KEY, JobPayload, Message, SamplingParams, held_queue, job_key, worker_key
+from hearth.job_record import JobRecord, rq_job
 from tests.test_metrics import scrape, value
 from tests.test_states import QUESTION, SYSTEM
 from worker.settings import embedded_model_path
@@ -106,3 +113,68 @@ def test_a_turn_waiting_for_a_dead_holder_is_answered_by_another_worker(make_sta
     routed = value(samples, "hearth_state_routes_total", outcome="holder")
     assert value(samples, "hearth_state_routes_total", outcome="released") == routed
     assert routed + value(samples, "hearth_state_routes_total", outcome="fallback") == 1
+
+
+# Admission and release on a real Redis, without workers: where a routed turn waits, what
+# it counts towards, and when it moves to the shared queue.
+SHARED = f"interactive:{MODEL}"
+HOLDER = "holder-1"
+HELD = held_queue(MODEL, HOLDER)
+
+
+def admit(redis: Redis, owner: str, hold: Hold | None, per_user: int = 1) -> tuple[int, bool, str]:
+    """Admits a chat of `owner`, offered `hold`: its position, whether it went to the
+    holder's queue, its id."""
+    payload = JobPayload(job_id=uuid.uuid4().hex, messages=[Message(role="user", content="hi")], params=SamplingParams(), model=MODEL)
+    queue = FairQueue(SHARED, redis, per_user, 32)
+    record = JobRecord(id=payload.job_id, owner=owner, model=MODEL, created=0, queue=SHARED)
+    pipe = redis.pipeline()
+    queue.admit(rq_job(queue, payload, 600), Admission(record, 600, 600, "", hold, (HELD,)), pipe)
+    position, routed = map(int, pipe.execute()[-1])
+    return position, bool(routed), payload.job_id
+
+
+def ids(redis: Redis, queue: str) -> list[str]:
+    return [i.decode() for i in redis.lrange(queue_key(queue), 0, -1)]
+
+
+def release(url: str) -> None:
+    async def run() -> None:
+        async with AsyncRedis.from_url(url) as redis:
+            await release_held(redis)
+    asyncio.run(run())
+
+
+def test_a_routed_turn_passes_nobody_and_counts_towards_its_owners_cap(redis_server: RedisServer) -> None:
+    url = unused_db(redis_server)
+    redis = Redis.from_url(url)
+    hold = Hold(HELD, 600)
+    # Nobody waits: the turn waits for its holder, in its queue, and its record says so.
+    assert admit(redis, "alice", hold)[:2] == (1, True)
+    (alice,) = ids(redis, HELD)
+    assert redis.hget(job_key(alice), "queue") == HELD.encode() and redis.hget(job_key(alice), "hold_until")
+    # It counts towards alice's cap of one waiting request, wherever it waits.
+    assert admit(redis, "alice", None)[0] == REJECTED_USER_CAP
+    # Bob waits in the shared queue: carol's turn is not routed past him.
+    assert admit(redis, "bob", None)[:2] == (1, False)
+    assert admit(redis, "carol", hold)[:2] == (2, False)
+    assert ids(redis, HELD) == [alice]
+
+
+def test_a_turn_leaves_its_holders_queue_when_its_time_is_up_or_the_holder_is_gone(redis_server: RedisServer) -> None:
+    url = unused_db(redis_server)
+    redis = Redis.from_url(url)
+    now = float(redis.time()[0])
+    redis.zadd(WORKERS_KEY, {HOLDER: now + 600})  # the holder's heartbeat, alive
+    _, _, waiting = admit(redis, "alice", Hold(HELD, 600))
+    _, _, late = admit(redis, "bob", Hold(HELD, 0))  # may wait no longer: the prefill would be done
+    release(url)
+    assert ids(redis, HELD) == [waiting] and ids(redis, SHARED) == [late]
+    assert redis.hget(job_key(late), "queue") == SHARED.encode()
+    redis.zadd(WORKERS_KEY, {HOLDER: now - 1})  # its heartbeat expired
+    _, _, newer = admit(redis, "carol", None, per_user=2)
+    release(url)
+    # To the front of the shared queue: it was next in line when it was routed.
+    assert ids(redis, SHARED) == [waiting, late, newer] and not ids(redis, HELD)
+    release(url)  # the dead holder's empty queue is forgotten
+    assert queue_key(HELD).encode() not in redis.smembers("rq:queues")

@@ -188,11 +188,16 @@ class JobService:
     async def get(self, job_id: str) -> JobRecord | None:
         return await read_record(self._redis, job_id)
 
-    async def position(self, job: JobRecord) -> int | None:
-        """1 = next to run; None once the job has left the queue. Its queue is read again: a
-        turn that waited for its state's holder may have moved to the shared queue."""
+    async def queue_now(self, job: JobRecord) -> str:
+        """The queue `job` waits in now: a turn that waited for its state's holder may have
+        moved to the shared queue since `job` was read (api.jobs.state_routing)."""
         [queue] = await read_field(self._redis, [job.id], "queue")
-        index = await self._redis.lpos(queue_key(queue or job.queue), job.attempt)
+        return queue or job.queue
+
+    async def position(self, job: JobRecord, queue: str | None = None) -> int | None:
+        """1 = next to run in `queue` (by default the one it waits in now); None once the job
+        has left it."""
+        index = await self._redis.lpos(queue_key(queue or await self.queue_now(job)), job.attempt)
         return index + 1 if isinstance(index, int) else None  # a list only comes with COUNT
 
     async def cancel(self, job: JobRecord) -> None:
@@ -210,8 +215,7 @@ class JobService:
 
     async def withdraw(self, job: JobRecord, reason: ErrorEvent) -> bool:
         """Take a job out of its queue before any worker has it, ending it with `reason`."""
-        [queue] = await read_field(self._redis, [job.id], "queue")  # it may have moved (see `position`)
-        if not await self._redis.lrem(queue_key(queue or job.queue), 0, job.attempt):
+        if not await self._redis.lrem(queue_key(await self.queue_now(job)), 0, job.attempt):
             return False
         await self.end(job.id, reason)
         await self._redis.delete(Job.key_for(job.attempt))  # RQ's copy: no worker will ever read it
@@ -227,11 +231,11 @@ class JobService:
 
     async def _waiting(self, job: JobRecord, shown: QueuedEvent | None) -> QueuedEvent | None:
         """A fresh `queued` event if the job still waits and its place or estimate changed."""
-        position = await self.position(job)
+        queue = await self.queue_now(job)
+        position = await self.position(job, queue)
         if position is None:
             return None
-        [queue] = await read_field(self._redis, [job.id], "queue")
-        eta = await self.wait_estimate(queue or job.queue, position)
+        eta = await self.wait_estimate(queue, position)
         # A job still in line waits at least for a worker to take it, even when one is idle
         # (it reports no work left just before it dequeues): never an estimate of zero.
         eta = None if eta is None else max(round(eta, 1), ETA_FLOOR_S)
