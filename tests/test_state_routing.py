@@ -40,10 +40,13 @@ def name(worker: Process) -> str:
     return worker.env["WORKER_NAME"]
 
 
-def ask(s: Stack, messages: list[dict[str, str]], max_tokens: int = 8) -> tuple[str, str, int]:
+def client_of(s: Stack) -> openai.OpenAI:
+    return openai.OpenAI(base_url=s.base_url, api_key="x", max_retries=0, timeout=120)
+
+
+def ask(s: Stack, messages: list[dict[str, str]]) -> tuple[str, str, int]:
     """The answer, the worker that gave it (its job's record) and the cached prompt tokens."""
-    client = openai.OpenAI(base_url=s.base_url, api_key="x", max_retries=0, timeout=120)
-    done = client.chat.completions.create(model="any", messages=messages, max_tokens=max_tokens, temperature=0)
+    done = client_of(s).chat.completions.create(model="any", messages=messages, max_tokens=8, temperature=0)
     assert done.usage is not None and done.usage.prompt_tokens_details is not None
     worker = s.redis.hget(job_key(done.id.removeprefix("chatcmpl-")), "worker")
     assert worker is not None
