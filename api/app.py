@@ -3,6 +3,7 @@
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 
 from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
@@ -29,9 +30,10 @@ from api.files import router as files
 from api.health import router as health
 from api.jobs import router as jobs
 from api.jobs.filing import Filing
-from api.jobs.housekeeping import housekeeping
+from api.jobs.housekeeping import Round, housekeeping
 from api.jobs.reaper import Reaper
 from api.jobs.service import JobService
+from api.jobs.state_routing import release_held
 from api.metrics import router as metrics
 from api.middleware import RequestContextMiddleware
 from api.models import router as models
@@ -103,7 +105,7 @@ def create_app(settings: ApiSettings) -> FastAPI:
             reaper = Reaper(redis, rq_redis, app.state.jobs, settings)
             runner = BatchRunner(redis, rq_redis, app.state.batches, app.state.files, app.state.jobs, app.state.quota_gate, settings)
             filing = Filing(redis, app.state.jobs, runner, app.state.turns, app.state.responses)
-            rounds = [reaper.sweep, filing.tick, runner.tick]
+            rounds: list[Round] = [reaper.sweep, partial(release_held, redis), filing.tick, runner.tick]
             async with queue_sampler(redis), housekeeping(redis, rounds, settings.housekeeping_interval_s):
                 yield
         finally:

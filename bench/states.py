@@ -1,16 +1,18 @@
 """`states`: a long conversation's next turn, with its history's model state (a) in the
 worker's memory, (b) on disk after the worker restarted, (c) on disk after its model was
-swapped out for another and back, (d) on the disk of another worker than the one that takes
-the turn, and (e) nowhere (the history evaluated in full). First-token time and cached tokens
+swapped out for another and back, (d) on the disk of one of two workers (the other free and
+first in line: the turn is routed to the holder), and (e) nowhere (the history evaluated in full). First-token time and cached tokens
 of each, and the worker's own times and sizes of the saves and restores.
 
 One worker serves the bench's model and the small `mistral-tiny` (the other model of (c)),
-a budget for one of them. The history is evaluated twice, in (e) and (d); every other turn
-extends the one before, so each restores the previous turn's state."""
+a budget for one of them; (d) adds a second worker of them with a disk of its own. The history
+is evaluated once, in (e); every other turn extends the one before, so each restores the
+previous turn's state."""
 
 import asyncio
 import json
 import logging
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,8 +22,8 @@ import httpx
 from bench.report import median, table, verdict
 from bench.rig import Rig, end_tokens
 from bench.timed_chat import ChatTiming, stream_chat
-from devstack import Process
-from hearth.contract import Message
+from devstack import Process, wait_for
+from hearth.contract import Message, worker_key
 from tools.shaped_gguf import cached_shaped_gguf
 from worker.models import load_vocab
 from worker.prompter import Prompter
@@ -144,9 +146,19 @@ def run(rig: Rig, history_tokens: int, seed: int) -> StatesResult:
     cases.append(turn("c) on disk, after a swap away and back"))
     worker(keep_states=True)
     cases.append(turn("b) on disk, after a worker restart"))
-    # Without routing by state, the turn goes to whichever worker is free: here one with its own, empty disk.
-    worker(keep_states=False)
-    cases.append(turn("d) on another worker's disk"))
+    # A second worker of the model with its own, empty disk, as on another machine. Free, and
+    # waiting longest, it would take the turn; it goes to the worker holding its state instead
+    # (api.jobs.state_routing), once that one has measured its prefill speed.
+    holder = rig.stack.workers[0]
+    with tempfile.TemporaryDirectory(prefix="hearth-bench-states-") as own:
+        second = rig.stack.start_worker(unset=models["unset"], MODELS=str(models["MODELS"]),
+                                        MODEL_MEMORY_BUDGET_MB=str(models["MODEL_MEMORY_BUDGET_MB"]), STATE_DIR=own)
+        workers.append(second)
+        wait_for(lambda: json.loads(rig.redis.hget(worker_key(holder.env["WORKER_NAME"]), "prefill_tps") or b"0") > 0, 30,
+                 "the holder's prefill speed", holder)
+        cases.append(turn("d) on the other of two workers, routed to it"))
+        second.stop()
+        rig.stack.workers.remove(second)
     rig.swap_worker()  # the bench's own worker again, for the cases after
     cases.sort(key=lambda c: c.label)
     return StatesResult(main.stem, history_tokens, cases,

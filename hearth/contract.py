@@ -56,9 +56,26 @@ def model_queues(models: list[str], embedding_models: list[str]) -> list[str]:
     return [queue_name(kind, m) for kind in QueueKind for m in (*by_kind[kind], ANY_MODEL)]
 
 
+# A worker's own queue of a model's chats, `interactive:<model>@<worker>`: turns routed to it
+# because it holds their conversation's saved state (hearth.state_routes). It reads them before
+# the model's shared queue. Worker names cannot hold the mark (worker.settings).
+HELD_MARK = "@"
+
+
+def held_queue(model: str, worker: str) -> str:
+    return f"{queue_name(QueueKind.INTERACTIVE, model)}{HELD_MARK}{worker}"
+
+
+def queue_holder(queue: str) -> str | None:
+    """The worker whose own queue `queue` is, or None for a model's shared queue."""
+    rest, mark, worker = queue.rpartition(HELD_MARK)
+    return worker if mark and rest.startswith(f"{QueueKind.INTERACTIVE.value}:") else None
+
+
 def queue_model(queue: str) -> str:
     """The model whose jobs wait in `queue` (ANY_MODEL for the `*` queues)."""
-    return queue.partition(":")[2]
+    model = queue.partition(":")[2]
+    return model.rpartition(HELD_MARK)[0] if queue_holder(queue) else model
 
 
 RQ_SERIALIZER = "json"  # RQ's JSONSerializer: job arguments and results as JSON, never pickle

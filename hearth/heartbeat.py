@@ -24,6 +24,7 @@ class WorkerInfo(BaseModel):
     state: Literal["idle", "busy"]
     job: str | None = None  # the job it runs
     tps: float = 0.0  # recent generation speed, tokens/s (0 until the first job)
+    prefill_tps: float = 0.0  # recent prompt evaluation speed, tokens/s (0 until one is measured)
     remaining: int = 0  # tokens the running job may still generate
     default_max_tokens: int
     prompt_overhead: int  # template tokens of a one-message chat

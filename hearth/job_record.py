@@ -48,6 +48,7 @@ class JobRecord(BaseModel):
     not_after: float | None = None  # Redis time after which no worker may start it
     rq_id: str = ""  # the RQ job of its current attempt ("": the job id, a first attempt)
     worker: str | None = None  # the worker running it, or that last ran it
+    hold_until: float | None = None  # waiting in its state's holder's queue: Redis time it may wait there until
     retries: int = 0  # times a batch line went back to its queue after losing its worker
     # Where its result goes when it ends, whoever is watching (api.jobs.filing); such a job
     # outlives its client.

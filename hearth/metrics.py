@@ -17,6 +17,7 @@ from pydantic import BaseModel
 from hearth.contract import METRICS_KEY, RECENT_JOBS_KEY, USER_TOKENS_KEY, DoneEvent, ErrorEvent
 from hearth.lifecycle import status_of
 
+MIN_PREFILL_MEASURED = 16  # prompt tokens evaluated: fewer tell little of the prefill's speed
 RECENT_KEEP = 1000  # job records kept: the recent-jobs list and the last hour's plots
 
 
@@ -69,6 +70,17 @@ class StateCounter(StrEnum):
     RESTORES_MEMORY = "state_restores:memory"
     RESTORES_DISK = "state_restores:disk"
     MISSES = "state_misses"
+
+
+class RouteCounter(StrEnum):
+    """Turns whose history's saved state a live worker holds (api.jobs.state_routing): sent
+    to its queue, or to the shared one (waiting would cost more than the prefill, or people
+    wait already), and those moved from a worker's queue to the shared one (it took longer
+    than the prefill would have, or its worker died)."""
+
+    HOLDER = "state_routes:holder"
+    FALLBACK = "state_routes:fallback"
+    RELEASED = "state_routes:released"
 
 
 def model_field(counter: ModelCounter, model: str) -> str:
@@ -131,6 +143,15 @@ class FinishedJob(BaseModel):
     prompt_tokens: int = 0  # known for completed jobs (their usage)
     cached_tokens: int = 0
     completion_tokens: int = 0  # tokens sent, whatever the outcome
+
+    def prefill_per_s(self) -> float | None:
+        """Prompt tokens evaluated per second, from the job's start to its first text (a
+        saved state's restore included); None when too few were evaluated to tell."""
+        evaluated = self.prompt_tokens - self.cached_tokens
+        if evaluated < MIN_PREFILL_MEASURED or self.started_at is None or self.enqueued_at is None or self.ttft_s is None:
+            return None
+        seconds = self.enqueued_at + self.ttft_s - self.started_at
+        return evaluated / seconds if seconds > 0 else None
 
 
 def record_job(pipe: Pipe, record: FinishedJob) -> None:

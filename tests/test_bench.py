@@ -68,9 +68,10 @@ def test_bench_runs_every_case_and_prints_its_numbers() -> None:
     assert number(r"^ratio batch/in-process: ([\d.]+)", out) > 0
 
     # A conversation's next turn restores its history from memory, from disk after a swap and
-    # after a restart; on another worker's disk and with nothing saved, it is evaluated in full.
+    # after a restart, and from the worker holding it while another is free (routed there);
+    # with nothing saved, it is evaluated in full.
     for label, restored in (("a) in the worker's memory", True), ("b) on disk, after a worker restart", True),
-                            ("c) on disk, after a swap away and back", True), ("d) on another worker's disk", False),
+                            ("c) on disk, after a swap away and back", True), ("d) on the other of two workers, routed to it", True),
                             ("e) nothing saved", False)):
         row = re.search(rf"^{re.escape(label)}\s+(\d+)\s+(\d+)\s+(\d+)$", out, re.MULTILINE)
         assert row, f"no {label!r} row in:\n{out}"

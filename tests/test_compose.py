@@ -173,6 +173,16 @@ def test_model_path_points_into_the_models_volume(compose: dict[str, Any], servi
     assert re.search(rf"ln -s .*embedded_model_path.* {model_path.parent}/", dockerfile)
 
 
+def test_saved_states_are_kept_in_a_volume_the_worker_may_write(compose: dict[str, Any], services: dict[str, dict[str, Any]]) -> None:
+    worker = services["worker"]
+    mounts = dict(v.split(":")[:2] for v in worker["volumes"])
+    assert mounts.get("states") == load(WorkerSettings, worker).state_dir
+    assert "states" in compose["volumes"]
+    # Docker fills a new volume from the image: the folder is made there, and the worker's.
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert re.search(r"mkdir .*/app/\.hearth/states", dockerfile) and re.search(r"chown hearth .*/app/\.hearth/states", dockerfile)
+
+
 def test_dockerfile_installs_what_make_install_installs() -> None:
     dockerfile = (ROOT / "Dockerfile").read_text()
     makefile = (ROOT / "Makefile").read_text()

@@ -12,7 +12,7 @@ from redis.exceptions import RedisError
 from rq import Queue, SimpleWorker
 from rq.job import Job
 
-from hearth.contract import ANY_MODEL, RQ_SERIALIZER, model_queues, queue_model
+from hearth.contract import ANY_MODEL, RQ_SERIALIZER, held_queue, job_of, model_queues, queue_holder, queue_model
 from hearth.heartbeat import WorkerInfo
 from hearth.job_record import rq_queue, save_attempt
 from hearth.logs import setup_logging
@@ -54,9 +54,12 @@ class HearthWorker(SimpleWorker):
             for queue in self.queues:
                 pipe.llen(queue.key)
             waiting = {q.name for q, n in zip(self.queues, pipe.execute()) if n}
-            self._ordered_queues = [by_name[name] for name in self.turns.order(self.runner.pool.loaded, waiting)]
+            held = [q for q in self.queues if queue_holder(q.name)]
+            self._ordered_queues = held + [by_name[name] for name in self.turns.order(self.runner.pool.loaded, waiting)]
         result = super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
         if result is not None:
+            if queue_holder(result[1].name):
+                log.info("took a turn routed here by its saved state", extra={"queue": result[1].name, "job_id": job_of(result[0].id)})
             model = queue_model(result[1].name)
             self.turns.taken(self.runner.pool.current.model_id if model == ANY_MODEL else model)
         return result
@@ -119,7 +122,9 @@ def main() -> None:
     wait_for_redis(redis)
     heartbeat.start()
     worker = HearthWorker(
-        [rq_queue(name, rq_redis) for name in model_queues(models, embedding_models)],  # interactive first
+        # Turns routed to this worker by their saved state first (they wait for it alone), then
+        # the models' shared queues, interactive first.
+        [rq_queue(name, rq_redis) for name in [*(held_queue(m, settings.worker_name) for m in models), *model_queues(models, embedding_models)]],
         connection=rq_redis,
         serializer=RQ_SERIALIZER,
         name=settings.worker_name,

@@ -80,6 +80,7 @@ class JobMeter(EventWriter):
         self._worker, self._log_prompts, self._clock = worker_name, log_prompts, clock
         self._track: _Track | None = None
         self._tps = 0.0  # moving average of completed jobs' speed, for the api's wait estimates
+        self._prefill_tps = 0.0  # and of their prompts' evaluation, for its routing by saved state
 
     @contextmanager
     def job(self, job: Job) -> Iterator[None]:
@@ -113,7 +114,10 @@ class JobMeter(EventWriter):
         elif isinstance(event, (DoneEvent, ErrorEvent)):
             record = track.record(event, self._worker, now)
             if record.tokens_per_s:
-                self._tps = record.tokens_per_s if not self._tps else 0.7 * self._tps + 0.3 * record.tokens_per_s
+                self._tps = _average(self._tps, record.tokens_per_s)
+            prefill = record.prefill_per_s()
+            if prefill:
+                self._prefill_tps = _average(self._prefill_tps, prefill)
             self._log_end(record, track)
             super().emit(job_id, event, partial(_both, before, partial(self._record, record=record)))
             return
@@ -157,6 +161,7 @@ class JobMeter(EventWriter):
         track, now = self._track, time.time()
         return {
             "tps": round(self._tps, 2),
+            "prefill_tps": round(self._prefill_tps, 2),
             "job_user": (track.user or None) if track else None,
             "job_started_at": track.started_at if track else None,
             "job_tokens": track.tokens if track else 0,
@@ -168,6 +173,11 @@ def _both(first: Commands | None, then: Commands, pipe: Pipeline) -> None:
     if first is not None:
         first(pipe)
     then(pipe)
+
+
+def _average(mean: float, value: float) -> float:
+    """A moving average that follows the recent jobs (0: none yet)."""
+    return value if not mean else 0.7 * mean + 0.3 * value
 
 
 def _round(value: float | None) -> float | None:

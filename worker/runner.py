@@ -18,6 +18,7 @@ from hearth.contract import (
     ErrorEvent,
     JobPayload,
     LoadingEvent,
+    Message,
     PromptTokensDetails,
     QueueKind,
     RequeuedEvent,
@@ -30,6 +31,7 @@ from hearth.contract import (
 from hearth.lifecycle import JobStatus
 from hearth.logs import log_context
 from hearth.metrics import record_state_reuse
+from hearth.state_routes import StateHolder, state_route_key
 from worker.context import ContextOverflow
 from worker.control import CancelListener
 from worker.documents_prompt import DocumentMissing, DocumentReader
@@ -38,6 +40,7 @@ from worker.engine import Cancelled, Paused, TimedOut
 from worker.events import EventWriter
 from worker.grammars import GrammarError
 from worker.pool import ModelPool
+from worker.state_cache import Source
 from worker.state_disk import StateDisk
 from worker.tool_calls import CallParser
 
@@ -161,7 +164,10 @@ class JobRunner:
                 total_tokens=len(fitted.tokens) + len(resumed) + gen.completion_tokens,
                 prompt_tokens_details=PromptTokensDetails(cached_tokens=min(gen.cached_tokens, len(fitted.tokens))),
             )
-            emit(DoneEvent(finish_reason=finish, usage=usage, citations=list(fitted.citations)), partial(record_state_reuse, source=gen.reuse))
+            kept = not payload.preemptible and not (calls and calls.count) and engine.cache.keeps(usage.total_tokens)
+            answer = Message(role="assistant", content=gen.text)
+            emit(DoneEvent(finish_reason=finish, usage=usage, citations=list(fitted.citations)),
+                 partial(self._after, model, [*payload.messages, answer] if kept else None, usage.total_tokens, gen.reuse))
             if not payload.preemptible:  # a batch line's state is seldom asked for again: it would evict the chats'
                 engine.keep_state()  # after the answer's end went out: its reader never waits for the copy
             return {"finish_reason": finish, "usage": usage.model_dump()}
@@ -195,6 +201,16 @@ class JobRunner:
         finally:
             self._writer.flush()
             self.current_job, self._preemptible = None, False
+
+    def _after(self, model: str, history: list[Message] | None, tokens: int, reuse: Source, pipe: Pipeline) -> None:
+        """With a chat's final event: its reuse of a saved state counted and, when its state is
+        kept, this worker named as its holder, so the conversation's next turn is routed here
+        (hearth.state_routes). Not for an answer with calls: its next turn's history spells
+        them as the client sends them back."""
+        record_state_reuse(pipe, reuse)
+        if history is not None:
+            pipe.set(state_route_key(model, history), StateHolder(worker=self.name, tokens=tokens).model_dump_json(),
+                     ex=self.pool.current.settings.state_route_ttl_s)
 
     def _cancelled(self, emit: Callable[[ErrorEvent], None]) -> dict[str, Any]:
         if self._shutting_down.is_set():

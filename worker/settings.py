@@ -43,6 +43,7 @@ class WorkerSettings(CommonSettings):
     state_dir: str = Field(default_factory=lambda: str(data_dir() / "states"),
                            description="Folder of the model states saved on disk (default `.hearth/states`, under `HEARTH_DATA`): they outlive a restart of the worker and the unloading of a model.")
     state_disk_mb: int = Field(4096, ge=0, description="Disk for saved model states in `STATE_DIR`; the least recently used go first (0 = no disk tier).")
+    state_route_ttl_s: int = Field(86400, ge=60, description="How long a worker stays named in Redis as the holder of a conversation's saved state (hearth.state_routes): until then the api may route the conversation's next turn to it.")
     temperature: float = Field(0.7, ge=0, le=2, description="Default sampling temperature.")
     top_p: float = Field(0.95, gt=0, le=1, description="Default nucleus sampling.")
     top_k: int = Field(40, ge=0, description="Top-k sampling (0 = off).")
@@ -52,7 +53,7 @@ class WorkerSettings(CommonSettings):
     # A random part too: a restarted container has the same host name and pid, and RQ refuses a
     # name whose earlier record has not expired yet.
     worker_name: str = Field(default_factory=lambda: f"{socket.gethostname()}.{os.getpid()}.{secrets.token_hex(2)}",
-                             description="Name in Redis (default host.pid.random).")
+                             pattern=r"^[^@]+$", description="Name in Redis (default host.pid.random); without `@`.")
     heartbeat_interval_s: float = Field(1.0, gt=0, description="How often the worker proves it is alive.")
     heartbeat_ttl_s: int = Field(5, ge=2, description="A worker silent this long is dead; its job fails.")
     job_timeout_s: int = Field(900, ge=1, description="Longest one generation may run; then it ends with a `timeout` error.")

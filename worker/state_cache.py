@@ -72,6 +72,10 @@ class StateCache:
         live_hit = common_prefix(self._live(), tokens)  # a refused restore leaves nothing live
         return "live" if live_hit >= MIN_TOKENS else "none"
 
+    def keeps(self, tokens: int) -> bool:
+        """Whether a sequence of `tokens` is kept after its job, for a later one to restore."""
+        return tokens >= MIN_TOKENS and (self._disk is not None or self._budget > 0)
+
     def keep(self) -> None:
         """After a job: the live state to disk, in the background, unless it is there already."""
         if self._disk is None:

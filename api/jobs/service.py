@@ -5,6 +5,7 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
 
 from redis import Redis
 from redis.asyncio import Redis as AsyncRedis
@@ -14,6 +15,7 @@ from starlette.concurrency import run_in_threadpool
 from api.chat.rendering import Answer
 from api.jobs.live import RESYNC, Follower, follow
 from api.jobs.queueing import REJECTED_QUEUE_FULL, REJECTED_USER_CAP, Admission, FairQueue, queue_key
+from api.jobs.state_routing import count, route_turn
 from api.metrics.exposition import record_ended_by_api
 from api.models.workers import live_workers
 from api.settings import ApiSettings
@@ -44,15 +46,18 @@ from hearth.contract import (
     decode_live,
     events_key,
     fit_key,
+    held_queue,
     job_of,
     preempt_channel,
+    queue_holder,
     queue_name,
     stream_id,
 )
+from hearth.contract import queue_model as model_of
 from hearth.job_record import JobRecord, read_field, read_record, rq_job
 from hearth.lifecycle import apply_events_args, redis_seconds
 from hearth.logs import bind
-from hearth.metrics import ModelCounter, model_field
+from hearth.metrics import ModelCounter, RouteCounter, model_field
 from hearth.redis_client import stream_entries, text
 
 log = logging.getLogger(__name__)
@@ -88,7 +93,14 @@ class JobService:
                            max_tokens=max_tokens, sink=sink, conversation=conversation)
         # A chat makes a batch line or an embedding job of its model give way; an embedding job waits its turn.
         admission = Admission(record, s.job_ttl_s, s.max_queue_wait_s, preempt_channel(queue_model) if chat else "")
-        verdict = await run_in_threadpool(self._enqueue, payload, queue, admission)
+        hold = None
+        if isinstance(payload, JobPayload) and queue_model != ANY_MODEL:
+            # A conversation's turn may wait for the worker holding its history's state
+            # (api.jobs.state_routing); the model's holders' queues count towards the caps.
+            workers = [w for w in await live_workers(self._redis) if queue_model in w.serves()]
+            hold = await route_turn(self._redis, queue_model, payload.messages, workers)
+            admission = replace(admission, hold=hold, counted=tuple(held_queue(queue_model, w.name) for w in workers))
+        verdict, routed = await run_in_threadpool(self._enqueue, payload, queue, admission)
         if verdict == REJECTED_USER_CAP:
             mine = [i + 1 for i, owner_ in enumerate(await self._owners(queue)) if owner_ == owner]
             raise QueueFull(
@@ -98,10 +110,14 @@ class JobService:
         if verdict == REJECTED_QUEUE_FULL:
             raise QueueFull(f"Hearth is busy: {s.max_queued} requests are already waiting.", await self._retry_after(queue, 1))
         bind(job_id=payload.job_id)  # the rest of this request's log lines name its job
-        log.info("job queued", extra={"queue": queue, "position": verdict})
+        if hold is not None:
+            await count(self._redis, RouteCounter.HOLDER if routed else RouteCounter.FALLBACK)
+            if routed:
+                record = record.model_copy(update={"queue": hold.queue})
+        log.info("job queued", extra={"queue": record.queue, "position": verdict})
         return record
 
-    def _enqueue(self, payload: JobPayload | EmbeddingPayload, queue_name_: str, admission: Admission) -> int:
+    def _enqueue(self, payload: JobPayload | EmbeddingPayload, queue_name_: str, admission: Admission) -> tuple[int, bool]:
         s = self._settings
         queue = self._queues.get(queue_name_)
         if queue is None:
@@ -109,10 +125,10 @@ class JobService:
         job = rq_job(queue, payload, s.job_ttl_s)
         pipe = self._rq_redis.pipeline()
         queue.admit(job, admission, pipe)
-        verdict = int(pipe.execute()[-1])
+        verdict, routed = map(int, pipe.execute()[-1])
         if verdict < 0:
             job.delete()  # RQ's copy; Hearth's hash was never written
-        return verdict
+        return verdict, bool(routed)
 
     async def _owners(self, queue: str) -> list[str]:
         ids = await self._redis.lrange(queue_key(queue), 0, -1)
@@ -123,8 +139,9 @@ class JobService:
         on the workers that serve the queue's model and the budgets of the jobs ahead, at those
         workers' recent speed, plus a load when none of them holds the model now; None before
         any speed is known."""
-        model = queue.partition(":")[2]
-        workers = [w for w in await live_workers(self._redis) if model == ANY_MODEL or model in w.serves()]
+        model, holder = model_of(queue), queue_holder(queue)
+        workers = [w for w in await live_workers(self._redis)
+                   if (model == ANY_MODEL or model in w.serves()) and holder in (None, w.name)]  # a holder's queue: it alone
         speed = sum(w.tps for w in workers)
         if not speed:
             return None
@@ -171,9 +188,16 @@ class JobService:
     async def get(self, job_id: str) -> JobRecord | None:
         return await read_record(self._redis, job_id)
 
-    async def position(self, job: JobRecord) -> int | None:
-        """1 = next to run; None once the job has left the queue."""
-        index = await self._redis.lpos(queue_key(job.queue), job.attempt)
+    async def queue_now(self, job: JobRecord) -> str:
+        """The queue `job` waits in now: a turn that waited for its state's holder may have
+        moved to the shared queue since `job` was read (api.jobs.state_routing)."""
+        [queue] = await read_field(self._redis, [job.id], "queue")
+        return queue or job.queue
+
+    async def position(self, job: JobRecord, queue: str | None = None) -> int | None:
+        """1 = next to run in `queue` (by default the one it waits in now); None once the job
+        has left it."""
+        index = await self._redis.lpos(queue_key(queue or await self.queue_now(job)), job.attempt)
         return index + 1 if isinstance(index, int) else None  # a list only comes with COUNT
 
     async def cancel(self, job: JobRecord) -> None:
@@ -191,7 +215,7 @@ class JobService:
 
     async def withdraw(self, job: JobRecord, reason: ErrorEvent) -> bool:
         """Take a job out of its queue before any worker has it, ending it with `reason`."""
-        if not await self._redis.lrem(queue_key(job.queue), 0, job.attempt):
+        if not await self._redis.lrem(queue_key(await self.queue_now(job)), 0, job.attempt):
             return False
         await self.end(job.id, reason)
         await self._redis.delete(Job.key_for(job.attempt))  # RQ's copy: no worker will ever read it
@@ -207,10 +231,11 @@ class JobService:
 
     async def _waiting(self, job: JobRecord, shown: QueuedEvent | None) -> QueuedEvent | None:
         """A fresh `queued` event if the job still waits and its place or estimate changed."""
-        position = await self.position(job)
+        queue = await self.queue_now(job)
+        position = await self.position(job, queue)
         if position is None:
             return None
-        eta = await self.wait_estimate(job.queue, position)
+        eta = await self.wait_estimate(queue, position)
         # A job still in line waits at least for a worker to take it, even when one is idle
         # (it reports no work left just before it dequeues): never an estimate of zero.
         eta = None if eta is None else max(round(eta, 1), ETA_FLOOR_S)

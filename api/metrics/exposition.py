@@ -115,6 +115,10 @@ class SnapshotCollector(Collector):
         yield restores
         yield CounterMetricFamily("hearth_state_misses", "Completed jobs that found no saved state covering the start of their prompt (it was evaluated in full).",
                                   value=get(m.StateCounter.MISSES, 0))
+        routes = CounterMetricFamily("hearth_state_routes", "Turns whose history's saved state a live worker held: sent to its queue (holder), to the shared queue (fallback), or moved from its queue to the shared one (released).", labels=["outcome"])
+        for route in m.RouteCounter:
+            routes.add_metric([route.value.partition(":")[2]], get(route, 0))
+        yield routes
         jobs = CounterMetricFamily("hearth_jobs", "Jobs by how they ended; rejected = refused with 429.", labels=["outcome"])
         for outcome in m.Outcome:
             jobs.add_metric([outcome.value], get(m.jobs_field(outcome), 0))
