@@ -55,9 +55,16 @@ def title_of(conv: dict[str, Any]) -> str:
 
 
 def shown_items(items: list[dict[str, Any]]) -> list[Message]:
-    """Stored messages as the chat shows them; an answer cut short says so."""
+    """Stored messages as the chat shows them; an answer cut short says so. Function calls
+    and their results (made through the api) show as notes, which are never sent back."""
     shown: list[Message] = []
     for item in items:
+        if item.get("type") == "function_call":  # a name is letters, digits, _ and - only
+            shown.append(note(f"🔧 Called {item.get('name')}", f"```json\n{item.get('arguments', '')}\n```"))
+            continue
+        if item.get("type") == "function_call_output":
+            shown.append(note("🔧 Function result", f"```\n{item.get('output', '')}\n```"))
+            continue
         if item.get("type") != "message" or item.get("role") not in ("user", "assistant"):
             continue
         shown.append({"role": item["role"], "content": "\n".join(p.get("text", "") for p in item.get("content", []))})

@@ -13,14 +13,16 @@ from llama_cpp import Llama
 from hearth.contract import Message, ToolUse
 from worker.context import Counted, Plan, plan
 from worker.prompt import ChatTemplate, Tokenize
+from worker.settings import TOOL_MAX_PARALLEL_CALLS
 from worker.tool_calls import prompt_messages
 
 SEPARATOR_TOKENS = 4  # margin per message: folded or merged messages are joined with "\n\n"
 
 
 class Prompter:
-    def __init__(self, llama: Llama, n_ctx: int, default_max_tokens: int):
+    def __init__(self, llama: Llama, n_ctx: int, default_max_tokens: int, max_calls: int = TOOL_MAX_PARALLEL_CALLS):
         self._llama, self.n_ctx, self._default_max_tokens = llama, n_ctx, default_max_tokens
+        self._max_calls = max_calls  # parallel calls in one answer, as the tools' description says
         meta = llama.metadata
         bos, eos = llama.token_bos(), llama.token_eos()
         self.template = ChatTemplate(
@@ -70,4 +72,4 @@ class Prompter:
         # A plan counts overlapping parts of one chat several times, and a template repeats
         # the same text around every message: each distinct piece is tokenized once.
         memo = cache(self._tokenize)
-        return plan(prompt_messages(messages, tools), max_tokens, self._default_max_tokens, self.n_ctx, lambda chat: self._counted(chat, memo))
+        return plan(prompt_messages(messages, tools, self._max_calls), max_tokens, self._default_max_tokens, self.n_ctx, lambda chat: self._counted(chat, memo))

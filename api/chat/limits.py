@@ -37,8 +37,6 @@ def check_request(body: ChatCompletionRequest, settings: ApiSettings) -> None:
             raise _refuse("stop", "stop strings cannot be combined with tools: one could cut a call's arguments short.")
         if structured:
             raise _refuse("response_format", "a JSON response_format cannot be combined with tools (unless tool_choice is none).")
-        if body.conversation is not None:
-            raise _refuse("tools", "a conversation's turn cannot offer tools yet: conversations store messages, not calls.")
 
 
 def check_for_worker(body: ChatCompletionRequest, worker: WorkerInfo) -> None:

@@ -2,6 +2,7 @@
 
 import json
 from collections.abc import AsyncIterator, Callable
+from itertools import takewhile
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
@@ -10,7 +11,7 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 from api.chat import rendering as fmt
 from api.chat.schemas import ChatCompletionRequest
 from api.chat.service import prepare_chat, queue_chat, wait_for_answer
-from api.conversations.schemas import MessageItem, message
+from api.conversations.schemas import AnyItem, message, output_item
 from api.conversations.turns import TurnService
 from api.dependencies import CurrentUser, Jobs, QuotaCheck, RedisDep, Settings, Turns
 from api.errors import HearthError, error_responses
@@ -53,16 +54,19 @@ async def _stream(
             await jobs.left(job)
 
 
-async def _question(body: ChatCompletionRequest, turns: TurnService, owner: str) -> list[MessageItem]:
+async def _question(body: ChatCompletionRequest, turns: TurnService, owner: str) -> list[AnyItem]:
     """A turn stored in a conversation (Hearth's `conversation`): its question, the request's
-    last message, after the conversation's previous answer is settled; none for a plain call."""
+    last message, or the results of the functions the previous answer called (the tool
+    messages it ends with), after the conversation's previous answer is settled; none for a
+    plain call."""
     if body.conversation is None:
         return []
-    last = body.messages[-1]
-    if last.role != "user":
-        raise HearthError(400, "A turn stored in a conversation ends with the user's message.", param="messages")
+    messages = body.contract_messages()
+    results = list(takewhile(lambda m: m.role == "tool", reversed(messages)))[::-1]
+    if not results and messages[-1].role != "user":
+        raise HearthError(400, "A turn stored in a conversation ends with the user's message, or with tool messages.", param="messages")
     await turns.settle(owner, body.conversation)
-    return [message("user", last.text())]
+    return [output_item(m) for m in results] if results else [message("user", messages[-1].content)]
 
 
 @router.post("/chat/completions", response_model=None,

@@ -21,11 +21,15 @@ NO_PARAMETERS: dict[str, Any] = {"type": "object", "properties": {}}
 MAX_DESCRIPTION = 8192  # characters of one function's description
 
 
+FunctionNameText = Annotated[str, Field(pattern=NAME_PATTERN)]
+Description = Annotated[Text, Field(max_length=MAX_DESCRIPTION)]
+
+
 class FunctionDef(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
-    name: Annotated[str, Field(pattern=NAME_PATTERN)]
-    description: Annotated[Text, Field(max_length=MAX_DESCRIPTION)] | None = None
+    name: FunctionNameText
+    description: Description | None = None
     parameters: dict[str, Any] | None = None
     strict: bool | None = None  # every accepted schema is enforced, strict or not
 
@@ -123,6 +127,13 @@ def _spec(function: FunctionDef, param: str) -> FunctionSpec:
     if enforced.get("type") != "object":
         raise HearthError(400, f"{param}: a function's parameters must be a schema of `type: object`.", param=param)
     return FunctionSpec(name=function.name, description=function.description or "", parameters=parameters, enforced=enforced)
+
+
+def chat_message(message: Message) -> dict[str, Any]:
+    """A contract message as chat completions spell it (a history kept by Hearth, sent as a chat)."""
+    calls = [{"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}} for c in message.tool_calls]
+    return {"role": message.role, "content": message.content, **({"tool_calls": calls} if calls else {}),
+            **({"tool_call_id": message.tool_call_id} if message.tool_call_id is not None else {})}
 
 
 def history(messages: list[tuple[str, str, list[CallIn], str | None]]) -> list[Message]:

@@ -13,7 +13,7 @@ completions, responses and the filing of ended jobs do to a conversation around 
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
-from api.conversations.schemas import MessageItem, Status
+from api.conversations.schemas import AnyItem, Status
 from api.conversations.store import ConversationStore
 from api.jobs.service import JobService
 from hearth.contract import DoneEvent
@@ -41,7 +41,7 @@ class TurnService:
             await self.file_answer(owner, conv_id, pending)
 
     @asynccontextmanager
-    async def taking(self, owner: str, conv_id: str | None, items: Sequence[MessageItem], job_id: str) -> AsyncIterator[list[MessageItem]]:
+    async def taking(self, owner: str, conv_id: str | None, items: Sequence[AnyItem], job_id: str) -> AsyncIterator[list[AnyItem]]:
         """Store the turn's `items` in the conversation (none without one), marked as answered
         by `job_id`, for the block that queues that job; withdrawn if the block fails."""
         if conv_id is None:
@@ -55,13 +55,14 @@ class TurnService:
             raise
 
     async def file_answer(self, owner: str, conv_id: str, job_id: str) -> None:
-        """The answer, whole, as the assistant's message of its conversation; an answer cut short
-        (cancelled, failed) is kept as far as it got, marked incomplete. A conversation deleted
-        meanwhile stays deleted. Then the conversation has no answer in progress any more."""
+        """The answer, whole, as the assistant's message of its conversation (and its function
+        calls as items); an answer cut short (cancelled, failed) is kept as far as it got, marked
+        incomplete. A conversation deleted meanwhile stays deleted. Then the conversation has no
+        answer in progress any more."""
         answer = await self._jobs.answer(job_id)
-        if answer.text:  # else nothing was said (refused before a token, or failed at once)
+        if answer.text or answer.calls:  # else nothing was said (refused before a token, or failed at once)
             status: Status = "completed" if isinstance(answer.final, DoneEvent) else "incomplete"
-            await self._conversations.record_answer(owner, conv_id, job_id, answer.text, status)
+            await self._conversations.record_answer(owner, conv_id, job_id, answer.text, status, answer.tool_calls())
         await self.release(owner, conv_id, job_id)
 
     async def release(self, owner: str, conv_id: str, job_id: str) -> None:

@@ -19,7 +19,17 @@ from api.chat.schemas import (
 )
 from api.chat.structured import PARAM as CHAT_SCHEMA_PARAM
 from api.chat.structured import JsonObjectFormat, JsonSchemaSpec, TextFormat
-from api.conversations.schemas import Id, InputMessage, Metadata
+from api.chat.tools import (
+    Description,
+    FunctionDef,
+    FunctionName,
+    FunctionNameText,
+    FunctionTool,
+    NamedToolChoice,
+    chat_message,
+    functions_only,
+)
+from api.conversations.schemas import Id, InputItem, Metadata, as_messages
 from api.errors import HearthError
 from api.responses.store import StoredResponse
 from hearth.contract import Message
@@ -27,8 +37,6 @@ from hearth.contract import Message
 SCHEMA_PARAM = "text.format.schema"
 
 REFUSED: dict[str, Refusal] = {
-    "tools": Refusal("tool calling is not supported", empty),
-    "tool_choice": Refusal("tool calling is not supported", lambda v: v in (None, "none", "auto")),
     "reasoning": Refusal("reasoning is not supported: Hearth's models answer directly", lambda v: v in (None, {})),
     "include": Refusal("Hearth has no additional output data to include", empty),
     "top_logprobs": Refusal("log probabilities are not returned", lambda v: v in (None, 0)),
@@ -36,14 +44,44 @@ REFUSED: dict[str, Refusal] = {
     "moderation": Refusal("moderation is not available"),
     "context_management": Refusal("context compaction is not supported", empty),
 }
-# Accepted and ignored: OpenAI's caching, billing, tiers and transport options, and tool or
-# image settings that are moot while tools and images are refused. `truncation`: Hearth trims
-# the oldest history of a chat that outgrows the window either way.
+# Accepted and ignored: OpenAI's caching, billing, tiers and transport options, and settings
+# of built-in tools and images, which are moot while those are refused (`max_tool_calls`
+# counts built-in tool calls only). `truncation`: Hearth trims the oldest history of a chat
+# that outgrows the window either way.
 IGNORED = frozenset({
     "user", "safety_identifier", "service_tier", "prompt_cache_key", "prompt_cache_options", "prompt_cache_retention",
-    "parallel_tool_calls", "max_tool_calls", "stream_options", "truncation", "access_programs", "background_options",
-    "image",
+    "max_tool_calls", "stream_options", "truncation", "access_programs", "background_options", "image",
 })
+
+
+class ResponsesFunctionTool(BaseModel):
+    """A Responses function tool: chat's function (api.chat.tools.FunctionDef), its fields beside
+    `type` rather than nested. `type` comes first: a tool of another type is refused by it."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    type: Literal["function"]
+    name: FunctionNameText
+    description: Description | None = None
+    parameters: dict[str, Any] | None = None
+    strict: bool | None = None
+
+    _functions_only = functions_only("tools of type {kind!r} are not supported: Hearth runs `function` tools only")
+
+    def chat(self) -> FunctionTool:
+        return FunctionTool(type="function", function=FunctionDef.model_validate(self.model_dump(exclude={"type"})))
+
+
+class ResponsesToolChoice(BaseModel):
+    """`{"type": "function", "name": ...}`: that function must be called."""
+
+    type: Literal["function"]
+    name: str
+
+    _functions_only = functions_only("a tool_choice of type {kind!r} is not supported: name a function, or use none, auto or required")
+
+    def chat(self) -> NamedToolChoice:
+        return NamedToolChoice(type="function", function=FunctionName(name=self.name))
 
 
 class JsonSchemaTextFormat(JsonSchemaSpec):
@@ -75,8 +113,11 @@ def _text_items(items: Any) -> Any:
     for n, item in enumerate(items if isinstance(items, list) else []):
         if not isinstance(item, dict):
             continue
+        if item.get("type", "message") in ("function_call", "function_call_output"):
+            continue
         if item.get("type", "message") != "message":
-            raise ValueError(f"item {n}: input items of type {item['type']!r} are not supported: Hearth takes messages only")
+            raise ValueError(f"item {n}: input items of type {item['type']!r} are not supported: Hearth takes messages, "
+                             "function calls and function call outputs")
         content = item.get("content")
         for part in content if isinstance(content, list) else []:
             kind = part.get("type") if isinstance(part, dict) else None
@@ -89,7 +130,7 @@ class ResponseCreateRequest(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     model: Annotated[Text, Field(max_length=NAME_CHARS)] = ""
-    input: Annotated[list[InputMessage], Field(min_length=1)]
+    input: Annotated[list[InputItem], Field(min_length=1)]
     instructions: Text | None = None
     max_output_tokens: Annotated[int, Field(ge=1, le=INT32_MAX)] | None = None
     temperature: Annotated[float, Field(ge=0, le=2)] | None = None
@@ -101,9 +142,10 @@ class ResponseCreateRequest(BaseModel):
     metadata: Metadata | None = None
     previous_response_id: Annotated[str, Field(max_length=NAME_CHARS)] | None = None
     conversation: Id | ConversationRef | None = None
+    tools: list[ResponsesFunctionTool] | None = None
+    tool_choice: Literal["none", "auto", "required"] | ResponsesToolChoice | None = None
+    parallel_tool_calls: bool | None = None
     # Refused unless harmless (REFUSED); declared so that an error names the field.
-    tools: Any = None
-    tool_choice: Any = None
     reasoning: Any = None
     include: Any = None
     top_logprobs: Any = None
@@ -113,6 +155,14 @@ class ResponseCreateRequest(BaseModel):
 
     _refused = refusing(REFUSED)
     _text_items = field_validator("input", mode="before")(classmethod(lambda cls, items: _text_items(items)))
+
+    @field_validator("tool_choice", mode="before")
+    @classmethod
+    def _function_choice(cls, choice: Any) -> Any:
+        # Named here: as a failed union its error would name a branch.
+        if isinstance(choice, dict) and choice.get("type") != "function":
+            raise ValueError(f"a tool_choice of type {choice.get('type')!r} is not supported: name a function, or use none, auto or required")
+        return choice
 
     @property
     def conversation_id(self) -> str | None:
@@ -126,11 +176,13 @@ class ResponseCreateRequest(BaseModel):
             input=[m.to_item() for m in self.input], history=history, max_output_tokens=self.max_output_tokens,
             temperature=self.temperature, top_p=self.top_p, text_format=fmt.model_dump(by_alias=True) if fmt else {"type": "text"},
             metadata=self.metadata or {}, previous_response_id=self.previous_response_id, conversation=self.conversation_id,
-            background=self.background,
+            background=self.background, tools=[t.model_dump(exclude_none=True) for t in self.tools or []],
+            tool_choice=self.tool_choice.model_dump() if isinstance(self.tool_choice, ResponsesToolChoice) else self.tool_choice or "auto",
+            parallel_tool_calls=self.parallel_tool_calls is not False,
         )
 
     def input_messages(self) -> list[Message]:
-        return [Message(role=m.role, content=m.to_item().text()) for m in self.input]
+        return as_messages([m.to_item() for m in self.input])
 
     def to_chat(self, history: list[Message]) -> ChatCompletionRequest:
         """The chat Hearth queues: the instructions, `history` (earlier turns), then the input."""
@@ -140,11 +192,14 @@ class ResponseCreateRequest(BaseModel):
         else:
             response_format = fmt.model_dump() if fmt else None
         system = [Message(role="system", content=self.instructions)] if self.instructions else []
-        messages = [m.model_dump() for m in [*system, *history, *self.input_messages()]]
+        messages = [chat_message(m) for m in [*system, *history, *self.input_messages()]]
+        choice = self.tool_choice.chat() if isinstance(self.tool_choice, ResponsesToolChoice) else self.tool_choice
         try:
             return ChatCompletionRequest.model_validate({
                 "model": self.model, "messages": messages, "max_tokens": self.max_output_tokens,
                 "temperature": self.temperature, "top_p": self.top_p, "response_format": response_format,
+                "tools": None if self.tools is None else [t.chat() for t in self.tools], "tool_choice": choice,
+                "parallel_tool_calls": self.parallel_tool_calls,
             })
         except ValidationError as exc:
             first = exc.errors()[0]
@@ -161,6 +216,10 @@ def as_responses_error(exc: HearthError) -> HearthError:
         renamed = SCHEMA_PARAM
     elif param == "max_tokens":
         renamed = "max_output_tokens"
+    elif param == "response_format":
+        renamed = "text.format"
+    elif param.startswith("tools.") and ".function." in param:  # a Responses tool has its function's fields itself
+        renamed = param.replace(".function.", ".", 1)
     else:
         return exc
     message = exc.message.replace(param, renamed, 1) if exc.message.startswith(param) else exc.message
