@@ -1058,10 +1058,13 @@ def test_a_conversation_with_function_calls_shows_them_as_notes(ui: Ui, stack: S
     row(page, "Tools in Oslo").first.click()
     bot = page.locator(BOT)
     expect(bot.filter(has_text="Called get_weather")).to_have_count(1)
-    expect(bot.filter(has_text="Function result")).to_have_count(1)
+    expect(bot.filter(has_text="get_weather returned")).to_have_count(1)
     expect(page.locator("body")).to_contain_text('{"city": "Oslo"}')
     expect(page.locator("body")).to_contain_text("Cold, 2 degrees")
     expect(bot.filter(has_text="It is cold in Oslo.")).to_have_count(1)
+    # The notes open as they are drawn: shown whole once each is as tall as what it holds.
+    page.wait_for_function("() => [...document.querySelectorAll('.thought-group .content')]"
+                           ".every(c => c.scrollHeight > 0 && c.getBoundingClientRect().height >= c.scrollHeight - 1)")
     page.screenshot(path=str(log_dir / "ui-function-calls.png"), full_page=True)
     job_id = ask(page, ui, "Thanks!")
     assert job_status(stack, job_id) == "completed"

@@ -58,12 +58,14 @@ def shown_items(items: list[dict[str, Any]]) -> list[Message]:
     """Stored messages as the chat shows them; an answer cut short says so. Function calls
     and their results (made through the api) show as notes, which are never sent back."""
     shown: list[Message] = []
+    called: dict[str, str] = {}  # call id -> function name (letters, digits, _ and - only)
     for item in items:
-        if item.get("type") == "function_call":  # a name is letters, digits, _ and - only
-            shown.append(note(f"🔧 Called {item.get('name')}", f"```json\n{item.get('arguments', '')}\n```"))
+        if item.get("type") == "function_call":
+            called[str(item.get("call_id"))] = str(item.get("name"))
+            shown.append(note(f"🔧 Called {item.get('name')}", str(item.get("arguments", ""))))
             continue
         if item.get("type") == "function_call_output":
-            shown.append(note("🔧 Function result", f"```\n{item.get('output', '')}\n```"))
+            shown.append(note(f"🔧 {called.get(str(item.get('call_id')), 'The function')} returned", str(item.get("output", ""))))
             continue
         if item.get("type") != "message" or item.get("role") not in ("user", "assistant"):
             continue
