@@ -264,7 +264,8 @@ def test_bounds_get_openai_shaped_400s(secured: Stack) -> None:
         lambda: client.conversations.items.create(conv.id, items=[say("user", "hi")] * 21),
         lambda: client.conversations.items.create(conv.id, items=[]),
         lambda: client.conversations.items.create(conv.id, items=[say("user", too_long)]),
-        lambda: client.conversations.items.create(conv.id, items=[{"type": "function_call_output", "call_id": "c", "output": "x"}]),
+        lambda: client.conversations.items.create(conv.id, items=[{"type": "function_call_output", "output": "x"}]),  # no call_id
+        lambda: client.conversations.items.create(conv.id, items=[{"type": "reasoning", "summary": []}]),
         lambda: client.conversations.items.create(conv.id, items=[
             {"role": "user", "content": [{"type": "input_image", "image_url": "http://x/y.png", "detail": "auto"}]}]),
         lambda: client.conversations.items.create(conv.id, items=[say("robot", "hi")]),
@@ -355,7 +356,7 @@ def test_record_answer_is_once_per_job_and_history_lists_turns(secured: Stack) -
 
     recorded, history, late = asyncio.run(run())
     assert sum(r is not None for r in recorded) == 1  # one atomic write, the rest add nothing
-    assert history == [("system", "Be brief."), ("user", "Hi?"), ("assistant", "Hello.")]  # past the cap of 2: an answer is kept
+    assert [(m.role, m.content) for m in history] == [("system", "Be brief."), ("user", "Hi?"), ("assistant", "Hello.")]  # past the cap of 2: an answer is kept
     assert late is None
     with pytest.raises(openai.NotFoundError):
         client.conversations.retrieve(gone.id)  # recording into a deleted conversation does not bring it back

@@ -382,8 +382,7 @@ def test_a_conversation_keeps_calls_and_outputs_from_responses(client: openai.Op
                                     input=[call.model_dump(exclude_none=True),
                                            {"type": "function_call_output", "call_id": call.call_id, "output": "18 degrees"}])
     assert final.output_text
-    client.responses.retrieve(final.id)  # settles: the answer is filed when its job ends
-    kinds = item_kinds(client, conv.id)
+    kinds = item_kinds(client, conv.id)  # the call was filed when the second turn began
     assert kinds[:3] == ["user", "function_call", "function_call_output"]
     items = client.conversations.items.list(conv.id, order="asc").data
     assert items[1].call_id == call.call_id and items[1].arguments == call.arguments and items[2].output == "18 degrees"
@@ -421,6 +420,9 @@ def test_conversation_items_take_function_calls_and_outputs(client: openai.OpenA
     # The model continues it: the call and its output are in the history it reads.
     final = client.responses.create(model="any", conversation=conv.id, input="And tomorrow?", max_output_tokens=5)
     assert final.output_text
+    # An output whose call was deleted is left out of what the model reads: the conversation goes on.
+    client.conversations.items.delete(items[1].id, conversation_id=conv.id)
+    assert client.responses.create(model="any", conversation=conv.id, input="Thanks.", max_output_tokens=3).output_text
 
 
 def test_legacy_functions_in_a_batch_line_answer_as_a_chat_does(client: openai.OpenAI) -> None:

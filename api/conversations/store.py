@@ -303,9 +303,17 @@ class ConversationStore:
         return await self.get(owner, conv_id)
 
     async def history(self, owner: str, conv_id: str) -> list[Message]:
-        """Every item, oldest first, as the chat's messages so far (calls and their outputs included)."""
+        """Every item, oldest first, as the chat's messages so far (calls and their outputs
+        included). An output whose call is not before it (deleted, or stored on its own) is
+        left out: the model could not tell what it answers, and the chat would be refused."""
         found, _ = await self.items(owner, conv_id, None, -1, "asc")
-        return as_messages(found)
+        called: set[str] = set()
+        history = []
+        for m in as_messages(found):
+            called.update(call.id for call in m.tool_calls)
+            if m.role != "tool" or m.tool_call_id in called:
+                history.append(m)
+        return history
 
     async def _rank_after(self, owner: str, after: str | None) -> int:
         """Where a page that follows the conversation `after` starts in the activity order."""

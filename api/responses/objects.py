@@ -21,7 +21,7 @@ as the first one did, and every delta comes exactly once.
 from collections.abc import Sequence
 from typing import Any
 
-from api.conversations.schemas import call_item, call_item_id
+from api.conversations.schemas import Status, call_item, call_item_id
 from api.responses.store import StoredResponse
 from hearth.contract import (
     DoneEvent,
@@ -40,7 +40,7 @@ _STATUS = {
     JobStatus.QUEUED: "queued", JobStatus.RUNNING: "in_progress", JobStatus.COMPLETED: "completed",
     JobStatus.CANCELLED: "cancelled", JobStatus.FAILED: "failed", JobStatus.TIMED_OUT: "failed",
 }
-_ITEM_STATUS = {"completed": "completed", "in_progress": "in_progress"}  # else `incomplete`
+_ITEM_STATUS: dict[str, Status] = {"completed": "completed", "in_progress": "in_progress"}  # else `incomplete`
 STARTED_SEQ = 1  # response.in_progress; then output_item.added, content_part.added
 TEXT_SEQ = 3  # a delta's number is this plus the answer's tokens so far
 CALL_SEQ, CALL_STRIDE = 4, 4  # a call's events: CALL_SEQ + CALL_STRIDE x tokens so far + slot
@@ -77,9 +77,9 @@ def message_item(record: StoredResponse, text: str, status: str) -> dict[str, An
     return {"id": f"msg_{record.job_id}", "type": "message", "role": "assistant", "status": status, "content": content}
 
 
-def call_output(record: StoredResponse, call: ToolCall, n: int, status: str) -> dict[str, Any]:
+def call_output(record: StoredResponse, call: ToolCall, n: int, status: Status) -> dict[str, Any]:
     """The answer's call `n` as a `function_call` output item."""
-    return call_item(call, call_item_id(record.job_id, n), "completed" if status == "completed" else "in_progress" if status == "in_progress" else "incomplete").model_dump()
+    return call_item(call, call_item_id(record.job_id, n), status).model_dump()
 
 
 def _output(record: StoredResponse, status: str, text: str, final: Final | None, started: bool, calls: Sequence[ToolCall]) -> list[dict[str, Any]]:
@@ -167,7 +167,7 @@ class ResponseEvents:
             response = ended(self._record, self.text, event, self.calls)
             kind = {"completed": "response.completed", "incomplete": "response.incomplete"}.get(response["status"], "response.failed")
             if self.calls:
-                status = response["output"][-1]["status"]
+                status = _ITEM_STATUS.get(response["status"], "incomplete")
                 return self._numbered(CALL_SEQ + CALL_STRIDE * (self.tokens + 1), [*self._call_closing(status), {"type": kind, "response": response}])
             closing = []
             if self.opened and response["output"]:
@@ -195,7 +195,7 @@ class ResponseEvents:
         return [{"type": "response.output_item.added", "output_index": 0, "item": message_item(self._record, "", "in_progress")},
                 {"type": "response.content_part.added", **self._where(), "part": text_part("")}]
 
-    def _call_closing(self, status: str) -> list[dict[str, Any]]:
+    def _call_closing(self, status: Status) -> list[dict[str, Any]]:
         """The events that end the latest call (none before the first)."""
         if not self.calls:
             return []

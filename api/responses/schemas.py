@@ -75,10 +75,8 @@ class ResponsesFunctionTool(BaseModel):
 class ResponsesToolChoice(BaseModel):
     """`{"type": "function", "name": ...}`: that function must be called."""
 
-    type: Literal["function"]
+    type: Literal["function"]  # other types are refused by ResponseCreateRequest, naming `tool_choice`
     name: str
-
-    _functions_only = functions_only("a tool_choice of type {kind!r} is not supported: name a function, or use none, auto or required")
 
     def chat(self) -> NamedToolChoice:
         return NamedToolChoice(type="function", function=FunctionName(name=self.name))
