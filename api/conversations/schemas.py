@@ -71,11 +71,11 @@ class FunctionCallItem(BaseModel):
     """A function call the model made, as `openai.types.responses.ResponseFunctionToolCallItem`:
     `call_id` is the id its output answers (a chat's `tool_calls` id), `id` the item's own."""
 
-    type: Literal["function_call"] = "function_call"
+    type: Literal["function_call"]
     id: Id
-    call_id: Annotated[Text, Field(min_length=1, max_length=CALL_ID_CHARS)]
-    name: Annotated[str, Field(pattern=NAME_PATTERN)]
-    arguments: Text
+    call_id: str  # as the call was made (a request's own are checked by FunctionCallInput)
+    name: str
+    arguments: str
     status: Status = "completed"
 
     def text(self) -> str:
@@ -86,9 +86,9 @@ class FunctionCallOutputItem(BaseModel):
     """A function's result, as `openai.types.responses.ResponseFunctionToolCallOutputItem`
     (text output only)."""
 
-    type: Literal["function_call_output"] = "function_call_output"
+    type: Literal["function_call_output"]
     id: Id
-    call_id: Annotated[Text, Field(min_length=1, max_length=CALL_ID_CHARS)]
+    call_id: str
     output: str
     status: Status = "completed"
 
@@ -97,7 +97,19 @@ class FunctionCallOutputItem(BaseModel):
 
 
 AnyItem = MessageItem | FunctionCallItem | FunctionCallOutputItem
-Item = Annotated[AnyItem, Field(discriminator="type")]
+
+
+def _item_type(value: Any) -> str:
+    """A message may leave out its `type` (OpenAI's EasyInputMessage); other items name theirs."""
+    kind = value.get("type", "message") if isinstance(value, dict) else getattr(value, "type", "message")
+    return kind if kind in ("function_call", "function_call_output") else "message"
+
+
+Item = Annotated[
+    Annotated[MessageItem, Tag("message")] | Annotated[FunctionCallItem, Tag("function_call")]
+    | Annotated[FunctionCallOutputItem, Tag("function_call_output")],
+    Discriminator(_item_type),
+]
 ITEM: TypeAdapter[AnyItem] = TypeAdapter(Item)  # a stored item's JSON, read back
 
 
@@ -108,12 +120,12 @@ def call_item_id(job_id: str, n: int) -> str:
 
 
 def call_item(call: ToolCall, item_id: str, status: Status = "completed") -> FunctionCallItem:
-    return FunctionCallItem(id=item_id, call_id=call.id, name=call.name, arguments=call.arguments, status=status)
+    return FunctionCallItem(type="function_call", id=item_id, call_id=call.id, name=call.name, arguments=call.arguments, status=status)
 
 
 def output_item(result: Message) -> FunctionCallOutputItem:
     """A tool message (a function's result) as a new item."""
-    return FunctionCallOutputItem(id=new_id("fco"), call_id=result.tool_call_id or "", output=result.content)
+    return FunctionCallOutputItem(type="function_call_output", id=new_id("fco"), call_id=result.tool_call_id or "", output=result.content)
 
 
 def as_messages(items: Sequence[AnyItem]) -> list[Message]:
@@ -181,7 +193,7 @@ class FunctionCallInput(BaseModel):
     arguments: Text
 
     def to_item(self) -> FunctionCallItem:
-        return FunctionCallItem(id=self.id or new_id("fc"), call_id=self.call_id, name=self.name, arguments=self.arguments)
+        return FunctionCallItem(type="function_call", id=self.id or new_id("fc"), call_id=self.call_id, name=self.name, arguments=self.arguments)
 
 
 class FunctionCallOutputInput(BaseModel):
@@ -196,13 +208,7 @@ class FunctionCallOutputInput(BaseModel):
 
     def to_item(self) -> FunctionCallOutputItem:
         output = self.output if isinstance(self.output, str) else "\n".join(part.text for part in self.output)
-        return FunctionCallOutputItem(id=self.id or new_id("fco"), call_id=self.call_id, output=output)
-
-
-def _item_type(value: Any) -> str:
-    """A message may leave out its `type` (OpenAI's EasyInputMessage)."""
-    kind = value.get("type", "message") if isinstance(value, dict) else getattr(value, "type", "message")
-    return kind if kind in ("function_call", "function_call_output") else "message"
+        return FunctionCallOutputItem(type="function_call_output", id=self.id or new_id("fco"), call_id=self.call_id, output=output)
 
 
 InputItem = Annotated[
