@@ -20,8 +20,10 @@ import openai
 import pytest
 from pydantic import BaseModel, Field
 
+from api.responses.objects import ResponseEvents
+from api.responses.store import StoredResponse
 from devstack import Stack
-from hearth.contract import ToolCallEvent
+from hearth.contract import DoneEvent, StartedEvent, ToolCall, ToolCallEvent, Usage
 from tests.batches import file_lines, request_line, run_batch, wait_status
 from worker.tool_calls import SEPARATOR, CallParser, call_text
 
@@ -453,3 +455,23 @@ def test_parallel_calls_end_at_the_bound(make_stack: Callable[..., Stack]) -> No
         if counts[-1] > 1:
             break
     assert max(counts) <= 3 and max(counts) >= 2, counts  # several calls in one answer, never more than the bound
+
+
+def test_a_filed_answer_of_calls_replays_as_its_stream_went() -> None:
+    """Once a response's log has expired, its stream is replayed from the filed outcome: the
+    same events, numbered up to the same closing numbers, so a resumed client misses nothing."""
+    record = StoredResponse(job_id="0" * 32, created_at=0, model="m", input=[], tools=[{"type": "function", "name": "f"}])
+    calls = [ToolCall(id="call_a", name="f", arguments='{"a": 1}'), ToolCall(id="call_b", name="f", arguments='{"a": 2}')]
+    final = DoneEvent(finish_reason="tool_calls", usage=Usage(prompt_tokens=1, completion_tokens=30, total_tokens=31))
+    live = ResponseEvents(record)
+    logged = [StartedEvent(worker="w")]
+    for n, call in enumerate(calls):
+        logged += [ToolCallEvent(index=n, id=call.id, name=call.name, tokens=9), ToolCallEvent(index=n, arguments=call.arguments, tokens=4)]
+    seen = [e for event in [*logged, ToolCallEvent(index=1, tokens=4), final] for e in live.add(event)]
+    replayed = ResponseEvents(record).replay("", final, calls)
+    for events in (seen, replayed):
+        numbers = [n for n, _ in events]
+        assert numbers == sorted(set(numbers))
+    assert [e["type"] for _, e in replayed] == [e["type"] for _, e in seen]
+    assert [n for n, _ in replayed][-3:] == [n for n, _ in seen][-3:]
+    assert replayed[-1][1]["response"]["output"] == seen[-1][1]["response"]["output"]
