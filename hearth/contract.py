@@ -423,7 +423,7 @@ def stream_id(entry_id: str) -> tuple[int, int]:
 
 
 def coalesce(entries: list[tuple[K, Event]]) -> list[tuple[K, Event]]:
-    """Consecutive token events merged into one (and consecutive parts of one call's
+    """Consecutive token events merged into one (and consecutive pieces of one call's
     arguments), under the key (id) of the last: nothing dropped, fewer entries and messages,
     so whoever fell behind catches up in large steps."""
     out: list[tuple[K, Event]] = []
@@ -431,7 +431,10 @@ def coalesce(entries: list[tuple[K, Event]]) -> list[tuple[K, Event]]:
         last = out[-1][1] if out else None
         if isinstance(event, TokenEvent) and isinstance(last, TokenEvent):
             out[-1] = (entry_id, TokenEvent(text=last.text + event.text, tokens=last.tokens + event.tokens))
-        elif isinstance(event, ToolCallEvent) and isinstance(last, ToolCallEvent) and event.index == last.index and event.id is None:
+        # A call's first part stays apart from its arguments: a Responses stream numbers the
+        # call's opening events by that part alone (api.responses.objects).
+        elif (isinstance(event, ToolCallEvent) and isinstance(last, ToolCallEvent) and event.index == last.index and event.id is None
+              and last.id is None):
             out[-1] = (entry_id, last.model_copy(update={"arguments": last.arguments + event.arguments, "tokens": last.tokens + event.tokens}))
         else:
             out.append((entry_id, event))

@@ -58,6 +58,7 @@ class JobRecord(BaseModel):
     custom_id: str | None = None
     line: int | None = None
     response: str | None = None  # a /v1/responses batch line: its StoredResponse JSON
+    legacy_functions: bool = False  # a chat batch line with the legacy `functions`: it answers with `function_call`
     encoding_format: str | None = None  # a /v1/embeddings batch line: how its vectors are written
     inputs: int | None = None  # and how many it embeds
 
@@ -73,7 +74,9 @@ class JobRecord(BaseModel):
     def fields(self) -> dict[FieldT, EncodableT]:
         """The hash as first written, at enqueue (values Redis stores as text)."""
         dumped = self.model_dump(mode="json", exclude={"id"}, exclude_defaults=True)
-        return {name: value for name, value in {"status": self.status.value, **dumped}.items() if value is not None}
+        # Redis takes no booleans: a flag is stored as 1 (and read back by pydantic).
+        return {name: int(value) if isinstance(value, bool) else value
+                for name, value in {"status": self.status.value, **dumped}.items() if value is not None}
 
     @classmethod
     def of(cls, job_id: str, fields: Mapping[str, str]) -> "JobRecord":

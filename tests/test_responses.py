@@ -202,7 +202,7 @@ def test_a_dropped_stream_resumes_with_every_delta_once(stack: Stack, client: op
 
 def test_tools_and_other_unsupported_features_are_400s(client: openai.OpenAI) -> None:
     cases: list[tuple[dict[str, Any], str]] = [
-        ({"tools": [{"type": "function", "name": "f", "parameters": {}}]}, "tools"),
+        ({"tools": [{"type": "web_search"}]}, "tools.0.type"),
         ({"reasoning": {"effort": "high"}}, "reasoning"),
         ({"input": [{"role": "user", "content": [{"type": "input_image", "image_url": "http://x/y.png"}]}]}, "input"),
         ({"text": {"format": {"type": "json_schema", "name": "n", "schema": {"type": "string", "pattern": "a+"}}}}, "text.format.schema"),
@@ -237,7 +237,7 @@ def test_a_batch_of_responses_lines(client: openai.OpenAI) -> None:
 
     lines = [line("plain", {"input": "Say hi.", "metadata": {"n": "1"}}),
              line("messages", {"input": [{"role": "user", "content": [{"type": "input_text", "text": "Count to three."}]}]}),
-             line("tools", {"input": "hi", "tools": [{"type": "function", "name": "f"}]}),
+             line("tools", {"input": "hi", "tools": [{"type": "web_search"}]}),
              line("chained", {"input": "hi", "previous_response_id": "resp_x"})]
     batch = wait_status(client, run_batch(client, lines, endpoint="/v1/responses"), ("completed",))
     assert batch.endpoint == "/v1/responses" and batch.request_counts.completed == 2

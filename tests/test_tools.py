@@ -2,7 +2,9 @@
 them, send the results, get the answer), streamed and not, with `required`, a named function
 and `auto`; arguments always parse and validate against the function's parameters; the
 client's `pydantic_function_tool` and stream helpers; the legacy `functions`; batch lines;
-and every bad input refused with 400 naming it, before anything is queued.
+the Responses API's function tools, calls and outputs (streamed, stored, resumed);
+conversations that keep calls and outputs; the bound on parallel calls; the OpenAI Agents
+SDK; and every bad input refused with 400 naming it, before anything is queued.
 
 SmolLM2-135M is tiny: these check the shape and validity of calls, not whether they are wise.
 """
@@ -12,13 +14,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
+import httpx
 import jsonschema
 import openai
 import pytest
 from pydantic import BaseModel, Field
 
+from api.responses.objects import ResponseEvents
+from api.responses.store import StoredResponse
 from devstack import Stack
-from hearth.contract import ToolCallEvent
+from hearth.contract import DoneEvent, StartedEvent, ToolCall, ToolCallEvent, Usage
 from tests.batches import file_lines, request_line, run_batch, wait_status
 from worker.tool_calls import SEPARATOR, CallParser, call_text
 
@@ -191,7 +196,6 @@ def nested(depth: int) -> dict[str, Any]:
     ({"tools": [function()], "stop": ["x"]}, "stop", "tools"),
     ({"tools": [function()], "response_format": {"type": "json_object"}}, "response_format", "tools"),
     ({"tools": [function()], "functions": [{"name": "g"}]}, "functions", "not both"),
-    ({"tools": [function()], "extra_body": {"conversation": "conv_nobody"}}, "tools", "conversation"),
     ({"messages": [*ASK, {"role": "tool", "tool_call_id": "call_nobody", "content": "42"}]}, "messages.1.tool_call_id", "call_nobody"),
 ])
 def test_bad_tool_input_is_400_naming_it_and_nothing_is_queued(
@@ -204,11 +208,21 @@ def test_bad_tool_input_is_400_naming_it_and_nothing_is_queued(
     assert queued(stack) == before
 
 
-def test_the_openai_agents_sdk_runs_a_function_tool_against_hearth(stack: Stack) -> None:
-    """The OpenAI Agents SDK, unchanged, over chat completions: its tool is called with valid
-    arguments and its run completes (`required` then stop on the tool's output: SmolLM2 is
-    too small to be trusted to decide)."""
-    from agents import Agent, ModelSettings, OpenAIChatCompletionsModel, Runner, function_tool, set_tracing_disabled
+@pytest.mark.parametrize("api", ["chat_completions", "responses"])
+def test_the_openai_agents_sdk_runs_a_function_tool_against_hearth(stack: Stack, api: str) -> None:
+    """The OpenAI Agents SDK, unchanged, over chat completions and over its default, the
+    Responses API (the tool's output goes back as a function_call_output): its tool is called
+    with valid arguments and its run completes (`required` then stop on the tool's output:
+    SmolLM2 is too small to be trusted to decide)."""
+    from agents import (
+        Agent,
+        ModelSettings,
+        OpenAIChatCompletionsModel,
+        OpenAIResponsesModel,
+        Runner,
+        function_tool,
+        set_tracing_disabled,
+    )
 
     set_tracing_disabled(True)
     cities: list[str] = []
@@ -220,9 +234,10 @@ def test_the_openai_agents_sdk_runs_a_function_tool_against_hearth(stack: Stack)
         return f"It is sunny in {city}."
 
     client = openai.AsyncOpenAI(base_url=stack.base_url, api_key="unused", max_retries=0, timeout=120)
-    agent = Agent(name="Assistant", instructions="Answer with the weather tool.", tools=[get_weather],
-                  model=OpenAIChatCompletionsModel(model="any", openai_client=client),
-                  model_settings=ModelSettings(tool_choice="required", max_tokens=60), tool_use_behavior="stop_on_first_tool")
+    model = (OpenAIChatCompletionsModel if api == "chat_completions" else OpenAIResponsesModel)(model="any", openai_client=client)
+    agent = Agent(name="Assistant", instructions="Answer with the weather tool.", tools=[get_weather], model=model,
+                  model_settings=ModelSettings(tool_choice="required", max_tokens=60, parallel_tool_calls=False),
+                  tool_use_behavior="stop_on_first_tool")
     result = Runner.run_sync(agent, "What is the weather in Paris?")
     assert len(cities) == 1 and isinstance(cities[0], str) and len(cities[0]) <= 30
     assert result.final_output == f"It is sunny in {cities[0]}."
@@ -260,3 +275,203 @@ def test_a_mistral_template_carries_tools_calls_and_results(make_stack: Callable
     history = [{"role": "system", "content": "Be brief."}, *ASK, reply.choices[0].message.model_dump(exclude_none=True), *results]
     final = client.chat.completions.create(model=model, messages=history, tools=TOOLS, tool_choice="none", max_tokens=5)
     assert final.choices[0].finish_reason in ("stop", "length")  # the template took the history
+
+
+# The Responses API: function tools have their fields at the top level.
+FLAT_TOOLS = [{"type": "function", "name": t["function"]["name"], "description": t["function"]["description"],
+               "parameters": t["function"]["parameters"]} for t in TOOLS]
+WEATHER_ONLY = FLAT_TOOLS[:1]
+
+
+def valid_items(items: list[Any]) -> list[Any]:
+    """The function_call items of a Responses output, checked as `valid_calls` checks a chat's calls."""
+    calls = [i for i in items if i.type == "function_call"]
+    assert calls and len({c.call_id for c in calls}) == len(calls) and len({c.id for c in calls}) == len(calls)
+    for call in calls:
+        assert call.status == "completed" and call.id.startswith("fc_") and call.call_id.startswith("call_")
+        jsonschema.validate(json.loads(call.arguments), SCHEMAS[call.name])
+    return calls
+
+
+def test_responses_loop_call_output_then_the_answer(client: openai.OpenAI) -> None:
+    response = client.responses.create(model="any", input="What is the weather in Paris?", tools=WEATHER_ONLY, tool_choice="required",
+                                       parallel_tool_calls=False, max_output_tokens=120)
+    assert response.status == "completed"
+    [call] = valid_items(response.output)
+    assert response.tools[0].name == "get_weather" and response.tool_choice == "required" and response.parallel_tool_calls is False
+    stored = client.responses.retrieve(response.id)
+    assert [i.model_dump() for i in stored.output] == [i.model_dump() for i in response.output]
+    # The result goes back with previous_response_id; the answer is text.
+    final = client.responses.create(model="any", previous_response_id=response.id, tools=WEATHER_ONLY, tool_choice="none",
+                                    input=[{"type": "function_call_output", "call_id": call.call_id, "output": "21 degrees, sunny"}],
+                                    max_output_tokens=20)
+    assert final.output_text and final.output[0].type == "message"
+    [item] = client.responses.input_items.list(final.id).data
+    assert item.type == "function_call_output" and item.call_id == call.call_id and item.output == "21 degrees, sunny"
+    # ...or the whole exchange goes in `input`, the call as the client got it.
+    again = client.responses.create(model="any", tools=WEATHER_ONLY, max_output_tokens=20, tool_choice="none", input=[
+        {"role": "user", "content": "What is the weather in Paris?"}, call.model_dump(exclude_none=True),
+        {"type": "function_call_output", "call_id": call.call_id, "output": "21 degrees, sunny"}])
+    assert again.output_text
+
+
+def test_responses_stream_function_call_events_and_resume(client: openai.OpenAI) -> None:
+    with client.responses.stream(model="any", input="What is the weather in Oslo?", tools=FLAT_TOOLS, tool_choice="required",
+                                 parallel_tool_calls=False, max_output_tokens=120) as stream:
+        events = list(stream)
+        final = stream.get_final_response()
+    types = [e.type for e in events]
+    deltas = [e for e in events if e.type == "response.function_call_arguments.delta"]
+    assert types == ["response.created", "response.in_progress", "response.output_item.added", *[d.type for d in deltas],
+                     "response.function_call_arguments.done", "response.output_item.done", "response.completed"]
+    numbers = [e.sequence_number for e in events]
+    assert numbers == sorted(set(numbers))
+    [call] = valid_items(final.output)
+    assert events[2].item.type == "function_call" and events[2].item.call_id == call.call_id
+    assert len(deltas) > 1 and "".join(d.delta for d in deltas) == call.arguments == events[-3].arguments
+    # Resumed after any event, from the job's log: nothing repeated, nothing missed.
+    for cut in events[1:-1]:
+        with client.responses.retrieve(final.id, stream=True, starting_after=cut.sequence_number) as resumed:
+            rest = list(resumed)
+        seen = [e for e in events if e.sequence_number <= cut.sequence_number]
+        joined = "".join(e.delta for e in [*seen, *rest] if e.type == "response.function_call_arguments.delta")
+        assert joined == call.arguments, cut.type
+        assert rest[-1].type == "response.completed" and all(e.sequence_number > cut.sequence_number for e in rest)
+
+
+def test_responses_tools_auto_answers_in_text_or_calls(client: openai.OpenAI) -> None:
+    with client.responses.stream(model="any", input="Say hello.", tools=FLAT_TOOLS, parallel_tool_calls=False, max_output_tokens=30) as stream:
+        events = list(stream)
+    response = events[-1].response
+    numbers = [e.sequence_number for e in events]
+    assert numbers == sorted(set(numbers))
+    if response.output and response.output[0].type == "message":
+        assert events[2].type == "response.output_item.added" and events[2].item.type == "message"
+        assert "".join(e.delta for e in events if e.type == "response.output_text.delta") == response.output_text
+    else:
+        valid_items(response.output)
+
+
+@pytest.mark.parametrize(("extra", "param", "words"), [
+    ({"tools": [{"type": "web_search"}]}, "tools.0.type", "web_search"),
+    ({"tools": [{"type": "function", "name": "f", "parameters": {"type": "object", "properties": {"a": {"type": "string", "pattern": "^a"}}}}]},
+     "tools.0.parameters", "pattern"),
+    ({"tools": [{"type": "function", "name": "get weather"}]}, "tools.0.name", "pattern"),
+    ({"tools": [{"type": "function", "name": "f"}], "tool_choice": {"type": "function", "name": "g"}}, "tool_choice", "'g'"),
+    ({"tools": [{"type": "function", "name": "f"}], "tool_choice": {"type": "allowed_tools", "mode": "auto", "tools": []}}, "tool_choice", "allowed_tools"),
+    ({"input": [{"type": "function_call_output", "call_id": "call_nobody", "output": "42"}]}, "input", "call_nobody"),
+])
+def test_bad_responses_tool_input_is_400_naming_it(stack: Stack, client: openai.OpenAI, extra: dict[str, Any], param: str, words: str) -> None:
+    before = queued(stack)
+    with pytest.raises(openai.BadRequestError) as refused:
+        client.responses.create(**{"model": "any", "input": "hi", "max_output_tokens": 5, **extra})
+    assert refused.value.param == param
+    assert words in refused.value.message
+    assert queued(stack) == before
+
+
+def item_kinds(client: openai.OpenAI, conv_id: str) -> list[str]:
+    return [i.type if i.type != "message" else i.role for i in client.conversations.items.list(conv_id, order="asc").data]
+
+
+def test_a_conversation_keeps_calls_and_outputs_from_responses(client: openai.OpenAI) -> None:
+    conv = client.conversations.create()
+    response = client.responses.create(model="any", conversation=conv.id, input="What is the weather in Rome?", tools=WEATHER_ONLY,
+                                       tool_choice="required", parallel_tool_calls=False, max_output_tokens=120)
+    [call] = valid_items(response.output)
+    # The call goes back with its output (as the Agents SDK sends it): stored once.
+    final = client.responses.create(model="any", conversation=conv.id, tools=WEATHER_ONLY, tool_choice="none", max_output_tokens=20,
+                                    input=[call.model_dump(exclude_none=True),
+                                           {"type": "function_call_output", "call_id": call.call_id, "output": "18 degrees"}])
+    assert final.output_text
+    kinds = item_kinds(client, conv.id)  # the call was filed when the second turn began
+    assert kinds[:3] == ["user", "function_call", "function_call_output"]
+    items = client.conversations.items.list(conv.id, order="asc").data
+    assert items[1].call_id == call.call_id and items[1].arguments == call.arguments and items[2].output == "18 degrees"
+    exported = httpx.get(f"{client.base_url}conversations/{conv.id}/export", params={"format": "json"}, timeout=30).json()
+    assert [i["type"] for i in exported["items"]][:3] == ["message", "function_call", "function_call_output"]
+    markdown = httpx.get(f"{client.base_url}conversations/{conv.id}/export", timeout=30).text
+    assert "get_weather" in markdown and "18 degrees" in markdown
+
+
+def test_a_chat_turn_in_a_conversation_with_tools(client: openai.OpenAI) -> None:
+    conv = client.conversations.create()
+    turn = {"conversation": conv.id}
+    reply = client.chat.completions.create(model="any", messages=ASK, tools=TOOLS, tool_choice="required", parallel_tool_calls=False,
+                                           max_tokens=120, extra_body=turn)
+    calls = reply.choices[0].message.tool_calls
+    valid_calls(calls)
+    results = [{"role": "tool", "tool_call_id": c.id, "content": run_tool(c)} for c in calls or []]
+    history = [*ASK, reply.choices[0].message.model_dump(exclude_none=True), *results]
+    final = client.chat.completions.create(model="any", messages=history, tools=TOOLS, tool_choice="none", max_tokens=20, extra_body=turn)
+    assert final.choices[0].message.content
+    client.chat.completions.create(model="any", messages=[{"role": "user", "content": "Thanks."}], max_tokens=3, extra_body=turn)
+    assert item_kinds(client, conv.id)[:5] == ["user", "function_call", "function_call_output", "assistant", "user"]
+    stored = client.conversations.items.list(conv.id, order="asc").data
+    assert stored[1].call_id == calls[0].id and stored[2].call_id == calls[0].id
+
+
+def test_conversation_items_take_function_calls_and_outputs(client: openai.OpenAI) -> None:
+    conv = client.conversations.create(items=[
+        {"type": "message", "role": "user", "content": "Weather?"},
+        {"type": "function_call", "call_id": "call_1", "name": "get_weather", "arguments": '{"city": "Oslo"}'},
+        {"type": "function_call_output", "call_id": "call_1", "output": [{"type": "input_text", "text": "cold"}]}])
+    items = client.conversations.items.list(conv.id, order="asc").data
+    assert [i.type for i in items] == ["message", "function_call", "function_call_output"]
+    assert items[2].output == "cold" and client.conversations.items.retrieve(items[1].id, conversation_id=conv.id).name == "get_weather"
+    # The model continues it: the call and its output are in the history it reads.
+    final = client.responses.create(model="any", conversation=conv.id, input="And tomorrow?", max_output_tokens=5)
+    assert final.output_text
+    # An output whose call was deleted is left out of what the model reads: the conversation goes on.
+    client.conversations.items.delete(items[1].id, conversation_id=conv.id)
+    assert client.responses.create(model="any", conversation=conv.id, input="Thanks.", max_output_tokens=3).output_text
+
+
+def test_legacy_functions_in_a_batch_line_answer_as_a_chat_does(client: openai.OpenAI) -> None:
+    lines = [request_line("legacy", "What is the weather in Oslo?", 120, functions=[{"name": "get_weather", "parameters": WEATHER}],
+                          function_call={"name": "get_weather"})]
+    batch = wait_status(client, run_batch(client, lines), ("completed",), 240)
+    [out] = file_lines(client, batch.output_file_id)
+    choice = out["response"]["body"]["choices"][0]
+    assert choice["finish_reason"] == "function_call" and "tool_calls" not in choice["message"]
+    assert choice["message"]["function_call"]["name"] == "get_weather"
+    jsonschema.validate(json.loads(choice["message"]["function_call"]["arguments"]), WEATHER)
+
+
+def test_parallel_calls_end_at_the_bound(make_stack: Callable[..., Stack]) -> None:
+    """SmolLM2 with parallel calls on goes on calling: the grammar ends the answer after
+    TOOL_MAX_PARALLEL_CALLS calls, so it ends with tool_calls, not at the token limit."""
+    s = make_stack()
+    s.start_api()
+    s.start_worker(TOOL_MAX_PARALLEL_CALLS="3")
+    client = openai.OpenAI(base_url=s.base_url, api_key="unused", max_retries=0, timeout=120)
+    counts = []
+    for seed in range(1, 9):  # until an answer holds several calls (most hold one)
+        reply = client.chat.completions.create(model="any", messages=[{"role": "user", "content": "Weather in Paris, Oslo and Rome?"}],
+                                               tools=TOOLS, tool_choice="required", max_tokens=600, seed=seed, temperature=1.0)
+        assert reply.choices[0].finish_reason == "tool_calls"
+        valid_calls(reply.choices[0].message.tool_calls)
+        counts.append(len(reply.choices[0].message.tool_calls or []))
+        if counts[-1] > 1:
+            break
+    assert max(counts) <= 3 and max(counts) >= 2, counts  # several calls in one answer, never more than the bound
+
+
+def test_a_filed_answer_of_calls_replays_as_its_stream_went() -> None:
+    """Once a response's log has expired, its stream is replayed from the filed outcome: the
+    same events, numbered up to the same closing numbers, so a resumed client misses nothing."""
+    record = StoredResponse(job_id="0" * 32, created_at=0, model="m", input=[], tools=[{"type": "function", "name": "f"}])
+    calls = [ToolCall(id="call_a", name="f", arguments='{"a": 1}'), ToolCall(id="call_b", name="f", arguments='{"a": 2}')]
+    final = DoneEvent(finish_reason="tool_calls", usage=Usage(prompt_tokens=1, completion_tokens=30, total_tokens=31))
+    live = ResponseEvents(record)
+    logged = [StartedEvent(worker="w")]
+    for n, call in enumerate(calls):
+        logged += [ToolCallEvent(index=n, id=call.id, name=call.name, tokens=9), ToolCallEvent(index=n, arguments=call.arguments, tokens=4)]
+    seen = [e for event in [*logged, ToolCallEvent(index=1, tokens=4), final] for e in live.add(event)]
+    replayed = ResponseEvents(record).replay("", final, calls)
+    for events in (seen, replayed):
+        numbers = [n for n, _ in events]
+        assert numbers == sorted(set(numbers))
+    assert [e["type"] for _, e in replayed] == [e["type"] for _, e in seen]
+    assert [n for n, _ in replayed][-3:] == [n for n, _ in seen][-3:]
+    assert replayed[-1][1]["response"]["output"] == seen[-1][1]["response"]["output"]

@@ -1056,3 +1056,27 @@ def test_a_conversation_on_a_second_model_keeps_its_choice(make_stack: Callable[
         no_error_details(page, notes=("New chats will start with these settings.",))
     finally:
         models_ui.stop()
+
+
+def test_a_conversation_with_function_calls_shows_them_as_notes(ui: Ui, stack: Stack, open_page: Callable[[str], Page], log_dir: Path) -> None:
+    """Calls and results made through the api show as notes, readable, and the chat goes on."""
+    items = [{"role": "user", "content": "What is the weather in Oslo?"},
+             {"type": "function_call", "call_id": "call_1", "name": "get_weather", "arguments": '{"city": "Oslo"}'},
+             {"type": "function_call_output", "call_id": "call_1", "output": "Cold, 2 degrees"},
+             {"role": "assistant", "content": "It is cold in Oslo."}]
+    httpx.post(f"{stack.base_url}/conversations", json={"items": items, "metadata": {"title": "Tools in Oslo"}}, timeout=10).raise_for_status()
+    page = open_page(ui.url)
+    row(page, "Tools in Oslo").first.click()
+    bot = page.locator(BOT)
+    expect(bot.filter(has_text="Called get_weather")).to_have_count(1)
+    expect(bot.filter(has_text="get_weather returned")).to_have_count(1)
+    expect(page.locator("body")).to_contain_text('{"city": "Oslo"}')
+    expect(page.locator("body")).to_contain_text("Cold, 2 degrees")
+    expect(bot.filter(has_text="It is cold in Oslo.")).to_have_count(1)
+    # The notes open as they are drawn: shown whole once each is as tall as what it holds.
+    page.wait_for_function("() => [...document.querySelectorAll('.thought-group .content')]"
+                           ".every(c => c.scrollHeight > 0 && c.getBoundingClientRect().height >= c.scrollHeight - 1)")
+    page.screenshot(path=str(log_dir / "ui-function-calls.png"), full_page=True)
+    job_id = ask(page, ui, "Thanks!")
+    assert job_status(stack, job_id) == "completed"
+    no_error_details(page)

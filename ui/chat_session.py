@@ -68,9 +68,18 @@ def title_of(conv: dict[str, Any]) -> str:
 
 def shown_items(items: list[dict[str, Any]]) -> list[Message]:
     """Stored messages as the chat shows them, with their ids (Gradio ignores the key); an answer
-    cut short says so."""
+    cut short says so. Function calls and their results (made through the api) show as notes,
+    which are never sent back."""
     shown: list[Message] = []
+    called: dict[str, str] = {}  # call id -> function name (letters, digits, _ and - only)
     for item in items:
+        if item.get("type") == "function_call":
+            called[str(item.get("call_id"))] = str(item.get("name"))
+            shown.append(note(f"🔧 Called {item.get('name')}", str(item.get("arguments", ""))))
+            continue
+        if item.get("type") == "function_call_output":
+            shown.append(note(f"🔧 {called.get(str(item.get('call_id')), 'The function')} returned", str(item.get("output", ""))))
+            continue
         if item.get("type") != "message" or item.get("role") not in ("user", "assistant"):
             continue
         shown.append({"role": item["role"], "content": "\n".join(p.get("text", "") for p in item.get("content", [])),

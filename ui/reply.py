@@ -32,8 +32,8 @@ def trimmed_line(messages: int) -> str:
     return f"{messages} earlier messages were left out to fit the model's memory"
 
 
-def note(title: str) -> Message:
-    return {"role": "assistant", "content": "", "metadata": {"title": title}}
+def note(title: str, content: str = "") -> Message:
+    return {"role": "assistant", "content": content, "metadata": {"title": title}}
 
 
 def is_note(message: Message) -> bool:

@@ -111,7 +111,8 @@ def main() -> None:
     pool = ModelPool(files, settings.model_memory_budget_mb * 2**20, lambda file: Engine(settings, file, disk), redis, embeddings,
                      lambda file, spec: Embedder.load(file, spec, settings.n_threads, settings.n_gpu_layers))
     log.info("serving %d model(s)", len(models), extra={"models": {m.id: m.n_ctx for m in files.values()}})
-    FitChecker(redis, {m.id: Prompter(m.vocab, m.n_ctx, settings.default_max_tokens, settings.chunking) for m in files.values()},
+    FitChecker(redis, {m.id: Prompter(m.vocab, m.n_ctx, settings.default_max_tokens, settings.chunking, settings.tool_max_parallel_calls)
+                       for m in files.values()},
                {model: partial(count_tokens, file.vocab._model) for model, (file, _) in embeddings.items()})
     meter = JobMeter(redis, settings.job_ttl_s, settings.event_interval_ms / 1000, settings.worker_name, settings.log_prompts,
                      UsageClock(settings.usage_timezone, settings.usage_clock_offset_s))

@@ -108,10 +108,10 @@ class Engine:
         self.n_vocab = self.llama.n_vocab()
         vocab = self.llama._model.vocab
         self._is_eog: Callable[[int], bool] = lambda token: bool(llama_cpp.llama_vocab_is_eog(vocab, token))
-        self.prompter = Prompter(self.llama, self.n_ctx, settings.default_max_tokens, settings.chunking)
+        self.prompter = Prompter(self.llama, self.n_ctx, settings.default_max_tokens, settings.chunking, settings.tool_max_parallel_calls)
         self.overheads = self.prompter.overheads()
         self.cache = StateCache(self.llama, settings.state_cache_mb * 2**20, model.identity, disk)
-        self.grammars = Grammars(vocab)
+        self.grammars = Grammars(vocab, settings.tool_max_parallel_calls)
         # llama.cpp maps the file and reads each page on first use: one token evaluated now
         # touches every layer's weights, so reading them (from disk, at its speed, when the page
         # cache does not hold them) counts in the load (the `loading` event's wait, the load

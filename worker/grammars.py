@@ -69,20 +69,22 @@ def _prefixed(gbnf: str, prefix: str) -> str:
     return _GBNF_PIECE.sub(lambda m: prefix + m.group(1) if m.group(1) else m.group(0), gbnf)
 
 
-def tools_gbnf(tools: ToolUse) -> str:
+def tools_gbnf(tools: ToolUse, max_calls: int) -> str:
     """Calls as worker.tool_calls spells them, each function's arguments valid against its
-    schema; with `auto`, a text answer instead; with `parallel`, one call or more."""
+    schema; with `auto`, a text answer instead; with `parallel`, one call up to `max_calls`
+    (then the answer must end: a small model would otherwise go on calling until its token limit)."""
     rules = [_prefixed(to_gbnf(f.enforced), f"f{i}-") for i, f in enumerate(tools.functions)]
     names = " | ".join(f"{literal_rule(json.dumps(f.name) + ARGUMENTS_KEY)} f{i}-root" for i, f in enumerate(tools.functions))
-    calls = f"call ({literal_rule(SEPARATOR)} call)*" if tools.parallel else "call"
+    more = max_calls - 1 if tools.parallel else 0
+    calls = f"call ({literal_rule(SEPARATOR)} call){{0,{more}}}" if more else "call"
     text = [] if tools.mode == "required" else [_TEXT_RULE]
     return "\n".join([f"root ::= {' | '.join(['text'] * len(text) + [calls])}", f"call ::= {literal_rule(CALL_HEAD)} ({names}) {literal_rule(CALL_TAIL)}",
                       *text, *rules])
 
 
 class Grammars:
-    def __init__(self, vocab: llama_cpp.llama_vocab_p, size: int = CACHED):
-        self._vocab = vocab
+    def __init__(self, vocab: llama_cpp.llama_vocab_p, max_calls: int, size: int = CACHED):
+        self._vocab, self._max_calls = vocab, max_calls
         self._size = size
         self._cache: OrderedDict[str, LlamaGrammar] = OrderedDict()
         self.built = 0  # grammars built since start (the heartbeat publishes it)
@@ -94,7 +96,7 @@ class Grammars:
     def for_tools(self, tools: ToolUse) -> LlamaGrammar:
         # Descriptions and the schemas as shown change the prompt, not the grammar.
         key = json.dumps([tools.mode, tools.parallel, [(f.name, f.enforced) for f in tools.functions]], separators=(",", ":"), ensure_ascii=False)
-        return self._cached(key, lambda: tools_gbnf(tools))
+        return self._cached(key, lambda: tools_gbnf(tools, self._max_calls))
 
     def _cached(self, key: str, build: Callable[[], str]) -> LlamaGrammar:
         grammar = self._cache.get(key)

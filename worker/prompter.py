@@ -17,14 +17,17 @@ from worker.context import Counted, Plan, plan, reserved
 from worker.documents import DEFAULT_CHUNKING, Chunking
 from worker.documents_prompt import with_documents
 from worker.prompt import ChatTemplate, Tokenize
+from worker.settings import TOOL_MAX_PARALLEL_CALLS
 from worker.tool_calls import prompt_messages
 
 SEPARATOR_TOKENS = 4  # margin per message: folded or merged messages are joined with "\n\n"
 
 
 class Prompter:
-    def __init__(self, llama: Llama, n_ctx: int, default_max_tokens: int, chunking: Chunking = DEFAULT_CHUNKING):
+    def __init__(self, llama: Llama, n_ctx: int, default_max_tokens: int, chunking: Chunking = DEFAULT_CHUNKING,
+                 max_calls: int = TOOL_MAX_PARALLEL_CALLS):
         self._llama, self.n_ctx, self._default_max_tokens, self._chunking = llama, n_ctx, default_max_tokens, chunking
+        self._max_calls = max_calls  # parallel calls in one answer, as the tools' description says
         meta = llama.metadata
         bos, eos = llama.token_bos(), llama.token_eos()
         self.template = ChatTemplate(
@@ -86,7 +89,7 @@ class Prompter:
         def fit(chat: Sequence[Message], room: int = 0) -> Plan:
             """`chat` fitted with `room` more tokens left free (for documents): an answer of
             that much more is planned, and older turns are left out for it."""
-            shown = prompt_messages(chat, tools)
+            shown = prompt_messages(chat, tools, self._max_calls)
             answer = self.n_ctx - limit + room if room else max_tokens
             fitted = plan(shown, answer, self._default_max_tokens, self.n_ctx, lambda c: self._counted(c, memo))
             if fitted.kept is None:

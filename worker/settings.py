@@ -12,6 +12,7 @@ from hearth.settings import CommonSettings, data_dir
 from worker.documents import Chunking
 
 EMBEDDED_MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+TOOL_MAX_PARALLEL_CALLS = 8  # default bound on the calls of one answer
 N_CTX_CAP = 8192  # default cap on the trained context: Mistral 7B's 32k would cost 4 GiB of KV
 
 
@@ -45,6 +46,7 @@ class WorkerSettings(CommonSettings):
     state_disk_mb: int = Field(4096, ge=0, description="Disk for saved model states in `STATE_DIR`; the least recently used go first (0 = no disk tier).")
     state_route_ttl_s: int = Field(86400, ge=60, description="How long a worker stays named in Redis as the holder of a conversation's saved state (hearth.state_routes): until then the api may route the conversation's next turn to it.")
     temperature: float = Field(0.7, ge=0, le=2, description="Default sampling temperature.")
+    tool_max_parallel_calls: int = Field(TOOL_MAX_PARALLEL_CALLS, ge=1, le=64, description="Most function calls one answer may hold when `parallel_tool_calls` allows several: the tool grammar ends the answer after this many (a small model may otherwise go on calling until `max_tokens`).")
     top_p: float = Field(0.95, gt=0, le=1, description="Default nucleus sampling.")
     top_k: int = Field(40, ge=0, description="Top-k sampling (0 = off).")
     min_p: float = Field(0.05, ge=0, le=1, description="Min-p sampling.")

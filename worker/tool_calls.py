@@ -36,11 +36,11 @@ def call_id(job_id: str, index: int) -> str:
     return f"call_{job_id}_{index}"
 
 
-def describe(tools: ToolUse) -> str:
+def describe(tools: ToolUse, max_calls: int) -> str:
     functions = "\n".join(json.dumps({"name": f.name, "description": f.description, "parameters": f.parameters}, ensure_ascii=False)
                           for f in tools.functions)
     how = "You must call a function." if tools.mode == "required" else "If no function is needed, answer in plain text instead."
-    several = " To call several, write one block after another." if tools.parallel else " Call one function at a time."
+    several = f" To call several (at most {max_calls}), write one block after another." if tools.parallel else " Call one function at a time."
     return (
         "You can call functions. Each is described by a JSON object with its name, description and parameters "
         f"(a JSON Schema):\n{functions}\n\nTo call a function, answer with only this block:\n"
@@ -49,13 +49,13 @@ def describe(tools: ToolUse) -> str:
     )
 
 
-def prompt_messages(messages: Sequence[Message], tools: ToolUse | None) -> list[Message]:
-    """Plain messages that show `tools` and the history's calls and results to any template;
-    a chat without either is returned as it is."""
+def prompt_messages(messages: Sequence[Message], tools: ToolUse | None, max_calls: int) -> list[Message]:
+    """Plain messages that show `tools` (at most `max_calls` calls in one answer) and the
+    history's calls and results to any template; a chat without either is returned as it is."""
     if tools is None and not any(m.tool_calls or m.role == "tool" for m in messages):
         return list(messages)
     names = {call.id: call.name for m in messages for call in m.tool_calls}
-    out = [Message(role="system", content=describe(tools))] if tools else []
+    out = [Message(role="system", content=describe(tools, max_calls))] if tools else []
     for m in messages:
         if m.tool_calls:
             calls = SEPARATOR.join(call_text(c.name, c.arguments) for c in m.tool_calls)

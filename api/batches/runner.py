@@ -192,7 +192,7 @@ class BatchRunner:
         try:
             if job.encoding_format is not None:  # a /v1/embeddings line answers with its vectors
                 return await self._vectors(job, answer.final)
-            body = answer.completion(job_id, job.created, job.model)
+            body = answer.completion(job_id, job.created, job.model, job.legacy_functions)
         except HearthError as exc:
             return "errors", _response_line(job_id, custom_id, exc.status, exc.body()), (0, 0)
         except ValueError:
@@ -200,7 +200,7 @@ class BatchRunner:
         usage = body["usage"]
         if job.response is not None:  # a /v1/responses line answers with a `response`
             assert answer.final is not None
-            body = ended(StoredResponse.model_validate_json(job.response), answer.text, answer.final)
+            body = ended(StoredResponse.model_validate_json(job.response), answer.text, answer.final, answer.tool_calls())
         return "output", _response_line(job_id, custom_id, 200, body), (usage["prompt_tokens"], usage["completion_tokens"])
 
     async def _vectors(self, job: JobRecord, final: DoneEvent | ErrorEvent | None) -> tuple[str, dict[str, Any], tuple[int, int]]:
@@ -271,7 +271,7 @@ class BatchRunner:
             id=payload.job_id, owner=batch.owner, model=payload.model, created=int(time.time()), queue=queue_name_,
             not_after=float(batch.fields["expires_at"]), sink=Sink.BATCH, batch=batch.id, custom_id=line.custom_id, line=line.index,
             max_tokens=payload.params.max_tokens or 0 if isinstance(payload, JobPayload) else 0,
-            response=line.response.model_dump_json() if line.response else None,
+            response=line.response.model_dump_json() if line.response else None, legacy_functions=line.legacy_functions,
             **({"encoding_format": line.encoding_format, "inputs": len(payload.inputs)}
                if line.encoding_format and isinstance(payload, EmbeddingPayload) else {}),
         )

@@ -82,6 +82,7 @@ class PendingLine(BaseModel):
     custom_id: str
     payload: JobPayload | EmbeddingPayload
     response: StoredResponse | None = None  # a /v1/responses line: what its output line's `response` is made of
+    legacy_functions: bool = False  # a chat line with the legacy `functions`: answered with `function_call`, as a chat is
     encoding_format: str | None = None  # a /v1/embeddings line: how its vectors are written
 
 
@@ -142,7 +143,7 @@ def chat_lines(owner: str, endpoint: str, model_of: Callable[[str], str], check:
         payload = JobPayload(job_id=secrets.token_hex(16), messages=messages, params=body.sampling(),
                              model=model_of(body.model), user=owner, preemptible=True, tools=tools)
         response = request.stored(payload.job_id, int(time.time()), payload.model, [], [[] for _ in request.input]) if request else None
-        return PendingLine(index=index, custom_id=custom_id, payload=payload, response=response)
+        return PendingLine(index=index, custom_id=custom_id, payload=payload, response=response, legacy_functions=body.legacy_functions)
 
     return make
 

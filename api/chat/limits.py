@@ -37,8 +37,6 @@ def check_request(body: ChatCompletionRequest, settings: ApiSettings) -> None:
             raise _refuse("stop", "stop strings cannot be combined with tools: one could cut a call's arguments short.")
         if structured:
             raise _refuse("response_format", "a JSON response_format cannot be combined with tools (unless tool_choice is none).")
-        if body.conversation is not None:
-            raise _refuse("tools", "a conversation's turn cannot offer tools yet: conversations store messages, not calls.")
     if body.conversation is not None:
         _check_turn(body)
     elif body.replace_from is not None:
@@ -47,14 +45,16 @@ def check_request(body: ChatCompletionRequest, settings: ApiSettings) -> None:
 
 def _check_turn(body: ChatCompletionRequest) -> None:
     """A turn stored in a conversation continues the conversation's stored messages: the request
-    carries its instructions and the new question only, so nothing is counted twice."""
-    if body.messages[-1].role != "user":
-        raise HearthError(400, "A turn stored in a conversation ends with the user's message.", param="messages")
-    earlier = next((n for n, m in enumerate(body.messages[:-1]) if m.role not in ("system", "developer")), None)
+    carries its instructions and what is new only (the question, or the results of the calls
+    the last answer made), so nothing is counted twice."""
+    if body.messages[-1].role not in ("user", "tool"):
+        raise HearthError(400, "A turn stored in a conversation ends with the user's message, or with tool messages "
+                               "(the results of the calls its last answer made).", param="messages")
+    earlier = next((n for n, m in enumerate(body.messages[:body.turn_start()]) if m.role not in ("system", "developer")), None)
     if earlier is not None:
         raise _refuse(f"messages.{earlier}", "a turn stored in a conversation carries its instructions (system, developer) and "
-                                             "the new user message only: the conversation's stored messages are its history. "
-                                             "Add earlier turns with the items API, or leave out `conversation`.")
+                                             "what is new only (the user message, or tool messages): the conversation's stored "
+                                             "messages are its history. Add earlier turns with the items API, or leave out `conversation`.")
 
 
 def check_for_worker(body: ChatCompletionRequest, worker: WorkerInfo) -> None:

@@ -7,7 +7,16 @@ from pydantic import BaseModel
 
 from api.conversations.schemas import file_citations
 from api.errors import HearthError
-from hearth.contract import ContextTrimmedEvent, DoneEvent, ErrorCode, ErrorEvent, RequeuedEvent, TokenEvent, ToolCallEvent
+from hearth.contract import (
+    ContextTrimmedEvent,
+    DoneEvent,
+    ErrorCode,
+    ErrorEvent,
+    RequeuedEvent,
+    TokenEvent,
+    ToolCall,
+    ToolCallEvent,
+)
 
 # How a job's error reaches a non-streaming client: (HTTP status, OpenAI error type).
 _ERROR_STATUS: dict[ErrorCode, tuple[int, str]] = {
@@ -107,6 +116,9 @@ class Answer:
     @property
     def text(self) -> str:
         return "".join(self._parts)
+
+    def tool_calls(self) -> list[ToolCall]:
+        return [ToolCall(id=c.id or "", name=c.name or "", arguments=c.arguments) for c in self.calls]
 
     def message(self, legacy: bool = False) -> dict[str, Any]:
         """The assistant's message: its text (null beside calls, as at OpenAI), its calls."""

@@ -10,7 +10,7 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 from api.chat import rendering as fmt
 from api.chat.schemas import ChatCompletionRequest
 from api.chat.service import prepare_chat, queue_chat, wait_for_answer
-from api.conversations.schemas import message
+from api.conversations.schemas import turn_items
 from api.dependencies import CurrentUser, Documents, Jobs, QuotaCheck, RedisDep, Settings, Turns
 from api.errors import error_responses
 from api.jobs.service import JobService
@@ -62,9 +62,9 @@ async def create_chat_completion(
 ) -> JSONResponse | EventSourceResponse:
     attached = await documents.attach(user.name, body.file_parts(), settings.job_ttl_s)
     chat = await prepare_chat(body, user.name, jobs, redis, settings, attached, turns, documents)
-    # A turn stored in a conversation (Hearth's `conversation`) stores its question, the request's
-    # last message, with the documents it attached.
-    question = [message("user", body.messages[-1].text(), documents=attached[-1])] if body.conversation is not None else []
+    # A turn stored in a conversation (Hearth's `conversation`) stores what is new: its question,
+    # with the documents it attached, or the results of the calls the last answer made.
+    question = turn_items(chat.turn)
     async with turns.taking(user.name, body.conversation, question, chat.payload.job_id, chat.basis):
         job = await queue_chat(jobs, quota, chat, user.name, body.conversation)
     headers = {"X-Job-Id": job.id, **({QUESTION_HEADER: question[0].id} if question else {})}

@@ -7,7 +7,7 @@ mislead; a value that asks for nothing, such as `n: 1` or `tools: []`, passes), 
 (`IGNORED`: hints and bookkeeping that do not change the answer). Fields unknown to OpenAI are
 ignored too, as OpenAI-compatible servers do."""
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
@@ -220,10 +220,18 @@ class ChatCompletionRequest(BaseModel):
         """Each message's file parts, with the field that holds each (for errors)."""
         return [[(f"messages.{i}.content.{j}.file", part) for j, part in m.files()] for i, m in enumerate(self.messages)]
 
-    def contract_messages(self) -> list[Message]:
+    def turn_start(self) -> int:
+        """Where a conversation turn's new messages start: the tool messages it ends with (the
+        results of the calls its last stored answer made), else its last (the question)."""
+        n = len(self.messages)
+        while n > 0 and self.messages[n - 1].role == "tool":
+            n -= 1
+        return min(n, len(self.messages) - 1)
+
+    def contract_messages(self, made: Iterable[str] = ()) -> list[Message]:
         """The messages, legacy `function_call`s and `function` results as calls and tool
         messages (a result answers the latest call of its function); 400 for a tool message
-        that answers no earlier call."""
+        that answers no earlier call (nor one of the ids `made` before them: a conversation's)."""
         chat: list[tuple[str, str, list[CallIn], str | None]] = []
         legacy: dict[str, str] = {}  # function name -> id given to its latest legacy call
         for i, m in enumerate(self.messages):
@@ -235,4 +243,4 @@ class ChatCompletionRequest(BaseModel):
                 chat.append(("tool", m.text(), [], legacy.get(m.name or "")))
             else:
                 chat.append((m.role, m.text(), calls, m.tool_call_id))
-        return history(chat)
+        return history(chat, made)

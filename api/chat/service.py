@@ -4,7 +4,7 @@ every way of asking for an answer shares (chat completions, responses)."""
 import asyncio
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from fastapi import Request
 from redis.asyncio import Redis as AsyncRedis
@@ -19,7 +19,7 @@ from api.jobs.service import JobService, QueueFull
 from api.models.routing import model_map
 from api.settings import ApiSettings
 from api.usage.quota import QuotaGate
-from hearth.contract import EmbeddingPayload, JobPayload, Sink
+from hearth.contract import EmbeddingPayload, JobPayload, Message, Sink
 from hearth.documents import DocumentRef
 from hearth.job_record import JobRecord
 
@@ -29,6 +29,7 @@ class PreparedChat:
     payload: JobPayload
     queue_model: str  # whose queues it waits in (api.models.routing)
     basis: Basis | None = None  # what a turn stored in a conversation continues
+    turn: list[Message] = field(default_factory=list)  # that turn's new messages (its question, or results of calls)
 
 
 async def prepare_chat(body: ChatCompletionRequest, owner: str, jobs: JobService, redis: AsyncRedis, settings: ApiSettings,
@@ -40,15 +41,18 @@ async def prepare_chat(body: ChatCompletionRequest, owner: str, jobs: JobService
     with `turns`) is its instructions, the conversation's stored messages (api.conversations.turns,
     with those of their documents still the owner's), then its question."""
     check_request(body, settings)
-    messages = body.contract_messages()
-    if attached:
-        for message, refs in zip(messages, attached, strict=True):
-            message.documents = refs
-    basis = None
+    basis, earlier = None, []
     if body.conversation is not None:
         assert turns is not None and documents is not None, "a conversation's turn is prepared with its turn and document services"
         basis = await turns.basis(owner, body.conversation, body.replace_from)
-        messages = [*messages[:-1], *await documents.owned_messages(owner, basis.messages()), messages[-1]]
+        earlier = await documents.owned_messages(owner, basis.messages())
+    messages = body.contract_messages(made=(call.id for m in earlier for call in m.tool_calls))
+    if attached:
+        for message, refs in zip(messages, attached, strict=True):
+            message.documents = refs
+    turn = messages[body.turn_start():] if basis is not None else []
+    if basis is not None:
+        messages = [*messages[:body.turn_start()], *earlier, *turn]
     route = (await model_map(redis, settings)).route(body.model)
     if route.worker:
         check_for_worker(body, route.worker)
@@ -62,7 +66,7 @@ async def prepare_chat(body: ChatCompletionRequest, owner: str, jobs: JobService
         fit = await jobs.check_fit(route.model, payload.messages, payload.params.max_tokens, payload.tools)
         if fit is not None and not fit.fits:
             raise HearthError(400, fit.message, code="context_length_exceeded", param="messages")
-    return PreparedChat(payload, route.queue_model, basis)
+    return PreparedChat(payload, route.queue_model, basis, turn)
 
 
 async def queue_chat(jobs: JobService, quota: QuotaGate, chat: PreparedChat, owner: str, conversation: str | None = None,

@@ -7,6 +7,7 @@ parse and validate. The worker (worker.tool_calls) shows the tools to the model 
 its answer into calls.
 """
 
+from collections.abc import Iterable
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -21,11 +22,15 @@ NO_PARAMETERS: dict[str, Any] = {"type": "object", "properties": {}}
 MAX_DESCRIPTION = 8192  # characters of one function's description
 
 
+FunctionNameText = Annotated[str, Field(pattern=NAME_PATTERN)]
+Description = Annotated[Text, Field(max_length=MAX_DESCRIPTION)]
+
+
 class FunctionDef(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
-    name: Annotated[str, Field(pattern=NAME_PATTERN)]
-    description: Annotated[Text, Field(max_length=MAX_DESCRIPTION)] | None = None
+    name: FunctionNameText
+    description: Description | None = None
     parameters: dict[str, Any] | None = None
     strict: bool | None = None  # every accepted schema is enforced, strict or not
 
@@ -125,11 +130,18 @@ def _spec(function: FunctionDef, param: str) -> FunctionSpec:
     return FunctionSpec(name=function.name, description=function.description or "", parameters=parameters, enforced=enforced)
 
 
-def history(messages: list[tuple[str, str, list[CallIn], str | None]]) -> list[Message]:
+def chat_message(message: Message) -> dict[str, Any]:
+    """A contract message as chat completions spell it (a history kept by Hearth, sent as a chat)."""
+    calls = [{"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}} for c in message.tool_calls]
+    return {"role": message.role, "content": message.content, **({"tool_calls": calls} if calls else {}),
+            **({"tool_call_id": message.tool_call_id} if message.tool_call_id is not None else {})}
+
+
+def history(messages: list[tuple[str, str, list[CallIn], str | None]], before: Iterable[str] = ()) -> list[Message]:
     """The chat's (role, text, calls, answered call id) as contract messages; a tool message
-    must answer a call made earlier in the chat (400 naming it)."""
+    must answer a call made earlier in the chat, or one of the ids made `before` it (400 naming it)."""
     out: list[Message] = []
-    made: set[str] = set()
+    made: set[str] = set(before)
     for i, (role, text, calls, call_id) in enumerate(messages):
         if role == "tool" and call_id not in made:
             param = f"messages.{i}.tool_call_id"

@@ -1,14 +1,19 @@
 """Conversation objects and request bodies, shaped as the openai package's
-`types/conversations` (Hearth keeps messages: their text, and the files they attached). Bounds that are OpenAI's own are
-constants here (metadata's in hearth.metadata, which the ui shares); the per-user caps are settings (api.settings)."""
+`types/conversations` (Hearth keeps messages with the files they attached, function calls and
+their outputs). Bounds that are OpenAI's own are constants here (metadata's in hearth.metadata,
+which the ui shares); the per-user caps are settings (api.settings). Items and contract messages
+convert here, both ways: a conversation's history for the model, and a chat's new messages as items."""
 
 import secrets
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, StringConstraints, Tag, TypeAdapter, field_validator
 
+from api.chat.text import Text
+from api.chat.tools import NAME_PATTERN
+from hearth.contract import Message, ToolCall
 from hearth.documents import Citation, DocumentRef
 from hearth.metadata import METADATA_KEY_CHARS, METADATA_PAIRS, METADATA_VALUE_CHARS
 
@@ -16,6 +21,7 @@ MAX_ITEMS_PER_REQUEST = 20  # OpenAI's bound for create and items.create
 NAME_CHARS = 256  # a file's id and name
 TITLE_KEY = "title"  # the metadata key a chat app shows as the conversation's name
 ID_PATTERN = r"^[A-Za-z0-9_-]{1,80}$"  # ids become parts of Redis keys: no ':', no glob characters
+CALL_ID_CHARS = 256  # a call's id, as a client echoes it
 ROUTE_NAMES = frozenset({"defaults", "export", "import"})  # paths beside `/v1/conversations/{id}`: never an id
 
 Id = Annotated[str, StringConstraints(pattern=ID_PATTERN)]
@@ -106,6 +112,104 @@ class MessageItem(BaseModel):
         return [DocumentRef(document_id=p.file_id, filename=p.filename) for p in self.content if isinstance(p, InputFile)]
 
 
+class FunctionCallItem(BaseModel):
+    """A function call the model made, as `openai.types.responses.ResponseFunctionToolCallItem`:
+    `call_id` is the id its output answers (a chat's `tool_calls` id), `id` the item's own."""
+
+    type: Literal["function_call"]
+    id: Id
+    call_id: str  # as the call was made (a request's own are checked by FunctionCallInput)
+    name: str
+    arguments: str
+    status: Status = "completed"
+
+    def text(self) -> str:
+        return f"{self.name}({self.arguments})"
+
+
+class FunctionCallOutputItem(BaseModel):
+    """A function's result, as `openai.types.responses.ResponseFunctionToolCallOutputItem`
+    (text output only)."""
+
+    type: Literal["function_call_output"]
+    id: Id
+    call_id: str
+    output: str
+    status: Status = "completed"
+
+    def text(self) -> str:
+        return self.output
+
+
+AnyItem = MessageItem | FunctionCallItem | FunctionCallOutputItem
+
+
+def item_type(value: Any) -> str:
+    """A message may leave out its `type` (OpenAI's EasyInputMessage); other items name theirs."""
+    kind = value.get("type", "message") if isinstance(value, dict) else getattr(value, "type", "message")
+    return kind if kind in ("function_call", "function_call_output") else "message"
+
+
+Item = Annotated[
+    Annotated[MessageItem, Tag("message")] | Annotated[FunctionCallItem, Tag("function_call")]
+    | Annotated[FunctionCallOutputItem, Tag("function_call_output")],
+    Discriminator(item_type),
+]
+ITEM: TypeAdapter[AnyItem] = TypeAdapter(Item)  # a stored item's JSON, read back
+
+
+def call_item_id(job_id: str, n: int) -> str:
+    """The item id of the answer's call `n`: the same in a response's output and in its
+    conversation, so a client that sends the call back adds nothing."""
+    return f"fc_{job_id}_{n}"
+
+
+def call_item(call: ToolCall, item_id: str, status: Status = "completed") -> FunctionCallItem:
+    return FunctionCallItem(type="function_call", id=item_id, call_id=call.id, name=call.name, arguments=call.arguments, status=status)
+
+
+def output_item(result: Message) -> FunctionCallOutputItem:
+    """A tool message (a function's result) as a new item."""
+    return FunctionCallOutputItem(type="function_call_output", id=new_id("fco"), call_id=result.tool_call_id or "", output=result.content)
+
+
+def as_messages(items: Sequence[AnyItem]) -> list[Message]:
+    """Items as the chat the model continues: calls join the assistant's message they follow
+    (or make one), and each output is a tool message answering its call."""
+    out: list[Message] = []
+    for item in items:
+        if isinstance(item, FunctionCallItem):
+            call = ToolCall(id=item.call_id, name=item.name, arguments=item.arguments)
+            if out and out[-1].role == "assistant":
+                out[-1] = out[-1].model_copy(update={"tool_calls": [*out[-1].tool_calls, call]})
+            else:
+                out.append(Message(role="assistant", content="", tool_calls=[call]))
+        elif isinstance(item, FunctionCallOutputItem):
+            out.append(Message(role="tool", content=item.output, tool_call_id=item.call_id))
+        else:
+            out.append(Message(role=item.role, content=item.text(), documents=item.documents()))
+    return out
+
+
+def chat_history(items: Sequence[AnyItem]) -> list[Message]:
+    """Stored items as the chat the model continues. An output whose call is not before it
+    (deleted, or stored on its own) is left out: the model could not tell what it answers, and
+    the chat would be refused."""
+    called: set[str] = set()
+    history = []
+    for m in as_messages(items):
+        called.update(call.id for call in m.tool_calls)
+        if m.role != "tool" or m.tool_call_id in called:
+            history.append(m)
+    return history
+
+
+def turn_items(messages: Sequence[Message]) -> list[AnyItem]:
+    """A conversation turn's new messages as the items they are stored as: a tool message (a
+    function's result) as its output item, a question as a message with its documents."""
+    return [output_item(m) if m.role == "tool" else message(m.role, m.content, documents=m.documents) for m in messages]
+
+
 def message(role: Role, text: str, status: Status = "completed", documents: list[DocumentRef] | None = None,
             citations: Sequence[Citation] = ()) -> MessageItem:
     """A new message item: the model's words are `output_text` (with the documents it was
@@ -143,13 +247,49 @@ class InputMessage(BaseModel):
         return MessageItem(id=new_id("msg"), role=self.role, content=self.content)
 
 
-InputItems = Annotated[list[InputMessage], Field(min_length=1, max_length=MAX_ITEMS_PER_REQUEST)]
+class FunctionCallInput(BaseModel):
+    """A function call the client sends back (as the model made it): its id is kept, so the
+    call an answer stored in a conversation is not stored twice."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    type: Literal["function_call"]
+    id: Id | None = None
+    call_id: Annotated[Text, Field(min_length=1, max_length=CALL_ID_CHARS)]
+    name: Annotated[str, Field(pattern=NAME_PATTERN)]
+    arguments: Text
+
+    def to_item(self) -> FunctionCallItem:
+        return FunctionCallItem(type="function_call", id=self.id or new_id("fc"), call_id=self.call_id, name=self.name, arguments=self.arguments)
+
+
+class FunctionCallOutputInput(BaseModel):
+    """A function's result for a call, as text (a string, or `input_text` parts)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    type: Literal["function_call_output"]
+    id: Id | None = None
+    call_id: Annotated[Text, Field(min_length=1, max_length=CALL_ID_CHARS)]
+    output: Text | list[InputText]
+
+    def to_item(self) -> FunctionCallOutputItem:
+        output = self.output if isinstance(self.output, str) else "\n".join(part.text for part in self.output)
+        return FunctionCallOutputItem(type="function_call_output", id=self.id or new_id("fco"), call_id=self.call_id, output=output)
+
+
+InputItem = Annotated[
+    Annotated[InputMessage, Tag("message")] | Annotated[FunctionCallInput, Tag("function_call")]
+    | Annotated[FunctionCallOutputInput, Tag("function_call_output")],
+    Discriminator(item_type),
+]
+InputItems = Annotated[list[InputItem], Field(min_length=1, max_length=MAX_ITEMS_PER_REQUEST)]
 
 
 class CreateConversation(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
-    items: Annotated[list[InputMessage], Field(max_length=MAX_ITEMS_PER_REQUEST)] | None = None
+    items: Annotated[list[InputItem], Field(max_length=MAX_ITEMS_PER_REQUEST)] | None = None
     metadata: Metadata | None = None
 
 
@@ -179,7 +319,7 @@ class ExportedConversation(Conversation):
     metadata: Metadata
     hearth_job_id: None = Field(None, exclude=True)  # an answer in progress is not exported
     last_active_ms: int = 0
-    items: list[MessageItem] = []
+    items: list[Item] = []
 
     @field_validator("id")
     @classmethod
@@ -192,8 +332,13 @@ class ExportedConversation(Conversation):
         when = datetime.fromtimestamp(self.created_at, UTC).strftime("%Y-%m-%d %H:%M UTC")
         lines = [f"# {self.metadata.get(TITLE_KEY) or 'Conversation'}", "", f"*Hearth conversation `{self.id}`, started {when}.*"]
         for item in self.items:
-            lines += ["", f"**{item.role.capitalize()}**", "", item.text()]
-            lines += [f"*Attached: {ref.filename} (`{ref.document_id}`)*" for ref in item.documents()]
+            if isinstance(item, MessageItem):
+                lines += ["", f"**{item.role.capitalize()}**", "", item.text()]
+                lines += [f"*Attached: {ref.filename} (`{ref.document_id}`)*" for ref in item.documents()]
+            elif isinstance(item, FunctionCallItem):
+                lines += ["", f"*Function call `{item.call_id}`:* `{item.name}`", "", f"```json\n{item.arguments}\n```"]
+            else:
+                lines += ["", f"*Function output for `{item.call_id}`:*", "", f"```\n{item.output}\n```"]
         return "\n".join(lines) + "\n"
 
 
@@ -208,7 +353,7 @@ class ConversationExport(BaseModel):
     conversations: list[ExportedConversation]
 
 
-def cursor_page(objects: list[MessageItem] | list[Conversation], has_more: bool = False) -> dict[str, object]:
+def cursor_page(objects: Sequence[AnyItem] | Sequence[Conversation], has_more: bool = False) -> dict[str, object]:
     """OpenAI's list object (`ConversationItemList`); the client pages on `last_id` and `has_more`."""
     return {
         "object": "list",

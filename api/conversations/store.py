@@ -16,17 +16,22 @@ from redis.asyncio import Redis as AsyncRedis
 
 from api.conversations.schemas import (
     ID_PATTERN,
+    ITEM,
     TITLE_KEY,
+    AnyItem,
     Conversation,
     ExportedConversation,
     MessageItem,
     Status,
+    call_item,
+    call_item_id,
+    chat_history,
     message,
     new_id,
 )
 from api.errors import HearthError
 from api.settings import ApiSettings
-from hearth.contract import Message
+from hearth.contract import Message, ToolCall
 from hearth.documents import Citation
 from hearth.metadata import METADATA_PAIRS
 from hearth.redis_client import members, text
@@ -34,7 +39,7 @@ from hearth.redis_client import members, text
 # hash: created_at (s), metadata (JSON), seq (last item position), answering (the job writing its answer),
 # answering_ms (when it was marked), asked (that turn's question ids, space-separated)
 CONVERSATION_KEY = "hearth:conv:{owner}:{id}"
-ITEMS_KEY = CONVERSATION_KEY + ":items"  # hash: item id -> MessageItem JSON
+ITEMS_KEY = CONVERSATION_KEY + ":items"  # hash: item id -> item JSON (a message, function call or its output)
 ORDER_KEY = CONVERSATION_KEY + ":order"  # sorted set: item id by position
 ANSWERS_KEY = CONVERSATION_KEY + ":answers"  # hash: job id -> id of the answer recorded for it
 # sorted set: the items the answer in progress replaced (their JSON, by position), put back if its turn is withdrawn
@@ -188,9 +193,9 @@ def _too_many(what: str, cap: int, param: str | None) -> HearthError:
     return HearthError(400, f"At most {cap} {what}; delete some first.", code="conversation_limit_reached", param=param)
 
 
-def _title(items: Sequence[MessageItem]) -> str:
+def _title(items: Sequence[AnyItem]) -> str:
     """The start of the first user message, cut at a word: no model call, instant."""
-    text = next((" ".join(i.text().split()) for i in items if i.role == "user"), "")
+    text = next((" ".join(i.text().split()) for i in items if isinstance(i, MessageItem) and i.role == "user"), "")
     if len(text) <= TITLE_CHARS:
         return text
     cut = text[: TITLE_CHARS - 1]
@@ -220,14 +225,15 @@ class ConversationStore:
             raise _not_found(conv_id)
         return [k.format(owner=owner, id=conv_id) for k in (CONVERSATION_KEY, ITEMS_KEY, ORDER_KEY, ANSWERS_KEY, REPLACED_KEY)]
 
-    def check_items(self, items: Sequence[MessageItem], param: str = "items") -> None:
+    def check_items(self, items: Sequence[AnyItem], param: str = "items") -> None:
         """Bounds on what a request may store (a 400 before anything is written)."""
         for n, item in enumerate(items):
             if len(item.text()) > self._max_chars:
-                raise HearthError(400, f"{param}[{n}]: a message is at most {self._max_chars} characters.", code="string_above_max_length", param=f"{param}.{n}.content")
+                field = {"message": "content", "function_call": "arguments", "function_call_output": "output"}[item.type]
+                raise HearthError(400, f"{param}[{n}]: a message is at most {self._max_chars} characters.", code="string_above_max_length", param=f"{param}.{n}.{field}")
 
     async def _write(
-        self, owner: str, conv_id: str, items: Sequence[MessageItem], *, create: bool = False, created_at: int = 0,
+        self, owner: str, conv_id: str, items: Sequence[AnyItem], *, create: bool = False, created_at: int = 0,
         metadata: dict[str, str] | None = None, job_id: str = "", item_cap: bool = True, activity_ms: int = 0,
         answering: str = "", replace_from: str = "", follows: str | None = None,
     ) -> int | None:
@@ -257,7 +263,7 @@ class ConversationStore:
                                    "to it); read it again and resend.", code="conversation_changed", param="conversation")
         return int(result[1])
 
-    async def create(self, owner: str, metadata: dict[str, str] | None, items: Sequence[MessageItem]) -> Conversation:
+    async def create(self, owner: str, metadata: dict[str, str] | None, items: Sequence[AnyItem]) -> Conversation:
         self.check_items(items)
         conv_id, created_at = new_id("conv"), int(time.time())
         await self._write(owner, conv_id, items, create=True, created_at=created_at, metadata=metadata)
@@ -285,8 +291,8 @@ class ConversationStore:
         if not deleted:
             raise _not_found(conv_id)
 
-    async def add_items(self, owner: str, conv_id: str, items: Sequence[MessageItem], answering: str = "",
-                        replace_from: str = "", follows: str | None = None) -> list[MessageItem]:
+    async def add_items(self, owner: str, conv_id: str, items: Sequence[AnyItem], answering: str = "",
+                        replace_from: str = "", follows: str | None = None) -> list[AnyItem]:
         """Appends messages (a chat's new user turn, or the client's own items): 400 past the
         caps, 404 if the conversation is absent. The first user message names the conversation
         unless it has a title. A turn's question also marks `answering`, the job that writes its
@@ -301,13 +307,15 @@ class ConversationStore:
         return list(items)
 
     async def record_answer(self, owner: str, conv_id: str, job_id: str, text: str, status: Status = "completed",
-                            citations: Sequence[Citation] = ()) -> MessageItem | None:
-        """Appends the model's answer to job `job_id`, once: a second call for the same job adds
-        nothing (None). Also None when the conversation was deleted meanwhile. An answer to a
-        message that was accepted is kept even past the item cap, and its text is not cut."""
-        item = message("assistant", text, status, citations=citations)
-        added = await self._write(owner, conv_id, [item], job_id=job_id, item_cap=False)
-        return item if added else None
+                            calls: Sequence[ToolCall] = (), citations: Sequence[Citation] = ()) -> list[AnyItem] | None:
+        """Appends the model's answer to job `job_id` (its text as a message, with the documents
+        it was given from, and its calls as function call items), once: a second call for the
+        same job adds nothing (None). Also None when the conversation was deleted meanwhile. An
+        answer to a message that was accepted is kept even past the item cap, and its text is not cut."""
+        items: list[AnyItem] = [message("assistant", text, status, citations=citations)] if text else []
+        items += [call_item(call, call_item_id(job_id, n), status) for n, call in enumerate(calls)]
+        added = await self._write(owner, conv_id, items, job_id=job_id, item_cap=False)
+        return items if added else None
 
     async def answering(self, owner: str, conv_id: str) -> tuple[str, float] | None:
         """The job marked as writing the conversation's answer, and how long ago (s) it was
@@ -330,7 +338,7 @@ class ConversationStore:
         keys = self._keys(owner, conv_id)
         await self._unmark_script(keys=[keys[0], keys[4]], args=[job_id])
 
-    async def items(self, owner: str, conv_id: str, after: str | None, limit: int, order: Literal["asc", "desc"]) -> tuple[list[MessageItem], bool]:
+    async def items(self, owner: str, conv_id: str, after: str | None, limit: int, order: Literal["asc", "desc"]) -> tuple[list[AnyItem], bool]:
         """A page of items and whether more follow; 400 when `after` is no item of it."""
         keys = self._keys(owner, conv_id)
         result = await self._items_script(keys=[keys[0], keys[2], keys[1]], args=[after or "", -1 if limit < 0 else limit + 1, order])
@@ -339,15 +347,15 @@ class ConversationStore:
             raise _not_found(conv_id)
         if outcome == "bad_after":
             raise HearthError(400, f"No item {after!r} in conversation {conv_id!r}.", param="after")
-        found = [MessageItem.model_validate_json(raw) for raw in result[1:]]
+        found = [ITEM.validate_json(raw) for raw in result[1:]]
         return (found, False) if limit < 0 else (found[:limit], len(found) > limit)
 
-    async def item(self, owner: str, conv_id: str, item_id: str) -> MessageItem:
+    async def item(self, owner: str, conv_id: str, item_id: str) -> AnyItem:
         raw = await self._redis.hget(self._keys(owner, conv_id)[1], item_id)
         if raw is None:
             await self.get(owner, conv_id)  # the conversation's 404 before the item's
             raise item_not_found(conv_id, item_id)
-        return MessageItem.model_validate_json(raw)
+        return ITEM.validate_json(raw)
 
     async def delete_item(self, owner: str, conv_id: str, item_id: str) -> Conversation:
         await self.item(owner, conv_id, item_id)
@@ -359,9 +367,10 @@ class ConversationStore:
         return await self.get(owner, conv_id)
 
     async def history(self, owner: str, conv_id: str) -> list[Message]:
-        """Every message, oldest first, with the documents it attached: a chat's `messages` so far."""
+        """Every item, oldest first, as the chat's messages so far (calls and their outputs
+        included, and the documents messages attached)."""
         found, _ = await self.items(owner, conv_id, None, -1, "asc")
-        return [Message(role=item.role, content=item.text(), documents=item.documents()) for item in found]
+        return chat_history(found)
 
     async def _rank_after(self, owner: str, after: str | None) -> int:
         """Where a page that follows the conversation `after` starts in the activity order."""
@@ -394,7 +403,7 @@ class ConversationStore:
             (created_at, metadata), score, *rest = replies[n * step : (n + 1) * step]
             if created_at is None:
                 continue
-            messages = [MessageItem.model_validate_json(rest[1][i]) for i in rest[0] if i in rest[1]] if with_items else []
+            messages = [ITEM.validate_json(rest[1][i]) for i in rest[0] if i in rest[1]] if with_items else []
             loaded.append(ExportedConversation(id=conv_id, created_at=int(created_at), metadata=json.loads(metadata),
                                                last_active_ms=int(score or 0), items=messages))
         return loaded

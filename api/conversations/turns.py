@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
-from api.conversations.schemas import MessageItem, Status
+from api.conversations.schemas import AnyItem, MessageItem, Status, chat_history
 from api.conversations.store import ConversationStore, item_not_found
 from api.errors import HearthError
 from api.jobs.service import JobService
@@ -32,11 +32,11 @@ class Basis:
     """What a new turn continues: the stored messages before its question and, for a turn that
     replaces a stored question (and everything after it), that question's id."""
 
-    history: list[MessageItem]
+    history: list[AnyItem]
     replace_from: str | None = None
 
     def messages(self) -> list[Message]:
-        return [Message(role=item.role, content=item.text(), documents=item.documents()) for item in self.history]
+        return chat_history(self.history)
 
     @property
     def follows(self) -> str:
@@ -77,14 +77,16 @@ class TurnService:
         at = next((n for n, item in enumerate(stored) if item.id == replace_from), None)
         if at is None:
             raise item_not_found(conv_id, replace_from, "replace_from")
-        if stored[at].role != "user":
-            raise HearthError(400, f"replace_from: {replace_from!r} is not a user message but the {stored[at].role}'s; name the "
+        found = stored[at]
+        if not isinstance(found, MessageItem) or found.role != "user":
+            what = f"the {found.role}'s" if isinstance(found, MessageItem) else f"a {found.type}"
+            raise HearthError(400, f"replace_from: {replace_from!r} is not a user message but {what}; name the "
                                    "question to replace (to answer one again, replace it with itself).", param="replace_from")
         return Basis(stored[:at], replace_from)
 
     @asynccontextmanager
-    async def taking(self, owner: str, conv_id: str | None, items: Sequence[MessageItem], job_id: str,
-                     basis: Basis | None = None) -> AsyncIterator[list[MessageItem]]:
+    async def taking(self, owner: str, conv_id: str | None, items: Sequence[AnyItem], job_id: str,
+                     basis: Basis | None = None) -> AsyncIterator[list[AnyItem]]:
         """Store the turn's `items` in the conversation (none without one), marked as answered
         by `job_id`, for the block that queues that job; withdrawn if the block fails. With the
         `basis` the turn's prompt was made from, the write replaces what it says, and is refused
@@ -102,14 +104,16 @@ class TurnService:
             raise
 
     async def file_answer(self, owner: str, conv_id: str, job_id: str) -> None:
-        """The answer, whole, as the assistant's message of its conversation; an answer cut short
-        (cancelled, failed) is kept as far as it got, marked incomplete. A conversation deleted
-        meanwhile stays deleted. Then the conversation has no answer in progress any more."""
+        """The answer, whole, as the assistant's message of its conversation (and its function
+        calls as items); an answer cut short (cancelled, failed) is kept as far as it got, marked
+        incomplete. A conversation deleted meanwhile stays deleted. Then the conversation has no
+        answer in progress any more."""
         answer = await self._jobs.answer(job_id)
-        if answer.text:  # else nothing was said (refused before a token, or failed at once)
+        if answer.text or answer.calls:  # else nothing was said (refused before a token, or failed at once)
             done = answer.final if isinstance(answer.final, DoneEvent) else None
             status: Status = "completed" if done else "incomplete"
-            await self._conversations.record_answer(owner, conv_id, job_id, answer.text, status, done.citations if done else ())
+            await self._conversations.record_answer(owner, conv_id, job_id, answer.text, status, answer.tool_calls(),
+                                                    done.citations if done else ())
         await self.release(owner, conv_id, job_id)
 
     async def release(self, owner: str, conv_id: str, job_id: str) -> None:

@@ -50,6 +50,6 @@ class Filing:
         answer = await self._jobs.answer(job.id)
         if record is None or answer.final is None:
             return
-        await self._responses.file(job.owner, job.id, Outcome(text=answer.text, final=answer.final))
+        await self._responses.file(job.owner, job.id, Outcome(text=answer.text, final=answer.final, calls=answer.tool_calls()))
         if record.conversation is not None:
             await self._turns.file_answer(job.owner, record.conversation, job.id)

@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from api.chat.service import prepare_chat, queue_chat, wait_for_answer
-from api.conversations.schemas import MessageItem, cursor_page
+from api.conversations.schemas import AnyItem, cursor_page
 from api.dependencies import (
     Conversations,
     CurrentUser,
@@ -64,7 +64,7 @@ async def _stream(jobs: JobService, job: JobRecord | None, record: StoredRespons
         if job is None:  # the job's log expired: replay the filed outcome
             assert record.outcome is not None
             finished = True
-            for message in shown(events.replay(record.outcome.text, record.outcome.final)):
+            for message in shown(events.replay(record.outcome.text, record.outcome.final, record.outcome.calls)):
                 yield message
             return
         logged = await jobs.log(job.id)
@@ -100,7 +100,7 @@ async def create_response(
     attached = await documents.attach(user.name, body.file_parts(), settings.response_retention_s if body.store else settings.job_ttl_s)
     try:
         chat = await prepare_chat(body.to_chat(earlier), user.name, jobs, redis, settings,
-                                  [*([[]] if body.instructions else []), *(m.documents for m in earlier), *attached])
+                                  [*([[]] if body.instructions else []), *(m.documents for m in [*earlier, *body.input_messages(attached)])])
     except HearthError as exc:
         raise as_responses_error(exc) from None
     record = body.stored(chat.payload.job_id, int(time.time()), chat.payload.model, earlier, attached)
@@ -122,7 +122,7 @@ async def create_response(
         return JSONResponse(response_object(record, JobStatus.QUEUED, "", None), headers=headers)
     answer = await wait_for_answer(jobs, job, request, settings.poll_s)
     assert answer.final is not None
-    return JSONResponse(ended(record, answer.text, answer.final), headers=headers)
+    return JSONResponse(ended(record, answer.text, answer.final, answer.tool_calls()), headers=headers)
 
 
 @router.get("/{response_id}", response_model=None, responses=SSE)
@@ -177,9 +177,9 @@ async def list_input_items(
     limit: Annotated[int, Query(ge=1, le=100, description="Page size, 1 to 100.")] = 20,
     order: Literal["asc", "desc"] = "desc",
 ) -> dict[str, object]:
-    """The response's own input messages (OpenAI's `ResponseItemList`), newest first by default."""
+    """The response's own input items (OpenAI's `ResponseItemList`), newest first by default."""
     record = await owned(store, user, response_id)
-    items: list[MessageItem] = record.input if order == "asc" else record.input[::-1]
+    items: list[AnyItem] = record.input if order == "asc" else record.input[::-1]
     if after is not None:
         ids = [item.id for item in items]
         if after not in ids:

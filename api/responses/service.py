@@ -12,7 +12,7 @@ from api.jobs.service import JobService
 from api.responses.objects import ended, response_object
 from api.responses.schemas import ResponseCreateRequest
 from api.responses.store import ResponseStore, StoredResponse, job_id_of
-from hearth.contract import Message
+from hearth.contract import Message, ToolCall
 from hearth.job_record import JobRecord
 from hearth.lifecycle import JobStatus
 from hearth.logs import bind
@@ -36,14 +36,14 @@ async def owned(store: ResponseStore, user: User, resp_id: str, param: str = "re
 async def current(jobs: JobService, record: StoredResponse) -> dict[str, Any]:
     """The response as it stands: the job's status and answer while it lives, else its filed outcome."""
     if record.outcome is not None:
-        return ended(record, record.outcome.text, record.outcome.final)
+        return ended(record, record.outcome.text, record.outcome.final, record.outcome.calls)
     job = await jobs.get(record.job_id)
     answer = await jobs.answer(record.job_id)
     if job is None or (answer.final is None and job.status not in (JobStatus.QUEUED, JobStatus.RUNNING)):
         raise not_found(record.id, why="has expired")
     if answer.final is not None:
-        return ended(record, answer.text, answer.final)
-    return response_object(record, job.status, answer.text, None)
+        return ended(record, answer.text, answer.final, answer.tool_calls())
+    return response_object(record, job.status, answer.text, None, calls=answer.tool_calls())
 
 
 async def history(body: ResponseCreateRequest, store: ResponseStore, jobs: JobService, conversations: ConversationStore,
@@ -62,8 +62,10 @@ async def _turns(body: ResponseCreateRequest, store: ResponseStore, jobs: JobSer
         answer = await current(jobs, previous)
         if answer["status"] in ("queued", "in_progress"):
             raise HearthError(400, f"The response {previous.id!r} has not finished yet.", param="previous_response_id")
-        text = "".join(part["text"] for item in answer["output"] for part in item["content"])
-        return previous.turns(text)
+        text = "".join(part["text"] for item in answer["output"] if item["type"] == "message" for part in item["content"])
+        calls = [ToolCall(id=item["call_id"], name=item["name"], arguments=item["arguments"]) for item in answer["output"]
+                 if item["type"] == "function_call"]
+        return previous.turns(text, calls)
     conv_id = body.conversation_id
     if conv_id is None:
         return []

@@ -14,8 +14,8 @@ from typing import Annotated, Any
 from pydantic import BaseModel, Field
 from redis.asyncio import Redis as AsyncRedis
 
-from api.conversations.schemas import MessageItem
-from hearth.contract import DoneEvent, ErrorEvent, Message
+from api.conversations.schemas import Item, as_messages
+from hearth.contract import DoneEvent, ErrorEvent, Message, ToolCall
 
 RESPONSE_KEY = "hearth:resp:{owner}:{job_id}"  # hash: request (StoredResponse JSON), outcome (Outcome JSON); expires after the retention
 ID_PREFIX = "resp_"
@@ -37,6 +37,7 @@ class Outcome(BaseModel):
 
     text: str
     final: Annotated[DoneEvent | ErrorEvent, Field(discriminator="type")]
+    calls: list[ToolCall] = []  # the function calls the answer made
 
 
 class StoredResponse(BaseModel):
@@ -44,7 +45,7 @@ class StoredResponse(BaseModel):
     created_at: int
     model: str
     instructions: str | None = None
-    input: list[MessageItem]  # this request's own input, as `input_items` lists it
+    input: list[Item]  # this request's own input, as `input_items` lists it
     history: list[Message] = []  # the turns before it (previous response's or conversation's)
     max_output_tokens: int | None = None
     temperature: float | None = None
@@ -54,15 +55,19 @@ class StoredResponse(BaseModel):
     previous_response_id: str | None = None
     conversation: str | None = None
     background: bool = False
+    tools: list[dict[str, Any]] = []  # the function tools offered, as the request gave them
+    tool_choice: str | dict[str, Any] = "auto"
+    parallel_tool_calls: bool = True
     outcome: Outcome | None = None
 
     @property
     def id(self) -> str:
         return response_id(self.job_id)
 
-    def turns(self, answer: str) -> list[Message]:
-        """The conversation so far once `answer` is given: what `previous_response_id` continues."""
-        return [*self.history, *(Message(role=i.role, content=i.text(), documents=i.documents()) for i in self.input), Message(role="assistant", content=answer)]
+    def turns(self, answer: str, calls: list[ToolCall]) -> list[Message]:
+        """The conversation so far once `answer` (and its `calls`) is given: what
+        `previous_response_id` continues."""
+        return [*self.history, *as_messages(self.input), Message(role="assistant", content=answer, tool_calls=calls)]
 
 
 # Sets a record's outcome unless the record was deleted meanwhile. KEYS: the record.
