@@ -401,10 +401,15 @@ def test_a_chat_turn_in_a_conversation_with_tools(client: openai.OpenAI) -> None
                                            max_tokens=120, extra_body=turn)
     calls = reply.choices[0].message.tool_calls
     valid_calls(calls)
+    # The next turn carries what is new only: the results of the stored answer's calls.
     results = [{"role": "tool", "tool_call_id": c.id, "content": run_tool(c)} for c in calls or []]
-    history = [*ASK, reply.choices[0].message.model_dump(exclude_none=True), *results]
-    final = client.chat.completions.create(model="any", messages=history, tools=TOOLS, tool_choice="none", max_tokens=20, extra_body=turn)
+    final = client.chat.completions.create(model="any", messages=results, tools=TOOLS, tool_choice="none", max_tokens=20, extra_body=turn)
     assert final.choices[0].message.content
+    # A result must answer a call the conversation holds.
+    with pytest.raises(openai.BadRequestError) as refused:
+        client.chat.completions.create(model="any", messages=[{"role": "tool", "tool_call_id": "call_nobody_made", "content": "4"}],
+                                       max_tokens=3, extra_body=turn)
+    assert refused.value.body["param"] == "messages.0.tool_call_id"  # type: ignore[index]
     client.chat.completions.create(model="any", messages=[{"role": "user", "content": "Thanks."}], max_tokens=3, extra_body=turn)
     assert item_kinds(client, conv.id)[:5] == ["user", "function_call", "function_call_output", "assistant", "user"]
     stored = client.conversations.items.list(conv.id, order="asc").data
