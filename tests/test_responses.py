@@ -179,7 +179,7 @@ def test_deleting_a_response_on_its_way_frees_its_conversation(stack: Stack, cli
 
 def test_a_dropped_stream_resumes_with_every_delta_once(stack: Stack, client: openai.OpenAI) -> None:
     seen = []
-    with client.responses.create(model="any", input=STORY, max_output_tokens=60, stream=True) as stream:
+    with client.responses.create(model="any", input=STORY, max_output_tokens=60, temperature=0, stream=True) as stream:
         for event in stream:
             seen.append(event)
             if sum(e.type == "response.output_text.delta" for e in seen) == 3:
