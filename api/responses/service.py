@@ -5,7 +5,7 @@ and stopping one; the router (api.responses.router) only translates HTTP."""
 from typing import Any
 
 from api.accounts.users import User
-from api.conversations.store import ConversationStore
+from api.conversations.turns import Basis, TurnService
 from api.documents.service import DocumentService
 from api.errors import HearthError
 from api.jobs.service import JobService
@@ -46,15 +46,12 @@ async def current(jobs: JobService, record: StoredResponse) -> dict[str, Any]:
     return response_object(record, job.status, answer.text, None, calls=answer.tool_calls())
 
 
-async def history(body: ResponseCreateRequest, store: ResponseStore, jobs: JobService, conversations: ConversationStore,
-                  documents: DocumentService, user: User) -> list[Message]:
-    """The turns the new input continues: a previous response's, or a conversation's, with
-    the documents their messages attached that are still kept and the caller's."""
-    turns = await _turns(body, store, jobs, conversations, user)
-    return await documents.owned_messages(user.name, turns)
-
-
-async def _turns(body: ResponseCreateRequest, store: ResponseStore, jobs: JobService, conversations: ConversationStore, user: User) -> list[Message]:
+async def history(body: ResponseCreateRequest, store: ResponseStore, jobs: JobService, turns: TurnService,
+                  documents: DocumentService, user: User) -> tuple[list[Message], Basis | None]:
+    """The turns the new input continues (a previous response's, or a conversation's, with the
+    documents their messages attached that are still kept and the caller's), and for a
+    conversation what they were read as (its turn is stored only if the conversation still ends there)."""
+    basis = None
     if body.previous_response_id is not None:
         previous = await owned(store, user, body.previous_response_id, "previous_response_id")  # its 404 first
         if body.conversation is not None:
@@ -65,11 +62,13 @@ async def _turns(body: ResponseCreateRequest, store: ResponseStore, jobs: JobSer
         text = "".join(part["text"] for item in answer["output"] if item["type"] == "message" for part in item["content"])
         calls = [ToolCall(id=item["call_id"], name=item["name"], arguments=item["arguments"]) for item in answer["output"]
                  if item["type"] == "function_call"]
-        return previous.turns(text, calls)
-    conv_id = body.conversation_id
-    if conv_id is None:
-        return []
-    return await conversations.history(user.name, conv_id)
+        turns_so_far = previous.turns(text, calls)
+    elif body.conversation_id is not None:
+        basis = await turns.basis(user.name, body.conversation_id)
+        turns_so_far = basis.messages()
+    else:
+        turns_so_far = []
+    return await documents.owned_messages(user.name, turns_so_far), basis
 
 
 async def stop(jobs: JobService, record: StoredResponse) -> JobRecord | None:
