@@ -37,6 +37,7 @@ class WorkerInfo(BaseModel):
     n_vocab: int = 0  # tokens in the model's vocabulary
     models: dict[str, int] = {}  # every model it serves -> its window
     host: str = ""
+    holder: str = ""  # the id naming it the holder of saved states (worker.holder, hearth.state_routes)
     threads: int = 0
     gpu_layers: int = 0
     # The models it holds in memory now, most recently used first (none for a moment while it

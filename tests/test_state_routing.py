@@ -13,6 +13,7 @@ from pathlib import Path
 
 import httpx
 import openai
+import pytest
 from redis import Redis
 from redis.asyncio import Redis as AsyncRedis
 
@@ -22,8 +23,10 @@ from bench.rig import end_tokens
 from devstack import MODEL, Process, RedisServer, Stack, unused_db, wait_for
 from hearth.contract import WORKERS_KEY, JobPayload, Message, SamplingParams, held_queue, job_key, worker_key
 from hearth.job_record import JobRecord, rq_job
+from hearth.state_routes import StateHolder
 from tests.test_metrics import scrape, value
-from tests.test_states import QUESTION, SYSTEM
+from tests.test_states import QUESTION, SYSTEM, lines, saved
+from worker.route_keys import RouteKeys
 from worker.settings import embedded_model_path
 
 LONG_ANSWER = 4000  # tokens: a minute of SmolLM2 on one thread, far longer than the history's prefill
@@ -118,6 +121,86 @@ def test_a_turn_waiting_for_a_dead_holder_is_answered_by_another_worker(make_sta
     assert routed + value(samples, "hearth_state_routes_total", outcome="fallback") == 1
 
 
+def route_keys(s: Stack) -> set[bytes]:
+    return set(s.redis.keys("hearth:state:*"))
+
+
+# One tier, which holds one conversation's state but not two. In memory, a state goes in when
+# the next job replaces it, so the first is evicted by the third conversation.
+ONE_TIER = {"disk": {"STATE_CACHE_MB": "0", "STATE_DISK_MB": "3"}, "memory": {"STATE_DISK_MB": "0", "STATE_CACHE_MB": "3"}}
+
+
+@pytest.mark.parametrize("tier", ONE_TIER)
+def test_a_state_evicted_from_every_tier_takes_its_route_with_it(make_stack, tier: str) -> None:
+    """Other conversations evict the first's state, whose route goes, so its next turn waits
+    for nobody (the shared queue, no routing)."""
+    s = make_stack()
+    worker = s.start_worker(**ONE_TIER[tier])
+    s.start_api()
+    history, _ = first_turn(s, [worker])
+    wait_for(lambda: len(route_keys(s)) == 1, 30, "the first route", worker)
+    (first_key,) = route_keys(s)
+    for bird in ("ducks", "geese"):
+        ask(s, [{"role": "system", "content": SYSTEM}, {"role": "user", "content": QUESTION.replace("chickens", bird)}])
+    wait_for(lambda: first_key not in route_keys(s), 30, "the first route removed", worker)
+    assert route_keys(s)  # the others', which their states keep
+    assert lines(worker, "state route removed: no saved state serves it any more")
+
+    done = client_of(s).chat.completions.create(model="any", messages=turn(history, "And what should they eat?"), max_tokens=8)
+    assert s.redis.hget(job_key(done.id.removeprefix("chatcmpl-")), "queue") == SHARED.encode()
+    samples = scrape(s)
+    assert value(samples, "hearth_state_routes_total", outcome="holder") == 0
+    assert value(samples, "hearth_state_routes_total", outcome="fallback") == 0
+
+
+def test_a_restarted_worker_is_still_the_holder_of_the_states_it_saved(make_stack, tmp_path: Path) -> None:
+    s, workers = two_workers(make_stack, tmp_path)
+    history, holder = first_turn(s, workers)
+    (other,) = [w for w in workers if w is not holder]
+    wait_for(saved(holder, 1), 30, "the state on disk", holder)
+    holder_id = s.redis.hget(worker_key(name(holder)), "holder")
+    holder.stop()
+    restarted = s.start_worker(STATE_DIR=holder.env["STATE_DIR"])  # under a new WORKER_NAME
+    assert s.redis.hget(worker_key(name(restarted)), "holder") == holder_id
+    # A chat too short to keep, so that a worker has measured its prefill speed again.
+    ask(s, [{"role": "user", "content": "Hello"}])
+    wait_for(lambda: any(json.loads(s.redis.hget(worker_key(name(w)), "prefill_tps") or b"0") > 0 for w in (restarted, other)),
+             10, "a prefill speed", restarted)
+    _, served, cached = ask(s, turn(history, "And what should they eat?"))
+    assert served == name(restarted) and cached > 0
+    assert lines(restarted, "took a turn routed here by its saved state")
+    assert value(scrape(s), "hearth_state_routes_total", outcome="holder") == 1
+
+
+def test_two_workers_sharing_a_state_dir_are_two_holders(make_stack, tmp_path: Path) -> None:
+    s = make_stack()
+    workers = [s.start_worker(STATE_DIR=str(tmp_path / "states")) for _ in range(2)]
+    ids = {s.redis.hget(worker_key(name(w)), "holder") for w in workers}
+    assert len(ids) == 2 and None not in ids
+
+
+def test_a_server_kept_conversations_next_turn_goes_to_its_holder(make_stack, tmp_path: Path) -> None:
+    """The api composes the turn's history from the stored items: its digest is the one the
+    holder wrote for the messages it answered."""
+    s, _ = two_workers(make_stack, tmp_path)
+    client = client_of(s)
+    conv = client.conversations.create()
+
+    def conversation_turn(question: str) -> tuple[str, int]:
+        done = client.chat.completions.create(model="any", max_tokens=8, temperature=0, extra_body={"conversation": conv.id},
+                                              messages=[{"role": "system", "content": SYSTEM}, {"role": "user", "content": question}])
+        wait_for(lambda: client.conversations.retrieve(conv.id).model_extra["hearth_job_id"] is None, 30, "the answer filed")
+        worker = s.redis.hget(job_key(done.id.removeprefix("chatcmpl-")), "worker")
+        assert worker is not None and done.usage is not None and done.usage.prompt_tokens_details is not None
+        return worker.decode(), done.usage.prompt_tokens_details.cached_tokens or 0
+
+    holder, _ = conversation_turn(QUESTION)
+    wait_for(lambda: json.loads(s.redis.hget(worker_key(holder), "prefill_tps") or b"0") > 0, 10, "the holder's prefill speed")
+    served, cached = conversation_turn("And what should they eat?")
+    assert served == holder and cached > 0
+    assert value(scrape(s), "hearth_state_routes_total", outcome="holder") == 1
+
+
 # Admission and release on a real Redis, without workers: where a routed turn waits, what
 # it counts towards, and when it moves to the shared queue.
 SHARED = f"interactive:{MODEL}"
@@ -181,3 +264,17 @@ def test_a_turn_leaves_its_holders_queue_when_its_time_is_up_or_the_holder_is_go
     assert ids(redis, SHARED) == [waiting, late, newer] and not ids(redis, HELD)
     release(url)  # the dead holder's empty queue is forgotten
     assert queue_key(HELD).encode() not in redis.smembers("rq:queues")
+
+
+def test_a_route_key_goes_when_no_state_carries_it_and_only_while_it_names_this_holder(redis_server: RedisServer) -> None:
+    redis = Redis.from_url(unused_db(redis_server))
+    mine, still_held, theirs = "hearth:state:m:mine", "hearth:state:m:held", "hearth:state:m:theirs"
+    for key, holder in [(mine, HOLDER), (still_held, HOLDER), (theirs, "another")]:
+        redis.set(key, StateHolder(holder=holder, tokens=100).model_dump_json())
+    keys = RouteKeys(redis, HOLDER)
+    keys.hold([mine, still_held, still_held, theirs])  # `still_held` by two states (memory and disk)
+    keys.release([mine, still_held, theirs])
+    keys.close()  # after the deletions due
+    assert not redis.exists(mine)
+    assert redis.exists(still_held)  # a state still serves it
+    assert redis.exists(theirs)  # another worker answered the conversation since

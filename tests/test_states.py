@@ -103,7 +103,7 @@ def truncate(path: Path) -> None:
 def flip_token(path: Path) -> None:
     header = state_file.read_header(path)
     raw = bytearray(path.read_bytes())
-    raw[path.stat().st_size - header.data_len - 4] ^= 0x01  # in the last token: the header checksum covers it
+    raw[header.data_offset - header.routes_len - 4] ^= 0x01  # in the last token: the header checksum covers it
     path.write_bytes(bytes(raw))
 
 
@@ -145,7 +145,7 @@ def test_another_models_state_is_never_restored(make_stack) -> None:
     would have: never restored into this one."""
     s, history, path = saved_conversation(make_stack)
     header, data = state_file.read(path, state_file.model_identity(Path(embedded_model_path())))
-    foreign = state_file.write(s.states, bytes(32), header.tokens, data)  # the same bytes, said to be another model's
+    foreign = state_file.write(s.states, bytes(32), header.tokens, header.routes, data)  # the same bytes, said to be another model's
     path.unlink()
     foreign.rename(path)
 
@@ -246,10 +246,12 @@ def test_a_state_of_another_format_or_llama_cpp_is_unusable(tmp_path: Path, monk
     tokens = np.arange(40, dtype=np.int32)
     with monkeypatch.context() as patched:  # as another version of Hearth or llama.cpp would write it
         patched.setattr(state_file, constant, other)
-        path = state_file.write(tmp_path, b"m" * 32, tokens, b"state")
+        path = state_file.write(tmp_path, b"m" * 32, tokens, frozenset(), b"state")
     with pytest.raises(state_file.Unusable, match=reason):
         state_file.read_header(path)
-    assert state_file.read(state_file.write(tmp_path, b"m" * 32, tokens, b"state"), b"m" * 32)[1] == b"state"
+    routes = frozenset({"hearth:state:m:1", "hearth:state:m:2"})
+    header, data = state_file.read(state_file.write(tmp_path, b"m" * 32, tokens, routes, b"state"), b"m" * 32)
+    assert data == b"state" and header.routes == routes
 
 
 def test_a_removed_folder_costs_its_states_never_a_turn(make_stack) -> None:

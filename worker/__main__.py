@@ -23,10 +23,12 @@ from worker.documents_prompt import DocumentReader
 from worker.embedder import Embedder, count_tokens, embedding_catalog
 from worker.engine import Engine
 from worker.fit_check import FitChecker
+from worker.holder import Holder
 from worker.meter import JobMeter
 from worker.models import catalog
 from worker.pool import ModelPool
 from worker.prompter import Prompter
+from worker.route_keys import RouteKeys
 from worker.runner import JobRunner
 from worker.settings import WorkerSettings
 from worker.state_disk import StateDisk
@@ -105,10 +107,13 @@ def main() -> None:
     rq_redis = connect(settings.redis_url)
     files = catalog(settings)
     models = list(files)
-    disk = StateDisk(Path(settings.state_dir), settings.state_disk_mb * 2**20) if settings.state_disk_mb else None
+    # The holder of its saved states: the same after a restart when they are on disk.
+    holder = Holder(Path(settings.state_dir)) if settings.state_disk_mb else None  # locked while this process runs
+    routes = RouteKeys(redis, holder.id if holder else settings.worker_name)
+    disk = StateDisk(Path(settings.state_dir), settings.state_disk_mb * 2**20, routes) if settings.state_disk_mb else None
     embeddings = embedding_catalog(settings.embedding_models, settings.embedding_max_tokens, files)
     embedding_models = list(embeddings)
-    pool = ModelPool(files, settings.model_memory_budget_mb * 2**20, lambda file: Engine(settings, file, disk), redis, embeddings,
+    pool = ModelPool(files, settings.model_memory_budget_mb * 2**20, lambda file: Engine(settings, file, disk, routes), redis, embeddings,
                      lambda file, spec: Embedder.load(file, spec, settings.n_threads, settings.n_gpu_layers))
     log.info("serving %d model(s)", len(models), extra={"models": {m.id: m.n_ctx for m in files.values()}})
     FitChecker(redis, {m.id: Prompter(m.vocab, m.n_ctx, settings.default_max_tokens, settings.chunking, settings.tool_max_parallel_calls)
@@ -116,7 +121,7 @@ def main() -> None:
                {model: partial(count_tokens, file.vocab._model) for model, (file, _) in embeddings.items()})
     meter = JobMeter(redis, settings.job_ttl_s, settings.event_interval_ms / 1000, settings.worker_name, settings.log_prompts,
                      UsageClock(settings.usage_timezone, settings.usage_clock_offset_s))
-    runner = JobRunner(settings.worker_name, pool, meter, CancelListener(redis, models),
+    runner = JobRunner(settings.worker_name, routes.holder, pool, meter, CancelListener(redis, models),
                        lambda queue, payload: save_attempt(rq_redis, queue, payload, settings.job_ttl_s), disk, DocumentReader(redis))
     heartbeat = Heartbeat(redis, settings.worker_name, models, embedding_models,
                           lambda: WorkerInfo.model_validate({**runner.info(), **meter.live()}), settings.heartbeat_interval_s, settings.heartbeat_ttl_s)
@@ -154,6 +159,7 @@ def main() -> None:
         heartbeat.stop()
         if disk is not None:
             disk.close()  # the last job's state, for this worker's successor
+        routes.close()
 
 
 if __name__ == "__main__":

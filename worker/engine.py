@@ -17,6 +17,7 @@ from worker.embedder import Embedder, EmbeddingSpec
 from worker.grammars import Grammars
 from worker.models import ModelFile
 from worker.prompter import Prompter
+from worker.route_keys import RouteKeys
 from worker.sampling import grammar_checked_llama
 from worker.settings import WorkerSettings
 from worker.state_cache import Source, StateCache
@@ -92,7 +93,7 @@ class Engine:
     """One loaded model, with its own state cache: a saved state is only ever restored into
     the model that made it."""
 
-    def __init__(self, settings: WorkerSettings, model: ModelFile, disk: StateDisk | None):
+    def __init__(self, settings: WorkerSettings, model: ModelFile, disk: StateDisk | None, routes: RouteKeys | None = None):
         self.llama = grammar_checked_llama(
             model_path=str(model.path),
             n_ctx=model.n_ctx,
@@ -110,7 +111,7 @@ class Engine:
         self._is_eog: Callable[[int], bool] = lambda token: bool(llama_cpp.llama_vocab_is_eog(vocab, token))
         self.prompter = Prompter(self.llama, self.n_ctx, settings.default_max_tokens, settings.chunking, settings.tool_max_parallel_calls)
         self.overheads = self.prompter.overheads()
-        self.cache = StateCache(self.llama, settings.state_cache_mb * 2**20, model.identity, disk)
+        self.cache = StateCache(self.llama, settings.state_cache_mb * 2**20, model.identity, disk, routes)
         self.grammars = Grammars(vocab, settings.tool_max_parallel_calls)
         # llama.cpp maps the file and reads each page on first use: one token evaluated now
         # touches every layer's weights, so reading them (from disk, at its speed, when the page
@@ -217,7 +218,7 @@ class Engine:
             send(stops.flush() + decoder.decode(b"", final=True))
         return Generation("".join(parts), finish, len(tokens), cached, len(produced), produced, reuse)
 
-    def keep_state(self) -> None:
+    def keep_state(self, route: str | None = None) -> None:
         """After a job: its state is saved (to disk, in the background) for the conversation's
-        next turn, here or after a restart."""
-        self.cache.keep()
+        next turn, here or after a restart; `route` is the key naming this worker its holder."""
+        self.cache.keep(route)

@@ -53,9 +53,9 @@ SaveAttempt = Callable[[str, JobPayload | EmbeddingPayload], tuple[str, str]]
 
 
 class JobRunner:
-    def __init__(self, name: str, pool: ModelPool, writer: EventWriter, cancels: CancelListener, save_attempt: SaveAttempt,
+    def __init__(self, name: str, holder: str, pool: ModelPool, writer: EventWriter, cancels: CancelListener, save_attempt: SaveAttempt,
                  disk: StateDisk | None, documents: DocumentReader):
-        self.name, self.pool, self._writer, self._cancels, self._disk = name, pool, writer, cancels, disk
+        self.name, self.holder, self.pool, self._writer, self._cancels, self._disk = name, holder, pool, writer, cancels, disk
         self._documents = documents
         self._save_attempt = save_attempt
         self.current_job: str | None = None
@@ -73,6 +73,7 @@ class JobRunner:
             "models": {m.id: m.n_ctx for m in self.pool.files.values()},  # every model it serves, by name: its window
             "loaded": self.pool.loaded,
             "host": socket.gethostname(),
+            "holder": self.holder,
             "threads": settings.n_threads,
             "gpu_layers": settings.n_gpu_layers,
             "n_ctx": engine.n_ctx,
@@ -165,11 +166,11 @@ class JobRunner:
                 prompt_tokens_details=PromptTokensDetails(cached_tokens=min(gen.cached_tokens, len(fitted.tokens))),
             )
             kept = not payload.preemptible and not (calls and calls.count) and engine.cache.keeps(usage.total_tokens)
-            answer = Message(role="assistant", content=gen.text)
+            route = state_route_key(model, [*payload.messages, Message(role="assistant", content=gen.text)]) if kept else None
             emit(DoneEvent(finish_reason=finish, usage=usage, citations=list(fitted.citations)),
-                 partial(self._after, model, [*payload.messages, answer] if kept else None, usage.total_tokens, gen.reuse))
+                 partial(self._after, route, usage.total_tokens, gen.reuse))
             if not payload.preemptible:  # a batch line's state is seldom asked for again: it would evict the chats'
-                engine.keep_state()  # after the answer's end went out: its reader never waits for the copy
+                engine.keep_state(route)  # after the answer's end went out: its reader never waits for the copy
             return {"finish_reason": finish, "usage": usage.model_dump()}
         except Paused as paused:
             if self._shutting_down.is_set():  # for this worker's successor (a chat's pause leaves it in the memory cache)
@@ -202,15 +203,14 @@ class JobRunner:
             self._writer.flush()
             self.current_job, self._preemptible = None, False
 
-    def _after(self, model: str, history: list[Message] | None, tokens: int, reuse: Source, pipe: Pipeline) -> None:
+    def _after(self, route: str | None, tokens: int, reuse: Source, pipe: Pipeline) -> None:
         """With a chat's final event: its reuse of a saved state counted and, when its state is
-        kept, this worker named as its holder, so the conversation's next turn is routed here
-        (hearth.state_routes). Not for an answer with calls: its next turn's history spells
-        them as the client sends them back."""
+        kept, this worker named as its holder at `route`, so the conversation's next turn is
+        routed here (hearth.state_routes). Not for an answer with calls: its next turn's history
+        spells them as the client sends them back."""
         record_state_reuse(pipe, reuse)
-        if history is not None:
-            pipe.set(state_route_key(model, history), StateHolder(worker=self.name, tokens=tokens).model_dump_json(),
-                     ex=self.pool.current.settings.state_route_ttl_s)
+        if route is not None:
+            pipe.set(route, StateHolder(holder=self.holder, tokens=tokens).model_dump_json(), ex=self.pool.current.settings.state_route_ttl_s)
 
     def _cancelled(self, emit: Callable[[ErrorEvent], None]) -> dict[str, Any]:
         if self._shutting_down.is_set():

@@ -44,7 +44,7 @@ class WorkerSettings(CommonSettings):
     state_dir: str = Field(default_factory=lambda: str(data_dir() / "states"),
                            description="Folder of the model states saved on disk (default `.hearth/states`, under `HEARTH_DATA`): they outlive a restart of the worker and the unloading of a model.")
     state_disk_mb: int = Field(4096, ge=0, description="Disk for saved model states in `STATE_DIR`; the least recently used go first (0 = no disk tier).")
-    state_route_ttl_s: int = Field(86400, ge=60, description="How long a worker stays named in Redis as the holder of a conversation's saved state (hearth.state_routes): until then the api may route the conversation's next turn to it.")
+    state_route_ttl_s: int = Field(86400, ge=60, description="How long a worker stays named in Redis as the holder of a conversation's saved state (hearth.state_routes) at most: until then the api may route the conversation's next turn to it. The name goes sooner when no tier holds the state any more.")
     temperature: float = Field(0.7, ge=0, le=2, description="Default sampling temperature.")
     tool_max_parallel_calls: int = Field(TOOL_MAX_PARALLEL_CALLS, ge=1, le=64, description="Most function calls one answer may hold when `parallel_tool_calls` allows several: the tool grammar ends the answer after this many (a small model may otherwise go on calling until `max_tokens`).")
     top_p: float = Field(0.95, gt=0, le=1, description="Default nucleus sampling.")

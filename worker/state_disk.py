@@ -9,6 +9,8 @@ machine may share a folder, and each restores the others' states. Writes go thro
 that made a state never waits for the disk. A longer state of a conversation replaces the
 shorter ones it extends (restoring it serves their prefixes too); beyond the bound, the least
 recently used files go first (a file's modification time is touched when it is restored).
+Each file records the route keys it serves (worker.route_keys), its own and those of the files
+it replaced, which the index counts while the file (or its pending write) is there.
 """
 
 import logging
@@ -23,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from worker import state_file
+from worker.route_keys import RouteKeys
 from worker.state_file import Unusable
 
 log = logging.getLogger(__name__)
@@ -41,15 +44,16 @@ def common_prefix(a: np.ndarray, b: np.ndarray) -> int:
 class _Entry:
     model: bytes
     tokens: np.ndarray
+    routes: frozenset[str]
     size: int
 
 
 class StateDisk:
-    def __init__(self, folder: Path, budget_bytes: int):
+    def __init__(self, folder: Path, budget_bytes: int, routes: RouteKeys):
         folder.mkdir(parents=True, exist_ok=True)
-        self.folder, self._budget = folder, budget_bytes
+        self.folder, self._budget, self._routes = folder, budget_bytes, routes
         self._index: dict[str, _Entry] = {}  # file name -> what it holds
-        self._pending: deque[tuple[bytes, np.ndarray, bytes]] = deque()
+        self._pending: deque[tuple[bytes, np.ndarray, frozenset[str], bytes]] = deque()
         self._writing = False
         self._closed = False
         self._cond = threading.Condition()
@@ -91,15 +95,16 @@ class StateDisk:
             os.utime(path)  # recently used: evicted last
         return header.tokens, data
 
-    def save(self, model: bytes, tokens: np.ndarray, data: bytes) -> None:
-        """Queue a state to be written; returns at once."""
+    def save(self, model: bytes, tokens: np.ndarray, routes: frozenset[str], data: bytes) -> None:
+        """Queue a state, which serves `routes`, to be written; returns at once."""
         if len(data) > self._budget:
             return
+        self._routes.hold(routes)
         with self._cond:
             if len(self._pending) >= MAX_PENDING:
-                self._pending.popleft()
+                self._routes.release(self._pending.popleft()[2])
                 log.info("state write skipped: the disk is behind")
-            self._pending.append((model, tokens, data))
+            self._pending.append((model, tokens, routes, data))
             self._cond.notify_all()
 
     def close(self, timeout_s: float = 30) -> None:
@@ -120,25 +125,27 @@ class StateDisk:
                 self._cond.wait_for(lambda: self._pending or self._closed)
                 if not self._pending:
                     return
-                model, tokens, data = self._pending.popleft()
+                model, tokens, routes, data = self._pending.popleft()
                 self._writing = True
             try:
-                self._write(model, tokens, data)
+                self._write(model, tokens, routes, data)
             except OSError as exc:  # a full or read-only disk costs the saving, never a job
                 log.warning("could not write a saved state: %s", exc.strerror)
             finally:
+                self._routes.release(routes)  # the written file holds them now, if it is there
                 with self._cond:
                     self._writing = False
                     self._cond.notify_all()
 
-    def _write(self, model: bytes, tokens: np.ndarray, data: bytes) -> None:
+    def _write(self, model: bytes, tokens: np.ndarray, routes: frozenset[str], data: bytes) -> None:
         started = time.monotonic()
         self.folder.mkdir(parents=True, exist_ok=True)  # removed meanwhile (by hand): made again
-        path = state_file.write(self.folder, model, tokens, data)
         with self._cond:
-            superseded = [name for name, e in self._index.items()
-                          if e.model == model and len(e.tokens) < len(tokens) and common_prefix(e.tokens, tokens) == len(e.tokens)]
-            self._index[path.name] = _Entry(model, tokens, path.stat().st_size)
+            superseded = {name: e.routes for name, e in self._index.items()
+                          if e.model == model and len(e.tokens) < len(tokens) and common_prefix(e.tokens, tokens) == len(e.tokens)}
+        routes = routes.union(*superseded.values())
+        path = state_file.write(self.folder, model, tokens, routes, data)
+        self._enter(path.name, _Entry(model, tokens, routes, path.stat().st_size))
         for name in superseded:
             self._remove(name)
         self._evict()
@@ -166,9 +173,10 @@ class StateDisk:
             if item.name.endswith(state_file.SUFFIX):
                 seen[item.name] = mtime
         with self._cond:
-            for gone in self._index.keys() - seen.keys():
-                del self._index[gone]
+            gone = [self._index.pop(name) for name in self._index.keys() - seen.keys()]
             unknown = [name for name in seen if name not in self._index]
+        for entry in gone:
+            self._routes.release(entry.routes)
         for name in unknown:
             try:
                 header = state_file.read_header(self.folder / name)
@@ -176,9 +184,16 @@ class StateDisk:
                 self._drop(name, str(exc))
                 del seen[name]
                 continue
-            with self._cond:
-                self._index[name] = _Entry(header.model, header.tokens, header.file_size)
+            self._enter(name, _Entry(header.model, header.tokens, header.routes, header.file_size))
         return seen
+
+    def _enter(self, name: str, entry: _Entry) -> None:
+        self._routes.hold(entry.routes)
+        with self._cond:
+            old = self._index.get(name)
+            self._index[name] = entry
+        if old is not None:
+            self._routes.release(old.routes)
 
     def _evict(self) -> None:
         """Remove the least recently used files until the rest fit the budget."""
@@ -198,5 +213,7 @@ class StateDisk:
 
     def _remove(self, name: str) -> None:
         with self._cond:
-            self._index.pop(name, None)
+            entry = self._index.pop(name, None)
         (self.folder / name).unlink(missing_ok=True)
+        if entry is not None:
+            self._routes.release(entry.routes)

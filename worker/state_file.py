@@ -1,11 +1,12 @@
 """One saved model state on disk: Hearth's own small binary format (never pickle).
 
-    header  magic, format version, model identity, engine tag, token count, data length,
-            data checksum, header checksum (over the header and the tokens)
+    header  magic, format version, model identity, engine tag, token count, routes' length,
+            data length, data checksum, header checksum (over the header, tokens and routes)
     tokens  the sequence the state holds, int32 little-endian
+    routes  the route keys it serves (worker.route_keys), UTF-8, one a line
     data    llama.cpp's sequence state (`llama_state_seq_get_data`)
 
-The header and tokens are read alone (a folder is indexed without reading the states); the
+The header, tokens and routes are read alone (a folder is indexed without reading the states); the
 data's checksum is checked before any of it reaches llama.cpp. A file that is truncated,
 half-written, of another format version, another model or another llama.cpp, or whose bytes
 changed, reads as `Unusable`: its caller removes it.
@@ -23,8 +24,8 @@ import llama_cpp
 import numpy as np
 
 MAGIC = b"HEARTHST"
-VERSION = 1
-_HEADER = struct.Struct("<8sHH32s32sIQII")  # magic, version, flags, model, engine, n_tokens, data_len, data_crc, head_crc
+VERSION = 2  # 2: the routes
+_HEADER = struct.Struct("<8sHH32s32sIIQII")  # magic, version, flags, model, engine, n_tokens, routes_len, data_len, data_crc, head_crc
 SUFFIX = ".state"
 TMP_SUFFIX = ".tmp"
 _SAMPLE = 1 << 20  # bytes of a model file hashed at each end
@@ -60,26 +61,34 @@ def file_name(model: bytes, tokens: np.ndarray) -> str:
 class Header:
     model: bytes
     tokens: np.ndarray  # int32
+    routes: frozenset[str]
+    routes_len: int
     data_len: int
     data_crc: int
 
     @property
+    def data_offset(self) -> int:
+        return _HEADER.size + 4 * len(self.tokens) + self.routes_len
+
+    @property
     def file_size(self) -> int:
-        return _HEADER.size + 4 * len(self.tokens) + self.data_len
+        return self.data_offset + self.data_len
 
 
-def write(folder: Path, model: bytes, tokens: np.ndarray, data: bytes) -> Path:
+def write(folder: Path, model: bytes, tokens: np.ndarray, routes: frozenset[str], data: bytes) -> Path:
     """Write atomically: a reader sees the whole file under its name, or no file (a crash
     leaves a `.tmp`, which no reader takes for a state)."""
     raw_tokens = tokens.astype("<i4").tobytes()
-    head = _HEADER.pack(MAGIC, VERSION, 0, model, ENGINE_TAG, len(tokens), len(data), zlib.crc32(data), 0)[:-4]
-    head += struct.pack("<I", zlib.crc32(raw_tokens, zlib.crc32(head)))
+    raw_routes = "\n".join(sorted(routes)).encode()
+    head = _HEADER.pack(MAGIC, VERSION, 0, model, ENGINE_TAG, len(tokens), len(raw_routes), len(data), zlib.crc32(data), 0)[:-4]
+    head += struct.pack("<I", zlib.crc32(raw_routes, zlib.crc32(raw_tokens, zlib.crc32(head))))
     path = folder / file_name(model, tokens)
     tmp = folder / f".{path.name}.{secrets.token_hex(4)}{TMP_SUFFIX}"
     try:
         with tmp.open("wb") as f:
             f.write(head)
             f.write(raw_tokens)
+            f.write(raw_routes)
             f.write(data)
         os.replace(tmp, path)
     finally:
@@ -88,26 +97,28 @@ def write(folder: Path, model: bytes, tokens: np.ndarray, data: bytes) -> Path:
 
 
 def read_header(path: Path) -> Header:
-    """The header and tokens, checked; the data is not read."""
+    """The header, tokens and routes, checked; the data is not read."""
     try:
         with path.open("rb") as f:
             head = f.read(_HEADER.size)
             if len(head) < _HEADER.size:
                 raise Unusable("truncated header")
-            magic, version, _flags, model, engine, n_tokens, data_len, data_crc, head_crc = _HEADER.unpack(head)
+            magic, version, _flags, model, engine, n_tokens, routes_len, data_len, data_crc, head_crc = _HEADER.unpack(head)
             if magic != MAGIC:
                 raise Unusable("not a state file")
             if version != VERSION:
                 raise Unusable(f"format version {version}")
             raw_tokens = f.read(4 * n_tokens)
+            raw_routes = f.read(routes_len)
             size = os.fstat(f.fileno()).st_size
     except OSError as exc:
         raise Unusable(f"unreadable: {exc.strerror}") from exc
-    if zlib.crc32(raw_tokens, zlib.crc32(head[:-4])) != head_crc:
+    if zlib.crc32(raw_routes, zlib.crc32(raw_tokens, zlib.crc32(head[:-4]))) != head_crc:
         raise Unusable("header checksum")
     if engine != ENGINE_TAG:
         raise Unusable("made by another llama.cpp")
-    header = Header(model, np.frombuffer(raw_tokens, dtype="<i4").astype(np.int32), data_len, data_crc)
+    routes = frozenset(raw_routes.decode().split("\n")) - {""}
+    header = Header(model, np.frombuffer(raw_tokens, dtype="<i4").astype(np.int32), routes, routes_len, data_len, data_crc)
     if size != header.file_size:
         raise Unusable(f"size {size}, expected {header.file_size}")
     return header
@@ -118,10 +129,9 @@ def read(path: Path, model: bytes) -> tuple[Header, bytes]:
     header = read_header(path)
     if header.model != model:
         raise Unusable("another model's state")
-    offset = _HEADER.size + 4 * len(header.tokens)
     try:
         with path.open("rb") as f:
-            f.seek(offset)
+            f.seek(header.data_offset)
             data = f.read(header.data_len + 1)
     except OSError as exc:
         raise Unusable(f"unreadable: {exc.strerror}") from exc

@@ -49,11 +49,11 @@ async def route_turn(redis: AsyncRedis, model: str, messages: list[Message], wor
     if raw is None:
         return None
     holder = StateHolder.model_validate_json(raw)
-    worker = next((w for w in workers if w.name == holder.worker and model in w.loaded_models()), None)
+    worker = next((w for w in workers if w.holder == holder.holder and model in w.loaded_models()), None)
     rates = [w.prefill_tps for w in workers if w.prefill_tps and model in w.serves()]
     if worker is None or not rates:
         await count(redis, RouteCounter.FALLBACK)
-        log.info("turn's state holder unavailable", extra={"holder": holder.worker, "alive": worker is not None})
+        log.info("turn's state holder unavailable", extra={"holder": holder.holder, "alive": worker is not None})
         return None
     prefill_s = holder.tokens / (worker.prefill_tps or max(rates))
     queue = held_queue(model, worker.name)
