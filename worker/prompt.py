@@ -109,7 +109,7 @@ class ChatTemplate:
     def _renders_tools(self) -> bool:
         """Whether the template shows the tools, the assistant's calls and the tool results
         itself, with calls spelled exactly as worker.tool_calls' grammar makes the model write
-        them (Hermes and Qwen 2.5 style): then it is given them as they are. Any other template
+        them (Qwen 2.5 style): then it is given them as they are. Any other template
         (none for tools, or another call syntax) gets them folded into plain messages."""
         call = ToolCall(id="call_0", name="hearth_probe", arguments='{"a": 1}')
         tool = FunctionSpec(name="hearth_probe", description="hearth probe's description", parameters={"type": "object"}, enforced={})
@@ -171,9 +171,11 @@ class ChatTemplate:
         only guide trimming, which then counts exactly). `tools`: for a template that takes
         them (`native_tools`)."""
         turns = self.normalize(messages)
-        # An empty content stays empty: a template may test it (Qwen 2.5 writes no line for it).
+        # The empty content of an answer of calls stays empty: templates test it (Qwen 2.5 then
+        # writes no line for it). Others keep their sentinel, so the overheads counted with empty
+        # contents (`Prompter.overheads`) include whatever a template writes around a content.
         json_pieces: list[str] = []
-        rendered = self._render([Turn(t.role, _SENTINEL.format(i) if t.content else "", t.tool_calls, t.tool_call_id)
+        rendered = self._render([Turn(t.role, _SENTINEL.format(i) if t.content or not t.tool_calls else "", t.tool_calls, t.tool_call_id)
                                  for i, t in enumerate(turns)], tools, json_pieces)
         # JSON that holds no special token's text goes back into the template's text: tokenized
         # apart, a seam such as `"arguments": ` + `{"` would split the ` {"` the model knows.

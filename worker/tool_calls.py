@@ -12,8 +12,8 @@ templates. The model does not have to know it: the grammar (worker.grammars.tool
 allows nothing else, with `auto` a text answer that does not start with `<`.
 
 Two ways to show the tools, the history's calls and their results:
-- native: a chat template that renders them itself with calls in this very syntax (Qwen 2.5,
-  Hermes; worker.prompt.ChatTemplate.native_tools finds out by rendering a probe) is given
+- native: a chat template that renders them itself with calls in this very syntax (Qwen 2.5
+  Instruct's; worker.prompt.ChatTemplate.native_tools finds out by rendering a probe) is given
   them as transformers passes them (`tools=`, `tool_calls`, `tool` messages), so the model
   reads its own training format and writes the syntax it was taught;
 - generic, for every other template: the tools are described in a system message, earlier
