@@ -62,3 +62,9 @@ def client(stack: Stack) -> openai.OpenAI:
 def mistral_tiny(tmp_path_factory: pytest.TempPathFactory) -> str:
     """A small GGUF with Mistral Instruct's layout and real chat template (random weights)."""
     return str(write_shaped_gguf(tmp_path_factory.mktemp("models") / "mistral-tiny.gguf", "mistral-tiny"))
+
+
+@pytest.fixture(scope="session")
+def qwen_tiny(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The same small model with Qwen 2.5 Instruct's real chat template, which takes tools."""
+    return str(write_shaped_gguf(tmp_path_factory.mktemp("models") / "qwen-tiny.gguf", "mistral-tiny", template="qwen2.5"))

@@ -6,7 +6,7 @@ import gguf
 import pytest
 from llama_cpp import Llama
 
-from tools.shaped_gguf import MISTRAL_INSTRUCT_TEMPLATE, PRESETS, Q, cached_shaped_gguf, main, tensors
+from tools.shaped_gguf import MISTRAL_INSTRUCT_TEMPLATE, PRESETS, QWEN25_TEMPLATE_PATH, Q, cached_shaped_gguf, main, tensors
 from worker.models import load_vocab
 from worker.prompter import Prompter
 from worker.settings import embedded_model_path
@@ -63,3 +63,11 @@ def test_cli_writes_the_file_and_the_cache_reuses_it(tmp_path: Path, monkeypatch
     stamp = made.stat().st_mtime_ns
     assert cached_shaped_gguf("mistral-tiny") == made and made.stat().st_mtime_ns == stamp
     assert [p.name for p in made.parent.iterdir()] == [made.name]  # no partial file left behind
+
+
+def test_the_qwen_template_option_writes_qwen_25s_template_and_no_bos(qwen_tiny: str) -> None:
+    vocab = load_vocab(qwen_tiny)
+    assert vocab.metadata["tokenizer.chat_template"] == QWEN25_TEMPLATE_PATH.read_text()
+    assert vocab.metadata["tokenizer.ggml.add_bos_token"] == "false"
+    template = Prompter(vocab, n_ctx=4096, default_max_tokens=64).template
+    assert template.native_tools and not (template.folds_system or template.merges_turns or template.needs_user_first)

@@ -1,5 +1,6 @@
 """`python -m tools.shaped_gguf OUT.gguf --preset mistral-tiny|mistral-7b`: a GGUF with Mistral
-Instruct v0.2's architecture (llama layout), its real chat template and random weights.
+Instruct v0.2's architecture (llama layout), its real chat template and random weights
+(`--template qwen2.5`: Qwen 2.5 Instruct's chat template instead, which takes tools).
 
 Its answers are gibberish, but its cost per token, its KV cache and its chat template are the
 real model's, so tests and benchmarks get Mistral's behaviour without a 5 GB download. The
@@ -38,6 +39,22 @@ MISTRAL_INSTRUCT_TEMPLATE = (
     "{% else %}{{ raise_exception('Only user and assistant roles are supported!') }}{% endif %}{% endfor %}"
 )
 
+# tokenizer_config.json's chat_template of Qwen2.5-1.5B-Instruct
+# (https://huggingface.co/Qwen/Qwen2.5-1.5B-Instruct, the same in every Qwen 2.5 Instruct size),
+# verbatim, in its own file: it takes `tools`, renders `tool_calls` and `tool` messages, and
+# asks for Hermes-style `<tool_call>` blocks.
+QWEN25_TEMPLATE_PATH = Path(__file__).parent / "templates" / "qwen2.5-instruct.jinja"
+
+TemplateName = Literal["mistral-instruct", "qwen2.5"]
+
+
+def chat_template(name: TemplateName) -> tuple[str, bool]:
+    """The chat template, and whether its model's tokenizer adds a BOS token (Qwen's does not)."""
+    if name == "qwen2.5":
+        return QWEN25_TEMPLATE_PATH.read_text(), False
+    return MISTRAL_INSTRUCT_TEMPLATE, True
+
+
 QType = Literal["Q5_K", "Q4_0", "Q8_0"]
 FILE_TYPES: dict[QType, LlamaFileType] = {
     "Q5_K": LlamaFileType.MOSTLY_Q5_K_S,  # what `make model` downloads
@@ -46,7 +63,7 @@ FILE_TYPES: dict[QType, LlamaFileType] = {
 }
 # The block scale `d` of each quantized block: small, so random quants keep activations finite.
 SCALE_K, SCALE_0 = 2e-5, 2e-3
-# Keys copied from the tokenizer's GGUF; add_bos_token is Mistral's own (True), set below.
+# Keys copied from the tokenizer's GGUF; add_bos_token is the template's model's own, set below.
 TOKENIZER_PREFIX = "tokenizer.ggml."
 SKIPPED_KEYS = {gguf.Keys.Tokenizer.ADD_BOS}
 
@@ -140,10 +157,10 @@ def copy_tokenizer(source: Path, writer: gguf.GGUFWriter) -> int:
 
 
 def write_shaped_gguf(out: Path, preset: str, qtype: QType = "Q5_K", tokenizer_from: Path | None = None,
-                      pooling: gguf.PoolingType | None = None) -> Path:
+                      pooling: gguf.PoolingType | None = None, template: TemplateName = "mistral-instruct") -> Path:
     """Write the model to `out` (streamed: memory holds one tensor at a time) and return it.
     `pooling` names how its embeddings are pooled, as an embedding model's GGUF does (such as
-    Qwen3-Embedding's LAST); a chat model's names none."""
+    Qwen3-Embedding's LAST); a chat model's names none. `template`: its chat template."""
     shape = PRESETS[preset]
     source = tokenizer_from or Path(embedded_model_path())
     writer = gguf.GGUFWriter(out, gguf.MODEL_ARCH_NAMES[gguf.MODEL_ARCH.LLAMA])
@@ -162,8 +179,9 @@ def write_shaped_gguf(out: Path, preset: str, qtype: QType = "Q5_K", tokenizer_f
     writer.add_file_type(FILE_TYPES[qtype])
     n_vocab = copy_tokenizer(source, writer)
     writer.add_vocab_size(n_vocab)
-    writer.add_add_bos_token(True)
-    writer.add_chat_template(MISTRAL_INSTRUCT_TEMPLATE)
+    source_text, add_bos = chat_template(template)
+    writer.add_add_bos_token(add_bos)
+    writer.add_chat_template(source_text)
 
     layout = list(tensors(shape, n_vocab, Q[qtype]))
     for t in layout:
@@ -209,10 +227,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("out", type=Path, help="the GGUF file to write")
     p.add_argument("--preset", choices=PRESETS, required=True, help="mistral-tiny: a few MB, for tests; mistral-7b: the real shapes")
     p.add_argument("--qtype", choices=get_args(QType), default="Q5_K", help="weight quantization (default: %(default)s)")
+    p.add_argument("--template", choices=get_args(TemplateName), default="mistral-instruct",
+                   help="the chat template (default: %(default)s)")
     p.add_argument("--tokenizer-from", type=Path, help="a GGUF whose tokenizer to copy (default: the embedded SmolLM2)")
     args = p.parse_args(argv)
     setup_logging("tools", CommonSettings(log_format="text"))
-    write_shaped_gguf(args.out, args.preset, args.qtype, args.tokenizer_from)
+    write_shaped_gguf(args.out, args.preset, args.qtype, args.tokenizer_from, template=args.template)
     return 0
 
 

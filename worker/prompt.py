@@ -6,19 +6,27 @@ Two traps this module exists for:
   probe the template once and, where it needs it, fold the system prompt into the first user
   turn and merge consecutive same-role messages, so the system prompt always reaches the model.
 - Rendering then tokenizing the whole prompt with special tokens parsed would turn user text
-  such as `<|im_end|>` into real control tokens. Message contents are rendered as sentinels
-  and tokenized as plain text; only the template's own text may contain special tokens.
+  such as `<|im_end|>` into real control tokens. Message contents, and whatever the template
+  writes as JSON (`tojson`: tools, call arguments), are rendered as sentinels and tokenized
+  as plain text; only the template's own text may contain special tokens.
+
+A template that takes tools (`native_tools`) renders them, the assistant's calls and the tool
+results itself, as its model was trained to read them; see worker.tool_calls.
 """
 
+import json
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from itertools import groupby
+from typing import Any
 
-from jinja2 import TemplateError
+from jinja2 import TemplateError, pass_context
+from jinja2.runtime import Context
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from hearth.contract import Message
+from hearth.contract import FunctionSpec, Message, ToolCall
+from worker.tool_calls import call_text, template_call, template_tool
 
 Tokenize = Callable[[bytes, bool], list[int]]  # (text, parse_special) -> tokens
 
@@ -27,46 +35,91 @@ CHATML = (
     "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content']"
     " + '<|im_end|>\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
-_SENTINEL = "\x1ehearth{}\x1e"
-_SENTINEL_RE = re.compile("\x1ehearth(\\d+)\x1e")
+_SENTINEL = "\x1ehearth{}\x1e"  # a message's content
+_JSON_SENTINEL = "\x1ehearthjson{}\x1e"  # a piece of JSON the template wrote (`tojson`)
+_SENTINEL_RE = re.compile("\x1ehearth(json)?(\\d+)\x1e")
+_JSON_PIECES = "hearth_json_pieces"  # the render's list of `tojson` texts, when they are to be kept apart
 
 
 def _raise(message: str) -> None:
     raise TemplateError(message)
 
 
+@pass_context
+def _tojson(context: Context, value: Any, ensure_ascii: bool = False, indent: int | None = None,
+            separators: tuple[str, str] | None = None, sort_keys: bool = False) -> str:
+    """JSON as transformers' chat templates write it (jinja's own `tojson` escapes `<`, `>`,
+    `&` and `'` for HTML, which no model was trained on); kept apart as a sentinel when the
+    prompt is being tokenized, because it holds the caller's text."""
+    text = json.dumps(value, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
+    pieces = context.get(_JSON_PIECES)
+    if pieces is None:
+        return text
+    pieces.append(text)
+    return _JSON_SENTINEL.format(len(pieces) - 1)
+
+
 @dataclass(frozen=True)
 class Turn:
     role: str
     content: str
+    tool_calls: tuple[ToolCall, ...] = ()
+    tool_call_id: str | None = None
 
 
 class ChatTemplate:
     def __init__(self, source: str | None, bos_token: str, eos_token: str, tokenize: Tokenize):
         env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
         env.globals["raise_exception"] = _raise
+        env.filters["tojson"] = _tojson
         self._template = env.from_string(source or CHATML)
         self._bos, self._eos = bos_token, eos_token
         self._tokenize = tokenize
-        self.folds_system = not self._accepts([Turn("system", "s"), Turn("user", "u")])
-        self.merges_turns = not self._accepts([Turn("user", "u"), Turn("user", "u")])
-        self.needs_user_first = not self._accepts([Turn("assistant", "a"), Turn("user", "u")])
+        self.folds_system = self._accepts([Turn("system", "s"), Turn("user", "u")]) is None
+        self.merges_turns = self._accepts([Turn("user", "u"), Turn("user", "u")]) is None
+        self.needs_user_first = self._accepts([Turn("assistant", "a"), Turn("user", "u")]) is None
         self.turn_markers = self._turn_markers()
+        self.native_tools = self._renders_tools()
 
-    def _render(self, turns: Sequence[Turn]) -> str:
+    def _render(self, turns: Sequence[Turn], tools: Sequence[FunctionSpec] = (), json_pieces: list[str] | None = None) -> str:
+        messages: list[dict[str, Any]] = []
+        for t in turns:
+            message: dict[str, Any] = {"role": t.role, "content": t.content}
+            if t.tool_calls:
+                message["tool_calls"] = [template_call(c) for c in t.tool_calls]
+            if t.tool_call_id is not None:
+                message["tool_call_id"] = t.tool_call_id
+            messages.append(message)
         return self._template.render(
-            messages=[{"role": t.role, "content": t.content} for t in turns],
+            messages=messages,
+            tools=[template_tool(f) for f in tools] or None,
             add_generation_prompt=True,
             bos_token=self._bos,
             eos_token=self._eos,
+            **({_JSON_PIECES: json_pieces} if json_pieces is not None else {}),
         )
 
-    def _accepts(self, turns: Sequence[Turn]) -> bool:
+    def _accepts(self, turns: Sequence[Turn], tools: Sequence[FunctionSpec] = ()) -> str | None:
+        """The rendered text, or None if the template refuses these turns."""
         try:
-            self._render(turns)
-        except TemplateError:
+            return self._render(turns, tools)
+        except (TemplateError, TypeError):  # TypeError: a template adding a string to what it did not expect
+            return None
+
+    def _renders_tools(self) -> bool:
+        """Whether the template shows the tools, the assistant's calls and the tool results
+        itself, with calls spelled exactly as worker.tool_calls' grammar makes the model write
+        them (Qwen 2.5 style): then it is given them as they are. Any other template
+        (none for tools, or another call syntax) gets them folded into plain messages."""
+        call = ToolCall(id="call_0", name="hearth_probe", arguments='{"a": 1}')
+        tool = FunctionSpec(name="hearth_probe", description="hearth probe's description", parameters={"type": "object"}, enforced={})
+        rendered = self._accepts([Turn("user", _SENTINEL.format(0)), Turn("assistant", "", (call,)),
+                                  Turn("tool", _SENTINEL.format(1), tool_call_id=call.id), Turn("user", _SENTINEL.format(2))], [tool])
+        if rendered is None:
             return False
-        return True
+        shown = [rendered.find(piece) for piece in (tool.description, _SENTINEL.format(0), call_text(call.name, call.arguments),
+                                                    _SENTINEL.format(1), _SENTINEL.format(2))]
+        return -1 not in shown and shown == sorted(shown)
 
     def _turn_markers(self) -> list[str]:
         """The text that opens a new turn (`[INST]`, `<|im_start|>user`): stop strings, so a
@@ -81,8 +134,9 @@ class ChatTemplate:
 
     def normalize(self, messages: Sequence[Message]) -> list[Turn]:
         """Messages reshaped into what this template accepts, losing no content."""
-        turns = [Turn("system" if m.role == "developer" else m.role, m.content) for m in messages]
-        turns = [Turn("user", t.content) if t.role == "tool" else t for t in turns]
+        turns = [Turn("system" if m.role == "developer" else m.role, m.content, tuple(m.tool_calls), m.tool_call_id) for m in messages]
+        if not self.native_tools:  # worker.tool_calls folded calls and results into contents
+            turns = [Turn("user" if t.role == "tool" else t.role, t.content) for t in turns]
         if self.folds_system:
             system = "\n\n".join(t.content for t in turns if t.role == "system")
             turns = [t for t in turns if t.role != "system"]
@@ -97,36 +151,57 @@ class ChatTemplate:
         if self.merges_turns:
             # Joined once per run of same-role turns: concatenating one by one would copy
             # the growing text again for every message (quadratic in a run's length).
-            turns = [Turn(role, "\n\n".join(t.content for t in run)) for role, run in groupby(turns, key=lambda t: t.role)]
+            # A turn with calls or answering one is never merged: runs are of equal turns but content.
+            turns = [Turn(key[0], "\n\n".join(t.content for t in run), key[1], key[2])
+                     for key, run in groupby(turns, key=lambda t: (t.role, t.tool_calls, t.tool_call_id))]
         return turns
 
-    def text(self, messages: Sequence[Message]) -> str:
+    def text(self, messages: Sequence[Message], tools: Sequence[FunctionSpec] = ()) -> str:
         """The rendered prompt, as the model sees it (for tests and debugging)."""
-        return self._render(self.normalize(messages))
+        return self._render(self.normalize(messages), tools)
 
-    def tokens(self, messages: Sequence[Message]) -> list[int]:
+    def tokens(self, messages: Sequence[Message], tools: Sequence[FunctionSpec] = ()) -> list[int]:
         """Prompt tokens: template text with special tokens parsed, contents as plain text."""
-        return self.counted(messages, self._tokenize)[0]
+        return self.counted(messages, self._tokenize, tools)[0]
 
-    def counted(self, messages: Sequence[Message], tokenize: Tokenize) -> tuple[list[int], list[int]]:
+    def counted(self, messages: Sequence[Message], tokenize: Tokenize, tools: Sequence[FunctionSpec] = ()) -> tuple[list[int], list[int]]:
         """The prompt tokens (by `tokenize`: the model's tokenizer or a memo of it), and
         about how many of them each message adds: its text and the template text before it,
         exactly where the template keeps messages one to a turn, else an even split (shares
-        only guide trimming, which then counts exactly)."""
+        only guide trimming, which then counts exactly). `tools`: for a template that takes
+        them (`native_tools`)."""
         turns = self.normalize(messages)
-        rendered = self._render([Turn(t.role, _SENTINEL.format(i)) for i, t in enumerate(turns)])
+        # The empty content of an answer of calls stays empty: templates test it (Qwen 2.5 then
+        # writes no line for it). Others keep their sentinel, so the overheads counted with empty
+        # contents (`Prompter.overheads`) include whatever a template writes around a content.
+        json_pieces: list[str] = []
+        rendered = self._render([Turn(t.role, _SENTINEL.format(i) if t.content or not t.tool_calls else "", t.tool_calls, t.tool_call_id)
+                                 for i, t in enumerate(turns)], tools, json_pieces)
+        # JSON that holds no special token's text goes back into the template's text: tokenized
+        # apart, a seam such as `"arguments": ` + `{"` would split the ` {"` the model knows.
+        plain = [tokenize(piece.encode(errors="replace"), True) == tokenize(piece.encode(errors="replace"), False) for piece in json_pieces]
+        rendered = _SENTINEL_RE.sub(lambda m: json_pieces[int(m.group(2))] if m.group(1) and plain[int(m.group(2))] else m.group(0), rendered)
         tokens: list[int] = []
         shares = [0] * (len(turns) + 1)  # the last: the template after the last turn
-        # The pieces alternate template, content, template...: piece i belongs to turn i // 2.
-        for i, piece in enumerate(_SENTINEL_RE.split(rendered)):
+        pending = 0  # tokens since the last content: they belong to the next one's turn
+        at = 0
+        for match in [*_SENTINEL_RE.finditer(rendered), None]:
             before = len(tokens)
-            if i % 2:  # odd pieces are the captured sentinel indexes
+            template_text = rendered[at: match.start() if match else len(rendered)]
+            if template_text:
+                tokens += tokenize(template_text.encode(errors="replace"), True)
+            if match and match.group(1):  # JSON the template wrote: plain text
+                tokens += tokenize(json_pieces[int(match.group(2))].encode(errors="replace"), False)
+            elif match:
                 # "replace": a lone surrogate (refused by the api, but a job may come from
                 # elsewhere) must not fail the job.
-                tokens += tokenize(turns[int(piece)].content.encode(errors="replace"), False)
-            elif piece:
-                tokens += tokenize(piece.encode(errors="replace"), True)
-            shares[i // 2] += len(tokens) - before
+                turn = int(match.group(2))
+                tokens += tokenize(turns[turn].content.encode(errors="replace"), False)
+                shares[turn] += pending + len(tokens) - before
+                pending, before = 0, len(tokens)
+            pending += len(tokens) - before
+            at = match.end() if match else len(rendered)
+        shares[-1] += pending
         if len(turns) != len(messages):
             return tokens, [len(tokens) // max(len(messages), 1)] * len(messages)
         return tokens, shares[: len(messages)]

@@ -58,11 +58,18 @@ class Prompter:
         """Tokens of `text` as plain text (a document's, a chunk's)."""
         return len(self._tokenize(text.encode(errors="replace"), False))
 
-    def tokens(self, messages: Sequence[Message]) -> list[int]:
-        return self._counted(messages, self._tokenize).tokens
+    def tokens(self, messages: Sequence[Message], tools: ToolUse | None = None) -> list[int]:
+        """The prompt of `messages` as the model reads it, with `tools` (as `plan` shows them)."""
+        return self._counted(self._shown(messages, tools), self._tokenize, tools).tokens
 
-    def _counted(self, messages: Sequence[Message], tokenize: Tokenize) -> Counted:
-        tokens, shares = self.template.counted(messages, tokenize)
+    def _shown(self, messages: Sequence[Message], tools: ToolUse | None) -> list[Message]:
+        """The messages to render: as they are for a template that takes tools, else with the
+        tools and calls folded in (worker.tool_calls)."""
+        return list(messages) if self.template.native_tools else prompt_messages(messages, tools, self._max_calls)
+
+    def _counted(self, messages: Sequence[Message], tokenize: Tokenize, tools: ToolUse | None = None) -> Counted:
+        native = tools.functions if tools and self.template.native_tools else ()
+        tokens, shares = self.template.counted(messages, tokenize, native)
         if self._bos is not None and tokens[:1] != [self._bos]:
             tokens.insert(0, self._bos)
         return Counted(tokens, shares)
@@ -77,8 +84,8 @@ class Prompter:
 
     def plan(self, messages: Sequence[Message], max_tokens: int | None, tools: ToolUse | None = None,
              documents: Mapping[str, DocumentText] | None = None) -> Plan:
-        """The prompt that fits, with `tools` and the history's calls in worker.tool_calls'
-        format (the tools' description is a system message: never left out), and the
+        """The prompt that fits, with `tools` and the history's calls as worker.tool_calls
+        shows them (natively, or the generic system message: never left out), and the
         attached `documents` (by id) whole or in parts (worker.documents_prompt)."""
         # A plan counts overlapping parts of one chat several times, and a template repeats
         # the same text around every message: each distinct piece is tokenized once.
@@ -89,9 +96,9 @@ class Prompter:
         def fit(chat: Sequence[Message], room: int = 0) -> Plan:
             """`chat` fitted with `room` more tokens left free (for documents): an answer of
             that much more is planned, and older turns are left out for it."""
-            shown = prompt_messages(chat, tools, self._max_calls)
+            shown = self._shown(chat, tools)
             answer = self.n_ctx - limit + room if room else max_tokens
-            fitted = plan(shown, answer, self._default_max_tokens, self.n_ctx, lambda c: self._counted(c, memo))
+            fitted = plan(shown, answer, self._default_max_tokens, self.n_ctx, lambda c: self._counted(c, memo, tools))
             if fitted.kept is None:
                 return fitted
             first = len(shown) - len(chat)  # after the tools' description

@@ -9,15 +9,23 @@ A call is written as
 
 (one block per call, blocks separated by a newline), the format of Hermes and Qwen 2.5 style
 templates. The model does not have to know it: the grammar (worker.grammars.tools_gbnf)
-allows nothing else, with `auto` a text answer that does not start with `<`. The tools are
-described in a system message, earlier calls are shown in the same format and their results
-as `<tool_response>` blocks in user turns, so every chat template can carry them.
+allows nothing else, with `auto` a text answer that does not start with `<`.
+
+Two ways to show the tools, the history's calls and their results:
+- native: a chat template that renders them itself with calls in this very syntax (Qwen 2.5
+  Instruct's; worker.prompt.ChatTemplate.native_tools finds out by rendering a probe) is given
+  them as transformers passes them (`tools=`, `tool_calls`, `tool` messages), so the model
+  reads its own training format and writes the syntax it was taught;
+- generic, for every other template: the tools are described in a system message, earlier
+  calls are shown in the same syntax and their results as `<tool_response>` blocks in user
+  turns (`prompt_messages`), so any chat template can carry them.
 """
 
 import json
 from collections.abc import Sequence
+from typing import Any
 
-from hearth.contract import Message, TokenEvent, ToolCallEvent, ToolUse
+from hearth.contract import FunctionSpec, Message, TokenEvent, ToolCall, ToolCallEvent, ToolUse
 
 AnswerEvent = TokenEvent | ToolCallEvent
 
@@ -34,6 +42,20 @@ def call_text(name: str, arguments: str) -> str:
 def call_id(job_id: str, index: int) -> str:
     """Unique per answer, and the same in every attempt of a batch line."""
     return f"call_{job_id}_{index}"
+
+
+def template_tool(function: FunctionSpec) -> dict[str, Any]:
+    """A tool as chat templates that take tools read it (transformers' format)."""
+    return {"type": "function", "function": {"name": function.name, "description": function.description, "parameters": function.parameters}}
+
+
+def template_call(call: ToolCall) -> dict[str, Any]:
+    """A call as those templates read it: its arguments an object, which they write as JSON."""
+    try:
+        arguments: Any = json.loads(call.arguments)
+    except json.JSONDecodeError:  # the grammar's answers parse; a client's history might not
+        arguments = call.arguments
+    return {"id": call.id, "type": "function", "function": {"name": call.name, "arguments": arguments}}
 
 
 def describe(tools: ToolUse, max_calls: int) -> str:
