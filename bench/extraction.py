@@ -11,7 +11,7 @@ import openai
 from api.documents.formats import extract
 from bench.report import median, table
 from bench.rig import Rig
-from tests.documents import long_pdf
+from tools.sample_documents import long_pdf
 
 log = logging.getLogger(__name__)
 

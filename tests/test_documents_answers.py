@@ -11,7 +11,7 @@ from pydantic import ValidationError
 
 from api.conversations.schemas import OutputText
 from devstack import RedisServer, Stack, serve, wait_for
-from tests.documents import NEEDLE_PAGE, long_pdf
+from tools.sample_documents import NEEDLE_PAGE, long_pdf
 
 QUESTION = "Where is the spare key to the blue shed hidden?"
 NOTE = "Bin day is Thursday. The recycling goes out every other week, the green bin in spring and summer only."

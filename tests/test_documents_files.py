@@ -24,7 +24,7 @@ from devstack import ROOT, RedisServer, Stack, add_user, serve, wait_for
 from hearth.contract import RQ_SERIALIZER
 from hearth.documents import DocumentText, document_key
 from tests.batches import file_lines, request_line, run_batch, wait_status
-from tests.documents import (
+from tools.sample_documents import (
     NEEDLE,
     NEEDLE_PAGE,
     bomb_pdf,

@@ -1,4 +1,4 @@
-"""Documents the tests build themselves: PDFs written by hand (text pages, a scan-like one
+"""Documents the tests and benchmarks build themselves: PDFs written by hand (text pages, a scan-like one
 with no text layer, hostile ones), DOCX, and the long document with one fact on one page that
 retrieval must find."""
 
