@@ -3,6 +3,7 @@ attached to a message show as chips, are read by the answer (its citations, read
 api: SmolLM2's words prove nothing), stay with the conversation for a follow-up and a reload;
 an answer read from parts of a long PDF says which pages; a file the api refuses sends nothing."""
 
+import base64
 import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -18,6 +19,7 @@ from tests.test_ui import (  # noqa: F401  # fixtures
     BOT,
     CHATBOT,
     REPLY_S,
+    SUBMIT,
     TEXTBOX,
     Ui,
     ask,
@@ -74,12 +76,30 @@ def cited(item: dict[str, Any]) -> list[tuple[str, int | None, int | None]]:
     return [(a["filename"], a["page"], a["chunk"]) for a in item["content"][0]["annotations"]]
 
 
+def listed(name: str) -> re.Pattern[str]:
+    """A file's name as the attach box lists it: its stem and its suffix apart."""
+    stem, dot, suffix = name.rpartition(".")
+    return re.compile(rf"{re.escape(stem)}\s*{re.escape(dot + suffix)}")
+
+
 def attach(page: Page, paths: list[Path]) -> None:
-    """Chooses files with the attach button's input (what its file chooser and a drop fill),
-    and waits until the page holds them."""
+    """Chooses files with the attach button's file chooser, and waits until the page holds them."""
     page.locator(f"{ATTACH} input[type=file]").set_input_files([str(p) for p in paths])
     for path in paths:
-        expect(page.locator(ATTACH)).to_contain_text(path.name)
+        expect(page.locator(ATTACH)).to_contain_text(listed(path.name))
+
+
+def drop(page: Page, paths: list[Path]) -> None:
+    """Drops files on the attach box, as a file manager does, and waits until the page holds them."""
+    files = [[p.name, base64.b64encode(p.read_bytes()).decode()] for p in paths]
+    dropped = page.evaluate_handle("""(files) => {
+      const data = new DataTransfer();
+      for (const [name, b64] of files) data.items.add(new File([Uint8Array.from(atob(b64), c => c.charCodeAt(0))], name));
+      return data;
+    }""", files)
+    page.locator(f"{ATTACH} button").first.dispatch_event("drop", {"dataTransfer": dropped})
+    for path in paths:
+        expect(page.locator(ATTACH)).to_contain_text(listed(path.name))
 
 
 def kept_by_ui(ui: Ui, name: str) -> list[Path]:
@@ -93,16 +113,22 @@ def test_attached_files_show_as_chips_are_read_and_stay_for_a_follow_up(docs: St
     (bins := tmp_path / "bins.txt").write_text(BINS)
     (memo := tmp_path / "memo.pdf").write_bytes(pdf_with_pages([PLUMBER]))
     page = open_page(docs_ui.url)
+    known = {c["id"] for c in conversations(docs)}
     attach(page, [bins, memo])
+    page.click(SUBMIT)  # no message yet: nothing is sent, and the files stay attached
+    expect(page.locator(TEXTBOX)).to_be_editable()
+    expect(page.locator(ATTACH)).to_contain_text(listed("memo.pdf"))
+    assert len(conversations(docs)) == len(known)
     ask(page, docs_ui, "When is bin day?")
+    expect(page.locator(CHATBOT)).not_to_contain_text("Reading the attached files")  # read, and the answer came
     question = page.locator(USER).last
     expect(question).to_contain_text("📎 bins.txt")
     expect(question).to_contain_text("📎 memo.pdf")
     expect(question).to_contain_text("When is bin day?")
-    expect(page.locator(ATTACH)).not_to_contain_text("bins.txt")  # the next message attaches nothing unless asked
+    expect(page.locator(ATTACH)).not_to_contain_text(listed("bins.txt"))  # the next message attaches nothing unless asked
     assert not kept_by_ui(docs_ui, "bins.txt") and not kept_by_ui(docs_ui, "memo.pdf")  # sent to the api, deleted here
 
-    [conv] = conversations(docs)
+    [conv] = [c for c in conversations(docs) if c["id"] not in known]
     asked, answer = items(docs, conv["id"], 2)
     assert attached(asked) == ["bins.txt", "memo.pdf"]
     assert sorted(cited(answer)) == [("bins.txt", None, None), ("memo.pdf", None, None)]  # both read whole
@@ -171,16 +197,18 @@ def test_an_answer_read_from_parts_of_a_long_pdf_says_which_pages(docs: Stack, d
 
 def test_a_refused_file_says_why_and_sends_nothing(docs: Stack, docs_ui: Ui, tmp_path: Path,
                                                    open_page: Callable[[str], Page]) -> None:  # noqa: F811
+    (notes := tmp_path / "notes.md").write_text("# Notes\n" + BINS)
     (scan := tmp_path / "scan.pdf").write_bytes(scan_pdf())
     page = open_page(docs_ui.url)
     known, jobs = len(conversations(docs)), len(docs_ui.job_ids())
-    attach(page, [scan])
+    drop(page, [notes, scan])
     send(page, "What does the scan say?")
     refusal = page.locator(BOT).last
-    expect(refusal).to_contain_text("scan.pdf was not attached, and nothing was sent")
+    expect(refusal).to_contain_text("scan.pdf was not attached, and nothing was sent", timeout=60_000)  # each file is read as it is sent
     expect(refusal).to_contain_text("no text layer")
     expect(page.locator(TEXTBOX)).to_be_editable()
     assert len(conversations(docs)) == known and len(docs_ui.job_ids()) == jobs  # no chat made, no job
-    assert "scan.pdf" not in [f["filename"] for f in api(docs, "/files")["data"]]
-    assert not kept_by_ui(docs_ui, "scan.pdf")
+    wait_for(lambda: docs.api.log().count("DELETE /v1/files/") == 1, 10, "the file sent before the refused one to be deleted")
+    assert not {"notes.md", "scan.pdf"} & {f["filename"] for f in api(docs, "/files")["data"]}  # the message attached nothing
+    assert not kept_by_ui(docs_ui, "scan.pdf") and not kept_by_ui(docs_ui, "notes.md")
     no_error_details(page)

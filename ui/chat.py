@@ -51,6 +51,7 @@ from ui.untrusted import defused
 
 log = logging.getLogger(__name__)
 
+READING = "📎 Reading the attached files…"
 QUIET: dict[str, Any] = {"show_progress": "hidden", "api_visibility": "private"}
 
 
@@ -162,8 +163,10 @@ class ChatController:
     # A turn: what is asked is taken first (without the queue), then answered
 
     def take(self, chat: ChatSession, message: str, attached: list[str] | None) -> Updates:
-        chat.asked, chat.replacing, chat.files, chat.uploads = message, None, [], attached or []
-        return {self.p.textbox: busy(), self.p.attach: None}
+        """A message, with the files attached to it; files without a message stay attached."""
+        asked = bool(message.strip())
+        chat.asked, chat.replacing, chat.files, chat.uploads = message, None, [], (attached or []) if asked else []
+        return {self.p.textbox: busy(), self.p.attach: None} if asked else {self.p.textbox: busy()}
 
     def take_last(self, chat: ChatSession) -> Updates:
         """Regenerate: the last question again (with its documents), in place of itself and its answer."""
@@ -195,7 +198,6 @@ class ChatController:
         """Sends what was taken after the chat shown and writes the answer out as it streams."""
         asked, replacing, shown, files, uploads = chat.asked, chat.replacing, chat.messages, chat.files, chat.uploads
         if not asked.strip():
-            await asyncio.to_thread(forget, uploads)
             yield {self.p.chatbot: on_page(chat)}
             return
         session = self.client.with_key(token)
@@ -203,11 +205,14 @@ class ChatController:
         # (still stored if the turn is refused); its files show by name while they are sent.
         question: Message = {"role": "user", "content": asked, "id": replacing,
                              "files": [*files, *(DocumentRef(document_id="", filename=Path(path).name) for path in uploads)]}
-        turn = chat.messages = [*shown, question]
+        turn, showing = [*shown, question], chat.ticket
+        chat.messages = [*turn, *([note(READING)] if uploads else [])]
         yield {self.p.chatbot: on_page(chat)}
         conv_id = chat.conv_id
         try:
             question["files"] = [*files, *await self.uploaded(session, uploads)]
+            if uploads and chat.current(showing):
+                chat.messages = turn  # read: the note goes
             conv_id = await self.turn_in(session, chat, turn, settings_metadata(model, system, temperature, max_tokens))
             if conv_id is None:
                 return
