@@ -21,6 +21,7 @@ from tests.test_ui import (  # noqa: F401  # fixtures
     REPLY_S,
     SUBMIT,
     TEXTBOX,
+    TOAST,
     Ui,
     ask,
     browser,
@@ -35,14 +36,16 @@ pytestmark = pytest.mark.browser
 ATTACH = "#hearth-attach"
 USER = '[data-testid="user"]'
 BINS = "Bin day is Thursday. The recycling goes out every other week."
+MAX_FILE_BYTES = 256 * 1024
 PLUMBER = "The plumber comes on Friday at nine to fix the kitchen tap."
 
 
 @pytest.fixture(scope="module")
 def docs(redis_server: RedisServer, log_dir: Path) -> Iterator[Stack]:
     """A 768-token window, as tests/test_documents_answers.py's: small files fit whole, the
-    200-page report only in parts; answers of 8 tokens (their words are not what is checked)."""
-    yield from serve(redis_server, log_dir, N_CTX="768", DEFAULT_MAX_TOKENS="8")
+    200-page report (90 kB) only in parts; answers of 8 tokens (their words are not what is
+    checked); documents of at most 256 kB."""
+    yield from serve(redis_server, log_dir, N_CTX="768", DEFAULT_MAX_TOKENS="8", DOCUMENT_MAX_FILE_BYTES=str(MAX_FILE_BYTES))
 
 
 @pytest.fixture(scope="module")
@@ -114,7 +117,7 @@ def test_attached_files_show_as_chips_are_read_and_stay_for_a_follow_up(docs: St
     (memo := tmp_path / "memo.pdf").write_bytes(pdf_with_pages([PLUMBER]))
     page = open_page(docs_ui.url)
     known = {c["id"] for c in conversations(docs)}
-    attach(page, [bins, memo])
+    drop(page, [bins, memo])
     page.click(SUBMIT)  # no message yet: nothing is sent, and the files stay attached
     expect(page.locator(TEXTBOX)).to_be_editable()
     expect(page.locator(ATTACH)).to_contain_text(listed("memo.pdf"))
@@ -197,11 +200,15 @@ def test_an_answer_read_from_parts_of_a_long_pdf_says_which_pages(docs: Stack, d
 
 def test_a_refused_file_says_why_and_sends_nothing(docs: Stack, docs_ui: Ui, tmp_path: Path,
                                                    open_page: Callable[[str], Page]) -> None:  # noqa: F811
+    (photo := tmp_path / "photo.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(100))
     (notes := tmp_path / "notes.md").write_text("# Notes\n" + BINS)
     (scan := tmp_path / "scan.pdf").write_bytes(scan_pdf())
     page = open_page(docs_ui.url)
     known, jobs = len(conversations(docs)), len(docs_ui.job_ids())
-    drop(page, [notes, scan])
+    page.locator(f"{ATTACH} input[type=file]").set_input_files([str(photo)])  # a type Hearth does not read: the page refuses it
+    expect(page.locator(TOAST)).to_contain_text("Invalid file type: photo.png. Only .pdf, .txt")
+    expect(page.locator(ATTACH)).not_to_contain_text(listed("photo.png"))
+    attach(page, [notes, scan])
     send(page, "What does the scan say?")
     refusal = page.locator(BOT).last
     expect(refusal).to_contain_text("scan.pdf was not attached, and nothing was sent", timeout=60_000)  # each file is read as it is sent
@@ -211,4 +218,11 @@ def test_a_refused_file_says_why_and_sends_nothing(docs: Stack, docs_ui: Ui, tmp
     wait_for(lambda: docs.api.log().count("DELETE /v1/files/") == 1, 10, "the file sent before the refused one to be deleted")
     assert not {"notes.md", "scan.pdf"} & {f["filename"] for f in api(docs, "/files")["data"]}  # the message attached nothing
     assert not kept_by_ui(docs_ui, "scan.pdf") and not kept_by_ui(docs_ui, "notes.md")
-    no_error_details(page)
+
+    (big := tmp_path / "big.txt").write_text(BINS * (MAX_FILE_BYTES // len(BINS) + 1))
+    attach(page, [big])
+    send(page, "Summarise it.")
+    expect(page.locator(BOT).last).to_contain_text(f"big.txt was not attached, and nothing was sent: The document is larger than {MAX_FILE_BYTES} bytes",
+                                                   timeout=60_000)
+    assert len(conversations(docs)) == known and len(docs_ui.job_ids()) == jobs
+    no_error_details(page, ("Invalid file type",))
