@@ -15,6 +15,7 @@ from playwright.sync_api import Page, expect
 
 from devstack import RedisServer, Stack, serve, wait_for
 from tests.documents import NEEDLE_PAGE, long_pdf, pdf_with_pages, scan_pdf
+from tests.screenshots import readme_shot
 from tests.test_ui import (  # noqa: F401  # fixtures
     BOT,
     CHATBOT,
@@ -195,7 +196,7 @@ def test_an_answer_read_from_parts_of_a_long_pdf_says_which_pages(docs: Stack, d
     page.reload()  # from the stored annotations
     expect(page.locator(USER).last).to_contain_text("📎 report.pdf")
     assert note_pages() == said
-    page.screenshot(path=str(log_dir / "ui-documents.png"))
+    readme_shot(page, "documents", log_dir)
 
 
 def test_a_refused_file_says_why_and_sends_nothing(docs: Stack, docs_ui: Ui, tmp_path: Path,
