@@ -1,7 +1,7 @@
 """Documents attached to a chat message, as the chat page shows them: the files' names as chips
-above the question, and a note under an answer that read only parts of them ("answered from
-pages 12 to 14 of lease.pdf", with an en dash). Filenames are the user's, but a stored or imported conversation
-may carry any: they are shown as literal text, never as markup or a link.
+above the question, and a note under an answer that read only parts of them ("Answered from
+pages 12-14 of lease.pdf", written with an en dash). Filenames are the user's, but a stored or
+imported conversation may carry any: they are shown as literal text, never as markup or a link.
 
 The api reads the documents (`/v1/files`, purpose `user_data`); the page keeps only their ids
 and names: `files` on a user message, `citations` (hearth.documents.Citation) on an answer."""
@@ -55,8 +55,8 @@ def _runs(pages: list[int]) -> str:
 
 
 def parts_read(citations: list[Citation]) -> str | None:
-    """The note under an answer given from parts of documents ("ℹ️ Answered from pages 12-14 of
-    lease.pdf"); None when every document was read whole."""
+    """The note under an answer given from parts of documents, from its citations (those with a
+    chunk); None when every document was read whole."""
     partial: dict[str, tuple[str, list[int]]] = {}
     for c in citations:
         if c.chunk is not None:
