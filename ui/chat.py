@@ -20,6 +20,7 @@ job (closing a stream never does: the answer goes on and is stored, so a reload 
 """
 
 import asyncio
+import contextlib
 import json
 import logging
 import re
@@ -29,7 +30,9 @@ from typing import Any
 
 import gradio as gr
 
+from hearth.documents import DocumentRef
 from hearth.metadata import METADATA_VALUE_CHARS
+from ui.attachments import literal, without_chips
 from ui.chat_layout import FOLD_ON_PHONE, SAVE_DOWNLOAD, ChatPanel, Updates, busy, on_page, picker, ready
 from ui.chat_session import (
     SETTINGS_KEYS,
@@ -44,9 +47,11 @@ from ui.chat_session import (
 )
 from ui.client import ApiError, HearthClient, SessionEnded
 from ui.reply import Message, followed_reply, is_note, new_reply, note, to_openai
+from ui.untrusted import defused
 
 log = logging.getLogger(__name__)
 
+READING = "📎 Reading the attached files…"
 QUIET: dict[str, Any] = {"show_progress": "hidden", "api_visibility": "private"}
 
 
@@ -157,12 +162,14 @@ class ChatController:
 
     # A turn: what is asked is taken first (without the queue), then answered
 
-    def take(self, chat: ChatSession, message: str) -> Updates:
-        chat.asked, chat.replacing = message, None
-        return {self.p.textbox: busy()}
+    def take(self, chat: ChatSession, message: str, attached: list[str] | None) -> Updates:
+        """A message, with the files attached to it; files without a message stay attached."""
+        asked = bool(message.strip())
+        chat.asked, chat.replacing, chat.files, chat.uploads = message, None, [], (attached or []) if asked else []
+        return {self.p.textbox: busy(), self.p.attach: None} if asked else {self.p.textbox: busy()}
 
     def take_last(self, chat: ChatSession) -> Updates:
-        """Regenerate: the last question again, in place of itself and its answer."""
+        """Regenerate: the last question again (with its documents), in place of itself and its answer."""
         last = max((n for n, m in enumerate(chat.messages) if m.get("role") == "user" and not is_note(m)), default=None)
         if last is None:
             chat.asked = ""
@@ -171,13 +178,17 @@ class ChatController:
         return self.shown_up_to(chat, last)
 
     def take_edit(self, chat: ChatSession, edit: gr.EditData) -> Updates:
-        """Edit and resend: the edited question replaces it and all that followed."""
-        chat.asked = to_openai([{"role": "user", "content": edit.value}], "")[0]["content"]
-        return self.shown_up_to(chat, edit.index if isinstance(edit.index, int) else edit.index[0])
+        """Edit and resend: the edited question (with the edited one's documents) replaces it and all that followed."""
+        index = edit.index if isinstance(edit.index, int) else edit.index[0]
+        edited = without_chips(str(edit.value), chat.messages[index].get("files") or []) if index < len(chat.messages) else edit.value
+        chat.asked = to_openai([{"role": "user", "content": edited}], "")[0]["content"]
+        return self.shown_up_to(chat, index)
 
     def shown_up_to(self, chat: ChatSession, index: int) -> Updates:
         """The chat shown before message `index`; the turn replaces the first stored question from
-        there on (one the api never stored, refused or failed, has no id) and all after it."""
+        there on (one the api never stored, refused or failed, has no id) and all after it, and
+        attaches the documents that question did."""
+        chat.files, chat.uploads = list(chat.messages[index].get("files") or []), []
         chat.replacing = next((m["id"] for m in chat.messages[index:] if m.get("role") == "user" and m.get("id")), None)
         chat.messages = chat.messages[:index]
         return {self.p.chatbot: on_page(chat), self.p.textbox: busy()}
@@ -185,23 +196,28 @@ class ChatController:
     async def answer(self, token: str | None, chat: ChatSession, query: str, model: str | None, system: str,
                      temperature: float | None, max_tokens: float | None) -> AsyncIterator[Updates]:
         """Sends what was taken after the chat shown and writes the answer out as it streams."""
-        asked, replacing, shown = chat.asked, chat.replacing, chat.messages
+        asked, replacing, shown, files, uploads = chat.asked, chat.replacing, chat.messages, chat.files, chat.uploads
         if not asked.strip():
             yield {self.p.chatbot: on_page(chat)}
             return
         session = self.client.with_key(token)
         # Until the api stores the question under an id of its own, it stands for what it replaces
-        # (still stored if the turn is refused).
-        question: Message = {"role": "user", "content": asked, "id": replacing}
-        turn = chat.messages = [*shown, question]
+        # (still stored if the turn is refused); its files show by name while they are sent.
+        question: Message = {"role": "user", "content": asked, "id": replacing,
+                             "files": [*files, *(DocumentRef(document_id="", filename=Path(path).name) for path in uploads)]}
+        turn, showing = [*shown, question], chat.ticket
+        chat.messages = [*turn, *([note(READING)] if uploads else [])]
         yield {self.p.chatbot: on_page(chat)}
         conv_id = chat.conv_id
         try:
+            question["files"] = [*files, *await self.uploaded(session, uploads)]
+            if uploads and chat.current(showing):
+                chat.messages = turn  # read: the note goes
             conv_id = await self.turn_in(session, chat, turn, settings_metadata(model, system, temperature, max_tokens))
             if conv_id is None:
                 return
             yield {self.p.chatbot: on_page(chat), self.p.saved_conv: conv_id}
-            async for messages in new_reply(session, turn_messages(system, asked), conv_id, replacing, question,
+            async for messages in new_reply(session, turn_messages(system, asked, question["files"]), conv_id, replacing, question,
                                             **turn_params(model, temperature, max_tokens)):
                 if not chat.shows(conv_id):
                     return  # the answer goes on, and is stored
@@ -214,6 +230,31 @@ class ChatController:
             if chat.shows(conv_id):
                 chat.messages = [*turn, note(f"⚠️ {exc.message}")]
                 yield {self.p.chatbot: on_page(chat)}
+
+    async def uploaded(self, session: HearthClient, paths: list[str]) -> list[DocumentRef]:
+        """The files at `paths` (Gradio's copies of what the person attached), sent to the api as
+        their documents, and deleted here. A file the api refuses (too large, a scan, a type it
+        cannot read) is an `ApiError` saying which and why; those sent before it are deleted
+        again, so a refused message attaches nothing and sends nothing."""
+        refs: list[DocumentRef] = []
+        try:
+            for path in paths:
+                name, data = Path(path).name, await asyncio.to_thread(Path(path).read_bytes)
+                try:
+                    file = await session.upload_document(name, data)
+                except SessionEnded:
+                    raise
+                except ApiError as exc:
+                    raise ApiError(f"{literal(name)} was not attached, and nothing was sent: {defused(exc.message)}", exc.code) from None
+                refs.append(DocumentRef(document_id=file["id"], filename=file.get("filename") or name))
+        except ApiError:
+            for ref in refs:
+                with contextlib.suppress(ApiError):
+                    await session.delete_file(ref.document_id)
+            raise
+        finally:
+            await asyncio.to_thread(forget, paths)
+        return refs
 
     async def turn_in(self, session: HearthClient, chat: ChatSession, turn: list[Message], settings: dict[str, str]) -> str | None:
         """The conversation that `turn` goes on: the open one, or a new chat's, created (with its
@@ -347,9 +388,9 @@ def wire_chat(client: HearthClient, panel: ChatPanel, token: gr.State, ended: gr
     c, p = ChatController(client, panel, ended), panel
     chat = [token, p.session]
     answers = []
-    for trigger, take, inputs in ((p.textbox.submit, c.take, [p.textbox]), (p.chatbot.retry, c.take_last, []),
+    for trigger, take, inputs in ((p.textbox.submit, c.take, [p.textbox, p.attach]), (p.chatbot.retry, c.take_last, []),
                                   (p.chatbot.edit, c.take_edit, [])):
-        taken = trigger(take, inputs=[p.session, *inputs], outputs=[p.chatbot, p.textbox, ended], queue=False, **QUIET)
+        taken = trigger(take, inputs=[p.session, *inputs], outputs=[p.chatbot, p.textbox, p.attach, ended], queue=False, **QUIET)
         answers.append(taken.success(c.answer, inputs=[*chat, p.search, *p.settings()], outputs=[p.chatbot, p.saved_conv, p.listing, p.model, ended],
                                      concurrency_limit=concurrency, **QUIET))
     for event in answers:
@@ -406,6 +447,12 @@ def download(name: str, media_type: str, content: bytes) -> str:
 def file_name(title: str) -> str:
     """A conversation's title as a file name any system takes."""
     return re.sub(r"[^\w\- ]+", "", title).strip()[:60] or "conversation"
+
+
+def forget(paths: list[str]) -> None:
+    """Deletes Gradio's copies of attached files: the ui keeps nobody's documents on its disk."""
+    for path in paths:
+        Path(path).unlink(missing_ok=True)
 
 
 async def cancel_answer(session: HearthClient, conv_id: str | None) -> None:

@@ -7,6 +7,7 @@ import gradio as gr
 from gradio.blocks import Block
 
 from hearth.metadata import METADATA_VALUE_CHARS
+from ui.attachments import FILE_TYPES, with_chips
 from ui.chat_session import DEFAULT_MODEL, MAX_TOKENS_KEY, MODEL_KEY, SYSTEM_KEY, TEMPERATURE_KEY, TITLE_KEY, ChatSession, number
 from ui.reply import Message
 from ui.untrusted import defused
@@ -73,10 +74,14 @@ def picker(served: list[tuple[str, str]], chosen: str | None = None) -> gr.Dropd
 
 def on_page(chat: ChatSession) -> list[Message]:
     """The chat's messages as the chatbot gets them: their text defused (ui.untrusted), never as
-    written. A streaming answer sends them all again for each token, so those before the last
-    (which grows) are defused once per showing."""
+    written, under the chips of the files a question attached. A streaming answer sends them all
+    again for each token, so those before the last (which grows) are defused once per showing."""
     last = len(chat.messages) - 1
-    return [{**m, "content": defused(m["content"]) if n == last else chat.defused(m["content"])}
+
+    def shown(m: Message, text: str) -> Message:
+        return {**{k: v for k, v in m.items() if k != "files"}, "content": with_chips(text, m.get("files") or [])}
+
+    return [shown(m, defused(m["content"]) if n == last else chat.defused(m["content"]))
             if isinstance(m.get("content"), str) else m for n, m in enumerate(chat.messages)]
 
 
@@ -103,13 +108,14 @@ class ChatPanel:
     download: gr.Textbox  # hidden: a file for the browser to save (see SAVE_DOWNLOAD)
     chatbot: gr.Chatbot
     textbox: gr.Textbox
+    attach: gr.File  # the files the next message attaches (a button, or dropped on it)
 
     def settings(self) -> list[Block]:
         return [self.model, self.system, self.temperature, self.max_tokens]
 
     def outputs(self) -> list[Block]:
         return [self.saved_conv, self.sidebar, self.search, self.listing, self.title, *self.settings(),
-                self.import_result, self.download, self.chatbot, self.textbox]
+                self.import_result, self.download, self.chatbot, self.textbox, self.attach]
 
     def opened(self, chat: ChatSession, metadata: dict[str, str], served: list[tuple[str, str]]) -> Updates:
         """The page showing `chat`'s conversation, with its settings (`served`: the models to choose
@@ -117,7 +123,7 @@ class ChatPanel:
         return {self.saved_conv: chat.conv_id, self.chatbot: on_page(chat), self.listing: gr.Radio(value=chat.conv_id),
                 self.title: metadata.get(TITLE_KEY, ""), self.model: picker(served, metadata.get(MODEL_KEY, "")), self.system: metadata.get(SYSTEM_KEY, ""),
                 self.temperature: number(metadata, TEMPERATURE_KEY), self.max_tokens: number(metadata, MAX_TOKENS_KEY),
-                self.textbox: waiting()}
+                self.textbox: waiting(), self.attach: None}
 
     def reset(self) -> Updates:
         """Nothing of the last user stays on the page (the browser's `saved_conv` is the page's to keep or forget)."""
@@ -165,8 +171,12 @@ def chat_panel(sidebar: dict[str, Block], browser_key: str) -> ChatPanel:
                          elem_id="hearth-chatbot", height="60vh")
     # Not editable until the signed-in chat is shown (its follower makes it ready): text typed
     # before would be cleared by that, or sent into the chat being replaced.
-    textbox = gr.Textbox(placeholder="Message Hearth", show_label=False, submit_btn=True, stop_btn=False,
-                         max_lines=8, autofocus=True, interactive=False, elem_id="hearth-input")
+    with gr.Row(equal_height=True):
+        textbox = gr.Textbox(placeholder="Message Hearth", show_label=False, submit_btn=True, stop_btn=False,
+                             max_lines=8, autofocus=True, interactive=False, scale=4, elem_id="hearth-input")
+        # Sent to the api with the next message (ChatController.uploaded), then deleted here.
+        attach = gr.File(label="Attach (PDF, text, Markdown, HTML, DOCX)", file_count="multiple", file_types=FILE_TYPES,
+                         height=120, scale=1, min_width=180, elem_id="hearth-attach")
     return ChatPanel(session=gr.State(ChatSession()),
                      saved_conv=gr.BrowserState(None, storage_key="hearth-conversation", secret=browser_key),
-                     chatbot=chatbot, textbox=textbox, **sidebar)  # type: ignore[arg-type]
+                     chatbot=chatbot, textbox=textbox, attach=attach, **sidebar)  # type: ignore[arg-type]

@@ -1,10 +1,14 @@
 """One browser session's chat, and what a conversation's stored record means to the page."""
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from hearth.documents import DocumentRef
 from hearth.metadata import METADATA_VALUE_CHARS
+from ui.attachments import parts_read, stored_files
+from ui.client import parse_citations
 from ui.reply import Message, note
 from ui.untrusted import defused
 
@@ -25,6 +29,8 @@ class ChatSession:
     ticket: str = ""  # this showing of it: a follower of an earlier showing steps aside
     messages: list[Message] = field(default_factory=list)  # the chat as written (the page shows it defused); a stored one has its `id`
     asked: str = ""  # the message being sent
+    files: list[DocumentRef] = field(default_factory=list)  # the documents it attaches that the api has (regenerate, edit)
+    uploads: list[str] = field(default_factory=list)  # the files it attaches, on the ui's disk until sent to the api
     replacing: str | None = None  # the stored question it replaces, with all after it (regenerate, edit)
     shown_as: dict[str, str] = field(default_factory=dict, repr=False)  # messages' text as the page shows it, this showing
     unfollowed: str | None = None  # the showing whose page went out and whose follower has not started
@@ -59,7 +65,7 @@ class ChatSession:
     def forget(self) -> None:
         """Signed out: nothing of the last user stays, and whatever streamed for them steps aside."""
         self.show(None, [])
-        self.asked, self.replacing = "", None
+        self.asked, self.replacing, self.files, self.uploads = "", None, [], []
 
 
 def title_of(conv: dict[str, Any]) -> str:
@@ -67,9 +73,9 @@ def title_of(conv: dict[str, Any]) -> str:
 
 
 def shown_items(items: list[dict[str, Any]]) -> list[Message]:
-    """Stored messages as the chat shows them, with their ids (Gradio ignores the key); an answer
-    cut short says so. Function calls and their results (made through the api) show as notes,
-    which are never sent back."""
+    """Stored messages as the chat shows them, with their ids and a question's `files` (the page
+    draws them: `on_page`); an answer read from parts of documents says which, one cut short says
+    so. Function calls and their results (made through the api) show as notes, which are never sent back."""
     shown: list[Message] = []
     called: dict[str, str] = {}  # call id -> function name (letters, digits, _ and - only)
     for item in items:
@@ -82,10 +88,13 @@ def shown_items(items: list[dict[str, Any]]) -> list[Message]:
             continue
         if item.get("type") != "message" or item.get("role") not in ("user", "assistant"):
             continue
-        shown.append({"role": item["role"], "content": "\n".join(p.get("text", "") for p in item.get("content", [])),
-                      "id": item.get("id")})
-        if item["role"] == "assistant" and item.get("status") == "incomplete":
-            shown.append(note(f"ℹ️ {STOPPED}"))
+        texts = [p for p in item.get("content", []) if isinstance(p.get("text"), str)]
+        shown.append({"role": item["role"], "content": "\n".join(p["text"] for p in texts), "id": item.get("id"),
+                      **({"files": stored_files(item)} if item["role"] == "user" else {})})
+        if item["role"] == "assistant":
+            read = parts_read([c for p in texts for c in parse_citations(p.get("annotations"))])
+            shown.extend([note(read)] if read else [])
+            shown.extend([note(f"ℹ️ {STOPPED}")] if item.get("status") == "incomplete" else [])
     return shown
 
 
@@ -105,10 +114,12 @@ def turn_params(model: str | None, temperature: float | None, max_tokens: float 
     return params
 
 
-def turn_messages(system: str | None, asked: str) -> list[dict[str, str]]:
-    """A turn's request: its instructions and question; the api reads the history from the conversation."""
+def turn_messages(system: str | None, asked: str, files: Sequence[DocumentRef] = ()) -> list[dict[str, Any]]:
+    """A turn's request: its instructions and question, with the documents it attaches (file
+    parts naming them); the api reads the history, earlier documents included, from the conversation."""
     prompt = [{"role": "system", "content": system.strip()}] if system and system.strip() else []
-    return [*prompt, {"role": "user", "content": asked}]
+    parts = [{"type": "file", "file": {"file_id": f.document_id}} for f in files]
+    return [*prompt, {"role": "user", "content": [*parts, {"type": "text", "text": asked}] if parts else asked}]
 
 
 def model_choice(model: dict[str, Any]) -> tuple[str, str]:

@@ -7,7 +7,7 @@ nothing else (no exception text, no traceback) is meant to reach the page.
 import json
 import logging
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
@@ -22,6 +22,7 @@ from hearth.contract import (
     StartedEvent,
     TokenEvent,
 )
+from hearth.documents import Citation
 from hearth.sse import SseEvent, aread_sse, comment_event, parse_event
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,7 @@ class Delta:
 @dataclass(frozen=True)
 class Finished:
     finish_reason: str | None  # "stop", or "length" when the reply hit its token limit
+    citations: list[Citation] = field(default_factory=list)  # the attached documents it was given from
 
 
 # What a reply shows while it waits (the contract's own events, as the api sends them), then its text and end.
@@ -88,6 +90,17 @@ def parse_session(body: Any, token: str | None = None) -> Session:
     if body["auth"] and not isinstance(given if given is not None else token, str):
         raise ApiError(UNREADABLE, "bad_login")
     return Session(given if isinstance(given, str) else token, body["user"], str(body.get("role", "user")), body["auth"])
+
+
+def parse_citations(cited: Any) -> list[Citation]:
+    """`file_citation`s (a chat completion's `citations`, a stored answer's annotations) as
+    Citations; anything else in the list is not the page's business."""
+    if not isinstance(cited, list):
+        return []
+    return [Citation(document_id=str(c.get("file_id", "")), filename=str(c.get("filename", "")),
+                     page=c["page"] if isinstance(c.get("page"), int) else None,
+                     chunk=c["chunk"] if isinstance(c.get("chunk"), int) else None)
+            for c in cited if isinstance(c, dict) and c.get("type") == "file_citation"]
 
 
 def new_http_client() -> httpx.AsyncClient:
@@ -219,8 +232,8 @@ class ChatStream(_EventStream):
                 delta = choice.get("delta") or {}
                 if delta.get("content"):
                     events.append(Delta(str(delta["content"])))
-                if choice.get("finish_reason"):
-                    events.append(Finished(str(choice["finish_reason"])))
+                if choice.get("finish_reason"):  # Hearth's `citations` come in this chunk
+                    events.append(Finished(str(choice["finish_reason"]), parse_citations(body.get("citations"))))
         except AttributeError:
             raise ApiError(UNREADABLE, "bad_stream") from None
         return events
@@ -242,7 +255,7 @@ class JobStream(_EventStream):
                 yield Delta(event.text)
             elif isinstance(event, DoneEvent):
                 self.finished = True
-                yield Finished(event.finish_reason)
+                yield Finished(event.finish_reason, event.citations)
             elif isinstance(event, ErrorEvent):
                 self.finished = True
                 raise ApiError(event.message, event.code.value)
@@ -263,7 +276,7 @@ class HearthClient:
     def _headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self._key}"} if self._key else {}
 
-    async def open_chat(self, messages: list[dict[str, str]], conversation: str | None = None, replace_from: str | None = None,
+    async def open_chat(self, messages: list[dict[str, Any]], conversation: str | None = None, replace_from: str | None = None,
                         **params: Any) -> ChatStream:
         """Submit a streaming chat (its turn stored in `conversation`, if given, in place of its
         stored message `replace_from` and all after it, if given; `params` such as `temperature`);
@@ -396,6 +409,15 @@ class HearthClient:
 
     async def batch(self, batch_id: str) -> dict[str, Any]:
         return await self._json("GET", f"/batches/{batch_id}")
+
+    async def upload_document(self, filename: str, data: bytes) -> dict[str, Any]:
+        """A document for chats (`POST /v1/files`, purpose `user_data`): the file object, whose
+        text the api has read; a file it cannot read is an `ApiError` saying why."""
+        return await self._json("POST", "/files", files={"file": (filename, data)}, data={"purpose": "user_data"},
+                                timeout=TRANSFER_TIMEOUT_S)
+
+    async def delete_file(self, file_id: str) -> None:
+        await self._json("DELETE", f"/files/{file_id}")
 
     async def file_content(self, file_id: str | None) -> bytes:
         return await self._content(f"/files/{file_id}/content") if file_id else b""

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hearth.contract import ContextTrimmedEvent, LoadingEvent, QueuedEvent, StartedEvent
+from ui.attachments import parts_read
 from ui.client import ApiError, ChatEvent, ChatStream, Delta, Finished, HearthClient, SessionEnded
 
 log = logging.getLogger(__name__)
@@ -103,11 +104,13 @@ class ReplyView:
             self.text += event.text
         elif isinstance(event, Finished):
             self.waiting = None
+            read = parts_read(event.citations)
+            self.after.extend([read] if read else [])
             if event.finish_reason == "length":
                 self.after.append(f"ℹ️ {CUT_SHORT}")
             elif not self.text:
                 self.after.append(f"ℹ️ {EMPTY}")
-            else:
+            elif not read:
                 return False
         return True
 
@@ -142,7 +145,7 @@ async def stream_reply(open_: Callable[[], Awaitable[Any]], opened: str = "reply
             await stream.aclose()
 
 
-def new_reply(client: HearthClient, messages: list[dict[str, str]], conversation: str | None = None,
+def new_reply(client: HearthClient, messages: list[dict[str, Any]], conversation: str | None = None,
               replace_from: str | None = None, question: Message | None = None, **params: Any) -> AsyncGenerator[list[Message]]:
     """A new chat turn's reply (stored in `conversation` by the api, if given, in place of its
     message `replace_from` and all after it, if given). `question`, the page's message of what
