@@ -705,6 +705,7 @@ def test_rename_search_delete_and_nobody_else_sees_them(secured: Stack, secured_
     jobs, ended = len(secured_ui.job_ids()), secured_ui.replies_ended()
     page.locator(CHATBOT).get_by_role("button", name="Retry").last.click()
     wait_for(lambda: secured_ui.replies_ended() > ended, REPLY_S, "the regenerated reply", secured_ui.proc)
+    expect(page.locator(SUBMIT)).to_be_visible(timeout=10_000)
     wait_for(lambda: len(stored(secured, key, fruit["id"])) == 4 and stored(secured, key, fruit["id"])[3]["id"] != first_answer["id"],
              30, "the new answer to be stored")
     assert [i["content"][0]["text"] for i in stored(secured, key, fruit["id"])][::2] == ["Name a fruit.", "Name another one."]
@@ -716,6 +717,7 @@ def test_rename_search_delete_and_nobody_else_sees_them(secured: Stack, secured_
     page.fill(f"{CHATBOT} textarea.edit-textarea", "Name a berry.")
     page.locator(CHATBOT).get_by_role("button", name="Submit").click()
     wait_for(lambda: secured_ui.replies_ended() > ended, REPLY_S, "the edited turn's reply", secured_ui.proc)
+    expect(page.locator(SUBMIT)).to_be_visible(timeout=10_000)  # the answer's last update (the list, fetched then) is in
     wait_for(lambda: [i["role"] for i in stored(secured, key, fruit["id"])] == ["user", "assistant"] * 2
              and stored(secured, key, fruit["id"])[2]["content"][0]["text"] == "Name a berry.", 30, "the edited turn to be stored")
     assert len(secured_ui.job_ids()) == jobs + 2
