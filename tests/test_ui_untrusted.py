@@ -7,6 +7,7 @@ from markdown_it import MarkdownIt
 
 from tests.hostile import VECTORS, hostile_text, leak_url
 from ui.chat_session import shown_items
+from ui.shared import transcript
 from ui.untrusted import defused
 
 BASE = "http://127.0.0.1:18999"
@@ -91,3 +92,10 @@ def test_a_note_title_is_defused() -> None:
     assert not fetching(html), html
     assert leak in html  # shown as a link's address
 
+
+def test_a_shared_conversation_is_defused() -> None:
+    """Another person's messages on the Shared tab (regression: they went to the Chatbot as written)."""
+    shared = {"items": [{"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": hostile_text(BASE)}]}]}
+    [message] = transcript(shared)
+    html = rendered(message["content"])
+    assert not fetching(html), html
