@@ -15,7 +15,7 @@ from openai.pagination import SyncConversationCursorPage
 from openai.types.conversations import Conversation, Message
 from redis.asyncio import Redis as AsyncRedis
 
-from api.conversations.schemas import message
+from api.conversations.schemas import chat_history, message
 from api.conversations.store import ConversationStore
 from api.settings import ApiSettings
 from devstack import ROOT, RedisServer, Stack, add_user
@@ -350,7 +350,7 @@ def test_record_answer_is_once_per_job_and_history_lists_turns(secured: Stack) -
             await store.add_items(name, conv.id, [message("user", "Hi?")])
             recorded = await asyncio.gather(*(store.record_answer(name, conv.id, "job-1", "Hello.") for _ in range(5)))
             late = await store.record_answer(name, gone.id, "job-2", "Too late.")
-            return recorded, await store.history(name, conv.id), late
+            return recorded, chat_history((await store.items(name, conv.id, None, -1, "asc"))[0]), late
         finally:
             await redis.aclose()
 

@@ -25,13 +25,12 @@ from api.conversations.schemas import (
     Status,
     call_item,
     call_item_id,
-    chat_history,
     message,
     new_id,
 )
 from api.errors import HearthError
 from api.settings import ApiSettings
-from hearth.contract import Message, ToolCall
+from hearth.contract import ToolCall
 from hearth.documents import Citation
 from hearth.metadata import METADATA_PAIRS
 from hearth.redis_client import members, text
@@ -365,12 +364,6 @@ class ConversationStore:
             pipe.zrem(order, item_id)
             await pipe.execute()
         return await self.get(owner, conv_id)
-
-    async def history(self, owner: str, conv_id: str) -> list[Message]:
-        """Every item, oldest first, as the chat's messages so far (calls and their outputs
-        included, and the documents messages attached)."""
-        found, _ = await self.items(owner, conv_id, None, -1, "asc")
-        return chat_history(found)
 
     async def _rank_after(self, owner: str, after: str | None) -> int:
         """Where a page that follows the conversation `after` starts in the activity order."""

@@ -15,7 +15,6 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 from api.chat.service import prepare_chat, queue_chat, wait_for_answer
 from api.conversations.schemas import AnyItem, cursor_page
 from api.dependencies import (
-    Conversations,
     CurrentUser,
     Documents,
     Jobs,
@@ -88,14 +87,12 @@ async def _stream(jobs: JobService, job: JobRecord | None, record: StoredRespons
 @router.post("", response_model=None, responses={**SSE, **error_responses(409, 429)})
 async def create_response(
     body: ResponseCreateRequest, request: Request, jobs: Jobs, user: CurrentUser, redis: RedisDep, settings: Settings,
-    conversations: Conversations, turns: Turns, store: Responses, quota: QuotaCheck, documents: Documents,
+    turns: Turns, store: Responses, quota: QuotaCheck, documents: Documents,
 ) -> JSONResponse | EventSourceResponse:
     if body.background and not body.store:
         raise HearthError(400, "A background response must be stored: background needs store true.", param="background")
     conv_id = body.conversation_id
-    if conv_id is not None:
-        await turns.settle(user.name, conv_id)
-    earlier = await history(body, store, jobs, conversations, documents, user)
+    earlier, basis = await history(body, store, jobs, turns, documents, user)
     # Inline files live as long as what answers from them: the stored response, or the job.
     attached = await documents.attach(user.name, body.file_parts(), settings.response_retention_s if body.store else settings.job_ttl_s)
     try:
@@ -104,7 +101,7 @@ async def create_response(
     except HearthError as exc:
         raise as_responses_error(exc) from None
     record = body.stored(chat.payload.job_id, int(time.time()), chat.payload.model, earlier, attached)
-    async with turns.taking(user.name, conv_id, record.input, record.job_id):
+    async with turns.taking(user.name, conv_id, record.input, record.job_id, basis):
         try:
             if body.store:
                 await store.create(user.name, record)
