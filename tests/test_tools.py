@@ -409,7 +409,7 @@ def test_a_chat_turn_in_a_conversation_with_tools(client: openai.OpenAI) -> None
     with pytest.raises(openai.BadRequestError) as refused:
         client.chat.completions.create(model="any", messages=[{"role": "tool", "tool_call_id": "call_nobody_made", "content": "4"}],
                                        max_tokens=3, extra_body=turn)
-    assert refused.value.body["param"] == "messages.0.tool_call_id"  # type: ignore[index]
+    assert refused.value.body["param"] == "messages.0.tool_call_id"
     client.chat.completions.create(model="any", messages=[{"role": "user", "content": "Thanks."}], max_tokens=3, extra_body=turn)
     assert item_kinds(client, conv.id)[:5] == ["user", "function_call", "function_call_output", "assistant", "user"]
     stored = client.conversations.items.list(conv.id, order="asc").data
