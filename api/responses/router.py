@@ -97,7 +97,7 @@ async def create_response(
     attached = await documents.attach(user.name, body.file_parts(), settings.response_retention_s if body.store else settings.job_ttl_s)
     try:
         chat = await prepare_chat(body.to_chat(earlier), user.name, jobs, redis, settings,
-                                  [*([[]] if body.instructions else []), *(m.documents for m in [*earlier, *body.input_messages(attached)])])
+                                  [*([[]] if body.instructions else []), *(m.documents for m in [*earlier, *body.input_messages(earlier, attached)])])
     except HearthError as exc:
         raise as_responses_error(exc) from None
     record = body.stored(chat.payload.job_id, int(time.time()), chat.payload.model, earlier, attached)
