@@ -376,14 +376,16 @@ def item_kinds(client: openai.OpenAI, conv_id: str) -> list[str]:
     return [i.type if i.type != "message" else i.role for i in client.conversations.items.list(conv_id, order="asc").data]
 
 
-def test_a_conversation_keeps_calls_and_outputs_from_responses(client: openai.OpenAI) -> None:
+@pytest.mark.parametrize("left_out", [set(), {"id"}], ids=["as-got", "without-item-id"])
+def test_a_conversation_keeps_calls_and_outputs_from_responses(client: openai.OpenAI, left_out: set[str]) -> None:
     conv = client.conversations.create()
     response = client.responses.create(model="any", conversation=conv.id, input="What is the weather in Rome?", tools=WEATHER_ONLY,
                                        tool_choice="required", parallel_tool_calls=False, max_output_tokens=120)
     [call] = valid_items(response.output)
-    # The call goes back with its output (as the Agents SDK sends it): stored once.
+    # The call goes back with its output (as the Agents SDK sends it, or without its item id):
+    # stored once (regression: without its id, twice).
     final = client.responses.create(model="any", conversation=conv.id, tools=WEATHER_ONLY, tool_choice="none", max_output_tokens=20,
-                                    input=[call.model_dump(exclude_none=True),
+                                    input=[call.model_dump(exclude_none=True, exclude=left_out),
                                            {"type": "function_call_output", "call_id": call.call_id, "output": "18 degrees"}])
     assert final.output_text
     kinds = item_kinds(client, conv.id)  # the call was filed when the second turn began

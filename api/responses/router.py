@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from api.chat.service import prepare_chat, queue_chat, wait_for_answer
-from api.conversations.schemas import AnyItem, cursor_page
+from api.conversations.schemas import AnyItem, cursor_page, not_made
 from api.dependencies import (
     CurrentUser,
     Documents,
@@ -101,7 +101,8 @@ async def create_response(
     except HearthError as exc:
         raise as_responses_error(exc) from None
     record = body.stored(chat.payload.job_id, int(time.time()), chat.payload.model, earlier, attached)
-    async with turns.taking(user.name, conv_id, record.input, record.job_id, basis):
+    # A call sent back that the conversation holds already is not stored again, whatever its item id.
+    async with turns.taking(user.name, conv_id, not_made(record.input, earlier), record.job_id, basis):
         try:
             if body.store:
                 await store.create(user.name, record)
