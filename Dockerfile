@@ -26,13 +26,13 @@ RUN --mount=type=cache,target=/root/.cache/pip \
 
 # /models becomes the `models` volume; Docker fills a new volume from the image, so it starts
 # with a link to the embedded SmolLM2 (compose.yaml's default MODEL_PATH). /app/.hearth
-# becomes the ui's `ui-data` volume, and /app/.hearth/states the worker's `states` volume
-# (made here, so the new volume is the worker's to write). /app is writable for what Gradio
-# keeps in its working directory.
+# becomes the ui's `ui-data` volume, /app/.hearth/states the worker's `states` volume and
+# /app/.hearth/blobs the api's `documents` volume (made here, so each new volume is its
+# process's to write). /app is writable for what Gradio keeps in its working directory.
 RUN useradd --create-home hearth \
-    && mkdir -p /models /app/.hearth/states \
+    && mkdir -p /models /app/.hearth/states /app/.hearth/blobs \
     && ln -s "$(python -c 'from worker.settings import embedded_model_path as p; import os; assert os.path.isfile(p()); print(p())')" /models/ \
-    && chown hearth /app /models /app/.hearth /app/.hearth/states
+    && chown hearth /app /models /app/.hearth /app/.hearth/states /app/.hearth/blobs
 USER hearth
 
 EXPOSE 8000 7860

@@ -42,9 +42,9 @@ class ApiSettings(CommonSettings):
     s3_region: str = Field("", description="Region of `S3_BUCKET`, when the store wants one (AWS does); empty: the store's default.")
     response_retention_s: int = Field(30 * 86400, ge=60, description="How long a stored response (`/v1/responses` with `store: true`) is kept after it was created.")
     conversations_per_user: int = Field(1000, ge=1, description="Conversations one user may keep on the server; creating or importing more gets 400.")
-    conversation_items: int = Field(2000, ge=1, description="Messages one conversation may hold; adding more gets 400 (an answer to an accepted message is always kept).")
-    conversation_text_chars: int = Field(100_000, ge=1, description="Longest text of one stored message, in characters; longer gets 400.")
-    turn_queueing_s: int = Field(60, ge=5, le=3600, description="How long a conversation stays busy for an answer whose job has not been queued yet; a job missing for longer never will be (its api stopped between storing the question and queueing), and the conversation is freed.")
+    conversation_items: int = Field(2000, ge=1, description="Items one conversation may hold (messages, function calls and their outputs); adding more gets 400 (an answer to an accepted message is always kept).")
+    conversation_text_chars: int = Field(100_000, ge=1, description="Longest text of one stored item (a message's text, a function call's arguments or its output), in characters; longer gets 400.")
+    turn_queueing_s: int = Field(60, ge=5, le=3600, description="How long a conversation stays busy for an answer whose job has not been queued yet; a job missing for longer never will be (its api stopped between storing the question and queueing): its turn is withdrawn (the question goes, what it replaced comes back) and the conversation is freed.")
     conversation_import_bytes: int = Field(64 * 2**20, ge=1024, description="Largest body of a conversation import (an export file), in bytes; 413 above. Its own bound: one user's export outgrows `MAX_BODY_BYTES`.")
     # Limits on what one request may ask: refused (400/413) before anything is queued.
     max_body_bytes: int = Field(1_048_576, ge=1024, description="Largest request body in bytes; a larger one gets 413 while it is read, before it is parsed.")

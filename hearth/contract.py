@@ -269,6 +269,8 @@ class FitReply(BaseModel):
     prompt_tokens: int
     n_ctx: int
     message: str = ""
+    # Why it does not fit: too long, or a document the question attaches is gone (invalid_request).
+    code: Literal["context_length_exceeded", "invalid_request"] = "context_length_exceeded"
 
 
 class CountRequest(BaseModel):

@@ -59,15 +59,16 @@ def test_bad_lines_go_to_the_error_file_while_good_ones_complete(batch_client: o
         request_line("bad-body", "Hi", temperature=7),
         {"method": "POST", "url": "/v1/chat/completions", "body": {}},
         request_line("good-2", "Say no."),
+        request_line("in-conversation", "And then?", conversation="conv_x"),  # its history would be left out (regression: it was)
     ]
     batch = wait_status(batch_client, run_batch(batch_client, lines), ("completed", "failed"))
     assert batch.status == "completed"
-    assert (batch.request_counts.total, batch.request_counts.completed, batch.request_counts.failed) == (7, 2, 5)
+    assert (batch.request_counts.total, batch.request_counts.completed, batch.request_counts.failed) == (8, 2, 6)
     assert sorted(line["custom_id"] for line in file_lines(batch_client, batch.output_file_id)) == ["good-1", "good-2"]
     errors = {(e["custom_id"], e["error"]["code"]) for e in file_lines(batch_client, batch.error_file_id)}
     assert errors == {(None, "invalid_json"), ("good-1", "duplicate_custom_id"), ("other-url", "invalid_url"),
-                      ("bad-body", "invalid_request"), (None, "missing_custom_id")}
-    assert {e.line for e in batch.errors.data} == {2, 3, 4, 5, 6}
+                      ("bad-body", "invalid_request"), (None, "missing_custom_id"), ("in-conversation", "invalid_request")}
+    assert {e.line for e in batch.errors.data} == {2, 3, 4, 5, 6, 8}
 
 
 def test_a_line_that_cannot_fit_the_context_is_an_error_line(make_stack) -> None:

@@ -183,6 +183,17 @@ def test_saved_states_are_kept_in_a_volume_the_worker_may_write(compose: dict[st
     assert re.search(r"mkdir .*/app/\.hearth/states", dockerfile) and re.search(r"chown hearth .*/app/\.hearth/states", dockerfile)
 
 
+def test_documents_are_kept_in_a_volume_the_api_may_write(compose: dict[str, Any], services: dict[str, dict[str, Any]]) -> None:
+    """As the states (regression: the folder was not in the image, so the new volume was root's
+    and the api, not root, could not store an upload)."""
+    api = services["api"]
+    mounts = dict(v.split(":")[:2] for v in api["volumes"])
+    assert mounts.get("documents") == load(ApiSettings, api).blob_dir
+    assert "documents" in compose["volumes"]
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert re.search(r"mkdir .*/app/\.hearth/blobs", dockerfile) and re.search(r"chown hearth .*/app/\.hearth/blobs", dockerfile)
+
+
 def test_dockerfile_installs_what_make_install_installs() -> None:
     dockerfile = (ROOT / "Dockerfile").read_text()
     makefile = (ROOT / "Makefile").read_text()

@@ -264,6 +264,7 @@ def test_bounds_get_openai_shaped_400s(secured: Stack) -> None:
         lambda: client.conversations.items.create(conv.id, items=[say("user", "hi")] * 21),
         lambda: client.conversations.items.create(conv.id, items=[]),
         lambda: client.conversations.items.create(conv.id, items=[say("user", too_long)]),
+        lambda: client.conversations.items.create(conv.id, items=[{"type": "function_call_output", "call_id": "c", "output": too_long}]),
         lambda: client.conversations.items.create(conv.id, items=[{"type": "function_call_output", "output": "x"}]),  # no call_id
         lambda: client.conversations.items.create(conv.id, items=[{"type": "reasoning", "summary": []}]),
         lambda: client.conversations.items.create(conv.id, items=[

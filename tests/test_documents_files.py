@@ -362,3 +362,19 @@ def test_a_batch_line_with_a_file_goes_to_the_error_file(docs: Stack) -> None:
     [error] = file_lines(client, batch.error_file_id)
     assert error["custom_id"] == "with-file" and "not available in a batch line" in json.dumps(error)
     assert [line["custom_id"] for line in file_lines(client, batch.output_file_id)] == ["plain"]
+
+
+def test_a_document_whose_text_is_gone_is_refused_before_the_turn_is_stored(docs: Stack) -> None:
+    """The fit check counts every chat with documents (regression: one with short messages was
+    surely fitting, so its turn was stored and queued before the worker found the text gone)."""
+    client = person(docs, "kai")
+    f = client.files.create(file=("n.txt", b"Note."), purpose="user_data")
+    docs.redis.delete(document_key(f.id))  # its text gone as the question is sent (deleted meanwhile)
+    conv = client.conversations.create()
+    queued = len(docs.redis.keys("hearth:job:*"))
+    with pytest.raises(openai.BadRequestError) as refused:
+        client.chat.completions.create(model="any", max_tokens=4, extra_body={"conversation": conv.id},
+                                       messages=[{"role": "user", "content": [*ASK, {"type": "file", "file": {"file_id": f.id}}]}])  # type: ignore[misc]
+    assert refused.value.code == "invalid_request" and "no longer available" in refused.value.message
+    assert len(docs.redis.keys("hearth:job:*")) == queued
+    assert client.conversations.items.list(conv.id).data == []

@@ -60,6 +60,7 @@ def test_a_deleted_document_does_not_fit(stack: Stack) -> None:
     reply = fit(stack, [Message(role="user", content="Summarise it.", documents=[gone])])
     assert not reply.fits
     assert "'gone.pdf'" in reply.message and "no longer available" in reply.message
+    assert reply.code == "invalid_request"  # as the job's error would say (regression: context_length_exceeded)
 
 
 def test_a_conversation_goes_on_without_an_earlier_turns_deleted_document(stack: Stack) -> None:

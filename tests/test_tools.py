@@ -20,10 +20,12 @@ import openai
 import pytest
 from pydantic import BaseModel, Field
 
+from api.conversations.schemas import call_item, chat_history
 from api.responses.objects import ResponseEvents
+from api.responses.schemas import ResponseCreateRequest
 from api.responses.store import StoredResponse
 from devstack import Stack
-from hearth.contract import DoneEvent, StartedEvent, ToolCall, ToolCallEvent, Usage
+from hearth.contract import DoneEvent, Message, StartedEvent, ToolCall, ToolCallEvent, Usage
 from tests.batches import file_lines, request_line, run_batch, wait_status
 from worker.tool_calls import SEPARATOR, CallParser, call_text
 
@@ -374,14 +376,16 @@ def item_kinds(client: openai.OpenAI, conv_id: str) -> list[str]:
     return [i.type if i.type != "message" else i.role for i in client.conversations.items.list(conv_id, order="asc").data]
 
 
-def test_a_conversation_keeps_calls_and_outputs_from_responses(client: openai.OpenAI) -> None:
+@pytest.mark.parametrize("left_out", [set(), {"id"}], ids=["as-got", "without-item-id"])
+def test_a_conversation_keeps_calls_and_outputs_from_responses(client: openai.OpenAI, left_out: set[str]) -> None:
     conv = client.conversations.create()
     response = client.responses.create(model="any", conversation=conv.id, input="What is the weather in Rome?", tools=WEATHER_ONLY,
                                        tool_choice="required", parallel_tool_calls=False, max_output_tokens=120)
     [call] = valid_items(response.output)
-    # The call goes back with its output (as the Agents SDK sends it): stored once.
+    # The call goes back with its output (as the Agents SDK sends it, or without its item id):
+    # stored once (regression: without its id, twice).
     final = client.responses.create(model="any", conversation=conv.id, tools=WEATHER_ONLY, tool_choice="none", max_output_tokens=20,
-                                    input=[call.model_dump(exclude_none=True),
+                                    input=[call.model_dump(exclude_none=True, exclude=left_out),
                                            {"type": "function_call_output", "call_id": call.call_id, "output": "18 degrees"}])
     assert final.output_text
     kinds = item_kinds(client, conv.id)  # the call was filed when the second turn began
@@ -480,3 +484,24 @@ def test_a_filed_answer_of_calls_replays_as_its_stream_went() -> None:
     assert [e["type"] for _, e in replayed] == [e["type"] for _, e in seen]
     assert [n for n, _ in replayed][-3:] == [n for n, _ in seen][-3:]
     assert replayed[-1][1]["response"]["output"] == seen[-1][1]["response"]["output"]
+
+
+def test_a_call_sent_back_with_its_output_is_in_the_prompt_once() -> None:
+    """A client sends an answer's call back with its output (as the Agents SDK does) to a
+    conversation or previous response that holds the call already (regression: the model saw
+    the call twice, and a response continuing that one three times)."""
+    call = ToolCall(id="call_1", name="get_weather", arguments='{"city": "Rome"}')
+    history = [Message(role="user", content="Weather in Rome?"), Message(role="assistant", content="", tool_calls=[call])]
+    body = ResponseCreateRequest.model_validate({"model": "any", "tools": WEATHER_ONLY, "input": [
+        {"type": "function_call", "id": "fc_0", "call_id": call.id, "name": call.name, "arguments": call.arguments},
+        {"type": "function_call_output", "call_id": call.id, "output": "18 degrees"}]})
+
+    def shape(messages: list[Message]) -> list[tuple[str, list[str]]]:
+        return [(m.role, [c.id for c in m.tool_calls]) for m in messages]
+
+    once = [("user", []), ("assistant", [call.id]), ("tool", [])]
+    assert shape(body.to_chat(history).contract_messages()) == once
+    record = body.stored("0" * 32, 0, "m", history, [[], []])
+    assert shape(record.turns("18 degrees in Rome.", [])) == [*once, ("assistant", [])]
+    stored_twice = [call_item(call, "fc_0"), call_item(call, "fc_1")]  # sent back without its item id
+    assert shape(chat_history(stored_twice)) == [("assistant", [call.id])]

@@ -6,6 +6,8 @@ import pytest
 from markdown_it import MarkdownIt
 
 from tests.hostile import VECTORS, hostile_text, leak_url
+from ui.chat_session import shown_items
+from ui.shared import transcript
 from ui.untrusted import defused
 
 BASE = "http://127.0.0.1:18999"
@@ -79,3 +81,21 @@ def test_what_fetches_nothing_is_left_as_written(text: str) -> None:
 def test_a_code_span_shows_tags_as_written() -> None:
     html = rendered(defused("Use the `<div>` element, or ``![alt](src)``."))
     assert html.replace("\u2060", "") == "<p>Use the <code>&lt;div&gt;</code> element, or <code>![alt](src)</code>.</p>\n"
+
+
+def test_a_note_title_is_defused() -> None:
+    """A function call's name shows in a note's title, which Gradio renders as Markdown; an
+    imported conversation's stored call may carry any name (regression: it went in as written)."""
+    leak = leak_url(BASE, "TITLE")
+    [called] = shown_items([{"type": "function_call", "call_id": "c1", "name": f"![x]({leak})", "arguments": "{}"}])
+    html = rendered(called["metadata"]["title"])
+    assert not fetching(html), html
+    assert leak in html  # shown as a link's address
+
+
+def test_a_shared_conversation_is_defused() -> None:
+    """Another person's messages on the Shared tab (regression: they went to the Chatbot as written)."""
+    shared = {"items": [{"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": hostile_text(BASE)}]}]}
+    [message] = transcript(shared)
+    html = rendered(message["content"])
+    assert not fetching(html), html

@@ -12,6 +12,7 @@ from typing import Any
 from hearth.contract import ContextTrimmedEvent, LoadingEvent, QueuedEvent, StartedEvent
 from ui.attachments import parts_read
 from ui.client import ApiError, ChatEvent, ChatStream, Delta, Finished, HearthClient, SessionEnded
+from ui.untrusted import defused
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +35,9 @@ def trimmed_line(messages: int) -> str:
 
 
 def note(title: str, content: str = "") -> Message:
-    return {"role": "assistant", "content": content, "metadata": {"title": title}}
+    """Gradio renders a title as Markdown, and one may carry untrusted text (the name of a
+    function call in an imported conversation, an error's message): defused as messages are."""
+    return {"role": "assistant", "content": content, "metadata": {"title": defused(title)}}
 
 
 def is_note(message: Message) -> bool:

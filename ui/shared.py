@@ -10,6 +10,7 @@ from gradio.blocks import Block
 
 from ui.account import refused
 from ui.client import HearthClient
+from ui.untrusted import defused
 
 TAB = "Shared"
 EVERYONE = "*"
@@ -17,9 +18,10 @@ Updates = dict[Block, Any]
 
 
 def transcript(conversation: dict[str, Any]) -> list[dict[str, str]]:
-    """The messages as the Chatbot shows them (it renders Markdown safely)."""
+    """The messages as the Chatbot shows them: another person's text, defused as the chat's is
+    (ui.untrusted; the Chatbot's own sanitizing leaves Markdown images, which the browser fetches)."""
     return [{"role": "user" if item.get("role") == "user" else "assistant",
-             "content": "".join(part.get("text", "") for part in item.get("content") or [])}
+             "content": defused("".join(part.get("text", "") for part in item.get("content") or []))}
             for item in conversation.get("items") or [] if item.get("type") == "message" and item.get("role") in ("user", "assistant")]
 
 

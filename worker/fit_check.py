@@ -37,7 +37,7 @@ class FitChecker:
         except ContextOverflow as exc:
             return FitReply(fits=False, prompt_tokens=exc.prompt_tokens, n_ctx=prompter.n_ctx, message=str(exc))
         except DocumentMissing as exc:
-            return FitReply(fits=False, prompt_tokens=0, n_ctx=prompter.n_ctx, message=str(exc))
+            return FitReply(fits=False, prompt_tokens=0, n_ctx=prompter.n_ctx, message=str(exc), code="invalid_request")
         return FitReply(fits=True, prompt_tokens=len(fitted.tokens), n_ctx=prompter.n_ctx)
 
     def _run(self) -> None:

@@ -40,6 +40,7 @@ ACTIVE_KEY = "hearth:batches:active"  # sorted set: batch id -> created_at, unti
 CHAT_ENDPOINT, RESPONSES_ENDPOINT, EMBEDDINGS_ENDPOINT = "/v1/chat/completions", "/v1/responses", "/v1/embeddings"
 ENDPOINTS = (CHAT_ENDPOINT, RESPONSES_ENDPOINT, EMBEDDINGS_ENDPOINT)
 NOT_IN_BATCH = ("stream", "background", "previous_response_id", "conversation")  # Responses fields a line cannot use
+CHAT_NOT_IN_BATCH = ("conversation",)  # chat fields a line cannot use: its history and its answer are the conversation's
 ERRORS_SHOWN = 100  # line errors listed in the batch object's `errors`
 _TIMES = ("in_progress_at", "expires_at", "finalizing_at", "completed_at", "failed_at", "expired_at",
           "cancelling_at", "cancelled_at")
@@ -119,6 +120,12 @@ def queue_line(redis: Redis, batch_id: str, line: PendingLine, enqueue: Callable
 LineMaker = Callable[[Any, int, str], PendingLine]
 
 
+def _check_unused(request: ChatCompletionRequest | ResponseCreateRequest, fields: tuple[str, ...]) -> None:
+    for name in fields:
+        if getattr(request, name) not in (None, False):
+            raise HearthError(400, f"{name}: not available in a batch line.", param=name)
+
+
 def chat_lines(owner: str, endpoint: str, model_of: Callable[[str], str], check: Callable[[ChatCompletionRequest], None]) -> LineMaker:
     """Lines of chat completions or responses. `model_of(name)` gives the model that serves a
     request naming `name`; `check` raises what the operator's limits refuse."""
@@ -126,11 +133,10 @@ def chat_lines(owner: str, endpoint: str, model_of: Callable[[str], str], check:
     def make(raw: Any, index: int, custom_id: str) -> PendingLine:
         if endpoint == CHAT_ENDPOINT:
             body, request = ChatCompletionRequest.model_validate(raw), None
+            _check_unused(body, CHAT_NOT_IN_BATCH)
         else:
             request = ResponseCreateRequest.model_validate(raw)
-            for name in NOT_IN_BATCH:
-                if getattr(request, name) not in (None, False):
-                    raise HearthError(400, f"{name}: not available in a batch line.", param=name)
+            _check_unused(request, NOT_IN_BATCH)
             body = request.to_chat([])
         if any(request.file_parts() if request else body.file_parts()):  # read per request, not per batch line: not yet
             raise HearthError(400, "files (content parts of type file or input_file) are not available in a batch line.",

@@ -58,14 +58,15 @@ async def prepare_chat(body: ChatCompletionRequest, owner: str, jobs: JobService
         check_for_worker(body, route.worker)
     payload = JobPayload(job_id=uuid.uuid4().hex, messages=messages, params=body.sampling(), model=route.model, user=owner,
                          tools=body.tool_use())
-    # Only a chat that might not fit is counted exactly now (one with tools always: their
-    # description is not in its messages); with no worker of its model up nobody could count
-    # it, and the worker checks again before it generates.
-    surely = not payload.tools and route.worker and route.worker.surely_fits(payload.messages, payload.params.max_tokens)
+    # Only a chat that might not fit is counted exactly now (one with tools or documents always:
+    # their text is not in its messages); with no worker of its model up nobody could count it,
+    # and the worker checks again before it generates.
+    surely = (not payload.tools and not any(m.documents for m in payload.messages) and route.worker
+              and route.worker.surely_fits(payload.messages, payload.params.max_tokens))
     if route.served and not surely:
         fit = await jobs.check_fit(route.model, payload.messages, payload.params.max_tokens, payload.tools)
         if fit is not None and not fit.fits:
-            raise HearthError(400, fit.message, code="context_length_exceeded", param="messages")
+            raise HearthError(400, fit.message, code=fit.code, param="messages")
     return PreparedChat(payload, route.queue_model, basis, turn)
 
 

@@ -173,11 +173,27 @@ def output_item(result: Message) -> FunctionCallOutputItem:
     return FunctionCallOutputItem(type="function_call_output", id=new_id("fco"), call_id=result.tool_call_id or "", output=result.content)
 
 
-def as_messages(items: Sequence[AnyItem]) -> list[Message]:
-    """Items as the chat the model continues: calls join the assistant's message they follow
-    (or make one), and each output is a tool message answering its call."""
-    out: list[Message] = []
+def not_made(items: Sequence[AnyItem], history: Sequence[Message] = ()) -> list[AnyItem]:
+    """`items` less the function calls made already (in `history`, or by an earlier item): a
+    client sends an answer's call back with its output (as the Agents SDK does, with or without
+    its item id), where a conversation or a previous response has it already."""
+    made = {call.id for m in history for call in m.tool_calls}
+    out: list[AnyItem] = []
     for item in items:
+        if isinstance(item, FunctionCallItem):
+            if item.call_id in made:
+                continue
+            made.add(item.call_id)
+        out.append(item)
+    return out
+
+
+def as_messages(items: Sequence[AnyItem], history: Sequence[Message] = ()) -> list[Message]:
+    """Items as the chat the model continues after `history`: calls join the assistant's message
+    they follow (or make one), and each output is a tool message answering its call; a call
+    made already is not made again (`not_made`)."""
+    out: list[Message] = []
+    for item in not_made(items, history):
         if isinstance(item, FunctionCallItem):
             call = ToolCall(id=item.call_id, name=item.name, arguments=item.arguments)
             if out and out[-1].role == "assistant":

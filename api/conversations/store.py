@@ -229,7 +229,7 @@ class ConversationStore:
         for n, item in enumerate(items):
             if len(item.text()) > self._max_chars:
                 field = {"message": "content", "function_call": "arguments", "function_call_output": "output"}[item.type]
-                raise HearthError(400, f"{param}[{n}]: a message is at most {self._max_chars} characters.", code="string_above_max_length", param=f"{param}.{n}.{field}")
+                raise HearthError(400, f"{param}[{n}]: an item's {field} is at most {self._max_chars} characters.", code="string_above_max_length", param=f"{param}.{n}.{field}")
 
     async def _write(
         self, owner: str, conv_id: str, items: Sequence[AnyItem], *, create: bool = False, created_at: int = 0,

@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from api.chat.service import prepare_chat, queue_chat, wait_for_answer
-from api.conversations.schemas import AnyItem, cursor_page
+from api.conversations.schemas import AnyItem, cursor_page, not_made
 from api.dependencies import (
     CurrentUser,
     Documents,
@@ -97,11 +97,12 @@ async def create_response(
     attached = await documents.attach(user.name, body.file_parts(), settings.response_retention_s if body.store else settings.job_ttl_s)
     try:
         chat = await prepare_chat(body.to_chat(earlier), user.name, jobs, redis, settings,
-                                  [*([[]] if body.instructions else []), *(m.documents for m in [*earlier, *body.input_messages(attached)])])
+                                  [*([[]] if body.instructions else []), *(m.documents for m in [*earlier, *body.input_messages(earlier, attached)])])
     except HearthError as exc:
         raise as_responses_error(exc) from None
     record = body.stored(chat.payload.job_id, int(time.time()), chat.payload.model, earlier, attached)
-    async with turns.taking(user.name, conv_id, record.input, record.job_id, basis):
+    # A call sent back that the conversation holds already is not stored again, whatever its item id.
+    async with turns.taking(user.name, conv_id, not_made(record.input, earlier), record.job_id, basis):
         try:
             if body.store:
                 await store.create(user.name, record)

@@ -245,9 +245,10 @@ class ResponseCreateRequest(BaseModel):
             parallel_tool_calls=self.parallel_tool_calls is not False,
         )
 
-    def input_messages(self, documents: Sequence[list[DocumentRef]] | None = None) -> list[Message]:
-        """The input as the chat's messages (calls joined to the assistant's message they follow)."""
-        return as_messages(self.input_items(documents))
+    def input_messages(self, history: Sequence[Message], documents: Sequence[list[DocumentRef]] | None = None) -> list[Message]:
+        """The input as the chat's messages after `history` (calls joined to the assistant's
+        message they follow), a call `history` holds already not made twice."""
+        return as_messages(self.input_items(documents), history)
 
     def to_chat(self, history: list[Message]) -> ChatCompletionRequest:
         """The chat Hearth queues: the instructions, `history` (earlier turns), then the input."""
@@ -257,7 +258,7 @@ class ResponseCreateRequest(BaseModel):
         else:
             response_format = fmt.model_dump() if fmt else None
         system = [Message(role="system", content=self.instructions)] if self.instructions else []
-        messages = [chat_message(m) for m in [*system, *history, *self.input_messages()]]
+        messages = [chat_message(m) for m in [*system, *history, *self.input_messages(history)]]
         choice = self.tool_choice.chat() if isinstance(self.tool_choice, ResponsesToolChoice) else self.tool_choice
         try:
             return ChatCompletionRequest.model_validate({

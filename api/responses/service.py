@@ -48,27 +48,32 @@ async def current(jobs: JobService, record: StoredResponse) -> dict[str, Any]:
 
 async def history(body: ResponseCreateRequest, store: ResponseStore, jobs: JobService, turns: TurnService,
                   documents: DocumentService, user: User) -> tuple[list[Message], Basis | None]:
-    """The turns the new input continues (a previous response's, or a conversation's, with the
-    documents their messages attached that are still kept and the caller's), and for a
-    conversation what they were read as (its turn is stored only if the conversation still ends there)."""
+    """The turns the new input continues: a previous response's, or a conversation's (its
+    previous answer settled first; with the Basis the turn's write checks it against, as a chat
+    turn's is), with the documents their messages attached that are still kept and the caller's."""
     basis = None
     if body.previous_response_id is not None:
-        previous = await owned(store, user, body.previous_response_id, "previous_response_id")  # its 404 first
-        if body.conversation is not None:
-            raise HearthError(400, "previous_response_id and conversation cannot be used together.", param="previous_response_id")
-        answer = await current(jobs, previous)
-        if answer["status"] in ("queued", "in_progress"):
-            raise HearthError(400, f"The response {previous.id!r} has not finished yet.", param="previous_response_id")
-        text = "".join(part["text"] for item in answer["output"] if item["type"] == "message" for part in item["content"])
-        calls = [ToolCall(id=item["call_id"], name=item["name"], arguments=item["arguments"]) for item in answer["output"]
-                 if item["type"] == "function_call"]
-        turns_so_far = previous.turns(text, calls)
+        earlier = await _previous(body, store, jobs, user)
     elif body.conversation_id is not None:
         basis = await turns.basis(user.name, body.conversation_id)
-        turns_so_far = basis.messages()
+        earlier = basis.messages()
     else:
-        turns_so_far = []
-    return await documents.owned_messages(user.name, turns_so_far), basis
+        earlier = []
+    return await documents.owned_messages(user.name, earlier), basis
+
+
+async def _previous(body: ResponseCreateRequest, store: ResponseStore, jobs: JobService, user: User) -> list[Message]:
+    assert body.previous_response_id is not None
+    previous = await owned(store, user, body.previous_response_id, "previous_response_id")  # its 404 first
+    if body.conversation is not None:
+        raise HearthError(400, "previous_response_id and conversation cannot be used together.", param="previous_response_id")
+    answer = await current(jobs, previous)
+    if answer["status"] in ("queued", "in_progress"):
+        raise HearthError(400, f"The response {previous.id!r} has not finished yet.", param="previous_response_id")
+    text = "".join(part["text"] for item in answer["output"] if item["type"] == "message" for part in item["content"])
+    calls = [ToolCall(id=item["call_id"], name=item["name"], arguments=item["arguments"]) for item in answer["output"]
+             if item["type"] == "function_call"]
+    return previous.turns(text, calls)
 
 
 async def stop(jobs: JobService, record: StoredResponse) -> JobRecord | None:

@@ -67,7 +67,7 @@ class StoredResponse(BaseModel):
     def turns(self, answer: str, calls: list[ToolCall]) -> list[Message]:
         """The conversation so far once `answer` (and its `calls`) is given: what
         `previous_response_id` continues."""
-        return [*self.history, *as_messages(self.input), Message(role="assistant", content=answer, tool_calls=calls)]
+        return [*self.history, *as_messages(self.input, self.history), Message(role="assistant", content=answer, tool_calls=calls)]
 
 
 # Sets a record's outcome unless the record was deleted meanwhile. KEYS: the record.
