@@ -409,11 +409,13 @@ def test_a_chat_turn_in_a_conversation_with_tools(client: openai.OpenAI) -> None
     results = [{"role": "tool", "tool_call_id": c.id, "content": run_tool(c)} for c in calls or []]
     final = client.chat.completions.create(model="any", messages=results, tools=TOOLS, tool_choice="none", max_tokens=20, extra_body=turn)
     assert final.choices[0].message.content
-    # A result must answer a call the conversation holds.
-    with pytest.raises(openai.BadRequestError) as refused:
-        client.chat.completions.create(model="any", messages=[{"role": "tool", "tool_call_id": "call_nobody_made", "content": "4"}],
-                                       max_tokens=3, extra_body=turn)
-    assert refused.value.body["param"] == "messages.0.tool_call_id"
+    # A result must answer a call of the last answer that is still open: not one nobody made,
+    # nor one answered already.
+    for call_id in ("call_nobody_made", calls[0].id):
+        with pytest.raises(openai.BadRequestError) as refused:
+            client.chat.completions.create(model="any", messages=[{"role": "tool", "tool_call_id": call_id, "content": "4"}],
+                                           max_tokens=3, extra_body=turn)
+        assert refused.value.body["param"] == "messages.0.tool_call_id"
     client.chat.completions.create(model="any", messages=[{"role": "user", "content": "Thanks."}], max_tokens=3, extra_body=turn)
     assert item_kinds(client, conv.id)[:5] == ["user", "function_call", "function_call_output", "assistant", "user"]
     stored = client.conversations.items.list(conv.id, order="asc").data

@@ -77,7 +77,7 @@ def shown_items(items: list[dict[str, Any]]) -> list[Message]:
     draws them: `on_page`); an answer read from parts of documents says which, one cut short says
     so. Function calls and their results (made through the api) show as notes, which are never sent back."""
     shown: list[Message] = []
-    called: dict[str, str] = {}  # call id -> function name (letters, digits, _ and - only)
+    called: dict[str, str] = {}  # call id -> function name (shown defused: an imported one is unchecked)
     for item in items:
         if item.get("type") == "function_call":
             called[str(item.get("call_id"))] = str(item.get("name"))

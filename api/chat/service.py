@@ -12,6 +12,7 @@ from redis.asyncio import Redis as AsyncRedis
 from api.chat.limits import check_for_worker, check_request
 from api.chat.rendering import Answer
 from api.chat.schemas import ChatCompletionRequest
+from api.chat.tools import unanswered
 from api.conversations.turns import Basis, TurnService
 from api.documents.service import DocumentService
 from api.errors import HearthError
@@ -46,7 +47,7 @@ async def prepare_chat(body: ChatCompletionRequest, owner: str, jobs: JobService
         assert turns is not None and documents is not None, "a conversation's turn is prepared with its turn and document services"
         basis = await turns.basis(owner, body.conversation, body.replace_from)
         earlier = await documents.owned_messages(owner, basis.messages())
-    messages = body.contract_messages(made=(call.id for m in earlier for call in m.tool_calls))
+    messages = body.contract_messages(made=unanswered(earlier))
     if attached:
         for message, refs in zip(messages, attached, strict=True):
             message.documents = refs

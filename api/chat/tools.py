@@ -7,7 +7,7 @@ parse and validate. The worker (worker.tool_calls) shows the tools to the model 
 its answer into calls.
 """
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -135,6 +135,15 @@ def chat_message(message: Message) -> dict[str, Any]:
     calls = [{"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}} for c in message.tool_calls]
     return {"role": message.role, "content": message.content, **({"tool_calls": calls} if calls else {}),
             **({"tool_call_id": message.tool_call_id} if message.tool_call_id is not None else {})}
+
+
+def unanswered(messages: Sequence[Message]) -> set[str]:
+    """The ids of the calls of the last answer in `messages` that no tool message after it answers
+    yet: what a conversation turn's results may answer (an earlier answer's calls are settled)."""
+    for n in range(len(messages) - 1, -1, -1):
+        if messages[n].role == "assistant":
+            return {c.id for c in messages[n].tool_calls} - {m.tool_call_id for m in messages[n + 1:] if m.role == "tool"}
+    return set()
 
 
 def history(messages: list[tuple[str, str, list[CallIn], str | None]], before: Iterable[str] = ()) -> list[Message]:

@@ -23,6 +23,8 @@ def main() -> None:
         out = {"error": str(exc)}
     except MemoryError:
         out = {"error": f"Reading the document needs more than {memory_mb} MB of memory, the most Hearth gives it."}
+    except Exception as exc:  # a library's own failure on a damaged file: unreadable, not a bound it crossed
+        out = {"error": f"The document could not be read ({type(exc).__name__})."}
     sys.stdout.write(json.dumps(out))
 
 
