@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo
 import httpx
 import openai
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, Route, expect, sync_playwright
 from playwright.sync_api import Error as PlaywrightError
 from rq.job import Job
 
@@ -27,7 +27,7 @@ from tests.screenshots import readme_shot
 from tests.sse import job_events
 from tests.test_several_models import MISTRAL, answered_by, two_model_stack
 from ui.settings import KEY_FILE
-from ui.status import SPAN_S
+from ui.status import REFRESH_S, SPAN_S
 
 pytestmark = pytest.mark.browser
 
@@ -584,6 +584,39 @@ def test_the_status_tab_shows_once_in_the_tab_bar(ui: Ui, new_page: Callable[...
     page.get_by_role("tab", name="Status").click()
     expect(page.locator("#hearth-main")).to_contain_text("Workers:")  # the tab is open and refreshed
     assert page.get_by_role("tab").all_inner_texts() == ["Chat", "Batch", "Status", "Shared", "Account"]  # no accounts, no Admin
+
+
+# The events (their `fn_index`) that a timer's tick triggers to fill a plot: the Status tab's refreshes.
+PLOT_TICKS = """() => { const config = window.gradio_config;
+  const ids = kind => new Set(config.components.filter(c => c.type.endsWith(kind)).map(c => c.id));
+  const timers = ids('timer'), plots = ids('plot');
+  return config.dependencies.filter(d => d.targets.some(([id, e]) => timers.has(id) && e === 'tick')
+    && d.outputs.some(id => plots.has(id))).map(d => d.id); }"""
+
+
+def test_the_status_tab_draws_its_points_on_the_refresh_that_opens_it(ui: Ui, stack: Stack, new_page: Callable[..., Page]) -> None:
+    """Regression: the refresh that opens the tab set the plots' axes but drew no point; they came
+    only with the next refresh, `REFRESH_S` later. Here the timer's refreshes never reach the ui,
+    so only the tab's opening can draw them."""
+    chat = {"messages": [{"role": "user", "content": "Say hi."}], "max_tokens": 4}
+    assert httpx.post(f"{stack.base_url}/chat/completions", json=chat, timeout=REPLY_S).status_code == 200
+    page = new_page(ui.url)
+    page.wait_for_selector(TEXTBOX)
+    ticks = set(page.evaluate(PLOT_TICKS))
+    assert ticks, "the Status tab's timer fills no plot"
+
+    def hold_ticks(route: Route) -> None:  # a tick's request stays unanswered: a failed one would reload the page
+        if (route.request.post_data_json or {}).get("fn_index") not in ticks:
+            route.continue_()
+
+    page.route("**/gradio_api/queue/join*", hold_ticks)
+    page.get_by_role("tab", name="Status").click()
+    drawn = f"() => {{ const p = ({STATUS_PLOTS})(); return p['{SPEED}']?.points > 0 && p['{FIRST}']?.points > 0 && p['{DEPTH}']?.entries.length > 0; }}"
+    try:  # two refresh periods and more: a tick comes (and is held) in the meantime
+        page.wait_for_function(drawn, timeout=3 * REFRESH_S * 1000)
+    except PlaywrightError as exc:
+        raise AssertionError(f"{exc}\nthe plots: {page.evaluate(STATUS_PLOTS)}") from None
+    expect(page.locator("#hearth-main")).to_contain_text("Workers:")
 
 
 # Conversations: the sidebar, and nothing lost on a reload or a switch.

@@ -121,20 +121,33 @@ def views(status: Status) -> Views:
     return (summary(status), queue_table(status), recent_table(status), *plots(status))
 
 
+def nothing() -> Status:
+    """A status with no worker, queue or job."""
+    return {"now": time.time(), "workers": [], "queues": {}, "running": [], "queued": [], "recent": [],
+            "series": {"queue_depth": [], "jobs": [], "sample_s": 0}}
+
+
 def empty_views(message: str) -> Views:
-    nothing: Status = {"now": time.time(), "workers": [], "queues": {}, "running": [], "queued": [], "recent": [],
-                       "series": {"queue_depth": [], "jobs": [], "sample_s": 0}}
-    return (message, *views(nothing)[1:])
+    return (message, *views(nothing())[1:])
 
 
-def make_refresh(client: HearthClient) -> Callable[[str | None], Awaitable[Views]]:
-    async def refresh_status(api_key: str | None) -> Views:
+def make_refresh(client: HearthClient) -> Callable[[str | None], Awaitable[tuple[Status | None, *Views]]]:
+    """The api's status (None when it refused), and what shows it."""
+    async def refresh_status(api_key: str | None) -> tuple[Status | None, *Views]:
         try:
-            return views(await client.with_key(api_key).status())
+            status = await client.with_key(api_key).status()
         except ApiError as exc:
-            return empty_views(f"⚠️ {exc.message}")
+            return None, *empty_views(f"⚠️ {exc.message}")
+        return status, *views(status)
 
     return refresh_status
+
+
+def redraw(status: Status | None) -> Plots:
+    """The plots of `status` once more, after each refresh (see `status_tab`). Their span ends a
+    millisecond later: a new span makes Gradio rebuild each chart (with the value the refresh
+    left) rather than only swap its rows, which would keep the legend it had."""
+    return plots({**status, "now": status["now"] + 1e-3} if status else nothing())
 
 
 @dataclass(frozen=True)
@@ -162,10 +175,16 @@ def status_tab(client: HearthClient, api_key: gr.State, tabs: gr.Tabs) -> Status
         queue = gr.Dataframe(value=pd.DataFrame(columns=QUEUE_COLUMNS), label="Queue", interactive=False)
         recent = gr.Dataframe(value=pd.DataFrame(columns=RECENT_COLUMNS), label="Recent jobs", interactive=False)
         timer = gr.Timer(REFRESH_S, active=False)
+        shown = gr.State(None)  # the status last shown, for `redraw`
     outputs = [overview, queue, recent, depth, speed, first]
     refresh = make_refresh(client)
-    timer.tick(refresh, inputs=[api_key], outputs=outputs, show_progress="hidden")
-    tab.select(refresh, inputs=[api_key], outputs=outputs, show_progress="hidden")
+    # Gradio (6.31) applies an update's properties one at a time, the value last, and a plot
+    # rebuilds its chart (asynchronously) when its span changes: a refresh's chart can miss that
+    # refresh's value. The refresh that opens the tab drew the axes and no point, until the next.
+    # Drawn once more after each refresh, from the status it fetched, the plots show its points.
+    for event in (timer.tick, tab.select):
+        event(refresh, inputs=[api_key], outputs=[shown, *outputs], show_progress="hidden").then(
+            redraw, inputs=[shown], outputs=[depth, speed, first], show_progress="hidden", api_visibility="private")
 
     def poll_while_open(event: gr.SelectData) -> gr.Timer:
         return gr.Timer(active=event.value == TAB)
