@@ -8,6 +8,7 @@ from fastapi.responses import JSONResponse
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from api.chat import rendering as fmt
+from api.chat.limits import check_request
 from api.chat.schemas import ChatCompletionRequest
 from api.chat.service import prepare_chat, queue_chat, wait_for_answer
 from api.conversations.schemas import turn_items
@@ -60,6 +61,7 @@ async def create_chat_completion(
     body: ChatCompletionRequest, request: Request, jobs: Jobs, user: CurrentUser, redis: RedisDep, settings: Settings,
     turns: Turns, quota: QuotaCheck, documents: Documents,
 ) -> JSONResponse | EventSourceResponse:
+    check_request(body, settings)  # before any document is read
     attached = await documents.attach(user.name, body.file_parts(), settings.job_ttl_s)
     chat = await prepare_chat(body, user.name, jobs, redis, settings, attached, turns, documents)
     # A turn stored in a conversation (Hearth's `conversation`) stores what is new: its question,

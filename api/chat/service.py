@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from fastapi import Request
 from redis.asyncio import Redis as AsyncRedis
 
-from api.chat.limits import check_for_worker, check_request
+from api.chat.limits import check_for_worker
 from api.chat.rendering import Answer
 from api.chat.schemas import ChatCompletionRequest
 from api.chat.tools import unanswered
@@ -36,12 +36,12 @@ class PreparedChat:
 async def prepare_chat(body: ChatCompletionRequest, owner: str, jobs: JobService, redis: AsyncRedis, settings: ApiSettings,
                        attached: Sequence[list[DocumentRef]] = (), turns: TurnService | None = None,
                        documents: DocumentService | None = None) -> PreparedChat:
-    """The job for `body`, checked (400), routed (404) and counted against its model's window
-    (400 `context_length_exceeded`), before anything is stored or queued. `attached` holds each
-    of its messages' documents (api.documents). A turn stored in a conversation (`conversation`,
-    with `turns`) is its instructions, the conversation's stored messages (api.conversations.turns,
+    """The job for `body` (already through `check_request`: the caller checks it before reading
+    its documents), routed (404) and counted against its model's window (400
+    `context_length_exceeded`), before anything is stored or queued. `attached` holds each of its
+    messages' documents (api.documents). A turn stored in a conversation (`conversation`, with
+    `turns`) is its instructions, the conversation's stored messages (api.conversations.turns,
     with those of their documents still the owner's), then its question."""
-    check_request(body, settings)
     basis, earlier = None, []
     if body.conversation is not None:
         assert turns is not None and documents is not None, "a conversation's turn is prepared with its turn and document services"

@@ -12,6 +12,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
+from api.chat.limits import check_request
 from api.chat.service import prepare_chat, queue_chat, wait_for_answer
 from api.conversations.schemas import AnyItem, cursor_page, not_made
 from api.dependencies import (
@@ -93,10 +94,12 @@ async def create_response(
         raise HearthError(400, "A background response must be stored: background needs store true.", param="background")
     conv_id = body.conversation_id
     earlier, basis = await history(body, store, jobs, turns, documents, user)
-    # Inline files live as long as what answers from them: the stored response, or the job.
-    attached = await documents.attach(user.name, body.file_parts(), settings.response_retention_s if body.store else settings.job_ttl_s)
     try:
-        chat = await prepare_chat(body.to_chat(earlier), user.name, jobs, redis, settings,
+        asked = body.to_chat(earlier)
+        check_request(asked, settings)  # before any document is read
+        # Inline files live as long as what answers from them: the stored response, or the job.
+        attached = await documents.attach(user.name, body.file_parts(), settings.response_retention_s if body.store else settings.job_ttl_s)
+        chat = await prepare_chat(asked, user.name, jobs, redis, settings,
                                   [*([[]] if body.instructions else []), *(m.documents for m in [*earlier, *body.input_messages(earlier, attached)])])
     except HearthError as exc:
         raise as_responses_error(exc) from None
