@@ -258,6 +258,10 @@ def test_responses_take_input_files_and_a_conversation_keeps_them_for_later_turn
         "role": "user", "content": [{"type": "input_text", "text": "Summarise."}, {"type": "input_file", "file_id": f.id},
                                     {"type": "input_file", "file_data": f"data:text/markdown;base64,{inline}", "filename": "notes.md"}]}])
     assert first.parse().status in ("completed", "incomplete")  # 4 tokens: often cut short
+    with pytest.raises(openai.BadRequestError) as refused:  # as in chats, only a user's message attaches files
+        client.responses.create(model="any", max_output_tokens=4, input=[
+            {"role": "system", "content": [{"type": "input_file", "file_id": f.id}]}, {"role": "user", "content": "Hi"}])
+    assert "only a user's message may attach files" in refused.value.message
     lease, notes = payload_of(docs, first.headers["X-Job-Id"])["messages"][-1]["documents"]
     assert lease == {"document_id": f.id, "filename": "lease.pdf"} and notes["filename"] == "notes.md"
     assert 0 < docs.redis.ttl(document_key(notes["document_id"])) <= 30 * 86400  # the stored response's lifetime

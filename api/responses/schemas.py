@@ -139,6 +139,8 @@ def _text_items(items: Any) -> Any:
             if isinstance(kind, str) and kind not in ("input_text", "output_text", "input_file"):
                 raise ValueError(f"item {n}: content parts of type {kind!r} are not supported: Hearth reads text and files (input_file)")
             if kind == "input_file":
+                if item.get("role") != "user":
+                    raise ValueError(f"item {n}: only a user's message may attach files (input_file)")
                 check_file(part)
     return items
 
