@@ -284,6 +284,10 @@ def test_a_stored_item_naming_another_persons_file_attaches_nothing(docs: Stack)
                                                "content": [{"type": "input_file", "file_id": theirs.id, "filename": "x"}]}])
     raw = client.responses.with_raw_response.create(model="any", conversation=conv.id, max_output_tokens=4, input="What does it say?")
     assert all(m["documents"] == [] for m in payload_of(docs, raw.headers["X-Job-Id"])["messages"])
+    with pytest.raises(openai.BadRequestError) as refused:  # only a user's message attaches files
+        client.conversations.items.create(conv.id, items=[{"type": "message", "role": "assistant",
+                                                           "content": [{"type": "input_file", "file_id": theirs.id, "filename": "x"}]}])
+    assert "only a user's message may attach files" in refused.value.message
 
 
 def test_revoking_a_person_deletes_their_documents(docs: Stack) -> None:

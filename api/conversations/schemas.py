@@ -9,7 +9,17 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, StringConstraints, Tag, TypeAdapter, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    StringConstraints,
+    Tag,
+    TypeAdapter,
+    field_validator,
+    model_validator,
+)
 
 from api.chat.text import Text
 from api.chat.tools import NAME_PATTERN
@@ -256,6 +266,12 @@ class InputMessage(BaseModel):
     type: Literal["message"] = "message"
     role: Role
     content: str | Annotated[list[Part], Field(min_length=1)]
+
+    @model_validator(mode="after")
+    def _files_from_users(self) -> "InputMessage":
+        if self.role != "user" and isinstance(self.content, list) and any(isinstance(p, InputFile) for p in self.content):
+            raise ValueError("only a user's message may attach files (input_file)")
+        return self
 
     def to_item(self) -> MessageItem:
         if isinstance(self.content, str):
