@@ -113,14 +113,12 @@ class DocumentService:
                                 else self._inline(owner, part, ttl_s, f"{param}.file_data")) for param, part in message])
         return refs
 
-    async def owned(self, owner: str, refs: Sequence[DocumentRef]) -> list[DocumentRef]:
-        """Those of `refs` that are the owner's and still kept (history read back from stored
-        items, which a client may have written or imported)."""
-        return [ref for ref in refs if await self._texts.owner(ref.document_id) == owner]
-
     async def owned_messages(self, owner: str, messages: Sequence[Message]) -> list[Message]:
-        """`messages` read back from a conversation, each with those of its documents still the owner's."""
-        return [m.model_copy(update={"documents": await self.owned(owner, m.documents)}) for m in messages]
+        """`messages` read back from stored items (which a client may have written or imported),
+        each with those of its documents that are the owner's and still kept."""
+        ids = [ref.document_id for m in messages for ref in m.documents]
+        mine = {d for d, whose in zip(ids, await self._texts.owners(ids), strict=True) if whose == owner}
+        return [m.model_copy(update={"documents": [r for r in m.documents if r.document_id in mine]}) for m in messages]
 
 
 def file_services(redis: AsyncRedis, settings: ApiSettings) -> tuple[FileStore, DocumentService]:

@@ -2,6 +2,8 @@
 read by the worker, with the lifetime of what it came from (a file, a job, a response), and
 whose it is, so history read back from stored items attaches only its owner's documents."""
 
+from collections.abc import Sequence
+
 from redis.asyncio import Redis as AsyncRedis
 
 from hearth.documents import DocumentText, document_key
@@ -24,9 +26,11 @@ class DocumentStore:
         pipe.set(_owner_key(text.document_id), owner, ex=ttl_s)
         await pipe.execute()
 
-    async def owner(self, document_id: str) -> str | None:
-        raw = await self._redis.get(_owner_key(document_id))
-        return raw.decode() if isinstance(raw, bytes) else raw
+    async def owners(self, document_ids: Sequence[str]) -> list[str | None]:
+        """Each document's owner (None: no longer kept), in one round trip."""
+        if not document_ids:
+            return []
+        return [raw.decode() if isinstance(raw, bytes) else raw for raw in await self._redis.mget([_owner_key(d) for d in document_ids])]
 
     async def reserve(self, owner: str, size: int, ttl_s: int) -> int:
         """Counts `size` bytes as being uploaded by `owner` (for at most `ttl_s`, should the api
