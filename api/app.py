@@ -56,6 +56,17 @@ log = logging.getLogger(__name__)
 UPLOAD_FRAMING_BYTES = 65_536
 
 
+async def index_old_sessions(users: UserStore) -> None:
+    """Sessions made before the per-user index, put into it (UserStore.index_sessions). With
+    Redis not up yet the api starts all the same (it answers 503 until Redis is), and the next
+    start does it."""
+    try:
+        if indexed := await users.index_sessions():
+            log.info("sessions indexed", extra={"sessions": indexed})
+    except RedisError:
+        log.warning("sessions made before the per-user index were not indexed (Redis unreachable); the next start indexes them")
+
+
 async def announce(settings: ApiSettings, users: UserStore) -> None:
     """Say loudly how the api is protected; on the very first start, create the admin."""
     host = "127.0.0.1" if settings.host == "0.0.0.0" else settings.host
@@ -99,8 +110,7 @@ def create_app(settings: ApiSettings) -> FastAPI:
         app.state.batches = BatchStore(redis, settings.file_retention_s)
         app.state.signins = SignInThrottle(redis, settings.login_max_failures, settings.login_lockout_s)
         await announce(settings, app.state.users)
-        if indexed := await app.state.users.index_sessions():
-            log.info("sessions indexed", extra={"sessions": indexed})
+        await index_old_sessions(app.state.users)
         try:
             reaper = Reaper(redis, rq_redis, app.state.jobs, settings)
             runner = BatchRunner(redis, rq_redis, app.state.batches, app.state.files, app.state.jobs, app.state.quota_gate, settings)
