@@ -15,11 +15,12 @@ from hearth.logs import setup_logging
 from hearth.settings import CommonSettings
 from soak.run import soak
 
-# Short lives for jobs, files and batches (their minimums), so the soak can watch its keys go.
+# Short lives for jobs, files, batches and the names of saved states' holders (their minimums),
+# so the soak can watch their keys go.
 TTL_S = 60
 # A small state cache fills during the warm-up: its growth to its bound is not a leak.
 STACK = {"AUTH": "on", "MAX_WAITING_PER_USER": "2", "DEFAULT_MAX_TOKENS": "8", "STATE_CACHE_MB": "16",
-         "JOB_TTL_S": str(TTL_S), "FILE_RETENTION_S": str(TTL_S)}
+         "JOB_TTL_S": str(TTL_S), "FILE_RETENTION_S": str(TTL_S), "STATE_ROUTE_TTL_S": str(TTL_S)}
 
 
 def main(argv: list[str] | None = None) -> int:

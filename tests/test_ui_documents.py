@@ -117,6 +117,7 @@ def test_attached_files_show_as_chips_are_read_and_stay_for_a_follow_up(docs: St
     (bins := tmp_path / "bins.txt").write_text(BINS)
     (memo := tmp_path / "memo.pdf").write_bytes(pdf_with_pages([PLUMBER]))
     page = open_page(docs_ui.url)
+    expect(page.locator(TEXTBOX)).to_be_editable(timeout=30_000)  # the page is set up, as a person sees it
     known = {c["id"] for c in conversations(docs)}
     drop(page, [bins, memo])
     page.click(SUBMIT)  # no message yet: nothing is sent, and the files stay attached
@@ -176,6 +177,7 @@ def test_an_answer_read_from_parts_of_a_long_pdf_says_which_pages(docs: Stack, d
                                                                  open_page: Callable[[str], Page]) -> None:  # noqa: F811
     (report := tmp_path / "report.pdf").write_bytes(long_pdf())
     page = open_page(docs_ui.url)
+    expect(page.locator(TEXTBOX)).to_be_editable(timeout=30_000)
     known = {c["id"] for c in conversations(docs)}
     attach(page, [report])
     ask(page, docs_ui, "Where is the spare key to the blue shed hidden?")
@@ -205,6 +207,7 @@ def test_a_refused_file_says_why_and_sends_nothing(docs: Stack, docs_ui: Ui, tmp
     (notes := tmp_path / "notes.md").write_text("# Notes\n" + BINS)
     (scan := tmp_path / "scan.pdf").write_bytes(scan_pdf())
     page = open_page(docs_ui.url)
+    expect(page.locator(TEXTBOX)).to_be_editable(timeout=30_000)
     known, jobs = len(conversations(docs)), len(docs_ui.job_ids())
     page.locator(f"{ATTACH} input[type=file]").set_input_files([str(photo)])  # a type Hearth does not read: the page refuses it
     expect(page.locator(TOAST)).to_contain_text("Invalid file type: photo.png. Only .pdf, .txt")

@@ -119,15 +119,16 @@ class ChatPanel:
 
     def opened(self, chat: ChatSession, metadata: dict[str, str], served: list[tuple[str, str]]) -> Updates:
         """The page showing `chat`'s conversation, with its settings (`served`: the models to choose
-        from); the input waits for its follower."""
+        from); the input waits for its follower. Files attached for the next message stay (they
+        may have been chosen while it was being shown)."""
         return {self.saved_conv: chat.conv_id, self.chatbot: on_page(chat), self.listing: gr.Radio(value=chat.conv_id),
                 self.title: metadata.get(TITLE_KEY, ""), self.model: picker(served, metadata.get(MODEL_KEY, "")), self.system: metadata.get(SYSTEM_KEY, ""),
                 self.temperature: number(metadata, TEMPERATURE_KEY), self.max_tokens: number(metadata, MAX_TOKENS_KEY),
-                self.textbox: waiting(), self.attach: None}
+                self.textbox: waiting()}
 
     def reset(self) -> Updates:
         """Nothing of the last user stays on the page (the browser's `saved_conv` is the page's to keep or forget)."""
-        cleared: Updates = {**self.opened(ChatSession(), {}, []), self.listing: gr.Radio(choices=[], value=None), self.search: "",
+        cleared: Updates = {**self.opened(ChatSession(), {}, []), self.attach: None, self.listing: gr.Radio(choices=[], value=None), self.search: "",
                             self.import_result: "", self.download: "", self.sidebar: gr.Sidebar(visible=False)}
         del cleared[self.saved_conv]
         return cleared
