@@ -42,9 +42,11 @@ MAX_TOKENS = 4
 # function offered, function names unique, `tools` or `functions` but not both, no `stop` nor
 # JSON `response_format` beside them (a schema that cannot say "unique" or "one of those"). An
 # embeddings request's `dimensions` must be its model's, its inputs within the model's length.
+# A chat's `replace_from` needs its `conversation`, and a conversation's `items` attach files in
+# a user's message only: more pairs the schema cannot relate.
 STATEFUL_PARAMS = {"after", "input_file_id", "completion_window", "logit_bias", "messages", "file", "input",
                    "previous_response_id", "background", "tools", "functions", "tool_choice", "function_call", "stop",
-                   "response_format", "dimensions"}
+                   "response_format", "dimensions", "replace_from", "items"}
 # The fuzzer's API key, set by `fuzz_key` once the stack has added its user: schemathesis asks
 # its auth provider at generation time, where fixtures cannot reach.
 ACCOUNT: dict[str, str] = {}
