@@ -4,6 +4,7 @@ wiring, and that they run what the Procfile runs with settings the code actually
 import os
 import re
 import shlex
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 from unittest.mock import patch
@@ -173,25 +174,21 @@ def test_model_path_points_into_the_models_volume(compose: dict[str, Any], servi
     assert re.search(rf"ln -s .*embedded_model_path.* {model_path.parent}/", dockerfile)
 
 
-def test_saved_states_are_kept_in_a_volume_the_worker_may_write(compose: dict[str, Any], services: dict[str, dict[str, Any]]) -> None:
-    worker = services["worker"]
-    mounts = dict(v.split(":")[:2] for v in worker["volumes"])
-    assert mounts.get("states") == load(WorkerSettings, worker).state_dir
-    assert "states" in compose["volumes"]
-    # Docker fills a new volume from the image: the folder is made there, and the worker's.
+@pytest.mark.parametrize(("service", "volume", "settings", "folder"), [
+    ("worker", "states", lambda env: load(WorkerSettings, env).state_dir, "states"),
+    # Regression: the documents' folder was not in the image, so the new volume was root's and
+    # the api, not root, could not store an upload.
+    ("api", "documents", lambda env: load(ApiSettings, env).blob_dir, "blobs"),
+])
+def test_saved_states_and_documents_are_kept_in_volumes_their_service_may_write(
+        compose: dict[str, Any], services: dict[str, dict[str, Any]], service: str, volume: str,
+        settings: Callable[[dict[str, Any]], str], folder: str) -> None:
+    mounts = dict(v.split(":")[:2] for v in services[service]["volumes"])
+    assert mounts.get(volume) == settings(services[service])
+    assert volume in compose["volumes"]
+    # Docker fills a new volume from the image: the folder is made there, and the service's.
     dockerfile = (ROOT / "Dockerfile").read_text()
-    assert re.search(r"mkdir .*/app/\.hearth/states", dockerfile) and re.search(r"chown hearth .*/app/\.hearth/states", dockerfile)
-
-
-def test_documents_are_kept_in_a_volume_the_api_may_write(compose: dict[str, Any], services: dict[str, dict[str, Any]]) -> None:
-    """As the states (regression: the folder was not in the image, so the new volume was root's
-    and the api, not root, could not store an upload)."""
-    api = services["api"]
-    mounts = dict(v.split(":")[:2] for v in api["volumes"])
-    assert mounts.get("documents") == load(ApiSettings, api).blob_dir
-    assert "documents" in compose["volumes"]
-    dockerfile = (ROOT / "Dockerfile").read_text()
-    assert re.search(r"mkdir .*/app/\.hearth/blobs", dockerfile) and re.search(r"chown hearth .*/app/\.hearth/blobs", dockerfile)
+    assert re.search(rf"mkdir .*/app/\.hearth/{folder}", dockerfile) and re.search(rf"chown hearth .*/app/\.hearth/{folder}", dockerfile)
 
 
 def test_dockerfile_installs_what_make_install_installs() -> None:

@@ -51,9 +51,11 @@ async def prepare_chat(body: ChatCompletionRequest, owner: str, jobs: JobService
     if attached:
         for message, refs in zip(messages, attached, strict=True):
             message.documents = refs
-    turn = messages[body.turn_start():] if basis is not None else []
+    turn: list[Message] = []
     if basis is not None:
-        messages = [*messages[:body.turn_start()], *earlier, *turn]
+        start = body.turn_start()
+        turn = messages[start:]
+        messages = [*messages[:start], *earlier, *turn]
     route = (await model_map(redis, settings)).route(body.model)
     if route.worker:
         check_for_worker(body, route.worker)
