@@ -666,6 +666,7 @@ def test_a_reload_or_a_switch_mid_answer_loses_nothing(secured: Stack, secured_u
     expect(row(page, "Name a colour.")).to_have_count(1)
     page.click(NEW_CHAT)
     this_chat(page)
+    expect(page.locator(CHATBOT)).not_to_contain_text("Name a colour.")  # the new chat is shown, its settings with it
     page.fill(MAX_TOKENS, "400")  # this chat's own setting, longer than the api's default of 32
     known = len(secured_ui.job_ids())
     # A neighbour's long chat holds the worker: kai's answer waits in line for as long as the
@@ -848,16 +849,18 @@ def test_defaults_for_new_chats_and_export_then_import(secured: Stack, secured_u
     sign_in(page, "noor", key)
     signed_in(page, "noor")
     expect(page.locator(ROWS)).to_have_count(2)
-    # The new chat is set up (its settings shown) once the input is ready: a setting typed
-    # before that was emptied by the set-up.
+    # The settings are opened first and typed in once the new chat is set up (the input is
+    # ready): a setting typed before that, or as its section first opens, may be emptied.
+    this_chat(page)
     expect(page.locator(TEXTBOX)).to_be_editable(timeout=30_000)
 
     # The settings of the open (new) chat become noor's defaults: every new chat starts with
     # them, on any device; a conversation keeps its own.
-    this_chat(page)
     page.fill(SYSTEM_PROMPT, "Answer like a pirate.")
     page.fill(MAX_TOKENS, "64")
     page.locator(MAX_TOKENS).blur()  # a number is the page's once its field is left, as a person's click on the button leaves it
+    expect(page.locator(SYSTEM_PROMPT)).to_have_value("Answer like a pirate.")
+    expect(page.locator(MAX_TOKENS)).to_have_value("64")
     page.click("#hearth-save-defaults")
     expect(page.locator(TOAST)).to_contain_text("New chats will start with these settings.")
     assert api(secured, key, "/conversations/defaults").json()["metadata"] == {"system": "Answer like a pirate.", "max_tokens": "64"}
