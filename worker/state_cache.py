@@ -142,7 +142,7 @@ class StateCache:
     def _set(self, tokens: np.ndarray, data: bytes, source: str, started: float) -> bool:
         llama = self._llama
         llama._ctx.kv_cache_clear()
-        buf = (ctypes.c_uint8 * len(data)).from_buffer_copy(data)
+        buf = ctypes.cast(ctypes.c_char_p(data), ctypes.POINTER(ctypes.c_uint8))  # `data` itself: a copy costs as much as the restore
         if len(tokens) > llama.n_ctx() or llama_cpp.llama_state_seq_set_data(llama._ctx.ctx, buf, len(data), SEQ) != len(data):
             llama._ctx.kv_cache_clear()
             llama.n_tokens = 0  # the live state is unusable: start from scratch
