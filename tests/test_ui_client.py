@@ -23,7 +23,7 @@ from ui.client import (
     error_for_status,
     parse_session,
 )
-from ui.reply import CUT_SHORT, EMPTY, UNEXPECTED, ReplyView, is_note, new_reply, queue_line, to_openai, trimmed_line
+from ui.reply import CUT_SHORT, EMPTY, UNEXPECTED, ReplyView, is_note, new_reply, plain_text, queue_line, trimmed_line
 
 BASE = "http://api.test/v1"
 JOB = "job123"
@@ -180,21 +180,13 @@ def test_a_refused_token_reads_as_a_session_that_ended() -> None:
     assert isinstance(error, SessionEnded) and (error.message, error.code) == (SESSION_ENDED, "invalid_api_key")
 
 
-def test_history_becomes_openai_messages_without_notes() -> None:
-    history = [
-        {"role": "user", "metadata": None, "content": [{"type": "text", "text": "one"}], "options": None},
-        {"role": "assistant", "metadata": {"title": "ℹ️ " + trimmed_line(3)}, "content": [], "options": None},
-        {"role": "assistant", "metadata": None, "content": [{"type": "text", "text": "two"}], "options": None},
-        {"role": "assistant", "metadata": {"title": "⚠️ cut off"}, "content": "details of a note", "options": None},
-        {"role": "user", "content": "plain string"},
-        {"role": "user", "content": [{"type": "file", "file": {"path": "/tmp/x.png"}}]},
-    ]
-    assert to_openai(history, "three") == [
-        {"role": "user", "content": "one"},
-        {"role": "assistant", "content": "two"},
-        {"role": "user", "content": "plain string"},
-        {"role": "user", "content": "three"},
-    ]
+def test_a_shown_message_reads_as_its_plain_text() -> None:
+    """What regenerate and edit send again: a message's text blocks, not its files."""
+    assert plain_text([{"type": "text", "text": "one"}, {"type": "file", "file": {"path": "/tmp/x.png"}}, "two"]) == "one\ntwo"
+    assert plain_text({"type": "text", "text": "alone"}) == "alone"
+    assert plain_text("plain string") == "plain string"
+    assert plain_text([{"type": "file", "file": {"path": "/tmp/x.png"}}]) == ""
+    assert plain_text(None) == ""
 
 
 def test_queue_and_trim_wording() -> None:

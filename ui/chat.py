@@ -46,7 +46,7 @@ from ui.chat_session import (
     turn_params,
 )
 from ui.client import ApiError, HearthClient, SessionEnded
-from ui.reply import Message, followed_reply, is_note, new_reply, note, to_openai
+from ui.reply import Message, followed_reply, is_note, new_reply, note, plain_text
 from ui.untrusted import defused
 
 log = logging.getLogger(__name__)
@@ -174,14 +174,14 @@ class ChatController:
         if last is None:
             chat.asked = ""
             return self.nothing()
-        chat.asked = to_openai([chat.messages[last]], "")[0]["content"]
+        chat.asked = plain_text(chat.messages[last].get("content"))
         return self.shown_up_to(chat, last)
 
     def take_edit(self, chat: ChatSession, edit: gr.EditData) -> Updates:
         """Edit and resend: the edited question (with the edited one's documents) replaces it and all that followed."""
         index = edit.index if isinstance(edit.index, int) else edit.index[0]
         edited = without_chips(str(edit.value), chat.messages[index].get("files") or []) if index < len(chat.messages) else edit.value
-        chat.asked = to_openai([{"role": "user", "content": edited}], "")[0]["content"]
+        chat.asked = plain_text(edited)
         return self.shown_up_to(chat, index)
 
     def shown_up_to(self, chat: ChatSession, index: int) -> Updates:

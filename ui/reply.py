@@ -44,7 +44,7 @@ def is_note(message: Message) -> bool:
     return bool((message.get("metadata") or {}).get("title"))
 
 
-def _text(content: Any) -> str:
+def plain_text(content: Any) -> str:
     """Plain text of a Gradio 6 message: a string, or a list of blocks (files are skipped)."""
     if isinstance(content, str):
         return content
@@ -54,19 +54,6 @@ def _text(content: Any) -> str:
         parts = [b if isinstance(b, str) else b.get("text") for b in content if isinstance(b, (str, dict))]
         return "\n".join(p for p in parts if isinstance(p, str) and p)
     return ""
-
-
-def to_openai(history: list[Message], message: str) -> list[dict[str, str]]:
-    """The conversation as OpenAI messages: every turn shown, minus the ui's own notes."""
-    messages = []
-    for item in history:
-        if is_note(item) or item.get("role") not in ("user", "assistant"):
-            continue
-        text = _text(item.get("content"))
-        if text:
-            messages.append({"role": item["role"], "content": text})
-    messages.append({"role": "user", "content": message})
-    return messages
 
 
 @dataclass
