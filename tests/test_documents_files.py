@@ -54,6 +54,11 @@ def person(stack: Stack, name: str) -> openai.OpenAI:
     return openai.OpenAI(base_url=stack.base_url, api_key=key, max_retries=0, timeout=120)
 
 
+def named(stack: Stack, name: str) -> tuple[str, openai.OpenAI]:
+    name = f"{name}-{time.monotonic_ns()}"
+    return name, openai.OpenAI(base_url=stack.base_url, api_key=add_user(stack, name), max_retries=0, timeout=120)
+
+
 def text_of(stack: Stack, document_id: str) -> DocumentText | None:
     raw = stack.redis.get(document_key(document_id))
     return None if raw is None else DocumentText.model_validate_json(raw)
@@ -248,6 +253,60 @@ def test_file_parts_that_cannot_be_read_are_refused_before_anything_is_queued(do
     assert refused.value.body["param"] == "text.format.schema"
     assert set(docs.redis.keys(document_key("doc-*"))) == kept
     assert len(docs.redis.keys("hearth:job:*")) == queued
+
+
+def inline_documents(stack: Stack, name: str) -> set[str]:
+    """The inline documents kept as `name`'s: their text's owner keys say so."""
+    keys = stack.redis.keys(document_key("doc-*") + ":owner")
+    return {key.decode().split(":")[2] for key, owner in zip(keys, stack.redis.mget(keys) if keys else [], strict=True) if owner == name.encode()}
+
+
+def inline_part(data: bytes, filename: str = "notes.txt") -> dict[str, Any]:
+    return {"type": "file", "file": {"file_data": base64.b64encode(data).decode(), "filename": filename}}
+
+
+def test_inline_documents_count_against_their_senders_storage_bound(docs: Stack) -> None:
+    name, client = named(docs, "gus")
+    client.files.create(file=("a.txt", b"a" * 600_000), purpose="user_data")
+    with pytest.raises(openai.APIStatusError) as over:
+        chat(client, [*ASK, inline_part(b"word " * 100_000)])
+    assert over.value.status_code == 413 and over.value.body["param"] == "messages.0.content.1.file.file_data"
+    assert "0.6 MB of your 1 MB" in over.value.message, over.value.message
+    assert inline_documents(docs, name) == set()
+    blank = b"Hi." + b"\n" * 300_000  # 300 kB, three characters of text: a short prompt
+    kept = client.responses.with_raw_response.create(model="any", max_output_tokens=4, input=[{"role": "user", "content": [
+        {"type": "input_text", "text": "Say hi."},
+        {"type": "input_file", "file_data": base64.b64encode(blank).decode(), "filename": "notes.txt"}]}])
+    [ref] = payload_of(docs, kept.headers["X-Job-Id"])["messages"][-1]["documents"]
+    assert inline_documents(docs, name) == {ref["document_id"]}
+    with pytest.raises(openai.APIStatusError) as over:  # an upload counts the inline one too
+        client.files.create(file=("b.txt", b"b" * 200_000), purpose="user_data")
+    assert over.value.status_code == 413 and "0.9 MB of your 1 MB" in over.value.message, over.value.message
+    assert person(docs, "hue").files.create(file=("b.txt", b"b" * 200_000), purpose="user_data").bytes == 200_000  # each person's own
+
+
+def test_inline_documents_of_a_refused_request_are_deleted(docs: Stack) -> None:
+    name, client = named(docs, "ivy")
+    admin = {"Authorization": f"Bearer {add_user(docs, f'admin-{time.monotonic_ns()}', admin=True)}"}
+    # A later part that cannot be read: the one read before it goes.
+    with pytest.raises(openai.BadRequestError) as refused:
+        chat(client, [*ASK, inline_part(b"Kept for nothing."), inline_part(scan_pdf(), "scan.pdf")])
+    assert "no text layer" in refused.value.message
+    assert inline_documents(docs, name) == set()
+    # The quota refuses the job once its documents were read (429): they go, in both APIs.
+    assert httpx.put(f"{docs.base_url}/admin/users/{name}/quota", headers=admin, json={"tokens_per_day": 0}).status_code == 200
+    with pytest.raises(openai.RateLimitError):
+        chat(client, [*ASK, inline_part(b"Read, then refused.")])
+    for store in (True, False):
+        with pytest.raises(openai.RateLimitError):
+            client.responses.create(model="any", max_output_tokens=4, store=store, input=[{"role": "user", "content": [
+                {"type": "input_text", "text": "Say hi."},
+                {"type": "input_file", "file_data": base64.b64encode(b"Read, then refused.").decode(), "filename": "a.txt"}]}])
+    assert inline_documents(docs, name) == set()
+    assert not docs.redis.hlen(f"hearth:documents:{name}:inline")
+    assert httpx.put(f"{docs.base_url}/admin/users/{name}/quota", headers=admin, json={}).status_code == 200
+    chat(client, [*ASK, inline_part(b"Read and kept.")])
+    assert len(inline_documents(docs, name)) == 1 and docs.redis.hlen(f"hearth:documents:{name}:inline") == 1
 
 
 def test_responses_take_input_files_and_a_conversation_keeps_them_for_later_turns(docs: Stack) -> None:
