@@ -115,7 +115,7 @@ def create_app(settings: ApiSettings) -> FastAPI:
             reaper = Reaper(redis, rq_redis, app.state.jobs, settings)
             runner = BatchRunner(redis, rq_redis, app.state.batches, app.state.files, app.state.jobs, app.state.quota_gate, settings)
             filing = Filing(redis, app.state.jobs, runner, app.state.turns, app.state.responses)
-            rounds: list[Round] = [reaper.sweep, partial(release_held, redis), filing.tick, runner.tick]
+            rounds: list[Round] = [reaper.sweep, partial(release_held, redis), filing.tick, runner.tick, app.state.files.sweep_expired]
             async with queue_sampler(redis), housekeeping(redis, rounds, settings.housekeeping_interval_s):
                 yield
         finally:

@@ -20,6 +20,7 @@ import pytest
 from minio import Minio
 from rq.job import Job
 
+from api.files.store import EXPIRING_KEY
 from devstack import ROOT, RedisServer, Stack, add_user, serve, wait_for
 from hearth.contract import RQ_SERIALIZER
 from hearth.documents import DocumentText, document_key
@@ -95,6 +96,23 @@ def test_a_pdf_is_kept_with_its_text_read_once_and_deleted_with_its_bytes(docs: 
     with pytest.raises(openai.NotFoundError):
         client.files.retrieve(f.id)
     assert SECRET not in docs.logs()
+
+
+def test_a_document_past_its_own_end_loses_its_bytes_though_nobody_lists_files(docs: Stack) -> None:
+    name, client = named(docs, "una")
+    hour: Any = {"anchor": "created_at", "seconds": 3600}
+    ending, staying = (client.files.create(file=(f"{n}.txt", b"Some text."), purpose="user_data", expires_after=hour) for n in "ab")
+    assert ending.expires_at == ending.created_at + 3600 and 3500 < docs.redis.ttl(document_key(ending.id)) <= 3600
+    assert (docs.blobs / ending.id).exists() and (docs.blobs / staying.id).exists()
+    # Its hour passes, as Redis sees it: the record expires, and its end is due.
+    docs.redis.pexpire(f"hearth:file:{ending.id}", 1)
+    docs.redis.zadd(EXPIRING_KEY, {f"{ending.id}:{name}": ending.created_at}, xx=True)
+    wait_for(lambda: not (docs.blobs / ending.id).exists(), 10, "the bytes of the document past its end to go")
+    assert docs.redis.zrange(f"hearth:files:{name}", 0, -1) == [staying.id.encode()]  # its place in the list went with them
+    assert docs.redis.zrange(EXPIRING_KEY, 0, -1).count(f"{staying.id}:{name}".encode()) == 1
+    assert (docs.blobs / staying.id).exists() and [f.id for f in client.files.list().data] == [staying.id]
+    client.files.delete(staying.id)  # deleted before its end: nothing is left to sweep
+    assert not (docs.blobs / staying.id).exists() and docs.redis.zscore(EXPIRING_KEY, f"{staying.id}:{name}") is None
 
 
 def test_text_markdown_html_and_docx_are_read_with_their_headings(docs: Stack) -> None:
