@@ -368,17 +368,29 @@ def test_a_stored_item_naming_another_persons_file_attaches_nothing(docs: Stack)
     assert "only a user's message may attach files" in refused.value.message
 
 
-def test_revoking_a_person_deletes_their_documents(docs: Stack) -> None:
-    name = f"ned-{time.monotonic_ns()}"
-    client = openai.OpenAI(base_url=docs.base_url, api_key=add_user(docs, name), max_retries=0)
+def test_revoking_a_person_deletes_their_documents_and_stored_responses(docs: Stack) -> None:
+    name, client = named(docs, "ned")
     f = client.files.create(file=("a.txt", b"Some text."), purpose="user_data")
     assert text_of(docs, f.id) is not None and (docs.blobs / f.id).exists()
+    chat(client, [*ASK, inline_part(b"Sent inline to a chat.")])
+    client.responses.create(model="any", max_output_tokens=4, input=[{"role": "user", "content": [
+        {"type": "input_text", "text": "Say hi."},
+        {"type": "input_file", "file_data": base64.b64encode(b"Sent inline to a response.").decode(), "filename": "b.txt"}]}])
+    client.responses.create(model="any", max_output_tokens=4, input="Say hi.")
+    inline = inline_documents(docs, name)
+    assert len(inline) == 2 and len(docs.redis.keys(f"hearth:resp:{name}:*")) == 2
+    survivor = person(docs, "ora")
+    theirs = survivor.responses.create(model="any", max_output_tokens=4, input="Say hi.")
     admin = {"Authorization": f"Bearer {add_user(docs, f'admin-{time.monotonic_ns()}', admin=True)}"}
-    assert httpx.get(f"{docs.base_url}/admin/users/{name}/revocation", headers=admin).json()["documents"] == 1
+    preview = httpx.get(f"{docs.base_url}/admin/users/{name}/revocation", headers=admin).json()
+    assert (preview["documents"], preview["responses"]) == (3, 2), preview
     out = subprocess.run([sys.executable, "-m", "api.accounts.cli", "users", "revoke", name], env=docs.env, cwd=ROOT,
                          capture_output=True, text=True, check=True).stdout
-    assert "1 document(s)" in out, out
+    assert "3 document(s) and 2 stored response(s)" in out, out
     assert text_of(docs, f.id) is None and not (docs.blobs / f.id).exists() and not docs.redis.exists(f"hearth:file:{f.id}")
+    assert inline_documents(docs, name) == set() and all(text_of(docs, d) is None for d in inline)
+    assert docs.redis.keys(f"hearth:resp:{name}:*") == [] and not docs.redis.exists(f"hearth:documents:{name}:inline")
+    assert survivor.responses.retrieve(theirs.id).id == theirs.id  # another person's stays
 
 
 def _free_port() -> int:

@@ -81,13 +81,15 @@ class DocumentService:
         return True
 
     async def count_owner(self, owner: str) -> int:
-        return len(await self._files.documents(owner))
+        """How many documents a person keeps: their files' and those they sent inline."""
+        return len(await self._files.documents(owner)) + len(await self._texts.inline_documents(owner))
 
     async def delete_owner(self, owner: str) -> int:
-        """Deletes all of a person's files (their documents' bytes and text with them); how many documents."""
+        """Deletes all of a person's files (their documents' bytes and text with them) and the
+        documents they sent inline; how many documents."""
         documents = await self._files.delete_owner(owner)
         await self._texts.delete(*documents)
-        return len(documents)
+        return len(documents) + await self._texts.delete_owner_inline(owner)
 
     async def _uploaded(self, owner: str, file_id: str, param: str) -> DocumentRef:
         info = await self._files.get(owner, file_id)

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from redis.asyncio import Redis as AsyncRedis
 
 from hearth.documents import DocumentText, document_key
+from hearth.redis_client import texts
 
 OWNER_KEY = "hearth:document:{document_id}:owner"  # string: the owner's name
 UPLOADING_KEY = "hearth:documents:{owner}:uploading"  # integer: bytes of the owner's uploads being read now
@@ -69,6 +70,18 @@ class DocumentStore:
         if document_ids:
             await self.delete(*document_ids)
             await self._redis.hdel(_inline_key(owner), *document_ids)
+
+    async def inline_documents(self, owner: str) -> list[str]:
+        """The owner's inline documents still kept."""
+        ids = texts(await self._redis.hkeys(_inline_key(owner)))
+        return [d for d, whose in zip(ids, await self.owners(ids), strict=True) if whose == owner]
+
+    async def delete_owner_inline(self, owner: str) -> int:
+        """Deletes all of the owner's inline documents; how many were still kept."""
+        ids = await self.inline_documents(owner)
+        await self.delete(*ids)
+        await self._redis.delete(_inline_key(owner))
+        return len(ids)
 
     async def owners(self, document_ids: Sequence[str]) -> list[str | None]:
         """Each document's owner (None: no longer kept), in one round trip."""
