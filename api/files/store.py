@@ -137,8 +137,8 @@ class FileStore:
         return Page(out[:limit], len(out) > limit)
 
     async def _forget(self, owner: str, file_ids: list[str]) -> None:
-        """Drops expired files from the owner's index and the expiring documents, and their
-        bytes from the blob store (an id there that was never a document's is no blob:
+        """Drops deleted or expired files from the owner's index and the expiring documents, and
+        their bytes from the blob store (an id there that was never a document's is no blob:
         deleting it does nothing)."""
         for file_id in file_ids:
             await self._blobs.delete(file_id)
