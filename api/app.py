@@ -104,9 +104,9 @@ def create_app(settings: ApiSettings) -> FastAPI:
         app.state.quota_gate = QuotaGate(redis, app.state.quotas, app.state.usage, settings.quota_hold_tokens, settings.job_ttl_s)
         app.state.shares = ShareStore(redis)
         app.state.files, app.state.documents = file_services(redis, settings)
-        app.state.accounts = AccountService(app.state.users, app.state.conversations, app.state.usage, app.state.shares,
-                                            app.state.documents)
         app.state.responses = ResponseStore(redis, settings.response_retention_s)
+        app.state.accounts = AccountService(app.state.users, app.state.conversations, app.state.usage, app.state.shares,
+                                            app.state.documents, app.state.responses)
         app.state.batches = BatchStore(redis, settings.file_retention_s)
         app.state.signins = SignInThrottle(redis, settings.login_max_failures, settings.login_lockout_s)
         await announce(settings, app.state.users)
@@ -115,7 +115,7 @@ def create_app(settings: ApiSettings) -> FastAPI:
             reaper = Reaper(redis, rq_redis, app.state.jobs, settings)
             runner = BatchRunner(redis, rq_redis, app.state.batches, app.state.files, app.state.jobs, app.state.quota_gate, settings)
             filing = Filing(redis, app.state.jobs, runner, app.state.turns, app.state.responses)
-            rounds: list[Round] = [reaper.sweep, partial(release_held, redis), filing.tick, runner.tick]
+            rounds: list[Round] = [reaper.sweep, partial(release_held, redis), filing.tick, runner.tick, app.state.files.sweep_expired]
             async with queue_sampler(redis), housekeeping(redis, rounds, settings.housekeeping_interval_s):
                 yield
         finally:

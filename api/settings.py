@@ -27,7 +27,7 @@ class ApiSettings(CommonSettings):
     file_retention_s: int = Field(30 * 86400, ge=60, description="How long files, batch results and ended batches are kept.")
     # Documents (files with purpose `user_data`, or sent inline in a chat): api.documents.
     document_max_file_bytes: int = Field(32 * 2**20, ge=1024, description="Largest document accepted (a `user_data` file, or one sent inline as `file_data`); 413 above.")
-    document_storage_mb_per_user: int = Field(512, ge=1, description="Document bytes one person may keep (their `user_data` files); an upload past it gets 413 saying how much is used.")
+    document_storage_mb_per_user: int = Field(512, ge=1, description="Document bytes one person may keep (their `user_data` files and the documents they sent inline, while kept); an upload or inline document past it gets 413 saying how much is used.")
     document_max_pages: int = Field(2000, ge=1, description="Most pages (or sections) of a document whose text is read; a longer one gets 400.")
     document_max_chars: int = Field(4_000_000, ge=1000, description="Most characters of text extracted from one document; a longer one gets 400.")
     document_extract_cpu_s: int = Field(30, ge=1, le=600, description="CPU seconds the process that reads one document's text may use; a document that needs more gets 400.")

@@ -111,7 +111,7 @@ def test_revoking_says_what_it_deletes_first_then_deletes_it(secured: Stack, bos
         assert jo_http.post("/account/keys", json={"name": "laptop"}).status_code == 200
     with api(secured, boss) as http:
         preview = http.get("/admin/users/jo/revocation").json()
-        assert preview == {"user": "jo", "deleted": False, "keys": 2, "sessions": 1, "conversations": 1, "documents": 0,
+        assert preview == {"user": "jo", "deleted": False, "keys": 2, "sessions": 1, "conversations": 1, "documents": 0, "responses": 0,
                            "usage_records": 0}
         assert http.get("/admin/users/jo/revocation").json() == preview  # a preview deletes nothing
         assert http.delete("/admin/users/boss").json()["error"]["code"] == "revoke_self"

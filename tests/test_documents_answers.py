@@ -105,3 +105,30 @@ def test_stored_text_keeps_file_citations_only() -> None:
     assert [a.model_dump() for a in part.annotations] == [cited]
     with pytest.raises(ValidationError):
         OutputText.model_validate({"text": "Yes.", "annotations": [{**cited, "filename": "a" * 2000}]})
+
+
+def test_a_stream_announces_each_citation_before_the_text_part_ends(ask: openai.OpenAI, report: str) -> None:
+    """`response.output_text.annotation.added`, one per citation in order, between the last
+    delta and `response.output_text.done`; the same again when the stored stream is replayed."""
+    with ask.responses.create(model="any", max_output_tokens=8, stream=True, input=[{"role": "user", "content": [
+            {"type": "input_file", "file_id": report}, {"type": "input_text", "text": QUESTION}]}]) as stream:
+        events = list(stream)
+    last = events[-1]
+    assert last.type in ("response.completed", "response.incomplete")
+    final = last.response
+    part = final.output[0].content[0]
+    assert part.type == "output_text"
+    pages_cited([a.model_dump() for a in part.annotations], report)
+    types = [e.type for e in events]
+    added = [e for e in events if e.type == "response.output_text.annotation.added"]
+    assert [a.annotation_index for a in added] == list(range(len(part.annotations)))
+    assert [a.annotation.model_dump() if a.annotation else None for a in added] == [a.model_dump() for a in part.annotations]
+    assert {(a.item_id, a.output_index, a.content_index) for a in added} == {(final.output[0].id, 0, 0)}
+    first = types.index("response.output_text.annotation.added")
+    assert types[first - 1] == "response.output_text.delta"
+    assert types[first + len(added)] == "response.output_text.done"
+    numbers = [e.sequence_number for e in events]
+    assert numbers == sorted(set(numbers))  # a delta of several tokens skips numbers; none repeats
+    assert numbers[first:first + len(added) + 1] == list(range(numbers[first], numbers[first] + len(added) + 1))
+    again = [e for e in ask.responses.retrieve(final.id, stream=True) if e.type == "response.output_text.annotation.added"]
+    assert [e.model_dump() for e in again] == [e.model_dump() for e in added]

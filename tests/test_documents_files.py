@@ -20,6 +20,7 @@ import pytest
 from minio import Minio
 from rq.job import Job
 
+from api.files.store import EXPIRING_KEY
 from devstack import ROOT, RedisServer, Stack, add_user, serve, wait_for
 from hearth.contract import RQ_SERIALIZER
 from hearth.documents import DocumentText, document_key
@@ -52,6 +53,11 @@ def person(stack: Stack, name: str) -> openai.OpenAI:
     """A new person's client (a name of their own per test: storage bounds are per person)."""
     key = add_user(stack, f"{name}-{time.monotonic_ns()}")
     return openai.OpenAI(base_url=stack.base_url, api_key=key, max_retries=0, timeout=120)
+
+
+def named(stack: Stack, name: str) -> tuple[str, openai.OpenAI]:
+    name = f"{name}-{time.monotonic_ns()}"
+    return name, openai.OpenAI(base_url=stack.base_url, api_key=add_user(stack, name), max_retries=0, timeout=120)
 
 
 def text_of(stack: Stack, document_id: str) -> DocumentText | None:
@@ -90,6 +96,23 @@ def test_a_pdf_is_kept_with_its_text_read_once_and_deleted_with_its_bytes(docs: 
     with pytest.raises(openai.NotFoundError):
         client.files.retrieve(f.id)
     assert SECRET not in docs.logs()
+
+
+def test_a_document_past_its_own_end_loses_its_bytes_though_nobody_lists_files(docs: Stack) -> None:
+    name, client = named(docs, "una")
+    hour: Any = {"anchor": "created_at", "seconds": 3600}
+    ending, staying = (client.files.create(file=(f"{n}.txt", b"Some text."), purpose="user_data", expires_after=hour) for n in "ab")
+    assert ending.expires_at == ending.created_at + 3600 and 3500 < docs.redis.ttl(document_key(ending.id)) <= 3600
+    assert (docs.blobs / ending.id).exists() and (docs.blobs / staying.id).exists()
+    # Its hour passes, as Redis sees it: the record expires, and its end is due.
+    docs.redis.pexpire(f"hearth:file:{ending.id}", 1)
+    docs.redis.zadd(EXPIRING_KEY, {f"{ending.id}:{name}": ending.created_at}, xx=True)
+    wait_for(lambda: not (docs.blobs / ending.id).exists(), 10, "the bytes of the document past its end to go")
+    assert docs.redis.zrange(f"hearth:files:{name}", 0, -1) == [staying.id.encode()]  # its place in the list went with them
+    assert docs.redis.zrange(EXPIRING_KEY, 0, -1).count(f"{staying.id}:{name}".encode()) == 1
+    assert (docs.blobs / staying.id).exists() and [f.id for f in client.files.list().data] == [staying.id]
+    client.files.delete(staying.id)  # deleted before its end: nothing is left to sweep
+    assert not (docs.blobs / staying.id).exists() and docs.redis.zscore(EXPIRING_KEY, f"{staying.id}:{name}") is None
 
 
 def test_text_markdown_html_and_docx_are_read_with_their_headings(docs: Stack) -> None:
@@ -250,6 +273,60 @@ def test_file_parts_that_cannot_be_read_are_refused_before_anything_is_queued(do
     assert len(docs.redis.keys("hearth:job:*")) == queued
 
 
+def inline_documents(stack: Stack, name: str) -> set[str]:
+    """The inline documents kept as `name`'s: their text's owner keys say so."""
+    keys = stack.redis.keys(document_key("doc-*") + ":owner")
+    return {key.decode().split(":")[2] for key, owner in zip(keys, stack.redis.mget(keys) if keys else [], strict=True) if owner == name.encode()}
+
+
+def inline_part(data: bytes, filename: str = "notes.txt") -> dict[str, Any]:
+    return {"type": "file", "file": {"file_data": base64.b64encode(data).decode(), "filename": filename}}
+
+
+def test_inline_documents_count_against_their_senders_storage_bound(docs: Stack) -> None:
+    name, client = named(docs, "gus")
+    client.files.create(file=("a.txt", b"a" * 600_000), purpose="user_data")
+    with pytest.raises(openai.APIStatusError) as over:
+        chat(client, [*ASK, inline_part(b"word " * 100_000)])
+    assert over.value.status_code == 413 and over.value.body["param"] == "messages.0.content.1.file.file_data"
+    assert "0.6 MB of your 1 MB" in over.value.message, over.value.message
+    assert inline_documents(docs, name) == set()
+    blank = b"Hi." + b"\n" * 300_000  # 300 kB, three characters of text: a short prompt
+    kept = client.responses.with_raw_response.create(model="any", max_output_tokens=4, input=[{"role": "user", "content": [
+        {"type": "input_text", "text": "Say hi."},
+        {"type": "input_file", "file_data": base64.b64encode(blank).decode(), "filename": "notes.txt"}]}])
+    [ref] = payload_of(docs, kept.headers["X-Job-Id"])["messages"][-1]["documents"]
+    assert inline_documents(docs, name) == {ref["document_id"]}
+    with pytest.raises(openai.APIStatusError) as over:  # an upload counts the inline one too
+        client.files.create(file=("b.txt", b"b" * 200_000), purpose="user_data")
+    assert over.value.status_code == 413 and "0.9 MB of your 1 MB" in over.value.message, over.value.message
+    assert person(docs, "hue").files.create(file=("b.txt", b"b" * 200_000), purpose="user_data").bytes == 200_000  # each person's own
+
+
+def test_inline_documents_of_a_refused_request_are_deleted(docs: Stack) -> None:
+    name, client = named(docs, "ivy")
+    admin = {"Authorization": f"Bearer {add_user(docs, f'admin-{time.monotonic_ns()}', admin=True)}"}
+    # A later part that cannot be read: the one read before it goes.
+    with pytest.raises(openai.BadRequestError) as refused:
+        chat(client, [*ASK, inline_part(b"Kept for nothing."), inline_part(scan_pdf(), "scan.pdf")])
+    assert "no text layer" in refused.value.message
+    assert inline_documents(docs, name) == set()
+    # The quota refuses the job once its documents were read (429): they go, in both APIs.
+    assert httpx.put(f"{docs.base_url}/admin/users/{name}/quota", headers=admin, json={"tokens_per_day": 0}).status_code == 200
+    with pytest.raises(openai.RateLimitError):
+        chat(client, [*ASK, inline_part(b"Read, then refused.")])
+    for store in (True, False):
+        with pytest.raises(openai.RateLimitError):
+            client.responses.create(model="any", max_output_tokens=4, store=store, input=[{"role": "user", "content": [
+                {"type": "input_text", "text": "Say hi."},
+                {"type": "input_file", "file_data": base64.b64encode(b"Read, then refused.").decode(), "filename": "a.txt"}]}])
+    assert inline_documents(docs, name) == set()
+    assert not docs.redis.hlen(f"hearth:documents:{name}:inline")
+    assert httpx.put(f"{docs.base_url}/admin/users/{name}/quota", headers=admin, json={}).status_code == 200
+    chat(client, [*ASK, inline_part(b"Read and kept.")])
+    assert len(inline_documents(docs, name)) == 1 and docs.redis.hlen(f"hearth:documents:{name}:inline") == 1
+
+
 def test_responses_take_input_files_and_a_conversation_keeps_them_for_later_turns(docs: Stack) -> None:
     client = person(docs, "kim")
     f = client.files.create(file=("lease.pdf", pdf_with_pages(["Pets: one cat."])), purpose="user_data")
@@ -291,17 +368,29 @@ def test_a_stored_item_naming_another_persons_file_attaches_nothing(docs: Stack)
     assert "only a user's message may attach files" in refused.value.message
 
 
-def test_revoking_a_person_deletes_their_documents(docs: Stack) -> None:
-    name = f"ned-{time.monotonic_ns()}"
-    client = openai.OpenAI(base_url=docs.base_url, api_key=add_user(docs, name), max_retries=0)
+def test_revoking_a_person_deletes_their_documents_and_stored_responses(docs: Stack) -> None:
+    name, client = named(docs, "ned")
     f = client.files.create(file=("a.txt", b"Some text."), purpose="user_data")
     assert text_of(docs, f.id) is not None and (docs.blobs / f.id).exists()
+    chat(client, [*ASK, inline_part(b"Sent inline to a chat.")])
+    client.responses.create(model="any", max_output_tokens=4, input=[{"role": "user", "content": [
+        {"type": "input_text", "text": "Say hi."},
+        {"type": "input_file", "file_data": base64.b64encode(b"Sent inline to a response.").decode(), "filename": "b.txt"}]}])
+    client.responses.create(model="any", max_output_tokens=4, input="Say hi.")
+    inline = inline_documents(docs, name)
+    assert len(inline) == 2 and len(docs.redis.keys(f"hearth:resp:{name}:*")) == 2
+    survivor = person(docs, "ora")
+    theirs = survivor.responses.create(model="any", max_output_tokens=4, input="Say hi.")
     admin = {"Authorization": f"Bearer {add_user(docs, f'admin-{time.monotonic_ns()}', admin=True)}"}
-    assert httpx.get(f"{docs.base_url}/admin/users/{name}/revocation", headers=admin).json()["documents"] == 1
+    preview = httpx.get(f"{docs.base_url}/admin/users/{name}/revocation", headers=admin).json()
+    assert (preview["documents"], preview["responses"]) == (3, 2), preview
     out = subprocess.run([sys.executable, "-m", "api.accounts.cli", "users", "revoke", name], env=docs.env, cwd=ROOT,
                          capture_output=True, text=True, check=True).stdout
-    assert "1 document(s)" in out, out
+    assert "3 document(s) and 2 stored response(s)" in out, out
     assert text_of(docs, f.id) is None and not (docs.blobs / f.id).exists() and not docs.redis.exists(f"hearth:file:{f.id}")
+    assert inline_documents(docs, name) == set() and all(text_of(docs, d) is None for d in inline)
+    assert docs.redis.keys(f"hearth:resp:{name}:*") == [] and not docs.redis.exists(f"hearth:documents:{name}:inline")
+    assert survivor.responses.retrieve(theirs.id).id == theirs.id  # another person's stays
 
 
 def _free_port() -> int:

@@ -202,7 +202,9 @@ def test_shared_tab_shares_a_conversation_that_the_other_reads_and_copies(secure
                                                                            new_page: Callable[[str], Page], log_dir: Path) -> None:  # noqa: F811
     hana, ivo = add_user(secured, "hana"), add_user(secured, "ivo")
     made = httpx.post(f"{secured.base_url}/conversations", headers={"Authorization": f"Bearer {hana}"},
-                      json={"metadata": {"title": "Soup"}, "items": [{"type": "message", "role": "user", "content": "Our soup recipe?"}]})
+                      json={"metadata": {"title": "Soup"}, "items": [{"type": "message", "role": "user", "content": [
+                          {"type": "input_text", "text": "Our soup recipe?"},
+                          {"type": "input_file", "file_id": "file-0123", "filename": "soup *notes*.pdf"}]}]})
     conv = made.json()["id"]
     owner = new_page(secured_ui.url)
     sign_in(owner, "hana", hana)
@@ -220,6 +222,9 @@ def test_shared_tab_shares_a_conversation_that_the_other_reads_and_copies(secure
     open_tab(reader, "Shared")
     choose(reader, "#hearth-shared-chosen", "Soup — hana's")
     expect(reader.locator("#hearth-shared-reading")).to_contain_text("Our soup recipe?")
+    # The file the question attached shows as a chip, as on the chat page, its name as written.
+    expect(reader.locator("#hearth-shared-reading strong")).to_have_text("soup *notes*.pdf")
+    expect(reader.locator("#hearth-shared-reading")).to_contain_text("📎 soup *notes*.pdf")
     readme_shot(reader, "shared", log_dir, sidebar=False)
     reader.click("#hearth-shared-fork")
     expect(reader.locator("#hearth-shared-message")).to_contain_text("is now among your chats")

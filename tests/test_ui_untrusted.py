@@ -99,3 +99,14 @@ def test_a_shared_conversation_is_defused() -> None:
     [message] = transcript(shared)
     html = rendered(message["content"])
     assert not fetching(html), html
+
+
+def test_a_shared_question_shows_its_files_as_literal_chips_above_its_defused_text() -> None:
+    name = f"<img src='{leak_url(BASE, 'FILENAME')}'> ![x]({leak_url(BASE, 'FILENAME-MD')}).pdf"
+    shared = {"items": [{"type": "message", "role": "user", "content": [
+        {"type": "input_text", "text": hostile_text(BASE)}, {"type": "input_file", "file_id": "file-1", "filename": name}]}]}
+    [message] = transcript(shared)
+    assert message["content"].startswith("📎 **")
+    html = rendered(message["content"])
+    assert not fetching(html), html
+    assert "&lt;img src=" in html  # the name shown as written, never as markup

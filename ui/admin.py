@@ -30,7 +30,8 @@ def people_table(people: list[dict[str, Any]]) -> str:
 
 def revocation_text(r: dict[str, Any]) -> str:
     return (f"Revoking **{r['user']}** deletes {r['keys']} API key(s), signs out {r['sessions']} open session(s), "
-            f"and deletes {r['conversations']} conversation(s) and {r['usage_records']} day(s) or month(s) of usage records, "
+            f"and deletes {r['conversations']} conversation(s), {r['documents']} document(s), {r['responses']} stored response(s) "
+            f"and {r['usage_records']} day(s) or month(s) of usage records, "
             "with their quota. This cannot be undone.")
 
 

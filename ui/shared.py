@@ -9,6 +9,7 @@ import gradio as gr
 from gradio.blocks import Block
 
 from ui.account import refused
+from ui.attachments import stored_files, with_chips
 from ui.client import HearthClient
 from ui.untrusted import defused
 
@@ -19,9 +20,11 @@ Updates = dict[Block, Any]
 
 def transcript(conversation: dict[str, Any]) -> list[dict[str, str]]:
     """The messages as the Chatbot shows them: another person's text, defused as the chat's is
-    (ui.untrusted; the Chatbot's own sanitizing leaves Markdown images, which the browser fetches)."""
+    (ui.untrusted; the Chatbot's own sanitizing leaves Markdown images, which the browser fetches),
+    under the chips of the files a question attached, as the chat page shows them (ui.attachments)."""
     return [{"role": "user" if item.get("role") == "user" else "assistant",
-             "content": defused("".join(part.get("text", "") for part in item.get("content") or []))}
+             "content": with_chips(defused("".join(part.get("text", "") for part in item.get("content") or [])),
+                                   stored_files(item) if item.get("role") == "user" else [])}
             for item in conversation.get("items") or [] if item.get("type") == "message" and item.get("role") in ("user", "assistant")]
 
 

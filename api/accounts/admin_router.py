@@ -46,7 +46,7 @@ def key_object(info: KeyInfo) -> dict[str, object]:
 
 def revocation(r: Revocation) -> dict[str, object]:
     return {"user": r.user, "deleted": r.done, "keys": r.keys, "sessions": r.sessions,
-            "conversations": r.conversations, "documents": r.documents, "usage_records": r.usage_records}
+            "conversations": r.conversations, "documents": r.documents, "responses": r.responses, "usage_records": r.usage_records}
 
 
 @router.get("")

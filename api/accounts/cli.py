@@ -14,6 +14,7 @@ from api.accounts.service import CLI_ACTOR, AccountService
 from api.accounts.users import AuthError, NoSuchUser, UserStore
 from api.conversations.store import ConversationStore
 from api.documents.service import file_services
+from api.responses.store import ResponseStore
 from api.settings import ApiSettings
 from api.sharing.store import ShareStore
 from api.usage.store import DEFAULT, Quota, QuotaStore, UsageStore
@@ -30,7 +31,7 @@ def add_arguments(users: argparse.ArgumentParser) -> None:
     add.add_argument("--admin", action="store_true", help="may manage people and see every job and the whole status page")
     cmd.add_parser("list", help="list users by name with their role, number of keys, last seen and tokens today")
     for name, text in (("key", "print one more API key for a user"),
-                       ("revoke", "delete a user with all its keys, sessions, conversations, files and usage"),
+                       ("revoke", "delete a user with all its keys, sessions, conversations, files, documents, stored responses and usage"),
                        ("passwd", "set the password a user signs in to the ui with (read from stdin if piped)"),
                        ("admin", "make a user an admin"), ("unadmin", "make an admin a plain user")):
         cmd.add_parser(name, help=text).add_argument("name")
@@ -84,8 +85,8 @@ async def _run(args: argparse.Namespace, accounts: AccountService, quotas: Quota
                          for u, today in await accounts.people()) or "(no users)"
     if args.command == "revoke":
         r = await accounts.revoke(CLI_ACTOR, args.name)
-        return (f"Deleted {args.name!r}, {r.keys} key(s), {r.sessions} session(s), {r.conversations} conversation(s) "
-                f"and {r.documents} document(s).")
+        return (f"Deleted {args.name!r}, {r.keys} key(s), {r.sessions} session(s), {r.conversations} conversation(s), "
+                f"{r.documents} document(s) and {r.responses} stored response(s).")
     if args.command in ("admin", "unadmin"):
         await accounts.set_admin(CLI_ACTOR, args.name, args.command == "admin")
         return f"{args.name!r} is now {'an admin' if args.command == 'admin' else 'a user'}."
@@ -103,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
         try:
             usage = UsageStore(redis, UsageClock(settings.usage_timezone, settings.usage_clock_offset_s))
             accounts = AccountService(UserStore(redis), ConversationStore(redis, settings), usage, ShareStore(redis),
-                                      file_services(redis, settings)[1])
+                                      file_services(redis, settings)[1], ResponseStore(redis, settings.response_retention_s))
             return await _run(args, accounts, QuotaStore(redis))
         finally:
             await redis.aclose()

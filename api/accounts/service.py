@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from api.accounts.users import AuthError, KeyInfo, NoSuchUser, Role, User, UserInfo, UserStore
 from api.conversations.store import ConversationStore
 from api.documents.service import DocumentService
+from api.responses.store import ResponseStore
 from api.sharing.store import ShareStore
 from api.usage.store import UsageStore
 
@@ -28,13 +29,14 @@ class Revocation:
     usage_records: int
     done: bool
     documents: int = 0
+    responses: int = 0  # stored responses
 
 
 class AccountService:
     def __init__(self, users: UserStore, conversations: ConversationStore, usage: UsageStore, shares: ShareStore,
-                 documents: DocumentService):
+                 documents: DocumentService, responses: ResponseStore):
         self.users, self._conversations, self._usage, self._shares = users, conversations, usage, shares
-        self._documents = documents
+        self._documents, self._responses = documents, responses
 
     @staticmethod
     def _log(actor: User, action: str, target: str, **details: object) -> None:
@@ -73,21 +75,23 @@ class AccountService:
             raise NoSuchUser(name)
         return Revocation(name, len(await self.users.keys(name)), await self.users.sessions(name),
                           await self._conversations.count_owner(name), len(await self._usage.periods_kept(name)), False,
-                          await self._documents.count_owner(name))
+                          await self._documents.count_owner(name), await self._responses.count_owner(name))
 
     async def revoke(self, actor: User, name: str) -> Revocation:
         """Delete a person with their keys, sessions (their open pages sign out), conversations,
-        files (documents' bytes and text with them), shares, usage and quota."""
+        files (documents' bytes and text with them), inline documents, stored responses, shares,
+        usage and quota."""
         if actor.name == name:
             raise AuthError("You cannot revoke yourself; ask another admin.", 409, "revoke_self")
         sessions = await self.users.sessions(name)
         keys = await self.users.delete(name)  # first, so that refusing the last admin's deletes nothing
         conversations = await self._conversations.delete_owner(name)
         documents = await self._documents.delete_owner(name)
+        responses = await self._responses.delete_owner(name)
         await self._shares.forget_user(name)  # what they shared and what was shared with them
         usage = await self._usage.forget(name)
-        self._log(actor, "revoke", name, keys=keys, conversations=conversations, documents=documents)
-        return Revocation(name, keys, sessions, conversations, usage, True, documents)
+        self._log(actor, "revoke", name, keys=keys, conversations=conversations, documents=documents, responses=responses)
+        return Revocation(name, keys, sessions, conversations, usage, True, documents, responses)
 
     async def new_key(self, actor: User, name: str, label: str = "") -> tuple[str, KeyInfo]:
         key, info = await self.users.new_key(name, label)

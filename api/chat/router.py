@@ -62,13 +62,14 @@ async def create_chat_completion(
     turns: Turns, quota: QuotaCheck, documents: Documents,
 ) -> JSONResponse | EventSourceResponse:
     check_request(body, settings)  # before any document is read
-    attached = await documents.attach(user.name, body.file_parts(), settings.job_ttl_s)
-    chat = await prepare_chat(body, user.name, jobs, redis, settings, attached, turns, documents)
-    # A turn stored in a conversation (Hearth's `conversation`) stores what is new: its question,
-    # with the documents it attached, or the results of the calls the last answer made.
-    question = turn_items(chat.turn)
-    async with turns.taking(user.name, body.conversation, question, chat.payload.job_id, chat.basis):
-        job = await queue_chat(jobs, quota, chat, user.name, body.conversation)
+    # Inline files read here are deleted again if the request is refused before its job is queued.
+    async with documents.attaching(user.name, body.file_parts(), settings.job_ttl_s) as attached:
+        chat = await prepare_chat(body, user.name, jobs, redis, settings, attached, turns, documents)
+        # A turn stored in a conversation (Hearth's `conversation`) stores what is new: its question,
+        # with the documents it attached, or the results of the calls the last answer made.
+        question = turn_items(chat.turn)
+        async with turns.taking(user.name, body.conversation, question, chat.payload.job_id, chat.basis):
+            job = await queue_chat(jobs, quota, chat, user.name, body.conversation)
     headers = {"X-Job-Id": job.id, **({QUESTION_HEADER: question[0].id} if question else {})}
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)

@@ -7,7 +7,8 @@ import binascii
 import logging
 import re
 import secrets
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 
 from redis.asyncio import Redis as AsyncRedis
 
@@ -42,22 +43,31 @@ class DocumentService:
         if size > limit:
             raise HearthError(413, f"The document is larger than {limit} bytes, the most Hearth accepts.", param=param)
 
-    async def upload(self, owner: str, filename: str, purpose: str, data: bytes, retention_s: int | None) -> FileInfo:
-        """A new document file: within its owner's storage bound (413 saying how much is
-        used), its text read (400 when it cannot be), then its bytes and text kept."""
-        self._check_size(len(data), "file")
-        # Counted before the file is read, so that uploads at once cannot pass the bound together.
-        uploading = await self._texts.reserve(owner, len(data), int(self._settings.document_extract_wall_s) + 60)
+    @asynccontextmanager
+    async def _room(self, owner: str, size: int, param: str) -> AsyncIterator[None]:
+        """Holds `size` bytes within the owner's storage bound (their files, inline documents
+        and uploads in progress; 413 saying how much is used) while the block reads and keeps a
+        document. Counted before it is read, so that documents at once cannot pass the bound together."""
+        uploading = await self._texts.reserve(owner, size, int(self._settings.document_extract_wall_s) + 60)
         try:
-            kept, bound = sum(f.bytes for f in await self._files.documents(owner)), self._settings.document_storage_mb_per_user * MB
+            kept = sum(f.bytes for f in await self._files.documents(owner)) + await self._texts.inline_bytes(owner)
+            bound = self._settings.document_storage_mb_per_user * MB
             if kept + uploading > bound:
-                raise HearthError(413, f"Your documents take {(kept + uploading - len(data)) / MB:.1f} MB of your {bound / MB:g} MB "
-                                       f"(uploads in progress included); this file ({len(data) / MB:.1f} MB) would pass that bound. "
-                                       "Delete files you no longer need.", code="storage_limit_exceeded", param="file")
+                raise HearthError(413, f"Your documents take {(kept + uploading - size) / MB:.1f} MB of your {bound / MB:g} MB "
+                                       f"(files sent inline and uploads in progress included); this one ({size / MB:.1f} MB) "
+                                       "would pass that bound. Delete files you no longer need.",
+                                  code="storage_limit_exceeded", param=param)
+            yield
+        finally:
+            await self._texts.release(owner, size)
+
+    async def upload(self, owner: str, filename: str, purpose: str, data: bytes, retention_s: int | None) -> FileInfo:
+        """A new document file: within its owner's storage bound, its text read (400 when it
+        cannot be), then its bytes and text kept."""
+        self._check_size(len(data), "file")
+        async with self._room(owner, len(data), "file"):
             pages = await self._extractor.pages(filename, data)
             info = await self._files.create(owner, filename, purpose, data, retention_s)
-        finally:
-            await self._texts.release(owner, len(data))
         ttl = None if info.expires_at is None else info.expires_at - info.created_at
         await self._texts.put(owner, DocumentText(document_id=info.id, filename=filename, pages=pages), ttl)
         log.info("document stored", extra={"file_id": info.id, "bytes": info.bytes, "pages": len(pages)})
@@ -71,13 +81,15 @@ class DocumentService:
         return True
 
     async def count_owner(self, owner: str) -> int:
-        return len(await self._files.documents(owner))
+        """How many documents a person keeps: their files' and those they sent inline."""
+        return len(await self._files.documents(owner)) + len(await self._texts.inline_documents(owner))
 
     async def delete_owner(self, owner: str) -> int:
-        """Deletes all of a person's files (their documents' bytes and text with them); how many documents."""
+        """Deletes all of a person's files (their documents' bytes and text with them) and the
+        documents they sent inline; how many documents."""
         documents = await self._files.delete_owner(owner)
         await self._texts.delete(*documents)
-        return len(documents)
+        return len(documents) + await self._texts.delete_owner_inline(owner)
 
     async def _uploaded(self, owner: str, file_id: str, param: str) -> DocumentRef:
         info = await self._files.get(owner, file_id)
@@ -99,19 +111,34 @@ class DocumentService:
             raise HearthError(400, "file_data is not base64 (or a data URL with base64 content).", param=param) from None
         mime = (match.group("mime") or "").lower() if match else ""
         filename = part.filename or f"document{_EXTENSION_OF.get(mime, '')}"
-        pages = await self._extractor.pages(filename, data, param)
-        text = DocumentText(document_id=f"doc-{secrets.token_hex(12)}", filename=filename, pages=pages)
-        await self._texts.put(owner, text, ttl_s)
-        return DocumentRef(document_id=text.document_id, filename=filename)
+        document_id = f"doc-{secrets.token_hex(12)}"
+        async with self._room(owner, len(data), param):
+            pages = await self._extractor.pages(filename, data, param)
+            await self._texts.put(owner, DocumentText(document_id=document_id, filename=filename, pages=pages), ttl_s, inline_bytes=len(data))
+        return DocumentRef(document_id=document_id, filename=filename)
 
-    async def attach(self, owner: str, parts: Sequence[Sequence[tuple[str, FileInput]]], ttl_s: int) -> list[list[DocumentRef]]:
-        """Each message's file parts (with the field that holds each, for errors) as DocumentRefs:
-        uploaded files checked as the owner's documents, inline ones read and kept for `ttl_s`."""
-        refs: list[list[DocumentRef]] = []
-        for message in parts:
-            refs.append([await (self._uploaded(owner, part.file_id, f"{param}.file_id") if part.file_id is not None
-                                else self._inline(owner, part, ttl_s, f"{param}.file_data")) for param, part in message])
-        return refs
+    @asynccontextmanager
+    async def attaching(self, owner: str, parts: Sequence[Sequence[tuple[str, FileInput]]],
+                        ttl_s: int) -> AsyncIterator[list[list[DocumentRef]]]:
+        """Each message's file parts (with the field that holds each, for errors) as DocumentRefs,
+        for the block that queues the job reading them: uploaded files checked as the owner's
+        documents, inline ones read and kept for `ttl_s`, and deleted again should the request
+        be refused (a later part, the quota, the queue) before its job is queued."""
+        inline: list[str] = []
+        try:
+            refs: list[list[DocumentRef]] = []
+            for message in parts:
+                refs.append([])
+                for param, part in message:
+                    if part.file_id is not None:
+                        refs[-1].append(await self._uploaded(owner, part.file_id, f"{param}.file_id"))
+                    else:
+                        refs[-1].append(await self._inline(owner, part, ttl_s, f"{param}.file_data"))
+                        inline.append(refs[-1][-1].document_id)
+            yield refs
+        except BaseException:
+            await self._texts.delete_inline(owner, *inline)
+            raise
 
     async def owned_messages(self, owner: str, messages: Sequence[Message]) -> list[Message]:
         """`messages` read back from stored items (which a client may have written or imported),

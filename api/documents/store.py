@@ -1,30 +1,87 @@
 """Documents' extracted text in Redis (`hearth:document:{id}`, hearth.documents): written once,
 read by the worker, with the lifetime of what it came from (a file, a job, a response), and
-whose it is, so history read back from stored items attaches only its owner's documents."""
+whose it is, so history read back from stored items attaches only its owner's documents.
+Documents sent inline (`file_data`) have no file: each owner's are listed here with their size
+and end, so they count against the owner's storage bound and go with the owner."""
 
+import time
 from collections.abc import Sequence
 
 from redis.asyncio import Redis as AsyncRedis
 
 from hearth.documents import DocumentText, document_key
+from hearth.redis_client import texts
 
 OWNER_KEY = "hearth:document:{document_id}:owner"  # string: the owner's name
 UPLOADING_KEY = "hearth:documents:{owner}:uploading"  # integer: bytes of the owner's uploads being read now
+INLINE_KEY = "hearth:documents:{owner}:inline"  # hash: inline document id -> "bytes:expires_at"; expires with the last
+
+# Lists an inline document (when ARGV[2..4] are given: id, bytes, expires_at), drops those that
+# have ended (ARGV[1]: now), keeps the list as long as its last, and answers the bytes of the rest.
+_INLINE_LUA = """
+local now = tonumber(ARGV[1])
+if ARGV[2] then redis.call('HSET', KEYS[1], ARGV[2], ARGV[3] .. ':' .. ARGV[4]) end
+local total, last = 0, 0
+local listed = redis.call('HGETALL', KEYS[1])
+for i = 1, #listed, 2 do
+  local size, ends = string.match(listed[i + 1], '^(%d+):(%d+)$')
+  ends = tonumber(ends)
+  if ends <= now then
+    redis.call('HDEL', KEYS[1], listed[i])
+  else
+    total = total + tonumber(size)
+    if ends > last then last = ends end
+  end
+end
+if last > 0 then redis.call('EXPIREAT', KEYS[1], last) end
+return total
+"""
 
 
 def _owner_key(document_id: str) -> str:
     return OWNER_KEY.format(document_id=document_id)
 
 
+def _inline_key(owner: str) -> str:
+    return INLINE_KEY.format(owner=owner)
+
+
 class DocumentStore:
     def __init__(self, redis: AsyncRedis):
         self._redis = redis
+        self._inline_script = redis.register_script(_INLINE_LUA)
 
-    async def put(self, owner: str, text: DocumentText, ttl_s: int | None) -> None:
+    async def put(self, owner: str, text: DocumentText, ttl_s: int | None, inline_bytes: int | None = None) -> None:
+        """Keeps the text for `ttl_s` (None: until deleted); a document sent inline (its size
+        given as `inline_bytes`) is listed as the owner's as long."""
         pipe = self._redis.pipeline(transaction=True)
         pipe.set(document_key(text.document_id), text.model_dump_json(), ex=ttl_s)
         pipe.set(_owner_key(text.document_id), owner, ex=ttl_s)
+        if inline_bytes is not None and ttl_s is not None:
+            now = int(time.time())
+            await self._inline_script(keys=[_inline_key(owner)], args=[now, text.document_id, inline_bytes, now + ttl_s], client=pipe)
         await pipe.execute()
+
+    async def inline_bytes(self, owner: str) -> int:
+        """The bytes of the owner's inline documents still kept."""
+        return int(await self._inline_script(keys=[_inline_key(owner)], args=[int(time.time())]))
+
+    async def delete_inline(self, owner: str, *document_ids: str) -> None:
+        if document_ids:
+            await self.delete(*document_ids)
+            await self._redis.hdel(_inline_key(owner), *document_ids)
+
+    async def inline_documents(self, owner: str) -> list[str]:
+        """The owner's inline documents still kept."""
+        ids = texts(await self._redis.hkeys(_inline_key(owner)))
+        return [d for d, whose in zip(ids, await self.owners(ids), strict=True) if whose == owner]
+
+    async def delete_owner_inline(self, owner: str) -> int:
+        """Deletes all of the owner's inline documents; how many were still kept."""
+        ids = await self.inline_documents(owner)
+        await self.delete(*ids)
+        await self._redis.delete(_inline_key(owner))
+        return len(ids)
 
     async def owners(self, document_ids: Sequence[str]) -> list[str | None]:
         """Each document's owner (None: no longer kept), in one round trip."""

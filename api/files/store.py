@@ -4,9 +4,10 @@ and where their bytes are.
 
 A file is a hash of its metadata. A batch file's bytes are a Redis string, both expiring after
 the retention time. A document's bytes are in the blob store (api.documents.blobs: disk or S3,
-not Redis's memory), kept until the file is deleted or its own `expires_after` ends. Each owner
-has an index (sorted by creation) for listing, pruned of expired ids as it is read (an expired
-document's bytes go then). Another user's file answers as absent.
+not Redis's memory), kept until the file is deleted or its own `expires_after` ends: a
+housekeeping round (`sweep_expired`) deletes those bytes once Redis has let the record expire.
+Each owner has an index (sorted by creation) for listing, pruned of expired ids as it is read.
+Another user's file answers as absent.
 """
 
 import secrets
@@ -24,6 +25,8 @@ DOCUMENT_PURPOSES = ("user_data", "assistants")  # files whose text a chat may r
 FILE_KEY = "hearth:file:{file_id}"  # hash: owner, filename, purpose, bytes, created_at, expires_at
 FILE_DATA_KEY = "hearth:file:{file_id}:data"  # string: the content
 OWNER_FILES_KEY = "hearth:files:{owner}"  # sorted set: file id -> created_at
+EXPIRING_KEY = "hearth:files:expiring"  # sorted set: "{file id}:{owner}" -> expires_at, documents with an end of their own
+SWEEP_BATCH = 100  # expired documents a housekeeping round deletes at most
 
 
 def _file_key(file_id: str) -> str:
@@ -36,6 +39,10 @@ def _data_key(file_id: str) -> str:
 
 def _owner_key(owner: str) -> str:
     return OWNER_FILES_KEY.format(owner=owner)
+
+
+def _expiring(file_id: str, owner: str) -> str:
+    return f"{file_id}:{owner}"  # a file id has no colon
 
 
 @dataclass(frozen=True)
@@ -85,6 +92,8 @@ class FileStore:
             pipe.expire(_file_key(info.id), ttl)
         if not document:
             pipe.set(_data_key(info.id), data, ex=ttl)
+        elif info.expires_at is not None:
+            pipe.zadd(EXPIRING_KEY, {_expiring(info.id, owner): info.expires_at})
         pipe.zadd(_owner_key(owner), {info.id: now})
         await pipe.execute()
         return info
@@ -128,11 +137,25 @@ class FileStore:
         return Page(out[:limit], len(out) > limit)
 
     async def _forget(self, owner: str, file_ids: list[str]) -> None:
-        """Drops expired files from the owner's index, and their bytes from the blob store
-        (an id there that was never a document's is no blob: deleting it does nothing)."""
+        """Drops deleted or expired files from the owner's index and the expiring documents, and
+        their bytes from the blob store (an id there that was never a document's is no blob:
+        deleting it does nothing)."""
         for file_id in file_ids:
             await self._blobs.delete(file_id)
-        await self._redis.zrem(_owner_key(owner), *file_ids)
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.zrem(_owner_key(owner), *file_ids)
+        pipe.zrem(EXPIRING_KEY, *(_expiring(file_id, owner) for file_id in file_ids))
+        await pipe.execute()
+
+    async def sweep_expired(self) -> None:
+        """A housekeeping round: the documents whose own end has come, once Redis has let their
+        record expire (an api clock ahead of Redis's leaves them to a later round), lose their
+        bytes and their place in their owner's list."""
+        due = members(await self._redis.zrangebyscore(EXPIRING_KEY, "-inf", int(time.time()), start=0, num=SWEEP_BATCH))
+        for entry in due:
+            file_id, owner = entry.split(":", 1)
+            if not await self._redis.exists(_file_key(file_id)):
+                await self._forget(owner, [file_id])
 
     async def documents(self, owner: str) -> list[FileInfo]:
         """The owner's documents (files whose bytes are in the blob store)."""
@@ -144,9 +167,7 @@ class FileStore:
         if info is None:
             return False
         await self._redis.delete(_file_key(file_id), _data_key(file_id))
-        if info.is_document:
-            await self._blobs.delete(file_id)
-        await self._redis.zrem(_owner_key(owner), file_id)
+        await self._forget(owner, [file_id])
         return True
 
     async def delete_owner(self, owner: str) -> list[str]:

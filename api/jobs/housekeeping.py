@@ -1,4 +1,5 @@
-"""Background rounds that one api process at a time must run: the reaper and the batch runner.
+"""Background rounds that one api process at a time must run: the reaper, the batch runner,
+filing answers, deleting the bytes of documents past their own end.
 
 Every api process runs the loop; a lease in Redis (a key with a TTL, renewed each round by its
 holder) lets one of them act, and another takes over within a few rounds when the holder stops.

@@ -9,7 +9,8 @@ Stream events carry sequence numbers that depend only on the job's log, never on
 reader's tokens were coalesced: `response.created` is 0; when the job starts,
 `response.in_progress`, `response.output_item.added` and `response.content_part.added` are
 1 to 3; a text delta is 3 plus the answer's tokens so far; the closing events follow the
-last token's number. A response offered tools opens its message at the first token instead
+last token's number, led by a `response.output_text.annotation.added` for each file citation
+of the answer's text. A response offered tools opens its message at the first token instead
 (its answer may be calls), numbered 2 and 3 all the same. An answer of function calls numbers
 its events 4 + 4 x the answer's tokens so far + a slot: a call's first part (the job's log
 holds it apart from its arguments: hearth.contract.coalesce) closes the call before it in
@@ -175,9 +176,12 @@ class ResponseEvents:
             closing = []
             if self.opened and response["output"]:
                 item = response["output"][0]
+                part = item["content"][0]
                 closing = [
+                    *({"type": "response.output_text.annotation.added", **self._where(), "annotation_index": n, "annotation": a}
+                      for n, a in enumerate(part["annotations"])),
                     {"type": "response.output_text.done", **self._where(), "text": self.text, "logprobs": []},
-                    {"type": "response.content_part.done", **self._where(), "part": item["content"][0]},
+                    {"type": "response.content_part.done", **self._where(), "part": part},
                     {"type": "response.output_item.done", "output_index": 0, "item": item},
                 ]
             return self._numbered(TEXT_SEQ + self.tokens + 1, [*closing, {"type": kind, "response": response}])

@@ -6,6 +6,7 @@ import asyncio
 import json
 import time
 from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request
@@ -94,27 +95,30 @@ async def create_response(
         raise HearthError(400, "A background response must be stored: background needs store true.", param="background")
     conv_id = body.conversation_id
     earlier, basis = await history(body, store, jobs, turns, documents, user)
-    try:
-        asked = body.to_chat(earlier)
-        check_request(asked, settings)  # before any document is read
-        # Inline files live as long as what answers from them: the stored response, or the job.
-        attached = await documents.attach(user.name, body.file_parts(), settings.response_retention_s if body.store else settings.job_ttl_s)
-        chat = await prepare_chat(asked, user.name, jobs, redis, settings,
-                                  [*([[]] if body.instructions else []), *(m.documents for m in [*earlier, *body.input_messages(earlier, attached)])])
-    except HearthError as exc:
-        raise as_responses_error(exc) from None
-    record = body.stored(chat.payload.job_id, int(time.time()), chat.payload.model, earlier, attached)
-    # A call sent back that the conversation holds already is not stored again, whatever its item id.
-    async with turns.taking(user.name, conv_id, not_made(record.input, earlier), record.job_id, basis):
+    # Inline files read here are deleted again if the request is refused before its job is queued.
+    async with AsyncExitStack() as reading:
         try:
-            if body.store:
-                await store.create(user.name, record)
-            # A stored response's outcome is filed by its record (and from there into its
-            # conversation); an unstored one in a conversation is filed as a chat turn is.
-            job = await queue_chat(jobs, quota, chat, user.name, None if body.store else conv_id, Sink.RESPONSE if body.store else None)
-        except Exception:  # refused a place in the queue, or Redis failed: nothing was stored
-            await store.delete(user.name, record.job_id)
-            raise
+            asked = body.to_chat(earlier)
+            check_request(asked, settings)  # before any document is read
+            # Inline files live as long as what answers from them: the stored response, or the job.
+            attached = await reading.enter_async_context(documents.attaching(
+                user.name, body.file_parts(), settings.response_retention_s if body.store else settings.job_ttl_s))
+            chat = await prepare_chat(asked, user.name, jobs, redis, settings,
+                                      [*([[]] if body.instructions else []), *(m.documents for m in [*earlier, *body.input_messages(earlier, attached)])])
+        except HearthError as exc:
+            raise as_responses_error(exc) from None
+        record = body.stored(chat.payload.job_id, int(time.time()), chat.payload.model, earlier, attached)
+        # A call sent back that the conversation holds already is not stored again, whatever its item id.
+        async with turns.taking(user.name, conv_id, not_made(record.input, earlier), record.job_id, basis):
+            try:
+                if body.store:
+                    await store.create(user.name, record)
+                # A stored response's outcome is filed by its record (and from there into its
+                # conversation); an unstored one in a conversation is filed as a chat turn is.
+                job = await queue_chat(jobs, quota, chat, user.name, None if body.store else conv_id, Sink.RESPONSE if body.store else None)
+            except Exception:  # refused a place in the queue, or Redis failed: nothing was stored
+                await store.delete(user.name, record.job_id)
+                raise
     headers = {"X-Job-Id": job.id}
     if body.stream:
         return EventSourceResponse(_stream(jobs, job, record, -1, lambda: bool(request.app.state.draining)),

@@ -9,6 +9,7 @@ ended its outcome, filed by api.jobs.filing whoever is watching, so the response
 """
 
 import re
+from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from pydantic import BaseModel, Field
@@ -109,3 +110,16 @@ class ResponseStore:
 
     async def delete(self, owner: str, job_id: str) -> bool:
         return bool(await self._redis.delete(self._key(owner, job_id)))
+
+    def _owner_keys(self, owner: str) -> AsyncIterator[bytes]:
+        # A user name has no glob character nor colon (api.accounts.users): the pattern is theirs alone.
+        return self._redis.scan_iter(match=self._key(owner, "*"), count=500)
+
+    async def count_owner(self, owner: str) -> int:
+        """How many responses `owner` has stored (what revoking them would delete)."""
+        return len([key async for key in self._owner_keys(owner)])
+
+    async def delete_owner(self, owner: str) -> int:
+        """Deletes every response `owner` stored (their account is being deleted); how many."""
+        keys = [key async for key in self._owner_keys(owner)]
+        return int(await self._redis.delete(*keys)) if keys else 0
