@@ -9,12 +9,13 @@ from dataclasses import replace
 from functools import cache
 
 import llama_cpp
+import numpy as np
 from llama_cpp import Llama
 
 from hearth.contract import Message, ToolUse
 from hearth.documents import DocumentText
 from worker.context import Counted, Plan, plan, reserved
-from worker.documents import DEFAULT_CHUNKING, Chunking
+from worker.document_index import DocumentIndex
 from worker.documents_prompt import with_documents
 from worker.prompt import ChatTemplate, Tokenize
 from worker.settings import TOOL_MAX_PARALLEL_CALLS
@@ -24,9 +25,10 @@ SEPARATOR_TOKENS = 4  # margin per message: folded or merged messages are joined
 
 
 class Prompter:
-    def __init__(self, llama: Llama, n_ctx: int, default_max_tokens: int, chunking: Chunking = DEFAULT_CHUNKING,
+    def __init__(self, llama: Llama, n_ctx: int, default_max_tokens: int, index: DocumentIndex | None = None,
                  max_calls: int = TOOL_MAX_PARALLEL_CALLS):
-        self._llama, self.n_ctx, self._default_max_tokens, self._chunking = llama, n_ctx, default_max_tokens, chunking
+        self._llama, self.n_ctx, self._default_max_tokens = llama, n_ctx, default_max_tokens
+        self._index = index or DocumentIndex()  # long documents' chunks, shared with the worker's other prompters
         self._max_calls = max_calls  # parallel calls in one answer, as the tools' description says
         meta = llama.metadata
         bos, eos = llama.token_bos(), llama.token_eos()
@@ -83,10 +85,11 @@ class Prompter:
         return base, max(0, more - base) // 2 + SEPARATOR_TOKENS
 
     def plan(self, messages: Sequence[Message], max_tokens: int | None, tools: ToolUse | None = None,
-             documents: Mapping[str, DocumentText] | None = None) -> Plan:
+             documents: Mapping[str, DocumentText] | None = None, similarity: Mapping[str, np.ndarray] | None = None) -> Plan:
         """The prompt that fits, with `tools` and the history's calls as worker.tool_calls
         shows them (natively, or the generic system message: never left out), and the
-        attached `documents` (by id) whole or in parts (worker.documents_prompt)."""
+        attached `documents` (by id) whole or in parts (worker.documents_prompt), ranked with
+        their chunks' `similarity` to the question where they have vectors (DocumentIndex.ranked)."""
         # A plan counts overlapping parts of one chat several times, and a template repeats
         # the same text around every message: each distinct piece is tokenized once.
         memo = cache(self._tokenize)
@@ -105,4 +108,5 @@ class Prompter:
             return replace(fitted, kept=tuple(i - first for i in fitted.kept if i >= first))
 
         return with_documents(messages, documents or {}, fit, lambda base: limit - len(base.tokens),
-                              lambda text: len(memo(text.encode(errors="replace"), False)), self._chunking)
+                              lambda text: len(memo(text.encode(errors="replace"), False)),
+                              lambda long, question: self._index.ranked(long, question, similarity))

@@ -17,8 +17,9 @@ from api.documents.parts import FileInput
 from api.documents.store import DocumentStore
 from api.errors import HearthError
 from api.files.store import FileInfo, FileStore
+from api.jobs.service import JobService
 from api.settings import ApiSettings
-from hearth.contract import Message
+from hearth.contract import EmbeddingPayload, Message
 from hearth.documents import DocumentRef, DocumentText
 
 log = logging.getLogger(__name__)
@@ -34,8 +35,18 @@ def file_not_found(file_id: str, param: str = "file_id") -> HearthError:
 
 
 class DocumentService:
-    def __init__(self, files: FileStore, texts: DocumentStore, extractor: Extractor, settings: ApiSettings):
+    def __init__(self, files: FileStore, texts: DocumentStore, extractor: Extractor, settings: ApiSettings, jobs: JobService | None):
         self._files, self._texts, self._extractor, self._settings = files, texts, extractor, settings
+        self._jobs = jobs  # None: a process that only deletes documents (`hearth users revoke`)
+
+    async def _keep(self, owner: str, text: DocumentText, ttl_s: int | None) -> None:
+        """Keeps a new document's text and, with DOCUMENT_EMBEDDING_MODEL, queues the embedding
+        of its chunks, whose vectors the worker keeps with the text (hearth.documents)."""
+        await self._texts.put(owner, text, ttl_s)
+        model = self._settings.document_embedding_model
+        if model and self._jobs is not None:
+            await self._jobs.submit_background(EmbeddingPayload(job_id=secrets.token_hex(16), model=model, inputs=[], user=owner,
+                                                                document_id=text.document_id), owner)
 
     def _check_size(self, size: int, param: str) -> None:
         limit = self._settings.document_max_file_bytes
@@ -59,7 +70,7 @@ class DocumentService:
         finally:
             await self._texts.release(owner, len(data))
         ttl = None if info.expires_at is None else info.expires_at - info.created_at
-        await self._texts.put(owner, DocumentText(document_id=info.id, filename=filename, pages=pages), ttl)
+        await self._keep(owner, DocumentText(document_id=info.id, filename=filename, pages=pages), ttl)
         log.info("document stored", extra={"file_id": info.id, "bytes": info.bytes, "pages": len(pages)})
         return info
 
@@ -101,7 +112,7 @@ class DocumentService:
         filename = part.filename or f"document{_EXTENSION_OF.get(mime, '')}"
         pages = await self._extractor.pages(filename, data, param)
         text = DocumentText(document_id=f"doc-{secrets.token_hex(12)}", filename=filename, pages=pages)
-        await self._texts.put(owner, text, ttl_s)
+        await self._keep(owner, text, ttl_s)
         return DocumentRef(document_id=text.document_id, filename=filename)
 
     async def attach(self, owner: str, parts: Sequence[Sequence[tuple[str, FileInput]]], ttl_s: int) -> list[list[DocumentRef]]:
@@ -121,7 +132,8 @@ class DocumentService:
         return [m.model_copy(update={"documents": [r for r in m.documents if r.document_id in mine]}) for m in messages]
 
 
-def file_services(redis: AsyncRedis, settings: ApiSettings) -> tuple[FileStore, DocumentService]:
-    """The files store (bytes in Redis or the blob store) and the documents service over it."""
+def file_services(redis: AsyncRedis, settings: ApiSettings, jobs: JobService | None = None) -> tuple[FileStore, DocumentService]:
+    """The files store (bytes in Redis or the blob store) and the documents service over it
+    (which queues new documents' chunk embeddings through `jobs`)."""
     files = FileStore(redis, settings.file_retention_s, blob_store(settings))
-    return files, DocumentService(files, DocumentStore(redis), Extractor(settings), settings)
+    return files, DocumentService(files, DocumentStore(redis), Extractor(settings), settings, jobs)

@@ -1,12 +1,13 @@
 """Documents' extracted text in Redis (`hearth:document:{id}`, hearth.documents): written once,
 read by the worker, with the lifetime of what it came from (a file, a job, a response), and
-whose it is, so history read back from stored items attaches only its owner's documents."""
+whose it is, so history read back from stored items attaches only its owner's documents. The
+worker adds its chunks' vectors, with the same lifetime; they are deleted with the text."""
 
 from collections.abc import Sequence
 
 from redis.asyncio import Redis as AsyncRedis
 
-from hearth.documents import DocumentText, document_key
+from hearth.documents import DocumentText, chunk_vectors_key, document_key
 
 OWNER_KEY = "hearth:document:{document_id}:owner"  # string: the owner's name
 UPLOADING_KEY = "hearth:documents:{owner}:uploading"  # integer: bytes of the owner's uploads being read now
@@ -46,5 +47,6 @@ class DocumentStore:
         await self._redis.decrby(UPLOADING_KEY.format(owner=owner), size)
 
     async def delete(self, *document_ids: str) -> None:
+        """Deletes the documents' text, with their owner and their chunks' vectors."""
         if document_ids:
-            await self._redis.delete(*(document_key(d) for d in document_ids), *(_owner_key(d) for d in document_ids))
+            await self._redis.delete(*(key(d) for d in document_ids for key in (document_key, _owner_key, chunk_vectors_key)))
