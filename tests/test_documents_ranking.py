@@ -6,6 +6,7 @@ from that page with the setting on and not with it off (BM25 finds nothing: the 
 the first that fit). SmolLM2 is a chat model, mean-pooled: its vectors are weak, but
 deterministic, and for this question its cosine ranks that page first."""
 
+import base64
 import subprocess
 import sys
 import time
@@ -16,9 +17,12 @@ from typing import Any
 import numpy as np
 import openai
 import pytest
+from rq.job import Job
 
 from devstack import MODEL, ROOT, RedisServer, Stack, add_user, serve, wait_for
+from hearth.contract import RQ_SERIALIZER
 from hearth.documents import ChunkVectors, chunk_vectors_key
+from tests.test_accounts import api
 from tools.sample_documents import pdf_with_pages
 from worker.documents import terms
 
@@ -116,10 +120,23 @@ def test_without_the_setting_nothing_is_embedded_and_bm25_reads_the_first_pages(
     assert not lexical.redis.exists(chunk_vectors_key(f.id))
 
 
+def test_an_inline_document_gets_its_chunk_vectors_too(hybrid: Stack) -> None:
+    _, client = person(hybrid)
+    data = base64.b64encode(b"Our cat Miso sleeps upon our sofa.").decode()
+    messages: Any = [{"role": "user", "content": [{"type": "file", "file": {"file_data": data, "filename": "note.txt"}},
+                                                  {"type": "text", "text": "Who sleeps there?"}]}]
+    raw = client.chat.completions.with_raw_response.create(model="any", max_tokens=4, messages=messages)
+    job: dict[str, Any] = Job.fetch(raw.headers["X-Job-Id"], connection=hybrid.redis, serializer=RQ_SERIALIZER).args[0]
+    [document] = job["messages"][0]["documents"]
+    wait_for(lambda: vectors(hybrid, document["document_id"]) is not None, 120, "the inline document's chunk vectors")
+
+
 def test_revoking_a_person_deletes_their_chunk_vectors(hybrid: Stack) -> None:
     name, client = person(hybrid)
     f = client.files.create(file=("note.txt", b"Our cat Miso sleeps upon our sofa."), purpose="user_data")
     wait_for(lambda: vectors(hybrid, f.id) is not None, 120, "the document's chunk vectors")
+    # The embedding is the owner's, counted as any of their requests is.
+    wait_for(lambda: api(hybrid, client.api_key).get("/usage").json()["today"]["total"]["requests"] == 1, 30, "the job counted")
     subprocess.run([sys.executable, "-m", "api.accounts.cli", "users", "revoke", name], env=hybrid.env, cwd=ROOT, check=True,
                    capture_output=True)
     assert not hybrid.redis.exists(chunk_vectors_key(f.id))

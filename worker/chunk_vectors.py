@@ -33,6 +33,10 @@ return 1
 """
 
 
+def made_with(model: str, chunking: Chunking, dimensions: int) -> ChunkVectors:
+    return ChunkVectors(model=model, chunk_tokens=chunking.tokens, overlap_tokens=chunking.overlap, dimensions=dimensions)
+
+
 def keep_vectors(pipe: Pipeline, document_id: str, meta: ChunkVectors, offset: int, vectors: bytes) -> None:
     """Adds the vectors of the document's chunks from `offset` (bytes) on, in `pipe`."""
     pipe.eval(_KEEP_LUA, 2, document_key(document_id), chunk_vectors_key(document_id), meta.model_dump_json(), offset, vectors)
@@ -42,7 +46,7 @@ class ChunkSimilarity:
     """The cosine of attached documents' chunk vectors to the question's, for a chat. Used by
     the worker's job thread (it embeds with the pool's models)."""
 
-    def __init__(self, redis: Redis, model: str, chunking: Chunking, embedder: Callable[[str], Embedder]):
+    def __init__(self, redis: Redis, model: str, chunking: Chunking, embedder: Callable[[str, Callable[[], None]], Embedder]):
         self._redis, self._model, self._chunking, self._embedder = redis, model, chunking, embedder
 
     def _vectors(self, document_ids: list[str], dimensions: int) -> dict[str, np.ndarray]:
@@ -50,20 +54,23 @@ class ChunkSimilarity:
         pipe = self._redis.pipeline(transaction=False)
         for d in document_ids:
             pipe.hmget(chunk_vectors_key(d), ["meta", "data"])
-        want = ChunkVectors(model=self._model, chunk_tokens=self._chunking.tokens, overlap_tokens=self._chunking.overlap, dimensions=dimensions)
+        want = made_with(self._model, self._chunking, dimensions)
         out = {}
         for d, (meta, data) in zip(document_ids, pipe.execute()):
             if meta is not None and data and ChunkVectors.model_validate_json(meta) == want:
                 out[d] = np.frombuffer(data, dtype="<f4").reshape(-1, dimensions)
         return out
 
-    def of(self, documents: Mapping[str, DocumentText], question: str, window: int) -> dict[str, np.ndarray]:
-        """By document id, the cosines of its first chunks (those with vectors) to `question`;
-        nothing when DOCUMENT_EMBEDDING_MODEL is off or no document has vectors, nor when the
-        documents are so short that they go whole into a `window`-token prompt (no ranking)."""
+    def of(self, documents: Mapping[str, DocumentText], question: str, window: int, loading: Callable[[str], None]) -> dict[str, np.ndarray]:
+        """By document id, the cosines of its first chunks (those with vectors) to `question`
+        (`loading(model)` is called before the embedding model is loaded); nothing when
+        DOCUMENT_EMBEDDING_MODEL is off or no document has vectors, nor when the documents take
+        less than half a `window`-token prompt by their estimate: they nearly always go whole, and
+        if a long conversation leaves them less room, BM25 alone ranks their chunks."""
         if not self._model or sum(len(p.text.encode()) for d in documents.values() for p in d.pages) < window // 2 * BYTES_PER_TOKEN:
             return {}
-        embedder = self._embedder(self._model)
+        model = self._model
+        embedder = self._embedder(model, lambda: loading(model))
         vectors = self._vectors(list(documents), embedder.spec.dimensions)
         if not vectors:
             return {}

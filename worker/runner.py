@@ -28,12 +28,11 @@ from hearth.contract import (
     queue_name,
     vectors_key,
 )
-from hearth.documents import ChunkVectors
 from hearth.lifecycle import JobStatus
 from hearth.logs import log_context
 from hearth.metrics import record_state_reuse
 from hearth.state_routes import StateHolder, state_route_key
-from worker.chunk_vectors import ChunkSimilarity, keep_vectors
+from worker.chunk_vectors import ChunkSimilarity, keep_vectors, made_with
 from worker.context import ContextOverflow
 from worker.control import CancelListener
 from worker.document_index import DocumentIndex
@@ -140,7 +139,7 @@ class JobRunner:
             documents = self._documents.read(payload.messages)
             # Before the chat model is taken: embedding the question may load the embedding model.
             similar = self._similarity.of(documents, payload.messages[latest_question(payload.messages)].content,
-                                          self.pool.files[model].n_ctx) if documents else {}
+                                          self.pool.files[model].n_ctx, lambda loaded: emit(LoadingEvent(model=loaded))) if documents else {}
             engine = self.pool.get(model, loading=lambda: emit(LoadingEvent(model=model)))
             fitted = engine.prompter.plan(payload.messages, payload.params.max_tokens, payload.tools, documents, similar)
             if fitted.dropped_messages and not resumed:
@@ -266,9 +265,7 @@ class JobRunner:
             # after writing) rewrites the same bytes.
             offset = payload.done * embedder.spec.dimensions * 4
             if payload.document_id is not None:
-                chunking = self._index.chunking
-                meta = ChunkVectors(model=model, chunk_tokens=chunking.tokens, overlap_tokens=chunking.overlap, dimensions=embedder.spec.dimensions)
-                keep_vectors(pipe, payload.document_id, meta, offset, bytes(vectors))
+                keep_vectors(pipe, payload.document_id, made_with(model, self._index.chunking, embedder.spec.dimensions), offset, bytes(vectors))
                 return
             key = vectors_key(job_id)
             pipe.setrange(key, offset, bytes(vectors))
