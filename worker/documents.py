@@ -112,18 +112,20 @@ class BM25:
     def __init__(self, texts: Sequence[str] = (), k1: float = 1.2, b: float = 0.75, counts: Sequence[Counter[str]] | None = None):
         self._counts = list(counts) if counts is not None else [Counter(terms(t)) for t in texts]
         self._lengths = [sum(c.values()) for c in self._counts]
-        n = len(self._counts)
-        self._average = sum(self._lengths) / n if n else 0.0
-        holding = Counter(term for c in self._counts for term in c)
-        self._idf = {term: math.log(1 + (n - k + 0.5) / (k + 0.5)) for term, k in holding.items()}
+        self._average = sum(self._lengths) / len(self._counts) if self._counts else 0.0
         self._k1, self._b = k1, b
 
     def scores(self, query: str) -> list[float]:
-        wanted = [t for t in set(terms(query)) if t in self._idf]
+        n = len(self._counts)
+        idf = {}
+        for term in set(terms(query)):  # only the query's terms: counting every term's documents would cost more than ranking
+            k = sum(1 for c in self._counts if term in c)
+            if k:
+                idf[term] = math.log(1 + (n - k + 0.5) / (k + 0.5))
         out = []
         for counts, length in zip(self._counts, self._lengths):
             norm = self._k1 * (1 - self._b + self._b * length / self._average) if self._average else self._k1
-            out.append(sum(self._idf[t] * counts[t] * (self._k1 + 1) / (counts[t] + norm) for t in wanted if t in counts))
+            out.append(sum(weight * counts[t] * (self._k1 + 1) / (counts[t] + norm) for t, weight in idf.items() if t in counts))
         return out
 
 
