@@ -17,14 +17,19 @@ from typing import Any
 import numpy as np
 import openai
 import pytest
+import redis
 from rq.job import Job
 
-from devstack import MODEL, ROOT, RedisServer, Stack, add_user, serve, wait_for
+from devstack import MODEL, ROOT, RedisServer, Stack, add_user, serve, unused_db, wait_for
 from hearth.contract import RQ_SERIALIZER
-from hearth.documents import ChunkVectors, chunk_vectors_key
+from hearth.documents import ChunkVectors, DocumentPage, DocumentText, chunk_vectors_key, document_key
 from tests.test_accounts import api
 from tools.sample_documents import pdf_with_pages
-from worker.documents import terms
+from worker.chunk_vectors import ChunkSimilarity, keep_vectors, made_with
+from worker.documents import DEFAULT_CHUNKING, Chunking, terms
+from worker.embedder import Embedder, EmbeddingSpec
+from worker.models import catalog
+from worker.settings import WorkerSettings
 
 DIMENSIONS = 576  # SmolLM2-135M's
 QUESTION = "Which pet naps on the couch?"
@@ -140,3 +145,30 @@ def test_revoking_a_person_deletes_their_chunk_vectors(hybrid: Stack) -> None:
     subprocess.run([sys.executable, "-m", "api.accounts.cli", "users", "revoke", name], env=hybrid.env, cwd=ROOT, check=True,
                    capture_output=True)
     assert not hybrid.redis.exists(chunk_vectors_key(f.id))
+
+
+def test_vectors_count_only_where_made_as_this_worker_would_and_live_as_long_as_the_text(redis_server: RedisServer) -> None:
+    """worker.chunk_vectors against a real Redis and SmolLM2: vectors of another model or other
+    chunk sizes rank nothing; none are kept for a deleted document; kept ones expire with the text."""
+    r = redis.Redis.from_url(unused_db(redis_server))
+    doc = DocumentText(document_id="d", filename="house.txt", pages=[DocumentPage(number=n, text=t) for n, t in enumerate(PAGES, 1)])
+    r.set(document_key("d"), doc.model_dump_json(), ex=600)
+    (file,) = catalog(WorkerSettings(n_threads=1)).values()
+    embedder = Embedder.load(file, EmbeddingSpec.of(file, 512), 1, 0)
+    try:
+        similarity = ChunkSimilarity(r, file.id, DEFAULT_CHUNKING, lambda model, loading: embedder)
+        made = np.full((len(PAGES), DIMENSIONS), 1 / DIMENSIONS**0.5, dtype="<f4").tobytes()
+        for meta, used in ((made_with(file.id, DEFAULT_CHUNKING, DIMENSIONS), True), (made_with("other", DEFAULT_CHUNKING, DIMENSIONS), False),
+                           (made_with(file.id, Chunking(128, 16), DIMENSIONS), False)):
+            pipe = r.pipeline()
+            keep_vectors(pipe, "d", meta, 0, made)
+            pipe.execute()
+            assert 0 < r.pttl(chunk_vectors_key("d")) <= 600_000
+            cosines = similarity.of({"d": doc}, QUESTION, 512, lambda model: None)
+            assert (cosines["d"].shape == (len(PAGES),)) if used else cosines == {}
+    finally:
+        embedder.close()
+    pipe = r.pipeline()
+    keep_vectors(pipe, "gone", made_with(file.id, DEFAULT_CHUNKING, DIMENSIONS), 0, made)
+    pipe.execute()
+    assert not r.exists(chunk_vectors_key("gone"))

@@ -53,6 +53,7 @@ class DocumentReader:
         self._redis = redis
 
     def one(self, document_id: str) -> DocumentText | None:
+        """A document's text (None: deleted), for the embedding of its chunks."""
         raw = self._redis.get(document_key(document_id))
         return None if raw is None else DocumentText.model_validate_json(raw)
 
