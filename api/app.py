@@ -103,7 +103,7 @@ def create_app(settings: ApiSettings) -> FastAPI:
         app.state.quotas = QuotaStore(redis)
         app.state.quota_gate = QuotaGate(redis, app.state.quotas, app.state.usage, settings.quota_hold_tokens, settings.job_ttl_s)
         app.state.shares = ShareStore(redis)
-        app.state.files, app.state.documents = file_services(redis, settings)
+        app.state.files, app.state.documents = file_services(redis, settings, app.state.jobs)
         app.state.responses = ResponseStore(redis, settings.response_retention_s)
         app.state.accounts = AccountService(app.state.users, app.state.conversations, app.state.usage, app.state.shares,
                                             app.state.documents, app.state.responses)

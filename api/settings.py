@@ -2,10 +2,10 @@
 
 from pydantic import Field, field_validator
 
-from hearth.settings import CommonSettings, data_dir
+from hearth.settings import DocumentRankingSettings, data_dir
 
 
-class ApiSettings(CommonSettings):
+class ApiSettings(DocumentRankingSettings):
     auth: bool = Field(True, description="Require `Authorization: Bearer KEY` on /v1 (`AUTH=off` for a one-person laptop).")
     max_waiting_per_user: int = Field(2, ge=1, description="Interactive jobs one user may have waiting; more get 429.")
     max_queued: int = Field(32, ge=1, description="Interactive jobs waiting in all; more get 429.")

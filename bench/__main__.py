@@ -24,7 +24,7 @@ CASES: dict[str, Callable[[Rig, argparse.Namespace], str]] = {
     "context": lambda rig, a: context.run(rig, a.turns, a.max_tokens, a.seed).render(),
     "batch": lambda rig, a: batch.run(rig, a.lines, a.line_tokens, a.seed).render(),
     "states": lambda rig, a: states.run(rig, a.history_tokens, a.seed).render(),
-    "documents": lambda rig, a: "\n\n".join((retrieval.run(rig, a.questions, a.pages, a.seed).render(), documents.run(rig, a.inputs, a.rounds, a.seed).render(),
+    "documents": lambda rig, a: "\n\n".join((retrieval.run(rig, a.questions, a.pages, a.seed, a.hybrid_questions, a.hybrid_pages).render(), documents.run(rig, a.inputs, a.rounds, a.seed).render(),
                                               extraction.run(rig, a.rounds).render())),
     "models": lambda rig, a: models.run(rig, a.model_tokens, a.seed, a.other_model).render(),  # last: it replaces the worker
 }
@@ -82,6 +82,9 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("--inputs", type=at_least(1), default=64, help="texts embedded in one call, each side (default: %(default)s)")
     d.add_argument("--questions", type=at_least(1), default=40, help="needle questions for retrieval, each on its own document (default: %(default)s)")
     d.add_argument("--pages", type=at_least(11), default=200, help="pages of each needle question's document (default: %(default)s)")
+    d.add_argument("--hybrid-questions", type=at_least(1), default=5,
+                   help="needle questions ranked with embeddings too, each document's chunks embedded first (default: %(default)s)")
+    d.add_argument("--hybrid-pages", type=at_least(11), default=20, help="pages of each of their documents (default: %(default)s)")
     m = p.add_argument_group("models")
     m.add_argument("--model-tokens", type=at_least(2), default=16,
                    help="completion tokens per request; the 7B-shaped model makes about 2 a second on 2 cores (default: %(default)s)")

@@ -243,6 +243,9 @@ class EmbeddingPayload(BaseModel):
     dimensions: int | None = None  # as asked: refused unless the model's (checked again here, for a job queued unchecked)
     batch: bool = False  # a batch line: it waits, and goes back when it gives way, in its model's batch queue
     done: int = 0
+    # A document's chunks (queued by the api after an upload, `inputs` empty): the worker reads
+    # them from the document's text and keeps their vectors with it (hearth.documents).
+    document_id: str | None = None
 
 
 class EmbeddingModel(BaseModel):

@@ -4,16 +4,35 @@ documents in chats (OpenAI file inputs) between them.
 The api extracts a file's text when it is uploaded with purpose `user_data` (or sent inline as
 `file_data`) and keeps it in Redis as one JSON `DocumentText` under `document_key`; a message
 that attaches it carries a `DocumentRef`. The bytes themselves live in the blob store, never
-in a job.
+in a job. With `DOCUMENT_EMBEDDING_MODEL`, the api then queues an embedding job naming the
+document (`EmbeddingPayload.document_id`), and the worker keeps its chunks' vectors under
+`chunk_vectors_key`, with the text's lifetime; whoever deletes the text deletes them with it.
 """
 
 from pydantic import BaseModel
 
 DOCUMENT_KEY = "hearth:document:{document_id}"  # string: DocumentText JSON
+# hash: `meta` (ChunkVectors JSON) and `data`, the vectors of the document's first chunks
+# (worker.documents.chunks), float32 little-endian, chunk after chunk
+CHUNK_VECTORS_KEY = "hearth:document:{document_id}:vectors"
 
 
 def document_key(document_id: str) -> str:
     return DOCUMENT_KEY.format(document_id=document_id)
+
+
+def chunk_vectors_key(document_id: str) -> str:
+    return CHUNK_VECTORS_KEY.format(document_id=document_id)
+
+
+class ChunkVectors(BaseModel):
+    """What a document's chunk vectors were made with: they rank its chunks only for a worker
+    that cuts the same chunks and embeds questions with the same model."""
+
+    model: str
+    chunk_tokens: int
+    overlap_tokens: int
+    dimensions: int
 
 
 class DocumentPage(BaseModel):

@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from pydantic import BaseModel, ConfigDict
 from redis import Redis
 from redis.asyncio import Redis as AsyncRedis
+from redis.client import Pipeline
 from redis.typing import EncodableT, FieldT
 from rq import Queue
 from rq.job import Job
@@ -127,6 +128,15 @@ def rq_job(queue: Queue, payload: JobPayload | EmbeddingPayload, ttl_s: int, rq_
         result_ttl=ttl_s,
         failure_ttl=ttl_s,
     )
+
+
+def enqueue(pipe: Pipeline, queue: Queue, record: JobRecord, payload: JobPayload | EmbeddingPayload, ttl_s: int) -> None:
+    """Write `record` and push the first attempt of `payload` at the end of `queue`, in `pipe`:
+    for a job that waits its turn without the fair insert's caps (a batch line, the embedding of
+    a new document's chunks)."""
+    pipe.hset(record.key, mapping=record.fields())
+    pipe.expire(record.key, ttl_s)
+    queue.enqueue_job(rq_job(queue, payload, ttl_s), pipeline=pipe)
 
 
 def save_attempt(redis: Redis, queue: str, payload: JobPayload | EmbeddingPayload, ttl_s: int) -> tuple[str, str]:

@@ -38,6 +38,13 @@ class CommonSettings(BaseSettings):
         return value
 
 
+class DocumentRankingSettings(CommonSettings):
+    """What the api and the worker both read: the api queues the embedding of each new
+    document's chunks with this model, the worker embeds questions with it."""
+
+    document_embedding_model: str = Field("", description="Model whose embeddings rank a long document's chunks together with BM25 (an id that `/v1/models` says embeds: a file of `EMBEDDING_MODELS`, or a chat model); each new document's chunks are embedded once, after upload. Empty: BM25 alone. Off by default: a chat model's pooled embeddings rank poorly; use a real embedding model (nomic-embed-text, bge-small, Qwen3-Embedding).")
+
+
 def data_dir(env: Mapping[str, str] = os.environ) -> Path:
     """Where `make run` keeps local state (Redis's data, supervisord's configuration)."""
     return Path(env.get("HEARTH_DATA") or ".hearth")

@@ -11,7 +11,8 @@ from devstack import ROOT
 
 SMALLEST = ["--idle-seconds", "2", "--requests", "1", "--rounds", "1", "--tokens", "16", "--users", "2", "--chats", "1", "--max-tokens", "8", "--turns", "2",
             "--lines", "2", "--line-tokens", "8", "--history-tokens", "64", "--tool-requests", "2", "--inputs", "4", "--model-tokens", "4",
-            "--other-model", "mistral-tiny", "--questions", "2", "--pages", "11"]
+            "--other-model", "mistral-tiny", "--questions", "2", "--pages", "11",
+            "--hybrid-questions", "1", "--hybrid-pages", "11"]
 
 
 def number(pattern: str, text: str) -> float:
@@ -79,6 +80,8 @@ def test_bench_runs_every_case_and_prints_its_numbers() -> None:
         assert ttft_ms > 0 and (64 <= cached < prompt if restored else cached == 0), row.group(0)
     assert re.search(r"^restores \(worker logs, 3\): median [\d.]+ MiB for \d+ tokens, \d+ ms$", out, re.MULTILINE), out
     assert re.search(r"^hit rate in the top 5: [\d.]+\s+target >= 0\.95\s+(OK|MISSED)$", out, re.MULTILINE), out  # retrieval
+    assert 0 <= number(r"^hybrid hit rate in the top 5: ([\d.]+)$", out) <= 1  # fused with the chunks' vectors
+    assert number(r"^embedding a document's chunks, per page\s+([\d.]+) s", out) > 0
     assert number(r"^stack \(files\.create user_data\)\s+([\d.]+)\s", out) > 0  # extraction pages/s
     assert number(r"^stack \(/v1/embeddings\)\s+([\d.]+)\s", out) > 0  # inputs/s
     assert number(r"^ratio stack/in-process inputs/s: ([\d.]+)", out) > 0

@@ -4,6 +4,7 @@ functions of the text, run with SmolLM2's own tokenizer and chat template (vocab
 import itertools
 import random
 
+import numpy as np
 import pytest
 from llama_cpp import Llama
 
@@ -11,7 +12,8 @@ from bench.retrieval import needle_document
 from hearth.contract import Message
 from hearth.documents import Citation, DocumentPage, DocumentRef, DocumentText
 from worker.context import ContextOverflow, Plan
-from worker.documents import BM25, Chunking, chunks, ranked, terms
+from worker.document_index import DocumentIndex
+from worker.documents import BM25, Chunking, chunks, fused, ranked, terms
 from worker.models import load_vocab
 from worker.prompter import Prompter
 from worker.settings import WorkerSettings
@@ -32,7 +34,7 @@ def vocab() -> Llama:
 
 
 def prompter(vocab: Llama, n_ctx: int = 2048) -> Prompter:
-    return Prompter(vocab, n_ctx, 256, Chunking(128, 16))
+    return Prompter(vocab, n_ctx, 256, DocumentIndex(Chunking(128, 16)))
 
 
 def document(doc_id: str, pages: list[str], filename: str = "lease.pdf") -> DocumentText:
@@ -54,7 +56,7 @@ def text_of(vocab: Llama, tokens: list[int]) -> str:
 def test_chunks_keep_their_page_and_overlap(vocab: Llama) -> None:
     long_page = " ".join(f"Clause {n} says the tenant keeps the garden tidy." for n in range(60))
     doc = document("d", [LEASE[0], long_page])
-    made = chunks(doc, prompter(vocab).count, Chunking(64, 16))
+    made = chunks(doc, Chunking(64, 16))
     assert [c.page for c in made[:2]] == [1, 2]
     assert [c.number for c in made] == list(range(len(made)))
     second = [c for c in made if c.page == 2]
@@ -73,8 +75,41 @@ def test_bm25_ranks_the_clause_that_answers_first() -> None:
 
 def test_ranking_finds_a_needle_among_decoys(vocab: Llama) -> None:
     needle = needle_document(random.Random(5), 60)
-    best = ranked(chunks(needle.document, prompter(vocab).count), needle.question)[:5]
+    best = ranked(chunks(needle.document), needle.question)[:5]
     assert any(c.page == needle.page and needle.fact in c.text for c in best)
+
+
+def test_chunks_are_cut_without_a_tokenizer_and_bounded_without_spaces() -> None:
+    page = "一二三四五六七八九十" * 300  # no space in 3,000 characters (9,000 bytes)
+    made = chunks(document("cjk", [page]), Chunking(64, 8))
+    assert len(made) > 30 and all(len(c.text.encode()) <= 64 * 4 for c in made)
+    assert made[0].text[-10:] in made[1].text  # overlapping
+
+
+def test_reciprocal_rank_fusion() -> None:
+    assert fused([[2, 0, 1]], 4) == [2, 0, 1, 3]  # one ranking: its order, then the items it does not place
+    assert fused([[0, 1, 2], [2, 1]], 3) == [2, 1, 0]  # placed by both beats first in one
+
+
+def test_similarity_ranks_chunks_that_share_no_word_with_the_question() -> None:
+    parts = chunks(document("d", LEASE))
+    assert [p.page for p in parts] == [1, 2, 3]
+    question = "Can I keep pets in the flat?"
+    assert ranked(parts, question) == ranked(parts, question, similarity=[None, None, None])  # no vectors: BM25's order
+    assert ranked(parts, "Fish tanks?") == parts  # nothing matches: document order
+    assert ranked(parts, "Fish tanks?", similarity=[0.2, 0.9, 0.5]) == [parts[1], parts[2], parts[0]]  # by the vectors alone
+
+
+def test_the_index_keeps_a_documents_chunks_and_ranks_those_without_vectors_by_bm25() -> None:
+    index = DocumentIndex(Chunking(128, 16), capacity_bytes=10**6)
+    lease = document("lease", LEASE)
+    first = index.get(lease)
+    assert index.get(document("lease", LEASE)) is first  # cut once
+    assert index.get(document("lease", LEASE[:2])).chunks != first.chunks  # by content too
+    ranking = index.ranked([lease], "Fish tanks?", {"lease": np.array([0.1, 0.9])})  # vectors for its first two chunks only
+    assert [c.page for c in ranking] == [2, 1, 3]
+    index.get(needle_document(random.Random(1), 40, document_id="big").document)  # past the bound: the others go
+    assert index.get(lease) is not first
 
 
 def test_a_document_that_fits_goes_in_whole(vocab: Llama) -> None:

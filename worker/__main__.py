@@ -18,6 +18,7 @@ from hearth.job_record import rq_queue, save_attempt
 from hearth.logs import setup_logging
 from hearth.redis_client import connect
 from hearth.usage import UsageClock
+from worker.chunk_vectors import ChunkSimilarity
 from worker.control import CancelListener, Heartbeat
 from worker.documents_prompt import DocumentReader
 from worker.embedder import Embedder, count_tokens, embedding_catalog
@@ -83,6 +84,23 @@ class HearthWorker(SimpleWorker):
 RESTART_DELAY_S = 1.0
 
 
+def document_embedding_model(settings: WorkerSettings, pool: ModelPool) -> str:
+    """The model this worker embeds questions about long documents with ("": BM25 alone),
+    after saying what is wrong with DOCUMENT_EMBEDDING_MODEL, if anything."""
+    model = settings.document_embedding_model
+    if not model:
+        return ""
+    if model not in pool.embeddings:
+        log.warning("DOCUMENT_EMBEDDING_MODEL names no model this worker embeds with: it ranks documents' chunks by BM25 alone",
+                    extra={"model": model, "embeds": list(pool.embeddings)})
+        return ""
+    budget, cost = settings.model_memory_budget_mb * 2**20, pool.embeddings[model][0].cost_bytes
+    if model not in pool.files and (not budget or budget < cost + max(f.cost_bytes for f in pool.files.values())):
+        log.warning("MODEL_MEMORY_BUDGET_MB cannot hold DOCUMENT_EMBEDDING_MODEL beside a chat model: questions about long "
+                    "documents will swap models", extra={"model": model, "budget_mb": settings.model_memory_budget_mb})
+    return model
+
+
 def wait_for_redis(redis: Redis, timeout_s: float = 60) -> None:
     """`make run` starts Redis beside us: give it a moment rather than crash at start."""
     deadline = time.monotonic() + timeout_s
@@ -113,16 +131,18 @@ def main() -> None:
     disk = StateDisk(Path(settings.state_dir), settings.state_disk_mb * 2**20, routes) if settings.state_disk_mb else None
     embeddings = embedding_catalog(settings.embedding_models, settings.embedding_max_tokens, files)
     embedding_models = list(embeddings)
-    pool = ModelPool(files, settings.model_memory_budget_mb * 2**20, lambda file: Engine(settings, file, disk, routes), redis, embeddings,
-                     lambda file, spec: Embedder.load(file, spec, settings.n_threads, settings.n_gpu_layers))
+    index = settings.document_index()  # long documents' chunks, for every model's prompts and the embedding jobs
+    pool = ModelPool(files, settings.model_memory_budget_mb * 2**20, lambda file: Engine(settings, file, disk, routes, index), redis,
+                     embeddings, lambda file, spec: Embedder.load(file, spec, settings.n_threads, settings.n_gpu_layers))
     log.info("serving %d model(s)", len(models), extra={"models": {m.id: m.n_ctx for m in files.values()}})
-    FitChecker(redis, {m.id: Prompter(m.vocab, m.n_ctx, settings.default_max_tokens, settings.chunking, settings.tool_max_parallel_calls)
+    FitChecker(redis, {m.id: Prompter(m.vocab, m.n_ctx, settings.default_max_tokens, index, settings.tool_max_parallel_calls)
                        for m in files.values()},
                {model: partial(count_tokens, file.vocab._model) for model, (file, _) in embeddings.items()})
     meter = JobMeter(redis, settings.job_ttl_s, settings.event_interval_ms / 1000, settings.worker_name, settings.log_prompts,
                      UsageClock(settings.usage_timezone, settings.usage_clock_offset_s))
     runner = JobRunner(settings.worker_name, routes.holder, pool, meter, CancelListener(redis, models),
-                       lambda queue, payload: save_attempt(rq_redis, queue, payload, settings.job_ttl_s), disk, DocumentReader(redis))
+                       lambda queue, payload: save_attempt(rq_redis, queue, payload, settings.job_ttl_s), disk, DocumentReader(redis),
+                       index, ChunkSimilarity(redis, document_embedding_model(settings, pool), settings.chunking, pool.embedder))
     heartbeat = Heartbeat(redis, settings.worker_name, models, embedding_models,
                           lambda: WorkerInfo.model_validate({**runner.info(), **meter.live()}), settings.heartbeat_interval_s, settings.heartbeat_ttl_s)
     wait_for_redis(redis)

@@ -119,8 +119,10 @@ class Embedder:
         if self._owns_model:
             self._model.close()
 
-    def tokens(self, inputs: Sequence[str | list[int]], dimensions: int | None) -> list[list[int]]:
-        """Each input's tokens, refusing (Refused) what the model cannot take."""
+    def tokens(self, inputs: Sequence[str | list[int]], dimensions: int | None, truncate: bool = False) -> list[list[int]]:
+        """Each input's tokens, refusing (Refused) what the model cannot take; with `truncate`,
+        a text longer than the model embeds is cut to its first tokens instead (a document's
+        chunk: its vector only ranks it)."""
         spec = self.spec
         if dimensions not in (None, spec.dimensions):
             raise Refused(f"dimensions: this model's embeddings have {spec.dimensions} dimensions, and it cannot make "
@@ -128,6 +130,8 @@ class Embedder:
         out = []
         for index, item in enumerate(inputs):
             tokens = tokenize(self._model, item) if isinstance(item, str) else item
+            if truncate:
+                tokens = tokens[:spec.max_input_tokens]
             if len(tokens) > spec.max_input_tokens:
                 raise Refused(f"input[{index}] has {len(tokens)} tokens; this model embeds at most {spec.max_input_tokens} "
                               "tokens per input.", f"input.{index}", too_long=True)

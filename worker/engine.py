@@ -13,6 +13,7 @@ import numpy as np
 from llama_cpp import Llama, LogitsProcessorList
 
 from hearth.contract import SamplingParams, ToolUse
+from worker.document_index import DocumentIndex
 from worker.embedder import Embedder, EmbeddingSpec
 from worker.grammars import Grammars
 from worker.models import ModelFile
@@ -93,7 +94,8 @@ class Engine:
     """One loaded model, with its own state cache: a saved state is only ever restored into
     the model that made it."""
 
-    def __init__(self, settings: WorkerSettings, model: ModelFile, disk: StateDisk | None, routes: RouteKeys | None = None):
+    def __init__(self, settings: WorkerSettings, model: ModelFile, disk: StateDisk | None, routes: RouteKeys | None = None,
+                 index: DocumentIndex | None = None):
         self.llama = grammar_checked_llama(
             model_path=str(model.path),
             n_ctx=model.n_ctx,
@@ -109,7 +111,8 @@ class Engine:
         self.n_vocab = self.llama.n_vocab()
         vocab = self.llama._model.vocab
         self._is_eog: Callable[[int], bool] = lambda token: bool(llama_cpp.llama_vocab_is_eog(vocab, token))
-        self.prompter = Prompter(self.llama, self.n_ctx, settings.default_max_tokens, settings.chunking, settings.tool_max_parallel_calls)
+        self.prompter = Prompter(self.llama, self.n_ctx, settings.default_max_tokens, index or settings.document_index(),
+                                 settings.tool_max_parallel_calls)
         self.overheads = self.prompter.overheads()
         self.cache = StateCache(self.llama, settings.state_cache_mb * 2**20, model.identity, disk, routes)
         self.grammars = Grammars(vocab, settings.tool_max_parallel_calls)

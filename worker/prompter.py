@@ -4,29 +4,37 @@ Built from any `Llama` of the model, including a vocab-only one: the generation 
 the pre-queue size check use the same code, so they agree on every count.
 """
 
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from functools import cache
 
 import llama_cpp
+import numpy as np
 from llama_cpp import Llama
 
 from hearth.contract import Message, ToolUse
 from hearth.documents import DocumentText
 from worker.context import Counted, Plan, plan, reserved
-from worker.documents import DEFAULT_CHUNKING, Chunking
+from worker.document_index import DocumentIndex
 from worker.documents_prompt import with_documents
 from worker.prompt import ChatTemplate, Tokenize
 from worker.settings import TOOL_MAX_PARALLEL_CALLS
 from worker.tool_calls import prompt_messages
 
 SEPARATOR_TOKENS = 4  # margin per message: folded or merged messages are joined with "\n\n"
+# A text this long (a document's whole text, which every question about it counts again: 0.15 to
+# 0.4 s for 200 pages on 2 busy cores) has its count kept across plans, for this many texts.
+LONG_TEXT_CHARS = 8192
+KEPT_COUNTS = 64
 
 
 class Prompter:
-    def __init__(self, llama: Llama, n_ctx: int, default_max_tokens: int, chunking: Chunking = DEFAULT_CHUNKING,
+    def __init__(self, llama: Llama, n_ctx: int, default_max_tokens: int, index: DocumentIndex | None = None,
                  max_calls: int = TOOL_MAX_PARALLEL_CALLS):
-        self._llama, self.n_ctx, self._default_max_tokens, self._chunking = llama, n_ctx, default_max_tokens, chunking
+        self._llama, self.n_ctx, self._default_max_tokens = llama, n_ctx, default_max_tokens
+        self._index = index or DocumentIndex()  # long documents' chunks, shared with the worker's other prompters
+        self._long_counts: OrderedDict[tuple[int, int], int] = OrderedDict()  # (length, hash) -> tokens, least recently used first
         self._max_calls = max_calls  # parallel calls in one answer, as the tools' description says
         meta = llama.metadata
         bos, eos = llama.token_bos(), llama.token_eos()
@@ -56,7 +64,19 @@ class Prompter:
 
     def count(self, text: str) -> int:
         """Tokens of `text` as plain text (a document's, a chunk's)."""
-        return len(self._tokenize(text.encode(errors="replace"), False))
+        return self._count(text, self._tokenize)
+
+    def _count(self, text: str, tokenize: Tokenize) -> int:
+        if len(text) < LONG_TEXT_CHARS:
+            return len(tokenize(text.encode(errors="replace"), False))
+        key = (len(text), hash(text))
+        if key in self._long_counts:
+            self._long_counts.move_to_end(key)
+        else:
+            self._long_counts[key] = len(tokenize(text.encode(errors="replace"), False))
+            if len(self._long_counts) > KEPT_COUNTS:
+                self._long_counts.popitem(last=False)
+        return self._long_counts[key]
 
     def tokens(self, messages: Sequence[Message], tools: ToolUse | None = None) -> list[int]:
         """The prompt of `messages` as the model reads it, with `tools` (as `plan` shows them)."""
@@ -83,10 +103,11 @@ class Prompter:
         return base, max(0, more - base) // 2 + SEPARATOR_TOKENS
 
     def plan(self, messages: Sequence[Message], max_tokens: int | None, tools: ToolUse | None = None,
-             documents: Mapping[str, DocumentText] | None = None) -> Plan:
+             documents: Mapping[str, DocumentText] | None = None, similarity: Mapping[str, np.ndarray] | None = None) -> Plan:
         """The prompt that fits, with `tools` and the history's calls as worker.tool_calls
         shows them (natively, or the generic system message: never left out), and the
-        attached `documents` (by id) whole or in parts (worker.documents_prompt)."""
+        attached `documents` (by id) whole or in parts (worker.documents_prompt), ranked with
+        their chunks' `similarity` to the question where they have vectors (DocumentIndex.ranked)."""
         # A plan counts overlapping parts of one chat several times, and a template repeats
         # the same text around every message: each distinct piece is tokenized once.
         memo = cache(self._tokenize)
@@ -105,4 +126,5 @@ class Prompter:
             return replace(fitted, kept=tuple(i - first for i in fitted.kept if i >= first))
 
         return with_documents(messages, documents or {}, fit, lambda base: limit - len(base.tokens),
-                              lambda text: len(memo(text.encode(errors="replace"), False)), self._chunking)
+                              lambda text: self._count(text, memo),
+                              lambda long, question: self._index.ranked(long, question, similarity))

@@ -32,9 +32,11 @@ from hearth.lifecycle import JobStatus
 from hearth.logs import log_context
 from hearth.metrics import record_state_reuse
 from hearth.state_routes import StateHolder, state_route_key
+from worker.chunk_vectors import ChunkSimilarity, keep_vectors, made_with
 from worker.context import ContextOverflow
 from worker.control import CancelListener
-from worker.documents_prompt import DocumentMissing, DocumentReader
+from worker.document_index import DocumentIndex
+from worker.documents_prompt import DocumentMissing, DocumentReader, latest_question
 from worker.embedder import Refused
 from worker.engine import Cancelled, Paused, TimedOut
 from worker.events import EventWriter
@@ -54,9 +56,9 @@ SaveAttempt = Callable[[str, JobPayload | EmbeddingPayload], tuple[str, str]]
 
 class JobRunner:
     def __init__(self, name: str, holder: str, pool: ModelPool, writer: EventWriter, cancels: CancelListener, save_attempt: SaveAttempt,
-                 disk: StateDisk | None, documents: DocumentReader):
+                 disk: StateDisk | None, documents: DocumentReader, index: DocumentIndex, similarity: ChunkSimilarity):
         self.name, self.holder, self.pool, self._writer, self._cancels, self._disk = name, holder, pool, writer, cancels, disk
-        self._documents = documents
+        self._documents, self._index, self._similarity = documents, index, similarity
         self._save_attempt = save_attempt
         self.current_job: str | None = None
         self._preemptible = False  # the running job gives way (a batch line)
@@ -134,9 +136,12 @@ class JobRunner:
         resumed = payload.resume.tokens if payload.resume else []
         limit = self.pool.current.settings.job_timeout_s
         try:
-            engine = self.pool.get(model, loading=lambda: emit(LoadingEvent(model=model)))
             documents = self._documents.read(payload.messages)
-            fitted = engine.prompter.plan(payload.messages, payload.params.max_tokens, payload.tools, documents)
+            # Before the chat model is taken: embedding the question may load the embedding model.
+            similar = self._similarity.of(documents, payload.messages[latest_question(payload.messages)].content,
+                                          self.pool.files[model].n_ctx, lambda loaded: emit(LoadingEvent(model=loaded))) if documents else {}
+            engine = self.pool.get(model, loading=lambda: emit(LoadingEvent(model=model)))
+            fitted = engine.prompter.plan(payload.messages, payload.params.max_tokens, payload.tools, documents, similar)
             if fitted.dropped_messages and not resumed:
                 emit(ContextTrimmedEvent(messages=fitted.dropped_messages, tokens=fitted.dropped_tokens))
             self.remaining = fitted.max_tokens - len(resumed)
@@ -258,13 +263,22 @@ class JobRunner:
         def keep(pipe: Pipeline) -> None:
             # At this attempt's place, not appended: an attempt run again (its worker died
             # after writing) rewrites the same bytes.
+            offset = payload.done * embedder.spec.dimensions * 4
+            if payload.document_id is not None:
+                keep_vectors(pipe, payload.document_id, made_with(model, self._index.chunking, embedder.spec.dimensions), offset, bytes(vectors))
+                return
             key = vectors_key(job_id)
-            pipe.setrange(key, payload.done * embedder.spec.dimensions * 4, bytes(vectors))
+            pipe.setrange(key, offset, bytes(vectors))
             pipe.expire(key, ttl)
 
         try:
             embedder = self.pool.embedder(model, loading=lambda: emit(LoadingEvent(model=model)))
-            inputs = embedder.tokens(payload.inputs, payload.dimensions)
+            if payload.document_id is None:
+                inputs = embedder.tokens(payload.inputs, payload.dimensions)
+            else:  # a document's chunks, as chats cut them; none when it was deleted before its turn
+                document = self._documents.one(payload.document_id)
+                parts = self._index.get(document).chunks if document is not None else []
+                inputs = embedder.tokens([c.text for c in parts], None, truncate=True)
             for run in embedder.passes(inputs[done:]):
                 if cancelled.is_set():
                     raise Cancelled()
@@ -289,6 +303,8 @@ class JobRunner:
         except Cancelled:
             return self._cancelled(emit)
         except TimedOut:
+            if payload.document_id is not None:  # its first chunks rank by their vectors, the others by BM25 alone
+                self._writer.write(keep)
             emit(ErrorEvent(code=ErrorCode.TIMEOUT, message=f"The embeddings took longer than the {limit} s limit and were ended."))
             return {"timed_out": True}
         except Exception:

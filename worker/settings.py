@@ -8,7 +8,8 @@ from pathlib import Path
 
 from pydantic import Field, model_validator
 
-from hearth.settings import CommonSettings, data_dir
+from hearth.settings import DocumentRankingSettings, data_dir
+from worker.document_index import DocumentIndex
 from worker.documents import Chunking
 
 EMBEDDED_MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -25,7 +26,7 @@ def embedded_model_path() -> str:
     return str(Path(spec.submodule_search_locations[0]) / EMBEDDED_MODEL_FILE)
 
 
-class WorkerSettings(CommonSettings):
+class WorkerSettings(DocumentRankingSettings):
     model_path: str = Field(default_factory=embedded_model_path, description="GGUF file to serve (default: the embedded SmolLM2-135M-Instruct).")
     model_name: str = Field("", description="Model id shown by `/v1/models` for `MODEL_PATH`; default: the file name without `.gguf` (always so with `MODELS`).")
     models: str = Field("", description="Several models for one worker, instead of `MODEL_PATH`: comma-separated GGUF files and folders (each folder's `*.gguf`). Loaded when a job asks for them, within `MODEL_MEMORY_BUDGET_MB`.")
@@ -33,8 +34,9 @@ class WorkerSettings(CommonSettings):
     swap_after_jobs: int = Field(4, ge=1, description="Jobs the loaded model may take in a row while another model's jobs wait, before the worker turns to that model (and swaps if the budget holds only one).")
     embedding_models: str = Field("", description="GGUF files and folders to embed with (`/v1/embeddings`), like `MODELS`: any model llama.cpp can embed with (nomic-embed-text, bge, Qwen3-Embedding...), loaded when a job asks for it, within `MODEL_MEMORY_BUDGET_MB`. Empty: the chat models embed.")
     embedding_max_tokens: int = Field(512, ge=8, description="Longest input one model embeds, in tokens (capped at its trained context): the embedding context's batch, so its memory grows with it.")
-    document_chunk_tokens: int = Field(256, ge=16, le=4096, description="A long attached document is cut into chunks of about this many tokens, never across a page; the chunks most relevant to the question go into the prompt.")
+    document_chunk_tokens: int = Field(256, ge=16, le=4096, description="A long attached document is cut into chunks of about this many tokens (estimated as one per 4 bytes of text, whatever the model), never across a page; the chunks most relevant to the question go into the prompt. Chunk vectors made with other chunk sizes are not used.")
     document_chunk_overlap_tokens: int = Field(32, ge=0, le=1024, description="Tokens a chunk repeats from the end of the one before it, so a fact cut at a chunk's edge is whole in one of them (less than `DOCUMENT_CHUNK_TOKENS`).")
+    document_cache_mb: int = Field(256, ge=0, description="Memory for the chunks of recently asked long documents and their words' counts (about 25 bytes per character of text), so a follow-up question does not cut them again; the least recently asked go first (one is always kept).")
     n_ctx: int = Field(0, ge=0, description=f"Context window in tokens; 0 = the model's trained context capped at {N_CTX_CAP}.")
     n_threads: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1, description="CPU threads for generation (default: all cores).")
     n_batch: int = Field(512, ge=1, description="Prompt tokens evaluated per batch.")
@@ -71,6 +73,9 @@ class WorkerSettings(CommonSettings):
     @property
     def chunking(self) -> Chunking:
         return Chunking(self.document_chunk_tokens, self.document_chunk_overlap_tokens)
+
+    def document_index(self) -> DocumentIndex:
+        return DocumentIndex(self.chunking, self.document_cache_mb * 2**20)
 
     def model_paths(self) -> list[Path]:
         """The GGUF files this worker serves, in the order given (a folder's sorted by name)."""

@@ -14,11 +14,11 @@ import json
 import logging
 import secrets
 import time
+from functools import partial
 from typing import Any
 
 from redis import Redis
 from redis.asyncio import Redis as AsyncRedis
-from redis.client import Pipeline
 from starlette.concurrency import run_in_threadpool
 
 from api.batches.store import (
@@ -59,7 +59,7 @@ from hearth.contract import (
     queue_name,
     vectors_key,
 )
-from hearth.job_record import JobRecord, rq_job, rq_queue
+from hearth.job_record import JobRecord, enqueue, rq_queue
 from hearth.lifecycle import JobStatus, redis_seconds
 
 log = logging.getLogger(__name__)
@@ -276,12 +276,7 @@ class BatchRunner:
                if line.encoding_format and isinstance(payload, EmbeddingPayload) else {}),
         )
 
-        def enqueue(pipe: Pipeline) -> None:
-            pipe.hset(record.key, mapping=record.fields())
-            pipe.expire(record.key, ttl_s)
-            queue.enqueue_job(rq_job(queue, payload, ttl_s), pipeline=pipe)
-
-        return queue_line(self._rq_redis, batch.id, line, enqueue)
+        return queue_line(self._rq_redis, batch.id, line, partial(enqueue, queue=queue, record=record, payload=payload, ttl_s=ttl_s))
 
 
 def _error_line(custom_id: str | None, code: str, message: str) -> dict[str, Any]:

@@ -18,8 +18,9 @@ from api.documents.parts import FileInput
 from api.documents.store import DocumentStore
 from api.errors import HearthError
 from api.files.store import FileInfo, FileStore
+from api.jobs.service import JobService
 from api.settings import ApiSettings
-from hearth.contract import Message
+from hearth.contract import EmbeddingPayload, Message
 from hearth.documents import DocumentRef, DocumentText
 
 log = logging.getLogger(__name__)
@@ -35,8 +36,19 @@ def file_not_found(file_id: str, param: str = "file_id") -> HearthError:
 
 
 class DocumentService:
-    def __init__(self, files: FileStore, texts: DocumentStore, extractor: Extractor, settings: ApiSettings):
+    def __init__(self, files: FileStore, texts: DocumentStore, extractor: Extractor, settings: ApiSettings, jobs: JobService | None):
         self._files, self._texts, self._extractor, self._settings = files, texts, extractor, settings
+        self._jobs = jobs  # None: a process that only deletes documents (`hearth users revoke`)
+
+    async def _keep(self, owner: str, text: DocumentText, ttl_s: int | None, inline_bytes: int | None = None) -> None:
+        """Keeps a new document's text (`inline_bytes`: the size of one sent inline) and, with
+        DOCUMENT_EMBEDDING_MODEL, queues the embedding of its chunks, whose vectors the worker
+        keeps with the text (hearth.documents)."""
+        await self._texts.put(owner, text, ttl_s, inline_bytes)
+        model = self._settings.document_embedding_model
+        if model and self._jobs is not None:
+            await self._jobs.submit_background(EmbeddingPayload(job_id=secrets.token_hex(16), model=model, inputs=[], user=owner,
+                                                                document_id=text.document_id), owner)
 
     def _check_size(self, size: int, param: str) -> None:
         limit = self._settings.document_max_file_bytes
@@ -69,7 +81,7 @@ class DocumentService:
             pages = await self._extractor.pages(filename, data)
             info = await self._files.create(owner, filename, purpose, data, retention_s)
         ttl = None if info.expires_at is None else info.expires_at - info.created_at
-        await self._texts.put(owner, DocumentText(document_id=info.id, filename=filename, pages=pages), ttl)
+        await self._keep(owner, DocumentText(document_id=info.id, filename=filename, pages=pages), ttl)
         log.info("document stored", extra={"file_id": info.id, "bytes": info.bytes, "pages": len(pages)})
         return info
 
@@ -111,11 +123,11 @@ class DocumentService:
             raise HearthError(400, "file_data is not base64 (or a data URL with base64 content).", param=param) from None
         mime = (match.group("mime") or "").lower() if match else ""
         filename = part.filename or f"document{_EXTENSION_OF.get(mime, '')}"
-        document_id = f"doc-{secrets.token_hex(12)}"
         async with self._room(owner, len(data), param):
             pages = await self._extractor.pages(filename, data, param)
-            await self._texts.put(owner, DocumentText(document_id=document_id, filename=filename, pages=pages), ttl_s, inline_bytes=len(data))
-        return DocumentRef(document_id=document_id, filename=filename)
+            text = DocumentText(document_id=f"doc-{secrets.token_hex(12)}", filename=filename, pages=pages)
+            await self._keep(owner, text, ttl_s, inline_bytes=len(data))
+        return DocumentRef(document_id=text.document_id, filename=filename)
 
     @asynccontextmanager
     async def attaching(self, owner: str, parts: Sequence[Sequence[tuple[str, FileInput]]],
@@ -148,7 +160,8 @@ class DocumentService:
         return [m.model_copy(update={"documents": [r for r in m.documents if r.document_id in mine]}) for m in messages]
 
 
-def file_services(redis: AsyncRedis, settings: ApiSettings) -> tuple[FileStore, DocumentService]:
-    """The files store (bytes in Redis or the blob store) and the documents service over it."""
+def file_services(redis: AsyncRedis, settings: ApiSettings, jobs: JobService | None = None) -> tuple[FileStore, DocumentService]:
+    """The files store (bytes in Redis or the blob store) and the documents service over it
+    (which queues new documents' chunk embeddings through `jobs`)."""
     files = FileStore(redis, settings.file_retention_s, blob_store(settings))
-    return files, DocumentService(files, DocumentStore(redis), Extractor(settings), settings)
+    return files, DocumentService(files, DocumentStore(redis), Extractor(settings), settings, jobs)

@@ -2,14 +2,15 @@
 read by the worker, with the lifetime of what it came from (a file, a job, a response), and
 whose it is, so history read back from stored items attaches only its owner's documents.
 Documents sent inline (`file_data`) have no file: each owner's are listed here with their size
-and end, so they count against the owner's storage bound and go with the owner."""
+and end, so they count against the owner's storage bound and go with the owner. The worker adds
+its chunks' vectors, with the same lifetime; they are deleted with the text."""
 
 import time
 from collections.abc import Sequence
 
 from redis.asyncio import Redis as AsyncRedis
 
-from hearth.documents import DocumentText, document_key
+from hearth.documents import DocumentText, chunk_vectors_key, document_key
 from hearth.redis_client import texts
 
 OWNER_KEY = "hearth:document:{document_id}:owner"  # string: the owner's name
@@ -103,5 +104,6 @@ class DocumentStore:
         await self._redis.decrby(UPLOADING_KEY.format(owner=owner), size)
 
     async def delete(self, *document_ids: str) -> None:
+        """Deletes the documents' text, with their owner and their chunks' vectors."""
         if document_ids:
-            await self._redis.delete(*(document_key(d) for d in document_ids), *(_owner_key(d) for d in document_ids))
+            await self._redis.delete(*(key(d) for d in document_ids for key in (document_key, _owner_key, chunk_vectors_key)))

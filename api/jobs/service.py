@@ -54,7 +54,7 @@ from hearth.contract import (
     stream_id,
 )
 from hearth.contract import queue_model as model_of
-from hearth.job_record import JobRecord, read_field, read_record, rq_job
+from hearth.job_record import JobRecord, enqueue, read_field, read_record, rq_job, rq_queue
 from hearth.lifecycle import apply_events_args, redis_seconds
 from hearth.logs import bind
 from hearth.metrics import ModelCounter, RouteCounter, model_field
@@ -116,6 +116,22 @@ class JobService:
                 record = record.model_copy(update={"queue": hold.queue})
         log.info("job queued", extra={"queue": record.queue, "position": verdict})
         return record
+
+    async def submit_background(self, payload: EmbeddingPayload, owner: str) -> None:
+        """Queue a job nobody waits for (the embedding of a new document's chunks) at the end
+        of its model's embedding queue: outside the waiting caps, which bound people's requests,
+        and with no deadline to start but its record's lifetime."""
+        queue = rq_queue(queue_name(QueueKind.EMBEDDING, payload.model), self._rq_redis)
+        record = JobRecord(id=payload.job_id, owner=owner, model=payload.model, created=int(time.time()), queue=queue.name)
+
+        def push() -> None:
+            with self._rq_redis.pipeline() as pipe:
+                pipe.multi()  # RQ's enqueue expects a transaction begun
+                enqueue(pipe, queue, record, payload, self._settings.job_ttl_s)
+                pipe.execute()
+
+        await run_in_threadpool(push)
+        log.info("job queued", extra={"queue": queue.name, "job_id": payload.job_id})
 
     def _enqueue(self, payload: JobPayload | EmbeddingPayload, queue_name_: str, admission: Admission) -> tuple[int, bool]:
         s = self._settings
