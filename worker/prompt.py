@@ -7,8 +7,12 @@ Two traps this module exists for:
   turn and merge consecutive same-role messages, so the system prompt always reaches the model.
 - Rendering then tokenizing the whole prompt with special tokens parsed would turn user text
   such as `<|im_end|>` into real control tokens. Message contents, and whatever the template
-  writes as JSON (`tojson`: tools, call arguments), are rendered as sentinels and tokenized
-  as plain text; only the template's own text may contain special tokens.
+  writes as JSON (`tojson`: tools, call arguments), are rendered as sentinels: only the
+  template's own text is searched for control tokens. The text between two control tokens,
+  template and contents together, is tokenized at once with none parsed, as llama.cpp
+  tokenizes a whole prompt: for ordinary contents the tokens are exactly those of the
+  rendered prompt tokenized in one go (tokenized apart, `[INST] ` + `Hello` would give `▁`,
+  `Hello` where the model was trained on `▁Hello`).
 
 A template that takes tools (`native_tools`) renders them, the assistant's calls and the tool
 results itself, as its model was trained to read them; see worker.tool_calls.
@@ -68,13 +72,17 @@ class Turn:
 
 
 class ChatTemplate:
-    def __init__(self, source: str | None, bos_token: str, eos_token: str, tokenize: Tokenize):
+    def __init__(self, source: str | None, bos_token: str, eos_token: str, tokenize: Tokenize, controls: Sequence[str]):
         env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
         env.globals["raise_exception"] = _raise
         env.filters["tojson"] = _tojson
         self._template = env.from_string(source or CHATML)
         self._bos, self._eos = bos_token, eos_token
         self._tokenize = tokenize
+        # The control tokens' texts, parsed as such in the template's own text only. Longest
+        # first, as llama.cpp matches them (one's text may start another's).
+        longest = sorted(controls, key=len, reverse=True)
+        self._controls = re.compile("(" + "|".join(map(re.escape, longest)) + ")") if longest else None
         self.folds_system = self._accepts([Turn("system", "s"), Turn("user", "u")]) is None
         self.merges_turns = self._accepts([Turn("user", "u"), Turn("user", "u")]) is None
         self.needs_user_first = self._accepts([Turn("assistant", "a"), Turn("user", "u")]) is None
@@ -166,10 +174,10 @@ class ChatTemplate:
 
     def counted(self, messages: Sequence[Message], tokenize: Tokenize, tools: Sequence[FunctionSpec] = ()) -> tuple[list[int], list[int]]:
         """The prompt tokens (by `tokenize`: the model's tokenizer or a memo of it), and
-        about how many of them each message adds: its text and the template text before it,
-        exactly where the template keeps messages one to a turn, else an even split (shares
-        only guide trimming, which then counts exactly). `tools`: for a template that takes
-        them (`native_tools`)."""
+        about how many of them each message adds: its text and the template text before it
+        (a piece of text that spans turns is shared by characters; shares only guide
+        trimming, which then counts exactly). `tools`: for a template that takes them
+        (`native_tools`)."""
         turns = self.normalize(messages)
         # The empty content of an answer of calls stays empty: templates test it (Qwen 2.5 then
         # writes no line for it). Others keep their sentinel, so the overheads counted with empty
@@ -177,31 +185,63 @@ class ChatTemplate:
         json_pieces: list[str] = []
         rendered = self._render([Turn(t.role, _SENTINEL.format(i) if t.content or not t.tool_calls else "", t.tool_calls, t.tool_call_id)
                                  for i, t in enumerate(turns)], tools, json_pieces)
-        # JSON that holds no special token's text goes back into the template's text: tokenized
-        # apart, a seam such as `"arguments": ` + `{"` would split the ` {"` the model knows.
-        plain = [tokenize(piece.encode(errors="replace"), True) == tokenize(piece.encode(errors="replace"), False) for piece in json_pieces]
-        rendered = _SENTINEL_RE.sub(lambda m: json_pieces[int(m.group(2))] if m.group(1) and plain[int(m.group(2))] else m.group(0), rendered)
         tokens: list[int] = []
         shares = [0] * (len(turns) + 1)  # the last: the template after the last turn
-        pending = 0  # tokens since the last content: they belong to the next one's turn
-        at = 0
-        for match in [*_SENTINEL_RE.finditer(rendered), None]:
-            before = len(tokens)
-            template_text = rendered[at: match.start() if match else len(rendered)]
-            if template_text:
-                tokens += tokenize(template_text.encode(errors="replace"), True)
-            if match and match.group(1):  # JSON the template wrote: plain text
-                tokens += tokenize(json_pieces[int(match.group(2))].encode(errors="replace"), False)
-            elif match:
-                # "replace": a lone surrogate (refused by the api, but a job may come from
-                # elsewhere) must not fail the job.
-                turn = int(match.group(2))
-                tokens += tokenize(turns[turn].content.encode(errors="replace"), False)
-                shares[turn] += pending + len(tokens) - before
-                pending, before = 0, len(tokens)
-            pending += len(tokens) - before
-            at = match.end() if match else len(rendered)
-        shares[-1] += pending
+        text: list[tuple[str, int]] = []  # the text since the last control token, with the turn each piece counts for
+        for piece, special, turn in self._pieces(rendered, turns, json_pieces):
+            if not special:
+                text.append((piece, turn))
+                continue
+            tokens += self._tokenize_text(text, tokenize, shares)
+            text = []
+            # "replace": a lone surrogate (refused by the api, but a job may come from
+            # elsewhere) must not fail the job.
+            control = tokenize(piece.encode(errors="replace"), True)
+            tokens += control
+            shares[turn] += len(control)
+        tokens += self._tokenize_text(text, tokenize, shares)
         if len(turns) != len(messages):
             return tokens, [len(tokens) // max(len(messages), 1)] * len(messages)
         return tokens, shares[: len(messages)]
+
+    def _pieces(self, rendered: str, turns: Sequence[Turn], json_pieces: Sequence[str]) -> list[tuple[str, bool, int]]:
+        """The prompt's text in order, as (text, whether it is a control token, the turn it
+        counts for): the template's text split at its control tokens, the contents and JSON
+        in place of their sentinels. Template text counts for the turn whose content follows."""
+        pieces: list[tuple[str, bool, int]] = []
+        at = 0
+        for match in [*_SENTINEL_RE.finditer(rendered), None]:
+            template_text = rendered[at: match.start() if match else len(rendered)]
+            for i, part in enumerate(self._controls.split(template_text) if self._controls else [template_text]):
+                if part:
+                    pieces.append((part, i % 2 == 1, -1))  # split() puts the matches at odd places
+            if match and match.group(1):
+                pieces.append((json_pieces[int(match.group(2))], False, -1))
+            elif match:
+                pieces.append((turns[int(match.group(2))].content, False, int(match.group(2))))
+            at = match.end() if match else len(rendered)
+        owner = len(turns)
+        for i in reversed(range(len(pieces))):
+            if pieces[i][2] >= 0:
+                owner = pieces[i][2]
+            else:
+                pieces[i] = (pieces[i][0], pieces[i][1], owner)
+        return pieces
+
+    @staticmethod
+    def _tokenize_text(text: Sequence[tuple[str, int]], tokenize: Tokenize, shares: list[int]) -> list[int]:
+        """Text between control tokens, tokenized at once, as llama.cpp tokenizes the text
+        between special tokens of a whole prompt (no seam at `[INST] ` + content splits a
+        `▁Hello` the model knows), but with none parsed: a content spelling `</s>` stays text.
+        Its tokens are added to `shares` by each piece's characters."""
+        joined = "".join(piece for piece, _ in text)
+        if not joined:
+            return []
+        tokens = tokenize(joined.encode(errors="replace"), False)
+        done = chars = 0
+        for piece, turn in text:
+            chars += len(piece)
+            upto = len(tokens) * chars // len(joined)
+            shares[turn] += upto - done
+            done = upto
+        return tokens
