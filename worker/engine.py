@@ -112,7 +112,7 @@ class Engine:
         self.prompter = Prompter(self.llama, self.n_ctx, settings.default_max_tokens, settings.chunking, settings.tool_max_parallel_calls)
         self.overheads = self.prompter.overheads()
         self.cache = StateCache(self.llama, settings.state_cache_mb * 2**20, model.identity, disk, routes)
-        self.grammars = Grammars(vocab, settings.tool_max_parallel_calls)
+        self.grammars = Grammars(vocab, settings.tool_max_parallel_calls, self.prompter.template.dialect)
         # llama.cpp maps the file and reads each page on first use: one token evaluated now
         # touches every layer's weights, so reading them (from disk, at its speed, when the page
         # cache does not hold them) counts in the load (the `loading` event's wait, the load
@@ -170,6 +170,8 @@ class Engine:
         # api refuses `stop` strings with a schema or tools), so nothing cuts the JSON short but
         # `max_tokens`.
         stops = StopMatcher(params.stop + (self.prompter.template.turn_markers if grammar is None else []))
+        # With tools, control tokens are text: a dialect's calls may open with one (Mistral
+        # v0.3's `[TOOL_CALLS]`, Llama 3.1's `<|python_tag|>`), which the call parser reads.
         parts: list[str] = []
         finish, unsent, hit_stop = "length", 0, False
         produced: list[int] = []
@@ -207,7 +209,7 @@ class Engine:
                 break
             produced.append(token)
             unsent += 1
-            text, hit_stop = stops.feed(decoder.decode(self.llama.detokenize([token])))
+            text, hit_stop = stops.feed(decoder.decode(self.llama.detokenize([token], special=tools is not None)))
             send(text)
             if hit_stop:
                 finish = "stop"
