@@ -17,8 +17,9 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from devstack import Stack
 from hearth.contract import FunctionSpec, Message, ToolCall, ToolCallEvent, ToolUse
+from tests.sentencepiece import sentencepiece_vocab
 from tests.test_tools import ASK, SCHEMAS, TOOLS, WEATHER, run_tool, valid_calls
-from tools.shaped_gguf import TEMPLATE_FILES, TemplateName
+from tools.shaped_gguf import TEMPLATE_FILES, TemplateName, write_shaped_gguf
 from worker.grammars import Grammars, tools_gbnf
 from worker.models import load_vocab
 from worker.prompter import Prompter
@@ -37,6 +38,8 @@ CHAT = [Message(role="system", content="Be brief."), Message(role="user", conten
         Message(role="user", content="And tomorrow?")]
 ONE_CALL = [*CHAT[:3], CHAT[3], *CHAT[5:]]  # Llama 3.1's template takes one call per answer
 ONE_CALL[2] = CHAT[2].model_copy(update={"tool_calls": [CALL]})
+# How often Mistral v0.3's template writes each of its control tokens for CHAT.
+CHAT_CONTROLS = {"[INST]": 2, "[/INST]": 2, "[TOOL_CALLS]": 1, "[AVAILABLE_TOOLS]": 1, "[/AVAILABLE_TOOLS]": 1, "[TOOL_RESULTS]": 2, "[/TOOL_RESULTS]": 2}
 NATIVE: dict[TemplateName, Dialect] = {"qwen2.5": HERMES, "llama3.1": LLAMA31, "mistral-v0.3": MISTRAL}
 # What each template shows of the chat, as the model was trained to read it.
 SHOWN: dict[TemplateName, list[str]] = {
@@ -216,3 +219,24 @@ def test_a_shaped_model_calls_in_its_templates_dialect_streamed_and_not(make_sta
     assert after.choices[0].finish_reason in ("stop", "length") and not after.choices[0].message.tool_calls
     assert first.usage and after.usage and after.usage.prompt_tokens_details
     assert after.usage.prompt_tokens_details.cached_tokens >= first.usage.prompt_tokens - 1
+
+
+def test_mistral_v03_opens_its_calls_with_its_control_token(make_stack: Callable[..., Stack], tmp_path: Path) -> None:
+    """In Mistral v0.3's own vocabulary `[TOOL_CALLS]` is a control token, as `[INST]` and the
+    rest are (SentencePiece, ids 3 to 9): the prompt has them as tokens, the grammar takes the
+    token where a call opens (pushed there by `logit_bias`), and the worker reads it as text."""
+    controls = ("[INST]", "[/INST]", "[TOOL_CALLS]", "[AVAILABLE_TOOLS]", "[/AVAILABLE_TOOLS]", "[TOOL_RESULTS]", "[/TOOL_RESULTS]")
+    vocab = sentencepiece_vocab(tmp_path / "vocab.gguf", controls)
+    path = write_shaped_gguf(tmp_path / "mistral03-sentencepiece.gguf", "mistral-tiny", tokenizer_from=vocab, template="mistral-v0.3")
+    prompter = Prompter(load_vocab(str(path)), n_ctx=2048, default_max_tokens=256)
+    assert prompter.template.dialect == MISTRAL
+    tokens = prompter.tokens(CHAT, USE)
+    assert all(tokens.count(3 + controls.index(c)) == CHAT_CONTROLS[c] for c in controls)
+    s = make_stack(DEFAULT_MODEL="")
+    s.start_api()
+    s.start_worker(MODEL_PATH=str(path), N_CTX="2048")
+    client = openai.OpenAI(base_url=s.base_url, api_key="unused", max_retries=0, timeout=120)
+    reply = client.chat.completions.create(model=path.stem, messages=ASK, tools=TOOLS, tool_choice="required", max_tokens=200, seed=1,
+                                           logit_bias={str(3 + controls.index("[TOOL_CALLS]")): 100})
+    assert reply.choices[0].finish_reason == "tool_calls"
+    valid_calls(reply.choices[0].message.tool_calls)
