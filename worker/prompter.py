@@ -16,7 +16,8 @@ from hearth.documents import DocumentText
 from worker.context import Counted, Plan, plan, reserved
 from worker.documents import DEFAULT_CHUNKING, Chunking
 from worker.documents_prompt import with_documents
-from worker.prompt import ChatTemplate, Tokenize
+from worker.prompt import ChatTemplate
+from worker.prompt_text import Tokenize
 from worker.settings import TOOL_MAX_PARALLEL_CALLS
 from worker.tool_calls import prompt_messages
 
