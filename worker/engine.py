@@ -170,8 +170,6 @@ class Engine:
         # api refuses `stop` strings with a schema or tools), so nothing cuts the JSON short but
         # `max_tokens`.
         stops = StopMatcher(params.stop + (self.prompter.template.turn_markers if grammar is None else []))
-        # With tools, control tokens are text: a dialect's calls may open with one (Mistral
-        # v0.3's `[TOOL_CALLS]`, Llama 3.1's `<|python_tag|>`), which the call parser reads.
         parts: list[str] = []
         finish, unsent, hit_stop = "length", 0, False
         produced: list[int] = []
@@ -209,7 +207,7 @@ class Engine:
                 break
             produced.append(token)
             unsent += 1
-            text, hit_stop = stops.feed(decoder.decode(self.llama.detokenize([token], special=tools is not None)))
+            text, hit_stop = stops.feed(decoder.decode(self.answer_text([token], tools)))
             send(text)
             if hit_stop:
                 finish = "stop"
@@ -219,6 +217,12 @@ class Engine:
         if not hit_stop:  # no stop string completed: what was held back is answer text
             send(stops.flush() + decoder.decode(b"", final=True))
         return Generation("".join(parts), finish, len(tokens), cached, len(produced), produced, reuse)
+
+    def answer_text(self, tokens: list[int], tools: ToolUse | None) -> bytes:
+        """An answer's tokens as text. With tools in the template's own dialect, control tokens
+        are text too: its calls may open with one (Mistral v0.3's `[TOOL_CALLS]`, Llama 3.1's
+        `<|python_tag|>`), which the call parser reads."""
+        return self.llama.detokenize(tokens, special=tools is not None and self.prompter.template.native_tools)
 
     def keep_state(self, route: str | None = None) -> None:
         """After a job: its state is saved (to disk, in the background) for the conversation's

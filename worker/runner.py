@@ -143,7 +143,7 @@ class JobRunner:
 
             calls = CallParser(job_id, engine.prompter.template.dialect) if payload.tools else None
             if calls and resumed:  # what the paused attempt sent: its events are out already
-                calls.feed(engine.llama.detokenize(resumed, special=True).decode(errors="replace"), 0)
+                calls.feed(engine.answer_text(resumed, payload.tools).decode(errors="replace"), 0)
 
             def on_text(text: str, n: int) -> None:
                 self.remaining -= n
