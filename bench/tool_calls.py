@@ -16,7 +16,7 @@ from bench.report import median, table, verdict
 from bench.rig import Rig
 from bench.stream import Run, in_process, request_body
 from hearth.contract import ToolCallEvent
-from worker.tool_calls import CallParser
+from worker.tool_calls import CallParser, Dialect
 
 log = logging.getLogger(__name__)
 
@@ -71,9 +71,9 @@ class ToolsResult:
         )
 
 
-def _valid(text: str, schemas: dict[str, dict[str, Any]]) -> int | None:
-    """How many calls `text` holds, if it holds at least one and each is valid; else None."""
-    parser = CallParser("bench")
+def _valid(text: str, schemas: dict[str, dict[str, Any]], dialect: Dialect) -> int | None:
+    """How many calls `text` (in `dialect`) holds, if it holds at least one and each is valid; else None."""
+    parser = CallParser("bench", dialect)
     calls: dict[int, list[str]] = {}
     for event in parser.feed(text, 0):
         if isinstance(event, ToolCallEvent):
@@ -103,7 +103,7 @@ def run(rig: Rig, requests: int, seed: int) -> ToolsResult:
         log.info("tools: request %d/%d", i, requests)
         sides["tools"].append(called)
         sides["free"].append(free)
-        made = _valid(called.text, schemas)
+        made = _valid(called.text, schemas, rig.engine.prompter.template.dialect)
         valid += made is not None
         calls += made or 0
     return ToolsResult(requests, valid, calls, sides["tools"], sides["free"])

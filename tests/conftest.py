@@ -68,3 +68,15 @@ def mistral_tiny(tmp_path_factory: pytest.TempPathFactory) -> str:
 def qwen_tiny(tmp_path_factory: pytest.TempPathFactory) -> str:
     """The same small model with Qwen 2.5 Instruct's real chat template, which takes tools."""
     return str(write_shaped_gguf(tmp_path_factory.mktemp("models") / "qwen-tiny.gguf", "mistral-tiny", template="qwen2.5"))
+
+
+@pytest.fixture(scope="session")
+def llama31_tiny(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The same small model with Llama 3.1 Instruct's real chat template (tools as JSON)."""
+    return str(write_shaped_gguf(tmp_path_factory.mktemp("models") / "llama31-tiny.gguf", "mistral-tiny", template="llama3.1"))
+
+
+@pytest.fixture(scope="session")
+def mistral03_tiny(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The same small model with Mistral Instruct v0.3's real chat template (`[TOOL_CALLS]`)."""
+    return str(write_shaped_gguf(tmp_path_factory.mktemp("models") / "mistral03-tiny.gguf", "mistral-tiny", template="mistral-v0.3"))

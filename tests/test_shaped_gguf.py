@@ -6,7 +6,16 @@ import gguf
 import pytest
 from llama_cpp import Llama
 
-from tools.shaped_gguf import MISTRAL_INSTRUCT_TEMPLATE, PRESETS, QWEN25_TEMPLATE_PATH, Q, cached_shaped_gguf, main, tensors
+from tools.shaped_gguf import (
+    MISTRAL_INSTRUCT_TEMPLATE,
+    PRESETS,
+    TEMPLATE_FILES,
+    Q,
+    TemplateName,
+    cached_shaped_gguf,
+    main,
+    tensors,
+)
 from worker.models import load_vocab
 from worker.prompter import Prompter
 from worker.settings import embedded_model_path
@@ -65,9 +74,15 @@ def test_cli_writes_the_file_and_the_cache_reuses_it(tmp_path: Path, monkeypatch
     assert [p.name for p in made.parent.iterdir()] == [made.name]  # no partial file left behind
 
 
-def test_the_qwen_template_option_writes_qwen_25s_template_and_no_bos(qwen_tiny: str) -> None:
-    vocab = load_vocab(qwen_tiny)
-    assert vocab.metadata["tokenizer.chat_template"] == QWEN25_TEMPLATE_PATH.read_text()
-    assert vocab.metadata["tokenizer.ggml.add_bos_token"] == "false"
+@pytest.mark.parametrize(("name", "fixture", "bos", "alternates"), [
+    ("qwen2.5", "qwen_tiny", "false", False), ("llama3.1", "llama31_tiny", "true", False), ("mistral-v0.3", "mistral03_tiny", "true", True)])
+def test_a_template_option_writes_that_models_template_and_bos(name: TemplateName, fixture: str, bos: str, alternates: bool,
+                                                                request: pytest.FixtureRequest) -> None:
+    """Qwen's tokenizer adds no BOS, Llama's and Mistral's do; Mistral v0.3's template wants
+    alternating turns (tool turns aside) and takes a system prompt, as v0.2's does not."""
+    vocab = load_vocab(request.getfixturevalue(fixture))
+    assert vocab.metadata["tokenizer.chat_template"] == TEMPLATE_FILES[name][0].read_text()
+    assert vocab.metadata["tokenizer.ggml.add_bos_token"] == bos
     template = Prompter(vocab, n_ctx=4096, default_max_tokens=64).template
-    assert template.native_tools and not (template.folds_system or template.merges_turns or template.needs_user_first)
+    assert template.native_tools and not template.folds_system
+    assert template.merges_turns == template.needs_user_first == alternates

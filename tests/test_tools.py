@@ -27,7 +27,7 @@ from api.responses.store import StoredResponse
 from devstack import Stack
 from hearth.contract import DoneEvent, Message, StartedEvent, ToolCall, ToolCallEvent, Usage
 from tests.batches import file_lines, request_line, run_batch, wait_status
-from worker.tool_calls import SEPARATOR, CallParser, call_text
+from worker.tool_calls import HERMES, CallParser
 
 WEATHER = {
     "type": "object",
@@ -250,8 +250,8 @@ def test_several_calls_become_events_whatever_pieces_the_text_comes_in(piece: in
     """The worker's reading of its grammar's output: ids, names, then the arguments whole,
     and every token counted once, however the text is cut into tokens."""
     arguments = ['{"city": "Par}is \\" {", "unit": "celsius"}', '{ "zone": "UTC" } ']
-    text = SEPARATOR.join(call_text(name, a) for name, a in zip(["get_weather", "get_time"], arguments))
-    parser = CallParser("job")
+    text = HERMES.calls_text(list(zip(["get_weather", "get_time"], arguments)))
+    parser = CallParser("job", HERMES)
     pieces = [text[i:i + piece] for i in range(0, len(text), piece)]
     events = [e for p in pieces for e in parser.feed(p, 1)] + parser.finish()
     assert [(e.id, e.name) for e in events if isinstance(e, ToolCallEvent) and e.id] == [

@@ -1,6 +1,7 @@
 """`python -m tools.shaped_gguf OUT.gguf --preset mistral-tiny|mistral-7b`: a GGUF with Mistral
 Instruct v0.2's architecture (llama layout), its real chat template and random weights
-(`--template qwen2.5`: Qwen 2.5 Instruct's chat template instead, which takes tools).
+(`--template qwen2.5|llama3.1|mistral-v0.3`: the chat template of Qwen 2.5 Instruct, Llama 3.1
+Instruct or Mistral Instruct v0.3 instead, each of which takes tools in its own dialect).
 
 Its answers are gibberish, but its cost per token, its KV cache and its chat template are the
 real model's, so tests and benchmarks get Mistral's behaviour without a 5 GB download. The
@@ -39,19 +40,32 @@ MISTRAL_INSTRUCT_TEMPLATE = (
     "{% else %}{{ raise_exception('Only user and assistant roles are supported!') }}{% endif %}{% endfor %}"
 )
 
-# tokenizer_config.json's chat_template of Qwen2.5-1.5B-Instruct
-# (https://huggingface.co/Qwen/Qwen2.5-1.5B-Instruct, the same in every Qwen 2.5 Instruct size),
-# verbatim, in its own file: it takes `tools`, renders `tool_calls` and `tool` messages, and
-# asks for Hermes-style `<tool_call>` blocks.
-QWEN25_TEMPLATE_PATH = Path(__file__).parent / "templates" / "qwen2.5-instruct.jinja"
+# Chat templates that take tools, each as its model's tokenizer_config.json publishes it, in
+# its own file:
+# - Qwen2.5-1.5B-Instruct's (the same in every Qwen 2.5 Instruct size): Hermes-style
+#   `<tool_call>` blocks;
+# - Llama-3.1-8B-Instruct's: the tools as JSON in the first user turn, a call as
+#   `{"name": ..., "parameters": ...}`, results in `ipython` turns;
+# - Mistral-7B-Instruct-v0.3's: `[AVAILABLE_TOOLS]` before the last question, calls as
+#   `[TOOL_CALLS] [...]` with 9-character ids, results in `[TOOL_RESULTS]`.
+TEMPLATES = Path(__file__).parent / "templates"
+QWEN25_TEMPLATE_PATH = TEMPLATES / "qwen2.5-instruct.jinja"
+LLAMA31_TEMPLATE_PATH = TEMPLATES / "llama3.1-instruct.jinja"
+MISTRAL_V03_TEMPLATE_PATH = TEMPLATES / "mistral-v0.3-instruct.jinja"
 
-TemplateName = Literal["mistral-instruct", "qwen2.5"]
+TemplateName = Literal["mistral-instruct", "qwen2.5", "llama3.1", "mistral-v0.3"]
+TEMPLATE_FILES: dict[TemplateName, tuple[Path, bool]] = {
+    "qwen2.5": (QWEN25_TEMPLATE_PATH, False),
+    "llama3.1": (LLAMA31_TEMPLATE_PATH, True),
+    "mistral-v0.3": (MISTRAL_V03_TEMPLATE_PATH, True),
+}
 
 
 def chat_template(name: TemplateName) -> tuple[str, bool]:
     """The chat template, and whether its model's tokenizer adds a BOS token (Qwen's does not)."""
-    if name == "qwen2.5":
-        return QWEN25_TEMPLATE_PATH.read_text(), False
+    if name in TEMPLATE_FILES:
+        path, add_bos = TEMPLATE_FILES[name]
+        return path.read_text(), add_bos
     return MISTRAL_INSTRUCT_TEMPLATE, True
 
 

@@ -115,7 +115,7 @@ class Engine:
                                  settings.tool_max_parallel_calls)
         self.overheads = self.prompter.overheads()
         self.cache = StateCache(self.llama, settings.state_cache_mb * 2**20, model.identity, disk, routes)
-        self.grammars = Grammars(vocab, settings.tool_max_parallel_calls)
+        self.grammars = Grammars(vocab, settings.tool_max_parallel_calls, self.prompter.template.dialect)
         # llama.cpp maps the file and reads each page on first use: one token evaluated now
         # touches every layer's weights, so reading them (from disk, at its speed, when the page
         # cache does not hold them) counts in the load (the `loading` event's wait, the load
@@ -210,7 +210,7 @@ class Engine:
                 break
             produced.append(token)
             unsent += 1
-            text, hit_stop = stops.feed(decoder.decode(self.llama.detokenize([token])))
+            text, hit_stop = stops.feed(decoder.decode(self.answer_text([token], tools)))
             send(text)
             if hit_stop:
                 finish = "stop"
@@ -220,6 +220,12 @@ class Engine:
         if not hit_stop:  # no stop string completed: what was held back is answer text
             send(stops.flush() + decoder.decode(b"", final=True))
         return Generation("".join(parts), finish, len(tokens), cached, len(produced), produced, reuse)
+
+    def answer_text(self, tokens: list[int], tools: ToolUse | None) -> bytes:
+        """An answer's tokens as text. With tools in the template's own dialect, control tokens
+        are text too: its calls may open with one (Mistral v0.3's `[TOOL_CALLS]`, Llama 3.1's
+        `<|python_tag|>`), which the call parser reads."""
+        return self.llama.detokenize(tokens, special=tools is not None and self.prompter.template.native_tools)
 
     def keep_state(self, route: str | None = None) -> None:
         """After a job: its state is saved (to disk, in the background) for the conversation's

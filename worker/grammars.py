@@ -13,7 +13,7 @@ import logging
 import re
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import llama_cpp
@@ -21,7 +21,7 @@ from llama_cpp import LlamaGrammar
 from llama_cpp.llama_grammar import BuiltinRule, SchemaConverter
 
 from hearth.contract import ToolUse
-from worker.tool_calls import ARGUMENTS_KEY, CALL_HEAD, CALL_TAIL, SEPARATOR
+from worker.tool_calls import Dialect
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +34,6 @@ _LITERAL_ESCAPE_RE = re.compile(r'[\\"\r\n]')
 # A grammar's text in pieces: literals, character classes and repetitions (kept as they are),
 # rule names, anything else.
 _GBNF_PIECE = re.compile(r'"(?:\\.|[^"\\])*"|\[(?:\\.|[^\]\\])*\]|\{[^}]*\}|([a-zA-Z0-9-]+)|.', re.S)
-# A text answer beside calls (`auto`): anything that does not start as a call does.
-_TEXT_RULE = r'text ::= [^<] [^\x00]*'
 
 
 class GrammarError(Exception):
@@ -69,22 +67,38 @@ def _prefixed(gbnf: str, prefix: str) -> str:
     return _GBNF_PIECE.sub(lambda m: prefix + m.group(1) if m.group(1) else m.group(0), gbnf)
 
 
-def tools_gbnf(tools: ToolUse, max_calls: int) -> str:
-    """Calls as worker.tool_calls spells them, each function's arguments valid against its
-    schema; with `auto`, a text answer instead; with `parallel`, one call up to `max_calls`
-    (then the answer must end: a small model would otherwise go on calling until its token limit)."""
+def tools_gbnf(tools: ToolUse, max_calls: int, dialect: Dialect) -> str:
+    """Calls as `dialect` spells them, each function's arguments valid against its schema;
+    with `auto`, a text answer instead (anything that does not start as a call does); with
+    `parallel` (and a dialect that takes several), one call up to `max_calls` (then the answer
+    must end: a small model would otherwise go on calling until its token limit)."""
     rules = [_prefixed(to_gbnf(f.enforced), f"f{i}-") for i, f in enumerate(tools.functions)]
-    names = " | ".join(f"{literal_rule(json.dumps(f.name) + ARGUMENTS_KEY)} f{i}-root" for i, f in enumerate(tools.functions))
-    more = max_calls - 1 if tools.parallel else 0
-    calls = f"call ({literal_rule(SEPARATOR)} call){{0,{more}}}" if more else "call"
-    text = [] if tools.mode == "required" else [_TEXT_RULE]
-    return "\n".join([f"root ::= {' | '.join(['text'] * len(text) + [calls])}", f"call ::= {literal_rule(CALL_HEAD)} ({names}) {literal_rule(CALL_TAIL)}",
+    names = " | ".join(f"{literal_rule(json.dumps(f.name) + dialect.arguments_key)} f{i}-root" for i, f in enumerate(tools.functions))
+    more = max_calls - 1 if tools.parallel and dialect.parallel else 0
+    calls = f"call ({literal_rule(dialect.separator)} call){{0,{more}}}" if more else "call"
+    text = [] if tools.mode == "required" else [f"text ::= [^{_class_chars(dialect.starts)}] [^\\x00]*"]
+    return "\n".join([f"root ::= {' | '.join(['text'] * len(text) + ['calls'])}",
+                      f"calls ::= {_optional(dialect.openings)} {calls} {_optional((dialect.closing,))}",
+                      f"call ::= {literal_rule(dialect.head)} ({names}) {literal_rule(dialect.tail)}",
                       *text, *rules])
 
 
+def _optional(literals: Sequence[str]) -> str:
+    """A rule for one of `literals`, where "" means none at all."""
+    present = [literal_rule(literal) for literal in literals if literal]
+    if not present:
+        return ""
+    return f"({' | '.join(present)})" + ("?" if "" in literals else "")
+
+
+def _class_chars(chars: str) -> str:
+    """`chars` inside a GBNF character class."""
+    return "".join("\\" + c if c in "]\\^-[" else c for c in chars)
+
+
 class Grammars:
-    def __init__(self, vocab: llama_cpp.llama_vocab_p, max_calls: int, size: int = CACHED):
-        self._vocab, self._max_calls = vocab, max_calls
+    def __init__(self, vocab: llama_cpp.llama_vocab_p, max_calls: int, dialect: Dialect, size: int = CACHED):
+        self._vocab, self._max_calls, self._dialect = vocab, max_calls, dialect  # the dialect of the model's calls
         self._size = size
         self._cache: OrderedDict[str, LlamaGrammar] = OrderedDict()
         self.built = 0  # grammars built since start (the heartbeat publishes it)
@@ -96,7 +110,7 @@ class Grammars:
     def for_tools(self, tools: ToolUse) -> LlamaGrammar:
         # Descriptions and the schemas as shown change the prompt, not the grammar.
         key = json.dumps([tools.mode, tools.parallel, [(f.name, f.enforced) for f in tools.functions]], separators=(",", ":"), ensure_ascii=False)
-        return self._cached(key, lambda: tools_gbnf(tools, self._max_calls))
+        return self._cached(key, lambda: tools_gbnf(tools, self._max_calls, self._dialect))
 
     def _cached(self, key: str, build: Callable[[], str]) -> LlamaGrammar:
         grammar = self._cache.get(key)

@@ -6,57 +6,34 @@ Two traps this module exists for:
   probe the template once and, where it needs it, fold the system prompt into the first user
   turn and merge consecutive same-role messages, so the system prompt always reaches the model.
 - Rendering then tokenizing the whole prompt with special tokens parsed would turn user text
-  such as `<|im_end|>` into real control tokens. Message contents, and whatever the template
-  writes as JSON (`tojson`: tools, call arguments), are rendered as sentinels and tokenized
-  as plain text; only the template's own text may contain special tokens.
+  such as `<|im_end|>` into real control tokens: the caller's texts are rendered as sentinels
+  and the prompt tokenized around them (worker.prompt_text).
 
 A template that takes tools (`native_tools`) renders them, the assistant's calls and the tool
 results itself, as its model was trained to read them; see worker.tool_calls.
 """
 
-import json
-import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import groupby
 from typing import Any
 
-from jinja2 import TemplateError, pass_context
-from jinja2.runtime import Context
+from jinja2 import TemplateError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from hearth.contract import FunctionSpec, Message, ToolCall
-from worker.tool_calls import call_text, template_call, template_tool
-
-Tokenize = Callable[[bytes, bool], list[int]]  # (text, parse_special) -> tokens
+from worker.prompt_text import JSON_PIECES, SENTINEL, Tokenize, at, control_pattern, tojson, tokenized, trim
+from worker.tool_calls import DIALECTS, HERMES, Dialect, template_call, template_id, template_tool
 
 # Used when a GGUF carries no template: ChatML, what most small instruct models speak.
 CHATML = (
     "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content']"
     " + '<|im_end|>\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
-_SENTINEL = "\x1ehearth{}\x1e"  # a message's content
-_JSON_SENTINEL = "\x1ehearthjson{}\x1e"  # a piece of JSON the template wrote (`tojson`)
-_SENTINEL_RE = re.compile("\x1ehearth(json)?(\\d+)\x1e")
-_JSON_PIECES = "hearth_json_pieces"  # the render's list of `tojson` texts, when they are to be kept apart
 
 
 def _raise(message: str) -> None:
     raise TemplateError(message)
-
-
-@pass_context
-def _tojson(context: Context, value: Any, ensure_ascii: bool = False, indent: int | None = None,
-            separators: tuple[str, str] | None = None, sort_keys: bool = False) -> str:
-    """JSON as transformers' chat templates write it (jinja's own `tojson` escapes `<`, `>`,
-    `&` and `'` for HTML, which no model was trained on); kept apart as a sentinel when the
-    prompt is being tokenized, because it holds the caller's text."""
-    text = json.dumps(value, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
-    pieces = context.get(_JSON_PIECES)
-    if pieces is None:
-        return text
-    pieces.append(text)
-    return _JSON_SENTINEL.format(len(pieces) - 1)
 
 
 @dataclass(frozen=True)
@@ -68,18 +45,28 @@ class Turn:
 
 
 class ChatTemplate:
-    def __init__(self, source: str | None, bos_token: str, eos_token: str, tokenize: Tokenize):
+    def __init__(self, source: str | None, bos_token: str, eos_token: str, tokenize: Tokenize, controls: Sequence[str]):
         env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
         env.globals["raise_exception"] = _raise
-        env.filters["tojson"] = _tojson
+        env.filters["tojson"] = tojson
+        env.filters["trim"] = trim
         self._template = env.from_string(source or CHATML)
         self._bos, self._eos = bos_token, eos_token
         self._tokenize = tokenize
+        self._controls = control_pattern(controls)  # parsed as such in the template's own text only
         self.folds_system = self._accepts([Turn("system", "s"), Turn("user", "u")]) is None
         self.merges_turns = self._accepts([Turn("user", "u"), Turn("user", "u")]) is None
         self.needs_user_first = self._accepts([Turn("assistant", "a"), Turn("user", "u")]) is None
         self.turn_markers = self._turn_markers()
-        self.native_tools = self._renders_tools()
+        native = self._native_dialect()
+        self.native_tools = native is not None
+        self.dialect = native or HERMES  # how the model writes its calls (worker.tool_calls)
+        call = ToolCall(id="call_0", name="f", arguments="{}")
+        results = [Turn("user", "u"), Turn("assistant", "", (call,)), Turn("tool", "r", tool_call_id=call.id)]
+        # Mistral v0.3's template wants an answer between a tool's result and the next question,
+        # and shows the system prompt only with a question that ends the chat.
+        self.needs_answer_after_results = self.native_tools and self._accepts([*results, Turn("user", "u")]) is None
+        self.drops_system_after_results = self.native_tools and "hearth system" not in (self._accepts([Turn("system", "hearth system"), *results]) or "")
 
     def _render(self, turns: Sequence[Turn], tools: Sequence[FunctionSpec] = (), json_pieces: list[str] | None = None) -> str:
         messages: list[dict[str, Any]] = []
@@ -88,7 +75,7 @@ class ChatTemplate:
             if t.tool_calls:
                 message["tool_calls"] = [template_call(c) for c in t.tool_calls]
             if t.tool_call_id is not None:
-                message["tool_call_id"] = t.tool_call_id
+                message["tool_call_id"] = template_id(t.tool_call_id)
             messages.append(message)
         return self._template.render(
             messages=messages,
@@ -96,7 +83,7 @@ class ChatTemplate:
             add_generation_prompt=True,
             bos_token=self._bos,
             eos_token=self._eos,
-            **({_JSON_PIECES: json_pieces} if json_pieces is not None else {}),
+            **({JSON_PIECES: json_pieces} if json_pieces is not None else {}),
         )
 
     def _accepts(self, turns: Sequence[Turn], tools: Sequence[FunctionSpec] = ()) -> str | None:
@@ -106,27 +93,34 @@ class ChatTemplate:
         except (TemplateError, TypeError):  # TypeError: a template adding a string to what it did not expect
             return None
 
-    def _renders_tools(self) -> bool:
-        """Whether the template shows the tools, the assistant's calls and the tool results
-        itself, with calls spelled exactly as worker.tool_calls' grammar makes the model write
-        them (Qwen 2.5 style): then it is given them as they are. Any other template
-        (none for tools, or another call syntax) gets them folded into plain messages."""
+    def _native_dialect(self) -> Dialect | None:
+        """The dialect in which the template shows the tools, the assistant's calls and the
+        tool results itself (Qwen 2.5's Hermes blocks, Llama 3.1's JSON, Mistral v0.3's
+        `[TOOL_CALLS]`): then it is given them as they are, and the model writes its calls
+        in that dialect. Any other template (none for tools, or a call syntax Hearth does not
+        know) gets them folded into plain messages, in the generic format."""
         call = ToolCall(id="call_0", name="hearth_probe", arguments='{"a": 1}')
         tool = FunctionSpec(name="hearth_probe", description="hearth probe's description", parameters={"type": "object"}, enforced={})
-        rendered = self._accepts([Turn("user", _SENTINEL.format(0)), Turn("assistant", "", (call,)),
-                                  Turn("tool", _SENTINEL.format(1), tool_call_id=call.id), Turn("user", _SENTINEL.format(2))], [tool])
-        if rendered is None:
-            return False
-        shown = [rendered.find(piece) for piece in (tool.description, _SENTINEL.format(0), call_text(call.name, call.arguments),
-                                                    _SENTINEL.format(1), _SENTINEL.format(2))]
-        return -1 not in shown and shown == sorted(shown)
+        rendered = self._accepts([Turn("user", SENTINEL.format(0)), Turn("assistant", "", (call,)),
+                                  Turn("tool", SENTINEL.format(1), tool_call_id=call.id), Turn("assistant", SENTINEL.format(2)),
+                                  Turn("user", SENTINEL.format(3))], [tool])
+        if rendered is None or tool.description not in rendered:
+            return None
+        texts = [at(rendered, i) for i in range(4)]
+        for dialect in DIALECTS:
+            shown = [m.start() if m else -1 for m in texts]
+            shown.insert(1, rendered.find(dialect.call_start(call.name, call.arguments)))
+            if -1 not in shown and shown == sorted(shown):
+                return dialect
+        return None
 
     def _turn_markers(self) -> list[str]:
         """The text that opens a new turn (`[INST]`, `<|im_start|>user`): stop strings, so a
         model that writes one as plain text ends its answer there instead of rambling on into
         a made-up next turn. (As special tokens they are never printed at all.)"""
-        rendered = self._render([Turn("user", _SENTINEL.format(0)), Turn("assistant", _SENTINEL.format(1)), Turn("user", _SENTINEL.format(2))])
-        between = rendered.partition(_SENTINEL.format(1))[2].partition(_SENTINEL.format(2))[0]
+        rendered = self._render([Turn("user", SENTINEL.format(0)), Turn("assistant", SENTINEL.format(1)), Turn("user", SENTINEL.format(2))])
+        answer, question = at(rendered, 1), at(rendered, 2)
+        between = rendered[answer.end(): question.start()] if answer and question else ""
         if self._eos:  # the end of the answer itself, not the start of a new turn
             between = between.replace(self._eos, " ")
         # A marker has punctuation: a plain word such as "user" would cut ordinary answers.
@@ -137,7 +131,7 @@ class ChatTemplate:
         turns = [Turn("system" if m.role == "developer" else m.role, m.content, tuple(m.tool_calls), m.tool_call_id) for m in messages]
         if not self.native_tools:  # worker.tool_calls folded calls and results into contents
             turns = [Turn("user" if t.role == "tool" else t.role, t.content) for t in turns]
-        if self.folds_system:
+        if self.folds_system or (self.drops_system_after_results and turns and turns[-1].role == "tool"):
             system = "\n\n".join(t.content for t in turns if t.role == "system")
             turns = [t for t in turns if t.role != "system"]
             if system:
@@ -148,6 +142,11 @@ class ChatTemplate:
                     turns[first_user] = Turn("user", f"{system}\n\n{turns[first_user].content}")
         if self.needs_user_first and turns and turns[0].role == "assistant":
             turns.insert(0, Turn("user", ""))
+        if self.native_tools and not self.dialect.parallel:
+            turns = _one_call_a_turn(turns)
+        if self.needs_answer_after_results:
+            turns = [t for i, t in enumerate(turns)
+                     for t in ([Turn("assistant", ""), t] if t.role == "user" and i and turns[i - 1].role == "tool" else [t])]
         if self.merges_turns:
             # Joined once per run of same-role turns: concatenating one by one would copy
             # the growing text again for every message (quadratic in a run's length).
@@ -166,42 +165,44 @@ class ChatTemplate:
 
     def counted(self, messages: Sequence[Message], tokenize: Tokenize, tools: Sequence[FunctionSpec] = ()) -> tuple[list[int], list[int]]:
         """The prompt tokens (by `tokenize`: the model's tokenizer or a memo of it), and
-        about how many of them each message adds: its text and the template text before it,
-        exactly where the template keeps messages one to a turn, else an even split (shares
-        only guide trimming, which then counts exactly). `tools`: for a template that takes
-        them (`native_tools`)."""
+        about how many of them each message adds: its text and the template text before it
+        (a piece of text that spans turns is shared by characters; shares only guide
+        trimming, which then counts exactly). `tools`: for a template that takes them
+        (`native_tools`)."""
         turns = self.normalize(messages)
-        # The empty content of an answer of calls stays empty: templates test it (Qwen 2.5 then
-        # writes no line for it). Others keep their sentinel, so the overheads counted with empty
-        # contents (`Prompter.overheads`) include whatever a template writes around a content.
+        # The caller's texts: the contents, then the tools' descriptions. The empty content of
+        # an answer of calls stays empty: templates test it (Qwen 2.5 then writes no line for
+        # it). Others keep their sentinel, so the overheads counted with empty contents
+        # (`Prompter.overheads`) include whatever a template writes around a content.
+        texts = [t.content for t in turns] + [f.description for f in tools]
         json_pieces: list[str] = []
-        rendered = self._render([Turn(t.role, _SENTINEL.format(i) if t.content or not t.tool_calls else "", t.tool_calls, t.tool_call_id)
-                                 for i, t in enumerate(turns)], tools, json_pieces)
-        # JSON that holds no special token's text goes back into the template's text: tokenized
-        # apart, a seam such as `"arguments": ` + `{"` would split the ` {"` the model knows.
-        plain = [tokenize(piece.encode(errors="replace"), True) == tokenize(piece.encode(errors="replace"), False) for piece in json_pieces]
-        rendered = _SENTINEL_RE.sub(lambda m: json_pieces[int(m.group(2))] if m.group(1) and plain[int(m.group(2))] else m.group(0), rendered)
-        tokens: list[int] = []
-        shares = [0] * (len(turns) + 1)  # the last: the template after the last turn
-        pending = 0  # tokens since the last content: they belong to the next one's turn
-        at = 0
-        for match in [*_SENTINEL_RE.finditer(rendered), None]:
-            before = len(tokens)
-            template_text = rendered[at: match.start() if match else len(rendered)]
-            if template_text:
-                tokens += tokenize(template_text.encode(errors="replace"), True)
-            if match and match.group(1):  # JSON the template wrote: plain text
-                tokens += tokenize(json_pieces[int(match.group(2))].encode(errors="replace"), False)
-            elif match:
-                # "replace": a lone surrogate (refused by the api, but a job may come from
-                # elsewhere) must not fail the job.
-                turn = int(match.group(2))
-                tokens += tokenize(turns[turn].content.encode(errors="replace"), False)
-                shares[turn] += pending + len(tokens) - before
-                pending, before = 0, len(tokens)
-            pending += len(tokens) - before
-            at = match.end() if match else len(rendered)
-        shares[-1] += pending
+        rendered = self._render(
+            [Turn(t.role, SENTINEL.format(i) if t.content or not t.tool_calls else "", t.tool_calls, t.tool_call_id) for i, t in enumerate(turns)],
+            [f.model_copy(update={"description": SENTINEL.format(len(turns) + i)}) if f.description else f for i, f in enumerate(tools)],
+            json_pieces)
+        tokens, shares = tokenized(rendered, self._controls, texts, len(turns), json_pieces, tokenize)
         if len(turns) != len(messages):
             return tokens, [len(tokens) // max(len(messages), 1)] * len(messages)
         return tokens, shares[: len(messages)]
+
+
+def _one_call_a_turn(turns: Sequence[Turn]) -> list[Turn]:
+    """For a template that takes one call per answer (Llama 3.1's): an answer of several calls
+    as one answer per call, each followed by its result."""
+    out: list[Turn] = []
+    i = 0
+    while i < len(turns):
+        t = turns[i]
+        i += 1
+        if len(t.tool_calls) < 2:
+            out.append(t)
+            continue
+        results: list[Turn] = []
+        while i < len(turns) and turns[i].role == "tool":
+            results.append(turns[i])
+            i += 1
+        for n, call in enumerate(t.tool_calls):
+            out.append(Turn(t.role, t.content if n == 0 else "", (call,)))
+            out += [r for r in results if r.tool_call_id == call.id]
+        out += [r for r in results if r.tool_call_id not in {c.id for c in t.tool_calls}]
+    return out

@@ -18,7 +18,8 @@ from hearth.documents import DocumentText
 from worker.context import Counted, Plan, plan, reserved
 from worker.document_index import DocumentIndex
 from worker.documents_prompt import with_documents
-from worker.prompt import ChatTemplate, Tokenize
+from worker.prompt import ChatTemplate
+from worker.prompt_text import Tokenize
 from worker.settings import TOOL_MAX_PARALLEL_CALLS
 from worker.tool_calls import prompt_messages
 
@@ -43,6 +44,7 @@ class Prompter:
             bos_token=self._piece(bos),
             eos_token=self._piece(eos),
             tokenize=self._tokenize,
+            controls=self._controls(),
         )
         self._bos = bos if meta.get("tokenizer.ggml.add_bos_token") == "true" else None
 
@@ -58,6 +60,14 @@ class Prompter:
             if n >= 0:
                 return buffer[:n]
             size = -n  # too small: llama.cpp says how many tokens there are
+
+    def _controls(self) -> list[str]:
+        """The texts that llama.cpp parses as special tokens only when asked to (control and
+        unknown tokens; user-defined ones it always parses)."""
+        vocab = self._llama._model.vocab
+        special = llama_cpp.LLAMA_TOKEN_ATTR_CONTROL | llama_cpp.LLAMA_TOKEN_ATTR_UNKNOWN
+        return [llama_cpp.llama_vocab_get_text(vocab, token).decode(errors="replace")
+                for token in range(llama_cpp.llama_vocab_n_tokens(vocab)) if llama_cpp.llama_vocab_get_attr(vocab, token) & special]
 
     def _piece(self, token: int) -> str:
         return self._llama.detokenize([token], special=True).decode(errors="replace") if token >= 0 else ""

@@ -146,9 +146,9 @@ class JobRunner:
                 emit(ContextTrimmedEvent(messages=fitted.dropped_messages, tokens=fitted.dropped_tokens))
             self.remaining = fitted.max_tokens - len(resumed)
 
-            calls = CallParser(job_id) if payload.tools else None
+            calls = CallParser(job_id, engine.prompter.template.dialect) if payload.tools else None
             if calls and resumed:  # what the paused attempt sent: its events are out already
-                calls.feed(engine.llama.detokenize(resumed).decode(errors="replace"), 0)
+                calls.feed(engine.answer_text(resumed, payload.tools).decode(errors="replace"), 0)
 
             def on_text(text: str, n: int) -> None:
                 self.remaining -= n
