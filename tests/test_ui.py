@@ -666,8 +666,11 @@ def test_a_reload_or_a_switch_mid_answer_loses_nothing(secured: Stack, secured_u
     expect(row(page, "Name a colour.")).to_have_count(1)
     page.click(NEW_CHAT)
     this_chat(page)
-    expect(page.locator(CHATBOT)).not_to_contain_text("Name a colour.")  # the new chat is shown, its settings with it
+    # The new chat is shown with its settings, then its input is made ready: a setting is typed after both.
+    expect(page.locator(CHATBOT)).not_to_contain_text("Name a colour.")
+    expect(page.locator(TEXTBOX)).to_be_editable()
     page.fill(MAX_TOKENS, "400")  # this chat's own setting, longer than the api's default of 32
+    expect(page.locator(MAX_TOKENS)).to_have_value("400")
     known = len(secured_ui.job_ids())
     # A neighbour's long chat holds the worker: kai's answer waits in line for as long as the
     # test needs, whatever the machine's speed, while the page is reloaded and switched.
