@@ -959,6 +959,7 @@ def test_restarting_everything_or_losing_a_worker_loses_no_conversation(log_dir:
         # The worker dies mid-answer: the page says so in words, the answer is kept as far as it
         # got, and a worker started again serves the next turn.
         this_chat(again)
+        expect(again.locator(TEXTBOX)).to_be_editable()  # the last answer's updates have landed: none empties what is typed
         again.fill(MAX_TOKENS, "400")
         known = len(ui.job_ids())
         send(again, "Write a very long story about a dragon who guards a library, in many chapters.")
@@ -970,6 +971,7 @@ def test_restarting_everything_or_losing_a_worker_loses_no_conversation(log_dir:
         wait_for(lambda: len(stored(stack, key, conv["id"])) == 6, 30, "the answer so far to be stored")
         assert stored(stack, key, conv["id"])[5]["status"] == "incomplete"
         stack.start_worker()
+        expect(again.locator(TEXTBOX)).to_be_editable()
         again.fill(MAX_TOKENS, "8")
         ask(again, ui, "Are you back?")
         wait_for(lambda: len(stored(stack, key, conv["id"])) == 8, 30, "the next turn to be stored")
