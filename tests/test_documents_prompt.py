@@ -136,6 +136,19 @@ def test_a_long_document_gives_its_best_chunks_in_order(vocab: Llama) -> None:
     assert f'page="{needle.page}"' in text
 
 
+def test_a_long_documents_chunks_stop_at_the_retrieval_bound_best_first(vocab: Llama) -> None:
+    """DOCUMENT_RETRIEVAL_TOKENS: the best chunks up to the bound, not as many as the window holds."""
+    needle = needle_document(random.Random(3), 120)
+    everything = ranked(chunks(needle.document, Chunking(128, 16)), needle.question)
+    bounded = Prompter(vocab, 2048, 256, DocumentIndex(Chunking(128, 16), retrieval_tokens=400))
+    fitted = plan(bounded, asked(needle.question, needle.document), 64, needle.document)
+    assert {c.chunk for c in fitted.citations} == {c.number for c in everything[:3]}  # 3 of about 128 estimated tokens each
+    assert needle.fact in text_of(vocab, fitted.tokens)
+    assert len(fitted.tokens) < 1000 < len(plan(prompter(vocab), asked(needle.question, needle.document), 64, needle.document).tokens)
+    one = Prompter(vocab, 2048, 256, DocumentIndex(Chunking(128, 16), retrieval_tokens=10))
+    assert len(plan(one, asked(needle.question, needle.document), 64, needle.document).citations) == 1  # a bound below one chunk still gives the best
+
+
 def test_a_follow_up_retrieves_for_its_own_question(vocab: Llama) -> None:
     """A document attached on the first turn stays there, its parts chosen for the latest question."""
     needle = needle_document(random.Random(9), 120)

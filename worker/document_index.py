@@ -24,8 +24,9 @@ class Indexed:
 
 
 class DocumentIndex:
-    def __init__(self, chunking: Chunking = DEFAULT_CHUNKING, capacity_bytes: int = 256 * 2**20):
+    def __init__(self, chunking: Chunking = DEFAULT_CHUNKING, capacity_bytes: int = 256 * 2**20, retrieval_tokens: int = 0):
         self.chunking, self._capacity = chunking, capacity_bytes
+        self._retrieval_tokens = retrieval_tokens  # the best chunks' estimated tokens a question gets at most (0: no bound)
         self._kept: OrderedDict[tuple[str, int], Indexed] = OrderedDict()  # least recently used first
         self._lock = threading.Lock()
 
@@ -46,13 +47,20 @@ class DocumentIndex:
         return made
 
     def ranked(self, documents: Sequence[DocumentText], question: str, similarity: Mapping[str, np.ndarray] | None = None) -> list[Chunk]:
-        """The chunks of `documents` best first for `question` (worker.documents.ranked). A
-        document's `similarity` holds the cosine of its first chunks' vectors to the question's
-        (those the embedding job has made); its other chunks, and every chunk of a document
-        without one, are ranked by BM25 alone."""
+        """The chunks of `documents` best first for `question` (worker.documents.ranked), as many
+        as the retrieval bound allows (at least one). A document's `similarity` holds the cosine
+        of its first chunks' vectors to the question's (those the embedding job has made); its
+        other chunks, and every chunk of a document without one, are ranked by BM25 alone."""
         got = [self.get(d) for d in documents]
         near: list[float | None] = []
         for document, indexed in zip(documents, got):
             cosines = [float(c) for c in (similarity or {}).get(document.document_id, np.empty(0))[:len(indexed.chunks)]]
             near += [*cosines, *[None] * (len(indexed.chunks) - len(cosines))]
-        return ranked([c for i in got for c in i.chunks], question, [n for i in got for n in i.counts], near)
+        best = ranked([c for i in got for c in i.chunks], question, [n for i in got for n in i.counts], near)
+        if not self._retrieval_tokens:
+            return best
+        taken, tokens = 0, 0
+        while taken < len(best) and (not taken or tokens + best[taken].tokens <= self._retrieval_tokens):
+            tokens += best[taken].tokens
+            taken += 1
+        return best[:taken]
