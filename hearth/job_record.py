@@ -62,6 +62,7 @@ class JobRecord(BaseModel):
     legacy_functions: bool = False  # a chat batch line with the legacy `functions`: it answers with `function_call`
     encoding_format: str | None = None  # a /v1/embeddings batch line: how its vectors are written
     inputs: int | None = None  # and how many it embeds
+    background: bool = False  # nobody waits for it (a document's chunk embeddings): outside the fair insert's caps and turns
 
     @property
     def attempt(self) -> str:

@@ -22,7 +22,7 @@ from api.jobs.state_routing import release_held
 from bench.rig import end_tokens
 from devstack import MODEL, Process, RedisServer, Stack, unused_db, wait_for
 from hearth.contract import WORKERS_KEY, JobPayload, Message, SamplingParams, held_queue, job_key, worker_key
-from hearth.job_record import JobRecord, rq_job
+from hearth.job_record import JobRecord, enqueue, rq_job, rq_queue
 from hearth.state_routes import StateHolder
 from tests.test_metrics import scrape, value
 from tests.test_states import QUESTION, SYSTEM, lines, saved
@@ -245,6 +245,28 @@ def test_a_routed_turn_passes_nobody_and_counts_towards_its_owners_cap(redis_ser
     assert admit(redis, "bob", None)[:2] == (1, False)
     assert admit(redis, "carol", hold)[:2] == (2, False)
     assert ids(redis, HELD) == [alice]
+
+
+def test_background_jobs_count_towards_no_cap_and_wait_behind_requests(redis_server: RedisServer) -> None:
+    redis = Redis.from_url(unused_db(redis_server))
+    queue = rq_queue(SHARED, redis)
+    # Alice's uploads queued the embedding of their chunks (api.jobs.service.submit_background).
+    background = []
+    for _ in range(3):
+        payload = JobPayload(job_id=uuid.uuid4().hex, messages=[Message(role="user", content="hi")], params=SamplingParams(), model=MODEL)
+        record = JobRecord(id=payload.job_id, owner="alice", model=MODEL, created=0, queue=SHARED, background=True)
+        with redis.pipeline() as pipe:
+            pipe.multi()
+            enqueue(pipe, queue, record, payload, 600)
+            pipe.execute()
+        background.append(payload.job_id)
+    # Her request is within her cap of one, and first in line; the others' go before them too.
+    position, _, alice = admit(redis, "alice", None)
+    assert position == 1
+    assert admit(redis, "alice", None)[0] == REJECTED_USER_CAP  # her request counts
+    position, _, bob = admit(redis, "bob", None)
+    assert position == 2
+    assert ids(redis, SHARED) == [alice, bob, *background]
 
 
 def test_a_turn_leaves_its_holders_queue_when_its_time_is_up_or_the_holder_is_gone(redis_server: RedisServer) -> None:

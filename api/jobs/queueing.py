@@ -56,9 +56,19 @@ def _by_model(queue: str) -> tuple[str, int]:
 # gives way) or not, in the one round trip. A job with a holder goes to its queue only when
 # nobody waits in the shared one (so it is next in line anyway and passes nobody). Returns
 # {1-based position, 1 if it went to the holder's queue}; a position of -1 when its owner is
-# at the cap, -2 when the queue is.
+# at the cap, -2 when the queue is. Background jobs (JobRecord.background: a document's chunk
+# embeddings, which nobody waits for) count towards neither cap and take no turn: a request
+# goes ahead of those waiting at the end, so uploads never make anyone's requests 429 or wait.
 _FAIR_INSERT = """
-local ids = redis.call('LRANGE', KEYS[1], 0, -1)
+local ids, behind = {}, nil
+for _, id in ipairs(redis.call('LRANGE', KEYS[1], 0, -1)) do
+  if redis.call('HGET', ARGV[5] .. id, 'background') == '1' then
+    behind = behind or id
+  else
+    ids[#ids + 1] = id
+    behind = nil
+  end
+end
 local held = {}
 for k = 6, #KEYS do
   for _, id in ipairs(redis.call('LRANGE', KEYS[k], 0, -1)) do held[#held + 1] = id end
@@ -91,7 +101,7 @@ for i, id in ipairs(ids) do
     return {i, 0}
   end
 end
-redis.call('RPUSH', KEYS[1], ARGV[1])
+if behind then redis.call('LINSERT', KEYS[1], 'BEFORE', behind, ARGV[1]) else redis.call('RPUSH', KEYS[1], ARGV[1]) end
 return {#ids + 1, 0}
 """
 

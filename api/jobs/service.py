@@ -122,7 +122,8 @@ class JobService:
         of its model's embedding queue: outside the waiting caps, which bound people's requests,
         and with no deadline to start but its record's lifetime."""
         queue = rq_queue(queue_name(QueueKind.EMBEDDING, payload.model), self._rq_redis)
-        record = JobRecord(id=payload.job_id, owner=owner, model=payload.model, created=int(time.time()), queue=queue.name)
+        record = JobRecord(id=payload.job_id, owner=owner, model=payload.model, created=int(time.time()), queue=queue.name,
+                           background=True)
 
         def push() -> None:
             with self._rq_redis.pipeline() as pipe:
