@@ -7,10 +7,12 @@ the first that fit). SmolLM2 is a chat model, mean-pooled: its vectors are weak,
 deterministic, and for this question its cosine ranks that page first."""
 
 import base64
+import logging
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -172,3 +174,24 @@ def test_vectors_count_only_where_made_as_this_worker_would_and_live_as_long_as_
     keep_vectors(pipe, "gone", made_with(file.id, DEFAULT_CHUNKING, DIMENSIONS), 0, made)
     pipe.execute()
     assert not r.exists(chunk_vectors_key("gone"))
+
+
+def test_an_embedding_model_that_cannot_load_leaves_the_ranking_to_bm25(redis_server: RedisServer, tmp_path: Path,
+                                                                         caplog: pytest.LogCaptureFixture) -> None:
+    """A damaged embedding model (its weights cut off: llama.cpp refuses to load it) fails no
+    chat: the question is not embedded, and BM25 alone ranks the chunks."""
+    r = redis.Redis.from_url(unused_db(redis_server))
+    doc = DocumentText(document_id="d", filename="house.txt", pages=[DocumentPage(number=n, text=t) for n, t in enumerate(PAGES, 1)])
+    r.set(document_key("d"), doc.model_dump_json(), ex=600)
+    (file,) = catalog(WorkerSettings(n_threads=1)).values()
+    pipe = r.pipeline()
+    keep_vectors(pipe, "d", made_with(file.id, DEFAULT_CHUNKING, DIMENSIONS), 0, np.ones((len(PAGES), DIMENSIONS), dtype="<f4").tobytes())
+    pipe.execute()
+    cut = tmp_path / file.path.name
+    with file.path.open("rb") as whole:
+        cut.write_bytes(whole.read(8 * 2**20))  # its header and vocabulary, none of its weights
+    damaged = replace(file, path=cut)
+    similarity = ChunkSimilarity(r, file.id, DEFAULT_CHUNKING, lambda model, loading: Embedder.load(damaged, EmbeddingSpec.of(damaged, 512), 1, 0))
+    with caplog.at_level(logging.WARNING, logger="worker.chunk_vectors"):
+        assert similarity.of({"d": doc}, QUESTION, 512, lambda model: None) == {}
+    assert "question not embedded: chunks ranked by BM25 alone" in caplog.text

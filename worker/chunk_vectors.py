@@ -66,14 +66,19 @@ class ChunkSimilarity:
         (`loading(model)` is called before the embedding model is loaded); nothing when
         DOCUMENT_EMBEDDING_MODEL is off or no document has vectors, nor when the documents take
         less than half a `window`-token prompt by their estimate: they nearly always go whole, and
-        if a long conversation leaves them less room, BM25 alone ranks their chunks."""
+        if a long conversation leaves them less room, BM25 alone ranks their chunks. Nothing
+        either when the embedding model cannot be loaded or run (logged): BM25 alone ranks them."""
         if not self._model or sum(len(p.text.encode()) for d in documents.values() for p in d.pages) < window // 2 * BYTES_PER_TOKEN:
             return {}
         model = self._model
-        embedder = self._embedder(model, lambda: loading(model))
-        vectors = self._vectors(list(documents), embedder.spec.dimensions)
-        if not vectors:
+        try:
+            embedder = self._embedder(model, lambda: loading(model))
+            vectors = self._vectors(list(documents), embedder.spec.dimensions)
+            if not vectors:
+                return {}
+            [tokens] = embedder.tokens([question], None, truncate=True)
+            asked = embedder.embed([tokens])[0]
+        except (ValueError, RuntimeError, MemoryError) as exc:  # llama.cpp could not load or run it: the answer does without
+            log.warning("question not embedded: chunks ranked by BM25 alone", extra={"model": model, "error": type(exc).__name__})
             return {}
-        [tokens] = embedder.tokens([question], None, truncate=True)
-        asked = embedder.embed([tokens])[0]
         return {d: v @ asked for d, v in vectors.items()}
