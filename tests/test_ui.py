@@ -1,5 +1,7 @@
 """The chat page in a real browser (Debian chromium via Playwright) against a real api and worker."""
 
+import csv
+import io
 import json
 import re
 import signal
@@ -510,8 +512,9 @@ def test_batch_tab_runs_a_prompt_file_and_offers_the_answers(ui: Ui, stack: Stac
         notes = [page.locator(f"#hearth-batch-{n}").inner_text() for n in ("message", "polling")]
         raise AssertionError(f"{exc}\nthe tab's notes: {notes}") from None
     expect(results.locator(f'a[href$="/{batch_id}.jsonl"]')).to_have_count(1)
-    table_rows = httpx.get(str(csv_link.get_attribute("href")), timeout=10).text.splitlines()
-    assert table_rows[0] == "custom_id,prompt,answer" and [r.split(",")[:2] for r in table_rows[1:]] == [
+    # Read as CSV: an answer may hold commas, quotes and line breaks (the model's text is free).
+    table_rows = list(csv.reader(io.StringIO(httpx.get(str(csv_link.get_attribute("href")), timeout=10).text)))
+    assert table_rows[0] == ["custom_id", "prompt", "answer"] and [r[:2] for r in table_rows[1:]] == [
         ["line-1", "Say yes."], ["line-3", "Name a fruit."], ["line-4", "Say no."]]
     body = httpx.get(f"{stack.base_url}/batches/{batch_id}", timeout=5).json()
     assert body["request_counts"] == {"total": 3, "completed": 3, "failed": 0}
