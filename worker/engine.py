@@ -5,12 +5,13 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import llama_cpp
 import numpy as np
 from llama_cpp import Llama, LogitsProcessorList
+from llama_cpp._internals import LlamaSampler
 
 from hearth.contract import SamplingParams, ToolUse
 from worker.document_index import DocumentIndex
@@ -19,13 +20,16 @@ from worker.grammars import Grammars
 from worker.models import ModelFile
 from worker.prompter import Prompter
 from worker.route_keys import RouteKeys
-from worker.sampling import grammar_checked_llama
+from worker.sampling import GrammarChecked, grammar_checked_llama
 from worker.settings import WorkerSettings
 from worker.state_cache import Source, StateCache
 from worker.state_disk import StateDisk, common_prefix
 from worker.stops import StopMatcher
 
 log = logging.getLogger(__name__)
+
+
+FORCED_RUN = 256  # characters of forced text evaluated with one step's token, at most
 
 
 class Cancelled(Exception):
@@ -164,6 +168,8 @@ class Engine:
         s = self.settings
         reuse = self.cache.prepare(tokens)
         cached = self.cached_prefix(tokens)
+        if cached and not self.llama._ctx.kv_cache_seq_rm(-1, cached, -1):
+            cached = 0  # a model whose memory cannot be cut there (recurrent): the prompt afresh
         # llama.cpp's sampler takes a 32-bit seed; OpenAI's is any int64.
         self.llama.set_seed(params.seed % 2**32 if params.seed is not None else random.getrandbits(32))
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
@@ -187,8 +193,7 @@ class Engine:
                 on_text(text, unsent)
                 unsent = 0
 
-        for token in self.llama.generate(
-            tokens,
+        chain = self.llama._init_sampler(
             temp=s.temperature if params.temperature is None else params.temperature,
             top_p=s.top_p if params.top_p is None else params.top_p,
             top_k=s.top_k,
@@ -198,12 +203,16 @@ class Engine:
             frequency_penalty=params.frequency_penalty,
             logits_processor=LogitsProcessorList(processors) if processors else None,
             grammar=grammar,
-        ):
+        )
+        self.llama._sampler = chain  # where the primer finds it
+        # A logit bias may ban a token a forced text would be written with: none is forced then.
+        forcer = chain if isinstance(chain, GrammarChecked) and not params.logit_bias else None
+        for token, step in self._decode(tokens, cached, chain, forcer):
             if cancelled.is_set():
                 raise Cancelled()
             if time.monotonic() > deadline:
                 raise TimedOut()
-            if preempt is not None and preempt.is_set() and not unsent and not stops.holding:
+            if step and preempt is not None and preempt.is_set() and not unsent and not stops.holding:
                 raise Paused(produced)  # `token` is dropped: sampled again on resume
             if self._is_eog(token):
                 finish = "stop"
@@ -220,6 +229,25 @@ class Engine:
         if not hit_stop:  # no stop string completed: what was held back is answer text
             send(stops.flush() + decoder.decode(b"", final=True))
         return Generation("".join(parts), finish, len(tokens), cached, len(produced), produced, reuse)
+
+    def _decode(self, tokens: list[int], cached: int, chain: LlamaSampler | GrammarChecked,
+                forcer: GrammarChecked | None) -> Iterator[tuple[int, bool]]:
+        """The answer's tokens after `tokens` (of which the model state holds `cached`), each
+        with whether the model chose it: the text `forcer`'s grammar allows alone after a
+        chosen token is evaluated with it in one batch, and a generation pauses only before a
+        chosen token (a resumed one chooses again there)."""
+        llama = self.llama
+        llama.n_tokens = cached  # `eval` drops what the memory holds after it
+        llama.eval(tokens[cached:])
+        while True:
+            token = chain.sample(llama._ctx, -1)
+            forced, end = forcer.forced(FORCED_RUN) if forcer is not None and not self._is_eog(token) else ([], None)
+            yield token, True
+            for piece in forced:
+                yield piece, False
+            if end is not None:
+                yield end, False  # the grammar allows nothing but the end: no step to ask for it
+            llama.eval([token, *forced])
 
     def answer_text(self, tokens: list[int], tools: ToolUse | None) -> bytes:
         """An answer's tokens as text. With tools in the template's own dialect, control tokens

@@ -5,7 +5,12 @@ The api sends only schemas it checked (`api.chat.structured`), reduced to what t
 enforces. They are converted by llama-cpp-python's converter with two fixes that keep the
 JSON valid: its string characters admit raw control characters (a newline inside a string,
 which JSON forbids), and its literals leave backslashes unescaped, so an enum value or
-property name with a quote or a backslash came out wrong or did not parse.
+property name with a quote or a backslash came out wrong or did not parse. And it lets the
+model put a space, or not, after each bracket, comma, colon and value: the JSON is laid out as
+json.dumps writes it instead (`{"a": 1, "b": [1, 2]}`), as the chat templates show calls and
+tools. The model's steps go to the content, not the layout, and where a key, a comma or a
+closing bracket is the only text the grammar allows, worker.sampling writes it without asking
+the model (there is no space that would make it a choice).
 """
 
 import json
@@ -34,6 +39,10 @@ _LITERAL_ESCAPE_RE = re.compile(r'[\\"\r\n]')
 # A grammar's text in pieces: literals, character classes and repetitions (kept as they are),
 # rule names, anything else.
 _GBNF_PIECE = re.compile(r'"(?:\\.|[^"\\])*"|\[(?:\\.|[^\]\\])*\]|\{[^}]*\}|([a-zA-Z0-9-]+)|.', re.S)
+# The converter's optional space after a comma or a colon (made one space), or a literal or a
+# character class, kept whole so that nothing inside one is read as rules.
+_SEPARATOR = re.compile(r'"([,:])"\s+space\b|"(?:\\.|[^"\\])*"|\[(?:\\.|[^\]\\])*\]')
+_SPACE_RULE = 'space ::= " "?'
 
 
 class GrammarError(Exception):
@@ -59,7 +68,16 @@ def to_gbnf(schema: dict[str, Any]) -> str:
     # The converter resolves references in place: give it its own copy.
     converter.visit(converter.resolve_refs(json.loads(json.dumps(schema)), "schema"), "")  # type: ignore[no-untyped-call]  # llama-cpp-python's SchemaConverter is untyped
     grammar: str = converter.format_grammar()  # type: ignore[no-untyped-call]  # llama-cpp-python's SchemaConverter is untyped
-    return grammar
+    return _laid_out(grammar)
+
+
+def _laid_out(gbnf: str) -> str:
+    """The converter's grammar with json.dumps' layout: one space after a comma or a colon,
+    none anywhere else."""
+    if _SPACE_RULE not in gbnf.splitlines():  # the layout below reads the converter's own rule
+        raise GrammarError(f"unexpected space rule in the converter's grammar (llama-cpp-python is pinned): {gbnf[:200]!r}")
+    gbnf = _SEPARATOR.sub(lambda m: f'"{m.group(1)} "' if m.group(1) else m.group(0), gbnf)
+    return "\n".join('space ::= ""' if line == _SPACE_RULE else line for line in gbnf.splitlines())
 
 
 def _prefixed(gbnf: str, prefix: str) -> str:
