@@ -134,6 +134,19 @@ def test_the_system_prompt_reaches_the_model_in_a_chat_that_ends_with_results(na
     assert ("[INST] Be brief.\n\nWeather in Paris and Oslo?[/INST]" in text) == (name == "mistral-v0.3")
 
 
+def test_a_chat_of_a_system_message_alone_shows_it_and_the_tools(native: tuple[TemplateName, str, Prompter]) -> None:
+    """Llama 3.1's template refuses tools without a first user message (they go in its system
+    prompt then); Mistral v0.3's shows the system prompt and tools only with a question (the
+    system prompt is one then)."""
+    name, _, prompter = native
+    text = prompter._llama.detokenize(prompter.tokens(CHAT[:1], USE), special=True).decode()
+    assert "Be brief." in text and DESCRIPTION in text
+    if name == "llama3.1":
+        assert text.index(DESCRIPTION) < text.index("Be brief.") < text.index("<|eot_id|>")
+    if name == "mistral-v0.3":
+        assert "[/AVAILABLE_TOOLS][INST] Be brief.[/INST]" in text
+
+
 def test_caller_text_in_tools_cannot_forge_control_tokens(native: tuple[TemplateName, str, Prompter]) -> None:
     """Mistral v0.3's template writes a description as it is, not as JSON: it is the caller's
     text all the same."""

@@ -57,6 +57,9 @@ class ChatTemplate:
         self.folds_system = self._accepts([Turn("system", "s"), Turn("user", "u")]) is None
         self.merges_turns = self._accepts([Turn("user", "u"), Turn("user", "u")]) is None
         self.needs_user_first = self._accepts([Turn("assistant", "a"), Turn("user", "u")]) is None
+        # Mistral v0.3's template shows the system prompt (and the tools) only with a question:
+        # a chat of system messages alone would reach the model as nothing.
+        self.drops_lone_system = "hearth system" not in (self._accepts([Turn("system", "hearth system")]) or "")
         self.turn_markers = self._turn_markers()
         native = self._native_dialect()
         self.native_tools = native is not None
@@ -81,6 +84,9 @@ class ChatTemplate:
             messages=messages,
             tools=[template_tool(f) for f in tools] or None,
             add_generation_prompt=True,
+            # Llama 3.1's template shows the tools with the first message after the system
+            # prompt and refuses a chat without one: it then shows them in the system prompt.
+            tools_in_user_message=any(t.role != "system" for t in turns),
             bos_token=self._bos,
             eos_token=self._eos,
             **({JSON_PIECES: json_pieces} if json_pieces is not None else {}),
@@ -131,7 +137,8 @@ class ChatTemplate:
         turns = [Turn("system" if m.role == "developer" else m.role, m.content, tuple(m.tool_calls), m.tool_call_id) for m in messages]
         if not self.native_tools:  # worker.tool_calls folded calls and results into contents
             turns = [Turn("user" if t.role == "tool" else t.role, t.content) for t in turns]
-        if self.folds_system or (self.drops_system_after_results and turns and turns[-1].role == "tool"):
+        if (self.folds_system or (self.drops_system_after_results and turns and turns[-1].role == "tool")
+                or (self.drops_lone_system and all(t.role == "system" for t in turns))):
             system = "\n\n".join(t.content for t in turns if t.role == "system")
             turns = [t for t in turns if t.role != "system"]
             if system:
