@@ -40,15 +40,13 @@ class DocumentService:
         self._files, self._texts, self._extractor, self._settings = files, texts, extractor, settings
         self._jobs = jobs  # None: a process that only deletes documents (`hearth users revoke`)
 
-    async def _keep(self, owner: str, text: DocumentText, ttl_s: int | None, inline_bytes: int | None = None) -> None:
-        """Keeps a new document's text (`inline_bytes`: the size of one sent inline) and, with
-        DOCUMENT_EMBEDDING_MODEL, queues the embedding of its chunks, whose vectors the worker
-        keeps with the text (hearth.documents)."""
-        await self._texts.put(owner, text, ttl_s, inline_bytes)
+    async def _embed(self, owner: str, document_id: str) -> None:
+        """With DOCUMENT_EMBEDDING_MODEL, queues the embedding of a new document's chunks, whose
+        vectors the worker keeps with its text (hearth.documents)."""
         model = self._settings.document_embedding_model
         if model and self._jobs is not None:
             await self._jobs.submit_background(EmbeddingPayload(job_id=secrets.token_hex(16), model=model, inputs=[], user=owner,
-                                                                document_id=text.document_id), owner)
+                                                                document_id=document_id), owner)
 
     def _check_size(self, size: int, param: str) -> None:
         limit = self._settings.document_max_file_bytes
@@ -81,7 +79,8 @@ class DocumentService:
             pages = await self._extractor.pages(filename, data)
             info = await self._files.create(owner, filename, purpose, data, retention_s)
         ttl = None if info.expires_at is None else info.expires_at - info.created_at
-        await self._keep(owner, DocumentText(document_id=info.id, filename=filename, pages=pages), ttl)
+        await self._texts.put(owner, DocumentText(document_id=info.id, filename=filename, pages=pages), ttl)
+        await self._embed(owner, info.id)
         log.info("document stored", extra={"file_id": info.id, "bytes": info.bytes, "pages": len(pages)})
         return info
 
@@ -126,7 +125,7 @@ class DocumentService:
         async with self._room(owner, len(data), param):
             pages = await self._extractor.pages(filename, data, param)
             text = DocumentText(document_id=f"doc-{secrets.token_hex(12)}", filename=filename, pages=pages)
-            await self._keep(owner, text, ttl_s, inline_bytes=len(data))
+            await self._texts.put(owner, text, ttl_s, inline_bytes=len(data))
         return DocumentRef(document_id=text.document_id, filename=filename)
 
     @asynccontextmanager
@@ -135,7 +134,8 @@ class DocumentService:
         """Each message's file parts (with the field that holds each, for errors) as DocumentRefs,
         for the block that queues the job reading them: uploaded files checked as the owner's
         documents, inline ones read and kept for `ttl_s`, and deleted again should the request
-        be refused (a later part, the quota, the queue) before its job is queued."""
+        be refused (a later part, the quota, the queue) before its job is queued; embedded
+        (DOCUMENT_EMBEDDING_MODEL) once it is."""
         inline: list[str] = []
         try:
             refs: list[list[DocumentRef]] = []
@@ -151,6 +151,8 @@ class DocumentService:
         except BaseException:
             await self._texts.delete_inline(owner, *inline)
             raise
+        for document_id in inline:
+            await self._embed(owner, document_id)
 
     async def owned_messages(self, owner: str, messages: Sequence[Message]) -> list[Message]:
         """`messages` read back from stored items (which a client may have written or imported),

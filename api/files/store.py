@@ -174,8 +174,7 @@ class FileStore:
         """Deletes all of the owner's files; the ids of the documents among them."""
         ids = members(await self._redis.zrange(_owner_key(owner), 0, -1))
         documents = [file_id for file_id in ids if (info := await self.get(owner, file_id)) is not None and info.is_document]
-        for file_id in ids:
-            await self.delete(owner, file_id)
         if ids:
+            await self._redis.delete(*(key for file_id in ids for key in (_file_key(file_id), _data_key(file_id))))
             await self._forget(owner, ids)  # expired ones too
         return documents
