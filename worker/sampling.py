@@ -60,10 +60,8 @@ class VocabIndex:
             if llama_cpp.llama_vocab_is_eog(vocab, token):
                 eog.append(token)
                 continue
-            if n == 0:
-                continue  # the grammar refuses an empty text
-            if n < 0:
-                continue  # longer than `buf`: probed, never written
+            if n <= 0:
+                continue  # empty (the grammar refuses it), or longer than `buf` (probed, never written)
             text = buf.raw[:n]
             starts[token] = text[0]
             attr = llama_cpp.llama_vocab_get_attr(vocab, token)
