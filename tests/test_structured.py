@@ -214,20 +214,23 @@ def test_a_batch_line_with_response_format_answers_json(stack: Stack, client: op
 
 def test_a_paused_json_batch_line_resumes_in_its_grammar(make_stack) -> None:
     """A paused line's next attempt feeds its answer so far to the new grammar sampler: without
-    that the resumed answer would start its JSON again."""
+    that the resumed answer would start its JSON again. (Not compared with an uninterrupted
+    run's answer: llama.cpp's logits for the same tokens differ in the last bits with how they
+    were evaluated, at once or after a kept or restored state, which can turn a greedy choice.)"""
     s = make_stack(EVENT_INTERVAL_MS="0")
     s.start_worker()
     s.start_api()
     client = openai.OpenAI(base_url=s.base_url, api_key="unused", max_retries=0, timeout=120)
     schema = obj(fruits={"type": "array", "items": short(20), "minItems": 15, "maxItems": 15})
     body = request_line("json", "List fruits.", 400, temperature=0, seed=7, response_format=schema_format(schema))["body"]
-    reference = client.chat.completions.create(**body).choices[0].message.content
     batch_id = run_batch(client, [{"custom_id": "json", "method": "POST", "url": "/v1/chat/completions", "body": body}])
 
     run = pause_a_line(s, client, batch_id, min_events=15)
-    assert [json.loads(e.data)["reason"] for e in run.followed if e.event == "requeued"] == ["paused"]
-    batch = run.batch
-    [out] = file_lines(client, batch.output_file_id)
+    events = [(e.event, json.loads(e.data)) for e in run.followed]
+    paused_at = next(i for i, (kind, _) in enumerate(events) if kind == "requeued")
+    assert [data["reason"] for kind, data in events if kind == "requeued"] == ["paused"]
+    sent = "".join(data["text"] for kind, data in events[:paused_at] if kind == "token")
+    [out] = file_lines(client, run.batch.output_file_id)
     content = out["response"]["body"]["choices"][0]["message"]["content"]
+    assert sent.startswith('{"fruits": ["') and content.startswith(sent) and len(content) > len(sent)
     jsonschema.validate(json.loads(content), schema)
-    assert content == reference
