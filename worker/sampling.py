@@ -25,7 +25,11 @@ Where the grammar then allows one text alone (a JSON key, `", "`, a closing brac
 grammar fixes the layout), `GrammarChecked.forced` finds it by asking the grammar about one
 token per first byte, character after character, and worker.engine evaluates its tokens in
 one batch with the chosen token instead of a step each (as SGLang's jump-forward decoding
-does): a batch of 8 tokens costs SmolLM2 about three steps' time here.
+does): a batch of 8 tokens costs SmolLM2 about three steps' time here. A byte that opens a
+multi-byte character is asked about as a token of its own. llama.cpp refuses it in a negated
+class that excludes any character it may begin, even one allowing others it begins: exact
+for the classes worker.grammars writes (their negated classes exclude ASCII only; the api
+refuses patterns), not for a negated class excluding some non-ASCII characters.
 """
 
 import ctypes

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
 from redis.asyncio import Redis as AsyncRedis
+from redis.exceptions import RedisError
 
 from api.documents.blobs import blob_store
 from api.documents.extraction import Extractor
@@ -42,11 +43,17 @@ class DocumentService:
 
     async def _embed(self, owner: str, document_id: str) -> None:
         """With DOCUMENT_EMBEDDING_MODEL, queues the embedding of a new document's chunks, whose
-        vectors the worker keeps with its text (hearth.documents)."""
+        vectors the worker keeps with its text (hearth.documents). Best effort: it runs after
+        the document was kept and the request's own job was queued, and BM25 alone ranks the
+        chunks of a document without vectors, so a failure here fails nothing (logged)."""
         model = self._settings.document_embedding_model
-        if model and self._jobs is not None:
+        if not model or self._jobs is None:
+            return
+        try:
             await self._jobs.submit_background(EmbeddingPayload(job_id=secrets.token_hex(16), model=model, inputs=[], user=owner,
                                                                 document_id=document_id), owner)
+        except RedisError:
+            log.warning("document embedding not queued", exc_info=True, extra={"document_id": document_id})
 
     def _check_size(self, size: int, param: str) -> None:
         limit = self._settings.document_max_file_bytes
