@@ -88,11 +88,8 @@ def chat(engine: Engine, question: str) -> list[int]:
     return engine.llama.tokenize(f"<|im_start|>user\n{question}<|im_end|>\n<|im_start|>assistant\n".encode(), special=True)
 
 
-def test_a_text_the_grammar_allows_alone_costs_no_step(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Only the first token is the model's choice: the rest of this answer is forced, and so is
-    its end, so after the prompt nothing is evaluated."""
-    schema = {"type": "object", "properties": {"kind": {"enum": ["weather report"]}, "unit": {"const": "celsius"}},
-              "required": ["kind", "unit"], "additionalProperties": False}
+def evaluations(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> list[list[int]]:
+    """The batches the model evaluates from now on, as they are evaluated."""
     evaluated: list[list[int]] = []
     evaluate = engine.llama.eval
 
@@ -101,6 +98,15 @@ def test_a_text_the_grammar_allows_alone_costs_no_step(engine: Engine, monkeypat
         evaluate(tokens)
 
     monkeypatch.setattr(engine.llama, "eval", spied)
+    return evaluated
+
+
+def test_a_text_the_grammar_allows_alone_costs_no_step(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only the first token is the model's choice: the rest of this answer is forced, and so is
+    its end, so after the prompt nothing is evaluated."""
+    schema = {"type": "object", "properties": {"kind": {"enum": ["weather report"]}, "unit": {"const": "celsius"}},
+              "required": ["kind", "unit"], "additionalProperties": False}
+    evaluated = evaluations(engine, monkeypatch)
     prompt = chat(engine, "What kind of report is it?")
     engine.llama.reset()
     gen = engine.generate(prompt, 100, SamplingParams(temperature=0.7, seed=3, json_schema=schema), lambda text, n: None,
@@ -116,14 +122,7 @@ def test_forced_texts_are_evaluated_with_the_chosen_token(engine: Engine, monkey
     tools = ChatCompletionRequest.model_validate({"model": "", "messages": [{"role": "user", "content": "hi"}],
                                                    "tools": TOOLS, "tool_choice": "required"}).tool_use()
     assert tools is not None
-    evaluated: list[int] = []
-    evaluate = engine.llama.eval
-
-    def spied(tokens: list[int]) -> None:
-        evaluated.append(len(tokens))
-        evaluate(tokens)
-
-    monkeypatch.setattr(engine.llama, "eval", spied)
+    evaluated = evaluations(engine, monkeypatch)
     for bias in ({}, {0: 0.0}):
         evaluated.clear()
         engine.llama.reset()
@@ -133,10 +132,10 @@ def test_forced_texts_are_evaluated_with_the_chosen_token(engine: Engine, monkey
         assert call["name"] in {t["function"]["name"] for t in TOOLS}
         assert gen.finish_reason == "stop"
         if bias:
-            assert evaluated[1:] == [1] * gen.completion_tokens
+            assert [len(batch) for batch in evaluated[1:]] == [1] * gen.completion_tokens
         else:
             assert 1 < len(evaluated) < gen.completion_tokens / 2
-            assert max(evaluated[1:]) > 5  # `", "arguments": {"` and the like, in one batch
+            assert max(len(batch) for batch in evaluated[1:]) > 5  # `", "arguments": {"` and the like, in one batch
 
 
 def grammar_accepts(fb: VocabIndex, vocab: Any, gbnf: str, text: str) -> bool:

@@ -53,8 +53,7 @@ class VocabIndex:
     def __init__(self, vocab: llama_cpp.llama_vocab_p, n_vocab: int):
         self._vocab = vocab
         buf = ctypes.create_string_buffer(64)
-        first = np.full(n_vocab, -1, dtype=np.int16)
-        starts = np.full(n_vocab, -1, dtype=np.int16)  # any first byte; -1: the text is longer than `buf`
+        starts = np.full(n_vocab, -1, dtype=np.int16)  # the first byte; -1: an end, an empty text, or one longer than `buf`
         single: dict[int, int] = {}
         pieces: dict[bytes, int] = {}
         eog: list[int] = []
@@ -71,18 +70,16 @@ class VocabIndex:
             attr = llama_cpp.llama_vocab_get_attr(vocab, token)
             if not attr & llama_cpp.LLAMA_TOKEN_ATTR_CONTROL and (text not in pieces or not attr & llama_cpp.LLAMA_TOKEN_ATTR_BYTE):
                 pieces[text] = token  # a byte-fallback token only where no text token spells it
-            if text[0] < 0x80:
-                first[token] = text[0]
             if n == 1:
                 single.setdefault(text[0], token)
-        first[~np.isin(first, list(single))] = -1
-        self.first = first
+        has_single = np.isin(starts, list(single))
+        self.first = np.where(has_single & (starts < 0x80), starts, -1).astype(np.int16)
         ascii_single = {byte: token for byte, token in single.items() if byte < 0x80}
         self.singles = np.array(list(ascii_single.values()), dtype=np.int32)
         self.single_bytes = np.array(list(ascii_single), dtype=np.int16)
         self.char_of = {token: byte for byte, token in ascii_single.items()}
         self.eog = frozenset(eog)
-        unread = np.flatnonzero(~np.isin(starts, list(single))).astype(np.int32)  # includes the eog and the empty ones
+        unread = np.flatnonzero(~has_single).astype(np.int32)  # includes the eog and the empty ones
         self.probe = np.union1d(np.array(list(single.values()), dtype=np.int32), unread).astype(np.int32)
         for byte, token in ascii_single.items():
             pieces.setdefault(bytes([byte]), token)  # every character the grammar forces is spelt
