@@ -667,12 +667,15 @@ def test_a_reload_or_a_switch_mid_answer_loses_nothing(secured: Stack, secured_u
     signed_in(page, "kai")
     ask(page, secured_ui, "Name a colour.")
     expect(row(page, "Name a colour.")).to_have_count(1)
-    page.click(NEW_CHAT)
+    # The settings' section is open before the new chat is shown: a field mounted as its section
+    # first opens may still take the new chat's (empty) setting after something is typed in it.
     this_chat(page)
+    page.click(NEW_CHAT)
     # The new chat is shown with its settings, then its input is made ready: a setting is typed after both.
     expect(page.locator(CHATBOT)).not_to_contain_text("Name a colour.")
     expect(page.locator(TEXTBOX)).to_be_editable()
     page.fill(MAX_TOKENS, "400")  # this chat's own setting, longer than the api's default of 32
+    page.locator(MAX_TOKENS).blur()  # a number is the page's once its field is left, as a person's click on the message box leaves it
     expect(page.locator(MAX_TOKENS)).to_have_value("400")
     known = len(secured_ui.job_ids())
     # A neighbour's long chat holds the worker: kai's answer waits in line for as long as the
