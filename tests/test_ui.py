@@ -643,6 +643,13 @@ def this_chat(page: Page) -> None:
     expect(page.locator(TITLE)).to_be_visible()
 
 
+def type_number(page: Page, field: str, value: str) -> None:
+    """A number is the page's once its field is left, as a person's click elsewhere leaves it."""
+    page.fill(field, value)
+    page.locator(field).blur()
+    expect(page.locator(field)).to_have_value(value)
+
+
 def api(stack: Stack, key: str, path: str) -> httpx.Response:
     return httpx.get(f"{stack.base_url}{path}", headers={"Authorization": f"Bearer {key}"}, timeout=10)
 
@@ -674,9 +681,7 @@ def test_a_reload_or_a_switch_mid_answer_loses_nothing(secured: Stack, secured_u
     # The new chat is shown with its settings, then its input is made ready: a setting is typed after both.
     expect(page.locator(CHATBOT)).not_to_contain_text("Name a colour.")
     expect(page.locator(TEXTBOX)).to_be_editable()
-    page.fill(MAX_TOKENS, "400")  # this chat's own setting, longer than the api's default of 32
-    page.locator(MAX_TOKENS).blur()  # a number is the page's once its field is left, as a person's click on the message box leaves it
-    expect(page.locator(MAX_TOKENS)).to_have_value("400")
+    type_number(page, MAX_TOKENS, "400")  # this chat's own setting, longer than the api's default of 32
     known = len(secured_ui.job_ids())
     # A neighbour's long chat holds the worker: kai's answer waits in line for as long as the
     # test needs, whatever the machine's speed, while the page is reloaded and switched.
@@ -866,10 +871,8 @@ def test_defaults_for_new_chats_and_export_then_import(secured: Stack, secured_u
     # The settings of the open (new) chat become noor's defaults: every new chat starts with
     # them, on any device; a conversation keeps its own.
     page.fill(SYSTEM_PROMPT, "Answer like a pirate.")
-    page.fill(MAX_TOKENS, "64")
-    page.locator(MAX_TOKENS).blur()  # a number is the page's once its field is left, as a person's click on the button leaves it
+    type_number(page, MAX_TOKENS, "64")
     expect(page.locator(SYSTEM_PROMPT)).to_have_value("Answer like a pirate.")
-    expect(page.locator(MAX_TOKENS)).to_have_value("64")
     page.click("#hearth-save-defaults")
     expect(page.locator(TOAST)).to_contain_text("New chats will start with these settings.")
     assert api(secured, key, "/conversations/defaults").json()["metadata"] == {"system": "Answer like a pirate.", "max_tokens": "64"}
@@ -966,7 +969,7 @@ def test_restarting_everything_or_losing_a_worker_loses_no_conversation(log_dir:
         # got, and a worker started again serves the next turn.
         this_chat(again)
         expect(again.locator(TEXTBOX)).to_be_editable()  # the last answer's updates have landed: none empties what is typed
-        again.fill(MAX_TOKENS, "400")
+        type_number(again, MAX_TOKENS, "400")
         known = len(ui.job_ids())
         send(again, "Write a very long story about a dragon who guards a library, in many chapters.")
         job_id = wait_job_id(ui, known)
@@ -978,7 +981,7 @@ def test_restarting_everything_or_losing_a_worker_loses_no_conversation(log_dir:
         assert stored(stack, key, conv["id"])[5]["status"] == "incomplete"
         stack.start_worker()
         expect(again.locator(TEXTBOX)).to_be_editable()
-        again.fill(MAX_TOKENS, "8")
+        type_number(again, MAX_TOKENS, "8")
         ask(again, ui, "Are you back?")
         wait_for(lambda: len(stored(stack, key, conv["id"])) == 8, 30, "the next turn to be stored")
         no_error_details(again)
