@@ -10,11 +10,12 @@ import gguf
 WORDS = ("Hello", "there", "INST", "Be", "brief", "Hi", "How", "can", "help", "two", "spaces", "list", "json", "name", "arguments", "[/")
 
 
-def sentencepiece_vocab(out: Path, controls: Sequence[str] = ()) -> Path:
+def sentencepiece_vocab(out: Path, controls: Sequence[str] = (), extra: Sequence[str] = ()) -> Path:
     """Control tokens (`<s>`, `</s>`, then `controls`: Mistral v0.3 has `[INST]`,
     `[TOOL_CALLS]`... at 3 and on), byte fallback, and pieces scored longest first, with whole
-    words such as `▁Hello`. Its tokenizer puts a space before every text it is given."""
-    pieces = set(string.ascii_letters + string.digits + string.punctuation + "▁")
+    words such as `▁Hello` (and `extra` pieces). Its tokenizer puts a space before every text
+    it is given."""
+    pieces = {*string.ascii_letters, *string.digits, *string.punctuation, "▁", *extra}
     for word in WORDS:
         pieces.update(piece[:i] for piece in (word, "▁" + word) for i in range(1, len(piece) + 1))
     kinds = gguf.TokenType

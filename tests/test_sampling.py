@@ -177,21 +177,27 @@ def piece(llama: Any, token: int) -> bytes:
 
 @pytest.mark.parametrize("kind", ["smollm2", "sentencepiece"])
 def test_a_forced_text_is_spelt_exactly(kind: str, tmp_path: Path) -> None:
-    """With the tokenizer's own tokens where they spell it (byte-level BPE); else the longest
-    pieces (SentencePiece puts a space before any text it is given)."""
+    """With the tokenizer's own tokens, as it writes the text within a longer one: byte-level
+    BPE writes it alone so; SentencePiece puts a space before any text it is given, and writes
+    the text so after a line break. Its merges, not the longest pieces: of `abc`, `bcd` and
+    `cd`, it writes `abcd` as `a` `bcd` (merging `cd` first), never `abc` `d`."""
     if kind == "sentencepiece":
-        path = write_shaped_gguf(tmp_path / "mistral.gguf", "mistral-tiny", tokenizer_from=sentencepiece_vocab(tmp_path / "vocab.gguf"))
+        vocab = sentencepiece_vocab(tmp_path / "vocab.gguf", extra=["abc", "bcd", "cd"])
+        path = write_shaped_gguf(tmp_path / "mistral.gguf", "mistral-tiny", tokenizer_from=vocab)
     else:
         (model,) = catalog(WorkerSettings()).values()
         path = model.path
     llama = load_vocab(str(path))
     fb = VocabIndex(llama._model.vocab, llama.n_vocab())
-    for text in ('", "arguments": {"name": "', '"}}\n</tool_call>', " json", "[/INST] </s>"):
+    for text in ('", "arguments": {"name": "', '"}}\n</tool_call>', " json", "[/INST] </s>", "{abcd}"):
         tokens = fb.tokens(text.encode())
         assert b"".join(piece(llama, token) for token in tokens) == text.encode()
         assert len(tokens) < len(text)
         own = llama.tokenize(text.encode(), add_bos=False)
         if kind == "smollm2":
             assert tokens == own
-        else:  # the case the longest pieces are for
-            assert b"".join(piece(llama, token) for token in own) == b" " + text.encode()
+        else:
+            assert b"".join(piece(llama, token) for token in own) == b" " + text.encode()  # why not its own
+            assert tokens == llama.tokenize(b"\n" + text.encode(), add_bos=False)[2:]  # after `▁` and the line break
+    if kind == "sentencepiece":
+        assert [piece(llama, token) for token in fb.tokens(b"{abcd}")] == [b"{", b"a", b"bcd", b"}"]

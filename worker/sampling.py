@@ -87,14 +87,20 @@ class VocabIndex:
         self._longest = max(map(len, pieces), default=1)
 
     def tokens(self, text: bytes) -> list[int]:
-        """Tokens that spell `text` exactly: the tokenizer's own where they do (byte-level
-        BPE), else the longest known text at each place (SentencePiece, whose tokenizer
-        writes a space before any text it is given)."""
-        buf = (llama_cpp.llama_token * (len(text) + 1))()
-        n = llama_cpp.llama_tokenize(self._vocab, text, len(text), buf, len(buf), False, False)
-        tokens = list(buf[:n]) if n > 0 else []
-        if b"".join(self._piece(token) for token in tokens) == text:
-            return tokens
+        """Tokens that spell `text` exactly, as the tokenizer writes it within a longer text:
+        its own tokens where they spell it (byte-level BPE); else, as SentencePiece writes a
+        space before any text it is given, those it writes for `text` after a line break (which
+        no piece spans, as byte fallback writes it); else the longest known text at each place."""
+        own = self._tokenize(text)
+        if self._spells(own, text):
+            return own
+        after_break, spelt = self._tokenize(b"\n" + text), b""
+        for n, token in enumerate(after_break):
+            spelt += self._piece(token)
+            if spelt in (b"\n", b" \n") and self._spells(after_break[n + 1:], text):
+                return after_break[n + 1:]
+            if len(spelt) >= 2:
+                break
         tokens, at = [], 0
         while at < len(text):
             size = next(size for size in range(min(self._longest, len(text) - at), 0, -1)
@@ -102,6 +108,14 @@ class VocabIndex:
             tokens.append(self._pieces[text[at: at + size]])
             at += size
         return tokens
+
+    def _tokenize(self, text: bytes) -> list[int]:
+        buf = (llama_cpp.llama_token * (len(text) + 1))()
+        n = llama_cpp.llama_tokenize(self._vocab, text, len(text), buf, len(buf), False, False)
+        return list(buf[:n]) if n > 0 else []
+
+    def _spells(self, tokens: list[int], text: bytes) -> bool:
+        return b"".join(self._piece(token) for token in tokens) == text
 
     def _piece(self, token: int) -> bytes:
         buf = ctypes.create_string_buffer(64)
