@@ -97,13 +97,13 @@ def create_app(settings: ApiSettings) -> FastAPI:
         app.state.settings, app.state.redis = settings, redis
         app.state.jobs = JobService(redis, rq_redis, settings)
         app.state.conversations = ConversationStore(redis, settings)
-        app.state.turns = TurnService(app.state.jobs, app.state.conversations, settings.turn_queueing_s)
         app.state.users = UserStore(redis, settings.session_ttl_s)
         app.state.usage = UsageStore(redis, UsageClock(settings.usage_timezone, settings.usage_clock_offset_s))
         app.state.quotas = QuotaStore(redis)
         app.state.quota_gate = QuotaGate(redis, app.state.quotas, app.state.usage, settings.quota_hold_tokens, settings.job_ttl_s)
         app.state.shares = ShareStore(redis)
         app.state.files, app.state.documents = file_services(redis, settings, app.state.jobs)
+        app.state.turns = TurnService(app.state.jobs, app.state.conversations, app.state.documents, settings.turn_queueing_s)
         app.state.responses = ResponseStore(redis, settings.response_retention_s)
         app.state.accounts = AccountService(app.state.users, app.state.conversations, app.state.usage, app.state.shares,
                                             app.state.documents, app.state.responses)

@@ -342,7 +342,9 @@ def test_responses_take_input_files_and_a_conversation_keeps_them_for_later_turn
     assert "only a user's message may attach files" in refused.value.message
     lease, notes = payload_of(docs, first.headers["X-Job-Id"])["messages"][-1]["documents"]
     assert lease == {"document_id": f.id, "filename": "lease.pdf"} and notes["filename"] == "notes.md"
-    assert 0 < docs.redis.ttl(document_key(notes["document_id"])) <= 30 * 86400  # the stored response's lifetime
+    # Read for the stored response's lifetime; once its turn stands, held by the conversation.
+    wait_for(lambda: filed(docs, client, conv.id), 30, "the answer to be filed")
+    assert docs.redis.ttl(document_key(notes["document_id"])) == -1
 
     asked = client.conversations.items.list(conv.id, order="asc").data[0]
     files = [p for p in asked.content if p.type == "input_file"]
@@ -353,6 +355,59 @@ def test_responses_take_input_files_and_a_conversation_keeps_them_for_later_turn
     later = client.responses.with_raw_response.create(model="any", conversation=conv.id, max_output_tokens=4, input="Any pets?")
     history = payload_of(docs, later.headers["X-Job-Id"])["messages"]
     assert [m["documents"] for m in history if m["role"] == "user"] == [[lease, notes], []]
+
+
+def filed(stack: Stack, client: openai.OpenAI, conv_id: str) -> bool:
+    """Whether the conversation's last answer is filed (no answer is in progress)."""
+    conv = httpx.get(f"{stack.base_url}/conversations/{conv_id}", headers={"Authorization": f"Bearer {client.api_key}"}, timeout=10)
+    return conv.json()["hearth_job_id"] is None
+
+
+def held(stack: Stack, name: str, document_id: str) -> str | None:
+    """What keeps an inline document of `name`'s: the conversation holding it, "" for its own
+    end, None when it is gone. Its text, owner and listing agree (asserted)."""
+    entry = stack.redis.hget(f"hearth:documents:{name}:inline", document_id)
+    ttls = {stack.redis.ttl(key) for key in (document_key(document_id), document_key(document_id) + ":owner")}
+    if entry is None:
+        assert ttls == {-2}
+        return None
+    _, ends, *holder = entry.decode().split(":", 2)
+    assert (ttls == {-1}) == (ends == "0") and (ttls != {-1} or holder) and -2 not in ttls, (entry, ttls)
+    return holder[0] if holder else ""
+
+
+def test_a_conversation_keeps_the_documents_its_questions_sent_inline_as_long_as_the_questions(docs: Stack) -> None:
+    """Past the job's lifetime, and gone with the question: its item deleted, a turn that
+    replaced it, or the conversation. A chat outside a conversation keeps its own for the job's."""
+    name, client = named(docs, "oona")
+    conv = client.conversations.create()
+
+    def turn(text: bytes, **extra: Any) -> tuple[str, str]:
+        """A turn of `conv` attaching `text` inline: its question's item id, and the document's id."""
+        raw = client.chat.completions.with_raw_response.create(
+            model="any", max_tokens=4, messages=[{"role": "user", "content": [*ASK, inline_part(text)]}],
+            extra_body={"conversation": conv.id, **extra})
+        raw.parse()
+        [ref] = payload_of(docs, raw.headers["X-Job-Id"])["messages"][-1]["documents"]
+        wait_for(lambda: filed(docs, client, conv.id), 30, "the answer to be filed")
+        return raw.headers["X-Conversation-Item-Id"], ref["document_id"]
+
+    first_q, first = turn(b"The boiler was serviced in May.")
+    assert held(docs, name, first) == conv.id
+    assert docs.redis.ttl(f"hearth:documents:{name}:inline") == -1
+    second_q, second = turn(b"The gutters were cleared in June.")
+    _, edited = turn(b"The gutters were cleared in July.", replace_from=second_q)  # an edit: the question it replaced goes
+    assert (held(docs, name, second), held(docs, name, edited)) == (None, conv.id)
+    client.conversations.items.delete(first_q, conversation_id=conv.id)
+    assert (held(docs, name, first), held(docs, name, edited)) == (None, conv.id)
+
+    outside = chat(client, [*ASK, inline_part(b"Asked outside any conversation.")])
+    [alone] = payload_of(docs, outside)["messages"][-1]["documents"]
+    assert held(docs, name, alone["document_id"]) == ""
+    assert 0 < docs.redis.ttl(document_key(alone["document_id"])) <= 86400  # the job's lifetime
+    client.conversations.delete(conv.id)
+    assert (held(docs, name, edited), held(docs, name, alone["document_id"])) == (None, "")
+    assert docs.redis.ttl(f"hearth:documents:{name}:inline") > 0  # listed as long as the last one left
 
 
 def test_a_stored_item_naming_another_persons_file_attaches_nothing(docs: Stack) -> None:

@@ -13,9 +13,10 @@ from api.conversations.schemas import (
     CreateConversation,
     CreateItems,
     UpdateConversation,
+    attached,
     cursor_page,
 )
-from api.dependencies import Conversations, CurrentUser
+from api.dependencies import Conversations, CurrentUser, Documents
 from api.errors import error_responses
 
 router = APIRouter(prefix="/v1/conversations", tags=["conversations"], responses=error_responses(400, 401, 404, 413, 500, 503))
@@ -78,8 +79,9 @@ async def update_conversation(conversation_id: str, body: UpdateConversation, st
 
 
 @router.delete("/{conversation_id}")
-async def delete_conversation(conversation_id: str, store: Conversations, user: CurrentUser) -> dict[str, object]:
-    await store.delete(user.name, conversation_id)
+async def delete_conversation(conversation_id: str, store: Conversations, user: CurrentUser, documents: Documents) -> dict[str, object]:
+    # The documents its questions sent inline go with it (those it held; an uploaded file stays).
+    await documents.delete_held(user.name, conversation_id, attached(await store.delete(user.name, conversation_id)))
     return {"id": conversation_id, "object": "conversation.deleted", "deleted": True}
 
 
@@ -115,5 +117,7 @@ async def get_item(conversation_id: str, item_id: str, store: Conversations, use
 
 
 @router.delete("/{conversation_id}/items/{item_id}")
-async def delete_item(conversation_id: str, item_id: str, store: Conversations, user: CurrentUser) -> dict[str, object]:
-    return (await store.delete_item(user.name, conversation_id, item_id)).model_dump()
+async def delete_item(conversation_id: str, item_id: str, store: Conversations, user: CurrentUser, documents: Documents) -> dict[str, object]:
+    conv, deleted = await store.delete_item(user.name, conversation_id, item_id)
+    await documents.delete_held(user.name, conversation_id, attached([deleted]))
+    return conv.model_dump()

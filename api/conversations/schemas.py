@@ -154,6 +154,11 @@ class FunctionCallOutputItem(BaseModel):
 AnyItem = MessageItem | FunctionCallItem | FunctionCallOutputItem
 
 
+def attached(items: Sequence[AnyItem]) -> list[DocumentRef]:
+    """The documents the items' messages attached."""
+    return [ref for item in items if isinstance(item, MessageItem) for ref in item.documents()]
+
+
 def item_type(value: Any) -> str:
     """A message may leave out its `type` (OpenAI's EasyInputMessage); other items name theirs."""
     kind = value.get("type", "message") if isinstance(value, dict) else getattr(value, "type", "message")

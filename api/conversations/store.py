@@ -149,14 +149,20 @@ redis.call('HSET', KEYS[1], 'metadata', ARGV[1])
 return 1
 """
 
-# KEYS: conversation, replaced. ARGV: job id. Clears the mark, if it is still this job's: its
-# turn stands, and what it replaced is gone for good.
+# KEYS: conversation, replaced, items. ARGV: job id. Clears the mark, if it is still this job's:
+# its turn stands, and what it replaced is gone for good. Answers how many of the turn's own
+# items follow, those items, then those it replaced (nothing when the mark was another's).
 _UNMARK_LUA = """
-if redis.call('HGET', KEYS[1], 'answering') == ARGV[1] then
-  redis.call('HDEL', KEYS[1], 'answering', 'answering_ms', 'asked')
-  redis.call('DEL', KEYS[2])
+if redis.call('HGET', KEYS[1], 'answering') ~= ARGV[1] then return {} end
+local out = {0}
+for id in string.gmatch(redis.call('HGET', KEYS[1], 'asked') or '', '%S+') do
+  local raw = redis.call('HGET', KEYS[3], id)
+  if raw then out[1] = out[1] + 1; out[#out + 1] = raw end
 end
-return 0
+for _, raw in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do out[#out + 1] = raw end
+redis.call('HDEL', KEYS[1], 'answering', 'answering_ms', 'asked')
+redis.call('DEL', KEYS[2])
+return out
 """
 
 # KEYS: conversation, items, order, replaced. ARGV: job id. A turn that never happened, if the
@@ -282,13 +288,18 @@ class ConversationStore:
             raise _not_found(conv_id)
         return await self.get(owner, conv_id)
 
-    async def delete(self, owner: str, conv_id: str) -> None:
+    async def delete(self, owner: str, conv_id: str) -> list[AnyItem]:
+        """Deletes the conversation; the items it held (those a turn in progress replaced too)."""
+        _, items, _, _, replaced = keys = self._keys(owner, conv_id)
         async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.delete(*self._keys(owner, conv_id))
+            pipe.hvals(items)
+            pipe.zrange(replaced, 0, -1)
+            pipe.delete(*keys)
             pipe.zrem(INDEX_KEY.format(owner=owner), conv_id)
-            deleted, _ = await pipe.execute()
+            held, put_aside, deleted, _ = await pipe.execute()
         if not deleted:
             raise _not_found(conv_id)
+        return [ITEM.validate_json(raw) for raw in [*held, *put_aside]]
 
     async def add_items(self, owner: str, conv_id: str, items: Sequence[AnyItem], answering: str = "",
                         replace_from: str = "", follows: str | None = None) -> list[AnyItem]:
@@ -331,11 +342,16 @@ class ConversationStore:
         conv, items, order, _, replaced = self._keys(owner, conv_id)
         await self._withdraw_script(keys=[conv, items, order, replaced], args=[job_id])
 
-    async def answered(self, owner: str, conv_id: str, job_id: str) -> None:
+    async def answered(self, owner: str, conv_id: str, job_id: str) -> tuple[list[AnyItem], list[AnyItem]]:
         """Job `job_id`'s answer is filed (or there was none): no answer is in progress now, and
-        what its turn replaced is dropped."""
-        keys = self._keys(owner, conv_id)
-        await self._unmark_script(keys=[keys[0], keys[4]], args=[job_id])
+        what its turn replaced is dropped. The turn's own items (its question) and those it
+        dropped; none when `job_id` no longer held the mark."""
+        conv, items, _, _, replaced = self._keys(owner, conv_id)
+        out = await self._unmark_script(keys=[conv, replaced, items], args=[job_id])
+        if not out:
+            return [], []
+        own, raws = int(out[0]), out[1:]
+        return [ITEM.validate_json(raw) for raw in raws[:own]], [ITEM.validate_json(raw) for raw in raws[own:]]
 
     async def items(self, owner: str, conv_id: str, after: str | None, limit: int, order: Literal["asc", "desc"]) -> tuple[list[AnyItem], bool]:
         """A page of items and whether more follow; 400 when `after` is no item of it."""
@@ -356,14 +372,15 @@ class ConversationStore:
             raise item_not_found(conv_id, item_id)
         return ITEM.validate_json(raw)
 
-    async def delete_item(self, owner: str, conv_id: str, item_id: str) -> Conversation:
-        await self.item(owner, conv_id, item_id)
+    async def delete_item(self, owner: str, conv_id: str, item_id: str) -> tuple[Conversation, AnyItem]:
+        """Deletes the item; the conversation after, and the item."""
+        deleted = await self.item(owner, conv_id, item_id)
         _, items, order, *_ = self._keys(owner, conv_id)
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.hdel(items, item_id)
             pipe.zrem(order, item_id)
             await pipe.execute()
-        return await self.get(owner, conv_id)
+        return await self.get(owner, conv_id), deleted
 
     async def _rank_after(self, owner: str, after: str | None) -> int:
         """Where a page that follows the conversation `after` starts in the activity order."""

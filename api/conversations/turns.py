@@ -12,15 +12,18 @@ completions, responses and the filing of ended jobs do to a conversation around 
    the job is then never queued (refused a place, Redis failed), the turn is withdrawn: its
    question goes, what it replaced comes back, and the mark goes.
 3. `file_answer` (housekeeping, when the job ends): the answer, whole or as far as it got,
-   becomes the assistant's message, and the conversation is free again.
+   becomes the assistant's message, and the conversation is free again. The turn stands: the
+   documents its question sent inline live as long as the question (the conversation holds
+   them), and those of the items it replaced are deleted with them.
 """
 
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
-from api.conversations.schemas import AnyItem, MessageItem, Status, chat_history
+from api.conversations.schemas import AnyItem, MessageItem, Status, attached, chat_history
 from api.conversations.store import ConversationStore, item_not_found
+from api.documents.service import DocumentService
 from api.errors import HearthError
 from api.jobs.service import JobService
 from hearth.contract import DoneEvent, Message
@@ -45,8 +48,8 @@ class Basis:
 
 
 class TurnService:
-    def __init__(self, jobs: JobService, conversations: ConversationStore, queueing_s: float):
-        self._jobs, self._conversations = jobs, conversations
+    def __init__(self, jobs: JobService, conversations: ConversationStore, documents: DocumentService, queueing_s: float):
+        self._jobs, self._conversations, self._documents = jobs, conversations, documents
         # A turn's job is queued moments after its conversation is marked: a marked job missing
         # for longer never will be (its api stopped between the two), and must not keep the
         # conversation busy.
@@ -117,5 +120,9 @@ class TurnService:
         await self.release(owner, conv_id, job_id)
 
     async def release(self, owner: str, conv_id: str, job_id: str) -> None:
-        """The conversation no longer waits for `job_id`'s answer (filed, or never to be)."""
-        await self._conversations.answered(owner, conv_id, job_id)
+        """The conversation no longer waits for `job_id`'s answer (filed, or never to be): the
+        turn stands, and holds the documents its question sent inline."""
+        asked, dropped = await self._conversations.answered(owner, conv_id, job_id)
+        kept = attached(asked)
+        await self._documents.hold(owner, conv_id, kept)
+        await self._documents.delete_held(owner, conv_id, [ref for ref in attached(dropped) if ref not in kept])

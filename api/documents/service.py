@@ -161,6 +161,15 @@ class DocumentService:
         for document_id in inline:
             await self._embed(owner, document_id)
 
+    async def hold(self, owner: str, holder: str, documents: Sequence[DocumentRef]) -> None:
+        """Those of `documents` the owner sent inline live as long as `holder` (a stored
+        conversation) keeps the question that attached them; an uploaded file keeps its own lifetime."""
+        await self._texts.hold(owner, holder, [ref.document_id for ref in documents])
+
+    async def delete_held(self, owner: str, holder: str, documents: Sequence[DocumentRef]) -> None:
+        """Deletes those of `documents` that `holder` held: what attached them is deleted."""
+        await self._texts.delete_held(owner, holder, [ref.document_id for ref in documents])
+
     async def owned_messages(self, owner: str, messages: Sequence[Message]) -> list[Message]:
         """`messages` read back from stored items (which a client may have written or imported),
         each with those of its documents that are the owner's and still kept."""
