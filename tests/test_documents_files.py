@@ -384,9 +384,9 @@ def test_a_conversation_keeps_the_documents_its_questions_sent_inline_as_long_as
 
     def turn(text: bytes, **extra: Any) -> tuple[str, str]:
         """A turn of `conv` attaching `text` inline: its question's item id, and the document's id."""
-        raw = client.chat.completions.with_raw_response.create(
-            model="any", max_tokens=4, messages=[{"role": "user", "content": [*ASK, inline_part(text)]}],
-            extra_body={"conversation": conv.id, **extra})
+        messages: Any = [{"role": "user", "content": [*ASK, inline_part(text)]}]
+        raw = client.chat.completions.with_raw_response.create(model="any", max_tokens=4, messages=messages,
+                                                               extra_body={"conversation": conv.id, **extra})
         raw.parse()
         [ref] = payload_of(docs, raw.headers["X-Job-Id"])["messages"][-1]["documents"]
         wait_for(lambda: filed(docs, client, conv.id), 30, "the answer to be filed")
