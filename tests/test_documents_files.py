@@ -401,6 +401,17 @@ def test_a_conversation_keeps_the_documents_its_questions_sent_inline_as_long_as
     client.conversations.items.delete(first_q, conversation_id=conv.id)
     assert (held(docs, name, first), held(docs, name, edited)) == (None, conv.id)
 
+    # A question deleted while it is answered: its document is not held when the turn stands.
+    body = {"model": "any", "max_tokens": 64, "stream": True, "conversation": conv.id,
+            "messages": [{"role": "user", "content": [*ASK, inline_part(b"Deleted while it is answered.")]}]}
+    with httpx.stream("POST", f"{docs.base_url}/chat/completions", json=body, timeout=120,
+                      headers={"Authorization": f"Bearer {client.api_key}"}) as answering:
+        [deleted] = payload_of(docs, answering.headers["X-Job-Id"])["messages"][-1]["documents"]
+        client.conversations.items.delete(answering.headers["X-Conversation-Item-Id"], conversation_id=conv.id)
+        assert any(line == "data: [DONE]" for line in answering.iter_lines())
+    wait_for(lambda: filed(docs, client, conv.id), 30, "the answer to be filed")
+    assert held(docs, name, deleted["document_id"]) == ""  # the job's lifetime, no more
+
     outside = chat(client, [*ASK, inline_part(b"Asked outside any conversation.")])
     [alone] = payload_of(docs, outside)["messages"][-1]["documents"]
     assert held(docs, name, alone["document_id"]) == ""

@@ -81,6 +81,7 @@ async def update_conversation(conversation_id: str, body: UpdateConversation, st
 @router.delete("/{conversation_id}")
 async def delete_conversation(conversation_id: str, store: Conversations, user: CurrentUser, documents: Documents) -> dict[str, object]:
     # The documents its questions sent inline go with it (those it held; an uploaded file stays).
+    # After it: a turn standing meanwhile holds its question's, then finds the question gone.
     await documents.delete_held(user.name, conversation_id, attached(await store.delete(user.name, conversation_id)))
     return {"id": conversation_id, "object": "conversation.deleted", "deleted": True}
 

@@ -149,10 +149,20 @@ redis.call('HSET', KEYS[1], 'metadata', ARGV[1])
 return 1
 """
 
-# KEYS: conversation, replaced, items. ARGV: job id. Clears the mark, if it is still this job's:
-# its turn stands, and what it replaced is gone for good. Answers how many of the turn's own
-# items follow, those items, then those it replaced (nothing when the mark was another's).
+# KEYS: conversation, replaced. ARGV: job id. Clears the mark, if it is still this job's: its
+# turn stands, and what it replaced is gone for good.
 _UNMARK_LUA = """
+if redis.call('HGET', KEYS[1], 'answering') == ARGV[1] then
+  redis.call('HDEL', KEYS[1], 'answering', 'answering_ms', 'asked')
+  redis.call('DEL', KEYS[2])
+end
+return 0
+"""
+
+# KEYS: conversation, replaced, items. ARGV: job id. The turn the job's mark stands for: how
+# many of its own items follow, those items, then the items it replaced (nothing when the mark
+# is another's, or none).
+_TURN_LUA = """
 if redis.call('HGET', KEYS[1], 'answering') ~= ARGV[1] then return {} end
 local out = {0}
 for id in string.gmatch(redis.call('HGET', KEYS[1], 'asked') or '', '%S+') do
@@ -160,8 +170,6 @@ for id in string.gmatch(redis.call('HGET', KEYS[1], 'asked') or '', '%S+') do
   if raw then out[1] = out[1] + 1; out[#out + 1] = raw end
 end
 for _, raw in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do out[#out + 1] = raw end
-redis.call('HDEL', KEYS[1], 'answering', 'answering_ms', 'asked')
-redis.call('DEL', KEYS[2])
 return out
 """
 
@@ -221,6 +229,7 @@ class ConversationStore:
         self._items_script = redis.register_script(_ITEMS_LUA)
         self._update_script = redis.register_script(_UPDATE_LUA)
         self._unmark_script = redis.register_script(_UNMARK_LUA)
+        self._turn_script = redis.register_script(_TURN_LUA)
         self._withdraw_script = redis.register_script(_WITHDRAW_LUA)
 
     @staticmethod
@@ -342,16 +351,28 @@ class ConversationStore:
         conv, items, order, _, replaced = self._keys(owner, conv_id)
         await self._withdraw_script(keys=[conv, items, order, replaced], args=[job_id])
 
-    async def answered(self, owner: str, conv_id: str, job_id: str) -> tuple[list[AnyItem], list[AnyItem]]:
-        """Job `job_id`'s answer is filed (or there was none): no answer is in progress now, and
-        what its turn replaced is dropped. The turn's own items (its question) and those it
-        dropped; none when `job_id` no longer held the mark."""
+    async def turn(self, owner: str, conv_id: str, job_id: str) -> tuple[list[AnyItem], list[AnyItem]] | None:
+        """The turn job `job_id` is marked as answering: its own items (its question) and those
+        it replaces; None when the mark is not the job's (any more)."""
         conv, items, _, _, replaced = self._keys(owner, conv_id)
-        out = await self._unmark_script(keys=[conv, replaced, items], args=[job_id])
+        out = await self._turn_script(keys=[conv, replaced, items], args=[job_id])
         if not out:
-            return [], []
+            return None
         own, raws = int(out[0]), out[1:]
         return [ITEM.validate_json(raw) for raw in raws[:own]], [ITEM.validate_json(raw) for raw in raws[own:]]
+
+    async def answered(self, owner: str, conv_id: str, job_id: str) -> None:
+        """Job `job_id`'s answer is filed (or there was none): no answer is in progress now, and
+        what its turn replaced is dropped."""
+        keys = self._keys(owner, conv_id)
+        await self._unmark_script(keys=[keys[0], keys[4]], args=[job_id])
+
+    async def missing(self, owner: str, conv_id: str, item_ids: Sequence[str]) -> set[str]:
+        """Those of `item_ids` the conversation no longer holds (deleted, or the conversation)."""
+        if not item_ids:
+            return set()
+        found = await self._redis.hmget(self._keys(owner, conv_id)[1], list(item_ids))
+        return {item_id for item_id, raw in zip(item_ids, found, strict=True) if raw is None}
 
     async def items(self, owner: str, conv_id: str, after: str | None, limit: int, order: Literal["asc", "desc"]) -> tuple[list[AnyItem], bool]:
         """A page of items and whether more follow; 400 when `after` is no item of it."""

@@ -121,8 +121,16 @@ class TurnService:
 
     async def release(self, owner: str, conv_id: str, job_id: str) -> None:
         """The conversation no longer waits for `job_id`'s answer (filed, or never to be): the
-        turn stands, and holds the documents its question sent inline."""
-        asked, dropped = await self._conversations.answered(owner, conv_id, job_id)
+        turn stands. Before its mark goes (a failure leaves it all to do again), the documents
+        its question sent inline are held by the conversation and those of what it replaced are
+        deleted; a question deleted meanwhile (found gone after the hold) takes its own along."""
+        turn = await self._conversations.turn(owner, conv_id, job_id)
+        if turn is None:
+            return
+        asked, dropped = turn
         kept = attached(asked)
         await self._documents.hold(owner, conv_id, kept)
         await self._documents.delete_held(owner, conv_id, [ref for ref in attached(dropped) if ref not in kept])
+        await self._conversations.answered(owner, conv_id, job_id)
+        gone = await self._conversations.missing(owner, conv_id, [item.id for item in asked])
+        await self._documents.delete_held(owner, conv_id, attached([item for item in asked if item.id in gone]))
