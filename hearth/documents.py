@@ -27,12 +27,13 @@ def chunk_vectors_key(document_id: str) -> str:
 
 class ChunkVectors(BaseModel):
     """What a document's chunk vectors were made with: they rank its chunks only for a worker
-    that cuts the same chunks and embeds questions with the same model."""
+    that cuts the same chunks and embeds them and questions the same way."""
 
     model: str
     chunk_tokens: int
     overlap_tokens: int
     dimensions: int
+    chunk_prefix: str = ""  # put before each chunk's text (DOCUMENT_EMBEDDING_CHUNK_PREFIX)
 
 
 class DocumentPage(BaseModel):

@@ -28,9 +28,9 @@ from hearth.documents import ChunkVectors, DocumentPage, DocumentText, chunk_vec
 from tests.test_accounts import api
 from tools.sample_documents import pdf_with_pages
 from worker.chunk_vectors import ChunkSimilarity, keep_vectors, made_with
-from worker.documents import DEFAULT_CHUNKING, Chunking, terms
+from worker.documents import DEFAULT_CHUNKING, Chunking, TaskPrefixes, terms
 from worker.embedder import Embedder, EmbeddingSpec
-from worker.models import catalog
+from worker.models import ModelFile, catalog
 from worker.settings import WorkerSettings
 
 DIMENSIONS = 576  # SmolLM2-135M's
@@ -62,6 +62,7 @@ PAGES = [
     "Recipes from Grandma are kept in a green box in our pantry.",
 ]
 CAT_PAGE = 23
+QUERY_PREFIX, CHUNK_PREFIX = "search_query: ", "search_document: "  # nomic-embed-text's
 
 
 def serve_docs(redis_server: RedisServer, log_dir: Path, **env: str) -> Iterator[Stack]:
@@ -72,6 +73,12 @@ def serve_docs(redis_server: RedisServer, log_dir: Path, **env: str) -> Iterator
 @pytest.fixture(scope="module")
 def hybrid(redis_server: RedisServer, log_dir: Path) -> Iterator[Stack]:
     yield from serve_docs(redis_server, log_dir, DOCUMENT_EMBEDDING_MODEL=MODEL)
+
+
+@pytest.fixture(scope="module")
+def prefixed(redis_server: RedisServer, log_dir: Path) -> Iterator[Stack]:
+    yield from serve_docs(redis_server, log_dir, DOCUMENT_EMBEDDING_MODEL=MODEL, DOCUMENT_EMBEDDING_QUERY_PREFIX=QUERY_PREFIX,
+                          DOCUMENT_EMBEDDING_CHUNK_PREFIX=CHUNK_PREFIX)
 
 
 @pytest.fixture(scope="module")
@@ -138,6 +145,22 @@ def test_an_inline_document_gets_its_chunk_vectors_too(hybrid: Stack) -> None:
     wait_for(lambda: vectors(hybrid, document["document_id"]) is not None, 120, "the inline document's chunk vectors")
 
 
+def test_a_chunk_is_embedded_after_its_task_prefix(prefixed: Stack) -> None:
+    """DOCUMENT_EMBEDDING_CHUNK_PREFIX: a document's chunk vectors are the embedding of the
+    prefix and the chunk's text, as `/v1/embeddings` makes it, not of the text alone."""
+    _, client = person(prefixed)
+    note = "Our cat Miso sleeps upon our sofa."
+    f = client.files.create(file=("note.txt", note.encode()), purpose="user_data")
+    wait_for(lambda: vectors(prefixed, f.id) is not None, 120, "the document's chunk vectors")
+    kept = vectors(prefixed, f.id)
+    assert kept is not None
+    meta, [made] = kept
+    assert meta.chunk_prefix == CHUNK_PREFIX
+    with_prefix, alone = (np.array(e.embedding) for e in client.embeddings.create(model=MODEL, input=[CHUNK_PREFIX + note, note]).data)
+    assert made @ with_prefix / np.linalg.norm(with_prefix) > 0.9999
+    assert made @ alone / np.linalg.norm(alone) < 0.999
+
+
 def test_revoking_a_person_deletes_their_chunk_vectors(hybrid: Stack) -> None:
     name, client = person(hybrid)
     f = client.files.create(file=("note.txt", b"Our cat Miso sleeps upon our sofa."), purpose="user_data")
@@ -149,13 +172,19 @@ def test_revoking_a_person_deletes_their_chunk_vectors(hybrid: Stack) -> None:
     assert not hybrid.redis.exists(chunk_vectors_key(f.id))
 
 
-def test_vectors_count_only_where_made_as_this_worker_would_and_live_as_long_as_the_text(redis_server: RedisServer) -> None:
-    """worker.chunk_vectors against a real Redis and SmolLM2: vectors of another model or other
-    chunk sizes rank nothing; none are kept for a deleted document; kept ones expire with the text."""
+def house(redis_server: RedisServer) -> tuple[redis.Redis, DocumentText, ModelFile]:
+    """A Redis of its own holding document "d" (PAGES, for 600 s), and the SmolLM2 to embed with."""
     r = redis.Redis.from_url(unused_db(redis_server))
     doc = DocumentText(document_id="d", filename="house.txt", pages=[DocumentPage(number=n, text=t) for n, t in enumerate(PAGES, 1)])
     r.set(document_key("d"), doc.model_dump_json(), ex=600)
     (file,) = catalog(WorkerSettings(n_threads=1)).values()
+    return r, doc, file
+
+
+def test_vectors_count_only_where_made_as_this_worker_would_and_live_as_long_as_the_text(redis_server: RedisServer) -> None:
+    """worker.chunk_vectors against a real Redis and SmolLM2: vectors of another model or other
+    chunk sizes rank nothing; none are kept for a deleted document; kept ones expire with the text."""
+    r, doc, file = house(redis_server)
     embedder = Embedder.load(file, EmbeddingSpec.of(file, 512), 1, 0)
     try:
         similarity = ChunkSimilarity(r, file.id, DEFAULT_CHUNKING, lambda model, loading: embedder)
@@ -176,14 +205,35 @@ def test_vectors_count_only_where_made_as_this_worker_would_and_live_as_long_as_
     assert not r.exists(chunk_vectors_key("gone"))
 
 
+def test_a_question_is_embedded_after_its_task_prefix_and_ranks_only_vectors_made_with_the_same_chunk_prefix(
+        redis_server: RedisServer) -> None:
+    r, doc, file = house(redis_server)
+    embedder = Embedder.load(file, EmbeddingSpec.of(file, 512), 1, 0)
+    try:
+        similarity = ChunkSimilarity(r, file.id, DEFAULT_CHUNKING, lambda model, loading: embedder, TaskPrefixes(QUERY_PREFIX, CHUNK_PREFIX))
+        assert similarity.chunk_inputs(PAGES[:1]) == [CHUNK_PREFIX + PAGES[0]]
+        made = np.random.default_rng(7).standard_normal((len(PAGES), DIMENSIONS)).astype("<f4")
+        made /= np.linalg.norm(made, axis=1, keepdims=True)
+        with_prefix, alone = (embedder.embed(embedder.tokens([text], None, truncate=True))[0] for text in (QUERY_PREFIX + QUESTION, QUESTION))
+        for chunk_prefix, used in ((CHUNK_PREFIX, True), ("", False)):
+            pipe = r.pipeline()
+            keep_vectors(pipe, "d", made_with(file.id, DEFAULT_CHUNKING, DIMENSIONS, chunk_prefix), 0, made.tobytes())
+            pipe.execute()
+            cosines = similarity.of({"d": doc}, QUESTION, 512, lambda model: None)
+            if used:
+                assert np.allclose(cosines["d"], made @ with_prefix, atol=1e-5)
+                assert not np.allclose(cosines["d"], made @ alone, atol=1e-3)
+            else:
+                assert cosines == {}
+    finally:
+        embedder.close()
+
+
 def test_an_embedding_model_that_cannot_load_leaves_the_ranking_to_bm25(redis_server: RedisServer, tmp_path: Path,
                                                                          caplog: pytest.LogCaptureFixture) -> None:
     """A damaged embedding model (its weights cut off: llama.cpp refuses to load it) fails no
     chat: the question is not embedded, and BM25 alone ranks the chunks."""
-    r = redis.Redis.from_url(unused_db(redis_server))
-    doc = DocumentText(document_id="d", filename="house.txt", pages=[DocumentPage(number=n, text=t) for n, t in enumerate(PAGES, 1)])
-    r.set(document_key("d"), doc.model_dump_json(), ex=600)
-    (file,) = catalog(WorkerSettings(n_threads=1)).values()
+    r, doc, file = house(redis_server)
     pipe = r.pipeline()
     keep_vectors(pipe, "d", made_with(file.id, DEFAULT_CHUNKING, DIMENSIONS), 0, np.ones((len(PAGES), DIMENSIONS), dtype="<f4").tobytes())
     pipe.execute()

@@ -2,19 +2,21 @@
 the api queues after an upload, read by chats to rank the chunks by their cosine to the
 question's vector (DocumentIndex.ranked).
 
-Vectors count only for the model and the chunks they were made with (ChunkVectors): a worker
-whose DOCUMENT_EMBEDDING_MODEL or chunk settings differ ranks that document by BM25 alone.
+Vectors count only for the model, the chunks and the chunk prefix they were made with
+(ChunkVectors): a worker whose settings differ ranks that document by BM25 alone. Models
+trained for retrieval embed a question and a passage each after a task prefix of their own
+(`TaskPrefixes`); without it they rank worse.
 """
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 from redis import Redis
 from redis.client import Pipeline
 
 from hearth.documents import ChunkVectors, DocumentText, chunk_vectors_key, document_key
-from worker.documents import BYTES_PER_TOKEN, Chunking
+from worker.documents import BYTES_PER_TOKEN, NO_PREFIXES, Chunking, TaskPrefixes
 from worker.embedder import Embedder
 
 log = logging.getLogger(__name__)
@@ -33,8 +35,9 @@ return 1
 """
 
 
-def made_with(model: str, chunking: Chunking, dimensions: int) -> ChunkVectors:
-    return ChunkVectors(model=model, chunk_tokens=chunking.tokens, overlap_tokens=chunking.overlap, dimensions=dimensions)
+def made_with(model: str, chunking: Chunking, dimensions: int, chunk_prefix: str = "") -> ChunkVectors:
+    return ChunkVectors(model=model, chunk_tokens=chunking.tokens, overlap_tokens=chunking.overlap, dimensions=dimensions,
+                        chunk_prefix=chunk_prefix)
 
 
 def keep_vectors(pipe: Pipeline, document_id: str, meta: ChunkVectors, offset: int, vectors: bytes) -> None:
@@ -46,15 +49,24 @@ class ChunkSimilarity:
     """The cosine of attached documents' chunk vectors to the question's, for a chat. Used by
     the worker's job thread (it embeds with the pool's models)."""
 
-    def __init__(self, redis: Redis, model: str, chunking: Chunking, embedder: Callable[[str, Callable[[], None]], Embedder]):
-        self._redis, self._model, self._chunking, self._embedder = redis, model, chunking, embedder
+    def __init__(self, redis: Redis, model: str, chunking: Chunking, embedder: Callable[[str, Callable[[], None]], Embedder],
+                 prefixes: TaskPrefixes = NO_PREFIXES):
+        self._redis, self._model, self._chunking, self._embedder, self._prefixes = redis, model, chunking, embedder, prefixes
+
+    def made_with(self, model: str, dimensions: int) -> ChunkVectors:
+        """What vectors of a document's chunks embedded by `model` are made with here."""
+        return made_with(model, self._chunking, dimensions, self._prefixes.chunk)
+
+    def chunk_inputs(self, texts: Sequence[str]) -> list[str]:
+        """What is embedded for each chunk's text."""
+        return [self._prefixes.chunk + text for text in texts]
 
     def _vectors(self, document_ids: list[str], dimensions: int) -> dict[str, np.ndarray]:
         """Each document's kept vectors, (chunks, dimensions), where made as this worker would."""
         pipe = self._redis.pipeline(transaction=False)
         for d in document_ids:
             pipe.hmget(chunk_vectors_key(d), ["meta", "data"])
-        want = made_with(self._model, self._chunking, dimensions)
+        want = self.made_with(self._model, dimensions)
         out = {}
         for d, (meta, data) in zip(document_ids, pipe.execute()):
             if meta is not None and data and ChunkVectors.model_validate_json(meta) == want:
@@ -76,7 +88,7 @@ class ChunkSimilarity:
             vectors = self._vectors(list(documents), embedder.spec.dimensions)
             if not vectors:
                 return {}
-            [tokens] = embedder.tokens([question], None, truncate=True)
+            [tokens] = embedder.tokens([self._prefixes.query + question], None, truncate=True)
             asked = embedder.embed([tokens])[0]
         except (ValueError, RuntimeError, MemoryError) as exc:  # llama.cpp could not load or run it: the answer does without
             log.warning("question not embedded: chunks ranked by BM25 alone", extra={"model": model, "error": type(exc).__name__})

@@ -41,6 +41,18 @@ DEFAULT_CHUNKING = Chunking()
 
 
 @dataclass(frozen=True)
+class TaskPrefixes:
+    """Text put before a question and before a chunk when each is embedded for ranking
+    (nomic-embed-text: `search_query: ` and `search_document: `); none by default."""
+
+    query: str = ""
+    chunk: str = ""
+
+
+NO_PREFIXES = TaskPrefixes()
+
+
+@dataclass(frozen=True)
 class Chunk:
     document_id: str
     filename: str

@@ -32,7 +32,7 @@ from hearth.lifecycle import JobStatus
 from hearth.logs import log_context
 from hearth.metrics import record_state_reuse
 from hearth.state_routes import StateHolder, state_route_key
-from worker.chunk_vectors import ChunkSimilarity, keep_vectors, made_with
+from worker.chunk_vectors import ChunkSimilarity, keep_vectors
 from worker.context import ContextOverflow
 from worker.control import CancelListener
 from worker.document_index import DocumentIndex
@@ -265,7 +265,7 @@ class JobRunner:
             # after writing) rewrites the same bytes.
             offset = payload.done * embedder.spec.dimensions * 4
             if payload.document_id is not None:
-                keep_vectors(pipe, payload.document_id, made_with(model, self._index.chunking, embedder.spec.dimensions), offset, bytes(vectors))
+                keep_vectors(pipe, payload.document_id, self._similarity.made_with(model, embedder.spec.dimensions), offset, bytes(vectors))
                 return
             key = vectors_key(job_id)
             pipe.setrange(key, offset, bytes(vectors))
@@ -278,7 +278,7 @@ class JobRunner:
             else:  # a document's chunks, as chats cut them; none when it was deleted before its turn
                 document = self._documents.one(payload.document_id)
                 parts = self._index.get(document).chunks if document is not None else []
-                inputs = embedder.tokens([c.text for c in parts], None, truncate=True)
+                inputs = embedder.tokens(self._similarity.chunk_inputs([c.text for c in parts]), None, truncate=True)
             for run in embedder.passes(inputs[done:]):
                 if cancelled.is_set():
                     raise Cancelled()

@@ -10,7 +10,7 @@ from pydantic import Field, model_validator
 
 from hearth.settings import DocumentRankingSettings, data_dir
 from worker.document_index import DocumentIndex
-from worker.documents import Chunking
+from worker.documents import Chunking, TaskPrefixes
 
 EMBEDDED_MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 TOOL_MAX_PARALLEL_CALLS = 8  # default bound on the calls of one answer
@@ -37,6 +37,8 @@ class WorkerSettings(DocumentRankingSettings):
     document_chunk_tokens: int = Field(256, ge=16, le=4096, description="A long attached document is cut into chunks of about this many tokens (estimated as one per 4 bytes of text, whatever the model), never across a page; the chunks most relevant to the question go into the prompt. Chunk vectors made with other chunk sizes are not used.")
     document_chunk_overlap_tokens: int = Field(32, ge=0, le=1024, description="Tokens a chunk repeats from the end of the one before it, so a fact cut at a chunk's edge is whole in one of them (less than `DOCUMENT_CHUNK_TOKENS`).")
     document_retrieval_tokens: int = Field(2048, ge=0, description="Most tokens of a long document's best chunks that go into one question's prompt (about, by the chunks' estimate; 0: as many as the window holds). Reading is what a CPU is slow at: with Mistral 7B on a laptop (about 9 tokens/s) 2,048 tokens take four minutes, a whole 8k window fifteen.")
+    document_embedding_query_prefix: str = Field("", description="Text put before a question when it is embedded to rank a long document's chunks with `DOCUMENT_EMBEDDING_MODEL`: the task prefix a retrieval model was trained with (nomic-embed-text: `search_query: `; Qwen3-Embedding: its one-line task instruction, a line break, then `Query: `). Empty: the question as it is.")
+    document_embedding_chunk_prefix: str = Field("", description="Text put before each chunk when it is embedded (nomic-embed-text: `search_document: `). Chunk vectors made with another prefix are not used (the document is ranked by BM25 alone).")
     document_cache_mb: int = Field(256, ge=0, description="Memory for the chunks of recently asked long documents and their words' counts (about 25 bytes per character of text), so a follow-up question does not cut them again; the least recently asked go first (one is always kept).")
     n_ctx: int = Field(0, ge=0, description=f"Context window in tokens; 0 = the model's trained context capped at {N_CTX_CAP}.")
     n_threads: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1, description="CPU threads for generation (default: all cores).")
@@ -74,6 +76,10 @@ class WorkerSettings(DocumentRankingSettings):
     @property
     def chunking(self) -> Chunking:
         return Chunking(self.document_chunk_tokens, self.document_chunk_overlap_tokens)
+
+    @property
+    def task_prefixes(self) -> TaskPrefixes:
+        return TaskPrefixes(self.document_embedding_query_prefix, self.document_embedding_chunk_prefix)
 
     def document_index(self) -> DocumentIndex:
         return DocumentIndex(self.chunking, self.document_cache_mb * 2**20, self.document_retrieval_tokens)
