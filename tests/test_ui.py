@@ -492,7 +492,7 @@ def test_batch_tab_runs_a_prompt_file_and_offers_the_answers(ui: Ui, stack: Stac
     page = open_page(ui.url)
     page.get_by_role("tab", name="Batch").click()
     page.locator("#hearth-batch-file input[type=file]").set_input_files(str(prompts))
-    page.fill("#hearth-batch-max-tokens input", "6")
+    type_number(page, "#hearth-batch-max-tokens input", "6")
     page.click("#hearth-batch-start")
     expect(page.locator("#hearth-batch-message")).to_contain_text("Started batch_", timeout=30_000)
     batch_id = page.locator("#hearth-batch-message").inner_text().split("Started ")[1].rstrip(".").strip()

@@ -26,6 +26,7 @@ from tests.test_ui import (  # noqa: F401  # fixtures
     send,
     sign_in,
     signed_in,
+    type_number,
     users,
 )
 
@@ -123,12 +124,12 @@ def test_admin_adds_a_person_who_signs_in_elsewhere_and_is_revoked(secured: Stac
 
     # Limits: hers, then everyone's default; choosing someone shows their own.
     choose_person(admin, "pia", "Limits of pia:")
-    admin.fill("#hearth-admin-tokens_per_day input", "5000")
+    type_number(admin, "#hearth-admin-tokens_per_day input", "5000")
     admin.click("#hearth-admin-set-limits")
     expect(admin.locator("#hearth-admin-message")).to_have_text("Limits set for pia.")
     choose_person(admin, "Everyone (default limits)", "Everyone's default limits:")
     expect(admin.locator("#hearth-admin-tokens_per_day input")).to_have_value("")
-    admin.fill("#hearth-admin-jobs_at_once input", "3")
+    type_number(admin, "#hearth-admin-jobs_at_once input", "3")
     admin.click("#hearth-admin-set-limits")
     expect(admin.locator("#hearth-admin-message")).to_have_text("Default limits set for everyone.")
     quotas = httpx.get(f"{secured.base_url}/admin/quotas", headers={"Authorization": f"Bearer {root}"}).json()
