@@ -269,7 +269,10 @@ def test_of_two_tabs_racing_to_replace_one_takes_the_turn_and_a_stale_history_is
                 return_exceptions=True))
             taken = next(n for n, o in enumerate(outcomes) if not isinstance(o, BaseException))
             outcomes.append([i.content[0].text for i in items(client, conv.id)])
-            await store.withdraw(LOCAL_USER.name, conv.id, f"job-{taken}")  # its job was never queued
+            # What it replaced is aside, not gone, while the turn may still be withdrawn.
+            outcomes.append(await store.missing(LOCAL_USER.name, conv.id, [question.id, answer.id, "msg_never"]))
+            withdrawn = await store.withdraw(LOCAL_USER.name, conv.id, f"job-{taken}")  # its job was never queued
+            outcomes.append([(i.id, i.text()) for i in withdrawn])
             outcomes.append([i.id for i in items(client, conv.id)])
             # A history read before another writer came: its question would not follow what was read.
             for stale in ({"replace_from": answer.id, "follows": ""}, {"follows": ""}):
@@ -281,9 +284,12 @@ def test_of_two_tabs_racing_to_replace_one_takes_the_turn_and_a_stale_history_is
         finally:
             await redis.aclose()
 
-    *raced, stored_then, restored, late, stale = asyncio.run(run())
+    *raced, stored_then, gone, withdrawn, restored, late, stale = asyncio.run(run())
     assert sorted(isinstance(o, HearthError) and (o.status, o.code) == (409, "conversation_busy") for o in raced) == [False, True]
     assert stored_then in (["Tab 0?"], ["Tab 1?"])
+    assert gone == {"msg_never"}
+    assert isinstance(withdrawn, list) and [said for _, said in withdrawn] == stored_then  # the question it deleted
+    assert withdrawn[0][0] not in restored
     assert restored == [question.id, answer.id]
     assert late == stale == (409, "conversation_changed")
     assert [i.id for i in items(client, conv.id)] == [question.id, answer.id]

@@ -183,7 +183,8 @@ def house(redis_server: RedisServer) -> tuple[redis.Redis, DocumentText, ModelFi
 
 def test_vectors_count_only_where_made_as_this_worker_would_and_live_as_long_as_the_text(redis_server: RedisServer) -> None:
     """worker.chunk_vectors against a real Redis and SmolLM2: vectors of another model or other
-    chunk sizes rank nothing; none are kept for a deleted document; kept ones expire with the text."""
+    chunk sizes rank nothing; none are kept for a deleted document, nor after others made
+    otherwise; kept ones expire with the text."""
     r, doc, file = house(redis_server)
     embedder = Embedder.load(file, EmbeddingSpec.of(file, 512), 1, 0)
     try:
@@ -199,6 +200,13 @@ def test_vectors_count_only_where_made_as_this_worker_would_and_live_as_long_as_
             assert (cosines["d"].shape == (len(PAGES),)) if used else cosines == {}
     finally:
         embedder.close()
+    # An attempt that goes on from vectors made otherwise (another worker's chunks, at its
+    # place) keeps nothing: its vectors would stand for the first chunks.
+    half = len(made) // 2
+    pipe = r.pipeline()
+    keep_vectors(pipe, "d", made_with(file.id, DEFAULT_CHUNKING, DIMENSIONS), half, made[half:])
+    pipe.execute()
+    assert ChunkVectors.model_validate_json(r.hget(chunk_vectors_key("d"), "meta")) == made_with(file.id, Chunking(128, 16), DIMENSIONS)
     pipe = r.pipeline()
     keep_vectors(pipe, "gone", made_with(file.id, DEFAULT_CHUNKING, DIMENSIONS), 0, made)
     pipe.execute()

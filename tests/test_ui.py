@@ -636,11 +636,18 @@ def row(page: Page, text: str):
     return page.locator(ROWS, has_text=text)
 
 
+# Two animation frames: Gradio renders a closed section's fields when it first opens and gives
+# them the updates that came while it was closed a frame after they show (what was typed in
+# between is lost): then they are the page's.
+TWO_FRAMES = "() => new Promise(done => requestAnimationFrame(() => requestAnimationFrame(() => done(true))))"
+
+
 def this_chat(page: Page) -> None:
     """Opens the sidebar's "This chat" section (title, delete, settings) if it is closed."""
     if not page.locator(TITLE).is_visible():
         page.locator("#hearth-this-chat").get_by_text("This chat").click()
     expect(page.locator(TITLE)).to_be_visible()
+    page.evaluate(TWO_FRAMES)
 
 
 def type_number(page: Page, field: str, value: str) -> None:
@@ -959,6 +966,7 @@ def test_restarting_everything_or_losing_a_worker_loses_no_conversation(log_dir:
         again = new_page(ui.url)  # another browser signs in anew and finds it too, and goes on with it
         sign_in(again, "ines", key)
         signed_in(again, "ines")
+        this_chat(again)  # open before the conversation is: its settings land in fields shown
         row(again, "Name a bird.").click()
         expect(again.locator(CHATBOT)).to_contain_text("Name a bird.")
         ask(again, ui, "And a fish?")
@@ -967,7 +975,6 @@ def test_restarting_everything_or_losing_a_worker_loses_no_conversation(log_dir:
 
         # The worker dies mid-answer: the page says so in words, the answer is kept as far as it
         # got, and a worker started again serves the next turn.
-        this_chat(again)
         expect(again.locator(TEXTBOX)).to_be_editable()  # the last answer's updates have landed: none empties what is typed
         type_number(again, MAX_TOKENS, "400")
         known = len(ui.job_ids())

@@ -142,7 +142,7 @@ def main() -> None:
                      UsageClock(settings.usage_timezone, settings.usage_clock_offset_s))
     runner = JobRunner(settings.worker_name, routes.holder, pool, meter, CancelListener(redis, models),
                        lambda queue, payload: save_attempt(rq_redis, queue, payload, settings.job_ttl_s), disk, DocumentReader(redis),
-                       index, ChunkSimilarity(redis, document_embedding_model(settings, pool), settings.chunking, pool.embedder,
+                       index, ChunkSimilarity(redis, document_embedding_model(settings, pool), index.chunking, pool.embedder,
                                                       settings.task_prefixes))
     heartbeat = Heartbeat(redis, settings.worker_name, models, embedding_models,
                           lambda: WorkerInfo.model_validate({**runner.info(), **meter.live()}), settings.heartbeat_interval_s, settings.heartbeat_ttl_s)

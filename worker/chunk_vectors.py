@@ -23,11 +23,17 @@ log = logging.getLogger(__name__)
 
 # KEYS: the document's text, its vectors. ARGV: ChunkVectors JSON, the byte offset the new
 # vectors start at (those of an earlier attempt before it), the new vectors. Nothing is kept for
-# a document deleted meanwhile; what is kept lives as long as the text.
+# a document deleted meanwhile, nor after an earlier attempt's vectors made otherwise (by a
+# worker of other settings or version: the new ones would stand for the first chunks); what is
+# kept lives as long as the text.
 _KEEP_LUA = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 local data = ''
-if redis.call('HGET', KEYS[2], 'meta') == ARGV[1] then data = redis.call('HGET', KEYS[2], 'data') or '' end
+if redis.call('HGET', KEYS[2], 'meta') == ARGV[1] then
+  data = redis.call('HGET', KEYS[2], 'data') or ''
+elseif tonumber(ARGV[2]) > 0 then
+  return 0
+end
 redis.call('HSET', KEYS[2], 'meta', ARGV[1], 'data', string.sub(data, 1, tonumber(ARGV[2])) .. ARGV[3])
 local ttl = redis.call('PTTL', KEYS[1])
 if ttl > 0 then redis.call('PEXPIRE', KEYS[2], ttl) else redis.call('PERSIST', KEYS[2]) end

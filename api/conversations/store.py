@@ -33,7 +33,7 @@ from api.settings import ApiSettings
 from hearth.contract import ToolCall
 from hearth.documents import Citation
 from hearth.metadata import METADATA_PAIRS
-from hearth.redis_client import members, text
+from hearth.redis_client import members, text, texts
 
 # hash: created_at (s), metadata (JSON), seq (last item position), answering (the job writing its answer),
 # answering_ms (when it was marked), asked (that turn's question ids, space-separated)
@@ -175,10 +175,13 @@ return out
 
 # KEYS: conversation, items, order, replaced. ARGV: job id. A turn that never happened, if the
 # mark is still its job's: its question goes, what it replaced comes back in its place, and
-# the mark is cleared.
+# the mark is cleared. Answers the question's items it deleted.
 _WITHDRAW_LUA = """
-if redis.call('HGET', KEYS[1], 'answering') ~= ARGV[1] then return 0 end
+if redis.call('HGET', KEYS[1], 'answering') ~= ARGV[1] then return {} end
+local gone = {}
 for id in string.gmatch(redis.call('HGET', KEYS[1], 'asked') or '', '%S+') do
+  local raw = redis.call('HGET', KEYS[2], id)
+  if raw then gone[#gone + 1] = raw end
   redis.call('HDEL', KEYS[2], id)
   redis.call('ZREM', KEYS[3], id)
 end
@@ -190,7 +193,19 @@ for i = 1, #replaced, 2 do
 end
 redis.call('DEL', KEYS[4])
 redis.call('HDEL', KEYS[1], 'answering', 'answering_ms', 'asked')
-return 1
+return gone
+"""
+
+# KEYS: items, replaced. ARGV: item ids. Those of them the conversation holds neither among its
+# items nor aside (replaced by a turn under way, which may yet be withdrawn).
+_MISSING_LUA = """
+local aside = {}
+for _, raw in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do aside[cjson.decode(raw)['id']] = true end
+local out = {}
+for _, id in ipairs(ARGV) do
+  if redis.call('HEXISTS', KEYS[1], id) == 0 and not aside[id] then out[#out + 1] = id end
+end
+return out
 """
 
 
@@ -230,6 +245,7 @@ class ConversationStore:
         self._update_script = redis.register_script(_UPDATE_LUA)
         self._unmark_script = redis.register_script(_UNMARK_LUA)
         self._turn_script = redis.register_script(_TURN_LUA)
+        self._missing_script = redis.register_script(_MISSING_LUA)
         self._withdraw_script = redis.register_script(_WITHDRAW_LUA)
 
     @staticmethod
@@ -345,11 +361,12 @@ class ConversationStore:
             (job_id, marked_ms), (seconds, micros) = await pipe.execute()
         return (text(job_id), seconds + micros / 1e6 - int(marked_ms or 0) / 1000) if job_id else None
 
-    async def withdraw(self, owner: str, conv_id: str, job_id: str) -> None:
+    async def withdraw(self, owner: str, conv_id: str, job_id: str) -> list[AnyItem]:
         """A turn that never happened (its job was never queued): in one step, if job `job_id`
-        still holds the mark, its question goes, what it replaced comes back, and the mark goes."""
+        still holds the mark, its question goes, what it replaced comes back, and the mark goes.
+        The question's items deleted."""
         conv, items, order, _, replaced = self._keys(owner, conv_id)
-        await self._withdraw_script(keys=[conv, items, order, replaced], args=[job_id])
+        return [ITEM.validate_json(raw) for raw in await self._withdraw_script(keys=[conv, items, order, replaced], args=[job_id])]
 
     async def turn(self, owner: str, conv_id: str, job_id: str) -> tuple[list[AnyItem], list[AnyItem]] | None:
         """The turn job `job_id` is marked as answering: its own items (its question) and those
@@ -368,11 +385,12 @@ class ConversationStore:
         await self._unmark_script(keys=[keys[0], keys[4]], args=[job_id])
 
     async def missing(self, owner: str, conv_id: str, item_ids: Sequence[str]) -> set[str]:
-        """Those of `item_ids` the conversation no longer holds (deleted, or the conversation)."""
+        """Those of `item_ids` the conversation no longer holds (deleted, or the conversation);
+        one a turn under way replaces is still held (that turn may be withdrawn)."""
         if not item_ids:
             return set()
-        found = await self._redis.hmget(self._keys(owner, conv_id)[1], list(item_ids))
-        return {item_id for item_id, raw in zip(item_ids, found, strict=True) if raw is None}
+        _, items, _, _, replaced = self._keys(owner, conv_id)
+        return set(texts(await self._missing_script(keys=[items, replaced], args=list(item_ids))))
 
     async def items(self, owner: str, conv_id: str, after: str | None, limit: int, order: Literal["asc", "desc"]) -> tuple[list[AnyItem], bool]:
         """A page of items and whether more follow; 400 when `after` is no item of it."""

@@ -68,7 +68,7 @@ class TurnService:
         if job is not None and job.status in TERMINAL:
             await self.file_answer(owner, conv_id, pending)
         elif job is None and marked_s > self._queueing_s:
-            await self._conversations.withdraw(owner, conv_id, pending)
+            await self._withdraw(owner, conv_id, pending)
 
     async def basis(self, owner: str, conv_id: str, replace_from: str | None = None) -> Basis:
         """The previous answer settled, what a new turn continues: every stored message, or those
@@ -103,8 +103,13 @@ class TurnService:
         try:
             yield asked
         except BaseException:
-            await self._conversations.withdraw(owner, conv_id, job_id)
+            await self._withdraw(owner, conv_id, job_id)
             raise
+
+    async def _withdraw(self, owner: str, conv_id: str, job_id: str) -> None:
+        """The turn never happened; a document its question held (a release that failed half
+        way, its job then expired) goes with it."""
+        await self._documents.delete_held(owner, conv_id, attached(await self._conversations.withdraw(owner, conv_id, job_id)))
 
     async def file_answer(self, owner: str, conv_id: str, job_id: str) -> None:
         """The answer, whole, as the assistant's message of its conversation (and its function
